@@ -1,0 +1,1 @@
+"""Asterisk over AMI (a wrapped panoramisk): connection, events -> domain, actions; plus the PBX simulator."""

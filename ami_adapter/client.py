@@ -1,0 +1,207 @@
+"""One AMI session that stays up: login, reconnect, a watchdog that notices a silent server.
+
+panoramisk keeps the socket and matches responses to actions; this wrapper fixes what
+panoramisk 1.4 gets wrong for a dialer: its ping never checks the reply (a hung Asterisk
+is never noticed), and it re-sends unanswered actions after a reconnect (an Originate
+reached the server twice). Here every action is forgettable, a pending one fails with
+AmiDisconnected, and the watchdog drops a connection whose server stays silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+from panoramisk import Manager
+from panoramisk.message import Message
+
+from ami_adapter.protocol import AmiDisconnected, AmiProtocol
+
+log = structlog.get_logger("ami")
+
+
+class AmiError(Exception):
+    """Asterisk answered an action with an error."""
+
+
+class AmiNotConnected(ConnectionError):
+    """No logged-in AMI session right now; nothing was sent."""
+
+
+class _EveryAction:
+    """panoramisk re-sends actions missing from ``forgetable_actions``; forget all of them."""
+
+    def __contains__(self, _name: object) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class AmiSettings:
+    host: str
+    port: int
+    username: str
+    secret: str
+    events: str = "call,cdr"  # DialBegin, Bridge*, Hangup, DeviceStateChange... and Cdr
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+    reconnect_delay: int = 2
+    action_timeout: float = 10.0
+
+
+class _Manager(Manager):  # type: ignore[misc]
+    client: AmiClient
+
+    def ping(self) -> None:
+        # panoramisk's pinger fires and forgets; AmiClient._watchdog checks the replies.
+        pass
+
+    def connection_made(self, f: asyncio.Future[Any]) -> None:
+        super().connection_made(f)
+        if self.protocol is not None and not f.exception():
+            self.protocol.on_event = self.client.on_event
+            self.protocol.wanted_events = self.client.wanted_events
+
+    def login(self, future: asyncio.Future[Any]) -> bool:
+        self.authenticated_future = None
+        if future.exception() is not None:
+            log.warning("ami.login_interrupted", error=str(future.exception()))
+            return False
+        response = future.result()
+        self.authenticated = bool(response.success)
+        if self.authenticated:
+            log.info("ami.logged_in", host=self.config["host"], port=self.config["port"])
+            self.loop.call_soon(self.client.logged_in)
+        else:
+            log.error("ami.login_refused", message=response.get("Message", ""), username=self.config["username"])
+        return self.authenticated
+
+
+class AmiClient:
+    def __init__(
+        self,
+        settings: AmiSettings,
+        *,
+        on_event: Callable[[str, dict[str, str]], None],
+        wanted_events: frozenset[str],
+        on_connected: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_event = on_event
+        self.wanted_events = wanted_events
+        self._on_connected = on_connected
+        self._manager: _Manager | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self._logged_in = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Self:
+        s = self.settings
+        self._manager = _Manager(
+            host=s.host,
+            port=s.port,
+            username=s.username,
+            secret=s.secret,
+            events=s.events,
+            reconnect_timeout=s.reconnect_delay,
+            protocol_factory=AmiProtocol,
+            forgetable_actions=_EveryAction(),
+            on_disconnect=self._disconnected,
+            loop=asyncio.get_running_loop(),
+        )
+        self._manager.client = self
+        self._manager.connect()
+        self._watchdog_task = asyncio.create_task(self._watchdog(), name="ami-watchdog")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog_task
+        for task in list(self._tasks):
+            task.cancel()
+        if self._manager is not None:
+            self._manager.close()
+        self._logged_in.clear()
+
+    @property
+    def connected(self) -> bool:
+        m = self._manager
+        return bool(m and m.authenticated and m.protocol is not None and not m.protocol.closed)
+
+    async def wait_connected(self) -> None:
+        await self._logged_in.wait()
+
+    def logged_in(self) -> None:
+        self._logged_in.set()
+        if self._on_connected is not None:
+            task = asyncio.create_task(self._on_connected(), name="ami-on-connected")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _disconnected(self, _manager: Manager, exc: BaseException | None) -> None:
+        self._logged_in.clear()
+        if self._manager is not None:
+            self._manager.authenticated = False
+        log.warning("ami.disconnected", error=str(exc) if exc else None, retry_in=self.settings.reconnect_delay)
+
+    def drop_connection(self, reason: str) -> None:
+        """Abort the socket; panoramisk then reconnects after reconnect_delay."""
+        m = self._manager
+        if m is None or m.protocol is None or m.protocol.closed:
+            return
+        log.warning("ami.dropping_connection", reason=reason)
+        m.protocol.transport.abort()
+
+    async def send(self, action: Mapping[str, str | list[str]]) -> dict[str, str]:
+        """Send one action and return its response headers; raises AmiError on an error reply."""
+        response = await self._send(action, as_list=False)
+        headers = dict(response.items())
+        if not response.success:
+            raise AmiError(f"{action['Action']}: {headers.get('Message', headers.get('Response'))}")
+        return headers
+
+    async def send_list(self, action: Mapping[str, str | list[str]]) -> list[dict[str, str]]:
+        """Send an action answered by an event list; return the list's items."""
+        messages = await self._send(action, as_list=True)
+        if isinstance(messages, Message):
+            messages = [messages]
+        first = messages[0]
+        if not first.success:
+            raise AmiError(f"{action['Action']}: {first.get('Message', first.get('Response'))}")
+        return [dict(m.items()) for m in messages[1:] if not m.get("Event", "").endswith("Complete")]
+
+    async def _send(self, action: Mapping[str, str | list[str]], *, as_list: bool) -> Any:
+        if not self.connected or self._manager is None:
+            raise AmiNotConnected(f"{action['Action']} not sent: AMI is not connected")
+        future = self._manager.send_action(dict(action), as_list=as_list)
+        try:
+            return await asyncio.wait_for(future, self.settings.action_timeout)
+        except TimeoutError:
+            raise AmiDisconnected(f"{action['Action']}: no answer in {self.settings.action_timeout}s") from None
+
+    async def _watchdog(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.ping_interval)
+            m = self._manager
+            if m is None or m.protocol is None or m.protocol.closed:
+                continue
+            if not m.authenticated:
+                # A hung server still accepts TCP connections and then says nothing at all.
+                if time.monotonic() - m.protocol.opened_at > s.ping_timeout:
+                    self.drop_connection("no login answer")
+                continue
+            try:
+                await asyncio.wait_for(self.send({"Action": "Ping"}), s.ping_timeout)
+            except (TimeoutError, AmiDisconnected, AmiError, AmiNotConnected) as exc:
+                if not isinstance(exc, AmiNotConnected):
+                    self.drop_connection(f"ping unanswered: {exc}")

@@ -1,0 +1,1 @@
+"""HTTP: lead intake for CRMs and sites, lead histories and stats for supervisors."""

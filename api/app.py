@@ -1,0 +1,259 @@
+"""The HTTP API: CRMs post leads, supervisors read histories and stats.
+
+Every refusal names the field and the reason, in one shape:
+``{"error": "...", "problems": [{"field": "phone", "reason": "..."}]}``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dialer.intake import LeadInput
+from router.model import Call, Lead
+from router.phone import InvalidPhone
+from router.stats import ManagerStats, day_bounds
+
+
+class LeadIntakePort(Protocol):
+    async def submit(self, data: LeadInput) -> tuple[Lead, bool]: ...
+
+
+class LeadQueriesPort(Protocol):
+    async def lead_with_calls(self, lead_id: int) -> tuple[Lead, list[Call]] | None: ...
+
+
+@dataclass(frozen=True)
+class ApiDeps:
+    intake: LeadIntakePort
+    queries: LeadQueriesPort
+    stats: Callable[[datetime, datetime], Awaitable[list[ManagerStats]]]  # every manager, idle ones too
+    health: Callable[[], dict[str, Any]]
+    token: str
+    max_body_bytes: int
+
+
+def _no_control_characters(value: str | None) -> str | None:
+    if value is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters (CR, LF, TAB...)")
+    return value
+
+
+class LeadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    phone: str = Field(min_length=1, max_length=32, description="as typed; normalised to E.164")
+    name: str = Field("", max_length=200)
+    source: str = Field("", max_length=100, description="site, landing or campaign; scenarios match on it")
+    external_id: str | None = Field(None, min_length=1, max_length=200, description="your id; repeats are idempotent")
+    payload: dict[str, Any] = Field(default_factory=dict, description="free-form, stored and published as is")
+
+    _plain_text = field_validator("name", "source", "external_id")(_no_control_characters)
+
+
+def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "problems": [{"field": f, "reason": r} for f, r in problems]}, status_code=status
+    )
+
+
+class BodyLimit:
+    """Refuse bodies over the limit before they are read into memory, with or without Content-Length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = _problem(413, "body_too_large", [("body", f"larger than {self.max_bytes} bytes")])
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await too_big(scope, receive, send)
+            return
+        seen = 0
+        refused = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, refused
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes and not refused:
+                refused = True
+                await too_big(scope, receive, send)
+                # The app sees the client go away and stops; whatever it answers is dropped below.
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+def _lead_json(lead: Lead) -> dict[str, Any]:
+    return {
+        "id": lead.id,
+        "phone": lead.phone,
+        "name": lead.name,
+        "source": lead.source,
+        "external_id": lead.external_id,
+        "payload": lead.payload,
+        "status": lead.status.value,
+        "owner_id": lead.owner_id,
+        "attempts": lead.attempts,
+        "next_attempt_at": lead.next_attempt_at,
+        "last_disposition": lead.last_disposition.value if lead.last_disposition else None,
+        "created_at": lead.created_at,
+    }
+
+
+def _call_json(call: Call) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "attempt": call.attempt,
+        "scenario": call.scenario,
+        "state": call.state.value,
+        "disposition": call.disposition.value if call.disposition else None,
+        "hangup_cause": call.hangup_cause,
+        "manager_id": call.manager_id if call.bridged_at else None,
+        "started_at": call.started_at,
+        "answered_at": call.answered_at,
+        "bridged_at": call.bridged_at,
+        "ended_at": call.ended_at,
+        "ring_seconds": call.ring_seconds,
+        "hold_seconds": call.hold_seconds,
+        "talk_seconds": call.talk_seconds,
+        "total_seconds": call.total_seconds,
+        "pbx_billable_seconds": call.pbx_billable_seconds,
+        "recording_file": call.recording_file,
+        "recording_url": call.recording_url,
+        "managers_tried": [
+            {
+                "manager_id": leg.manager_id,
+                "result": leg.result.value if leg.result else None,
+                "started_at": leg.started_at,
+                "answered_at": leg.answered_at,
+                "ended_at": leg.ended_at,
+            }
+            for leg in call.legs
+        ],
+    }
+
+
+def create_app(deps: ApiDeps) -> FastAPI:
+    app = FastAPI(title="leadrouter", version="0.1.0", docs_url="/docs", redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=deps.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"] if part not in ("body", "query", "path")]
+            reason = str(err["msg"]).removeprefix("Value error, ")
+            problems.append((".".join(loc) or "body", reason))
+        return _problem(422, "invalid_request", problems)
+
+    def authorized(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), deps.token.encode()):
+            raise _Unauthorized
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_request: Request, _exc: _Unauthorized) -> JSONResponse:
+        response = _problem(401, "unauthorized", [("authorization", "send 'Authorization: Bearer <token>'")])
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    auth = [Depends(authorized)]
+
+    @app.post("/leads", dependencies=auth, status_code=201)
+    async def post_lead(body: LeadIn) -> JSONResponse:
+        try:
+            lead, created = await deps.intake.submit(
+                LeadInput(
+                    phone=body.phone,
+                    name=body.name,
+                    source=body.source,
+                    external_id=body.external_id,
+                    payload=body.payload,
+                )
+            )
+        except InvalidPhone as exc:
+            return _problem(422, "invalid_lead", [("phone", str(exc))])
+        return JSONResponse(_jsonable(_lead_json(lead)), status_code=201 if created else 200)
+
+    @app.get("/leads/{lead_id}", dependencies=auth)
+    async def get_lead(lead_id: int) -> JSONResponse:
+        found = await deps.queries.lead_with_calls(lead_id)
+        if found is None:
+            return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
+        lead, calls = found
+        return JSONResponse(_jsonable({**_lead_json(lead), "calls": [_call_json(c) for c in calls]}))
+
+    @app.get("/stats/managers", dependencies=auth)
+    async def manager_stats(
+        day: Annotated[date | None, Query(alias="date", description="YYYY-MM-DD; today by default")] = None,
+        tz: Annotated[str | None, Query(description="IANA zone, e.g. Europe/Moscow; the server's by default")] = None,
+    ) -> JSONResponse:
+        try:
+            zone = ZoneInfo(tz) if tz else datetime.now().astimezone().tzinfo
+        except (ZoneInfoNotFoundError, ValueError):
+            return _problem(422, "invalid_request", [("tz", f"unknown time zone {tz!r}")])
+        assert zone is not None
+        day = day or datetime.now(zone).date()
+        start, end = day_bounds(day, zone)
+        rows = await deps.stats(start, end)
+        return JSONResponse(
+            _jsonable(
+                {
+                    "date": day.isoformat(),
+                    "from": start,
+                    "to": end,
+                    "managers": [
+                        {
+                            "manager_id": r.manager_id,
+                            "name": r.name,
+                            "calls": r.calls,
+                            "talk_seconds": r.talk_seconds,
+                            "average_talk_seconds": r.average_talk_seconds,
+                        }
+                        for r in rows
+                    ],
+                }
+            )
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return deps.health()
+
+    return app
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

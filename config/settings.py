@@ -1,0 +1,228 @@
+"""Daemon settings: one YAML file (see deploy/leadrouter.yaml), secrets overridable from the environment."""
+
+from __future__ import annotations
+
+import os
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from config.document import Document
+from config.fields import (
+    AmiText,
+    Count,
+    Digits,
+    Duration,
+    Host,
+    Line,
+    Port,
+    WholeSeconds,
+    only,
+    render,
+    template,
+)
+
+# Environment variables win over the file so secrets can live in a systemd
+# EnvironmentFile or a vault instead of a file that gets copied around.
+ENV_OVERRIDES: dict[tuple[str, str], str] = {
+    ("ami", "secret"): "LEADROUTER_AMI_SECRET",
+    ("mqtt", "password"): "LEADROUTER_MQTT_PASSWORD",
+    ("http", "token"): "LEADROUTER_API_TOKEN",
+}
+
+MIN_TOKEN_LENGTH = 16
+
+
+def _ami_secret(value: SecretStr) -> SecretStr:
+    # Login carries the secret as an AMI header value: only a line break or other
+    # control character could break the action. It never reaches a channel or dialplan.
+    secret = value.get_secret_value()
+    if not secret or not secret.isprintable() or secret != secret.strip():
+        raise ValueError("must be non-empty, on one line, without leading or trailing spaces")
+    return value
+
+
+def _token(value: SecretStr) -> SecretStr:
+    token = value.get_secret_value()
+    if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token:
+        raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters without spaces")
+    return value
+
+
+def _channel(value: str) -> str:
+    technology, slash, _ = value.partition("/")
+    if not slash or not technology.isalnum():
+        raise ValueError("must start with the channel technology, e.g. PJSIP/")
+    return value
+
+
+def _region(value: str) -> str:
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{value!r} is not a region code phonenumbers knows; use two capital letters, e.g. RU")
+    return value
+
+
+def _database_url(value: str) -> str:
+    try:
+        make_url(value)
+    except ArgumentError:
+        raise ValueError("is not a database URL, e.g. sqlite+aiosqlite:////var/lib/leadrouter/leadrouter.db") from None
+    return value
+
+
+def _topic_prefix(value: str) -> str:
+    if not value or value.startswith("/") or value.endswith("/"):
+        raise ValueError("must not be empty or start or end with /")
+    if {"#", "+", "\0"} & set(value):
+        raise ValueError("must not contain the MQTT wildcards # and +")
+    return value
+
+
+def _url_template(value: str) -> str:
+    if value.count("{file}") != 1:
+        raise ValueError("must contain {file} exactly once, e.g. https://pbx.example.com/recordings/{file}")
+    if not value.startswith(("http://", "https://")) or not value.isprintable() or " " in value:
+        raise ValueError("must be an http:// or https:// URL without spaces")
+    return value
+
+
+def _none_is_empty(value: object) -> object:
+    # A section header whose keys are all commented out reads as null: it means "all defaults".
+    return {} if value is None else value
+
+
+class _Section(BaseModel):
+    # Defaults go through the same validators, so "10" seconds is a float like any other.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+ClientChannel = Annotated[str, template("phone", "PJSIP/{phone}@trunk"), AfterValidator(_channel)]
+ManagerChannel = Annotated[str, template("extension", "PJSIP/{extension}"), AfterValidator(_channel)]
+
+
+class AmiSettings(_Section):
+    host: Host = "127.0.0.1"
+    port: Port = 5038
+    username: AmiText = "leadrouter"
+    secret: Annotated[SecretStr, AfterValidator(_ami_secret)] = Field(
+        description="set ami.secret, or LEADROUTER_AMI_SECRET in the environment"
+    )
+    ping_interval: Duration = 10
+    ping_timeout: Duration = 5
+    reconnect_delay: WholeSeconds = 2
+    action_timeout: Duration = 10
+
+
+class PbxSettings(_Section):
+    client_channel: ClientChannel = "PJSIP/{phone}@trunk"
+    manager_channel: ManagerChannel = "PJSIP/{extension}"
+    manager_device: ManagerChannel = "PJSIP/{extension}"
+    hold_context: AmiText = "leadrouter-hold"
+    connect_context: AmiText = "leadrouter-connect"
+    apology_context: AmiText | None = "leadrouter-sorry"
+    caller_id: Digits | None = None
+    channel_id_prefix: Annotated[
+        str,
+        Field(max_length=8),
+        only(string.ascii_lowercase + string.digits, "lowercase letters and digits"),
+    ] = "lr"
+    originate_timeout: Duration = 30
+    hold_max: WholeSeconds = 600
+    max_channels: Count = 100
+
+    def client_channel_for(self, digits: str) -> str:
+        return render(self.client_channel, "phone", digits)
+
+    def manager_channel_for(self, extension: str) -> str:
+        return render(self.manager_channel, "extension", extension)
+
+    def manager_device_for(self, extension: str) -> str:
+        """The device name DeviceStateChange reports for this extension's phone."""
+        return render(self.manager_device, "extension", extension)
+
+    @property
+    def manager_channel_parts(self) -> tuple[str, str]:
+        """manager_channel split around {extension}: LEADROUTER_MANAGER_PREFIX and _SUFFIX."""
+        prefix, suffix = self.manager_channel.split("{extension}")
+        return prefix, suffix
+
+
+class DatabaseSettings(_Section):
+    url: Annotated[str, AfterValidator(_database_url)] = "sqlite+aiosqlite:///var/lib/leadrouter/leadrouter.db"
+
+
+class MqttSettings(_Section):
+    enabled: bool = True
+    host: Host = "127.0.0.1"
+    port: Port = 1883
+    username: Line | None = None
+    password: SecretStr | None = None
+    topic_prefix: Annotated[str, AfterValidator(_topic_prefix)] = "leadrouter"
+    client_id: Annotated[str, only(string.ascii_letters + string.digits + "_-", "letters, digits and _ -")] = (
+        "leadrouter"
+    )
+
+
+class HttpSettings(_Section):
+    host: Host = "127.0.0.1"
+    port: Port = 8080
+    token: Annotated[SecretStr, AfterValidator(_token)] | None = None  # None: the API is not started
+    max_body_bytes: Count = 65536
+
+
+class PhoneSettings(_Section):
+    default_region: Annotated[str, AfterValidator(_region)] = "RU"
+
+
+class RecordingSettings(_Section):
+    file_template: Annotated[str, template("channel_id", "leadrouter/{channel_id}.wav")] = "leadrouter/{channel_id}.wav"
+    url_template: Annotated[str, AfterValidator(_url_template)] | None = None
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+Section = BeforeValidator(_none_is_empty)
+
+
+class Settings(_Section):
+    # Validating an empty default reports a missing secret as ami.secret, not as a missing section.
+    ami: Annotated[AmiSettings, Section] = Field(default_factory=dict, validate_default=True)
+    pbx: Annotated[PbxSettings, Section] = Field(default_factory=PbxSettings)
+    database: Annotated[DatabaseSettings, Section] = Field(default_factory=DatabaseSettings)
+    mqtt: Annotated[MqttSettings, Section] = Field(default_factory=MqttSettings)
+    http: Annotated[HttpSettings, Section] = Field(default_factory=HttpSettings)
+    phones: Annotated[PhoneSettings, Section] = Field(default_factory=PhoneSettings)
+    recordings: Annotated[RecordingSettings, Section] = Field(default_factory=RecordingSettings)
+    routing_file: Path = Path("routing.yaml")
+    log: Annotated[LogSettings, Section] = Field(default_factory=LogSettings)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<code>") -> Settings:
+        """Validate settings built in code (the demo); problems name ``source`` and have no positions.
+
+        A relative routing_file stays relative to the working directory.
+        """
+        return Document.from_data(dict(data), source).validate(cls)
+
+
+def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:
+    """Read the settings file; raise ConfigError listing every problem.
+
+    Non-empty ENV_OVERRIDES variables replace the file's values. A relative
+    routing_file is resolved against the settings file's directory.
+    """
+    document = Document.read(path)
+    for loc, variable in ENV_OVERRIDES.items():
+        if env.get(variable):
+            document.override(loc, env[variable], origin=f"${variable}")
+    settings = document.validate(Settings)
+    return settings.model_copy(update={"routing_file": path.parent / settings.routing_file})

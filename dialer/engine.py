@@ -1,0 +1,518 @@
+"""The dialer: claims due leads, dials them, and steers each live call by what the PBX reports.
+
+Two tasks share the in-memory state and never run at the same time between awaits:
+
+* the dispatch loop claims due leads (one transaction) and only then sends the Originates,
+  so a lead is never dialled without a committed claim, and never twice at once;
+* the event loop applies PBX events in arrival order. It changes memory first and sends
+  Redirect/Hangup right away (a client on hold should not wait for a disk), then commits
+  everything the batch changed, with its outbox events, in one transaction.
+
+PBX events arrive through ``pbx_event`` from the AMI reader, which must never block: it
+only enqueues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from dialer.ports import Clock, Pbx, PbxError, UnitOfWorkFactory
+from recordings.naming import RecordingNamer
+from router.board import ManagerBoard
+from router.events import DomainEvent
+from router.model import Call, CallState, Disposition, Lead, LegResult
+from router.pbx import (
+    Billed,
+    Bridged,
+    DialEnded,
+    DialOutcome,
+    ExtensionState,
+    HungUp,
+    OriginateOutcome,
+    OriginateResult,
+    PbxEvent,
+    RecordingStarted,
+)
+from router.routing import RoutingPlan, Scenario
+
+log = structlog.get_logger("dialer")
+
+_ORIGINATE_DISPOSITIONS = {
+    OriginateOutcome.BUSY: Disposition.BUSY,
+    OriginateOutcome.NO_ANSWER: Disposition.NO_ANSWER,
+    OriginateOutcome.UNREACHABLE: Disposition.UNREACHABLE,
+}
+
+_LEG_RESULTS = {
+    DialOutcome.NO_ANSWER: LegResult.NO_ANSWER,
+    DialOutcome.BUSY: LegResult.BUSY,
+    DialOutcome.UNAVAILABLE: LegResult.UNAVAILABLE,
+    DialOutcome.CANCEL: LegResult.CANCELLED,
+}
+
+
+# Events the dialer sends itself (timers, failed actions), serialised with the PBX's.
+@dataclass(frozen=True, slots=True)
+class _HoldExpired:
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _DialDeadline:
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _OriginateRefused:
+    channel_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnectRefused:
+    channel_id: str
+    manager_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Resynced:
+    live: set[str]  # our client legs the PBX listed
+    asked_at: datetime  # calls started after this may be missing from the listing
+    adopted: list[tuple[Call, Lead]]
+
+
+_Event = PbxEvent | _HoldExpired | _DialDeadline | _OriginateRefused | _ConnectRefused | _Resynced
+
+
+@dataclass(eq=False)
+class _Live:
+    call: Call
+    lead: Lead
+    scenario: Scenario
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+
+
+@dataclass(frozen=True)
+class DialerSettings:
+    channel_id_prefix: str
+    max_channels: int
+    dial_deadline: float  # seconds after which an unanswered Originate is written off
+
+
+class Dialer:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        pbx: Pbx,
+        clock: Clock,
+        routing: Callable[[], RoutingPlan],
+        board: ManagerBoard,
+        recordings: RecordingNamer,
+        settings: DialerSettings,
+    ) -> None:
+        self._uow = uow
+        self._pbx = pbx
+        self._clock = clock
+        self._routing = routing
+        self._board = board
+        self._recordings = recordings
+        self._settings = settings
+        self._queue: asyncio.Queue[_Event] = asyncio.Queue()
+        self._live: dict[str, _Live] = {}
+        self._holding: dict[str, None] = {}  # clients on hold, longest waiting first
+        self._wake = asyncio.Event()
+        self._wake_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # What the current batch changed, committed together by _flush.
+        self._dirty_calls: dict[str, Call] = {}
+        self._dirty_leads: dict[int, Lead] = {}
+        self._events: list[DomainEvent] = []
+        self._billing: list[tuple[str, int]] = []
+        self._resynced_once = False
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def pbx_event(self, event: PbxEvent) -> None:
+        """Called from the AMI reader: enqueue only, never block."""
+        self._queue.put_nowait(event)
+
+    def leads_added(self) -> None:
+        self._wake.set()
+
+    async def pbx_connected(self) -> None:
+        """After every (re)login: learn which of our calls still live, then dial again."""
+        asked_at = self._clock.now()
+        try:
+            live = await self._pbx.live_channels()
+        except PbxError as exc:
+            log.warning("dialer.resync_failed", error=str(exc))
+            return
+        adopted: list[tuple[Call, Lead]] = []
+        if not self._resynced_once:
+            adopted = await self._load_unfinished()
+        self._queue.put_nowait(_Resynced(live, asked_at, adopted))
+
+    @property
+    def live_calls(self) -> int:
+        return len(self._live)
+
+    # -- the two loops --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._event_loop(), name="dialer-events")
+                group.create_task(self._dispatch_loop(), name="dialer-dispatch")
+        finally:
+            # Stopping: store what the PBX already told us, so a restart starts from it.
+            self._apply_batch(self._drain())
+            await self._flush(retry=False)
+
+    def _drain(self) -> list[_Event]:
+        batch = []
+        while not self._queue.empty() and len(batch) < 500:
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    def _apply_batch(self, batch: list[_Event]) -> None:
+        now = self._clock.now()
+        for event in batch:
+            try:
+                self._apply(event, now)
+            except Exception:
+                log.exception("dialer.event_failed", event=repr(event))
+
+    async def _event_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            self._apply_batch([first, *self._drain()])
+            await self._flush()
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                delay = await self._dispatch_once()
+            except Exception:
+                log.exception("dialer.dispatch_failed")
+                delay = 1.0
+            if delay == 0:
+                continue
+            if delay is not None:
+                self._wake_in(delay)
+            await self._wake.wait()
+
+    def _wake_in(self, seconds: float) -> None:
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+        self._wake_timer = self._clock.call_later(seconds, self._wake.set)
+
+    def _capacity(self) -> int:
+        waiting = sum(1 for live in self._live.values() if live.call.state in (CallState.DIALING, CallState.HOLDING))
+        return min(self._board.free_count - waiting, self._settings.max_channels - len(self._live))
+
+    async def _dispatch_once(self) -> float | None:
+        """Claim and dial what is due; return seconds until the next lead falls due (0 = go on)."""
+        if not self._pbx.connected or not self._resynced_once:
+            return None  # pbx_connected wakes us
+        capacity = self._capacity()
+        if capacity <= 0:
+            return None  # a call ending or a manager getting free wakes us
+        now = self._clock.now()
+        plan = self._routing()
+        started: list[_Live] = []
+        async with self._uow() as uow:
+            leads = await uow.leads.claim_due(now, capacity)
+            for lead in leads:
+                assert lead.id is not None
+                scenario = plan.scenario_for(lead.source)
+                call = Call(
+                    lead_id=lead.id,
+                    attempt=lead.attempts,
+                    scenario=scenario.name,
+                    channel_id=f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}",
+                    phone=lead.phone,
+                    started_at=now,
+                )
+                await uow.calls.add(call)
+                started.append(_Live(call, lead, scenario))
+            uow.outbox.add([live.call.dialing() for live in started], now)
+            next_due = None if len(leads) == capacity else await uow.leads.next_due_at()
+            await uow.commit()
+        for live in started:
+            self._live[live.call.channel_id] = live
+            self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+            self._spawn(self._originate(live))
+        if started:
+            log.info("dialer.dialing", leads=[live.lead.id for live in started])
+        if len(leads) == capacity:
+            return 0
+        if next_due is None:
+            return None
+        return max((next_due - now).total_seconds(), 0.001)
+
+    # -- PBX commands ---------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _originate(self, live: _Live) -> None:
+        call = live.call
+        assert call.id is not None
+        try:
+            await self._pbx.originate_client(
+                channel_id=call.channel_id,
+                phone=call.phone,
+                lead_id=call.lead_id,
+                call_id=call.id,
+                ring_timeout=live.scenario.ring_timeout,
+            )
+        except PbxError as exc:
+            self._queue.put_nowait(_OriginateRefused(call.channel_id, str(exc)))
+
+    async def _connect(self, channel_id: str, manager_id: str, extension: str) -> None:
+        try:
+            await self._pbx.connect_to_manager(channel_id=channel_id, extension=extension)
+        except PbxError as exc:
+            self._queue.put_nowait(_ConnectRefused(channel_id, manager_id, str(exc)))
+
+    async def _apologize(self, channel_id: str) -> None:
+        try:
+            await self._pbx.apologize(channel_id)
+        except PbxError as exc:
+            log.warning("dialer.apology_failed", channel_id=channel_id, error=str(exc))
+            with contextlib.suppress(PbxError):
+                await self._pbx.hang_up(channel_id)
+
+    # -- applying events ------------------------------------------------------------------
+
+    def _emit(self, live: _Live, *events: DomainEvent | None) -> None:
+        self._events.extend(e for e in events if e is not None)
+        self._dirty_calls[live.call.channel_id] = live.call
+        assert live.lead.id is not None
+        self._dirty_leads[live.lead.id] = live.lead
+
+    def _apply(self, event: _Event, now: datetime) -> None:
+        if isinstance(event, ExtensionState):
+            if self._board.device_changed(event.extension, event.state) is not None:
+                self._manager_freed(now)
+            return
+        if isinstance(event, Billed):
+            self._billing.append((event.channel_id, event.billable_seconds))
+            return
+        if isinstance(event, _Resynced):
+            self._resync(event, now)
+            return
+        live = self._live.get(event.channel_id)
+        if live is None:
+            return
+        match event:
+            case OriginateResult(outcome=OriginateOutcome.ANSWERED):
+                self._answered(live, now)
+            case OriginateResult(outcome=outcome):
+                self._end(live, _ORIGINATE_DISPOSITIONS[outcome], now)
+            case DialEnded(outcome=DialOutcome.ANSWER):
+                live.call.manager_answered(now)
+                self._emit(live)
+            case DialEnded(outcome=DialOutcome.CANCEL):
+                pass  # the client hung up while the manager's phone rang; their Hangup follows
+            case DialEnded(outcome=outcome):
+                self._manager_failed(live, _LEG_RESULTS[outcome], now)
+            case Bridged():
+                self._bridged(live, now)
+            case RecordingStarted():
+                live.call.recording_file = self._recordings.file(live.call.channel_id)
+                live.call.recording_url = self._recordings.url(live.call.recording_file)
+                self._emit(live)
+            case HungUp(cause=cause):
+                ended = live.call.hung_up(now, cause)
+                if ended is not None:
+                    self._finish(live, ended, now)
+            case _HoldExpired():
+                if live.call.state is CallState.HOLDING:
+                    self._give_up(live)
+            case _DialDeadline():
+                if live.call.state is CallState.DIALING:
+                    log.warning("dialer.originate_lost", channel_id=live.call.channel_id)
+                    self._end(live, Disposition.UNREACHABLE, now)
+            case _OriginateRefused(reason=reason):
+                log.warning("dialer.originate_refused", channel_id=live.call.channel_id, reason=reason)
+                if live.call.state is CallState.DIALING:
+                    self._end(live, Disposition.FAILED, now)
+            case _ConnectRefused(manager_id=manager_id, reason=reason):
+                log.warning("dialer.redirect_refused", channel_id=live.call.channel_id, reason=reason)
+                if live.call.manager_id == manager_id:
+                    self._manager_failed(live, LegResult.UNAVAILABLE, now)
+
+    def _answered(self, live: _Live, now: datetime) -> None:
+        answered = live.call.client_answered(now)
+        if answered is None:
+            return
+        self._emit(live, answered)
+        self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
+        self._holding[live.call.channel_id] = None
+        self._connect_waiting(now)
+
+    def _start_timer(self, live: _Live, seconds: float, event: Callable[[str], _Event]) -> None:
+        channel_id = live.call.channel_id
+        live.timers.append(self._clock.call_later(seconds, lambda: self._queue.put_nowait(event(channel_id))))
+
+    def _connect_waiting(self, now: datetime) -> None:
+        """Give free managers to clients on hold, longest waiting first."""
+        for channel_id in list(self._holding):
+            if self._board.free_count == 0:
+                return
+            live = self._live[channel_id]
+            call = live.call
+            manager = self._board.pick(live.scenario, exclude=call.tried_managers())
+            if manager is None:
+                continue
+            del self._holding[channel_id]
+            assert call.id is not None
+            self._board.reserve(manager.id, call.id)
+            call.connect_to(manager.id, now)
+            self._emit(live)
+            self._spawn(self._connect(channel_id, manager.id, manager.extension))
+
+    def _manager_failed(self, live: _Live, result: LegResult, now: datetime) -> None:
+        call = live.call
+        manager_id = call.manager_failed(result, now)
+        if manager_id is None:
+            return
+        self._emit(live)
+        assert call.id is not None and call.answered_at is not None
+        freed = self._board.release(manager_id, call.id)
+        if (now - call.answered_at).total_seconds() >= live.scenario.hold_limit:
+            self._give_up(live)
+        else:
+            # Back to the head of the queue: this client has waited longest.
+            self._holding = {call.channel_id: None, **self._holding}
+        if freed:
+            self._manager_freed(now)
+        else:
+            self._connect_waiting(now)
+
+    def _give_up(self, live: _Live) -> None:
+        live.call.hold_expired = True
+        self._holding.pop(live.call.channel_id, None)
+        self._spawn(self._apologize(live.call.channel_id))
+
+    def _bridged(self, live: _Live, now: datetime) -> None:
+        call = live.call
+        if not call.bridged(now):
+            return
+        live.cancel_timers()
+        assert call.manager_id is not None and call.id is not None
+        self._emit(live, live.lead.assign_owner(call.manager_id, call.id, now))
+
+    def _end(self, live: _Live, disposition: Disposition, now: datetime) -> None:
+        self._finish(live, live.call.end(disposition, now), now)
+
+    def _finish(self, live: _Live, ended: DomainEvent, now: datetime) -> None:
+        call = live.call
+        live.cancel_timers()
+        self._live.pop(call.channel_id, None)
+        self._holding.pop(call.channel_id, None)
+        assert call.disposition is not None and call.id is not None
+        self._emit(live, ended, live.lead.finish_attempt(call.disposition, live.scenario, now))
+        freed = False
+        for leg in call.legs:
+            freed = self._board.release(leg.manager_id, call.id) or freed
+        if freed:
+            self._manager_freed(now)
+        self._wake.set()
+
+    def _manager_freed(self, now: datetime) -> None:
+        self._connect_waiting(now)
+        self._wake.set()
+
+    # -- resync after (re)connect ---------------------------------------------------------
+
+    async def _load_unfinished(self) -> list[tuple[Call, Lead]]:
+        """Calls a previous run left open (crash, kill -9): to adopt or to close."""
+        adopted = []
+        async with self._uow() as uow:
+            for call in await uow.calls.unfinished():
+                lead = await uow.leads.get(call.lead_id)
+                if lead is not None and call.channel_id not in self._live:
+                    adopted.append((call, lead))
+        return adopted
+
+    def _resync(self, event: _Resynced, now: datetime) -> None:
+        plan = self._routing()
+        for call, lead in event.adopted:
+            if call.channel_id in self._live:
+                continue
+            live = _Live(call, lead, plan.scenario(call.scenario))
+            self._live[call.channel_id] = live
+            alive = call.channel_id in event.live
+            log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=alive)
+            if not alive:
+                continue
+            leg = call.current_leg
+            if leg is not None and call.id is not None:
+                self._board.reserve(leg.manager_id, call.id)
+            elif call.state is CallState.HOLDING:
+                self._holding[call.channel_id] = None
+                self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
+            elif call.state is CallState.DIALING:
+                self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+        for channel_id, live in list(self._live.items()):
+            if channel_id in event.live or live.call.started_at >= event.asked_at:
+                continue
+            # The client leg vanished while we were not listening: close the call with what we know.
+            call = live.call
+            if call.state is CallState.DIALING:
+                self._end(live, Disposition.UNREACHABLE, now)
+            else:
+                ended = call.hung_up(now, None)
+                if ended is not None:
+                    self._finish(live, ended, now)
+        self._resynced_once = True
+        self._connect_waiting(now)
+        self._wake.set()
+
+    # -- persistence ----------------------------------------------------------------------
+
+    async def _flush(self, *, retry: bool = True) -> None:
+        while self._dirty_calls or self._dirty_leads or self._events or self._billing:
+            calls, leads = list(self._dirty_calls.values()), list(self._dirty_leads.values())
+            events, billing = self._events, self._billing
+            try:
+                async with self._uow() as uow:
+                    for call in calls:
+                        await uow.calls.update(call)
+                    for lead in leads:
+                        await uow.leads.update(lead)
+                    for channel_id, seconds in billing:
+                        await uow.calls.add_billing(channel_id, seconds)
+                    uow.outbox.add(events, self._clock.now())
+                    await uow.commit()
+            except Exception:
+                # Keep everything in memory and try again: losing a state change is worse than waiting.
+                log.exception("dialer.flush_failed", calls=len(calls), events=len(events))
+                if not retry:
+                    return
+                await asyncio.sleep(1.0)  # real seconds: the database does not run on the demo's clock
+                continue
+            self._dirty_calls.clear()
+            self._dirty_leads.clear()
+            self._events = []
+            self._billing = []

@@ -1,0 +1,101 @@
+"""What the dialer needs from the outside world, as structural types.
+
+Adapters satisfy these without importing them; the composition root hands them in,
+unit tests hand in fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol, Self
+
+from router.events import DomainEvent
+from router.model import Call, Lead
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> asyncio.TimerHandle: ...
+
+
+class PbxError(Exception):
+    """The PBX refused an action or could not be asked (not connected, timed out)."""
+
+
+class Pbx(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    async def originate_client(
+        self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
+    ) -> None:
+        """Dial the client; the answer arrives later as an OriginateResult. Raises PbxError."""
+
+    async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
+        """Send the answered client to a manager's phone."""
+
+    async def apologize(self, channel_id: str) -> None:
+        """Tell the client nobody is free and hang up (or just hang up)."""
+
+    async def hang_up(self, channel_id: str) -> None: ...
+
+    async def live_channels(self) -> set[str]:
+        """Channel ids of our client legs the PBX has right now."""
+
+
+class LeadRepository(Protocol):
+    async def add(self, lead: Lead) -> None:
+        """Insert and set ``lead.id``."""
+
+    async def get(self, lead_id: int) -> Lead | None: ...
+
+    async def by_external_id(self, external_id: str) -> Lead | None: ...
+
+    async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
+        """Atomically move up to ``limit`` due leads to DIALING (attempts + 1) and return them."""
+
+    async def update(self, lead: Lead) -> None: ...
+
+    async def next_due_at(self) -> datetime | None: ...
+
+
+class CallRepository(Protocol):
+    async def add(self, call: Call) -> None:
+        """Insert and set ``call.id``."""
+
+    async def update(self, call: Call) -> None:
+        """Store the call's state and its manager legs (new legs get ids)."""
+
+    async def add_billing(self, channel_id: str, billable_seconds: int) -> None: ...
+
+    async def for_lead(self, lead_id: int) -> list[Call]: ...
+
+    async def unfinished(self) -> list[Call]: ...
+
+
+class Outbox(Protocol):
+    def add(self, events: Sequence[DomainEvent], at: datetime) -> None:
+        """Record events to publish; written with the unit of work's commit."""
+
+
+class UnitOfWork(Protocol):
+    leads: LeadRepository
+    calls: CallRepository
+    outbox: Outbox
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Roll back whatever was not committed."""
+
+    async def commit(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -1,0 +1,1 @@
+"""MQTT: the outbox publisher, the one place where events leave."""

@@ -1,0 +1,153 @@
+"""``leadrouter``: run the daemon, the demo, the simulator; check config; read stats."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from config.problems import ConfigError
+from config.routing import RoutingSource
+from config.settings import Settings, load_settings
+from leadrouter.clock import ScaledClock
+from leadrouter.logs import configure_logging
+
+DEFAULT_CONFIG = os.environ.get("LEADROUTER_CONFIG", "/etc/leadrouter/leadrouter.yaml")
+
+
+def _load(config: str) -> tuple[Settings, RoutingSource]:
+    settings = load_settings(Path(config))
+    return settings, RoutingSource.load(settings.routing_file)
+
+
+async def _run(config: str) -> int:
+    from leadrouter.daemon import Daemon
+
+    settings, routing = _load(config)
+    configure_logging(settings.log.level, settings.log.format)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Daemon(settings, routing, ScaledClock()) as daemon:
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload_routing)
+        await stop.wait()
+    return 0
+
+
+async def _stats(config: str, day: date | None, tz: str | None) -> int:
+    from router.stats import day_bounds, hms, with_every_manager
+    from storage.engine import create_engine
+    from storage.queries import SqlQueries
+
+    settings, routing = _load(config)
+    zone = ZoneInfo(tz) if tz else datetime.now().astimezone().tzinfo
+    assert zone is not None
+    day = day or datetime.now(zone).date()
+    engine = create_engine(settings.database.url)
+    try:
+        rows = await SqlQueries(engine).manager_stats(*day_bounds(day, zone))
+    finally:
+        await engine.dispose()
+    print(f"Calls with a manager on {day.isoformat()} ({zone})")
+    print(f"{'manager':<16} {'name':<24} {'calls':>6} {'talk time':>10} {'average':>8}")
+    for r in with_every_manager(routing.plan.managers, rows):
+        print(
+            f"{r.manager_id:<16} {r.name:<24} {r.calls:>6} {hms(r.talk_seconds):>10} {hms(r.average_talk_seconds):>8}"
+        )
+    return 0
+
+
+async def _upgrade(config: str) -> int:
+    from storage.engine import create_engine, migrate
+
+    settings = load_settings(Path(config))
+    engine = create_engine(settings.database.url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    print("database is up to date")
+    return 0
+
+
+def _check(config: str) -> int:
+    settings, routing = _load(config)
+    plan = routing.plan
+    print(f"{config}: ok; {settings.routing_file}: ok ({len(plan.managers)} managers, {len(plan.scenarios)} scenarios)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="leadrouter", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon (what systemd starts)")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+
+    demo = commands.add_parser("demo", help="daemon + PBX simulator + SQLite + MQTT on a fast clock")
+    demo.add_argument("--leads", type=int, default=100)
+    demo.add_argument("--exit-when-done", action="store_true", help="exit 0 once every lead is settled")
+    demo.add_argument("--scale", type=float, default=40.0, help="simulated seconds per real second")
+    demo.add_argument("--rate", type=float, default=10.0, help="leads posted per real second")
+    demo.add_argument("--workdir", type=Path, default=Path("var/demo"))
+    demo.add_argument("--seed", type=int, default=7)
+
+    stats = commands.add_parser("stats", help="per-manager calls and talk time for a day")
+    stats.add_argument("--config", default=DEFAULT_CONFIG)
+    stats.add_argument("--date", type=date.fromisoformat, default=None, help="YYYY-MM-DD, today by default")
+    stats.add_argument("--tz", default=None, help="IANA time zone, the server's by default")
+
+    check = commands.add_parser("check-config", help="validate leadrouter.yaml and routing.yaml")
+    check.add_argument("--config", default=DEFAULT_CONFIG)
+
+    db = commands.add_parser("db-upgrade", help="bring the database schema up to date")
+    db.add_argument("--config", default=DEFAULT_CONFIG)
+
+    sim = commands.add_parser("simulator", help="run the PBX simulator alone (a fake Asterisk on AMI)")
+    sim.add_argument("--port", type=int, default=5038)
+    sim.add_argument("--scale", type=float, default=1.0)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(args.config))
+        if args.command == "demo":
+            from leadrouter.demo import run_demo
+
+            configure_logging("warning")
+            return asyncio.run(
+                run_demo(
+                    leads=args.leads,
+                    exit_when_done=args.exit_when_done,
+                    scale=args.scale,
+                    rate=args.rate,
+                    workdir=args.workdir,
+                    seed=args.seed,
+                )
+            )
+        if args.command == "stats":
+            return asyncio.run(_stats(args.config, args.date, args.tz))
+        if args.command == "check-config":
+            return _check(args.config)
+        if args.command == "db-upgrade":
+            return asyncio.run(_upgrade(args.config))
+        if args.command == "simulator":
+            from ami_adapter.simulator.__main__ import main as simulator_main
+
+            return simulator_main(["--port", str(args.port), "--scale", str(args.scale)])
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

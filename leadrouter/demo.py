@@ -1,0 +1,215 @@
+"""The demo: the real daemon against the PBX simulator, SQLite and MQTT, on a fast clock.
+
+It writes its own leadrouter.yaml and routing.yaml into the work directory and loads them
+through the same code as production, starts the simulator with a realistic mix of clients
+and managers, posts leads over HTTP like a CRM would, prints progress, and ends with what a
+supervisor would ask: who talked, how long, and what happened to every lead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import yaml
+
+from ami_adapter.simulator import Behaviour, Simulator, World
+from config.routing import RoutingSource
+from config.settings import load_settings
+from leadrouter.broker import private_mosquitto, reachable
+from leadrouter.clock import ScaledClock
+from leadrouter.daemon import Daemon
+from router.stats import hms, with_every_manager
+
+TOKEN = "demo-token-0123456789"
+SOURCES = ("site-form", "landing-credit", "yandex-direct", "vk-ads")
+MANAGERS = [
+    ("anna", "Anna Petrova"),
+    ("boris", "Boris Ivanov"),
+    ("vera", "Vera Smirnova"),
+    ("gleb", "Gleb Kuznetsov"),
+    ("dina", "Dina Popova"),
+    ("egor", "Egor Sokolov"),
+    ("zoya", "Zoya Lebedeva"),
+    ("ilya", "Ilya Kozlov"),
+    ("kira", "Kira Novikova"),
+    ("lev", "Lev Morozov"),
+]
+FIRST_NAMES = ("Иван", "Ольга", "Пётр", "Мария", "Алексей", "Наталья", "Сергей", "Елена", "Дмитрий", "Анна")
+
+
+def demo_world(rng: random.Random, numbers: list[str]) -> World:
+    """Clients and managers as a sales floor sees them; every behaviour fixed by the seed."""
+    clients: dict[str, Behaviour] = {}
+    for number in numbers:
+        roll = rng.random()
+        if roll < 0.62:  # answers and talks
+            clients[number] = Behaviour(answer_after=rng.uniform(2, 9), talk=rng.uniform(40, 300))
+        elif roll < 0.74:
+            clients[number] = Behaviour(busy=True)
+        elif roll < 0.85:
+            clients[number] = Behaviour(answer_after=None)  # never picks up
+        elif roll < 0.95:  # picks up, then gives up on hold or after a few words
+            clients[number] = Behaviour(answer_after=rng.uniform(2, 6), talk=rng.uniform(4, 25))
+        else:
+            clients[number] = Behaviour(unavailable=True)
+    managers = {f"{101 + i}": Behaviour(answer_after=rng.uniform(1.5, 5)) for i in range(len(MANAGERS))}
+    managers["110"] = Behaviour(answer_after=None)  # Lev is away from his desk: leads move on
+    return World(clients=clients, managers=managers)
+
+
+def write_config(workdir: Path, ami_port: int, mqtt_port: int | None) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    routing = {
+        "version": 1,
+        "managers": [{"id": mid, "name": name, "extension": str(101 + i)} for i, (mid, name) in enumerate(MANAGERS)],
+        "scenarios": [
+            {
+                "name": "ads",
+                "sources": ["yandex-direct", "vk-ads"],
+                "hold_limit": "40s",
+                "ring_timeout": "15s",
+                "max_attempts": 3,
+                "retry_delays": ["2m", "5m"],
+            },
+            {"name": "default", "hold_limit": "60s", "ring_timeout": "15s", "max_attempts": 3, "retry_delays": ["3m"]},
+        ],
+    }
+    settings = {
+        "ami": {"port": ami_port, "secret": "s3cret", "ping_interval": 2, "ping_timeout": 2},
+        "pbx": {
+            "client_channel": "Local/{phone}@sim-clients",
+            "manager_channel": "Local/{extension}@sim-managers",
+            "manager_device": "Local/{extension}@sim-managers",
+            "originate_timeout": "25s",
+        },
+        "database": {"url": f"sqlite+aiosqlite:///{(workdir / 'leadrouter.db').resolve()}"},
+        "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": "leadrouter-demo"},
+        "http": {"port": 0, "token": TOKEN},
+        "recordings": {"url_template": "https://pbx.example.com/recordings/{file}"},
+        "routing_file": "routing.yaml",
+        "log": {"level": "warning"},
+    }
+    (workdir / "routing.yaml").write_text(yaml.safe_dump(routing, allow_unicode=True, sort_keys=False))
+    path = workdir / "leadrouter.yaml"
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    for stale in workdir.glob("leadrouter.db*"):
+        stale.unlink()
+    return path
+
+
+@contextlib.asynccontextmanager
+async def broker() -> AsyncIterator[int | None]:
+    """The local broker on 1883 if there is one, else a private mosquitto, else none."""
+    if await reachable("127.0.0.1", 1883):
+        yield 1883
+        return
+    try:
+        async with private_mosquitto() as port:
+            yield port
+    except FileNotFoundError as exc:
+        print(f"MQTT off: {exc}; events stay in the outbox table")
+        yield None
+
+
+class EventCounter:
+    """A CRM's view: count what arrives on MQTT."""
+
+    def __init__(self) -> None:
+        self.by_type: Counter[str] = Counter()
+
+    async def run(self, port: int) -> None:
+        async with aiomqtt.Client("127.0.0.1", port, identifier="leadrouter-demo-crm") as client:
+            await client.subscribe("leadrouter/#", qos=1)
+            async for message in client.messages:
+                self.by_type[json.loads(bytes(message.payload))["type"]] += 1  # type: ignore[arg-type]
+
+
+async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: float, workdir: Path, seed: int) -> int:
+    rng = random.Random(seed)
+    numbers = [f"+7916{rng.randrange(10**7):07d}" for _ in range(leads)]
+    clock = ScaledClock(scale)
+    since = clock.now()
+    async with (
+        Simulator(clock=clock, world=demo_world(rng, numbers)) as sim,
+        broker() as mqtt_port,
+    ):
+        settings_path = write_config(workdir, sim.port, mqtt_port)
+        settings = load_settings(settings_path, env={})
+        routing = RoutingSource.load(settings.routing_file)
+        counter = EventCounter()
+        async with Daemon(settings, routing, clock) as daemon, contextlib.AsyncExitStack() as stack:
+            if mqtt_port is not None:
+                task = asyncio.create_task(counter.run(mqtt_port))
+                stack.callback(task.cancel)
+            base = f"http://127.0.0.1:{daemon.http_port}"
+            print(f"leadrouter demo: {leads} leads, {len(MANAGERS)} managers, clock x{scale:g}")
+            print(f"  simulator on 127.0.0.1:{sim.port}, API on {base} (token {TOKEN}), MQTT port {mqtt_port}")
+            print(f"  config written to {workdir}/ (leadrouter.yaml, routing.yaml, leadrouter.db)")
+            started = time.monotonic()
+            poster = asyncio.create_task(_post_leads(base, numbers, rng, rate))
+            while True:
+                await asyncio.sleep(1.0)
+                counts = await daemon.queries.lead_status_counts()
+                settled = counts.get("assigned", 0) + counts.get("failed", 0) + counts.get("scheduled", 0)
+                print(
+                    f"[{time.monotonic() - started:5.1f}s] "
+                    + " ".join(f"{k} {counts.get(k, 0)}" for k in ("new", "dialing", "assigned", "scheduled", "failed"))
+                    + f" | live calls {daemon.dialer.live_calls} | managers free {daemon.board.free_count}/"
+                    f"{len(daemon.board)} | MQTT sent {daemon.publisher.published if daemon.publisher else 0}"
+                )
+                if poster.done() and settled == leads and daemon.dialer.live_calls == 0:
+                    break
+            poster.result()
+            await _summary(daemon, counter, clock, since)
+            if exit_when_done:
+                return 0
+            print(f"\nStill running: try  curl -H 'Authorization: Bearer {TOKEN}' {base}/stats/managers")
+            print("Ctrl-C to stop.")
+            await asyncio.Event().wait()
+    return 0
+
+
+async def _post_leads(base: str, numbers: list[str], rng: random.Random, rate: float) -> None:
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        for i, number in enumerate(numbers):
+            response = await http.post(
+                "/leads",
+                json={
+                    "phone": number,
+                    "name": rng.choice(FIRST_NAMES),
+                    "source": rng.choice(SOURCES),
+                    "external_id": f"demo-{i + 1}",
+                    "payload": {"form": "callback", "utm_campaign": f"demo-{i % 7}"},
+                },
+            )
+            response.raise_for_status()
+            await asyncio.sleep(1 / rate)
+
+
+async def _summary(daemon: Daemon, counter: EventCounter, clock: ScaledClock, since: datetime) -> None:
+    counts = await daemon.queries.lead_status_counts()
+    # The demo's clock races through hours; count the whole run rather than a calendar day.
+    rows = with_every_manager(
+        daemon.routing.plan.managers, await daemon.queries.manager_stats(since, clock.now() + timedelta(seconds=1))
+    )
+    print("\nLeads:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"Bridged calls: {sum(r.calls for r in rows)}; every assigned lead has its manager as owner.")
+    print(f"\n{'manager':<8} {'name':<16} {'calls':>5} {'talk time':>10} {'average':>8}")
+    for r in rows:
+        print(
+            f"{r.manager_id:<8} {r.name:<16} {r.calls:>5} {hms(r.talk_seconds):>10}"
+            f" {hms(r.average_talk_seconds):>8}"
+        )
+    if counter.by_type:
+        await asyncio.sleep(0.5)  # let the last acknowledged messages reach the subscriber
+        print("\nMQTT events received:", ", ".join(f"{k} {v}" for k, v in sorted(counter.by_type.items())))

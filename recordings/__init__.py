@@ -1,0 +1,1 @@
+"""Recording file names, links, access and retention."""

@@ -1,0 +1,1 @@
+"""The domain core: leads, calls, managers, scenarios, selection. Pure Python: no I/O, no asyncio."""

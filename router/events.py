@@ -1,0 +1,108 @@
+"""What happened to a lead, as CRM backends hear it.
+
+Each event is recorded in the same transaction as the state change it reports and
+leaves through the outbox; ``type`` is its name on the wire and ``data()`` its body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainEvent:
+    type: ClassVar[str]
+    lead_id: int
+
+    def data(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadCreated(DomainEvent):
+    type: ClassVar[str] = "lead.created"
+    phone: str
+    name: str
+    source: str
+    external_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallDialing(DomainEvent):
+    type: ClassVar[str] = "call.dialing"
+    call_id: int
+    attempt: int
+    phone: str
+    started_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallAnswered(DomainEvent):
+    type: ClassVar[str] = "call.answered"
+    call_id: int
+    answered_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadAssigned(DomainEvent):
+    type: ClassVar[str] = "lead.assigned"
+    call_id: int
+    owner_id: str
+    previous_owner_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallEnded(DomainEvent):
+    type: ClassVar[str] = "call.ended"
+    call_id: int
+    attempt: int
+    disposition: str
+    hangup_cause: int | None
+    manager_id: str | None
+    managers_tried: list[str]
+    started_at: datetime
+    answered_at: datetime | None
+    bridged_at: datetime | None
+    ended_at: datetime
+    ring_seconds: float | None
+    hold_seconds: float | None
+    talk_seconds: float | None
+    total_seconds: float | None
+    recording_file: str | None
+    recording_url: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadScheduled(DomainEvent):
+    type: ClassVar[str] = "lead.scheduled"
+    attempts: int
+    next_attempt_at: datetime
+    last_disposition: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadFailed(DomainEvent):
+    type: ClassVar[str] = "lead.failed"
+    attempts: int
+    last_disposition: str
+
+
+EVENT_TYPES: tuple[type[DomainEvent], ...] = (
+    LeadCreated,
+    CallDialing,
+    CallAnswered,
+    LeadAssigned,
+    CallEnded,
+    LeadScheduled,
+    LeadFailed,
+)

@@ -1,0 +1,284 @@
+"""Leads, calls and the legs to managers: the state that every other room persists or reports.
+
+Durations are in seconds (floats, rounded to milliseconds); times are aware UTC datetimes
+handed in by the caller, so nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from router import events as ev
+from router.routing import Scenario
+
+
+class LeadStatus(enum.StrEnum):
+    NEW = "new"  # waiting for its first dial
+    DIALING = "dialing"  # an attempt is in flight; only one at a time
+    SCHEDULED = "scheduled"  # a retry is due at next_attempt_at
+    ASSIGNED = "assigned"  # talked to a manager, who is now its owner
+    FAILED = "failed"  # attempts exhausted
+
+    @property
+    def is_final(self) -> bool:
+        return self in (LeadStatus.ASSIGNED, LeadStatus.FAILED)
+
+
+class CallState(enum.StrEnum):
+    DIALING = "dialing"  # client leg originated, not answered yet
+    HOLDING = "holding"  # client answered and waits for a free manager
+    CONNECTING = "connecting"  # client sent to a manager whose phone rings
+    BRIDGED = "bridged"  # client and manager talk
+    ENDED = "ended"
+
+
+class Disposition(enum.StrEnum):
+    COMPLETED = "completed"  # client and manager were bridged
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    UNREACHABLE = "unreachable"  # congestion, channel unavailable, dial failure
+    ABANDONED = "abandoned"  # client hung up before a manager took the call
+    NO_MANAGER = "no_manager"  # nobody free within the hold limit; we hung up
+    FAILED = "failed"  # the PBX refused the originate
+
+
+class LegResult(enum.StrEnum):
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    UNAVAILABLE = "unavailable"
+    CANCELLED = "cancelled"  # the client hung up while the manager's phone rang
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round(max((end - start).total_seconds(), 0.0), 3)
+
+
+@dataclass
+class Lead:
+    phone: str  # E.164
+    name: str
+    source: str
+    external_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+    id: int | None = None
+    status: LeadStatus = LeadStatus.NEW
+    owner_id: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_disposition: Disposition | None = None
+    updated_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.next_attempt_at is None and self.status is LeadStatus.NEW:
+            self.next_attempt_at = self.created_at
+
+    def created(self) -> ev.LeadCreated:
+        assert self.id is not None
+        return ev.LeadCreated(
+            lead_id=self.id,
+            phone=self.phone,
+            name=self.name,
+            source=self.source,
+            external_id=self.external_id,
+            payload=self.payload,
+            created_at=self.created_at,
+        )
+
+    def assign_owner(self, manager_id: str, call_id: int, now: datetime) -> ev.LeadAssigned:
+        assert self.id is not None
+        previous, self.owner_id = self.owner_id, manager_id
+        self.updated_at = now
+        return ev.LeadAssigned(lead_id=self.id, call_id=call_id, owner_id=manager_id, previous_owner_id=previous)
+
+    def finish_attempt(self, disposition: Disposition, scenario: Scenario, now: datetime) -> ev.DomainEvent | None:
+        """Decide what follows an attempt: done, a retry later, or give up."""
+        assert self.id is not None
+        self.last_disposition = disposition
+        self.updated_at = now
+        if disposition is Disposition.COMPLETED:
+            self.status = LeadStatus.ASSIGNED
+            return None
+        if self.attempts >= scenario.max_attempts:
+            self.status = LeadStatus.FAILED
+            return ev.LeadFailed(lead_id=self.id, attempts=self.attempts, last_disposition=disposition.value)
+        self.status = LeadStatus.SCHEDULED
+        self.next_attempt_at = now + timedelta(seconds=scenario.retry_delay(self.attempts))
+        return ev.LeadScheduled(
+            lead_id=self.id,
+            attempts=self.attempts,
+            next_attempt_at=self.next_attempt_at,
+            last_disposition=disposition.value,
+        )
+
+
+@dataclass
+class ManagerLeg:
+    """One try to put a manager on the line with the client."""
+
+    manager_id: str
+    started_at: datetime
+    id: int | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    result: LegResult | None = None
+
+
+@dataclass
+class Call:
+    """One dial attempt of one lead, from Originate to the client's hangup."""
+
+    lead_id: int
+    attempt: int
+    scenario: str
+    channel_id: str  # the client leg's Uniqueid, chosen by us before the Originate
+    phone: str
+    started_at: datetime
+    id: int | None = None
+    state: CallState = CallState.DIALING
+    answered_at: datetime | None = None
+    bridged_at: datetime | None = None
+    ended_at: datetime | None = None
+    manager_id: str | None = None  # the manager who talked (or is being tried)
+    disposition: Disposition | None = None
+    hangup_cause: int | None = None
+    recording_file: str | None = None
+    recording_url: str | None = None
+    pbx_billable_seconds: int | None = None
+    legs: list[ManagerLeg] = field(default_factory=list)
+    hold_expired: bool = False
+
+    # -- what the PBX tells us -------------------------------------------------------------
+
+    def dialing(self) -> ev.CallDialing:
+        assert self.id is not None
+        return ev.CallDialing(
+            lead_id=self.lead_id, call_id=self.id, attempt=self.attempt, phone=self.phone, started_at=self.started_at
+        )
+
+    def client_answered(self, now: datetime) -> ev.CallAnswered | None:
+        if self.state is not CallState.DIALING:
+            return None
+        self.state = CallState.HOLDING
+        self.answered_at = now
+        assert self.id is not None
+        return ev.CallAnswered(lead_id=self.lead_id, call_id=self.id, answered_at=now)
+
+    def connect_to(self, manager_id: str, now: datetime) -> ManagerLeg:
+        if self.state is not CallState.HOLDING:
+            raise ValueError(f"call {self.id} is {self.state}, it cannot be sent to a manager")
+        self.state = CallState.CONNECTING
+        self.manager_id = manager_id
+        leg = ManagerLeg(manager_id=manager_id, started_at=now)
+        self.legs.append(leg)
+        return leg
+
+    @property
+    def current_leg(self) -> ManagerLeg | None:
+        if self.state in (CallState.CONNECTING, CallState.BRIDGED) and self.legs:
+            return self.legs[-1]
+        return None
+
+    def manager_answered(self, now: datetime) -> None:
+        leg = self.current_leg
+        if leg is not None and leg.answered_at is None:
+            leg.answered_at = now
+            leg.result = LegResult.ANSWERED
+
+    def manager_failed(self, result: LegResult, now: datetime) -> str | None:
+        """The manager's phone was not answered; the client is back on hold. Returns that manager."""
+        leg = self.current_leg
+        if self.state is not CallState.CONNECTING or leg is None:
+            return None
+        leg.result, leg.ended_at = result, now
+        self.state = CallState.HOLDING
+        self.manager_id = None
+        return leg.manager_id
+
+    def bridged(self, now: datetime) -> bool:
+        if self.state is not CallState.CONNECTING:
+            return False
+        self.state = CallState.BRIDGED
+        self.bridged_at = now
+        self.manager_answered(now)
+        return True
+
+    def tried_managers(self) -> set[str]:
+        """Managers already tried on this call; each is offered a client once per attempt."""
+        return {leg.manager_id for leg in self.legs}
+
+    def end(self, disposition: Disposition, now: datetime, cause: int | None = None) -> ev.CallEnded:
+        leg = self.current_leg
+        if leg is not None and leg.ended_at is None:
+            leg.ended_at = now
+            if leg.result is None:
+                leg.result = LegResult.CANCELLED
+        self.state = CallState.ENDED
+        self.ended_at = now
+        self.disposition = disposition
+        if cause is not None:
+            self.hangup_cause = cause
+        return self.ended_event()
+
+    def hung_up(self, now: datetime, cause: int | None) -> ev.CallEnded | None:
+        """The client leg is gone. Before answer the originate result decides, so wait for it."""
+        if self.state is CallState.DIALING:
+            self.hangup_cause = cause
+            return None
+        if self.state is CallState.ENDED:
+            return None
+        if self.state is CallState.BRIDGED:
+            disposition = Disposition.COMPLETED
+        elif self.hold_expired:
+            disposition = Disposition.NO_MANAGER
+        else:
+            disposition = Disposition.ABANDONED
+        return self.end(disposition, now, cause)
+
+    # -- durations -------------------------------------------------------------------------
+
+    @property
+    def ring_seconds(self) -> float | None:
+        return _seconds(self.started_at, self.answered_at or self.ended_at)
+
+    @property
+    def hold_seconds(self) -> float | None:
+        if self.answered_at is None:
+            return None
+        return _seconds(self.answered_at, self.bridged_at or self.ended_at)
+
+    @property
+    def talk_seconds(self) -> float | None:
+        return _seconds(self.bridged_at, self.ended_at)
+
+    @property
+    def total_seconds(self) -> float | None:
+        return _seconds(self.started_at, self.ended_at)
+
+    def ended_event(self) -> ev.CallEnded:
+        assert self.id is not None and self.ended_at is not None and self.disposition is not None
+        return ev.CallEnded(
+            lead_id=self.lead_id,
+            call_id=self.id,
+            attempt=self.attempt,
+            disposition=self.disposition.value,
+            hangup_cause=self.hangup_cause,
+            manager_id=self.manager_id if self.bridged_at else None,
+            managers_tried=[leg.manager_id for leg in self.legs],
+            started_at=self.started_at,
+            answered_at=self.answered_at,
+            bridged_at=self.bridged_at,
+            ended_at=self.ended_at,
+            ring_seconds=self.ring_seconds,
+            hold_seconds=self.hold_seconds,
+            talk_seconds=self.talk_seconds,
+            total_seconds=self.total_seconds,
+            recording_file=self.recording_file,
+            recording_url=self.recording_url,
+        )

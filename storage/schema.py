@@ -1,0 +1,129 @@
+"""The tables. Alembic migrations in storage/migrations create exactly these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: keep UTC wall time, re-attach UTC on the way out.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Integer ids autoincrement on both SQLite (INTEGER PRIMARY KEY) and PostgreSQL (BIGSERIAL).
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("phone", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("external_id", String(200), nullable=True, unique=True),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("owner_id", String(64), nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("last_disposition", String(16), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=True),
+    Index("ix_leads_due", "status", "next_attempt_at"),
+    Index("ix_leads_phone", "phone"),
+)
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("lead_id", _Id, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("scenario", String(64), nullable=False),
+    Column("channel_id", String(64), nullable=False, unique=True),
+    Column("phone", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("answered_at", UtcDateTime, nullable=True),
+    Column("bridged_at", UtcDateTime, nullable=True),
+    Column("ended_at", UtcDateTime, nullable=True),
+    Column("manager_id", String(64), nullable=True),
+    Column("disposition", String(16), nullable=True),
+    Column("hangup_cause", Integer, nullable=True),
+    Column("ring_seconds", Float, nullable=True),
+    Column("hold_seconds", Float, nullable=True),
+    Column("talk_seconds", Float, nullable=True),
+    Column("total_seconds", Float, nullable=True),
+    Column("recording_file", String(255), nullable=True),
+    Column("recording_url", Text, nullable=True),
+    Column("pbx_billable_seconds", Integer, nullable=True),
+    # Supervisors' stats read talk time per manager over a period: keep it in the index.
+    Index("ix_calls_stats", "started_at", "manager_id", "talk_seconds"),
+)
+
+call_legs = Table(
+    "call_legs",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("call_id", _Id, ForeignKey("calls.id"), nullable=False, index=True),
+    Column("manager_id", String(64), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("answered_at", UtcDateTime, nullable=True),
+    Column("ended_at", UtcDateTime, nullable=True),
+    Column("result", String(16), nullable=True),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", _Id, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("lead_id", _Id, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime, nullable=True),
+)
+
+Index(
+    "ix_outbox_pending",
+    outbox.c.seq,
+    sqlite_where=outbox.c.published_at.is_(None),
+    postgresql_where=outbox.c.published_at.is_(None),
+)

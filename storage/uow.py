@@ -1,0 +1,281 @@
+"""One transaction per unit of work: leads, calls and outbox rows commit together."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Self
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from router.events import DomainEvent
+from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult, ManagerLeg
+from storage.schema import call_legs, calls, leads, outbox
+
+_DUE = (LeadStatus.NEW.value, LeadStatus.SCHEDULED.value)
+
+
+def _lead_values(lead: Lead) -> dict[str, Any]:
+    return {
+        "phone": lead.phone,
+        "name": lead.name,
+        "source": lead.source,
+        "external_id": lead.external_id,
+        "payload": lead.payload,
+        "status": lead.status.value,
+        "owner_id": lead.owner_id,
+        "attempts": lead.attempts,
+        "next_attempt_at": lead.next_attempt_at,
+        "last_disposition": lead.last_disposition.value if lead.last_disposition else None,
+        "created_at": lead.created_at,
+        "updated_at": lead.updated_at,
+    }
+
+
+def lead_from_row(row: Mapping[str, Any]) -> Lead:
+    return Lead(
+        id=row["id"],
+        phone=row["phone"],
+        name=row["name"],
+        source=row["source"],
+        external_id=row["external_id"],
+        payload=row["payload"],
+        status=LeadStatus(row["status"]),
+        owner_id=row["owner_id"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_disposition=Disposition(row["last_disposition"]) if row["last_disposition"] else None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _call_values(call: Call) -> dict[str, Any]:
+    return {
+        "lead_id": call.lead_id,
+        "attempt": call.attempt,
+        "scenario": call.scenario,
+        "channel_id": call.channel_id,
+        "phone": call.phone,
+        "state": call.state.value,
+        "started_at": call.started_at,
+        "answered_at": call.answered_at,
+        "bridged_at": call.bridged_at,
+        "ended_at": call.ended_at,
+        "manager_id": call.manager_id,
+        "disposition": call.disposition.value if call.disposition else None,
+        "hangup_cause": call.hangup_cause,
+        "ring_seconds": call.ring_seconds,
+        "hold_seconds": call.hold_seconds,
+        "talk_seconds": call.talk_seconds,
+        "total_seconds": call.total_seconds,
+        "recording_file": call.recording_file,
+        "recording_url": call.recording_url,
+    }
+
+
+def _leg_values(leg: ManagerLeg) -> dict[str, Any]:
+    return {
+        "manager_id": leg.manager_id,
+        "started_at": leg.started_at,
+        "answered_at": leg.answered_at,
+        "ended_at": leg.ended_at,
+        "result": leg.result.value if leg.result else None,
+    }
+
+
+def call_from_rows(row: Mapping[str, Any], leg_rows: Sequence[Mapping[str, Any]]) -> Call:
+    return Call(
+        id=row["id"],
+        lead_id=row["lead_id"],
+        attempt=row["attempt"],
+        scenario=row["scenario"],
+        channel_id=row["channel_id"],
+        phone=row["phone"],
+        state=CallState(row["state"]),
+        started_at=row["started_at"],
+        answered_at=row["answered_at"],
+        bridged_at=row["bridged_at"],
+        ended_at=row["ended_at"],
+        manager_id=row["manager_id"],
+        disposition=Disposition(row["disposition"]) if row["disposition"] else None,
+        hangup_cause=row["hangup_cause"],
+        recording_file=row["recording_file"],
+        recording_url=row["recording_url"],
+        pbx_billable_seconds=row["pbx_billable_seconds"],
+        legs=[
+            ManagerLeg(
+                id=leg["id"],
+                manager_id=leg["manager_id"],
+                started_at=leg["started_at"],
+                answered_at=leg["answered_at"],
+                ended_at=leg["ended_at"],
+                result=LegResult(leg["result"]) if leg["result"] else None,
+            )
+            for leg in leg_rows
+        ],
+    )
+
+
+class SqlLeads:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, lead: Lead) -> None:
+        result = await self._conn.execute(insert(leads).values(_lead_values(lead)).returning(leads.c.id))
+        lead.id = result.scalar_one()
+
+    async def get(self, lead_id: int) -> Lead | None:
+        row = (await self._conn.execute(select(leads).where(leads.c.id == lead_id))).mappings().first()
+        return lead_from_row(row) if row else None
+
+    async def by_external_id(self, external_id: str) -> Lead | None:
+        query = select(leads).where(leads.c.external_id == external_id)
+        row = (await self._conn.execute(query)).mappings().first()
+        return lead_from_row(row) if row else None
+
+    async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
+        # One statement, so two dialers can never claim the same lead: SQLite serialises
+        # writers (BEGIN IMMEDIATE); PostgreSQL skips rows another transaction holds.
+        due = (
+            select(leads.c.id)
+            .where(leads.c.status.in_(_DUE), leads.c.next_attempt_at <= now)
+            .order_by(leads.c.next_attempt_at, leads.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(leads)
+            .where(leads.c.id.in_(due.scalar_subquery()))
+            .values(
+                status=LeadStatus.DIALING.value,
+                attempts=leads.c.attempts + 1,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+            .returning(*leads.c)
+        )
+        rows = (await self._conn.execute(claim)).mappings().all()
+        return sorted((lead_from_row(r) for r in rows), key=lambda lead: lead.id or 0)
+
+    async def update(self, lead: Lead) -> None:
+        await self._conn.execute(update(leads).where(leads.c.id == lead.id).values(_lead_values(lead)))
+
+    async def next_due_at(self) -> datetime | None:
+        query = select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE))
+        return (await self._conn.execute(query)).scalar_one_or_none()
+
+
+class SqlCalls:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, call: Call) -> None:
+        result = await self._conn.execute(insert(calls).values(_call_values(call)).returning(calls.c.id))
+        call.id = result.scalar_one()
+        await self._store_legs(call)
+
+    async def update(self, call: Call) -> None:
+        await self._conn.execute(update(calls).where(calls.c.id == call.id).values(_call_values(call)))
+        await self._store_legs(call)
+
+    async def _store_legs(self, call: Call) -> None:
+        for leg in call.legs:
+            if leg.id is None:
+                query = insert(call_legs).values(call_id=call.id, **_leg_values(leg)).returning(call_legs.c.id)
+                leg.id = (await self._conn.execute(query)).scalar_one()
+            else:
+                await self._conn.execute(update(call_legs).where(call_legs.c.id == leg.id).values(_leg_values(leg)))
+
+    async def add_billing(self, channel_id: str, billable_seconds: int) -> None:
+        total = func.coalesce(calls.c.pbx_billable_seconds, 0) + billable_seconds
+        await self._conn.execute(
+            update(calls).where(calls.c.channel_id == channel_id).values(pbx_billable_seconds=total)
+        )
+
+    async def _with_legs(self, rows: Sequence[Mapping[str, Any]]) -> list[Call]:
+        ids = [r["id"] for r in rows]
+        legs_by_call: dict[int, list[Mapping[str, Any]]] = {i: [] for i in ids}
+        if ids:
+            query = select(call_legs).where(call_legs.c.call_id.in_(ids)).order_by(call_legs.c.id)
+            for leg in (await self._conn.execute(query)).mappings():
+                legs_by_call[leg["call_id"]].append(leg)
+        return [call_from_rows(r, legs_by_call[r["id"]]) for r in rows]
+
+    async def for_lead(self, lead_id: int) -> list[Call]:
+        query = select(calls).where(calls.c.lead_id == lead_id).order_by(calls.c.id)
+        return await self._with_legs((await self._conn.execute(query)).mappings().all())
+
+    async def unfinished(self) -> list[Call]:
+        query = select(calls).where(calls.c.state != CallState.ENDED.value).order_by(calls.c.id)
+        return await self._with_legs((await self._conn.execute(query)).mappings().all())
+
+
+class SqlOutbox:
+    """Buffers events and writes them in one INSERT just before the commit."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._rows: list[dict[str, Any]] = []
+
+    def add(self, events: Sequence[DomainEvent], at: datetime) -> None:
+        for event in events:
+            event_id = str(uuid.uuid4())
+            message = {"id": event_id, "type": event.type, "ts": at.isoformat(), **event.data()}
+            self._rows.append(
+                {
+                    "id": event_id,
+                    "type": event.type,
+                    "lead_id": event.lead_id,
+                    "payload": json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+                    "created_at": at,
+                }
+            )
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    async def flush(self) -> None:
+        if self._rows:
+            await self._conn.execute(insert(outbox), self._rows)
+            self._rows = []
+
+
+class SqlUnitOfWork:
+    leads: SqlLeads
+    calls: SqlCalls
+    outbox: SqlOutbox
+
+    def __init__(self, engine: AsyncEngine, on_events_committed: Callable[[], None] | None = None) -> None:
+        self._engine = engine
+        self._on_events_committed = on_events_committed
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self._engine.connect()
+        await self._conn.begin()
+        self.leads = SqlLeads(self._conn)
+        self.calls = SqlCalls(self._conn)
+        self.outbox = SqlOutbox(self._conn)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._conn is not None
+        try:
+            if self._conn.in_transaction():
+                await self._conn.rollback()
+        finally:
+            await self._conn.close()
+            self._conn = None
+
+    async def commit(self) -> None:
+        assert self._conn is not None
+        had_events = self.outbox.pending > 0
+        await self.outbox.flush()
+        await self._conn.commit()
+        if had_events and self._on_events_committed is not None:
+            self._on_events_committed()

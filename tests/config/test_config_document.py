@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from config.document import Document
+from config.problems import ConfigError, Problem
+
+
+def read_problems(path: Path, content: str | bytes) -> list[str]:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        Document.read(path)
+    return [str(problem).removeprefix(f"{path}:") for problem in caught.value.problems]
+
+
+def test_problem_and_error_text() -> None:
+    located = Problem("routing.yaml", 12, 7, "scenarios[0].hold_limit", "must be greater than 0")
+    unplaced = Problem("<demo>", 0, 0, "ami.port", "must be a valid integer")
+    whole_file = Problem("routing.yaml", 0, 0, "", "cannot read the file: No such file or directory")
+
+    assert str(located) == "routing.yaml:12:7: scenarios[0].hold_limit: must be greater than 0"
+    assert str(unplaced) == "<demo>: ami.port: must be a valid integer"
+    assert str(ConfigError([located, whole_file])) == (
+        "routing.yaml:12:7: scenarios[0].hold_limit: must be greater than 0\n"
+        "routing.yaml: cannot read the file: No such file or directory"
+    )
+
+
+def test_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    assert read_problems(tmp_path / "x.yaml", "a: [1, 2\nb: 3\n") == [
+        "2:2: while parsing a flow sequence (line 1, column 4), expected ',' or ']', but got ':'"
+    ]
+
+
+def test_tab_indentation_is_a_syntax_error(tmp_path: Path) -> None:
+    assert read_problems(tmp_path / "x.yaml", "a:\n\tb: 1\n") == [
+        "2:1: while scanning for the next token, found character '\\t' that cannot start any token"
+    ]
+
+
+def test_one_document_only(tmp_path: Path) -> None:
+    assert read_problems(tmp_path / "x.yaml", "a: 1\n---\nb: 2\n") == [
+        "2:1: expected a single document in the stream (line 1, column 1), but found another document"
+    ]
+
+
+class Inner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    c: int
+
+
+class Outer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    a: int
+    b: Inner
+    items: list[Inner] = []
+
+
+def validation_problems(path: Path, content: str) -> list[str]:
+    path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        Document.read(path).validate(Outer)
+    return [str(problem).removeprefix(f"{path}:") for problem in caught.value.problems]
+
+
+def test_duplicate_keys_are_reported_not_silently_merged(tmp_path: Path) -> None:
+    assert validation_problems(tmp_path / "x.yaml", "a: 1\nb:\n  c: 1\n  c: 2\n") == [
+        "4:3: b.c: duplicate key: line 3 sets it too and this one would win"
+    ]
+
+
+def test_problems_come_in_file_order_with_paths_into_lists(tmp_path: Path) -> None:
+    content = "items:\n  - c: 1\n  - {c: x}\n  - 7\nb: {}\nzz: 1\n"
+    assert validation_problems(tmp_path / "x.yaml", content) == [
+        "1:1: a: required key is missing",
+        "3:9: items[1].c: must be a valid integer, unable to parse string as an integer",
+        "4:5: items[2]: must be a mapping of `key: value` lines",
+        "5:4: b.c: required key is missing",
+        "6:1: zz: unknown key; allowed here: a, b, items",
+    ]
+
+
+def test_whole_document_of_the_wrong_shape(tmp_path: Path) -> None:
+    assert validation_problems(tmp_path / "x.yaml", "- a\n- b\n") == ["1:1: must be a mapping of `key: value` lines"]
+    assert validation_problems(tmp_path / "x.yaml", "") == [
+        "1:1: a: required key is missing",
+        "1:1: b: required key is missing",
+    ]
+
+
+def test_values_merged_from_an_anchor_point_at_the_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("a: 1\nb:\n  <<: {c: x}\n")
+    with pytest.raises(ConfigError) as caught:
+        Document.read(path).validate(Outer)
+    assert [str(problem).removeprefix(f"{path}:") for problem in caught.value.problems] == [
+        "3:3: b.c: must be a valid integer, unable to parse string as an integer"
+    ]
+
+
+def test_undecodable_and_control_characters(tmp_path: Path) -> None:
+    assert read_problems(tmp_path / "x.yaml", b"a: 1\nb: \xff\n") == ["2:4: is not UTF-8 text (byte 0xff)"]
+    assert read_problems(tmp_path / "x.yaml", "a: 1\nb: x\x07\n") == [
+        "2:5: contains the control character U+0007; remove it"
+    ]
+
+
+def test_bad_explicit_tag_has_a_position(tmp_path: Path) -> None:
+    assert read_problems(tmp_path / "x.yaml", "a:\n  b: !!int many\n") == [
+        "2:6: cannot read this value: invalid literal for int() with base 10: 'many'"
+    ]
+
+
+def test_yaml_1_1_surprises_stay_text(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("ext: 0101\nwait: 1:30\nregion: NO\nday: 2024-13-01\non: yes\nn: [1, -2, 1.5, .inf, true, null]\n")
+    assert Document.read(path).data == {
+        "ext": "0101",
+        "wait": "1:30",
+        "region": "NO",
+        "day": "2024-13-01",
+        "on": "yes",
+        "n": [1, -2, 1.5, float("inf"), True, None],
+    }
