@@ -6,6 +6,7 @@ value comes from the validated config or from ids we generated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ami_adapter.client import AmiClient, AmiError, AmiNotConnected
@@ -17,7 +18,7 @@ from router.phone import dial_digits
 
 @dataclass(frozen=True)
 class PbxSettings:
-    client_channel: str  # e.g. "PJSIP/{phone}@trunk"
+    client_channel: Callable[[str], str]  # digits -> channel, e.g. PJSIP/79161234567@trunk
     manager_channel: tuple[str, str]  # the manager template split around {extension}
     hold_context: str
     connect_context: str
@@ -53,7 +54,7 @@ class AsteriskPbx:
         s = self._s
         action: dict[str, str | list[str]] = {
             "Action": "Originate",
-            "Channel": s.client_channel.format(phone=dial_digits(phone)),
+            "Channel": s.client_channel(dial_digits(phone)),
             "Context": s.hold_context,
             "Exten": "s",
             "Priority": "1",

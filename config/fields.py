@@ -61,13 +61,6 @@ def template(placeholder: str, example: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def render(template_text: str, placeholder: str, digits: str) -> str:
-    """Fill a checked template; the value must be digits so the result stays AMI-safe."""
-    if not (digits.isascii() and digits.isdigit()):
-        raise ValueError(f"refusing to put {digits!r} into {template_text!r}: digits only")
-    return template_text.replace("{" + placeholder + "}", digits)
-
-
 def _number_as_text(value: object) -> object:
     # YAML reads `extension: 101` as a number; the PBX needs the text.
     return str(value) if type(value) is int else value
@@ -89,6 +82,8 @@ WholeSeconds = Annotated[int, BeforeValidator(_seconds), Field(strict=True, ge=1
 
 Count = Annotated[int, Field(strict=True, ge=1)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+ListenPort = Annotated[int, Field(strict=True, ge=0, le=65535)]
+"""A port to listen on; 0 lets the OS pick a free one (tests, the demo)."""
 Host = Annotated[str, only(string.ascii_letters + string.digits + ".-:", "letters, digits and . - :")]
 AmiText = Annotated[str, only(AMI_SAFE, "letters, digits and / @ . _ -")]
 Identifier = Annotated[str, only(string.ascii_lowercase + string.digits + "_.-", "lowercase letters, digits and _ . -")]

@@ -21,10 +21,10 @@ from config.fields import (
     Duration,
     Host,
     Line,
+    ListenPort,
     Port,
     WholeSeconds,
     only,
-    render,
     template,
 )
 
@@ -137,24 +137,27 @@ class PbxSettings(_Section):
     max_channels: Count = 100
 
     def client_channel_for(self, digits: str) -> str:
-        return render(self.client_channel, "phone", digits)
-
-    def manager_channel_for(self, extension: str) -> str:
-        return render(self.manager_channel, "extension", extension)
-
-    def manager_device_for(self, extension: str) -> str:
-        """The device name DeviceStateChange reports for this extension's phone."""
-        return render(self.manager_device, "extension", extension)
+        """The channel that dials a client; ``digits`` as router.phone.dial_digits gives them."""
+        # The template is safe by validation; the number is checked here because it goes into Originate too.
+        if not (digits.isascii() and digits.isdigit()):
+            raise ValueError(f"refusing to dial {digits!r}: digits only")
+        return self.client_channel.replace("{phone}", digits)
 
     @property
     def manager_channel_parts(self) -> tuple[str, str]:
-        """manager_channel split around {extension}: LEADROUTER_MANAGER_PREFIX and _SUFFIX."""
+        """manager_channel around {extension}: the dialplan's LEADROUTER_MANAGER_PREFIX and _SUFFIX."""
         prefix, suffix = self.manager_channel.split("{extension}")
+        return prefix, suffix
+
+    @property
+    def manager_device_parts(self) -> tuple[str, str]:
+        """manager_device around {extension}, to tell a manager's phone in DeviceStateChange."""
+        prefix, suffix = self.manager_device.split("{extension}")
         return prefix, suffix
 
 
 class DatabaseSettings(_Section):
-    url: Annotated[str, AfterValidator(_database_url)] = "sqlite+aiosqlite:///var/lib/leadrouter/leadrouter.db"
+    url: Annotated[str, AfterValidator(_database_url)] = "sqlite+aiosqlite:////var/lib/leadrouter/leadrouter.db"
 
 
 class MqttSettings(_Section):
@@ -171,7 +174,7 @@ class MqttSettings(_Section):
 
 class HttpSettings(_Section):
     host: Host = "127.0.0.1"
-    port: Port = 8080
+    port: ListenPort = 8080
     token: Annotated[SecretStr, AfterValidator(_token)] | None = None  # None: the API is not started
     max_body_bytes: Count = 65536
 

@@ -474,9 +474,12 @@ class Dialer:
                 self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
             elif call.state is CallState.DIALING:
                 self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+        adopted = {call.channel_id for call, _ in event.adopted}
         for channel_id, live in list(self._live.items()):
-            if channel_id in event.live or live.call.started_at >= event.asked_at:
+            if channel_id in event.live:
                 continue
+            if channel_id not in adopted and live.call.started_at >= event.asked_at:
+                continue  # dialled after the listing was asked for
             # The client leg vanished while we were not listening: close the call with what we know.
             call = live.call
             if call.state is CallState.DIALING:

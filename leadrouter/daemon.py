@@ -92,10 +92,9 @@ class Daemon:
             return SqlUnitOfWork(engine, on_events_committed=wake_publisher)
 
         self.board = ManagerBoard(self.routing.plan.managers)
-        device_prefix, _, device_suffix = s.pbx.manager_device.partition("{extension}")
         translator = EventTranslator(
             channel_id_prefix=s.pbx.channel_id_prefix,
-            manager_device=(device_prefix, device_suffix),
+            manager_device=s.pbx.manager_device_parts,
             sink=lambda event: self.dialer.pbx_event(event),
         )
         self.ami = AmiClient(
@@ -117,7 +116,7 @@ class Daemon:
             self.ami,
             translator,
             AsteriskPbxSettings(
-                client_channel=s.pbx.client_channel,
+                client_channel=s.pbx.client_channel_for,
                 manager_channel=s.pbx.manager_channel_parts,
                 hold_context=s.pbx.hold_context,
                 connect_context=s.pbx.connect_context,

@@ -206,10 +206,7 @@ async def _summary(daemon: Daemon, counter: EventCounter, clock: ScaledClock, si
     print(f"Bridged calls: {sum(r.calls for r in rows)}; every assigned lead has its manager as owner.")
     print(f"\n{'manager':<8} {'name':<16} {'calls':>5} {'talk time':>10} {'average':>8}")
     for r in rows:
-        print(
-            f"{r.manager_id:<8} {r.name:<16} {r.calls:>5} {hms(r.talk_seconds):>10}"
-            f" {hms(r.average_talk_seconds):>8}"
-        )
+        print(f"{r.manager_id:<8} {r.name:<16} {r.calls:>5} {hms(r.talk_seconds):>10} {hms(r.average_talk_seconds):>8}")
     if counter.by_type:
         await asyncio.sleep(0.5)  # let the last acknowledged messages reach the subscriber
         print("\nMQTT events received:", ", ".join(f"{k} {v}" for k, v in sorted(counter.by_type.items())))

@@ -51,7 +51,7 @@ def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     assert (settings.ami.ping_interval, settings.ami.reconnect_delay) == (10.0, 2)
     assert settings.pbx.client_channel == "PJSIP/{phone}@trunk"
     assert settings.pbx.apology_context == "leadrouter-sorry"
-    assert settings.database.url == "sqlite+aiosqlite:///var/lib/leadrouter/leadrouter.db"
+    assert settings.database.url == "sqlite+aiosqlite:////var/lib/leadrouter/leadrouter.db"
     assert (settings.mqtt.enabled, settings.mqtt.port, settings.mqtt.password) == (True, 1883, None)
     assert (settings.http.port, settings.http.token) == (8080, None)
     assert settings.phones.default_region == "RU"
@@ -181,13 +181,16 @@ def test_other_pbx_values(tmp_path: Path) -> None:
     ]
 
 
-def test_templates_render_digits_only() -> None:
-    pbx = PbxSettings(client_channel="Local/{phone}@out", manager_channel="PJSIP/{extension}@office")
+def test_template_helpers() -> None:
+    pbx = PbxSettings(
+        client_channel="Local/{phone}@out",
+        manager_channel="PJSIP/{extension}@office",
+        manager_device="SIP/{extension}",
+    )
 
     assert pbx.client_channel_for("79161234567") == "Local/79161234567@out"
-    assert pbx.manager_channel_for("101") == "PJSIP/101@office"
-    assert pbx.manager_device_for("101") == "PJSIP/101"
     assert pbx.manager_channel_parts == ("PJSIP/", "@office")
+    assert pbx.manager_device_parts == ("SIP/", "")
     with pytest.raises(ValueError, match="digits only"):
         pbx.client_channel_for("7916&PJSIP/666")
 
@@ -231,8 +234,11 @@ def test_absolute_routing_file_is_kept(tmp_path: Path) -> None:
 
 
 def test_settings_built_in_code() -> None:
-    settings = Settings.from_mapping({"ami": {"secret": "demo"}, "mqtt": {"enabled": False}}, source="<demo>")
+    settings = Settings.from_mapping(
+        {"ami": {"secret": "demo"}, "mqtt": {"enabled": False}, "http": {"port": 0}}, source="<demo>"
+    )
     assert settings.mqtt.enabled is False
+    assert settings.http.port == 0  # any free port
     assert settings.routing_file == Path("routing.yaml")
 
     with pytest.raises(ConfigError) as caught:

@@ -1,0 +1,195 @@
+"""In-memory stand-ins for the dialer's ports (cosmicpython style): our ports, never mock.patch."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+
+from dialer.ports import PbxError
+from router.events import DomainEvent
+from router.model import Call, CallState, Lead, LeadStatus
+
+
+class ManualClock:
+    """Time moves only when a test says so; timers fire on ``advance``."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+        self._t = 0.0
+        self._timers: list[_Timer] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._t
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Any:
+        timer = _Timer(self._t + seconds, callback)
+        self._timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        self._t += seconds
+        self._now += timedelta(seconds=seconds)
+        due = sorted((t for t in self._timers if t.at <= self._t and not t.cancelled), key=lambda t: t.at)
+        self._timers = [t for t in self._timers if t.at > self._t and not t.cancelled]
+        for timer in due:
+            timer.callback()
+
+
+@dataclass
+class _Timer:
+    at: float
+    callback: Callable[[], object]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakePbx:
+    def __init__(self) -> None:
+        self.connected = True
+        self.actions: list[tuple[str, ...]] = []
+        self.live: set[str] = set()
+        self.refuse_originate = False
+
+    async def originate_client(
+        self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
+    ) -> None:
+        self.actions.append(("originate", channel_id, phone))
+        if self.refuse_originate:
+            raise PbxError("refused")
+
+    async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
+        self.actions.append(("connect", channel_id, extension))
+
+    async def apologize(self, channel_id: str) -> None:
+        self.actions.append(("apologize", channel_id))
+
+    async def hang_up(self, channel_id: str) -> None:
+        self.actions.append(("hangup", channel_id))
+
+    async def live_channels(self) -> set[str]:
+        return set(self.live)
+
+    def of_kind(self, kind: str) -> list[tuple[str, ...]]:
+        return [a for a in self.actions if a[0] == kind]
+
+
+@dataclass
+class FakeDb:
+    leads: dict[int, Lead] = field(default_factory=dict)
+    calls: dict[int, Call] = field(default_factory=dict)
+    billing: dict[str, int] = field(default_factory=dict)
+    outbox: list[DomainEvent] = field(default_factory=list)
+    commits: int = 0
+
+
+class _Leads:
+    def __init__(self, db: FakeDb) -> None:
+        self._db = db
+
+    async def add(self, lead: Lead) -> None:
+        lead.id = len(self._db.leads) + 1
+        self._db.leads[lead.id] = copy.deepcopy(lead)
+
+    async def get(self, lead_id: int) -> Lead | None:
+        lead = self._db.leads.get(lead_id)
+        return copy.deepcopy(lead) if lead else None
+
+    async def by_external_id(self, external_id: str) -> Lead | None:
+        for lead in self._db.leads.values():
+            if lead.external_id == external_id:
+                return copy.deepcopy(lead)
+        return None
+
+    async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
+        due = sorted(
+            (
+                lead
+                for lead in self._db.leads.values()
+                if lead.status in (LeadStatus.NEW, LeadStatus.SCHEDULED)
+                and lead.next_attempt_at is not None
+                and lead.next_attempt_at <= now
+            ),
+            key=lambda lead: (lead.next_attempt_at, lead.id),
+        )[:limit]
+        for lead in due:
+            lead.status, lead.attempts, lead.next_attempt_at = LeadStatus.DIALING, lead.attempts + 1, None
+        return [copy.deepcopy(lead) for lead in due]
+
+    async def update(self, lead: Lead) -> None:
+        assert lead.id is not None
+        self._db.leads[lead.id] = copy.deepcopy(lead)
+
+    async def next_due_at(self) -> datetime | None:
+        times = [
+            lead.next_attempt_at
+            for lead in self._db.leads.values()
+            if lead.status in (LeadStatus.NEW, LeadStatus.SCHEDULED) and lead.next_attempt_at is not None
+        ]
+        return min(times, default=None)
+
+
+class _Calls:
+    def __init__(self, db: FakeDb) -> None:
+        self._db = db
+
+    async def add(self, call: Call) -> None:
+        call.id = len(self._db.calls) + 1
+        self._db.calls[call.id] = copy.deepcopy(call)
+
+    async def update(self, call: Call) -> None:
+        assert call.id is not None
+        self._db.calls[call.id] = copy.deepcopy(call)
+
+    async def add_billing(self, channel_id: str, billable_seconds: int) -> None:
+        self._db.billing[channel_id] = self._db.billing.get(channel_id, 0) + billable_seconds
+
+    async def for_lead(self, lead_id: int) -> list[Call]:
+        return [copy.deepcopy(c) for c in self._db.calls.values() if c.lead_id == lead_id]
+
+    async def unfinished(self) -> list[Call]:
+        return [copy.deepcopy(c) for c in self._db.calls.values() if c.state is not CallState.ENDED]
+
+
+class _Outbox:
+    def __init__(self) -> None:
+        self.events: list[DomainEvent] = []
+
+    def add(self, events: Sequence[DomainEvent], at: datetime) -> None:
+        self.events.extend(events)
+
+
+class FakeUnitOfWork:
+    """Changes reach the shared FakeDb only on commit, like a real transaction."""
+
+    def __init__(self, db: FakeDb) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> Self:
+        self._work = copy.deepcopy(self._db)
+        self.leads = _Leads(self._work)
+        self.calls = _Calls(self._work)
+        self.outbox = _Outbox()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    async def commit(self) -> None:
+        self._db.leads, self._db.calls, self._db.billing = self._work.leads, self._work.calls, self._work.billing
+        self._db.outbox.extend(self.outbox.events)
+        self._db.commits += 1
+        self._work = copy.deepcopy(self._db)
+        self.leads, self.calls = _Leads(self._work), _Calls(self._work)
+        self.outbox = _Outbox()
