@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -18,42 +19,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def reachable(host: str, port: int) -> bool:
+def reachable(host: str, port: int) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
-    except (OSError, TimeoutError):
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
 
 
-@contextlib.asynccontextmanager
-async def private_mosquitto() -> AsyncIterator[int]:
-    """Start mosquitto on a free loopback port for the block's lifetime; yields the port."""
+@contextlib.contextmanager
+def private_mosquitto(port: int | None = None, state_dir: Path | None = None) -> Iterator[int]:
+    """Run mosquitto on a loopback port (a free one by default) for the block's lifetime.
+
+    With ``state_dir`` the broker keeps sessions and queued messages across restarts, like
+    a production broker would. Blocking on purpose: it is started before anything needs it.
+    """
     # Debian installs it in /usr/sbin, which is not on every user's PATH.
     binary = shutil.which("mosquitto", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
     if binary is None:
         raise FileNotFoundError("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="leadrouter-mqtt-") as tmp:
         conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        proc = await asyncio.create_subprocess_exec(
-            binary, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
+        persistence = f"persistence true\npersistence_location {state_dir}/\n" if state_dir else "persistence false\n"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}")
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            for _ in range(100):
-                if await reachable("127.0.0.1", port):
-                    break
-                if proc.returncode is not None:
-                    raise RuntimeError(f"mosquitto exited with {proc.returncode}")
-                await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError("mosquitto did not start listening")
+            deadline = time.monotonic() + 5
+            while not reachable("127.0.0.1", port):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mosquitto did not start listening")
+                time.sleep(0.02)
             yield port
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
+            proc.terminate()
+            proc.wait(timeout=5)

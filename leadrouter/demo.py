@@ -14,7 +14,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -107,18 +107,19 @@ def write_config(workdir: Path, ami_port: int, mqtt_port: int | None) -> Path:
     return path
 
 
-@contextlib.asynccontextmanager
-async def broker() -> AsyncIterator[int | None]:
+@contextlib.contextmanager
+def broker() -> Iterator[int | None]:
     """The local broker on 1883 if there is one, else a private mosquitto, else none."""
-    if await reachable("127.0.0.1", 1883):
+    if reachable("127.0.0.1", 1883):
         yield 1883
         return
-    try:
-        async with private_mosquitto() as port:
-            yield port
-    except FileNotFoundError as exc:
-        print(f"MQTT off: {exc}; events stay in the outbox table")
-        yield None
+    with contextlib.ExitStack() as stack:
+        try:
+            port: int | None = stack.enter_context(private_mosquitto())
+        except FileNotFoundError as exc:
+            print(f"MQTT off: {exc}; events stay in the outbox table")
+            port = None
+        yield port
 
 
 class EventCounter:
@@ -139,44 +140,46 @@ async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: floa
     numbers = [f"+7916{rng.randrange(10**7):07d}" for _ in range(leads)]
     clock = ScaledClock(scale)
     since = clock.now()
-    async with (
-        Simulator(clock=clock, world=demo_world(rng, numbers)) as sim,
-        broker() as mqtt_port,
-    ):
-        settings_path = write_config(workdir, sim.port, mqtt_port)
-        settings = load_settings(settings_path, env={})
-        routing = RoutingSource.load(settings.routing_file)
-        counter = EventCounter()
-        async with Daemon(settings, routing, clock) as daemon, contextlib.AsyncExitStack() as stack:
-            if mqtt_port is not None:
-                task = asyncio.create_task(counter.run(mqtt_port))
-                stack.callback(task.cancel)
-            base = f"http://127.0.0.1:{daemon.http_port}"
-            print(f"leadrouter demo: {leads} leads, {len(MANAGERS)} managers, clock x{scale:g}")
-            print(f"  simulator on 127.0.0.1:{sim.port}, API on {base} (token {TOKEN}), MQTT port {mqtt_port}")
-            print(f"  config written to {workdir}/ (leadrouter.yaml, routing.yaml, leadrouter.db)")
-            started = time.monotonic()
-            poster = asyncio.create_task(_post_leads(base, numbers, rng, rate))
-            while True:
-                await asyncio.sleep(1.0)
-                counts = await daemon.queries.lead_status_counts()
-                settled = counts.get("assigned", 0) + counts.get("failed", 0) + counts.get("scheduled", 0)
-                print(
-                    f"[{time.monotonic() - started:5.1f}s] "
-                    + " ".join(f"{k} {counts.get(k, 0)}" for k in ("new", "dialing", "assigned", "scheduled", "failed"))
-                    + f" | live calls {daemon.dialer.live_calls} | managers free {daemon.board.free_count}/"
-                    f"{len(daemon.board)} | MQTT sent {daemon.publisher.published if daemon.publisher else 0}"
-                )
-                if poster.done() and settled == leads and daemon.dialer.live_calls == 0:
-                    break
-            poster.result()
-            await _summary(daemon, counter, clock, since)
-            if exit_when_done:
-                return 0
-            print(f"\nStill running: try  curl -H 'Authorization: Bearer {TOKEN}' {base}/stats/managers")
-            print("Ctrl-C to stop.")
-            await asyncio.Event().wait()
+    with broker() as mqtt_port:
+        async with Simulator(clock=clock, world=demo_world(rng, numbers)) as sim:
+            settings = load_settings(write_config(workdir, sim.port, mqtt_port), env={})
+            routing = RoutingSource.load(settings.routing_file)
+            async with Daemon(settings, routing, clock) as daemon, contextlib.AsyncExitStack() as stack:
+                counter = EventCounter()
+                if mqtt_port is not None:
+                    stack.callback(asyncio.create_task(counter.run(mqtt_port)).cancel)
+                base = f"http://127.0.0.1:{daemon.http_port}"
+                print(f"leadrouter demo: {leads} leads, {len(MANAGERS)} managers, clock x{scale:g}")
+                print(f"  simulator 127.0.0.1:{sim.port} | API {base} (token {TOKEN}) | MQTT port {mqtt_port}")
+                print(f"  config and database in {workdir}/")
+                poster = asyncio.create_task(_post_leads(base, numbers, rng, rate))
+                await _progress(daemon, poster, leads)
+                await _summary(daemon, counter, clock, since)
+                if exit_when_done:
+                    return 0
+                print(f"\nStill running: try  curl -H 'Authorization: Bearer {TOKEN}' {base}/stats/managers")
+                print("Ctrl-C to stop.")
+                await asyncio.Event().wait()
     return 0
+
+
+async def _progress(daemon: Daemon, poster: asyncio.Task[None], leads: int) -> None:
+    """Print a line a second until every lead is settled (assigned, failed or scheduled)."""
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)
+        counts = await daemon.queries.lead_status_counts()
+        settled = counts.get("assigned", 0) + counts.get("failed", 0) + counts.get("scheduled", 0)
+        print(
+            f"[{time.monotonic() - started:5.1f}s] "
+            + " ".join(f"{k} {counts.get(k, 0)}" for k in ("new", "dialing", "assigned", "scheduled", "failed"))
+            + f" | live calls {daemon.dialer.live_calls} | managers free {daemon.board.free_count}/"
+            f"{len(daemon.board)} | MQTT sent {daemon.publisher.published if daemon.publisher else 0}"
+        )
+        if poster.done():
+            poster.result()  # a refused lead is a demo bug: say so
+            if settled == leads and daemon.dialer.live_calls == 0:
+                return
 
 
 async def _post_leads(base: str, numbers: list[str], rng: random.Random, rate: float) -> None:

@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  make demo  |  make test
+# Both create .venv, install the package with its test tools, and install mosquitto
+# (Debian package) if it is missing; tests start their own broker on a free port.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench mosquitto clean
+
+demo: $(STAMP) mosquitto
+	$(BIN)/leadrouter demo
+
+test: $(STAMP) mosquitto
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.ami_ingest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadrouter needs Python 3.11 or newer (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
+		{ echo "installing mosquitto (Debian package)"; \
+		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto >/dev/null; }
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

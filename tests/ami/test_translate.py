@@ -1,0 +1,118 @@
+"""AMI events of real calls -> the domain events the dialer acts on."""
+
+from __future__ import annotations
+
+import pytest
+
+from ami_adapter.protocol import AmiProtocol
+from ami_adapter.translate import WANTED_EVENTS, EventTranslator
+from router.pbx import (
+    Billed,
+    Bridged,
+    DeviceState,
+    DialEnded,
+    DialOutcome,
+    ExtensionState,
+    HungUp,
+    OriginateOutcome,
+    OriginateResult,
+    PbxEvent,
+    RecordingStarted,
+)
+from tests.transcripts import load
+
+
+def _translate(name: str, prefix: str) -> tuple[EventTranslator, list[PbxEvent]]:
+    out: list[PbxEvent] = []
+    translator = EventTranslator(channel_id_prefix=prefix, manager_device=("Local/", "@sim-managers"), sink=out.append)
+    proto = AmiProtocol()
+    proto.connection_made(type("T", (), {"write": lambda self, d: None, "close": lambda self: None})())
+    proto.on_event = translator
+    proto.wanted_events = WANTED_EVENTS
+    proto.data_received(load(name).wire_bytes())
+    return translator, out
+
+
+@pytest.mark.parametrize(
+    ("name", "channel", "expected"),
+    [
+        (
+            "client_first",
+            "lead42-c1",
+            [
+                OriginateResult("lead42-c1", OriginateOutcome.ANSWERED),
+                RecordingStarted("lead42-c1"),
+                DialEnded("lead42-c1", DialOutcome.ANSWER),
+                Bridged("lead42-c1"),
+                HungUp("lead42-c1", 16),
+                Billed("lead42-c1", 6),
+            ],
+        ),
+        ("client_busy", "lead44-c1", [HungUp("lead44-c1", 0), OriginateResult("lead44-c1", OriginateOutcome.BUSY)]),
+        (
+            "client_noanswer",
+            "lead45-c1",
+            [OriginateResult("lead45-c1", OriginateOutcome.NO_ANSWER), HungUp("lead45-c1", 19)],
+        ),
+        (
+            "manager_noanswer",
+            "lead46-c1",
+            [
+                OriginateResult("lead46-c1", OriginateOutcome.ANSWERED),
+                RecordingStarted("lead46-c1"),
+                Billed("lead46-c1", 21),
+                DialEnded("lead46-c1", DialOutcome.NO_ANSWER),
+                Billed("lead46-c1", 0),
+                HungUp("lead46-c1", 16),
+            ],
+        ),
+        (
+            "client_hangup_on_hold",
+            "lead47-c1",
+            [OriginateResult("lead47-c1", OriginateOutcome.ANSWERED), HungUp("lead47-c1", 16), Billed("lead47-c1", 2)],
+        ),
+    ],
+)
+def test_a_client_legs_story_in_domain_events(name: str, channel: str, expected: list[PbxEvent]) -> None:
+    prefix = channel.split("-")[0]
+    _, events = _translate(name, prefix)
+    ours = [e for e in events if getattr(e, "channel_id", None) == channel]
+    assert ours == expected
+    # The ";2" half of the Local channel is never taken for ours.
+    assert not [e for e in events if ";" in getattr(e, "channel_id", "")]
+
+
+def test_manager_phones_are_followed_by_device_state() -> None:
+    _, events = _translate("client_first", "lead42")
+    states = [e for e in events if isinstance(e, ExtensionState)]
+    assert [(s.extension, s.state) for s in states if s.extension == "101"] == [
+        ("101", DeviceState.IN_USE),
+        ("101", DeviceState.IN_USE),
+        ("101", DeviceState.FREE),
+        ("101", DeviceState.FREE),
+    ]
+    # A client's Local device does not look like a manager's.
+    assert {s.extension for s in states} == {"101"}
+
+
+def test_channel_names_are_learned_for_redirects_and_forgotten_at_hangup() -> None:
+    out: list[PbxEvent] = []
+    translator = EventTranslator(channel_id_prefix="lead42", manager_device=("PJSIP/", ""), sink=out.append)
+    proto = AmiProtocol()
+    proto.connection_made(type("T", (), {"write": lambda self, d: None, "close": lambda self: None})())
+    proto.on_event = translator
+    proto.wanted_events = WANTED_EVENTS
+    data = load("client_first").wire_bytes()
+    redirect_at = data.index(b"Event: MixMonitorStart")
+    proto.data_received(data[:redirect_at])
+    assert translator.channel_name("lead42-c1") == "Local/79160000001@sim-clients-00000000;1"
+    proto.data_received(data[redirect_at:])
+    assert translator.channel_name("lead42-c1") is None
+
+
+def test_a_listing_of_live_channels_names_only_ours() -> None:
+    transcript = load("three_concurrent")
+    items = [dict(b.headers()) for b in transcript.received if b.get("Event") == "CoreShowChannel"]
+    translator = EventTranslator(channel_id_prefix="c3", manager_device=("PJSIP/", ""), sink=lambda e: None)
+    assert translator.ours_in_listing(items) == {"c3-a", "c3-b", "c3-c"}
+    assert translator.channel_name("c3-b") == "Local/79160000012@sim-clients-0000002b;1"

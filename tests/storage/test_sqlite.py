@@ -1,0 +1,154 @@
+"""The SQL room on a real SQLite file: schema, transactions, claims under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult
+from storage.engine import create_engine, migrate
+from storage.queries import SqlQueries
+from storage.schema import metadata
+from storage.uow import SqlUnitOfWork
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}")
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
+
+
+def _lead(i: int, **kw: object) -> Lead:
+    return Lead(phone=f"+7916000{i:04d}", name=f"Лид {i}", source="web", external_id=None, payload={"i": i},
+                created_at=NOW, **kw)  # fmt: skip
+
+
+async def test_migrations_build_exactly_the_tables_the_code_uses(engine: AsyncEngine) -> None:
+    await migrate(engine)  # a second run at start-up changes nothing
+    async with engine.connect() as conn:
+        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
+    assert diff == []
+
+
+async def test_concurrent_claimers_never_get_the_same_lead(engine: AsyncEngine) -> None:
+    async with SqlUnitOfWork(engine) as uow:
+        for i in range(300):
+            await uow.leads.add(_lead(i))
+        await uow.commit()
+    claimed: list[int] = []
+
+    async def claimer() -> None:
+        while True:
+            async with SqlUnitOfWork(engine) as uow:
+                got = await uow.leads.claim_due(NOW, 7)
+                await uow.commit()
+            if not got:
+                return
+            claimed.extend(lead.id for lead in got if lead.id is not None)
+
+    await asyncio.gather(*(claimer() for _ in range(6)))
+    assert sorted(claimed) == list(range(1, 301))
+    counts = await SqlQueries(engine).lead_status_counts()
+    assert counts == {"dialing": 300}
+
+
+async def test_claim_takes_due_leads_oldest_first_and_counts_the_attempt(engine: AsyncEngine) -> None:
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.leads.add(_lead(1, status=LeadStatus.SCHEDULED, next_attempt_at=NOW + timedelta(minutes=5)))
+        await uow.leads.add(_lead(2))
+        await uow.leads.add(_lead(3, status=LeadStatus.FAILED))
+        await uow.commit()
+    async with SqlUnitOfWork(engine) as uow:
+        (lead,) = await uow.leads.claim_due(NOW, 10)
+        assert (lead.id, lead.status, lead.attempts, lead.next_attempt_at) == (2, LeadStatus.DIALING, 1, None)
+        assert await uow.leads.next_due_at() == NOW + timedelta(minutes=5)
+        await uow.commit()
+
+
+async def test_nothing_is_kept_without_a_commit(engine: AsyncEngine) -> None:
+    async with SqlUnitOfWork(engine) as uow:
+        lead = _lead(1)
+        await uow.leads.add(lead)
+        uow.outbox.add([lead.created()], NOW)
+    assert await SqlQueries(engine).lead_status_counts() == {}
+    assert await SqlQueries(engine).pending_outbox(10) == []
+
+
+async def test_a_call_with_its_legs_round_trips(engine: AsyncEngine) -> None:
+    async with SqlUnitOfWork(engine) as uow:
+        lead = _lead(1)
+        await uow.leads.add(lead)
+        assert lead.id is not None
+        call = Call(lead_id=lead.id, attempt=1, scenario="default", channel_id="lr-abc", phone=lead.phone,
+                    started_at=NOW)  # fmt: skip
+        await uow.calls.add(call)
+        call.client_answered(NOW + timedelta(seconds=4))
+        call.connect_to("anna", NOW + timedelta(seconds=5))
+        call.manager_failed(LegResult.NO_ANSWER, NOW + timedelta(seconds=20))
+        call.connect_to("boris", NOW + timedelta(seconds=21))
+        call.bridged(NOW + timedelta(seconds=24))
+        call.hung_up(NOW + timedelta(seconds=84), 16)
+        await uow.calls.update(call)
+        await uow.calls.add_billing("lr-abc", 21)
+        await uow.calls.add_billing("lr-abc", 59)
+        await uow.commit()
+    found = await SqlQueries(engine).lead_with_calls(1)
+    assert found is not None
+    (stored,) = found[1]
+    assert stored.state is CallState.ENDED and stored.disposition is Disposition.COMPLETED
+    assert (stored.ring_seconds, stored.hold_seconds, stored.talk_seconds, stored.total_seconds) == (4, 20, 60, 84)
+    assert [(leg.manager_id, leg.result) for leg in stored.legs] == [
+        ("anna", LegResult.NO_ANSWER),
+        ("boris", LegResult.ANSWERED),
+    ]
+    assert stored.pbx_billable_seconds == 80
+    assert stored.started_at == NOW and stored.started_at.tzinfo is not None
+
+
+async def test_outbox_keeps_commit_order_and_marks_published(engine: AsyncEngine) -> None:
+    for i in range(3):
+        async with SqlUnitOfWork(engine) as uow:
+            lead = _lead(i)
+            await uow.leads.add(lead)
+            uow.outbox.add([lead.created()], NOW)
+            await uow.commit()
+    queries = SqlQueries(engine)
+    pending = await queries.pending_outbox(10)
+    assert [m.lead_id for m in pending] == [1, 2, 3]
+    assert len({m.id for m in pending}) == 3
+    await queries.mark_published([pending[0].seq], NOW)
+    assert [m.lead_id for m in await queries.pending_outbox(10)] == [2, 3]
+
+
+async def test_manager_stats_count_only_talks_in_the_period(engine: AsyncEngine) -> None:
+    async with SqlUnitOfWork(engine) as uow:
+        lead = _lead(1)
+        await uow.leads.add(lead)
+        assert lead.id is not None
+        for n, (start, talk) in enumerate([(0, 60), (10, 120), (-3600 * 30, 50)]):
+            t0 = NOW + timedelta(seconds=start)
+            call = Call(lead_id=lead.id, attempt=n + 1, scenario="d", channel_id=f"lr-{n}", phone=lead.phone,
+                        started_at=t0)  # fmt: skip
+            await uow.calls.add(call)
+            call.client_answered(t0)
+            call.connect_to("anna", t0)
+            call.bridged(t0)
+            call.hung_up(t0 + timedelta(seconds=talk), 16)
+            await uow.calls.update(call)
+        unanswered = Call(lead_id=lead.id, attempt=9, scenario="d", channel_id="lr-x", phone=lead.phone,
+                          started_at=NOW)  # fmt: skip
+        await uow.calls.add(unanswered)
+        await uow.commit()
+    (row,) = await SqlQueries(engine).manager_stats(NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    assert (row.manager_id, row.calls, row.talk_seconds, row.average_talk_seconds) == ("anna", 2, 180, 90)
