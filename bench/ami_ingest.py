@@ -1,0 +1,104 @@
+"""AMI ingest: our whole reader path vs panoramisk's bare parse, on the same bytes, in one run.
+
+The bytes are every message of the recorded transcripts (tests/fixtures/ami, a real
+Asterisk), with our client legs renamed to the daemon's channel-id prefix so that the
+translator does real work, repeated to a few megabytes and fed in 4 KiB reads.
+
+* panoramisk bare: panoramisk 1.4 AMIProtocol.data_received -> Message objects, dispatch
+  to a no-op (what the library does before any application code runs);
+* leadrouter full: ami_adapter.protocol.AmiProtocol -> EventTranslator -> the dialer's
+  event queue (Dialer.pbx_event), and the queue drained: everything the AMI reader does.
+
+Run: .venv/bin/python -m bench.ami_ingest   (figures are medians of interleaved runs)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import time
+from typing import Any
+
+from panoramisk.ami_protocol import AMIProtocol
+
+from ami_adapter.protocol import AmiProtocol
+from ami_adapter.translate import WANTED_EVENTS, EventTranslator
+from tests.transcripts import CALL_TRANSCRIPTS, load
+
+READ_SIZE = 4096
+TARGET_BYTES = 8 << 20
+ROUNDS = 7
+
+
+class _Transport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def corpus() -> tuple[bytes, int]:
+    parts = []
+    for name in CALL_TRANSCRIPTS:
+        wire = load(name).wire_bytes().decode()
+        body = wire.split("\r\n", 1)[1]  # without the banner
+        # lead42-c1 -> lr-lead42c1: the daemon's own channel ids look like this.
+        parts.append(re.sub(r"\b(lead\d+|c3|hup|mask|bad-ctx)-(\w+)", r"lr-\1\2", body))
+    one = "".join(parts)
+    repeat = max(1, TARGET_BYTES // len(one.encode()))
+    data = ("Asterisk Call Manager/13.0.0\r\n" + one * repeat).encode()
+    return data, one.count("\r\n\r\n") * repeat
+
+
+def run_panoramisk(data: bytes) -> float:
+    proto = AMIProtocol()
+    proto.connection_made(_Transport())
+    proto.factory = type("Factory", (), {"dispatch": staticmethod(lambda message: None)})()
+    proto.encoding = "utf8"
+    started = time.perf_counter()
+    for i in range(0, len(data), READ_SIZE):
+        proto.data_received(data[i : i + READ_SIZE])
+    return time.perf_counter() - started
+
+
+def run_leadrouter(data: bytes) -> tuple[float, int]:
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    translator = EventTranslator(
+        channel_id_prefix="lr", manager_device=("Local/", "@sim-managers"), sink=queue.put_nowait
+    )
+    proto = AmiProtocol()
+    proto.connection_made(_Transport())
+    proto.on_event = translator
+    proto.wanted_events = WANTED_EVENTS
+    drained = 0
+    started = time.perf_counter()
+    for i in range(0, len(data), READ_SIZE):
+        proto.data_received(data[i : i + READ_SIZE])
+        while not queue.empty():
+            queue.get_nowait()
+            drained += 1
+    return time.perf_counter() - started, drained
+
+
+def main() -> None:
+    data, messages = corpus()
+    ours, theirs, domain_events = [], [], 0
+    for _ in range(ROUNDS):  # interleaved, so machine noise hits both alike
+        theirs.append(run_panoramisk(data))
+        seconds, domain_events = run_leadrouter(data)
+        ours.append(seconds)
+    t_theirs, t_ours = statistics.median(theirs), statistics.median(ours)
+    mb = len(data) / 1e6
+    print(f"AMI ingest: {mb:.1f} MB, {messages} messages (transcripts repeated), {READ_SIZE} B reads, {ROUNDS} rounds")
+    print(f"  panoramisk 1.4 bare parse : {messages / t_theirs:>11,.0f} msg/s  {mb / t_theirs:6.1f} MB/s")
+    print(
+        f"  leadrouter full pipeline  : {messages / t_ours:>11,.0f} msg/s  {mb / t_ours:6.1f} MB/s"
+        f"  ({domain_events} domain events)"
+    )
+    print(f"  ratio leadrouter/panoramisk: {t_theirs / t_ours:.2f}x (bar: >= 1.0x)")
+
+
+if __name__ == "__main__":
+    main()

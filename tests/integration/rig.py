@@ -1,0 +1,102 @@
+"""The whole daemon against the PBX simulator over TCP, SQLite and a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import httpx
+import yaml
+
+from ami_adapter.simulator import Simulator, World
+from config.routing import RoutingSource
+from config.settings import Settings
+from leadrouter.clock import ScaledClock
+from leadrouter.daemon import Daemon
+
+TOKEN = "test-token-0123456789abcdef"
+
+
+@dataclass
+class Rig:
+    sim: Simulator
+    daemon: Daemon
+    http: httpx.AsyncClient
+    clock: ScaledClock
+    mqtt: list[dict[str, Any]]
+
+    async def post(self, **lead: Any) -> httpx.Response:
+        return await self.http.post("/leads", json=lead)
+
+
+async def until(predicate: Callable[[], Any], seconds: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+async def _subscribe(port: int, into: list[dict[str, Any]], ready: asyncio.Event) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="crm-e2e", clean_session=False) as client:
+        await client.subscribe("leadrouter/#", qos=1)
+        ready.set()
+        async for message in client.messages:
+            into.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path,
+    *,
+    world: World,
+    routing: dict[str, Any],
+    mqtt_port: int | None = None,
+    scale: float = 50.0,
+    pbx: dict[str, Any] | None = None,
+) -> AsyncIterator[Rig]:
+    clock = ScaledClock(scale)
+    routing_file = tmp_path / "routing.yaml"
+    routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
+    received: list[dict[str, Any]] = []
+    async with Simulator(clock=clock, world=world) as sim, contextlib.AsyncExitStack() as stack:
+        if mqtt_port is not None:
+            ready = asyncio.Event()
+            task = asyncio.create_task(_subscribe(mqtt_port, received, ready))
+            stack.callback(task.cancel)
+            await asyncio.wait_for(ready.wait(), 5)
+        settings = Settings.from_mapping(
+            {
+                "ami": {"port": sim.port, "secret": "s3cret", "ping_interval": 1, "ping_timeout": 1},
+                "pbx": {
+                    "client_channel": "Local/{phone}@sim-clients",
+                    "manager_channel": "Local/{extension}@sim-managers",
+                    "manager_device": "Local/{extension}@sim-managers",
+                    "originate_timeout": "20s",
+                    **(pbx or {}),
+                },
+                "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}"},
+                "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": "lr-e2e"},
+                "http": {"port": 0, "token": TOKEN},
+                "recordings": {"url_template": "https://rec.example/{file}"},
+                "routing_file": str(routing_file),
+            }
+        )
+        async with Daemon(settings, RoutingSource.load(routing_file), clock) as daemon:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{daemon.http_port}", headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as http:
+                await until(lambda: daemon.ami.connected, 5, "AMI login")
+                yield Rig(sim, daemon, http, clock, received)

@@ -1,0 +1,104 @@
+"""The three panoramisk 1.4 traps, shown not to happen with our wrapper, over real TCP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ami_adapter.client import AmiClient, AmiSettings
+from ami_adapter.protocol import AmiDisconnected
+from ami_adapter.simulator import Simulator
+from leadrouter.clock import ScaledClock
+from tests.integration.rig import until
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator(clock=ScaledClock(20)) as sim:
+        yield sim
+
+
+def _client(sim: Simulator, events: list[tuple[str, dict[str, str]]], **kw: object) -> AmiClient:
+    settings = AmiSettings(
+        host="127.0.0.1",
+        port=sim.port,
+        username="leadrouter",
+        secret=str(kw.pop("secret", "s3cret")),
+        ping_interval=0.2,
+        ping_timeout=0.3,
+        reconnect_delay=1,
+    )
+    return AmiClient(
+        settings,
+        on_event=lambda name, headers: events.append((name, headers)),
+        wanted_events=frozenset({"NewCallerid", "OriginateResponse", "Hangup"}),
+    )
+
+
+def _actions(sim: Simulator, action: str) -> list[dict[str, str]]:
+    return [dict(a) for a in sim.received if dict(a).get("Action") == action]
+
+
+async def test_a_utf8_name_split_across_every_tcp_read_arrives_intact(sim: Simulator) -> None:
+    events: list[tuple[str, dict[str, str]]] = []
+    sim.write_chunk_size = 1  # every byte its own write: "И" is two reads
+    async with _client(sim, events) as ami:
+        await asyncio.wait_for(ami.wait_connected(), 5)
+        await ami.send(
+            {
+                "Action": "Originate",
+                "Channel": "Local/79160000011@sim-clients",
+                "Context": "leadrouter-hold",
+                "Exten": "s",
+                "Priority": "1",
+                "Async": "true",
+                "CallerID": "Иван Петров <79160000011>",
+                "ChannelId": "utf8-1",
+            }
+        )
+        await until(lambda: any(n == "NewCallerid" for n, _ in events), 10, "NewCallerid")
+    names = {h["CallerIDName"] for n, h in events if n == "NewCallerid"}
+    assert names == {"Иван Петров"}
+
+
+async def test_a_silent_server_is_detected_and_the_client_reconnects(sim: Simulator) -> None:
+    async with _client(sim, []) as ami:
+        await asyncio.wait_for(ami.wait_connected(), 5)
+        sim.stall(True)  # Asterisk hangs: the socket stays open, nothing comes back
+        await until(lambda: not ami.connected, 3, "the watchdog to notice")
+        sim.stall(False)
+        await until(lambda: ami.connected, 5, "a fresh login")
+        assert len(_actions(sim, "Login")) >= 2
+
+
+async def test_an_unanswered_originate_is_failed_not_resent_after_reconnect(sim: Simulator) -> None:
+    async with _client(sim, []) as ami:
+        await asyncio.wait_for(ami.wait_connected(), 5)
+        sim.stall(True)
+        pending = asyncio.create_task(
+            ami.send(
+                {
+                    "Action": "Originate",
+                    "Channel": "Local/79160000001@sim-clients",
+                    "Context": "leadrouter-hold",
+                    "Exten": "s",
+                    "Priority": "1",
+                    "Async": "true",
+                    "ChannelId": "once-1",
+                }
+            )
+        )
+        with pytest.raises(AmiDisconnected):
+            await asyncio.wait_for(pending, 5)
+        sim.stall(False)
+        await until(lambda: ami.connected, 5, "a fresh login")
+        await asyncio.sleep(0.5)  # time in which panoramisk would have re-sent it
+    assert [a["ChannelId"] for a in _actions(sim, "Originate")] == ["once-1"]
+
+
+async def test_a_refused_login_is_retried_without_crashing(sim: Simulator) -> None:
+    async with _client(sim, [], secret="wrong") as ami:
+        await until(lambda: len(_actions(sim, "Login")) >= 2, 5, "a second attempt")
+        assert not ami.connected

@@ -1,0 +1,130 @@
+"""200 leads through the real daemon, the PBX simulator over TCP and a real mosquitto."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ami_adapter.simulator import Behaviour, World
+from router.model import Disposition, LeadStatus, LegResult
+from tests.integration.rig import running, until
+
+MANAGERS = [(f"m{101 + i}", str(101 + i)) for i in range(10)]  # m109 never answers, m110 is busy
+ROUTING = {
+    "version": 1,
+    "managers": [{"id": mid, "name": f"Manager {ext}", "extension": ext} for mid, ext in MANAGERS],
+    "scenarios": [
+        {"name": "default", "hold_limit": "60s", "ring_timeout": "8s", "max_attempts": 2, "retry_delays": ["10s"]}
+    ],
+}
+# Each lead's client behaves by its index modulo 10.
+KINDS = {
+    0: "talks",
+    1: "talks",
+    2: "talks",
+    3: "talks",
+    4: "talks",
+    5: "busy",
+    6: "never_answers",
+    7: "unreachable",
+    8: "gives_up",  # answers, hangs up half a second later, before any manager picks up
+    9: "talks",
+}
+CLIENT = {
+    "talks": Behaviour(answer_after=2, talk=30),
+    "busy": Behaviour(busy=True),
+    "never_answers": Behaviour(answer_after=None),
+    "unreachable": Behaviour(unavailable=True),
+    "gives_up": Behaviour(answer_after=1, talk=0.5),
+}
+EXPECTED = {
+    "talks": (LeadStatus.ASSIGNED, [Disposition.COMPLETED]),
+    "busy": (LeadStatus.FAILED, [Disposition.BUSY] * 2),
+    "never_answers": (LeadStatus.FAILED, [Disposition.NO_ANSWER] * 2),
+    "unreachable": (LeadStatus.FAILED, [Disposition.UNREACHABLE] * 2),
+    "gives_up": (LeadStatus.FAILED, [Disposition.ABANDONED] * 2),
+}
+
+
+def _phone(i: int) -> str:
+    return f"+7916{5000000 + i:07d}"
+
+
+@pytest.mark.timeout(180)
+async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Path, mosquitto_port: int) -> None:
+    kinds = {i: KINDS[i % 10] for i in range(200)}
+    world = World(
+        clients={_phone(i)[1:]: CLIENT[kind] for i, kind in kinds.items()},
+        managers={
+            **{ext: Behaviour(answer_after=2) for _, ext in MANAGERS[:8]},
+            "109": Behaviour(answer_after=None),
+            "110": Behaviour(busy=True),
+        },
+    )
+    async with running(tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=40) as rig:
+        ids = {}
+        for i in range(200):
+            response = await rig.post(phone=_phone(i), name=f"Клиент {i}", source="site", external_id=f"e2e-{i}")
+            assert response.status_code == 201, response.text
+            ids[i] = response.json()["id"]
+
+        async def settled() -> bool:
+            counts = await rig.daemon.queries.lead_status_counts()
+            return counts.get("assigned", 0) + counts.get("failed", 0) == 200 and rig.daemon.dialer.live_calls == 0
+
+        await until(settled, 150, "every lead assigned or failed")
+        histories = {i: await rig.daemon.queries.lead_with_calls(ids[i]) for i in range(200)}
+
+        managers_used: Counter[str] = Counter()
+        for i, found in histories.items():
+            assert found is not None
+            lead, calls = found
+            status, dispositions = EXPECTED[kinds[i]]
+            assert lead.status is status, (i, kinds[i], lead)
+            assert [c.disposition for c in calls] == dispositions, (i, kinds[i], calls)
+            if kinds[i] == "talks":
+                (call,) = calls
+                assert lead.owner_id == call.manager_id and call.manager_id in {m for m, _ in MANAGERS[:8]}
+                managers_used[call.manager_id] += 1
+                # The client answered after 2 s and hung up 30 s later; hold + talk cover those 30 s.
+                assert call.ring_seconds == pytest.approx(2, abs=1)
+                assert call.hold_seconds + call.talk_seconds == pytest.approx(30, abs=1)
+                assert call.hold_seconds >= 1.5  # at least the manager's 2 s of ringing
+                assert call.pbx_billable_seconds in (29, 30, 31)
+                assert call.hangup_cause == 16
+                assert call.recording_file == f"leadrouter/{call.channel_id}.wav"
+                assert call.recording_url == f"https://rec.example/leadrouter/{call.channel_id}.wav"
+                # Whoever was tried before the one who answered was m109 (no answer) or m110 (busy).
+                for leg in call.legs[:-1]:
+                    assert (leg.manager_id, leg.result) in {("m109", LegResult.NO_ANSWER), ("m110", LegResult.BUSY)}
+                assert call.legs[-1].result is LegResult.ANSWERED
+            else:
+                assert lead.owner_id is None
+            if kinds[i] == "gives_up":
+                assert all(leg.result is not LegResult.ANSWERED for c in calls for leg in c.legs)
+        # Round robin spreads the talks over the eight managers who answer.
+        assert set(managers_used) == {m for m, _ in MANAGERS[:8]}
+        assert max(managers_used.values()) - min(managers_used.values()) <= 8
+
+        # Every outbox event reached the CRM over MQTT, with its id, in per-lead commit order.
+        publisher = rig.daemon.publisher
+        assert publisher is not None
+
+        async def all_sent() -> bool:
+            return await rig.daemon.queries.pending_outbox(1) == []
+
+        await until(all_sent, 10, "outbox drained")
+        await until(lambda: len({m["id"] for m in rig.mqtt}) >= publisher.published, 10, "MQTT delivery")
+        received = {m["id"]: m for m in rig.mqtt}
+        types = Counter(m["type"] for m in received.values())
+        assert types["lead.created"] == 200
+        assert types["lead.assigned"] == 120
+        assert types["lead.failed"] == 80
+        assert types["call.ended"] == 120 + 80 * 2
+        assert types["call.dialing"] == types["call.ended"]
+        for i in range(0, 200, 7):
+            mine = [m["type"] for m in rig.mqtt if m["lead_id"] == ids[i]]
+            assert mine[0] == "lead.created" and mine[1] == "call.dialing"
+            assert mine[-1] in ("call.ended", "lead.failed")
