@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -52,9 +51,7 @@ class Subscriber:
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(
-                    "127.0.0.1", self.port, identifier="crm-test", clean_session=False
-                ) as client:
+                async with aiomqtt.Client("127.0.0.1", self.port, identifier="crm-test", clean_session=False) as client:
                     await client.subscribe("leadrouter/#", qos=1)
                     self.subscribed.set()
                     async for message in client.messages:
