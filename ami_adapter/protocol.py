@@ -96,8 +96,15 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]
 
     def _to_action(self, frame: str) -> None:
         message = Message(parse_headers(frame))
-        if self.responses.get(message.id) is not None:
-            self.handle_message(message)
+        action = self.responses.get(message.id)
+        if action is None:
+            return
+        if message.get("Response") == "Error" and action.as_list and not action.future.done():
+            # panoramisk waits for an event list that an error never starts; finish it here.
+            action.future.set_result([message])
+            self.responses.pop(message.id, None)
+            return
+        self.handle_message(message)
 
     def close(self) -> None:
         # panoramisk would queue unanswered actions and re-send them after the reconnect,

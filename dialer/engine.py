@@ -45,6 +45,8 @@ from router.routing import RoutingPlan, Scenario
 
 log = structlog.get_logger("dialer")
 
+RESYNC_RETRY = 5.0  # real seconds between attempts to list live channels
+
 _ORIGINATE_DISPOSITIONS = {
     OriginateOutcome.BUSY: Disposition.BUSY,
     OriginateOutcome.NO_ANSWER: Disposition.NO_ANSWER,
@@ -155,13 +157,20 @@ class Dialer:
         self._wake.set()
 
     async def pbx_connected(self) -> None:
-        """After every (re)login: learn which of our calls still live, then dial again."""
-        asked_at = self._clock.now()
-        try:
-            live = await self._pbx.live_channels()
-        except PbxError as exc:
-            log.warning("dialer.resync_failed", error=str(exc))
-            return
+        """After every (re)login: learn which of our calls still live, then dial again.
+
+        Until that is known nothing is dialled: a wrong guess would double-dial or strand a call.
+        """
+        while True:
+            asked_at = self._clock.now()
+            try:
+                live = await self._pbx.live_channels()
+                break
+            except PbxError as exc:
+                log.error("dialer.resync_failed", error=str(exc), hint="the AMI user needs write=reporting")
+                if not self._pbx.connected:
+                    return  # the next login tries again
+                await asyncio.sleep(RESYNC_RETRY)
         adopted: list[tuple[Call, Lead]] = []
         if not self._resynced_once:
             adopted = await self._load_unfinished()
