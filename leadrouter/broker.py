@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import socket
@@ -42,7 +43,10 @@ def private_mosquitto(port: int | None = None, state_dir: Path | None = None) ->
     with tempfile.TemporaryDirectory(prefix="leadrouter-mqtt-") as tmp:
         conf = Path(tmp) / "mosquitto.conf"
         persistence = f"persistence true\npersistence_location {state_dir}/\n" if state_dir else "persistence false\n"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}")
+        # Run as whoever started us: as root, mosquitto would switch to its own user, which
+        # cannot write a state directory we made.
+        user = f"user {getpass.getuser()}\n"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{user}{persistence}")
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 5

@@ -42,18 +42,15 @@ async def _run(config: str) -> int:
 
 async def _stats(config: str, day: date | None, tz: str | None) -> int:
     from router.stats import day_bounds, hms, with_every_manager
-    from storage.engine import create_engine
+    from storage.engine import Database
     from storage.queries import SqlQueries
 
     settings, routing = _load(config)
     zone = ZoneInfo(tz) if tz else datetime.now().astimezone().tzinfo
     assert zone is not None
     day = day or datetime.now(zone).date()
-    engine = create_engine(settings.database.url)
-    try:
-        rows = await SqlQueries(engine).manager_stats(*day_bounds(day, zone))
-    finally:
-        await engine.dispose()
+    async with Database(settings.database.url) as db:
+        rows = await SqlQueries(db).manager_stats(*day_bounds(day, zone))
     print(f"Calls with a manager on {day.isoformat()} ({zone})")
     print(f"{'manager':<16} {'name':<24} {'calls':>6} {'talk time':>10} {'average':>8}")
     for r in with_every_manager(routing.plan.managers, rows):
@@ -64,14 +61,11 @@ async def _stats(config: str, day: date | None, tz: str | None) -> int:
 
 
 async def _upgrade(config: str) -> int:
-    from storage.engine import create_engine, migrate
+    from storage.engine import Database
 
     settings = load_settings(Path(config))
-    engine = create_engine(settings.database.url)
-    try:
-        await migrate(engine)
-    finally:
-        await engine.dispose()
+    async with Database(settings.database.url) as db:
+        await db.migrate()
     print("database is up to date")
     return 0
 

@@ -32,7 +32,7 @@ from events.publisher import MqttSettings, OutboxPublisher
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.stats import ManagerStats, with_every_manager
-from storage.engine import create_engine, migrate
+from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
 
@@ -67,10 +67,9 @@ class Daemon:
 
     async def _start(self) -> None:
         s, stack = self.settings, self._stack
-        engine = create_engine(s.database.url)
-        stack.push_async_callback(engine.dispose)
-        await migrate(engine)
-        self.queries = SqlQueries(engine)
+        db = await stack.enter_async_context(Database(s.database.url))
+        await db.migrate()
+        self.queries = SqlQueries(db)
 
         self.publisher: OutboxPublisher | None = None
         if s.mqtt.enabled:
@@ -89,7 +88,7 @@ class Daemon:
         wake_publisher = self.publisher.wake if self.publisher else None
 
         def uow() -> SqlUnitOfWork:
-            return SqlUnitOfWork(engine, on_events_committed=wake_publisher)
+            return SqlUnitOfWork(db, on_events_committed=wake_publisher)
 
         self.board = ManagerBoard(self.routing.plan.managers)
         translator = EventTranslator(

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from router.model import Call, Lead
 from router.stats import ManagerStats
-from storage.engine import READ_ONLY
+from storage.engine import Database
 from storage.schema import calls, leads, outbox
 from storage.uow import SqlCalls, SqlLeads
 
@@ -25,12 +24,11 @@ class OutboxMessage:
 
 
 class SqlQueries:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def lead_with_calls(self, lead_id: int) -> tuple[Lead, list[Call]] | None:
-        async with self._engine.connect() as conn:
-            conn = await conn.execution_options(**READ_ONLY)
+        async with self._db.read() as conn:
             lead = await SqlLeads(conn).get(lead_id)
             if lead is None:
                 return None
@@ -45,8 +43,7 @@ class SqlQueries:
             .group_by(calls.c.manager_id)
             .order_by(calls.c.manager_id)
         )
-        async with self._engine.connect() as conn:
-            conn = await conn.execution_options(**READ_ONLY)
+        async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [
             ManagerStats(manager_id=m, calls=n, talk_seconds=round(t, 3), average_talk_seconds=round(t / n, 3))
@@ -55,8 +52,7 @@ class SqlQueries:
 
     async def lead_status_counts(self) -> dict[str, int]:
         query = select(leads.c.status, func.count()).group_by(leads.c.status)
-        async with self._engine.connect() as conn:
-            conn = await conn.execution_options(**READ_ONLY)
+        async with self._db.read() as conn:
             return {status: n for status, n in (await conn.execute(query)).all()}
 
     async def pending_outbox(self, limit: int) -> list[OutboxMessage]:
@@ -66,10 +62,10 @@ class SqlQueries:
             .order_by(outbox.c.seq)
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
-            conn = await conn.execution_options(**READ_ONLY)
+        async with self._db.read() as conn:
             return [OutboxMessage(*row) for row in (await conn.execute(query)).all()]
 
     async def mark_published(self, seqs: list[int], at: datetime) -> None:
-        async with self._engine.begin() as conn:
+        async with self._db.write() as conn:
             await conn.execute(update(outbox).where(outbox.c.seq.in_(seqs)).values(published_at=at))
+            await conn.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -9,10 +10,11 @@ from datetime import datetime
 from typing import Any, Self
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import DomainEvent
 from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult, ManagerLeg
+from storage.engine import Database
 from storage.schema import call_legs, calls, leads, outbox
 
 _DUE = (LeadStatus.NEW.value, LeadStatus.SCHEDULED.value)
@@ -250,27 +252,22 @@ class SqlUnitOfWork:
     calls: SqlCalls
     outbox: SqlOutbox
 
-    def __init__(self, engine: AsyncEngine, on_events_committed: Callable[[], None] | None = None) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, on_events_committed: Callable[[], None] | None = None) -> None:
+        self._db = db
         self._on_events_committed = on_events_committed
         self._conn: AsyncConnection | None = None
+        self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
-        self._conn = await self._engine.connect()
-        await self._conn.begin()
+        self._conn = await self._stack.enter_async_context(self._db.write())
         self.leads = SqlLeads(self._conn)
         self.calls = SqlCalls(self._conn)
         self.outbox = SqlOutbox(self._conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._conn is not None
-        try:
-            if self._conn.in_transaction():
-                await self._conn.rollback()
-        finally:
-            await self._conn.close()
-            self._conn = None
+        self._conn = None
+        await self._stack.aclose()  # rolls back whatever was not committed
 
     async def commit(self) -> None:
         assert self._conn is not None

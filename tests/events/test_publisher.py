@@ -10,12 +10,11 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.publisher import MqttSettings, OutboxPublisher
 from leadrouter.broker import free_port, private_mosquitto
 from router.model import Lead
-from storage.engine import create_engine, migrate
+from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
 
@@ -23,16 +22,15 @@ NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}")
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        yield db
 
 
-async def _commit_leads(engine: AsyncEngine, publisher: OutboxPublisher, first: int, count: int) -> None:
+async def _commit_leads(db: Database, publisher: OutboxPublisher, first: int, count: int) -> None:
     for i in range(first, first + count):
-        async with SqlUnitOfWork(engine, on_events_committed=publisher.wake) as uow:
+        async with SqlUnitOfWork(db, on_events_committed=publisher.wake) as uow:
             lead = Lead(phone=f"+7916000{i:04d}", name="x", source="web", external_id=None, payload={}, created_at=NOW)
             await uow.leads.add(lead)
             uow.outbox.add([lead.created()], NOW)
@@ -49,17 +47,12 @@ class Subscriber:
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier="crm-test", clean_session=False) as client:
-                    await client.subscribe("leadrouter/#", qos=1)
-                    self.subscribed.set()
-                    async for message in client.messages:
-                        self.topics.append(str(message.topic))
-                        self.messages.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
-            except aiomqtt.MqttError:
-                self.subscribed.clear()
-                await asyncio.sleep(0.05)
+        async with aiomqtt.Client("127.0.0.1", self.port, identifier="crm-test", clean_session=False) as client:
+            await client.subscribe("leadrouter/#", qos=1)
+            self.subscribed.set()
+            async for message in client.messages:
+                self.topics.append(str(message.topic))
+                self.messages.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
 
 
 async def _until(predicate: object, seconds: float) -> None:
@@ -70,8 +63,8 @@ async def _until(predicate: object, seconds: float) -> None:
     raise AssertionError("timed out")
 
 
-async def test_events_leave_in_commit_order_with_ids_and_are_marked(engine: AsyncEngine, mosquitto_port: int) -> None:
-    queries = SqlQueries(engine)
+async def test_events_leave_in_commit_order_with_ids_and_are_marked(db: Database, mosquitto_port: int) -> None:
+    queries = SqlQueries(db)
     settings = MqttSettings(host="127.0.0.1", port=mosquitto_port, topic_prefix="leadrouter", client_id="pub-1")
     publisher = OutboxPublisher(queries, settings, now=lambda: NOW)
     crm = Subscriber(mosquitto_port)
@@ -79,7 +72,7 @@ async def test_events_leave_in_commit_order_with_ids_and_are_marked(engine: Asyn
         sub = group.create_task(crm.run())
         await asyncio.wait_for(crm.subscribed.wait(), 5)
         pub = group.create_task(publisher.run())
-        await _commit_leads(engine, publisher, 0, 30)
+        await _commit_leads(db, publisher, 0, 30)
         await _until(lambda: len(crm.messages) >= 30, 10)
         await _until(lambda: publisher.published >= 30, 5)
         sub.cancel()
@@ -92,9 +85,9 @@ async def test_events_leave_in_commit_order_with_ids_and_are_marked(engine: Asyn
     assert len({m["id"] for m in crm.messages}) == 30
 
 
-async def test_a_broker_outage_delays_events_and_loses_none(engine: AsyncEngine, tmp_path: Path) -> None:
+async def test_a_broker_outage_delays_events_and_loses_none(db: Database, tmp_path: Path) -> None:
     port = free_port()
-    queries = SqlQueries(engine)
+    queries = SqlQueries(db)
     settings = MqttSettings(
         host="127.0.0.1", port=port, topic_prefix="leadrouter", client_id="pub-2", reconnect_delay=0.2
     )
@@ -107,13 +100,17 @@ async def test_a_broker_outage_delays_events_and_loses_none(engine: AsyncEngine,
             sub = group.create_task(crm.run())
             await asyncio.wait_for(crm.subscribed.wait(), 5)
             pub = group.create_task(publisher.run())
-            await _commit_leads(engine, publisher, 0, 20)
+            await _commit_leads(db, publisher, 0, 20)
             await _until(lambda: len(crm.messages) >= 20, 10)
+        sub.cancel()
         # The broker is down: the daemon keeps committing, nothing is published, nothing is lost.
-        await _commit_leads(engine, publisher, 20, 40)
+        await _commit_leads(db, publisher, 20, 40)
         await asyncio.sleep(0.5)
         assert len(await queries.pending_outbox(100)) == 40
         with private_mosquitto(port, state):
+            # The CRM comes back whenever it likes: its persistent session queues what it missed.
+            await asyncio.sleep(0.5)
+            sub = group.create_task(crm.run())
             await _until(lambda: len({m["id"] for m in crm.messages}) >= 60, 15)
             await _until(lambda: publisher.published >= 60, 5)
             sub.cancel()

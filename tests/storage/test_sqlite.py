@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult
-from storage.engine import create_engine, migrate
+from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.schema import metadata
 from storage.uow import SqlUnitOfWork
@@ -22,11 +21,10 @@ NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}")
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        yield db
 
 
 def _lead(i: int, **kw: object) -> Lead:
@@ -34,15 +32,15 @@ def _lead(i: int, **kw: object) -> Lead:
                 created_at=NOW, **kw)  # fmt: skip
 
 
-async def test_migrations_build_exactly_the_tables_the_code_uses(engine: AsyncEngine) -> None:
-    await migrate(engine)  # a second run at start-up changes nothing
-    async with engine.connect() as conn:
+async def test_migrations_build_exactly_the_tables_the_code_uses(db: Database) -> None:
+    await db.migrate()  # a second run at start-up changes nothing
+    async with db.read() as conn:
         diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
     assert diff == []
 
 
-async def test_concurrent_claimers_never_get_the_same_lead(engine: AsyncEngine) -> None:
-    async with SqlUnitOfWork(engine) as uow:
+async def test_concurrent_claimers_never_get_the_same_lead(db: Database) -> None:
+    async with SqlUnitOfWork(db) as uow:
         for i in range(300):
             await uow.leads.add(_lead(i))
         await uow.commit()
@@ -50,7 +48,7 @@ async def test_concurrent_claimers_never_get_the_same_lead(engine: AsyncEngine) 
 
     async def claimer() -> None:
         while True:
-            async with SqlUnitOfWork(engine) as uow:
+            async with SqlUnitOfWork(db) as uow:
                 got = await uow.leads.claim_due(NOW, 7)
                 await uow.commit()
             if not got:
@@ -59,34 +57,34 @@ async def test_concurrent_claimers_never_get_the_same_lead(engine: AsyncEngine) 
 
     await asyncio.gather(*(claimer() for _ in range(6)))
     assert sorted(claimed) == list(range(1, 301))
-    counts = await SqlQueries(engine).lead_status_counts()
+    counts = await SqlQueries(db).lead_status_counts()
     assert counts == {"dialing": 300}
 
 
-async def test_claim_takes_due_leads_oldest_first_and_counts_the_attempt(engine: AsyncEngine) -> None:
-    async with SqlUnitOfWork(engine) as uow:
+async def test_claim_takes_due_leads_oldest_first_and_counts_the_attempt(db: Database) -> None:
+    async with SqlUnitOfWork(db) as uow:
         await uow.leads.add(_lead(1, status=LeadStatus.SCHEDULED, next_attempt_at=NOW + timedelta(minutes=5)))
         await uow.leads.add(_lead(2))
         await uow.leads.add(_lead(3, status=LeadStatus.FAILED))
         await uow.commit()
-    async with SqlUnitOfWork(engine) as uow:
+    async with SqlUnitOfWork(db) as uow:
         (lead,) = await uow.leads.claim_due(NOW, 10)
         assert (lead.id, lead.status, lead.attempts, lead.next_attempt_at) == (2, LeadStatus.DIALING, 1, None)
         assert await uow.leads.next_due_at() == NOW + timedelta(minutes=5)
         await uow.commit()
 
 
-async def test_nothing_is_kept_without_a_commit(engine: AsyncEngine) -> None:
-    async with SqlUnitOfWork(engine) as uow:
+async def test_nothing_is_kept_without_a_commit(db: Database) -> None:
+    async with SqlUnitOfWork(db) as uow:
         lead = _lead(1)
         await uow.leads.add(lead)
         uow.outbox.add([lead.created()], NOW)
-    assert await SqlQueries(engine).lead_status_counts() == {}
-    assert await SqlQueries(engine).pending_outbox(10) == []
+    assert await SqlQueries(db).lead_status_counts() == {}
+    assert await SqlQueries(db).pending_outbox(10) == []
 
 
-async def test_a_call_with_its_legs_round_trips(engine: AsyncEngine) -> None:
-    async with SqlUnitOfWork(engine) as uow:
+async def test_a_call_with_its_legs_round_trips(db: Database) -> None:
+    async with SqlUnitOfWork(db) as uow:
         lead = _lead(1)
         await uow.leads.add(lead)
         assert lead.id is not None
@@ -103,7 +101,7 @@ async def test_a_call_with_its_legs_round_trips(engine: AsyncEngine) -> None:
         await uow.calls.add_billing("lr-abc", 21)
         await uow.calls.add_billing("lr-abc", 59)
         await uow.commit()
-    found = await SqlQueries(engine).lead_with_calls(1)
+    found = await SqlQueries(db).lead_with_calls(1)
     assert found is not None
     (stored,) = found[1]
     assert stored.state is CallState.ENDED and stored.disposition is Disposition.COMPLETED
@@ -116,14 +114,14 @@ async def test_a_call_with_its_legs_round_trips(engine: AsyncEngine) -> None:
     assert stored.started_at == NOW and stored.started_at.tzinfo is not None
 
 
-async def test_outbox_keeps_commit_order_and_marks_published(engine: AsyncEngine) -> None:
+async def test_outbox_keeps_commit_order_and_marks_published(db: Database) -> None:
     for i in range(3):
-        async with SqlUnitOfWork(engine) as uow:
+        async with SqlUnitOfWork(db) as uow:
             lead = _lead(i)
             await uow.leads.add(lead)
             uow.outbox.add([lead.created()], NOW)
             await uow.commit()
-    queries = SqlQueries(engine)
+    queries = SqlQueries(db)
     pending = await queries.pending_outbox(10)
     assert [m.lead_id for m in pending] == [1, 2, 3]
     assert len({m.id for m in pending}) == 3
@@ -131,8 +129,8 @@ async def test_outbox_keeps_commit_order_and_marks_published(engine: AsyncEngine
     assert [m.lead_id for m in await queries.pending_outbox(10)] == [2, 3]
 
 
-async def test_manager_stats_count_only_talks_in_the_period(engine: AsyncEngine) -> None:
-    async with SqlUnitOfWork(engine) as uow:
+async def test_manager_stats_count_only_talks_in_the_period(db: Database) -> None:
+    async with SqlUnitOfWork(db) as uow:
         lead = _lead(1)
         await uow.leads.add(lead)
         assert lead.id is not None
@@ -150,5 +148,5 @@ async def test_manager_stats_count_only_talks_in_the_period(engine: AsyncEngine)
                           started_at=NOW)  # fmt: skip
         await uow.calls.add(unanswered)
         await uow.commit()
-    (row,) = await SqlQueries(engine).manager_stats(NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    (row,) = await SqlQueries(db).manager_stats(NOW - timedelta(hours=1), NOW + timedelta(hours=1))
     assert (row.manager_id, row.calls, row.talk_seconds, row.average_talk_seconds) == ("anna", 2, 180, 90)
