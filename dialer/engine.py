@@ -258,12 +258,15 @@ class Dialer:
                     phone=lead.phone,
                     started_at=now,
                 )
-                await uow.calls.add(call)
                 started.append(_Live(call, lead, scenario))
+            await uow.calls.add([live.call for live in started])
             uow.outbox.add([live.call.dialing() for live in started], now)
             next_due = None if len(leads) == capacity else await uow.leads.next_due_at()
             await uow.commit()
+        dial_time = self._clock.now()
         for live in started:
+            # Ringing starts now, not when the claim began; the next update of the call stores it.
+            live.call.started_at = dial_time
             self._live[live.call.channel_id] = live
             self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
             self._spawn(self._originate(live))
@@ -509,12 +512,9 @@ class Dialer:
             events, billing = self._events, self._billing
             try:
                 async with self._uow() as uow:
-                    for call in calls:
-                        await uow.calls.update(call)
-                    for lead in leads:
-                        await uow.leads.update(lead)
-                    for channel_id, seconds in billing:
-                        await uow.calls.add_billing(channel_id, seconds)
+                    await uow.calls.update(calls)
+                    await uow.leads.update(leads)
+                    await uow.calls.add_billing(billing)
                     uow.outbox.add(events, self._clock.now())
                     await uow.commit()
             except Exception:

@@ -61,19 +61,20 @@ class LeadRepository(Protocol):
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         """Atomically move up to ``limit`` due leads to DIALING (attempts + 1) and return them."""
 
-    async def update(self, lead: Lead) -> None: ...
+    async def update(self, changed: Sequence[Lead]) -> None: ...
 
     async def next_due_at(self) -> datetime | None: ...
 
 
 class CallRepository(Protocol):
-    async def add(self, call: Call) -> None:
-        """Insert and set ``call.id``."""
+    async def add(self, new: Sequence[Call]) -> None:
+        """Insert and set each ``call.id``."""
 
-    async def update(self, call: Call) -> None:
-        """Store the call's state and its manager legs (new legs get ids)."""
+    async def update(self, changed: Sequence[Call]) -> None:
+        """Store the calls' state and their manager legs."""
 
-    async def add_billing(self, channel_id: str, billable_seconds: int) -> None: ...
+    async def add_billing(self, billed: Sequence[tuple[str, int]]) -> None:
+        """Add CDR billable seconds to calls, by client channel id."""
 
     async def for_lead(self, lead_id: int) -> list[Call]: ...
 

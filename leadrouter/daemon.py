@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
@@ -144,6 +145,10 @@ class Daemon:
 
         # Stopped in reverse: the API first (no new leads), then the AMI session, then the
         # dialer (it stores what it was told); rows still in the outbox leave at the next start.
+        # Everything made so far (libraries, app, config) lives as long as the process. Taking
+        # it out of the collector's sight keeps full collections short: one took 65 ms here,
+        # close to the ~100 ms stall after which Asterisk drops an AMI client.
+        gc.freeze()
         if self.publisher is not None:
             await stack.enter_async_context(_running(self.publisher.run(), "publisher"))
         await stack.enter_async_context(_running(self.dialer.run(), "dialer"))

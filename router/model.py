@@ -124,7 +124,6 @@ class ManagerLeg:
 
     manager_id: str
     started_at: datetime
-    id: int | None = None
     answered_at: datetime | None = None
     ended_at: datetime | None = None
     result: LegResult | None = None

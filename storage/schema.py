@@ -100,8 +100,8 @@ calls = Table(
 call_legs = Table(
     "call_legs",
     metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
-    Column("call_id", _Id, ForeignKey("calls.id"), nullable=False, index=True),
+    Column("call_id", _Id, ForeignKey("calls.id"), primary_key=True),
+    Column("leg_no", Integer, primary_key=True, autoincrement=False),  # 1, 2...: managers in the order tried
     Column("manager_id", String(64), nullable=False),
     Column("started_at", UtcDateTime, nullable=False),
     Column("answered_at", UtcDateTime, nullable=True),

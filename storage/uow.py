@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import DomainEvent
@@ -110,7 +110,6 @@ def call_from_rows(row: Mapping[str, Any], leg_rows: Sequence[Mapping[str, Any]]
         pbx_billable_seconds=row["pbx_billable_seconds"],
         legs=[
             ManagerLeg(
-                id=leg["id"],
                 manager_id=leg["manager_id"],
                 started_at=leg["started_at"],
                 answered_at=leg["answered_at"],
@@ -120,6 +119,17 @@ def call_from_rows(row: Mapping[str, Any], leg_rows: Sequence[Mapping[str, Any]]
             for leg in leg_rows
         ],
     )
+
+
+def _update_many(table: Table, key: str, rows: list[dict[str, Any]]) -> tuple[Update, list[dict[str, Any]]]:
+    """One UPDATE ... WHERE <key> = ? executed for every row: a single round trip for a batch."""
+    columns = [name for name in rows[0] if name != key]
+    statement = (
+        update(table)
+        .where(table.c[key] == bindparam("b_" + key, type_=table.c[key].type))
+        .values({name: bindparam("b_" + name, type_=table.c[name].type) for name in columns})
+    )
+    return statement, [{"b_" + name: value for name, value in row.items()} for row in rows]
 
 
 class SqlLeads:
@@ -163,8 +173,9 @@ class SqlLeads:
         rows = (await self._conn.execute(claim)).mappings().all()
         return sorted((lead_from_row(r) for r in rows), key=lambda lead: lead.id or 0)
 
-    async def update(self, lead: Lead) -> None:
-        await self._conn.execute(update(leads).where(leads.c.id == lead.id).values(_lead_values(lead)))
+    async def update(self, changed: Sequence[Lead]) -> None:
+        if changed:
+            await self._conn.execute(*_update_many(leads, "id", [{"id": x.id, **_lead_values(x)} for x in changed]))
 
     async def next_due_at(self) -> datetime | None:
         query = select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE))
@@ -175,34 +186,48 @@ class SqlCalls:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, call: Call) -> None:
-        result = await self._conn.execute(insert(calls).values(_call_values(call)).returning(calls.c.id))
-        call.id = result.scalar_one()
-        await self._store_legs(call)
+    async def add(self, new: Sequence[Call]) -> None:
+        if not new:
+            return
+        statement = insert(calls).returning(calls.c.id, sort_by_parameter_order=True)
+        result = await self._conn.execute(statement, [_call_values(call) for call in new])
+        for call, call_id in zip(new, result.scalars(), strict=True):
+            call.id = call_id
+        await self._store_legs(new)
 
-    async def update(self, call: Call) -> None:
-        await self._conn.execute(update(calls).where(calls.c.id == call.id).values(_call_values(call)))
-        await self._store_legs(call)
+    async def update(self, changed: Sequence[Call]) -> None:
+        if changed:
+            await self._conn.execute(*_update_many(calls, "id", [{"id": c.id, **_call_values(c)} for c in changed]))
+            await self._store_legs(changed)
 
-    async def _store_legs(self, call: Call) -> None:
-        for leg in call.legs:
-            if leg.id is None:
-                query = insert(call_legs).values(call_id=call.id, **_leg_values(leg)).returning(call_legs.c.id)
-                leg.id = (await self._conn.execute(query)).scalar_one()
-            else:
-                await self._conn.execute(update(call_legs).where(call_legs.c.id == leg.id).values(_leg_values(leg)))
+    async def _store_legs(self, changed: Sequence[Call]) -> None:
+        # Legs are few per call: replacing them is two statements for any batch.
+        await self._conn.execute(delete(call_legs).where(call_legs.c.call_id.in_([c.id for c in changed])))
+        rows = [
+            {"call_id": call.id, "leg_no": n, **_leg_values(leg)}
+            for call in changed
+            for n, leg in enumerate(call.legs, start=1)
+        ]
+        if rows:
+            await self._conn.execute(insert(call_legs), rows)
 
-    async def add_billing(self, channel_id: str, billable_seconds: int) -> None:
-        total = func.coalesce(calls.c.pbx_billable_seconds, 0) + billable_seconds
-        await self._conn.execute(
-            update(calls).where(calls.c.channel_id == channel_id).values(pbx_billable_seconds=total)
+    async def add_billing(self, billed: Sequence[tuple[str, int]]) -> None:
+        if not billed:
+            return
+        statement = (
+            update(calls)
+            .where(calls.c.channel_id == bindparam("b_channel_id"))
+            .values(pbx_billable_seconds=func.coalesce(calls.c.pbx_billable_seconds, 0) + bindparam("b_seconds"))
         )
+        await self._conn.execute(statement, [{"b_channel_id": c, "b_seconds": n} for c, n in billed])
 
     async def _with_legs(self, rows: Sequence[Mapping[str, Any]]) -> list[Call]:
         ids = [r["id"] for r in rows]
         legs_by_call: dict[int, list[Mapping[str, Any]]] = {i: [] for i in ids}
         if ids:
-            query = select(call_legs).where(call_legs.c.call_id.in_(ids)).order_by(call_legs.c.id)
+            query = (
+                select(call_legs).where(call_legs.c.call_id.in_(ids)).order_by(call_legs.c.call_id, call_legs.c.leg_no)
+            )
             for leg in (await self._conn.execute(query)).mappings():
                 legs_by_call[leg["call_id"]].append(leg)
         return [call_from_rows(r, legs_by_call[r["id"]]) for r in rows]

@@ -127,9 +127,10 @@ class _Leads:
             lead.status, lead.attempts, lead.next_attempt_at = LeadStatus.DIALING, lead.attempts + 1, None
         return [copy.deepcopy(lead) for lead in due]
 
-    async def update(self, lead: Lead) -> None:
-        assert lead.id is not None
-        self._db.leads[lead.id] = copy.deepcopy(lead)
+    async def update(self, changed: Sequence[Lead]) -> None:
+        for lead in changed:
+            assert lead.id is not None
+            self._db.leads[lead.id] = copy.deepcopy(lead)
 
     async def next_due_at(self) -> datetime | None:
         times = [
@@ -144,16 +145,19 @@ class _Calls:
     def __init__(self, db: FakeDb) -> None:
         self._db = db
 
-    async def add(self, call: Call) -> None:
-        call.id = len(self._db.calls) + 1
-        self._db.calls[call.id] = copy.deepcopy(call)
+    async def add(self, new: Sequence[Call]) -> None:
+        for call in new:
+            call.id = len(self._db.calls) + 1
+            self._db.calls[call.id] = copy.deepcopy(call)
 
-    async def update(self, call: Call) -> None:
-        assert call.id is not None
-        self._db.calls[call.id] = copy.deepcopy(call)
+    async def update(self, changed: Sequence[Call]) -> None:
+        for call in changed:
+            assert call.id is not None
+            self._db.calls[call.id] = copy.deepcopy(call)
 
-    async def add_billing(self, channel_id: str, billable_seconds: int) -> None:
-        self._db.billing[channel_id] = self._db.billing.get(channel_id, 0) + billable_seconds
+    async def add_billing(self, billed: Sequence[tuple[str, int]]) -> None:
+        for channel_id, seconds in billed:
+            self._db.billing[channel_id] = self._db.billing.get(channel_id, 0) + seconds
 
     async def for_lead(self, lead_id: int) -> list[Call]:
         return [copy.deepcopy(c) for c in self._db.calls.values() if c.lead_id == lead_id]

@@ -29,7 +29,7 @@ KINDS = {
     5: "busy",
     6: "never_answers",
     7: "unreachable",
-    8: "gives_up",  # answers, hangs up half a second later, before any manager picks up
+    8: "gives_up",  # answers, hangs up 0.3 s later, long before any manager picks up
     9: "talks",
 }
 CLIENT = {
@@ -37,7 +37,7 @@ CLIENT = {
     "busy": Behaviour(busy=True),
     "never_answers": Behaviour(answer_after=None),
     "unreachable": Behaviour(unavailable=True),
-    "gives_up": Behaviour(answer_after=1, talk=0.5),
+    "gives_up": Behaviour(answer_after=1, talk=0.3),
 }
 EXPECTED = {
     "talks": (LeadStatus.ASSIGNED, [Disposition.COMPLETED]),
@@ -58,12 +58,12 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
     world = World(
         clients={_phone(i)[1:]: CLIENT[kind] for i, kind in kinds.items()},
         managers={
-            **{ext: Behaviour(answer_after=2) for _, ext in MANAGERS[:8]},
+            **{ext: Behaviour(answer_after=3) for _, ext in MANAGERS[:8]},
             "109": Behaviour(answer_after=None),
             "110": Behaviour(busy=True),
         },
     )
-    async with running(tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=40) as rig:
+    async with running(tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=30) as rig:
         ids = {}
         for i in range(200):
             response = await rig.post(phone=_phone(i), name=f"Клиент {i}", source="site", external_id=f"e2e-{i}")
@@ -89,10 +89,13 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
                 assert lead.owner_id == call.manager_id and call.manager_id in {m for m, _ in MANAGERS[:8]}
                 managers_used[call.manager_id] += 1
                 # The client answered after 2 s and hung up 30 s later; hold + talk cover those 30 s.
-                assert call.ring_seconds == pytest.approx(2, abs=1)
+                # (At 30x a 33 ms stall of the event loop the simulator shares reads as a second.)
+                assert call.ring_seconds == pytest.approx(2, abs=1.5)
                 assert call.hold_seconds + call.talk_seconds == pytest.approx(30, abs=1)
-                assert call.hold_seconds >= 1.5  # at least the manager's 2 s of ringing
-                assert call.pbx_billable_seconds in (29, 30, 31)
+                assert call.hold_seconds >= 2.5  # at least the manager's 3 s of ringing
+                # Asterisk floors each CDR segment, and every manager tried starts a new one.
+                assert call.pbx_billable_seconds is not None
+                assert 30 - len(call.legs) <= call.pbx_billable_seconds <= 31
                 assert call.hangup_cause == 16
                 assert call.recording_file == f"leadrouter/{call.channel_id}.wav"
                 assert call.recording_url == f"https://rec.example/leadrouter/{call.channel_id}.wav"

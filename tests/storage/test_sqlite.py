@@ -90,16 +90,15 @@ async def test_a_call_with_its_legs_round_trips(db: Database) -> None:
         assert lead.id is not None
         call = Call(lead_id=lead.id, attempt=1, scenario="default", channel_id="lr-abc", phone=lead.phone,
                     started_at=NOW)  # fmt: skip
-        await uow.calls.add(call)
+        await uow.calls.add([call])
         call.client_answered(NOW + timedelta(seconds=4))
         call.connect_to("anna", NOW + timedelta(seconds=5))
         call.manager_failed(LegResult.NO_ANSWER, NOW + timedelta(seconds=20))
         call.connect_to("boris", NOW + timedelta(seconds=21))
         call.bridged(NOW + timedelta(seconds=24))
         call.hung_up(NOW + timedelta(seconds=84), 16)
-        await uow.calls.update(call)
-        await uow.calls.add_billing("lr-abc", 21)
-        await uow.calls.add_billing("lr-abc", 59)
+        await uow.calls.update([call])
+        await uow.calls.add_billing([("lr-abc", 21), ("lr-abc", 59)])
         await uow.commit()
     found = await SqlQueries(db).lead_with_calls(1)
     assert found is not None
@@ -138,15 +137,15 @@ async def test_manager_stats_count_only_talks_in_the_period(db: Database) -> Non
             t0 = NOW + timedelta(seconds=start)
             call = Call(lead_id=lead.id, attempt=n + 1, scenario="d", channel_id=f"lr-{n}", phone=lead.phone,
                         started_at=t0)  # fmt: skip
-            await uow.calls.add(call)
+            await uow.calls.add([call])
             call.client_answered(t0)
             call.connect_to("anna", t0)
             call.bridged(t0)
             call.hung_up(t0 + timedelta(seconds=talk), 16)
-            await uow.calls.update(call)
+            await uow.calls.update([call])
         unanswered = Call(lead_id=lead.id, attempt=9, scenario="d", channel_id="lr-x", phone=lead.phone,
                           started_at=NOW)  # fmt: skip
-        await uow.calls.add(unanswered)
+        await uow.calls.add([unanswered])
         await uow.commit()
     (row,) = await SqlQueries(db).manager_stats(NOW - timedelta(hours=1), NOW + timedelta(hours=1))
     assert (row.manager_id, row.calls, row.talk_seconds, row.average_talk_seconds) == ("anna", 2, 180, 90)

@@ -67,15 +67,14 @@ def upgrade() -> None:
 
     op.create_table(
         "call_legs",
-        sa.Column("id", _Id, primary_key=True, autoincrement=True),
-        sa.Column("call_id", _Id, sa.ForeignKey("calls.id"), nullable=False),
+        sa.Column("call_id", _Id, sa.ForeignKey("calls.id"), primary_key=True),
+        sa.Column("leg_no", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("manager_id", sa.String(64), nullable=False),
         sa.Column("started_at", UtcDateTime, nullable=False),
         sa.Column("answered_at", UtcDateTime, nullable=True),
         sa.Column("ended_at", UtcDateTime, nullable=True),
         sa.Column("result", sa.String(16), nullable=True),
     )
-    op.create_index("ix_call_legs_call_id", "call_legs", ["call_id"])
 
     op.create_table(
         "outbox",
