@@ -263,11 +263,13 @@ class Dialer:
             uow.outbox.add([live.call.dialing() for live in started], now)
             next_due = None if len(leads) == capacity else await uow.leads.next_due_at()
             await uow.commit()
+            # Known as live from the commit on, before anything else can run (closing the
+            # unit of work awaits), so no one sees a dialing lead without its live call.
+            self._live.update((live.call.channel_id, live) for live in started)
         dial_time = self._clock.now()
         for live in started:
             # Ringing starts now, not when the claim began; the next update of the call stores it.
             live.call.started_at = dial_time
-            self._live[live.call.channel_id] = live
             self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
             self._spawn(self._originate(live))
         if started:

@@ -50,7 +50,7 @@ FIRST_NAMES = ("Иван", "Ольга", "Пётр", "Мария", "Алексе
 def demo_world(rng: random.Random, numbers: list[str]) -> World:
     """Clients and managers as a sales floor sees them; every behaviour fixed by the seed."""
     clients: dict[str, Behaviour] = {}
-    for number in numbers:
+    for number in (n.removeprefix("+") for n in numbers):  # the PBX dials digits
         roll = rng.random()
         if roll < 0.62:  # answers and talks
             clients[number] = Behaviour(answer_after=rng.uniform(2, 9), talk=rng.uniform(40, 300))
@@ -168,17 +168,19 @@ async def _progress(daemon: Daemon, poster: asyncio.Task[None], leads: int) -> N
     started = time.monotonic()
     while True:
         await asyncio.sleep(1.0)
+        live = daemon.dialer.live_calls
         counts = await daemon.queries.lead_status_counts()
         settled = counts.get("assigned", 0) + counts.get("failed", 0) + counts.get("scheduled", 0)
         print(
             f"[{time.monotonic() - started:5.1f}s] "
             + " ".join(f"{k} {counts.get(k, 0)}" for k in ("new", "dialing", "assigned", "scheduled", "failed"))
-            + f" | live calls {daemon.dialer.live_calls} | managers free {daemon.board.free_count}/"
+            + f" | live calls {live} | managers free {daemon.board.free_count}/"
             f"{len(daemon.board)} | MQTT sent {daemon.publisher.published if daemon.publisher else 0}"
         )
         if poster.done():
             poster.result()  # a refused lead is a demo bug: say so
-            if settled == leads and daemon.dialer.live_calls == 0:
+            # Live calls are read on both sides of the count: a retry starting meanwhile shows in one.
+            if settled == leads and live == 0 and daemon.dialer.live_calls == 0:
                 return
 
 
