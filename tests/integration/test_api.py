@@ -51,6 +51,7 @@ async def test_bad_leads_get_a_clear_4xx_and_leave_no_trace_in_ami(rig) -> None:
     assert raw.status_code == 422 and "JSON" in raw.json()["problems"][0]["reason"]
     huge = await rig.http.post("/leads", json={"phone": "+79161234567", "payload": {"x": "y" * 100_000}})
     assert huge.status_code == 413 and huge.json()["problems"][0]["field"] == "body"
+
     async def no_length() -> AsyncIterator[bytes]:  # chunked: the limit cannot trust Content-Length
         body = json.dumps({"phone": "+79161234567", "payload": {"x": "y" * 100_000}}).encode()
         for i in range(0, len(body), 8192):

@@ -1,0 +1,599 @@
+"""The AMI side of the simulator: TCP sessions, login and permissions, actions, event delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.resources
+import re
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+from .channel import Channel
+from .clock import SimClock
+from .dialplan import Dialplan, split_args
+from .pbx import DEFAULT_ORIGINATE_TIMEOUT, ChannelInfo, OriginateRequest, Pbx
+from .protocol import ALL, BANNER, CLASSES, DEFAULT_USERS, SYSTEM, AmiUser, Headers, encode, parse_classes
+from .world import World
+
+# Stand-ins for the trunk and the managers' phones, appended to the shipped dialplan.
+SIM_CONTEXTS = """
+[sim-clients]
+exten => _X.,1,SimClient()
+
+[sim-managers]
+exten => _X.,1,SimManager()
+"""
+
+READ_LIMIT = 1 << 20
+
+
+def load_dialplan(source: str | Path | None) -> Dialplan:
+    """None: the shipped leadrouter contexts plus the behaviour-driven sim contexts.
+
+    A Path, or a one-line str, is a file to read; a str with line breaks is the dialplan itself.
+    """
+    if source is None:
+        shipped = importlib.resources.files("ami_adapter").joinpath("asterisk/extensions_leadrouter.conf")
+        return Dialplan.parse(shipped.read_text(encoding="utf-8") + SIM_CONTEXTS)
+    if isinstance(source, str) and "\n" in source:
+        return Dialplan.parse(source)
+    return Dialplan.parse(Path(source).read_text(encoding="utf-8"))
+
+
+def _header(message: Headers, name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in message:
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def _headers(message: Headers, name: str) -> list[str]:
+    lowered = name.lower()
+    return [value for key, value in message if key.lower() == lowered]
+
+
+def _parse_callerid(text: str) -> tuple[str, str]:
+    """(number, name) from ``"Name" <number>``, ``Name <number>`` or a bare number or name."""
+    text = text.strip()
+    if "<" in text and text.endswith(">"):
+        name, _, number = text[:-1].rpartition("<")
+        return number.strip(), name.strip().strip('"').strip()
+    if re.fullmatch(r"[0-9+*#()\- ]+", text):
+        return text.replace(" ", ""), ""
+    return "", text.strip('"')
+
+
+class Session:
+    """One AMI client connection: its login, its permissions and event mask, its filters."""
+
+    def __init__(self, sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sim = sim
+        self.reader = reader
+        self.writer = writer
+        self.authenticated = False
+        self.read: frozenset[str] = frozenset()
+        self.write: frozenset[str] = frozenset()
+        self.mask: frozenset[str] = ALL
+        self.challenge = ""
+        self.whitelist: list[re.Pattern[str]] = []
+        self.blacklist: list[re.Pattern[str]] = []
+        self.closed = False
+        self._chunks: deque[bytes] = deque()
+        self._chunk_writer: asyncio.Task[None] | None = None
+
+    def receives(self, category: str) -> bool:
+        return self.authenticated and category in self.read and category in self.mask
+
+    async def serve(self) -> None:
+        self.send(BANNER)
+        lines: list[str] = []
+        try:
+            while not self.closed:
+                line = await self.reader.readline()
+                if not line:
+                    break
+                self.sim.raw_received.extend(line)
+                text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+                if text:
+                    lines.append(text)
+                    continue
+                if not lines:
+                    continue
+                message = [self._split(entry) for entry in lines]
+                lines = []
+                self.sim.received.append(message)
+                if self.sim.stalled:
+                    continue
+                if not await self.sim.handle(self, message):
+                    await self.flush()
+                    break
+        except (ConnectionError, ValueError):
+            # ValueError: a line longer than READ_LIMIT; a real Asterisk would drop such a client too.
+            pass
+        finally:
+            self.close()
+
+    @staticmethod
+    def _split(line: str) -> tuple[str, str]:
+        key, _, value = line.partition(":")
+        return key.strip(), value.lstrip(" ")
+
+    def send(self, data: bytes) -> None:
+        if self.closed or self.sim.stalled:
+            return
+        # While chunks are still going out, later messages queue behind them to keep their order.
+        if self.sim.write_chunk_size is None and self._chunk_writer is None:
+            self.writer.write(data)
+            return
+        self._chunks.append(data)
+        if self._chunk_writer is None:
+            self._chunk_writer = asyncio.ensure_future(self._write_chunks())
+
+    async def _write_chunks(self) -> None:
+        # Each chunk goes out in its own write with a loop turn in between, so a client's reads can
+        # end inside a message, or inside a multi-byte UTF-8 letter.
+        try:
+            while self._chunks and not self.closed:
+                data = self._chunks.popleft()
+                size = self.sim.write_chunk_size or len(data)
+                for start in range(0, len(data), size):
+                    if self.closed:
+                        return
+                    self.writer.write(data[start : start + size])
+                    await asyncio.sleep(0)
+        finally:
+            self._chunk_writer = None
+
+    async def flush(self) -> None:
+        if self._chunk_writer is not None:
+            await self._chunk_writer
+
+    def deliver(self, text: str, data: bytes) -> None:
+        if self.whitelist or self.blacklist:
+            if self.whitelist and not any(p.search(text) for p in self.whitelist):
+                return
+            if any(p.search(text) for p in self.blacklist):
+                return
+        self.send(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.writer.close()
+        self.sim.forget(self)
+
+
+Handler = Callable[[Session, Headers], Awaitable[bool]]
+
+
+class Simulator:
+    """A fake Asterisk speaking AMI over TCP; its calls run on the injected clock."""
+
+    def __init__(
+        self,
+        *,
+        clock: SimClock,
+        world: World | None = None,
+        dialplan: str | Path | None = None,
+        users: Mapping[str, AmiUser] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.clock = clock
+        self.world = world if world is not None else World()
+        self.dialplan = load_dialplan(dialplan)
+        self.users = {name.lower(): user for name, user in (DEFAULT_USERS if users is None else users).items()}
+        self.host = host
+        self.port = port
+        self.received: list[list[tuple[str, str]]] = []
+        self.raw_received = bytearray()
+        self.write_chunk_size: int | None = None
+        self.stalled = False
+        self.pbx = Pbx(clock=clock, dialplan=self.dialplan, world=self.world, bus=self)
+        self._sessions: dict[Session, asyncio.Task[None] | None] = {}
+        self._listeners: dict[str, list[Session]] = {}
+        self._server: asyncio.Server | None = None
+        self._started = 0.0
+        self._actions: dict[str, tuple[Handler, frozenset[str]]] = {
+            "login": (self._login, frozenset()),
+            "logoff": (self._logoff, frozenset()),
+            "challenge": (self._challenge, frozenset()),
+            "ping": (self._ping, frozenset()),
+            "events": (self._events, frozenset()),
+            "originate": (self._originate, frozenset({"originate"})),
+            "redirect": (self._redirect, frozenset({"call"})),
+            "hangup": (self._hangup, frozenset({"system", "call"})),
+            "coreshowchannels": (self._core_show_channels, frozenset({"system", "reporting"})),
+            "filter": (self._filter, frozenset({"system"})),
+            "status": (self._status, frozenset({"system", "call", "reporting"})),
+            "setvar": (self._setvar, frozenset({"call"})),
+            "getvar": (self._getvar, frozenset({"call", "reporting"})),
+            "command": (self._command, frozenset({"command"})),
+        }
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self._started = self.clock.monotonic()
+        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=READ_LIMIT)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self.drop_connections()
+        await self.pbx.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def live_channels(self) -> list[ChannelInfo]:
+        return self.pbx.live()
+
+    def stall(self, on: bool) -> None:
+        """A hung Asterisk: sessions stay open, actions are recorded but not run, nothing is sent."""
+        self.stalled = on
+        self._refresh_listeners()
+
+    async def drop_connections(self) -> None:
+        """Close every AMI session; calls keep running, as they do when Asterisk drops its AMI clients."""
+        tasks = [task for task in self._sessions.values() if task is not None]
+        for session in list(self._sessions):
+            session.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ---- the event bus the PBX publishes on ----
+
+    def wants(self, category: str) -> bool:
+        return bool(self._listeners.get(category))
+
+    def publish(self, category: str, event: str, headers: Headers) -> None:
+        sessions = self._listeners.get(category)
+        if not sessions:
+            return
+        text = "".join(
+            [f"Event: {event}\r\nPrivilege: {category},all\r\n", *[f"{k}: {v}\r\n" for k, v in headers], "\r\n"]
+        )
+        data = text.encode()
+        for session in sessions:
+            session.deliver(text, data)
+
+    def forget(self, session: Session) -> None:
+        self._sessions.pop(session, None)
+        self._refresh_listeners()
+
+    def _refresh_listeners(self) -> None:
+        if self.stalled:
+            self._listeners = {}
+            return
+        self._listeners = {category: [s for s in self._sessions if s.receives(category)] for category in CLASSES}
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Session(self, reader, writer)
+        self._sessions[session] = asyncio.current_task()
+        await session.serve()
+
+    # ---- actions ----
+
+    def _reply(self, session: Session, request: Headers, response: str, *pairs: tuple[str, str]) -> None:
+        headers = [("Response", response)]
+        action_id = _header(request, "ActionID")
+        if action_id is not None:
+            headers.append(("ActionID", action_id))
+        headers.extend(pairs)
+        session.send(encode(headers))
+
+    def _error(self, session: Session, request: Headers, message: str) -> bool:
+        self._reply(session, request, "Error", ("Message", message))
+        return True
+
+    def _list_item(self, session: Session, request: Headers, event: str, *pairs: tuple[str, str]) -> None:
+        headers = [("Event", event)]
+        action_id = _header(request, "ActionID")
+        if action_id is not None:
+            headers.append(("ActionID", action_id))
+        headers.extend(pairs)
+        session.send(encode(headers))
+
+    async def handle(self, session: Session, message: Headers) -> bool:
+        """Run one action; False when the session must be closed afterwards."""
+        action = (_header(message, "Action") or "").strip()
+        if not action:
+            return self._error(session, message, "Missing action in request")
+        name = action.lower()
+        if not session.authenticated and name not in ("login", "logoff", "challenge"):
+            return self._error(session, message, "Permission denied")
+        entry = self._actions.get(name)
+        if entry is None:
+            return self._error(
+                session,
+                message,
+                f"Invalid/unknown command: {action}. Use Action: ListCommands to show available commands.",
+            )
+        handler, required = entry
+        # manager.c admits an action when the user holds any one of its classes.
+        if required and not required & session.write:
+            return self._error(session, message, "Permission denied")
+        return await handler(session, message)
+
+    async def _login(self, session: Session, message: Headers) -> bool:
+        if session.authenticated:
+            self._reply(session, message, "Success", ("Message", "Already authenticated"))
+            return True
+        user = self.users.get((_header(message, "Username") or "").lower())
+        if user is None or not self._authentic(session, message, user):
+            # Asterisk pauses a second before refusing, then hangs up on the client.
+            await self.clock.sleep(1.0)
+            self._reply(session, message, "Error", ("Message", "Authentication failed"))
+            return False
+        session.authenticated = True
+        session.read, session.write = user.read, user.write
+        events = _header(message, "Events")
+        if events is not None:
+            session.mask = parse_classes(events)
+        self._reply(session, message, "Success", ("Message", "Authentication accepted"))
+        if session.receives(SYSTEM):
+            uptime = str(int(self.clock.monotonic() - self._started))
+            session.send(
+                encode(
+                    [
+                        ("Event", "FullyBooted"),
+                        ("Privilege", "system,all"),
+                        ("Uptime", uptime),
+                        ("LastReload", uptime),
+                        ("Status", "Fully Booted"),
+                    ]
+                )
+            )
+        self._refresh_listeners()
+        return True
+
+    @staticmethod
+    def _authentic(session: Session, message: Headers, user: AmiUser) -> bool:
+        if (_header(message, "AuthType") or "").lower() == "md5":
+            expected = hashlib.md5((session.challenge + user.secret).encode()).hexdigest()
+            return bool(session.challenge) and (_header(message, "Key") or "") == expected
+        return _header(message, "Secret") == user.secret
+
+    async def _challenge(self, session: Session, message: Headers) -> bool:
+        if (_header(message, "AuthType") or "").lower() != "md5":
+            return self._error(session, message, "Must specify AuthType")
+        session.challenge = str(secrets.randbelow(10**9))
+        self._reply(session, message, "Success", ("Challenge", session.challenge))
+        return True
+
+    async def _logoff(self, session: Session, message: Headers) -> bool:
+        self._reply(session, message, "Goodbye", ("Message", "Thanks for all the fish."))
+        return False
+
+    async def _ping(self, session: Session, message: Headers) -> bool:
+        timestamp = f"{self.clock.now().timestamp():.6f}"
+        self._reply(session, message, "Success", ("Ping", "Pong"), ("Timestamp", timestamp))
+        return True
+
+    async def _events(self, session: Session, message: Headers) -> bool:
+        mask = _header(message, "EventMask")
+        if not mask:
+            return self._error(session, message, "Invalid event mask")
+        session.mask = parse_classes(mask)
+        self._refresh_listeners()
+        self._reply(session, message, "Success", ("Events", "On" if session.mask else "Off"))
+        return True
+
+    async def _filter(self, session: Session, message: Headers) -> bool:
+        if (_header(message, "Operation") or "").lower() != "add":
+            return self._error(session, message, "Unknown operation")
+        pattern = _header(message, "Filter") or ""
+        target = session.blacklist if pattern.startswith("!") else session.whitelist
+        try:
+            target.append(re.compile(pattern.removeprefix("!")))
+        except re.error:
+            return self._error(session, message, "Filter did not compile.  Check the syntax of the filter given.")
+        self._reply(session, message, "Success", ("Message", "Success"))
+        return True
+
+    async def _originate(self, session: Session, message: Headers) -> bool:
+        channel = _header(message, "Channel") or ""
+        if not channel:
+            return self._error(session, message, "Channel not specified")
+        if "/" not in channel:
+            return self._error(session, message, "Invalid channel")
+        if _header(message, "Application"):
+            return self._error(session, message, "The simulator originates into dialplan only (Context/Exten)")
+        context = _header(message, "Context") or "default"
+        exten = _header(message, "Exten") or "s"
+        priority = self.dialplan.priority(context, exten, (_header(message, "Priority") or "1").strip())
+        if priority is None:
+            return self._error(session, message, "Invalid priority")
+        timeout_text = (_header(message, "Timeout") or "").strip()
+        timeout = DEFAULT_ORIGINATE_TIMEOUT
+        if timeout_text:
+            if not timeout_text.isdigit():
+                return self._error(session, message, "Invalid timeout")
+            timeout = int(timeout_text) / 1000 or DEFAULT_ORIGINATE_TIMEOUT
+        channel_id = (_header(message, "ChannelId") or "").strip()
+        other_id = (_header(message, "OtherChannelId") or "").strip()
+        for uid in (channel_id, other_id):
+            if uid and self.pbx.uniqueid_in_use(uid):
+                return self._error(session, message, f"Uniqueid already in use: {uid}")
+        caller_num, caller_name = _parse_callerid(_header(message, "CallerID") or "")
+        variables: list[tuple[str, str]] = []
+        for header in _headers(message, "Variable"):
+            for assignment in split_args(header):
+                name, equals, value = assignment.partition("=")
+                if equals and name.strip():
+                    variables.append((name.strip(), value))
+        asynchronous = (_header(message, "Async") or "").strip().lower() in ("true", "yes", "1", "on", "y", "t")
+        request = OriginateRequest(
+            channel=channel,
+            context=context,
+            exten=exten,
+            priority=priority,
+            timeout=timeout,
+            caller_num=caller_num,
+            caller_name=caller_name,
+            variables=tuple(variables),
+            channel_id=channel_id,
+            other_channel_id=other_id,
+            action_id=_header(message, "ActionID"),
+            asynchronous=asynchronous,
+        )
+        if asynchronous:
+            self._reply(session, message, "Success", ("Message", "Originate successfully queued"))
+            self.pbx.originate(request)
+            return True
+        # A synchronous Originate holds the session until the call is answered or fails, as in Asterisk.
+        if await self.pbx.originate(request):
+            self._reply(session, message, "Success", ("Message", "Originate successfully queued"))
+        else:
+            self._error(session, message, "Originate failed")
+        return True
+
+    async def _redirect(self, session: Session, message: Headers) -> bool:
+        name = _header(message, "Channel") or ""
+        if not name:
+            return self._error(session, message, "Channel not specified")
+        chan = self.pbx.find(name)
+        if chan is None:
+            return self._error(session, message, f"Channel does not exist: {name}")
+        context = _header(message, "Context") or chan.context
+        exten = _header(message, "Exten") or chan.exten
+        priority = self.dialplan.priority(context, exten, (_header(message, "Priority") or "1").strip())
+        if priority is None:
+            return self._error(session, message, "Invalid priority")
+        if chan.hangup_pending:
+            return self._error(session, message, "Redirect failed, channel not up.")
+        if not self.pbx.can_redirect(chan):
+            return self._error(session, message, "Redirect failed")
+        self._reply(session, message, "Success", ("Message", "Redirect successful"))
+        self.pbx.redirect(chan, context, exten, priority)
+        return True
+
+    async def _hangup(self, session: Session, message: Headers) -> bool:
+        name = _header(message, "Channel") or ""
+        if not name:
+            return self._error(session, message, "No channel specified")
+        cause_text = (_header(message, "Cause") or "").strip()
+        cause = int(cause_text) if cause_text.isdigit() and int(cause_text) <= 127 else 0
+        chan = self.pbx.find(name)
+        if chan is None:
+            return self._error(session, message, "No such channel")
+        self._reply(session, message, "Success", ("Message", "Channel Hungup"))
+        self.pbx.hangup(chan, cause)
+        return True
+
+    def _describe(self, chan: Channel) -> list[tuple[str, str]]:
+        seconds = self.pbx.duration(chan)
+        duration = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        return [
+            *chan.snapshot(),
+            ("Application", chan.app),
+            ("ApplicationData", chan.appdata),
+            ("Duration", duration),
+            ("BridgeId", chan.bridge.uniqueid if chan.bridge else ""),
+        ]
+
+    async def _core_show_channels(self, session: Session, message: Headers) -> bool:
+        self._reply(session, message, "Success", ("EventList", "start"), ("Message", "Channels will follow"))
+        channels = list(self.pbx.channels.values())
+        for chan in channels:
+            self._list_item(session, message, "CoreShowChannel", *self._describe(chan))
+        self._list_item(
+            session,
+            message,
+            "CoreShowChannelsComplete",
+            ("EventList", "Complete"),
+            ("ListItems", str(len(channels))),
+        )
+        return True
+
+    async def _status(self, session: Session, message: Headers) -> bool:
+        name = _header(message, "Channel")
+        if name:
+            chan = self.pbx.find(name)
+            if chan is None:
+                return self._error(session, message, "No such channel")
+            channels = [chan]
+        else:
+            channels = list(self.pbx.channels.values())
+        self._reply(session, message, "Success", ("EventList", "start"), ("Message", "Channel status will follow"))
+        action_id = _header(message, "ActionID")
+        for chan in channels:
+            headers = [
+                ("Event", "Status"),
+                ("Privilege", "Call"),
+                *chan.snapshot(),
+                ("Type", "Local"),
+                ("DNID", ""),
+                ("EffectiveConnectedLineNum", chan.conn_num or "<unknown>"),
+                ("EffectiveConnectedLineName", chan.conn_name or "<unknown>"),
+                ("TimeToHangup", "0"),
+                ("BridgeID", chan.bridge.uniqueid if chan.bridge else ""),
+                ("Application", chan.app),
+                ("Data", chan.appdata),
+                ("Nativeformats", "(ulaw)"),
+                ("Readformat", "ulaw"),
+                ("Readtrans", ""),
+                ("Writeformat", "ulaw"),
+                ("Writetrans", ""),
+                ("Callgroup", "0"),
+                ("Pickupgroup", "0"),
+                ("Seconds", str(self.pbx.duration(chan))),
+            ]
+            if action_id is not None:
+                headers.append(("ActionID", action_id))
+            session.send(encode(headers))
+        count = str(len(channels))
+        self._list_item(
+            session, message, "StatusComplete", ("EventList", "Complete"), ("ListItems", count), ("Items", count)
+        )
+        return True
+
+    async def _setvar(self, session: Session, message: Headers) -> bool:
+        variable = _header(message, "Variable")
+        if not variable:
+            return self._error(session, message, "No variable specified")
+        name = _header(message, "Channel")
+        chan = self.pbx.find(name) if name else None
+        if name and chan is None:
+            return self._error(session, message, "No such channel")
+        self.pbx.set_variable(chan, variable, _header(message, "Value") or "")
+        self._reply(session, message, "Success", ("Message", "Variable Set"))
+        return True
+
+    async def _getvar(self, session: Session, message: Headers) -> bool:
+        variable = _header(message, "Variable")
+        if not variable:
+            return self._error(session, message, "No variable specified")
+        name = _header(message, "Channel")
+        chan = self.pbx.find(name) if name else None
+        if name and chan is None:
+            return self._error(session, message, "No such channel")
+        value = self.pbx.get_variable(chan, variable)
+        self._reply(session, message, "Success", ("Variable", variable), ("Value", value))
+        return True
+
+    async def _command(self, session: Session, message: Headers) -> bool:
+        # There is no CLI behind the simulator: every command is unknown to it.
+        command = _header(message, "Command") or ""
+        self._reply(
+            session,
+            message,
+            "Error",
+            ("Message", "Command output follows"),
+            ("Output", f"No such command '{command}' (type 'core show help {command}' for other possible commands)"),
+        )
+        return True

@@ -1,0 +1,357 @@
+"""The simulator against AMI transcripts captured from a real Asterisk (tests/fixtures/ami/).
+
+Each ``flow_*.json`` is replayed the way ``ami_capture.py`` replayed it against Asterisk, on a
+simulator running the transcripts' own dialplan, and what comes back is compared with the
+recorded ``*.txt``. Real Asterisk interleaves its threads differently between runs, so the
+comparison is per channel (the order of one channel's call-progress events is deterministic),
+per ActionID, and as multisets where only the content is stable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ami_adapter.simulator import Simulator
+from leadrouter.clock import ScaledClock
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ami"
+SCALE = 10.0  # simulated seconds per real second; the transcripts last 0.5-23 s
+SETTLE = 1.0  # simulated seconds to keep listening after the transcript's last message
+
+FLOWS = sorted(p.stem.removeprefix("flow_") for p in FIXTURES.glob("flow_*.json"))
+
+PROGRESS_EVENTS = {
+    "Newchannel",
+    "Newstate",
+    "LocalBridge",
+    "DialBegin",
+    "DialState",
+    "DialEnd",
+    "MixMonitorStart",
+    "BridgeEnter",
+    "BridgeLeave",
+    "HangupRequest",
+    "SoftHangupRequest",
+    "Hangup",
+}
+CDR_FIELDS = (
+    "Disposition",
+    "Duration",
+    "BillableSeconds",
+    "Source",
+    "Destination",
+    "DestinationContext",
+    "Channel",
+    "DestinationChannel",
+    "LastApplication",
+    "LastData",
+)
+# Fields of a CoreShowChannel that do not depend on when exactly the list was asked for.
+SHOW_FIELDS = (
+    "Channel",
+    "Uniqueid",
+    "Linkedid",
+    "ChannelState",
+    "Context",
+    "Exten",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "BridgeId",
+)
+
+
+@dataclass
+class Message:
+    sent: bool
+    t: float
+    headers: list[tuple[str, str]]
+    fields: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fields = dict(self.headers)
+
+    @property
+    def event(self) -> str | None:
+        return self.fields.get("Event")
+
+
+def _split(line: str) -> tuple[str, str]:
+    key, _, value = line.partition(":")
+    return key, value.removeprefix(" ")
+
+
+def parse_transcript(path: Path) -> list[Message]:
+    blocks: list[tuple[bool, float, list[tuple[str, str]]]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        marker = re.match(r"^(>>>|<<<) t=([\d.]+)$", line)
+        if marker:
+            blocks.append((marker.group(1) == ">>>", float(marker.group(2)), []))
+        elif blocks and line.strip():
+            blocks[-1][2].append(_split(line))
+    return [Message(sent, t, headers) for sent, t, headers in blocks]
+
+
+class Normaliser:
+    """Rename what Asterisk invents (ids, channel-name counters, bridge ids) by order of first appearance."""
+
+    _UNIQUEID = re.compile(r"\b\d{9,11}\.\d+\b")
+    _COUNTER = re.compile(r"-([0-9a-f]{8})(?=;[12]\b)")
+    _BRIDGE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def _rename(self, kind: str, match: re.Match[str]) -> str:
+        original = match.group(0)
+        if original not in self.names:
+            self.names[original] = f"{kind}{sum(1 for n in self.names.values() if n.startswith(kind)) + 1}"
+        return self.names[original]
+
+    def value(self, text: str) -> str:
+        text = self._UNIQUEID.sub(lambda m: self._rename("uid", m), text)
+        text = self._BRIDGE.sub(lambda m: self._rename("bridge", m), text)
+        return self._COUNTER.sub(lambda m: "-" + self._rename("n", m), text)
+
+    def messages(self, messages: Iterable[Message]) -> list[Message]:
+        return [Message(m.sent, m.t, [(k, self.value(v)) for k, v in m.headers]) for m in messages]
+
+
+async def replay(flow: str) -> list[Message]:
+    """What ami_capture.py would have recorded had the simulator been the Asterisk."""
+    steps = json.loads((FIXTURES / f"flow_{flow}.json").read_text(encoding="utf-8"))
+    transcript_end = parse_transcript(FIXTURES / f"{flow}.txt")[-1].t
+    clock = ScaledClock(SCALE)
+    received: list[Message] = []
+    channels: dict[str, str] = {}
+    async with Simulator(clock=clock, dialplan=FIXTURES / "extensions.conf") as sim:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        t0 = clock.monotonic()
+        assert await reader.readline() == b"Asterisk Call Manager/13.0.0\r\n"
+
+        async def record() -> None:
+            lines: list[str] = []
+            while line := await reader.readline():
+                text = line.decode("utf-8").rstrip("\r\n")
+                if text:
+                    lines.append(text)
+                    continue
+                if lines:
+                    message = Message(False, clock.monotonic() - t0, [_split(x) for x in lines])
+                    if message.event == "Newchannel":
+                        channels[message.fields["Uniqueid"]] = message.fields["Channel"]
+                    received.append(message)
+                    lines = []
+
+        def send(fields: list[tuple[str, str]]) -> None:
+            fields = [(k, re.sub(r"\$\{chan:([^}]+)\}", lambda m: channels.get(m.group(1), "?"), v)) for k, v in fields]
+            writer.write(("".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\n").encode())
+
+        recorder = asyncio.create_task(record())
+        send([("Action", "Login"), ("Username", "leadrouter"), ("Secret", "s3cret"), ("ActionID", "login-1")])
+        await clock.sleep(0.5)
+        for step in steps:
+            await clock.sleep(step.get("after", 0))
+            send([(k, v) for k, v in step["send"]])
+        await clock.sleep(transcript_end + SETTLE - (clock.monotonic() - t0))
+        writer.close()
+        recorder.cancel()
+    return received
+
+
+# ---- what is compared ----
+
+
+def responses(messages: list[Message]) -> dict[str, list[tuple[str, str]]]:
+    return {
+        m.fields["ActionID"]: [(k, v) for k, v in m.headers if k != "Timestamp"]
+        for m in messages
+        if not m.sent and "Response" in m.fields and "ActionID" in m.fields
+    }
+
+
+def _roles(m: Message) -> list[tuple[str, str]]:
+    f = m.fields
+    if m.event == "LocalBridge":
+        return [("one", f["LocalOneUniqueid"]), ("two", f["LocalTwoUniqueid"])]
+    roles = [("self", f["Uniqueid"])] if "Uniqueid" in f else []
+    if "DestUniqueid" in f:
+        roles.append(("dest", f["DestUniqueid"]))
+    return roles
+
+
+def _progress_key(m: Message, role: str) -> tuple[str, ...]:
+    f = m.fields
+    match m.event:
+        case "Newchannel":
+            return ("Newchannel", f["Channel"], f["ChannelState"], f["Context"], f["Exten"], f["Linkedid"])
+        case "Newstate":
+            return ("Newstate", f["ChannelState"], f["Context"], f["Exten"], f["Priority"])
+        case "LocalBridge":
+            return ("LocalBridge", role, f["Context"], f["Exten"])
+        case "DialBegin" | "DialState" | "DialEnd":
+            peer = f["DestUniqueid"] if role == "self" else f.get("Uniqueid", "")
+            return (m.event, role, peer, f.get("DialString") or f.get("DialStatus", ""))
+        case "MixMonitorStart":
+            return ("MixMonitorStart", f["Context"], f["Exten"])
+        case "BridgeEnter" | "BridgeLeave":
+            return (m.event, f["BridgeUniqueid"], f["BridgeNumChannels"], f["Context"], f["Exten"])
+        case "HangupRequest" | "SoftHangupRequest":
+            return (m.event, f["Cause"], f["Context"], f["Exten"], f["Priority"])
+        case _:
+            return ("Hangup", f["Cause"], f["Cause-txt"], f["ChannelState"], f["Context"], f["Exten"], f["Priority"])
+
+
+def _dialplan_key(m: Message) -> tuple[str, ...]:
+    f = m.fields
+    if m.event == "Newexten":
+        return ("Newexten", f["Context"], f["Exten"], f["Priority"], f["Application"], f["AppData"])
+    value = f["Value"]
+    if f["Variable"].endswith("_MS") and value:
+        value = "<ms>"  # milliseconds differ from run to run
+    return ("VarSet", f["Variable"], value)
+
+
+def per_channel(messages: list[Message]) -> dict[str, list[tuple[str, ...]]]:
+    sequences: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    for m in messages:
+        if m.event in PROGRESS_EVENTS:
+            for role, uniqueid in _roles(m):
+                sequences[uniqueid].append(_progress_key(m, role))
+        elif m.event in ("Newexten", "VarSet"):
+            sequences[m.fields["Uniqueid"]].append(_dialplan_key(m))
+    return dict(sequences)
+
+
+def originate_responses(messages: list[Message]) -> dict[str, tuple[str, ...]]:
+    keys = ("Response", "Reason", "Channel", "Uniqueid", "Context", "Exten", "CallerIDNum", "CallerIDName")
+    return {m.fields["ActionID"]: tuple(m.fields[k] for k in keys) for m in messages if m.event == "OriginateResponse"}
+
+
+def cdrs(messages: list[Message]) -> Counter[tuple[str, ...]]:
+    return Counter(
+        (m.fields["UniqueID"], *(f"{k}={m.fields[k]}" for k in CDR_FIELDS)) for m in messages if m.event == "Cdr"
+    )
+
+
+def device_states(messages: list[Message]) -> Counter[tuple[str, str]]:
+    return Counter((m.fields["Device"], m.fields["State"]) for m in messages if m.event == "DeviceStateChange")
+
+
+def shown_channels(messages: list[Message]) -> dict[str, set[tuple[str, ...]]]:
+    shown: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+    for m in messages:
+        if m.event == "CoreShowChannel":
+            shown[m.fields["ActionID"]].add(tuple(m.fields[k] for k in SHOW_FIELDS))
+    return dict(shown)
+
+
+def shown_durations(messages: list[Message]) -> dict[tuple[str, str], int]:
+    def seconds(text: str) -> int:
+        h, m, s = (int(x) for x in text.split(":"))
+        return h * 3600 + m * 60 + s
+
+    return {
+        (m.fields["ActionID"], m.fields["Uniqueid"]): seconds(m.fields["Duration"])
+        for m in messages
+        if m.event == "CoreShowChannel"
+    }
+
+
+def header_names(messages: list[Message]) -> dict[str, set[tuple[str, ...]]]:
+    names: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+    for m in messages:
+        if not m.sent and m.event is not None:
+            names[m.event].add(tuple(k for k, _ in m.headers))
+    return dict(names)
+
+
+def _first_difference(expected: list[tuple[str, ...]], actual: list[tuple[str, ...]]) -> str:
+    for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
+        if e != a:
+            return f"item {i}: expected {e}, got {a}"
+    if len(expected) > len(actual):
+        return f"missing from item {len(actual)}: {expected[len(actual)]}"
+    return f"extra from item {len(expected)}: {actual[len(expected)]}"
+
+
+def compare(expected: list[Message], actual: list[Message]) -> list[str]:
+    problems: list[str] = []
+    received = [m for m in expected if not m.sent]
+
+    want, got = responses(received), responses(actual)
+    for action_id in sorted(want.keys() | got.keys()):
+        if want.get(action_id) != got.get(action_id):
+            problems.append(f"response to {action_id}: expected {want.get(action_id)}, got {got.get(action_id)}")
+
+    want_types = {m.event for m in received if m.event}
+    got_types = {m.event for m in actual if m.event}
+    if want_types != got_types:
+        problems.append(f"event types: missing {want_types - got_types}, unexpected {got_types - want_types}")
+
+    want_seq, got_seq = per_channel(received), per_channel(actual)
+    for uniqueid in sorted(want_seq.keys() | got_seq.keys()):
+        e, a = want_seq.get(uniqueid, []), got_seq.get(uniqueid, [])
+        if e != a:
+            problems.append(f"channel {uniqueid}: {_first_difference(e, a)}")
+
+    checks = [
+        ("OriginateResponse", originate_responses),
+        ("Cdr", cdrs),
+        ("DeviceStateChange", device_states),
+        ("CoreShowChannel", shown_channels),
+    ]
+    for label, extract in checks:
+        e_value, a_value = extract(received), extract(actual)
+        if e_value != a_value:
+            problems.append(f"{label}: expected {e_value}, got {a_value}")
+
+    want_durations, got_durations = shown_durations(received), shown_durations(actual)
+    for key, seconds in want_durations.items():
+        if key in got_durations and abs(got_durations[key] - seconds) > 1:
+            problems.append(f"CoreShowChannel Duration {key}: expected ~{seconds}s, got {got_durations[key]}s")
+
+    for event in ("BridgeCreate", "BridgeDestroy"):
+        e_count = sum(m.event == event for m in received)
+        a_count = sum(m.event == event for m in actual)
+        if e_count != a_count:
+            problems.append(f"{event}: expected {e_count}, got {a_count}")
+
+    want_names, got_names = header_names(received), header_names(actual)
+    for event in sorted(want_names.keys() & got_names.keys()):
+        if want_names[event] != got_names[event]:
+            problems.append(f"{event} headers: expected {want_names[event]}, got {got_names[event]}")
+    return problems
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+async def test_flow_matches_transcript(flow: str) -> None:
+    expected = Normaliser().messages(parse_transcript(FIXTURES / f"{flow}.txt"))
+    actual = Normaliser().messages(await replay(flow))
+    problems = compare(expected, actual)
+    assert not problems, f"{flow}: {len(problems)} difference(s)\n" + "\n".join(problems)
+
+
+async def test_login_failure_matches_transcript() -> None:
+    """login_failure.txt: a wrong secret gets the error, then Asterisk closes the connection."""
+    transcript = (FIXTURES / "login_failure.txt").read_text(encoding="utf-8")
+    assert "Message: Authentication failed" in transcript
+    clock = ScaledClock(SCALE)
+    async with Simulator(clock=clock, dialplan=FIXTURES / "extensions.conf") as sim:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        assert await reader.readline() == b"Asterisk Call Manager/13.0.0\r\n"
+        writer.write(b"Action: Login\r\nUsername: leadrouter\r\nSecret: wrong\r\nActionID: login-bad\r\n\r\n")
+        reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert reply == b"Response: Error\r\nActionID: login-bad\r\nMessage: Authentication failed\r\n\r\n"
+        writer.write(b"Action: Ping\r\nActionID: ping-unauth\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
