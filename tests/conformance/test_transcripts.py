@@ -15,14 +15,13 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from ami_adapter.simulator import Simulator
 from leadrouter.clock import ScaledClock
+from tests.transcripts import FIXTURES, Block, load
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ami"
 SCALE = 10.0  # simulated seconds per real second; the transcripts last 0.5-23 s
 SETTLE = 1.0  # simulated seconds to keep listening after the transcript's last message
 
@@ -85,20 +84,8 @@ class Message:
         return self.fields.get("Event")
 
 
-def _split(line: str) -> tuple[str, str]:
-    key, _, value = line.partition(":")
-    return key, value.removeprefix(" ")
-
-
-def parse_transcript(path: Path) -> list[Message]:
-    blocks: list[tuple[bool, float, list[tuple[str, str]]]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        marker = re.match(r"^(>>>|<<<) t=([\d.]+)$", line)
-        if marker:
-            blocks.append((marker.group(1) == ">>>", float(marker.group(2)), []))
-        elif blocks and line.strip():
-            blocks[-1][2].append(_split(line))
-    return [Message(sent, t, headers) for sent, t, headers in blocks]
+def parse_transcript(name: str) -> list[Message]:
+    return [Message(b.sent, b.t, b.headers()) for b in load(name).blocks if b.t is not None]
 
 
 class Normaliser:
@@ -129,7 +116,7 @@ class Normaliser:
 async def replay(flow: str) -> list[Message]:
     """What ami_capture.py would have recorded had the simulator been the Asterisk."""
     steps = json.loads((FIXTURES / f"flow_{flow}.json").read_text(encoding="utf-8"))
-    transcript_end = parse_transcript(FIXTURES / f"{flow}.txt")[-1].t
+    transcript_end = parse_transcript(flow)[-1].t
     clock = ScaledClock(SCALE)
     received: list[Message] = []
     channels: dict[str, str] = {}
@@ -146,7 +133,7 @@ async def replay(flow: str) -> list[Message]:
                     lines.append(text)
                     continue
                 if lines:
-                    message = Message(False, clock.monotonic() - t0, [_split(x) for x in lines])
+                    message = Message(False, clock.monotonic() - t0, Block(False, None, tuple(lines)).headers())
                     if message.event == "Newchannel":
                         channels[message.fields["Uniqueid"]] = message.fields["Channel"]
                     received.append(message)
@@ -335,7 +322,7 @@ def compare(expected: list[Message], actual: list[Message]) -> list[str]:
 
 @pytest.mark.parametrize("flow", FLOWS)
 async def test_flow_matches_transcript(flow: str) -> None:
-    expected = Normaliser().messages(parse_transcript(FIXTURES / f"{flow}.txt"))
+    expected = Normaliser().messages(parse_transcript(flow))
     actual = Normaliser().messages(await replay(flow))
     problems = compare(expected, actual)
     assert not problems, f"{flow}: {len(problems)} difference(s)\n" + "\n".join(problems)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
-import pytest
 
 from events.publisher import MqttSettings, OutboxPublisher
 from leadrouter.broker import free_port, private_mosquitto
@@ -19,13 +17,6 @@ from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
-        await db.migrate()
-        yield db
 
 
 async def _commit_leads(db: Database, publisher: OutboxPublisher, first: int, count: int) -> None:

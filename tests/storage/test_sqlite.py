@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -18,13 +15,6 @@ from storage.schema import metadata
 from storage.uow import SqlUnitOfWork
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
-        await db.migrate()
-        yield db
 
 
 def _lead(i: int, **kw: object) -> Lead:
