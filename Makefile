@@ -16,13 +16,14 @@ demo: $(STAMP) mosquitto
 test: $(STAMP) mosquitto
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ami_ingest
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadrouter needs Python 3.11 or newer (set PYTHON=...)")'

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -54,7 +54,7 @@ class AmiSettings:
     action_timeout: float = 10.0
 
 
-class _Manager(Manager):  # type: ignore[misc]
+class _Manager(Manager):
     client: AmiClient
 
     def ping(self) -> None:
@@ -89,7 +89,7 @@ class AmiClient:
         *,
         on_event: Callable[[str, dict[str, str]], None],
         wanted_events: frozenset[str],
-        on_connected: Callable[[], Awaitable[None]] | None = None,
+        on_connected: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.settings = settings
         self.on_event = on_event

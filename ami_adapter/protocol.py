@@ -42,7 +42,7 @@ def parse_headers(frame: str) -> dict[str, str]:
     return headers
 
 
-class AmiProtocol(AMIProtocol):  # type: ignore[misc]
+class AmiProtocol(AMIProtocol):
     """Set by the client after construction: ``on_event``, ``wanted_events``."""
 
     on_event: Callable[[str, dict[str, str]], None]

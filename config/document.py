@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AnyStr, ClassVar, TypeVar, get_args, get_origin
+from typing import Any, AnyStr, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -42,7 +42,7 @@ class _Loader(yaml.SafeLoader):
     the schema either accepts the text or says what is wrong with it.
     """
 
-    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+    yaml_implicit_resolvers = {  # noqa: RUF012 (PyYAML reads it as a class attribute; its stubs say instance)
         first: [(tag, regexp) for tag, regexp in resolvers if tag not in {_BOOL, _INT, _FLOAT, _TIMESTAMP}]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }

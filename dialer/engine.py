@@ -193,7 +193,7 @@ class Dialer:
             await self._flush(retry=False)
 
     def _drain(self) -> list[_Event]:
-        batch = []
+        batch: list[_Event] = []
         while not self._queue.empty() and len(batch) < 500:
             batch.append(self._queue.get_nowait())
         return batch

@@ -87,9 +87,14 @@ class Outbox(Protocol):
 
 
 class UnitOfWork(Protocol):
-    leads: LeadRepository
-    calls: CallRepository
-    outbox: Outbox
+    @property
+    def leads(self) -> LeadRepository: ...
+
+    @property
+    def calls(self) -> CallRepository: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
 
     async def __aenter__(self) -> Self: ...
 

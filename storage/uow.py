@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import RowMapping, Table, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import DomainEvent
@@ -37,7 +37,7 @@ def _lead_values(lead: Lead) -> dict[str, Any]:
     }
 
 
-def lead_from_row(row: Mapping[str, Any]) -> Lead:
+def lead_from_row(row: RowMapping) -> Lead:
     return Lead(
         id=row["id"],
         phone=row["phone"],
@@ -89,7 +89,7 @@ def _leg_values(leg: ManagerLeg) -> dict[str, Any]:
     }
 
 
-def call_from_rows(row: Mapping[str, Any], leg_rows: Sequence[Mapping[str, Any]]) -> Call:
+def call_from_rows(row: RowMapping, leg_rows: Sequence[RowMapping]) -> Call:
     return Call(
         id=row["id"],
         lead_id=row["lead_id"],
@@ -221,9 +221,9 @@ class SqlCalls:
         )
         await self._conn.execute(statement, [{"b_channel_id": c, "b_seconds": n} for c, n in billed])
 
-    async def _with_legs(self, rows: Sequence[Mapping[str, Any]]) -> list[Call]:
+    async def _with_legs(self, rows: Sequence[RowMapping]) -> list[Call]:
         ids = [r["id"] for r in rows]
-        legs_by_call: dict[int, list[Mapping[str, Any]]] = {i: [] for i in ids}
+        legs_by_call: dict[int, list[RowMapping]] = {i: [] for i in ids}
         if ids:
             query = (
                 select(call_legs).where(call_legs.c.call_id.in_(ids)).order_by(call_legs.c.call_id, call_legs.c.leg_no)
