@@ -7,7 +7,7 @@ import contextlib
 import inspect
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,32 @@ TOKEN = "test-token-0123456789abcdef"
 @dataclass
 class Rig:
     sim: Simulator
-    daemon: Daemon
-    http: httpx.AsyncClient
     clock: ScaledClock
+    settings: Settings
+    routing_file: Path
     mqtt: list[dict[str, Any]]
+    daemon: Daemon = field(init=False)
+    http: httpx.AsyncClient = field(init=False)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     async def post(self, **lead: Any) -> httpx.Response:
         return await self.http.post("/leads", json=lead)
+
+    async def start_daemon(self) -> None:
+        self.daemon = await self._stack.enter_async_context(
+            Daemon(self.settings, RoutingSource.load(self.routing_file), self.clock)
+        )
+        self.http = await self._stack.enter_async_context(
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{self.daemon.http_port}", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+        )
+        await until(lambda: self.daemon.ami.connected, 5, "AMI login")
+
+    async def stop_daemon(self) -> None:
+        """Stop the daemon as systemd would; the PBX and its calls go on."""
+        await self._stack.aclose()
+        self._stack = contextlib.AsyncExitStack()
 
 
 async def until(predicate: Callable[[], Any], seconds: float, what: str) -> None:
@@ -94,9 +113,9 @@ async def running(
                 "routing_file": str(routing_file),
             }
         )
-        async with Daemon(settings, RoutingSource.load(routing_file), clock) as daemon:
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{daemon.http_port}", headers={"Authorization": f"Bearer {TOKEN}"}
-            ) as http:
-                await until(lambda: daemon.ami.connected, 5, "AMI login")
-                yield Rig(sim, daemon, http, clock, received)
+        rig = Rig(sim, clock, settings, routing_file, received)
+        await rig.start_daemon()
+        try:
+            yield rig
+        finally:
+            await rig.stop_daemon()
