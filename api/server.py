@@ -16,7 +16,7 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # uvicorn would take SIGINT/SIGTERM for itself; the daemon owns shutdown and
-        # stops the API last, after the dialer has settled.
+        # decides when the API stops (first, so no lead is accepted while it winds down).
         yield
 
 

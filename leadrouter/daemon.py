@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 from contextlib import AsyncExitStack
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -174,7 +175,7 @@ class Daemon:
         else:
             log.warning("http.disabled", reason="http.token is not set")
 
-    async def manager_stats(self, start: Any, end: Any) -> list[ManagerStats]:
+    async def manager_stats(self, start: datetime, end: datetime) -> list[ManagerStats]:
         return with_every_manager(self.routing.plan.managers, await self.queries.manager_stats(start, end))
 
     def health(self) -> dict[str, Any]:
