@@ -189,7 +189,8 @@ class Dialer:
                 group.create_task(self._dispatch_loop(), name="dialer-dispatch")
         finally:
             # Stopping: store what the PBX already told us, so a restart starts from it.
-            self._apply_batch(self._drain())
+            while not self._queue.empty():
+                self._apply_batch(self._drain())
             await self._flush(retry=False)
 
     def _drain(self) -> list[_Event]:

@@ -18,11 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # Reads that must not take SQLite's write lock ask for this execution option.
-READ_ONLY = {"leadrouter_read_only": True}
+_READ_ONLY = {"leadrouter_read_only": True}
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An engine with our per-backend settings; use Database unless you only read."""
+def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True, **kwargs)
@@ -73,7 +72,7 @@ class Database:
     """
 
     def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
+        self.engine = _create_engine(url)
         self._writers = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
 
     async def __aenter__(self) -> Self:
@@ -94,7 +93,7 @@ class Database:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn:
-            yield await conn.execution_options(**READ_ONLY)
+            yield await conn.execution_options(**_READ_ONLY)
 
     async def migrate(self) -> None:
         """Upgrade the schema to the newest revision; safe to run at every start."""
