@@ -68,7 +68,8 @@ async def test_a_restarted_daemon_adopts_the_call_in_progress_and_records_its_en
         await until(bridged, 10, "the bridge")
         await rig.stop_daemon()  # systemctl restart while the client talks
         await rig.start_daemon()
-        assert rig.daemon.board.free_count == 0  # the adopted call keeps its manager
+        # Adoption follows the login (CoreShowChannels); the adopted call keeps its manager.
+        await until(lambda: rig.daemon.board.free_count == 0, 5, "the live call to be adopted")
 
         async def ended() -> bool:
             _, calls = await _history(rig, lead_id)
