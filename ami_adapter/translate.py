@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from router.pbx import (
+from router.pbx_events import (
     Billed,
     Bridged,
     DeviceState,

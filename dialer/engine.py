@@ -29,7 +29,7 @@ from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.events import DomainEvent
 from router.model import Call, CallState, Disposition, Lead, LegResult
-from router.pbx import (
+from router.pbx_events import (
     Billed,
     Bridged,
     DialEnded,

@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 from config.problems import ConfigError
 from config.routing import RoutingSource
 from config.settings import Settings, load_settings
-from leadrouter.clock import ScaledClock
 from leadrouter.logs import configure_logging
 
 DEFAULT_CONFIG = os.environ.get("LEADROUTER_CONFIG", "/etc/leadrouter/leadrouter.yaml")
@@ -26,7 +25,7 @@ def _load(config: str) -> tuple[Settings, RoutingSource]:
 
 
 async def _run(config: str) -> int:
-    from leadrouter.daemon import Daemon
+    from leadrouter.daemon import Daemon, SystemClock
 
     settings, routing = _load(config)
     configure_logging(settings.log.level, settings.log.format)
@@ -34,7 +33,7 @@ async def _run(config: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Daemon(settings, routing, ScaledClock()) as daemon:
+    async with Daemon(settings, routing, SystemClock()) as daemon:
         loop.add_signal_handler(signal.SIGHUP, daemon.reload_routing)
         await stop.wait()
     return 0
@@ -132,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "db-upgrade":
             return asyncio.run(_upgrade(args.config))
         if args.command == "simulator":
-            from ami_adapter.simulator.__main__ import main as simulator_main
+            from ami_adapter.asterisk import SHIPPED_DIALPLAN
+            from pbxsim.__main__ import main as simulator_main
 
-            return simulator_main(["--port", str(args.port), "--scale", str(args.scale)])
+            return simulator_main(
+                ["--port", str(args.port), "--scale", str(args.scale), "--dialplan", str(SHIPPED_DIALPLAN)]
+            )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

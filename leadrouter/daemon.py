@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -42,6 +44,22 @@ log = structlog.get_logger("daemon")
 
 # An Originate unanswered this long after its own ring timeout is written off (a lost OriginateResponse).
 DIAL_DEADLINE_MARGIN = 30.0
+
+
+class SystemClock:
+    """The wall clock the daemon runs on in production (the demo and tests hand in a faster one)."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(seconds, 0.0))
+
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(max(seconds, 0.0), callback)
 
 
 class Daemon:

@@ -22,12 +22,12 @@ import aiomqtt
 import httpx
 import yaml
 
-from ami_adapter.simulator import Behaviour, Simulator, World
+from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import load_settings
 from leadrouter.broker import private_mosquitto, reachable
-from leadrouter.clock import ScaledClock
 from leadrouter.daemon import Daemon
+from pbxsim import Behaviour, ScaledClock, Simulator, World
 from router.stats import hms, with_every_manager
 
 TOKEN = "demo-token-0123456789"
@@ -141,7 +141,7 @@ async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: floa
     clock = ScaledClock(scale)
     since = clock.now()
     with broker() as mqtt_port:
-        async with Simulator(clock=clock, world=demo_world(rng, numbers)) as sim:
+        async with Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=demo_world(rng, numbers)) as sim:
             settings = load_settings(write_config(workdir, sim.port, mqtt_port), env={})
             routing = RoutingSource.load(settings.routing_file)
             async with Daemon(settings, routing, clock) as daemon, contextlib.AsyncExitStack() as stack:

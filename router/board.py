@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from router.pbx import DeviceState
+from router.pbx_events import DeviceState
 from router.routing import Manager, Scenario
 
 _IDLE_STATES = frozenset({DeviceState.FREE, DeviceState.UNKNOWN})

@@ -6,7 +6,7 @@ import pytest
 
 from ami_adapter.protocol import AmiProtocol
 from ami_adapter.translate import WANTED_EVENTS, EventTranslator
-from router.pbx import (
+from router.pbx_events import (
     Billed,
     Bridged,
     DeviceState,

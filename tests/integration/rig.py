@@ -15,11 +15,11 @@ import aiomqtt
 import httpx
 import yaml
 
-from ami_adapter.simulator import Simulator, World
+from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import Settings
-from leadrouter.clock import ScaledClock
 from leadrouter.daemon import Daemon
+from pbxsim import ScaledClock, Simulator, World
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -90,7 +90,10 @@ async def running(
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
     received: list[dict[str, Any]] = []
-    async with Simulator(clock=clock, world=world) as sim, contextlib.AsyncExitStack() as stack:
+    async with (
+        Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world) as sim,
+        contextlib.AsyncExitStack() as stack,
+    ):
         if mqtt_port is not None:
             ready = asyncio.Event()
             task = asyncio.create_task(_subscribe(mqtt_port, received, ready))

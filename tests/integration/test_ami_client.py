@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from ami_adapter.client import AmiClient, AmiSettings
 from ami_adapter.protocol import AmiDisconnected
-from ami_adapter.simulator import Simulator
-from leadrouter.clock import ScaledClock
+from pbxsim import ScaledClock, Simulator
 from tests.integration.rig import until
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(clock=ScaledClock(20)) as sim:
+    async with Simulator(clock=ScaledClock(20), dialplan=SHIPPED_DIALPLAN) as sim:
         yield sim
 
 

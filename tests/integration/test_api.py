@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ami_adapter.simulator import Behaviour, World
+from pbxsim import Behaviour, World
 from tests.integration.rig import running, until
 
 ROUTING = {

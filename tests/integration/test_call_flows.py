@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from ami_adapter.simulator import Behaviour, World
+from pbxsim import Behaviour, World
 from router.model import CallState, Disposition, LeadStatus, LegResult
 from tests.integration.rig import Rig, running, until
 

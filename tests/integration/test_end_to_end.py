@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ami_adapter.simulator import Behaviour, World
+from pbxsim import Behaviour, World
 from router.model import Disposition, LeadStatus, LegResult
 from tests.integration.rig import running, until
 

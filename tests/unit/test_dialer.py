@@ -15,7 +15,7 @@ from dialer.intake import LeadInput, LeadIntake
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.model import Call, CallState, Disposition, LeadStatus, LegResult
-from router.pbx import (
+from router.pbx_events import (
     Billed,
     Bridged,
     DeviceState,

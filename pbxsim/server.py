@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.resources
 import re
 import secrets
 from collections import deque
@@ -13,13 +12,14 @@ from pathlib import Path
 from types import TracebackType
 
 from .channel import Channel
-from .clock import SimClock
+from .clock import ScaledClock
 from .dialplan import Dialplan, split_args
-from .pbx import DEFAULT_ORIGINATE_TIMEOUT, ChannelInfo, OriginateRequest, Pbx
-from .protocol import ALL, BANNER, CLASSES, DEFAULT_USERS, SYSTEM, AmiUser, Headers, encode, parse_classes
+from .switch import DEFAULT_ORIGINATE_TIMEOUT, ChannelInfo, OriginateRequest, Switch
+from .wire import ALL, BANNER, CLASSES, DEFAULT_USERS, SYSTEM, AmiUser, Headers, encode, parse_classes
 from .world import World
 
-# Stand-ins for the trunk and the managers' phones, appended to the shipped dialplan.
+# Stand-ins for the trunk and the managers' phones, driven by the World, for dialplans that
+# (like leadrouter's shipped one) dial ``sim-clients`` / ``sim-managers`` without defining them.
 SIM_CONTEXTS = """
 [sim-clients]
 exten => _X.,1,SimClient()
@@ -31,17 +31,20 @@ exten => _X.,1,SimManager()
 READ_LIMIT = 1 << 20
 
 
-def load_dialplan(source: str | Path | None) -> Dialplan:
-    """None: the shipped leadrouter contexts plus the behaviour-driven sim contexts.
+def load_dialplan(source: str | Path) -> Dialplan:
+    """A Path, or a one-line str, is a file to read; a str with line breaks is the dialplan itself.
 
-    A Path, or a one-line str, is a file to read; a str with line breaks is the dialplan itself.
+    The World-driven ``sim-clients`` and ``sim-managers`` contexts are added unless the dialplan
+    brings its own (the transcripts' dialplan does, with real applications).
     """
-    if source is None:
-        shipped = importlib.resources.files("ami_adapter").joinpath("asterisk/extensions_leadrouter.conf")
-        return Dialplan.parse(shipped.read_text(encoding="utf-8") + SIM_CONTEXTS)
     if isinstance(source, str) and "\n" in source:
-        return Dialplan.parse(source)
-    return Dialplan.parse(Path(source).read_text(encoding="utf-8"))
+        text = source
+    else:
+        text = Path(source).read_text(encoding="utf-8")
+    dialplan = Dialplan.parse(text)
+    if "sim-clients" not in dialplan.contexts:
+        dialplan = Dialplan.parse(text + SIM_CONTEXTS)
+    return dialplan
 
 
 def _header(message: Headers, name: str) -> str | None:
@@ -173,14 +176,25 @@ Handler = Callable[[Session, Headers], Awaitable[bool]]
 
 
 class Simulator:
-    """A fake Asterisk speaking AMI over TCP; its calls run on the injected clock."""
+    """A fake Asterisk speaking AMI over TCP; its calls run on the injected clock.
+
+    Test controls, for provoking what a real Asterisk or network does to a client:
+
+    * ``received`` / ``raw_received``: every action as parsed, and the exact bytes read, so a
+      test can prove what did (or did not) reach the wire;
+    * ``write_chunk_size``: write each message in chunks of this many bytes (split frames,
+      UTF-8 letters cut in half);
+    * ``stall(on)``: a hung Asterisk (sessions open, nothing answered or sent);
+    * ``drop_connections()``: Asterisk dropping its AMI clients while calls go on;
+    * ``live_channels()``: what ``core show channels`` would list.
+    """
 
     def __init__(
         self,
         *,
-        clock: SimClock,
+        clock: ScaledClock,
+        dialplan: str | Path,
         world: World | None = None,
-        dialplan: str | Path | None = None,
         users: Mapping[str, AmiUser] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -195,7 +209,7 @@ class Simulator:
         self.raw_received = bytearray()
         self.write_chunk_size: int | None = None
         self.stalled = False
-        self.pbx = Pbx(clock=clock, dialplan=self.dialplan, world=self.world, bus=self)
+        self.switch = Switch(clock=clock, dialplan=self.dialplan, world=self.world, bus=self)
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
         self._listeners: dict[str, list[Session]] = {}
         self._server: asyncio.Server | None = None
@@ -235,13 +249,13 @@ class Simulator:
         if self._server is not None:
             self._server.close()
         await self.drop_connections()
-        await self.pbx.close()
+        await self.switch.close()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
 
     def live_channels(self) -> list[ChannelInfo]:
-        return self.pbx.live()
+        return self.switch.live()
 
     def stall(self, on: bool) -> None:
         """A hung Asterisk: sessions stay open, actions are recorded but not run, nothing is sent."""
@@ -427,7 +441,7 @@ class Simulator:
         channel_id = (_header(message, "ChannelId") or "").strip()
         other_id = (_header(message, "OtherChannelId") or "").strip()
         for uid in (channel_id, other_id):
-            if uid and self.pbx.uniqueid_in_use(uid):
+            if uid and self.switch.uniqueid_in_use(uid):
                 return self._error(session, message, f"Uniqueid already in use: {uid}")
         caller_num, caller_name = _parse_callerid(_header(message, "CallerID") or "")
         variables: list[tuple[str, str]] = []
@@ -453,10 +467,10 @@ class Simulator:
         )
         if asynchronous:
             self._reply(session, message, "Success", ("Message", "Originate successfully queued"))
-            self.pbx.originate(request)
+            self.switch.originate(request)
             return True
         # A synchronous Originate holds the session until the call is answered or fails, as in Asterisk.
-        if await self.pbx.originate(request):
+        if await self.switch.originate(request):
             self._reply(session, message, "Success", ("Message", "Originate successfully queued"))
         else:
             self._error(session, message, "Originate failed")
@@ -466,7 +480,7 @@ class Simulator:
         name = _header(message, "Channel") or ""
         if not name:
             return self._error(session, message, "Channel not specified")
-        chan = self.pbx.find(name)
+        chan = self.switch.find(name)
         if chan is None:
             return self._error(session, message, f"Channel does not exist: {name}")
         context = _header(message, "Context") or chan.context
@@ -476,10 +490,10 @@ class Simulator:
             return self._error(session, message, "Invalid priority")
         if chan.hangup_pending:
             return self._error(session, message, "Redirect failed, channel not up.")
-        if not self.pbx.can_redirect(chan):
+        if not self.switch.can_redirect(chan):
             return self._error(session, message, "Redirect failed")
         self._reply(session, message, "Success", ("Message", "Redirect successful"))
-        self.pbx.redirect(chan, context, exten, priority)
+        self.switch.redirect(chan, context, exten, priority)
         return True
 
     async def _hangup(self, session: Session, message: Headers) -> bool:
@@ -488,15 +502,15 @@ class Simulator:
             return self._error(session, message, "No channel specified")
         cause_text = (_header(message, "Cause") or "").strip()
         cause = int(cause_text) if cause_text.isdigit() and int(cause_text) <= 127 else 0
-        chan = self.pbx.find(name)
+        chan = self.switch.find(name)
         if chan is None:
             return self._error(session, message, "No such channel")
         self._reply(session, message, "Success", ("Message", "Channel Hungup"))
-        self.pbx.hangup(chan, cause)
+        self.switch.hangup(chan, cause)
         return True
 
     def _describe(self, chan: Channel) -> list[tuple[str, str]]:
-        seconds = self.pbx.duration(chan)
+        seconds = self.switch.duration(chan)
         duration = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
         return [
             *chan.snapshot(),
@@ -508,7 +522,7 @@ class Simulator:
 
     async def _core_show_channels(self, session: Session, message: Headers) -> bool:
         self._reply(session, message, "Success", ("EventList", "start"), ("Message", "Channels will follow"))
-        channels = list(self.pbx.channels.values())
+        channels = list(self.switch.channels.values())
         for chan in channels:
             self._list_item(session, message, "CoreShowChannel", *self._describe(chan))
         self._list_item(
@@ -523,12 +537,12 @@ class Simulator:
     async def _status(self, session: Session, message: Headers) -> bool:
         name = _header(message, "Channel")
         if name:
-            chan = self.pbx.find(name)
+            chan = self.switch.find(name)
             if chan is None:
                 return self._error(session, message, "No such channel")
             channels = [chan]
         else:
-            channels = list(self.pbx.channels.values())
+            channels = list(self.switch.channels.values())
         self._reply(session, message, "Success", ("EventList", "start"), ("Message", "Channel status will follow"))
         action_id = _header(message, "ActionID")
         for chan in channels:
@@ -551,7 +565,7 @@ class Simulator:
                 ("Writetrans", ""),
                 ("Callgroup", "0"),
                 ("Pickupgroup", "0"),
-                ("Seconds", str(self.pbx.duration(chan))),
+                ("Seconds", str(self.switch.duration(chan))),
             ]
             if action_id is not None:
                 headers.append(("ActionID", action_id))
@@ -567,10 +581,10 @@ class Simulator:
         if not variable:
             return self._error(session, message, "No variable specified")
         name = _header(message, "Channel")
-        chan = self.pbx.find(name) if name else None
+        chan = self.switch.find(name) if name else None
         if name and chan is None:
             return self._error(session, message, "No such channel")
-        self.pbx.set_variable(chan, variable, _header(message, "Value") or "")
+        self.switch.set_variable(chan, variable, _header(message, "Value") or "")
         self._reply(session, message, "Success", ("Message", "Variable Set"))
         return True
 
@@ -579,10 +593,10 @@ class Simulator:
         if not variable:
             return self._error(session, message, "No variable specified")
         name = _header(message, "Channel")
-        chan = self.pbx.find(name) if name else None
+        chan = self.switch.find(name) if name else None
         if name and chan is None:
             return self._error(session, message, "No such channel")
-        value = self.pbx.get_variable(chan, variable)
+        value = self.switch.get_variable(chan, variable)
         self._reply(session, message, "Success", ("Variable", variable), ("Value", value))
         return True
 

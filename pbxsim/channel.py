@@ -87,6 +87,7 @@ class Channel:
         "created_mono",
         "device",
         "dialing",
+        "dialplan_task",
         "exten",
         "gone",
         "hangup_pending",
@@ -95,7 +96,6 @@ class Channel:
         "mixmonitor",
         "name",
         "partner",
-        "pbx",
         "pending_goto",
         "priority",
         "soft_requested",
@@ -139,7 +139,7 @@ class Channel:
         self.partner: Channel | None = None  # the other half of a Local pair
         self.bridge: Bridge | None = None
         self.dialing: Dialing | None = None  # set while an Originate or a Dial waits for this leg
-        self.pbx: asyncio.Task[None] | None = None
+        self.dialplan_task: asyncio.Task[None] | None = None
         self.waker: asyncio.Future[None] | None = None  # completed to interrupt a blocking app
         self.pending_goto: tuple[str, str, int] | None = None
         self.hangup_pending = False

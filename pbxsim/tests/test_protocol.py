@@ -6,10 +6,10 @@ import asyncio
 import hashlib
 
 import pytest
-from amitools import AmiClient, originate, wait_until
 
-from ami_adapter.simulator import AmiUser, Simulator
-from leadrouter.clock import ScaledClock
+from ami_adapter.asterisk import SHIPPED_DIALPLAN
+from pbxsim import AmiUser, ScaledClock, Simulator
+from pbxsim.tests.amitools import RawAmi, originate, wait_until
 
 EVERYTHING = frozenset(
     "system,call,log,verbose,command,agent,user,config,dtmf,reporting,cdr,dialplan,originate".split(",")
@@ -17,7 +17,7 @@ EVERYTHING = frozenset(
 
 
 async def test_login_ping_and_unknown_action(sim: Simulator) -> None:
-    ami = await AmiClient.connect(sim.port)
+    ami = await RawAmi.connect(sim.port)
     denied = await ami.action("Ping")
     assert (denied["Response"], denied["Message"]) == ("Error", "Permission denied")
     accepted = await ami.login()
@@ -40,14 +40,14 @@ async def test_login_ping_and_unknown_action(sim: Simulator) -> None:
 
 
 async def test_wrong_secret_is_refused_and_disconnected(sim: Simulator) -> None:
-    ami = await AmiClient.connect(sim.port)
+    ami = await RawAmi.connect(sim.port)
     refused = await ami.login(secret="wrong")
     assert (refused["Response"], refused["Message"]) == ("Error", "Authentication failed")
     await asyncio.wait_for(ami.closed.wait(), 5)
 
 
 async def test_md5_challenge_login(sim: Simulator) -> None:
-    ami = await AmiClient.connect(sim.port)
+    ami = await RawAmi.connect(sim.port)
     challenge = (await ami.action("Challenge", ("AuthType", "MD5")))["Challenge"]
     key = hashlib.md5((challenge + "s3cret").encode()).hexdigest()
     reply = await ami.action("Login", ("AuthType", "MD5"), ("Username", "leadrouter"), ("Key", key))
@@ -57,8 +57,8 @@ async def test_md5_challenge_login(sim: Simulator) -> None:
 
 async def test_write_classes_decide_which_actions_run() -> None:
     users = {"viewer": AmiUser("pw", read=EVERYTHING, write=frozenset({"call"}))}
-    async with Simulator(clock=ScaledClock(50), users=users) as sim:
-        ami = await AmiClient.connect(sim.port)
+    async with Simulator(clock=ScaledClock(50), dialplan=SHIPPED_DIALPLAN, users=users) as sim:
+        ami = await RawAmi.connect(sim.port)
         await ami.login("viewer", "pw")
         for action in ("Originate", "CoreShowChannels", "Filter", "Command"):
             reply = await ami.action(action, ("Channel", "Local/79160000001@sim-clients"))
@@ -70,10 +70,10 @@ async def test_write_classes_decide_which_actions_run() -> None:
         await ami.close()
 
 
-async def test_read_classes_and_event_masks_decide_which_events_arrive(sim: Simulator, ami: AmiClient) -> None:
-    quiet = await AmiClient.connect(sim.port)
+async def test_read_classes_and_event_masks_decide_which_events_arrive(sim: Simulator, ami: RawAmi) -> None:
+    quiet = await RawAmi.connect(sim.port)
     await quiet.login(events="off")
-    calls_only = await AmiClient.connect(sim.port)
+    calls_only = await RawAmi.connect(sim.port)
     await calls_only.login()
     assert (await calls_only.action("Events", ("EventMask", "call,cdr")))["Events"] == "On"
 
@@ -92,8 +92,8 @@ async def test_read_classes_and_event_masks_decide_which_events_arrive(sim: Simu
     await calls_only.close()
 
 
-async def test_filter_keeps_only_matching_events(sim: Simulator, ami: AmiClient) -> None:
-    filtered = await AmiClient.connect(sim.port)
+async def test_filter_keeps_only_matching_events(sim: Simulator, ami: RawAmi) -> None:
+    filtered = await RawAmi.connect(sim.port)
     await filtered.login()
     # Filters are regular expressions over the whole event text: this one also matches HangupRequest...
     reply = await filtered.action("Filter", ("Operation", "Add"), ("Filter", "Event: Hangup"))
@@ -108,7 +108,7 @@ async def test_filter_keeps_only_matching_events(sim: Simulator, ami: AmiClient)
     await filtered.close()
 
 
-async def test_stalled_asterisk_records_actions_but_answers_nothing(sim: Simulator, ami: AmiClient) -> None:
+async def test_stalled_asterisk_records_actions_but_answers_nothing(sim: Simulator, ami: RawAmi) -> None:
     sim.stall(True)
     since = ami.mark()
     ami.send("Originate", *originate("79160000001", "stalled-1"))
@@ -125,14 +125,14 @@ async def test_stalled_asterisk_records_actions_but_answers_nothing(sim: Simulat
     assert len(originates) == 1
 
 
-async def test_dropped_sessions_leave_calls_running(sim: Simulator, ami: AmiClient) -> None:
+async def test_dropped_sessions_leave_calls_running(sim: Simulator, ami: RawAmi) -> None:
     await ami.action("Originate", *originate("79160000001", "drop-1"))
     await ami.event("OriginateResponse", Uniqueid="drop-1")
     await sim.drop_connections()
     await asyncio.wait_for(ami.closed.wait(), 5)
     assert {c.uniqueid for c in sim.live_channels()} == {"drop-1", "drop-1;2"}
 
-    again = await AmiClient.connect(sim.port)
+    again = await RawAmi.connect(sim.port)
     await again.login()
     listed = await again.action("CoreShowChannels")
     assert (listed["EventList"], listed["Message"]) == ("start", "Channels will follow")
@@ -145,7 +145,7 @@ async def test_dropped_sessions_leave_calls_running(sim: Simulator, ami: AmiClie
 
 
 @pytest.mark.parametrize("name", ["Иван Петров", "Ольга"])
-async def test_utf8_survives_one_byte_writes(sim: Simulator, ami: AmiClient, name: str) -> None:
+async def test_utf8_survives_one_byte_writes(sim: Simulator, ami: RawAmi, name: str) -> None:
     sim.write_chunk_size = 1
     await ami.action("Originate", *originate("79160000011", "utf-1", callerid=f"{name} <79160000011>"))
     assert (await ami.event("NewCallerid", Uniqueid="utf-1"))["CallerIDName"] == name
@@ -154,7 +154,7 @@ async def test_utf8_survives_one_byte_writes(sim: Simulator, ami: AmiClient, nam
     assert f"CallerID: {name} <79160000011>".encode() in sim.raw_received
 
 
-async def test_variables_and_status(sim: Simulator, ami: AmiClient) -> None:
+async def test_variables_and_status(sim: Simulator, ami: RawAmi) -> None:
     await ami.action("Originate", *originate("79160000001", "vars-1"))
     await ami.event("OriginateResponse", Uniqueid="vars-1")
     got = await ami.action("Getvar", ("Channel", "vars-1"), ("Variable", "LEADROUTER_RING_TIMEOUT"))

@@ -38,9 +38,9 @@ from .channel import (
     Channel,
     Dialing,
 )
-from .clock import SimClock
+from .clock import ScaledClock
 from .dialplan import Dialplan, split_args, substitute, truthy
-from .protocol import CALL, CDR, DIALPLAN, EventBus
+from .wire import CALL, CDR, DIALPLAN, EventBus
 from .world import Behaviour, World
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,8 @@ class ChannelInfo:
 App = Callable[[Channel, str], Awaitable[Flow]]
 
 
-class Pbx:
-    def __init__(self, *, clock: SimClock, dialplan: Dialplan, world: World, bus: EventBus) -> None:
+class Switch:
+    def __init__(self, *, clock: ScaledClock, dialplan: Dialplan, world: World, bus: EventBus) -> None:
         self.clock = clock
         self.dialplan = dialplan
         self.world = world
@@ -184,17 +184,17 @@ class Pbx:
 
     def can_redirect(self, chan: Channel) -> bool:
         """Only a channel running dialplan, or bridged, can be sent elsewhere (not one still ringing)."""
-        return chan.pbx is not None or chan.bridge is not None
+        return chan.dialplan_task is not None or chan.bridge is not None
 
     def redirect(self, chan: Channel, context: str, exten: str, priority: int) -> None:
-        if chan.pbx is not None:
+        if chan.dialplan_task is not None:
             chan.pending_goto = (context, exten, priority)
             chan.interrupt()
             return
         # A dialed leg in a bridge leaves it to run dialplan; the caller's Dial sees the bridge end.
         self._bridge_leave(chan)
         chan.context, chan.exten, chan.priority = context, exten, priority
-        self._start_pbx(chan)
+        self._start_dialplan(chan)
 
     def hangup(self, chan: Channel, cause: int) -> None:
         if cause > 0:
@@ -362,11 +362,11 @@ class Pbx:
         self._dial_event("DialBegin", dialing.dialer, one, ("DialString", dial_string))
         one.in_use = True
         self._in_use[one.device] = self._in_use.get(one.device, 0) + 1
-        self._start_pbx(two)
+        self._start_dialplan(two)
         return True
 
-    def _start_pbx(self, chan: Channel) -> None:
-        chan.pbx = self._spawn(self._run(chan))
+    def _start_dialplan(self, chan: Channel) -> None:
+        chan.dialplan_task = self._spawn(self._run(chan))
 
     def _answer(self, chan: Channel) -> None:
         self._mark_answered(chan)
@@ -425,7 +425,7 @@ class Pbx:
         if chan.gone:
             return
         chan.hangup_pending = True
-        if chan.pbx is not None:
+        if chan.dialplan_task is not None:
             chan.interrupt()
         elif chan.dialing is not None:
             chan.dialing.settle("HANGUP")
@@ -569,7 +569,7 @@ class Pbx:
             if req.asynchronous:
                 self._originate_response(req, "Success", one.name, 4, one.uniqueid, one)
             one.context, one.exten, one.priority = req.context, req.exten, req.priority
-            self._start_pbx(one)
+            self._start_dialplan(one)
             return True
         if outcome != "HANGUP":
             self._dial_event("DialEnd", None, one, ("DialStatus", outcome))
@@ -658,7 +658,7 @@ class Pbx:
                     await asyncio.sleep(0)
         except Exception:
             log.exception("%s: simulator failure, hanging up", chan.name)
-        chan.pbx = None
+        chan.dialplan_task = None
         self._soft_request(chan)
         self._hangup(chan)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from amitools import AmiClient, connect_to, originate, wait_until
-
-from ami_adapter.simulator import Behaviour, Simulator, World
-from ami_adapter.simulator.world import transcript_client
+from pbxsim import Behaviour, Simulator, World
+from pbxsim.tests.amitools import RawAmi, connect_to, originate, wait_until
+from pbxsim.world import transcript_client
 
 CALLS = 200
 # Last digit of the client number -> (Response, Reason) of its OriginateResponse in the default world.
@@ -22,7 +21,7 @@ def _patient(number: str) -> Behaviour:
     return Behaviour(answer_after=1.0, talk=None)
 
 
-async def test_two_hundred_concurrent_calls(world: World, sim: Simulator, ami: AmiClient) -> None:
+async def test_two_hundred_concurrent_calls(world: World, sim: Simulator, ami: RawAmi) -> None:
     world.default_client = _patient
     started = time.monotonic()
     for i in range(CALLS):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from amitools import AmiClient, connect_to, originate, wait_until
-
-from ami_adapter.simulator import Behaviour, Simulator, World
-from leadrouter.clock import ScaledClock
+from pbxsim import Behaviour, ScaledClock, Simulator, World
+from pbxsim.tests.amitools import RawAmi, connect_to, originate, wait_until
 
 
-async def _answered(ami: AmiClient, number: str, channel_id: str, callerid: str | None = None) -> str:
+async def _answered(ami: RawAmi, number: str, channel_id: str, callerid: str | None = None) -> str:
     reply = await ami.action("Originate", *originate(number, channel_id, callerid=callerid))
     assert reply["Message"] == "Originate successfully queued"
     response = await ami.event("OriginateResponse", Uniqueid=channel_id)
@@ -17,7 +15,7 @@ async def _answered(ami: AmiClient, number: str, channel_id: str, callerid: str 
     return response["Channel"]
 
 
-async def test_answered_client_redirected_to_a_manager_is_bridged(sim: Simulator, ami: AmiClient) -> None:
+async def test_answered_client_redirected_to_a_manager_is_bridged(sim: Simulator, ami: RawAmi) -> None:
     channel = await _answered(ami, "79160000001", "lead1-c1", callerid="Lead 1 <79160000001>")
     assert channel == "Local/79160000001@sim-clients-00000000;1"
     hold = next(c for c in sim.live_channels() if c.uniqueid == "lead1-c1")
@@ -47,7 +45,7 @@ async def test_answered_client_redirected_to_a_manager_is_bridged(sim: Simulator
     await ami.event("BridgeDestroy", BridgeUniqueid=entered["BridgeUniqueid"])
 
 
-async def test_unanswered_manager_sends_client_back_to_hold_for_the_next_one(sim: Simulator, ami: AmiClient) -> None:
+async def test_unanswered_manager_sends_client_back_to_hold_for_the_next_one(sim: Simulator, ami: RawAmi) -> None:
     channel = await _answered(ami, "79160000002", "lead2-c1")
     since = ami.mark()
     await ami.action("Redirect", *connect_to(channel, "201"))
@@ -72,7 +70,7 @@ async def test_unanswered_manager_sends_client_back_to_hold_for_the_next_one(sim
     assert cdrs[0]["DestinationChannel"] == ringing["DestChannel"]
 
 
-async def test_busy_manager_also_sends_client_back_to_hold(world: World, sim: Simulator, ami: AmiClient) -> None:
+async def test_busy_manager_also_sends_client_back_to_hold(world: World, sim: Simulator, ami: RawAmi) -> None:
     world.managers["105"] = Behaviour(busy=True)
     channel = await _answered(ami, "79160000003", "lead3-c1")
     since = ami.mark()
@@ -83,7 +81,7 @@ async def test_busy_manager_also_sends_client_back_to_hold(world: World, sim: Si
     await wait_until(lambda: not sim.live_channels())
 
 
-async def test_client_hanging_up_on_hold(sim: Simulator, ami: AmiClient) -> None:
+async def test_client_hanging_up_on_hold(sim: Simulator, ami: RawAmi) -> None:
     channel = await _answered(ami, "79160000009", "lead4-c1")  # ...9 hangs up 2 s after answering
     await ami.event("HangupRequest", Uniqueid="lead4-c1", Cause="16")
     await ami.event("MusicOnHoldStop", Uniqueid="lead4-c1")
@@ -93,7 +91,7 @@ async def test_client_hanging_up_on_hold(sim: Simulator, ami: AmiClient) -> None
 
 
 async def test_client_hanging_up_while_the_manager_rings_cancels_the_manager(
-    world: World, sim: Simulator, ami: AmiClient
+    world: World, sim: Simulator, ami: RawAmi
 ) -> None:
     world.clients["79160000004"] = Behaviour(answer_after=1.0, talk=3.0)
     channel = await _answered(ami, "79160000004", "lead5-c1")
@@ -104,7 +102,7 @@ async def test_client_hanging_up_while_the_manager_rings_cancels_the_manager(
     await wait_until(lambda: not sim.live_channels())
 
 
-async def test_busy_client(sim: Simulator, ami: AmiClient) -> None:
+async def test_busy_client(sim: Simulator, ami: RawAmi) -> None:
     await ami.action("Originate", *originate("79160000007", "lead6-c1"))
     response = await ami.event("OriginateResponse", Uniqueid="lead6-c1")
     assert (response["Response"], response["Reason"]) == ("Failure", "5")
@@ -115,7 +113,7 @@ async def test_busy_client(sim: Simulator, ami: AmiClient) -> None:
     assert not ami.events("Cdr")
 
 
-async def test_unavailable_client(world: World, sim: Simulator, ami: AmiClient) -> None:
+async def test_unavailable_client(world: World, sim: Simulator, ami: RawAmi) -> None:
     world.clients["79160000005"] = Behaviour(unavailable=True)
     await ami.action("Originate", *originate("79160000005", "lead7-c1"))
     response = await ami.event("OriginateResponse", Uniqueid="lead7-c1")
@@ -124,7 +122,7 @@ async def test_unavailable_client(world: World, sim: Simulator, ami: AmiClient) 
     await wait_until(lambda: not sim.live_channels())
 
 
-async def test_client_never_answering_times_out(sim: Simulator, ami: AmiClient) -> None:
+async def test_client_never_answering_times_out(sim: Simulator, ami: RawAmi) -> None:
     await ami.action("Originate", *originate("79160000008", "lead8-c1", timeout_ms=5000))
     await ami.event("DialState", DestUniqueid="lead8-c1", DialStatus="RINGING")
     response = await ami.event("OriginateResponse", Uniqueid="lead8-c1")
@@ -134,7 +132,7 @@ async def test_client_never_answering_times_out(sim: Simulator, ami: AmiClient) 
     await wait_until(lambda: not sim.live_channels())
 
 
-async def test_hangup_action_with_cause(sim: Simulator, ami: AmiClient) -> None:
+async def test_hangup_action_with_cause(sim: Simulator, ami: RawAmi) -> None:
     channel = await _answered(ami, "79160000006", "lead9-c1")
     reply = await ami.action("Hangup", ("Channel", channel), ("Cause", "21"))
     assert reply["Message"] == "Channel Hungup"
@@ -144,7 +142,7 @@ async def test_hangup_action_with_cause(sim: Simulator, ami: AmiClient) -> None:
     await wait_until(lambda: not sim.live_channels())
 
 
-async def test_hangup_of_a_ringing_client_fails_the_originate(sim: Simulator, ami: AmiClient) -> None:
+async def test_hangup_of_a_ringing_client_fails_the_originate(sim: Simulator, ami: RawAmi) -> None:
     await ami.action("Originate", *originate("79160000008", "lead10-c1"))
     await ami.event("DialState", DestUniqueid="lead10-c1", DialStatus="RINGING")
     assert (await ami.action("Hangup", ("Channel", "lead10-c1")))["Response"] == "Success"
@@ -165,7 +163,7 @@ exten => _X.,1,Set(CDR(userfield)=lead)
  same => n,Hangup()
 """
     async with Simulator(clock=ScaledClock(50), dialplan=dialplan) as sim:
-        ami = await AmiClient.connect(sim.port)
+        ami = await RawAmi.connect(sim.port)
         await ami.login()
         await ami.action(
             "Originate",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from amitools import SCALE, AmiClient
 
-from ami_adapter.simulator import Simulator, World
-from leadrouter.clock import ScaledClock
+from ami_adapter.asterisk import SHIPPED_DIALPLAN
+from pbxsim import ScaledClock, Simulator, World
+from pbxsim.tests.amitools import SCALE, RawAmi
 
 
 @pytest.fixture
@@ -23,13 +23,13 @@ def world() -> World:
 
 @pytest.fixture
 async def sim(clock: ScaledClock, world: World) -> AsyncIterator[Simulator]:
-    async with Simulator(clock=clock, world=world) as simulator:
+    async with Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world) as simulator:
         yield simulator
 
 
 @pytest.fixture
-async def ami(sim: Simulator) -> AsyncIterator[AmiClient]:
-    client = await AmiClient.connect(sim.port)
+async def ami(sim: Simulator) -> AsyncIterator[RawAmi]:
+    client = await RawAmi.connect(sim.port)
     assert (await client.login())["Response"] == "Success"
     yield client
     await client.close()

@@ -21,7 +21,7 @@ LEADROUTER_VARIABLES = [
 ]
 
 
-class AmiClient:
+class RawAmi:
     """Frames AMI messages off a TCP stream and lets a test wait for the ones it expects."""
 
     _ids = itertools.count(1)
@@ -35,7 +35,7 @@ class AmiClient:
         self._task = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, port: int) -> AmiClient:
+    async def connect(cls, port: int) -> RawAmi:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await reader.readline() == b"Asterisk Call Manager/13.0.0\r\n"
         return cls(reader, writer)

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ami_adapter.simulator import Simulator
-from leadrouter.clock import ScaledClock
+from pbxsim import ScaledClock, Simulator
 from tests.transcripts import FIXTURES, Block, load
 
 SCALE = 10.0  # simulated seconds per real second; the transcripts last 0.5-23 s

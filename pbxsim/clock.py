@@ -1,5 +1,6 @@
-"""Time for the daemon and the simulator, optionally running faster than the wall clock.
+"""Simulated time, optionally running faster than the wall clock.
 
+The simulator runs on it, and a daemon under test or in the demo is handed the same clock.
 Tests and the demo compress time (``scale=50``: a 60 s call lasts 1.2 s) so that the
 daemon's hold limits and retry delays and the simulator's ringing and talking all run on
 one shared, consistent clock without real sleeps or patched time.
