@@ -21,6 +21,7 @@ test: $(STAMP) mosquitto
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ami_ingest
+	$(BIN)/python -m bench.simulator_load
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

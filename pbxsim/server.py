@@ -198,6 +198,7 @@ class Simulator:
         users: Mapping[str, AmiUser] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        timestamp_events: bool = False,
     ) -> None:
         self.clock = clock
         self.world = world if world is not None else World()
@@ -209,6 +210,8 @@ class Simulator:
         self.raw_received = bytearray()
         self.write_chunk_size: int | None = None
         self.stalled = False
+        # manager.conf [general] timestampevents = yes: every event says when the PBX sent it.
+        self.timestamp_events = timestamp_events
         self.switch = Switch(clock=clock, dialplan=self.dialplan, world=self.world, bus=self)
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
         self._listeners: dict[str, list[Session]] = {}
@@ -278,9 +281,10 @@ class Simulator:
         sessions = self._listeners.get(category)
         if not sessions:
             return
-        text = "".join(
-            [f"Event: {event}\r\nPrivilege: {category},all\r\n", *[f"{k}: {v}\r\n" for k, v in headers], "\r\n"]
-        )
+        head = f"Event: {event}\r\nPrivilege: {category},all\r\n"
+        if self.timestamp_events:
+            head += f"Timestamp: {self.clock.now().timestamp():.6f}\r\n"
+        text = "".join([head, *[f"{k}: {v}\r\n" for k, v in headers], "\r\n"])
         data = text.encode()
         for session in sessions:
             session.deliver(text, data)

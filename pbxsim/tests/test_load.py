@@ -1,8 +1,7 @@
-"""The simulator carries hundreds of concurrent calls at a compressed clock without falling behind."""
+"""The simulator carries hundreds of concurrent calls correctly (how fast: bench/simulator_load.py)."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 from pbxsim import Behaviour, Simulator, World
@@ -23,7 +22,6 @@ def _patient(number: str) -> Behaviour:
 
 async def test_two_hundred_concurrent_calls(world: World, sim: Simulator, ami: RawAmi) -> None:
     world.default_client = _patient
-    started = time.monotonic()
     for i in range(CALLS):
         ami.send("Originate", *originate(f"7916{i:07d}", f"load-{i}"))
     await wait_until(lambda: len(ami.events("OriginateResponse")) == CALLS)
@@ -43,5 +41,3 @@ async def test_two_hundred_concurrent_calls(world: World, sim: Simulator, ami: R
     bridged = Counter(m["Uniqueid"] for m in ami.events("BridgeEnter"))
     assert len(bridged) == 2 * len(waiting) and set(bridged.values()) == {1}
     assert {f"load-{i}" for i in range(CALLS)} <= {m["Uniqueid"] for m in ami.events("Hangup")}
-    # The longest call is ~35 simulated seconds (a ...8 client rings out after 30 s): 0.7 s at scale 50.
-    assert time.monotonic() - started < 15

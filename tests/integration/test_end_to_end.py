@@ -48,6 +48,9 @@ EXPECTED = {
 }
 
 
+LAG = 1.0  # simulated seconds
+
+
 def _phone(i: int) -> str:
     return f"+7916{5000000 + i:07d}"
 
@@ -88,14 +91,17 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
                 (call,) = calls
                 assert lead.owner_id == call.manager_id and call.manager_id in {m for m, _ in MANAGERS[:8]}
                 managers_used[call.manager_id] += 1
-                # The client answered after 2 s and hung up 30 s later; hold + talk cover those 30 s.
-                # (At 30x a 33 ms stall of the event loop the simulator shares reads as a second.)
-                assert call.ring_seconds == pytest.approx(2, abs=1.5)
-                assert call.hold_seconds + call.talk_seconds == pytest.approx(30, abs=1)
-                assert call.hold_seconds >= 2.5  # at least the manager's 3 s of ringing
+                # Lower bounds hold on any machine: the world's 2 s of ringing, the manager's 3 s.
+                assert call.ring_seconds >= 2
+                assert call.hold_seconds >= 3
+                # The PBX's own figure for the same call: the world hangs up 30 s after the answer,
                 # Asterisk floors each CDR segment, and every manager tried starts a new one.
-                assert call.pbx_billable_seconds is not None
-                assert 30 - len(call.legs) <= call.pbx_billable_seconds <= 31
+                billed = call.pbx_billable_seconds
+                assert billed is not None and 30 - len(call.legs) <= billed <= 30
+                # The daemon's clock agrees with the PBX's, but for the flooring and its own
+                # processing lag (at 30x, 33 ms of a loaded event loop read as a second).
+                measured = call.hold_seconds + call.talk_seconds
+                assert billed - LAG <= measured <= billed + len(call.legs) + LAG
                 assert call.hangup_cause == 16
                 assert call.recording_file == f"leadrouter/{call.channel_id}.wav"
                 assert call.recording_url == f"https://rec.example/leadrouter/{call.channel_id}.wav"
