@@ -19,6 +19,7 @@ from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import Settings
 from leadrouter.daemon import Daemon
+from leadrouter.demo import simulator_settings
 from pbxsim import ScaledClock, Simulator, World
 
 TOKEN = "test-token-0123456789abcdef"
@@ -99,23 +100,9 @@ async def running(
             task = asyncio.create_task(_subscribe(mqtt_port, received, ready))
             stack.callback(task.cancel)
             await asyncio.wait_for(ready.wait(), 5)
-        settings = Settings.from_mapping(
-            {
-                "ami": {"port": sim.port, "secret": "s3cret", "ping_interval": 1, "ping_timeout": 1},
-                "pbx": {
-                    "client_channel": "Local/{phone}@sim-clients",
-                    "manager_channel": "Local/{extension}@sim-managers",
-                    "manager_device": "Local/{extension}@sim-managers",
-                    "originate_timeout": "20s",
-                    **(pbx or {}),
-                },
-                "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}"},
-                "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": "lr-e2e"},
-                "http": {"port": 0, "token": TOKEN},
-                "recordings": {"url_template": "https://rec.example/{file}"},
-                "routing_file": str(routing_file),
-            }
-        )
+        config = simulator_settings(ami_port=sim.port, database=tmp_path / "lr.db", mqtt_port=mqtt_port, token=TOKEN)
+        config["pbx"] |= pbx or {}
+        settings = Settings.from_mapping(config | {"routing_file": str(routing_file)})
         rig = Rig(sim, clock, settings, routing_file, received)
         await rig.start_daemon()
         try:

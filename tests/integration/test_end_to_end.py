@@ -98,7 +98,7 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
                 assert 30 - len(call.legs) <= call.pbx_billable_seconds <= 31
                 assert call.hangup_cause == 16
                 assert call.recording_file == f"leadrouter/{call.channel_id}.wav"
-                assert call.recording_url == f"https://rec.example/leadrouter/{call.channel_id}.wav"
+                assert call.recording_url == f"https://pbx.example.com/recordings/leadrouter/{call.channel_id}.wav"
                 # Whoever was tried before the one who answered was m109 (no answer) or m110 (busy).
                 for leg in call.legs[:-1]:
                     assert (leg.manager_id, leg.result) in {("m109", LegResult.NO_ANSWER), ("m110", LegResult.BUSY)}
