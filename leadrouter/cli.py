@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from datetime import date, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,7 +16,7 @@ from config.problems import ConfigError
 from config.routing import RoutingSource
 from config.settings import Settings, load_settings
 from leadrouter.logs import configure_logging
-from router.stats import hms
+from router.stats import ManagerStats, hms
 
 DEFAULT_CONFIG = os.environ.get("LEADROUTER_CONFIG", "/etc/leadrouter/leadrouter.yaml")
 
@@ -47,11 +48,16 @@ async def _stats(config: str, day: date | None, zone: tzinfo | None) -> int:
     async with supervisor_stats(settings, routing) as stats:
         report = await stats.of_day(day, zone)
     print(f"Calls with a manager on {report.day.isoformat()} ({report.zone})")
+    print_manager_table(report.managers)
+    return 0
+
+
+def print_manager_table(managers: Sequence[ManagerStats]) -> None:
+    """What a supervisor asks first: calls, talk time and the average call of each manager."""
     print(f"{'manager':<16} {'name':<24} {'calls':>6} {'talk time':>10} {'average':>8}")
-    for manager in report.managers:
+    for manager in managers:
         talk, average = hms(manager.talk_seconds), hms(manager.average_talk_seconds)
         print(f"{manager.manager_id:<16} {manager.name:<24} {manager.calls:>6} {talk:>10} {average:>8}")
-    return 0
 
 
 async def _upgrade(config: str) -> int:

@@ -27,9 +27,9 @@ from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import load_settings
 from leadrouter.broker import private_mosquitto, reachable
+from leadrouter.cli import print_manager_table
 from leadrouter.daemon import Daemon
 from pbxsim import Behaviour, ScaledClock, Simulator, World
-from router.stats import hms
 
 TOKEN = "demo-token-0123456789"
 SOURCES = ("site-form", "landing-credit", "yandex-direct", "vk-ads")
@@ -133,17 +133,20 @@ def broker() -> Iterator[int | None]:
         yield port
 
 
-class EventCounter:
-    """A CRM's view: count what arrives on MQTT."""
+class CrmListener:
+    """A CRM's view of the daemon: every event that arrives on MQTT, in arrival order."""
 
-    def __init__(self) -> None:
-        self.by_type: Counter[str] = Counter()
+    def __init__(self, identifier: str) -> None:
+        self.identifier = identifier
+        self.received: list[dict[str, Any]] = []
+        self.subscribed = asyncio.Event()
 
     async def run(self, port: int) -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier="leadrouter-demo-crm") as client:
+        async with aiomqtt.Client("127.0.0.1", port, identifier=self.identifier) as client:
             await client.subscribe("leadrouter/#", qos=1)
+            self.subscribed.set()
             async for message in client.messages:
-                self.by_type[json.loads(bytes(message.payload))["type"]] += 1
+                self.received.append(json.loads(bytes(message.payload)))
 
 
 async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: float, workdir: Path, seed: int) -> int:
@@ -156,16 +159,17 @@ async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: floa
             settings = load_settings(write_config(workdir, sim.port, mqtt_port), env={})
             routing = RoutingSource.load(settings.routing_file)
             async with Daemon(settings, routing, clock) as daemon, contextlib.AsyncExitStack() as stack:
-                counter = EventCounter()
+                crm = CrmListener("leadrouter-demo-crm")
                 if mqtt_port is not None:
-                    stack.callback(asyncio.create_task(counter.run(mqtt_port)).cancel)
+                    stack.callback(asyncio.create_task(crm.run(mqtt_port)).cancel)
+                    await asyncio.wait_for(crm.subscribed.wait(), 5)
                 base = f"http://127.0.0.1:{daemon.http_port}"
                 print(f"leadrouter demo: {leads} leads, {len(MANAGERS)} managers, clock x{scale:g}")
                 print(f"  simulator 127.0.0.1:{sim.port} | API {base} (token {TOKEN}) | MQTT port {mqtt_port}")
                 print(f"  config and database in {workdir}/")
                 poster = asyncio.create_task(_post_leads(base, numbers, rng, rate))
                 await _progress(daemon, poster, leads)
-                await _summary(daemon, counter, clock, since)
+                await _summary(daemon, crm, clock, since)
                 if exit_when_done:
                     return 0
                 print(f"\nStill running: try  curl -H 'Authorization: Bearer {TOKEN}' {base}/stats/managers")
@@ -214,18 +218,15 @@ async def _post_leads(base: str, numbers: list[str], rng: random.Random, rate: f
             await asyncio.sleep(1 / rate)
 
 
-async def _summary(daemon: Daemon, counter: EventCounter, clock: ScaledClock, since: datetime) -> None:
+async def _summary(daemon: Daemon, crm: CrmListener, clock: ScaledClock, since: datetime) -> None:
     counts = await daemon.queries.lead_status_counts()
     # The demo's clock races through hours; count the whole run rather than a calendar day.
     managers = await daemon.stats.between(since, clock.now() + timedelta(seconds=1))
     print("\nLeads:", ", ".join(f"{status} {count}" for status, count in sorted(counts.items())))
     print(f"Bridged calls: {sum(manager.calls for manager in managers)}; every assigned lead has its manager as owner.")
-    print(f"\n{'manager':<8} {'name':<16} {'calls':>5} {'talk time':>10} {'average':>8}")
-    for manager in managers:
-        talk, average = hms(manager.talk_seconds), hms(manager.average_talk_seconds)
-        print(f"{manager.manager_id:<8} {manager.name:<16} {manager.calls:>5} {talk:>10} {average:>8}")
-    if counter.by_type:
+    print()
+    print_manager_table(managers)
+    if crm.received:
         await asyncio.sleep(0.5)  # let the last acknowledged messages reach the subscriber
-        print(
-            "\nMQTT events received:", ", ".join(f"{kind} {count}" for kind, count in sorted(counter.by_type.items()))
-        )
+        by_type = Counter(message["type"] for message in crm.received)
+        print("\nMQTT events received:", ", ".join(f"{kind} {count}" for kind, count in sorted(by_type.items())))
