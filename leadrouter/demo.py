@@ -134,18 +134,27 @@ def broker() -> Iterator[int | None]:
 
 
 class CrmListener:
-    """A CRM's view of the daemon: every event that arrives on MQTT, in arrival order."""
+    """A CRM's view of the daemon: every event that arrives on MQTT, in arrival order.
 
-    def __init__(self, identifier: str) -> None:
+    With a persistent session the broker queues events for it while it is away, as for a
+    CRM that must not miss any; the demo's listener is transient, so no run inherits another's.
+    """
+
+    def __init__(self, identifier: str, *, persistent_session: bool = False) -> None:
         self.identifier = identifier
+        self.persistent_session = persistent_session
         self.received: list[dict[str, Any]] = []
+        self.topics: list[str] = []
         self.subscribed = asyncio.Event()
 
     async def run(self, port: int) -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier=self.identifier) as client:
+        async with aiomqtt.Client(
+            "127.0.0.1", port, identifier=self.identifier, clean_session=not self.persistent_session
+        ) as client:
             await client.subscribe("leadrouter/#", qos=1)
             self.subscribed.set()
             async for message in client.messages:
+                self.topics.append(str(message.topic))
                 self.received.append(json.loads(bytes(message.payload)))
 
 
