@@ -63,7 +63,8 @@ class LeadIn(BaseModel):
 
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
     return JSONResponse(
-        {"error": error, "problems": [{"field": f, "reason": r} for f, r in problems]}, status_code=status
+        {"error": error, "problems": [{"field": field, "reason": reason} for field, reason in problems]},
+        status_code=status,
     )
 
 
@@ -203,7 +204,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if found is None:
             return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
         lead, calls = found
-        return JSONResponse(_jsonable({**_lead_json(lead), "calls": [_call_json(c) for c in calls]}))
+        return JSONResponse(_jsonable({**_lead_json(lead), "calls": [_call_json(call) for call in calls]}))
 
     @app.get("/stats/managers", dependencies=auth)
     async def manager_stats(
@@ -248,9 +249,9 @@ class _Unauthorized(Exception):
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {key: _jsonable(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(item) for item in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return value

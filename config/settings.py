@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ami_adapter.client import AmiSettings
-from ami_adapter.pbx import PbxSettings
+from ami_adapter.pbx import AsteriskPbxSettings
 from config.document import Document
 from config.fields import (
     AmiText,
@@ -180,8 +180,8 @@ class PbxSection(_Strict):
         prefix, suffix = self.manager_device.split("{extension}")
         return prefix, suffix
 
-    def asterisk_settings(self) -> PbxSettings:
-        return PbxSettings(
+    def asterisk_settings(self) -> AsteriskPbxSettings:
+        return AsteriskPbxSettings(
             client_channel=self.client_channel_for,
             manager_channel=self.manager_channel_parts,
             hold_context=self.hold_context,

@@ -2,7 +2,7 @@
 
 Follow a lead: api.app (POST /leads) -> dialer.intake (commit + lead.created in the outbox)
 -> dialer.engine (claim, Originate through ami_adapter.pbx) -> ami_adapter.translate
-(AMI events -> router.pbx events) -> dialer.engine (redirect to a manager, owner, call
+(AMI events -> router.pbx_events) -> dialer.engine (redirect to a manager, owner, call
 record) -> storage.uow (one transaction with its outbox rows) -> events.publisher (MQTT).
 """
 

@@ -54,7 +54,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 def _stored_as_value(members: type[enum.StrEnum]) -> Enum:
     """A domain enum kept as its value in a VARCHAR(16) and read back as the member."""
-    return Enum(members, native_enum=False, length=16, values_callable=lambda kind: [m.value for m in kind])
+    return Enum(members, native_enum=False, length=16, values_callable=lambda kind: [member.value for member in kind])
 
 
 # Integer ids autoincrement on both SQLite (INTEGER PRIMARY KEY) and PostgreSQL (BIGSERIAL).

@@ -75,7 +75,6 @@ async def running(
     routing: dict[str, Any],
     mqtt_port: int | None = None,
     scale: float = 50.0,
-    pbx: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     clock = ScaledClock(scale)
     routing_file = tmp_path / "routing.yaml"
@@ -89,7 +88,6 @@ async def running(
             stack.callback(asyncio.create_task(crm.run(mqtt_port)).cancel)
             await asyncio.wait_for(crm.subscribed.wait(), 5)
         config = simulator_settings(ami_port=sim.port, database=tmp_path / "lr.db", mqtt_port=mqtt_port, token=TOKEN)
-        config["pbx"] |= pbx or {}
         settings = Settings.from_mapping(config | {"routing_file": str(routing_file)})
         rig = Rig(sim, clock, settings, routing_file, crm.received)
         await rig.start_daemon()
