@@ -54,6 +54,11 @@ class Rig:
         self._stack = contextlib.AsyncExitStack()
 
 
+def actions_received(sim: Simulator, action: str) -> list[dict[str, str]]:
+    """The simulator's record of each ``action`` it was sent, as header dicts."""
+    return [dict(headers) for headers in sim.received if dict(headers).get("Action") == action]
+
+
 async def until(predicate: Callable[[], Any], seconds: float, what: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
