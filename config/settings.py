@@ -264,7 +264,7 @@ class Settings(_Strict):
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<code>") -> Settings:
-        """Validate settings built in code (the demo); problems name ``source`` and have no positions.
+        """Validate settings built in code (the integration tests); problems name ``source`` and have no positions.
 
         A relative routing_file stays relative to the working directory.
         """
