@@ -61,9 +61,9 @@ class _Manager(Manager):
         # panoramisk's pinger fires and forgets; AmiClient._watchdog checks the replies.
         pass
 
-    def connection_made(self, f: asyncio.Future[Any]) -> None:
-        super().connection_made(f)
-        if self.protocol is not None and not f.exception():
+    def connection_made(self, connecting: asyncio.Future[Any]) -> None:
+        super().connection_made(connecting)
+        if self.protocol is not None and not connecting.exception():
             self.protocol.on_event = self.client.on_event
             self.protocol.wanted_events = self.client.wanted_events
 
@@ -101,14 +101,14 @@ class AmiClient:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
-        s = self.settings
+        settings = self.settings
         self._manager = _Manager(
-            host=s.host,
-            port=s.port,
-            username=s.username,
-            secret=s.secret,
-            events=s.events,
-            reconnect_timeout=s.reconnect_delay,
+            host=settings.host,
+            port=settings.port,
+            username=settings.username,
+            secret=settings.secret,
+            events=settings.events,
+            reconnect_timeout=settings.reconnect_delay,
             protocol_factory=AmiProtocol,
             forgetable_actions=_EveryAction(),
             on_disconnect=self._disconnected,
@@ -134,8 +134,8 @@ class AmiClient:
 
     @property
     def connected(self) -> bool:
-        m = self._manager
-        return bool(m and m.authenticated and m.protocol is not None and not m.protocol.closed)
+        manager = self._manager
+        return bool(manager and manager.authenticated and manager.protocol is not None and not manager.protocol.closed)
 
     async def wait_connected(self) -> None:
         await self._logged_in.wait()
@@ -155,11 +155,11 @@ class AmiClient:
 
     def drop_connection(self, reason: str) -> None:
         """Abort the socket; panoramisk then reconnects after reconnect_delay."""
-        m = self._manager
-        if m is None or m.protocol is None or m.protocol.closed:
+        manager = self._manager
+        if manager is None or manager.protocol is None or manager.protocol.closed:
             return
         log.warning("ami.dropping_connection", reason=reason)
-        m.protocol.transport.abort()
+        manager.protocol.transport.abort()
 
     async def send(self, action: Mapping[str, str | list[str]]) -> dict[str, str]:
         """Send one action and return its response headers; raises AmiError on an error reply."""
@@ -177,7 +177,7 @@ class AmiClient:
         first = messages[0]
         if not first.success:
             raise AmiError(f"{action['Action']}: {first.get('Message', first.get('Response'))}")
-        return [dict(m.items()) for m in messages[1:] if not m.get("Event", "").endswith("Complete")]
+        return [dict(item.items()) for item in messages[1:] if not item.get("Event", "").endswith("Complete")]
 
     async def _send(self, action: Mapping[str, str | list[str]], *, as_list: bool) -> Any:
         if not self.connected or self._manager is None:
@@ -189,19 +189,19 @@ class AmiClient:
             raise AmiDisconnected(f"{action['Action']}: no answer in {self.settings.action_timeout}s") from None
 
     async def _watchdog(self) -> None:
-        s = self.settings
+        settings = self.settings
         while True:
-            await asyncio.sleep(s.ping_interval)
-            m = self._manager
-            if m is None or m.protocol is None or m.protocol.closed:
+            await asyncio.sleep(settings.ping_interval)
+            manager = self._manager
+            if manager is None or manager.protocol is None or manager.protocol.closed:
                 continue
-            if not m.authenticated:
+            if not manager.authenticated:
                 # A hung server still accepts TCP connections and then says nothing at all.
-                if time.monotonic() - m.protocol.opened_at > s.ping_timeout:
+                if time.monotonic() - manager.protocol.opened_at > settings.ping_timeout:
                     self.drop_connection("no login answer")
                 continue
             try:
-                await asyncio.wait_for(self.send({"Action": "Ping"}), s.ping_timeout)
+                await asyncio.wait_for(self.send({"Action": "Ping"}), settings.ping_timeout)
             except (TimeoutError, AmiDisconnected, AmiError, AmiNotConnected) as exc:
                 if not isinstance(exc, AmiNotConnected):
                     self.drop_connection(f"ping unanswered: {exc}")

@@ -17,7 +17,7 @@ from router.phone import dial_digits
 
 
 @dataclass(frozen=True)
-class PbxSettings:
+class AsteriskPbxSettings:
     client_channel: Callable[[str], str]  # digits -> channel, e.g. PJSIP/79161234567@trunk
     manager_channel: tuple[str, str]  # the manager template split around {extension}
     hold_context: str
@@ -29,10 +29,10 @@ class PbxSettings:
 
 
 class AsteriskPbx:
-    def __init__(self, client: AmiClient, translator: EventTranslator, settings: PbxSettings) -> None:
+    def __init__(self, client: AmiClient, translator: EventTranslator, settings: AsteriskPbxSettings) -> None:
         self._client = client
         self._translator = translator
-        self._s = settings
+        self._settings = settings
 
     @property
     def connected(self) -> bool:
@@ -51,27 +51,27 @@ class AsteriskPbx:
     async def originate_client(
         self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
     ) -> None:
-        s = self._s
+        settings = self._settings
         action: dict[str, str | list[str]] = {
             "Action": "Originate",
-            "Channel": s.client_channel(dial_digits(phone)),
-            "Context": s.hold_context,
+            "Channel": settings.client_channel(dial_digits(phone)),
+            "Context": settings.hold_context,
             "Exten": "s",
             "Priority": "1",
             "Async": "true",
-            "Timeout": str(int(s.originate_timeout * 1000)),
+            "Timeout": str(int(settings.originate_timeout * 1000)),
             "ChannelId": channel_id,
             "Variable": [
                 f"LEADROUTER_LEAD={lead_id}",
                 f"LEADROUTER_CALL={call_id}",
-                f"LEADROUTER_MANAGER_PREFIX={s.manager_channel[0]}",
-                f"LEADROUTER_MANAGER_SUFFIX={s.manager_channel[1]}",
+                f"LEADROUTER_MANAGER_PREFIX={settings.manager_channel[0]}",
+                f"LEADROUTER_MANAGER_SUFFIX={settings.manager_channel[1]}",
                 f"LEADROUTER_RING_TIMEOUT={max(int(ring_timeout), 1)}",
-                f"LEADROUTER_HOLD_MAX={max(int(s.hold_max), 1)}",
+                f"LEADROUTER_HOLD_MAX={max(int(settings.hold_max), 1)}",
             ],
         }
-        if s.caller_id:
-            action["CallerID"] = s.caller_id
+        if settings.caller_id:
+            action["CallerID"] = settings.caller_id
         await self._send(action)
 
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
@@ -81,21 +81,21 @@ class AsteriskPbx:
             {
                 "Action": "Redirect",
                 "Channel": self._channel(channel_id),
-                "Context": self._s.connect_context,
+                "Context": self._settings.connect_context,
                 "Exten": extension,
                 "Priority": "1",
             }
         )
 
     async def apologize(self, channel_id: str) -> None:
-        if self._s.apology_context is None:
+        if self._settings.apology_context is None:
             await self.hang_up(channel_id)
             return
         await self._send(
             {
                 "Action": "Redirect",
                 "Channel": self._channel(channel_id),
-                "Context": self._s.apology_context,
+                "Context": self._settings.apology_context,
                 "Exten": "s",
                 "Priority": "1",
             }

@@ -115,58 +115,62 @@ class EventTranslator:
         if event is not None:
             self._sink(event)
 
-    def _newchannel(self, h: dict[str, str]) -> None:
-        if self.is_ours(h.get("Uniqueid")):
-            self._names[h["Uniqueid"]] = h["Channel"]
+    def _newchannel(self, headers: dict[str, str]) -> None:
+        if self.is_ours(headers.get("Uniqueid")):
+            self._names[headers["Uniqueid"]] = headers["Channel"]
 
-    def _rename(self, h: dict[str, str]) -> None:
-        if self.is_ours(h.get("Uniqueid")) and "Newname" in h:
-            self._names[h["Uniqueid"]] = h["Newname"]
+    def _rename(self, headers: dict[str, str]) -> None:
+        if self.is_ours(headers.get("Uniqueid")) and "Newname" in headers:
+            self._names[headers["Uniqueid"]] = headers["Newname"]
 
-    def _originate_response(self, h: dict[str, str]) -> PbxEvent | None:
-        channel_id = h.get("Uniqueid")
+    def _originate_response(self, headers: dict[str, str]) -> PbxEvent | None:
+        channel_id = headers.get("Uniqueid")
         if not self.is_ours(channel_id):
             return None
         assert channel_id is not None
-        if h.get("Response") == "Success":
+        if headers.get("Response") == "Success":
             # On success "Channel" is the real channel; on failure only the requested string.
-            self._names.setdefault(channel_id, h.get("Channel", channel_id))
+            self._names.setdefault(channel_id, headers.get("Channel", channel_id))
             return OriginateResult(channel_id, OriginateOutcome.ANSWERED)
-        return OriginateResult(channel_id, _ORIGINATE_REASONS.get(h.get("Reason", ""), OriginateOutcome.UNREACHABLE))
+        return OriginateResult(
+            channel_id, _ORIGINATE_REASONS.get(headers.get("Reason", ""), OriginateOutcome.UNREACHABLE)
+        )
 
-    def _dial_end(self, h: dict[str, str]) -> PbxEvent | None:
+    def _dial_end(self, headers: dict[str, str]) -> PbxEvent | None:
         # The Originate's own dial has no caller Uniqueid; a Dial() from the connect context does.
-        if not self.is_ours(h.get("Uniqueid")):
+        if not self.is_ours(headers.get("Uniqueid")):
             return None
-        return DialEnded(h["Uniqueid"], _DIAL_STATUSES.get(h.get("DialStatus", ""), DialOutcome.UNAVAILABLE))
+        return DialEnded(
+            headers["Uniqueid"], _DIAL_STATUSES.get(headers.get("DialStatus", ""), DialOutcome.UNAVAILABLE)
+        )
 
-    def _bridge_enter(self, h: dict[str, str]) -> PbxEvent | None:
-        return Bridged(h["Uniqueid"]) if self.is_ours(h.get("Uniqueid")) else None
+    def _bridge_enter(self, headers: dict[str, str]) -> PbxEvent | None:
+        return Bridged(headers["Uniqueid"]) if self.is_ours(headers.get("Uniqueid")) else None
 
-    def _mixmonitor_start(self, h: dict[str, str]) -> PbxEvent | None:
-        return RecordingStarted(h["Uniqueid"]) if self.is_ours(h.get("Uniqueid")) else None
+    def _mixmonitor_start(self, headers: dict[str, str]) -> PbxEvent | None:
+        return RecordingStarted(headers["Uniqueid"]) if self.is_ours(headers.get("Uniqueid")) else None
 
-    def _hangup(self, h: dict[str, str]) -> PbxEvent | None:
-        channel_id = h.get("Uniqueid")
+    def _hangup(self, headers: dict[str, str]) -> PbxEvent | None:
+        channel_id = headers.get("Uniqueid")
         if not self.is_ours(channel_id):
             return None
         assert channel_id is not None
         self._names.pop(channel_id, None)
-        cause = h.get("Cause", "")
+        cause = headers.get("Cause", "")
         return HungUp(channel_id, int(cause) if cause.isdigit() else None)
 
-    def _cdr(self, h: dict[str, str]) -> PbxEvent | None:
-        channel_id = h.get("UniqueID")
-        billable = h.get("BillableSeconds", "")
+    def _cdr(self, headers: dict[str, str]) -> PbxEvent | None:
+        channel_id = headers.get("UniqueID")
+        billable = headers.get("BillableSeconds", "")
         if not self.is_ours(channel_id) or not billable.isdigit():
             return None
         assert channel_id is not None
         return Billed(channel_id, int(billable))
 
-    def _device_state(self, h: dict[str, str]) -> PbxEvent | None:
-        device = h.get("Device", "")
+    def _device_state(self, headers: dict[str, str]) -> PbxEvent | None:
+        device = headers.get("Device", "")
         head, tail = self._device_head, self._device_tail
         if not (device.startswith(head) and device.endswith(tail)) or len(device) <= len(head) + len(tail):
             return None
         extension = device[len(head) : len(device) - len(tail)]
-        return ExtensionState(extension, _DEVICE_STATES.get(h.get("State", ""), DeviceState.UNKNOWN))
+        return ExtensionState(extension, _DEVICE_STATES.get(headers.get("State", ""), DeviceState.UNKNOWN))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from typing import Annotated, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dialer.intake import LeadInput
 from router.model import Call, Lead
 from router.phone import InvalidPhone
-from router.stats import ManagerStats, day_bounds
+from router.stats import DayStats
 
 
 class LeadIntakePort(Protocol):
@@ -37,7 +37,7 @@ class LeadQueriesPort(Protocol):
 class ApiDeps:
     intake: LeadIntakePort
     queries: LeadQueriesPort
-    stats: Callable[[datetime, datetime], Awaitable[list[ManagerStats]]]  # every manager, idle ones too
+    stats: Callable[[date | None, tzinfo | None], Awaitable[DayStats]]  # None: today, the server's zone
     health: Callable[[], dict[str, Any]]
     token: str
     max_body_bytes: int
@@ -63,7 +63,8 @@ class LeadIn(BaseModel):
 
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
     return JSONResponse(
-        {"error": error, "problems": [{"field": f, "reason": r} for f, r in problems]}, status_code=status
+        {"error": error, "problems": [{"field": field, "reason": reason} for field, reason in problems]},
+        status_code=status,
     )
 
 
@@ -203,7 +204,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if found is None:
             return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
         lead, calls = found
-        return JSONResponse(_jsonable({**_lead_json(lead), "calls": [_call_json(c) for c in calls]}))
+        return JSONResponse(_jsonable({**_lead_json(lead), "calls": [_call_json(call) for call in calls]}))
 
     @app.get("/stats/managers", dependencies=auth)
     async def manager_stats(
@@ -211,28 +212,25 @@ def create_app(deps: ApiDeps) -> FastAPI:
         tz: Annotated[str | None, Query(description="IANA zone, e.g. Europe/Moscow; the server's by default")] = None,
     ) -> JSONResponse:
         try:
-            zone = ZoneInfo(tz) if tz else datetime.now().astimezone().tzinfo
+            zone = ZoneInfo(tz) if tz else None
         except (ZoneInfoNotFoundError, ValueError):
             return _problem(422, "invalid_request", [("tz", f"unknown time zone {tz!r}")])
-        assert zone is not None
-        day = day or datetime.now(zone).date()
-        start, end = day_bounds(day, zone)
-        rows = await deps.stats(start, end)
+        stats = await deps.stats(day, zone)
         return JSONResponse(
             _jsonable(
                 {
-                    "date": day.isoformat(),
-                    "from": start,
-                    "to": end,
+                    "date": stats.day.isoformat(),
+                    "from": stats.start,
+                    "to": stats.end,
                     "managers": [
                         {
-                            "manager_id": r.manager_id,
-                            "name": r.name,
-                            "calls": r.calls,
-                            "talk_seconds": r.talk_seconds,
-                            "average_talk_seconds": r.average_talk_seconds,
+                            "manager_id": manager.manager_id,
+                            "name": manager.name,
+                            "calls": manager.calls,
+                            "talk_seconds": manager.talk_seconds,
+                            "average_talk_seconds": manager.average_talk_seconds,
                         }
-                        for r in rows
+                        for manager in stats.managers
                     ],
                 }
             )
@@ -251,9 +249,9 @@ class _Unauthorized(Exception):
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {key: _jsonable(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(item) for item in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return value

@@ -58,8 +58,8 @@ def run_panoramisk(data: bytes) -> float:
     proto.factory = type("Factory", (), {"dispatch": staticmethod(lambda message: None)})()
     proto.encoding = "utf8"
     started = time.perf_counter()
-    for i in range(0, len(data), READ_SIZE):
-        proto.data_received(data[i : i + READ_SIZE])
+    for offset in range(0, len(data), READ_SIZE):
+        proto.data_received(data[offset : offset + READ_SIZE])
     return time.perf_counter() - started
 
 
@@ -74,8 +74,8 @@ def run_leadrouter(data: bytes) -> tuple[float, int]:
     proto.wanted_events = WANTED_EVENTS
     drained = 0
     started = time.perf_counter()
-    for i in range(0, len(data), READ_SIZE):
-        proto.data_received(data[i : i + READ_SIZE])
+    for offset in range(0, len(data), READ_SIZE):
+        proto.data_received(data[offset : offset + READ_SIZE])
         while not queue.empty():
             queue.get_nowait()
             drained += 1

@@ -68,13 +68,13 @@ def _cross_check(data: object) -> Iterator[tuple[Loc, str]]:
     managers = _section(_MANAGERS, data, "managers")
     scenarios = _section(_SCENARIOS, data, "scenarios")
     if managers is not None:
-        yield from _duplicates("managers", "id", [m.id for m in managers], "manager id")
-        yield from _duplicates("managers", "extension", [m.extension for m in managers], "extension")
+        yield from _duplicates("managers", "id", [manager.id for manager in managers], "manager id")
+        yield from _duplicates("managers", "extension", [manager.extension for manager in managers], "extension")
     if scenarios is None:
         return
-    yield from _duplicates("scenarios", "name", [s.name for s in scenarios], "scenario name")
+    yield from _duplicates("scenarios", "name", [scenario.name for scenario in scenarios], "scenario name")
     if managers is not None:
-        known = sorted(m.id for m in managers)
+        known = sorted(manager.id for manager in managers)
         for index, scenario in enumerate(scenarios):
             for item, manager_id in enumerate(scenario.managers or ()):
                 if manager_id not in known:
@@ -115,18 +115,18 @@ def load_routing(path: Path) -> RoutingPlan:
     """Read and check a routing file; raise ConfigError listing every problem."""
     routing = Document.read(path).validate(_RoutingFile, _cross_check)
     return RoutingPlan(
-        managers=tuple(Manager(id=m.id, name=m.name, extension=m.extension) for m in routing.managers),
+        managers=tuple(Manager(id=entry.id, name=entry.name, extension=entry.extension) for entry in routing.managers),
         scenarios=tuple(
             Scenario(
-                name=s.name,
-                sources=frozenset(s.sources or ()),
-                managers=frozenset(s.managers or ()),
-                hold_limit=s.hold_limit,
-                ring_timeout=s.ring_timeout,
-                max_attempts=s.max_attempts,
-                retry_delays=tuple(s.retry_delays),
+                name=entry.name,
+                sources=frozenset(entry.sources or ()),
+                managers=frozenset(entry.managers or ()),
+                hold_limit=entry.hold_limit,
+                ring_timeout=entry.ring_timeout,
+                max_attempts=entry.max_attempts,
+                retry_delays=tuple(entry.retry_delays),
             )
-            for s in routing.scenarios
+            for entry in routing.scenarios
         ),
     )
 

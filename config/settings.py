@@ -1,4 +1,9 @@
-"""Daemon settings: one YAML file (see deploy/leadrouter.yaml), secrets overridable from the environment."""
+"""Daemon settings: one YAML file (see deploy/leadrouter.yaml), secrets overridable from the environment.
+
+Each section of the file is a ``...Section`` model here; the settings each part of the daemon
+takes (``AmiSettings`` of the AMI client, ``MqttSettings`` of the publisher...) are built from
+them by the section's methods, so the composition root only hands them over.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ami_adapter.client import AmiSettings
+from ami_adapter.pbx import AsteriskPbxSettings
 from config.document import Document
 from config.fields import (
     AmiText,
@@ -27,6 +34,8 @@ from config.fields import (
     only,
     template,
 )
+from dialer.engine import DialerSettings
+from events.publisher import MqttSettings
 
 # Environment variables win over the file so secrets can live in a systemd
 # EnvironmentFile or a vault instead of a file that gets copied around.
@@ -37,6 +46,9 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
 }
 
 MIN_TOKEN_LENGTH = 16
+
+# An Originate unanswered this long after its own ring timeout is written off (a lost OriginateResponse).
+DIAL_DEADLINE_MARGIN = 30.0
 
 
 def _ami_secret(value: SecretStr) -> SecretStr:
@@ -97,8 +109,9 @@ def _none_is_empty(value: object) -> object:
     return {} if value is None else value
 
 
-class _Section(BaseModel):
-    # Defaults go through the same validators, so "10" seconds is a float like any other.
+class _Strict(BaseModel):
+    # Unknown keys are typos to report, not to ignore. Defaults go through the same
+    # validators, so "10" seconds is a float like any other.
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
@@ -106,7 +119,7 @@ ClientChannel = Annotated[str, template("phone", "PJSIP/{phone}@trunk"), AfterVa
 ManagerChannel = Annotated[str, template("extension", "PJSIP/{extension}"), AfterValidator(_channel)]
 
 
-class AmiSettings(_Section):
+class AmiSection(_Strict):
     host: Host = "127.0.0.1"
     port: Port = 5038
     username: AmiText = "leadrouter"
@@ -118,8 +131,20 @@ class AmiSettings(_Section):
     reconnect_delay: WholeSeconds = 2
     action_timeout: Duration = 10
 
+    def client_settings(self) -> AmiSettings:
+        return AmiSettings(
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            secret=self.secret.get_secret_value(),
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            reconnect_delay=self.reconnect_delay,
+            action_timeout=self.action_timeout,
+        )
 
-class PbxSettings(_Section):
+
+class PbxSection(_Strict):
     client_channel: ClientChannel = "PJSIP/{phone}@trunk"
     manager_channel: ManagerChannel = "PJSIP/{extension}"
     manager_device: ManagerChannel = "PJSIP/{extension}"
@@ -155,12 +180,31 @@ class PbxSettings(_Section):
         prefix, suffix = self.manager_device.split("{extension}")
         return prefix, suffix
 
+    def asterisk_settings(self) -> AsteriskPbxSettings:
+        return AsteriskPbxSettings(
+            client_channel=self.client_channel_for,
+            manager_channel=self.manager_channel_parts,
+            hold_context=self.hold_context,
+            connect_context=self.connect_context,
+            apology_context=self.apology_context,
+            caller_id=self.caller_id,
+            originate_timeout=self.originate_timeout,
+            hold_max=self.hold_max,
+        )
 
-class DatabaseSettings(_Section):
+    def dialer_settings(self) -> DialerSettings:
+        return DialerSettings(
+            channel_id_prefix=self.channel_id_prefix,
+            max_channels=self.max_channels,
+            dial_deadline=self.originate_timeout + DIAL_DEADLINE_MARGIN,
+        )
+
+
+class DatabaseSection(_Strict):
     url: Annotated[str, AfterValidator(_database_url)] = "sqlite+aiosqlite:////var/lib/leadrouter/leadrouter.db"
 
 
-class MqttSettings(_Section):
+class MqttSection(_Strict):
     enabled: bool = True
     host: Host = "127.0.0.1"
     port: Port = 1883
@@ -171,46 +215,56 @@ class MqttSettings(_Section):
         "leadrouter"
     )
 
+    def publisher_settings(self) -> MqttSettings:
+        return MqttSettings(
+            host=self.host,
+            port=self.port,
+            topic_prefix=self.topic_prefix,
+            client_id=self.client_id,
+            username=self.username,
+            password=self.password.get_secret_value() if self.password else None,
+        )
 
-class HttpSettings(_Section):
+
+class HttpSection(_Strict):
     host: Host = "127.0.0.1"
     port: ListenPort = 8080
     token: Annotated[SecretStr, AfterValidator(_token)] | None = None  # None: the API is not started
     max_body_bytes: Count = 65536
 
 
-class PhoneSettings(_Section):
+class PhonesSection(_Strict):
     default_region: Annotated[str, AfterValidator(_region)] = "RU"
 
 
-class RecordingSettings(_Section):
+class RecordingsSection(_Strict):
     file_template: Annotated[str, template("channel_id", "leadrouter/{channel_id}.wav")] = "leadrouter/{channel_id}.wav"
     url_template: Annotated[str, AfterValidator(_url_template)] | None = None
 
 
-class LogSettings(_Section):
+class LogSection(_Strict):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     format: Literal["console", "json"] = "console"
 
 
-Section = BeforeValidator(_none_is_empty)
+_NullIsDefaults = BeforeValidator(_none_is_empty)
 
 
-class Settings(_Section):
+class Settings(_Strict):
     # Validating an empty default reports a missing secret as ami.secret, not as a missing section.
-    ami: Annotated[AmiSettings, Section] = Field(default_factory=dict, validate_default=True)
-    pbx: Annotated[PbxSettings, Section] = Field(default_factory=PbxSettings)
-    database: Annotated[DatabaseSettings, Section] = Field(default_factory=DatabaseSettings)
-    mqtt: Annotated[MqttSettings, Section] = Field(default_factory=MqttSettings)
-    http: Annotated[HttpSettings, Section] = Field(default_factory=HttpSettings)
-    phones: Annotated[PhoneSettings, Section] = Field(default_factory=PhoneSettings)
-    recordings: Annotated[RecordingSettings, Section] = Field(default_factory=RecordingSettings)
+    ami: Annotated[AmiSection, _NullIsDefaults] = Field(default_factory=dict, validate_default=True)
+    pbx: Annotated[PbxSection, _NullIsDefaults] = Field(default_factory=PbxSection)
+    database: Annotated[DatabaseSection, _NullIsDefaults] = Field(default_factory=DatabaseSection)
+    mqtt: Annotated[MqttSection, _NullIsDefaults] = Field(default_factory=MqttSection)
+    http: Annotated[HttpSection, _NullIsDefaults] = Field(default_factory=HttpSection)
+    phones: Annotated[PhonesSection, _NullIsDefaults] = Field(default_factory=PhonesSection)
+    recordings: Annotated[RecordingsSection, _NullIsDefaults] = Field(default_factory=RecordingsSection)
     routing_file: Path = Path("routing.yaml")
-    log: Annotated[LogSettings, Section] = Field(default_factory=LogSettings)
+    log: Annotated[LogSection, _NullIsDefaults] = Field(default_factory=LogSection)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<code>") -> Settings:
-        """Validate settings built in code (the demo); problems name ``source`` and have no positions.
+        """Validate settings built in code (the integration tests); problems name ``source`` and have no positions.
 
         A relative routing_file stays relative to the working directory.
         """

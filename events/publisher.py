@@ -59,7 +59,7 @@ class OutboxPublisher:
         self, feed: OutboxFeed, settings: MqttSettings, now: Callable[[], datetime], batch_size: int = 200
     ) -> None:
         self._feed = feed
-        self._s = settings
+        self._settings = settings
         self._now = now
         self._batch_size = batch_size
         self._wake = asyncio.Event()
@@ -71,20 +71,24 @@ class OutboxPublisher:
         self._wake.set()
 
     async def run(self) -> None:
-        s = self._s
+        mqtt = self._settings
         while True:
             try:
                 async with aiomqtt.Client(
-                    s.host, s.port, identifier=s.client_id, username=s.username, password=s.password
+                    mqtt.host,
+                    mqtt.port,
+                    identifier=mqtt.client_id,
+                    username=mqtt.username,
+                    password=mqtt.password,
                 ) as client:
                     self.connected = True
-                    log.info("mqtt.connected", host=s.host, port=s.port)
+                    log.info("mqtt.connected", host=mqtt.host, port=mqtt.port)
                     await self._drain_forever(client)
             except aiomqtt.MqttError as exc:
-                log.warning("mqtt.unavailable", error=str(exc), retry_in=s.reconnect_delay)
+                log.warning("mqtt.unavailable", error=str(exc), retry_in=mqtt.reconnect_delay)
             finally:
                 self.connected = False
-            await asyncio.sleep(s.reconnect_delay)
+            await asyncio.sleep(mqtt.reconnect_delay)
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
         while True:
@@ -92,13 +96,13 @@ class OutboxPublisher:
             batch = await self._feed.pending_outbox(self._batch_size)
             if not batch:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._s.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
                 continue
             # paho sends in call order, so issuing the whole batch before awaiting the
             # acknowledgements keeps commit order on the wire without a round trip per event.
             await asyncio.gather(
                 *(
-                    client.publish(topic_for(self._s.topic_prefix, record.type), record.payload, qos=1)
+                    client.publish(topic_for(self._settings.topic_prefix, record.type), record.payload, qos=1)
                     for record in batch
                 )
             )

@@ -7,14 +7,16 @@ import asyncio
 import os
 import signal
 import sys
-from datetime import date, datetime
+from collections.abc import Sequence
+from datetime import date, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config.problems import ConfigError
 from config.routing import RoutingSource
 from config.settings import Settings, load_settings
 from leadrouter.logs import configure_logging
+from router.stats import ManagerStats, hms
 
 DEFAULT_CONFIG = os.environ.get("LEADROUTER_CONFIG", "/etc/leadrouter/leadrouter.yaml")
 
@@ -39,34 +41,38 @@ async def _run(config: str) -> int:
     return 0
 
 
-async def _stats(config: str, day: date | None, tz: str | None) -> int:
-    from router.stats import day_bounds, hms, with_every_manager
-    from storage.engine import Database
-    from storage.queries import SqlQueries
+async def _stats(config: str, day: date | None, zone: tzinfo | None) -> int:
+    from leadrouter.daemon import supervisor_stats
 
     settings, routing = _load(config)
-    zone = ZoneInfo(tz) if tz else datetime.now().astimezone().tzinfo
-    assert zone is not None
-    day = day or datetime.now(zone).date()
-    async with Database(settings.database.url) as db:
-        rows = await SqlQueries(db).manager_stats(*day_bounds(day, zone))
-    print(f"Calls with a manager on {day.isoformat()} ({zone})")
-    print(f"{'manager':<16} {'name':<24} {'calls':>6} {'talk time':>10} {'average':>8}")
-    for r in with_every_manager(routing.plan.managers, rows):
-        print(
-            f"{r.manager_id:<16} {r.name:<24} {r.calls:>6} {hms(r.talk_seconds):>10} {hms(r.average_talk_seconds):>8}"
-        )
+    async with supervisor_stats(settings, routing) as stats:
+        report = await stats.of_day(day, zone)
+    print(f"Calls with a manager on {report.day.isoformat()} ({report.zone})")
+    print_manager_table(report.managers)
     return 0
+
+
+def print_manager_table(managers: Sequence[ManagerStats]) -> None:
+    """What a supervisor asks first: calls, talk time and the average call of each manager."""
+    print(f"{'manager':<16} {'name':<24} {'calls':>6} {'talk time':>10} {'average':>8}")
+    for manager in managers:
+        talk, average = hms(manager.talk_seconds), hms(manager.average_talk_seconds)
+        print(f"{manager.manager_id:<16} {manager.name:<24} {manager.calls:>6} {talk:>10} {average:>8}")
 
 
 async def _upgrade(config: str) -> int:
-    from storage.engine import Database
+    from leadrouter.daemon import upgrade_database
 
-    settings = load_settings(Path(config))
-    async with Database(settings.database.url) as db:
-        await db.migrate()
+    await upgrade_database(load_settings(Path(config)))
     print("database is up to date")
     return 0
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {name!r}") from None
 
 
 def _check(config: str) -> int:
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = commands.add_parser("stats", help="per-manager calls and talk time for a day")
     stats.add_argument("--config", default=DEFAULT_CONFIG)
     stats.add_argument("--date", type=date.fromisoformat, default=None, help="YYYY-MM-DD, today by default")
-    stats.add_argument("--tz", default=None, help="IANA time zone, the server's by default")
+    stats.add_argument("--tz", type=_zone, default=None, help="IANA time zone, the server's by default")
 
     check = commands.add_parser("check-config", help="validate leadrouter.yaml and routing.yaml")
     check.add_argument("--config", default=DEFAULT_CONFIG)

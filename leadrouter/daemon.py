@@ -2,7 +2,7 @@
 
 Follow a lead: api.app (POST /leads) -> dialer.intake (commit + lead.created in the outbox)
 -> dialer.engine (claim, Originate through ami_adapter.pbx) -> ami_adapter.translate
-(AMI events -> router.pbx events) -> dialer.engine (redirect to a manager, owner, call
+(AMI events -> router.pbx_events) -> dialer.engine (redirect to a manager, owner, call
 record) -> storage.uow (one transaction with its outbox rows) -> events.publisher (MQTT).
 """
 
@@ -12,38 +12,33 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, tzinfo
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
 
 from ami_adapter.client import AmiClient
-from ami_adapter.client import AmiSettings as AmiClientSettings
 from ami_adapter.pbx import AsteriskPbx
-from ami_adapter.pbx import PbxSettings as AsteriskPbxSettings
 from ami_adapter.translate import WANTED_EVENTS, EventTranslator
 from api.app import ApiDeps, create_app
 from api.server import ApiServer
 from config.routing import RoutingSource
 from config.settings import Settings
-from dialer.engine import Dialer, DialerSettings
+from dialer.engine import Dialer
 from dialer.intake import LeadIntake
 from dialer.ports import Clock
-from events.publisher import MqttSettings, OutboxPublisher
+from events.publisher import OutboxPublisher
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
-from router.stats import ManagerStats, with_every_manager
+from router.stats import DayStats, ManagerStats, day_bounds, with_every_manager
 from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
 
 log = structlog.get_logger("daemon")
-
-# An Originate unanswered this long after its own ring timeout is written off (a lost OriginateResponse).
-DIAL_DEADLINE_MARGIN = 30.0
 
 
 class SystemClock:
@@ -60,6 +55,31 @@ class SystemClock:
 
     def call_later(self, seconds: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(max(seconds, 0.0), callback)
+
+
+class SupervisorStats:
+    """Calls and talk time per manager as supervisors read them, idle managers with zeros.
+
+    The API serves it, ``leadrouter stats`` and the demo print it.
+    """
+
+    def __init__(self, queries: SqlQueries, routing: RoutingSource, clock: Clock) -> None:
+        self._queries = queries
+        self._routing = routing
+        self._clock = clock
+
+    async def between(self, start: datetime, end: datetime) -> list[ManagerStats]:
+        return with_every_manager(self._routing.plan.managers, await self._queries.manager_stats(start, end))
+
+    async def of_day(self, day: date | None, zone: tzinfo | None) -> DayStats:
+        """One calendar day in ``zone``; by default today, in the server's time zone."""
+        # "Today" by the clock the calls were stamped with: the demo's runs faster than the wall's.
+        now = self._clock.now().astimezone(zone)
+        zone = now.tzinfo if zone is None else zone
+        assert zone is not None  # astimezone() always gives an aware time
+        day = now.date() if day is None else day
+        start, end = day_bounds(day, zone)
+        return DayStats(day, zone, start, end, await self.between(start, end))
 
 
 class Daemon:
@@ -86,80 +106,47 @@ class Daemon:
         await self._stack.aclose()
 
     async def _start(self) -> None:
-        s, stack = self.settings, self._stack
-        db = await stack.enter_async_context(Database(s.database.url))
-        await db.migrate()
-        self.queries = SqlQueries(db)
-
-        self.publisher: OutboxPublisher | None = None
-        if s.mqtt.enabled:
-            self.publisher = OutboxPublisher(
-                self.queries,
-                MqttSettings(
-                    host=s.mqtt.host,
-                    port=s.mqtt.port,
-                    topic_prefix=s.mqtt.topic_prefix,
-                    client_id=s.mqtt.client_id,
-                    username=s.mqtt.username,
-                    password=s.mqtt.password.get_secret_value() if s.mqtt.password else None,
-                ),
-                now=self.clock.now,
-            )
+        settings, stack = self.settings, self._stack
+        database = await stack.enter_async_context(Database(settings.database.url))
+        await database.migrate()
+        self.queries = SqlQueries(database)
+        self.stats = SupervisorStats(self.queries, self.routing, self.clock)
+        self.publisher = (
+            OutboxPublisher(self.queries, settings.mqtt.publisher_settings(), now=self.clock.now)
+            if settings.mqtt.enabled
+            else None
+        )
         wake_publisher = self.publisher.wake if self.publisher else None
 
-        def uow() -> SqlUnitOfWork:
-            return SqlUnitOfWork(db, on_events_committed=wake_publisher)
+        def unit_of_work() -> SqlUnitOfWork:
+            return SqlUnitOfWork(database, on_events_committed=wake_publisher)
 
         self.board = ManagerBoard(self.routing.plan.managers)
         translator = EventTranslator(
-            channel_id_prefix=s.pbx.channel_id_prefix,
-            manager_device=s.pbx.manager_device_parts,
+            channel_id_prefix=settings.pbx.channel_id_prefix,
+            manager_device=settings.pbx.manager_device_parts,
             sink=lambda event: self.dialer.pbx_event(event),
         )
         self.ami = AmiClient(
-            AmiClientSettings(
-                host=s.ami.host,
-                port=s.ami.port,
-                username=s.ami.username,
-                secret=s.ami.secret.get_secret_value(),
-                ping_interval=s.ami.ping_interval,
-                ping_timeout=s.ami.ping_timeout,
-                reconnect_delay=s.ami.reconnect_delay,
-                action_timeout=s.ami.action_timeout,
-            ),
+            settings.ami.client_settings(),
             on_event=translator,
             wanted_events=WANTED_EVENTS,
             on_connected=lambda: self.dialer.pbx_connected(),
         )
-        pbx = AsteriskPbx(
-            self.ami,
-            translator,
-            AsteriskPbxSettings(
-                client_channel=s.pbx.client_channel_for,
-                manager_channel=s.pbx.manager_channel_parts,
-                hold_context=s.pbx.hold_context,
-                connect_context=s.pbx.connect_context,
-                apology_context=s.pbx.apology_context,
-                caller_id=s.pbx.caller_id,
-                originate_timeout=s.pbx.originate_timeout,
-                hold_max=s.pbx.hold_max,
-            ),
-        )
         self.dialer = Dialer(
-            uow=uow,
-            pbx=pbx,
+            uow=unit_of_work,
+            pbx=AsteriskPbx(self.ami, translator, settings.pbx.asterisk_settings()),
             clock=self.clock,
             routing=lambda: self.routing.plan,
             board=self.board,
-            recordings=RecordingNamer(s.recordings.file_template, s.recordings.url_template),
-            settings=DialerSettings(
-                channel_id_prefix=s.pbx.channel_id_prefix,
-                max_channels=s.pbx.max_channels,
-                dial_deadline=s.pbx.originate_timeout + DIAL_DEADLINE_MARGIN,
-            ),
+            recordings=RecordingNamer(settings.recordings.file_template, settings.recordings.url_template),
+            settings=settings.pbx.dialer_settings(),
         )
         self.intake = LeadIntake(
-            uow=uow, clock=self.clock, default_region=s.phones.default_region, on_new_lead=self.dialer.leads_added
+            uow=unit_of_work,
+            clock=self.clock,
+            default_region=settings.phones.default_region,
+            on_new_lead=self.dialer.leads_added,
         )
 
         # Stopped in reverse: the API first (no new leads), then the AMI session, then the
@@ -172,29 +159,20 @@ class Daemon:
             await stack.enter_async_context(_running(self.publisher.run(), "publisher"))
         await stack.enter_async_context(_running(self.dialer.run(), "dialer"))
         await stack.enter_async_context(self.ami)
-        if s.http.token is not None:
-            api = ApiServer(
-                create_app(
-                    ApiDeps(
-                        intake=self.intake,
-                        queries=self.queries,
-                        stats=self.manager_stats,
-                        health=self.health,
-                        token=s.http.token.get_secret_value(),
-                        max_body_bytes=s.http.max_body_bytes,
-                    )
-                ),
-                s.http.host,
-                s.http.port,
-            )
-            await stack.enter_async_context(api)
-            self.http_port = api.port
-            log.info("http.listening", host=s.http.host, port=self.http_port)
-        else:
+        if settings.http.token is None:
             log.warning("http.disabled", reason="http.token is not set")
-
-    async def manager_stats(self, start: datetime, end: datetime) -> list[ManagerStats]:
-        return with_every_manager(self.routing.plan.managers, await self.queries.manager_stats(start, end))
+            return
+        api = ApiDeps(
+            intake=self.intake,
+            queries=self.queries,
+            stats=self.stats.of_day,
+            health=self.health,
+            token=settings.http.token.get_secret_value(),
+            max_body_bytes=settings.http.max_body_bytes,
+        )
+        server = await stack.enter_async_context(ApiServer(create_app(api), settings.http.host, settings.http.port))
+        self.http_port = server.port
+        log.info("http.listening", host=settings.http.host, port=self.http_port)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -220,13 +198,26 @@ class Daemon:
 
 
 @contextlib.asynccontextmanager
+async def supervisor_stats(settings: Settings, routing: RoutingSource) -> AsyncIterator[SupervisorStats]:
+    """The figures the daemon serves at /stats/managers, from a database opened for them alone."""
+    async with Database(settings.database.url) as database:
+        yield SupervisorStats(SqlQueries(database), routing, SystemClock())
+
+
+async def upgrade_database(settings: Settings) -> None:
+    """What the daemon does at every start, for ops who migrate before starting it."""
+    async with Database(settings.database.url) as database:
+        await database.migrate()
+
+
+@contextlib.asynccontextmanager
 async def _running(coro: Any, name: str) -> Any:
     """Run a background loop for the lifetime of the block; a crash in it is logged loudly."""
     task = asyncio.create_task(coro, name=name)
 
-    def crashed(t: asyncio.Task[None]) -> None:
-        if not t.cancelled() and t.exception() is not None:
-            log.error("task.crashed", task=name, error=repr(t.exception()))
+    def crashed(finished: asyncio.Task[None]) -> None:
+        if not finished.cancelled() and finished.exception() is not None:
+            log.error("task.crashed", task=name, error=repr(finished.exception()))
 
     task.add_done_callback(crashed)
     try:

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import httpx
@@ -26,9 +27,9 @@ from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import load_settings
 from leadrouter.broker import private_mosquitto, reachable
+from leadrouter.cli import print_manager_table
 from leadrouter.daemon import Daemon
 from pbxsim import Behaviour, ScaledClock, Simulator, World
-from router.stats import hms, with_every_manager
 
 TOKEN = "demo-token-0123456789"
 SOURCES = ("site-form", "landing-credit", "yandex-direct", "vk-ads")
@@ -50,7 +51,7 @@ FIRST_NAMES = ("Иван", "Ольга", "Пётр", "Мария", "Алексе
 def demo_world(rng: random.Random, numbers: list[str]) -> World:
     """Clients and managers as a sales floor sees them; every behaviour fixed by the seed."""
     clients: dict[str, Behaviour] = {}
-    for number in (n.removeprefix("+") for n in numbers):  # the PBX dials digits
+    for number in (e164.removeprefix("+") for e164 in numbers):  # the PBX dials digits
         roll = rng.random()
         if roll < 0.62:  # answers and talks
             clients[number] = Behaviour(answer_after=rng.uniform(2, 9), talk=rng.uniform(40, 300))
@@ -62,16 +63,38 @@ def demo_world(rng: random.Random, numbers: list[str]) -> World:
             clients[number] = Behaviour(answer_after=rng.uniform(2, 6), talk=rng.uniform(4, 25))
         else:
             clients[number] = Behaviour(unavailable=True)
-    managers = {f"{101 + i}": Behaviour(answer_after=rng.uniform(1.5, 5)) for i in range(len(MANAGERS))}
+    managers = {f"{101 + index}": Behaviour(answer_after=rng.uniform(1.5, 5)) for index in range(len(MANAGERS))}
     managers["110"] = Behaviour(answer_after=None)  # Lev is away from his desk: leads move on
     return World(clients=clients, managers=managers)
+
+
+def simulator_settings(*, ami_port: int, database: Path, mqtt_port: int | None, token: str) -> dict[str, Any]:
+    """leadrouter.yaml for a daemon pointed at the PBX simulator: the demo's, and the integration tests'."""
+    return {
+        # The simulator's own AMI account (the one the recorded transcripts were captured with).
+        "ami": {"port": ami_port, "secret": "s3cret", "ping_interval": 2, "ping_timeout": 2},
+        "pbx": {
+            # The simulator answers these like the contexts of the transcripts' test dialplan.
+            "client_channel": "Local/{phone}@sim-clients",
+            "manager_channel": "Local/{extension}@sim-managers",
+            "manager_device": "Local/{extension}@sim-managers",
+            "originate_timeout": "25s",
+        },
+        "database": {"url": f"sqlite+aiosqlite:///{database.resolve()}"},
+        "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": "leadrouter-demo"},
+        "http": {"port": 0, "token": token},
+        "recordings": {"url_template": "https://pbx.example.com/recordings/{file}"},
+    }
 
 
 def write_config(workdir: Path, ami_port: int, mqtt_port: int | None) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     routing = {
         "version": 1,
-        "managers": [{"id": mid, "name": name, "extension": str(101 + i)} for i, (mid, name) in enumerate(MANAGERS)],
+        "managers": [
+            {"id": manager_id, "name": name, "extension": str(101 + index)}
+            for index, (manager_id, name) in enumerate(MANAGERS)
+        ],
         "scenarios": [
             {
                 "name": "ads",
@@ -84,21 +107,9 @@ def write_config(workdir: Path, ami_port: int, mqtt_port: int | None) -> Path:
             {"name": "default", "hold_limit": "60s", "ring_timeout": "15s", "max_attempts": 3, "retry_delays": ["3m"]},
         ],
     }
-    settings = {
-        "ami": {"port": ami_port, "secret": "s3cret", "ping_interval": 2, "ping_timeout": 2},
-        "pbx": {
-            "client_channel": "Local/{phone}@sim-clients",
-            "manager_channel": "Local/{extension}@sim-managers",
-            "manager_device": "Local/{extension}@sim-managers",
-            "originate_timeout": "25s",
-        },
-        "database": {"url": f"sqlite+aiosqlite:///{(workdir / 'leadrouter.db').resolve()}"},
-        "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": "leadrouter-demo"},
-        "http": {"port": 0, "token": TOKEN},
-        "recordings": {"url_template": "https://pbx.example.com/recordings/{file}"},
-        "routing_file": "routing.yaml",
-        "log": {"level": "warning"},
-    }
+    settings = simulator_settings(
+        ami_port=ami_port, database=workdir / "leadrouter.db", mqtt_port=mqtt_port, token=TOKEN
+    ) | {"routing_file": "routing.yaml", "log": {"level": "warning"}}
     (workdir / "routing.yaml").write_text(yaml.safe_dump(routing, allow_unicode=True, sort_keys=False))
     path = workdir / "leadrouter.yaml"
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
@@ -122,17 +133,29 @@ def broker() -> Iterator[int | None]:
         yield port
 
 
-class EventCounter:
-    """A CRM's view: count what arrives on MQTT."""
+class CrmListener:
+    """A CRM's view of the daemon: every event that arrives on MQTT, in arrival order.
 
-    def __init__(self) -> None:
-        self.by_type: Counter[str] = Counter()
+    With a persistent session the broker queues events for it while it is away, as for a
+    CRM that must not miss any; the demo's listener is transient, so no run inherits another's.
+    """
+
+    def __init__(self, identifier: str, *, persistent_session: bool = False) -> None:
+        self.identifier = identifier
+        self.persistent_session = persistent_session
+        self.received: list[dict[str, Any]] = []
+        self.topics: list[str] = []
+        self.subscribed = asyncio.Event()
 
     async def run(self, port: int) -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier="leadrouter-demo-crm") as client:
+        async with aiomqtt.Client(
+            "127.0.0.1", port, identifier=self.identifier, clean_session=not self.persistent_session
+        ) as client:
             await client.subscribe("leadrouter/#", qos=1)
+            self.subscribed.set()
             async for message in client.messages:
-                self.by_type[json.loads(bytes(message.payload))["type"]] += 1
+                self.topics.append(str(message.topic))
+                self.received.append(json.loads(bytes(message.payload)))
 
 
 async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: float, workdir: Path, seed: int) -> int:
@@ -145,16 +168,17 @@ async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: floa
             settings = load_settings(write_config(workdir, sim.port, mqtt_port), env={})
             routing = RoutingSource.load(settings.routing_file)
             async with Daemon(settings, routing, clock) as daemon, contextlib.AsyncExitStack() as stack:
-                counter = EventCounter()
+                crm = CrmListener("leadrouter-demo-crm")
                 if mqtt_port is not None:
-                    stack.callback(asyncio.create_task(counter.run(mqtt_port)).cancel)
+                    stack.callback(asyncio.create_task(crm.run(mqtt_port)).cancel)
+                    await asyncio.wait_for(crm.subscribed.wait(), 5)
                 base = f"http://127.0.0.1:{daemon.http_port}"
                 print(f"leadrouter demo: {leads} leads, {len(MANAGERS)} managers, clock x{scale:g}")
                 print(f"  simulator 127.0.0.1:{sim.port} | API {base} (token {TOKEN}) | MQTT port {mqtt_port}")
                 print(f"  config and database in {workdir}/")
                 poster = asyncio.create_task(_post_leads(base, numbers, rng, rate))
                 await _progress(daemon, poster, leads)
-                await _summary(daemon, counter, clock, since)
+                await _summary(daemon, crm, clock, since)
                 if exit_when_done:
                     return 0
                 print(f"\nStill running: try  curl -H 'Authorization: Bearer {TOKEN}' {base}/stats/managers")
@@ -173,7 +197,9 @@ async def _progress(daemon: Daemon, poster: asyncio.Task[None], leads: int) -> N
         settled = counts.get("assigned", 0) + counts.get("failed", 0) + counts.get("scheduled", 0)
         print(
             f"[{time.monotonic() - started:5.1f}s] "
-            + " ".join(f"{k} {counts.get(k, 0)}" for k in ("new", "dialing", "assigned", "scheduled", "failed"))
+            + " ".join(
+                f"{status} {counts.get(status, 0)}" for status in ("new", "dialing", "assigned", "scheduled", "failed")
+            )
             + f" | live calls {live} | managers free {daemon.board.free_count}/"
             f"{len(daemon.board)} | MQTT sent {daemon.publisher.published if daemon.publisher else 0}"
         )
@@ -186,32 +212,30 @@ async def _progress(daemon: Daemon, poster: asyncio.Task[None], leads: int) -> N
 
 async def _post_leads(base: str, numbers: list[str], rng: random.Random, rate: float) -> None:
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-        for i, number in enumerate(numbers):
+        for index, number in enumerate(numbers):
             response = await http.post(
                 "/leads",
                 json={
                     "phone": number,
                     "name": rng.choice(FIRST_NAMES),
                     "source": rng.choice(SOURCES),
-                    "external_id": f"demo-{i + 1}",
-                    "payload": {"form": "callback", "utm_campaign": f"demo-{i % 7}"},
+                    "external_id": f"demo-{index + 1}",
+                    "payload": {"form": "callback", "utm_campaign": f"demo-{index % 7}"},
                 },
             )
             response.raise_for_status()
             await asyncio.sleep(1 / rate)
 
 
-async def _summary(daemon: Daemon, counter: EventCounter, clock: ScaledClock, since: datetime) -> None:
+async def _summary(daemon: Daemon, crm: CrmListener, clock: ScaledClock, since: datetime) -> None:
     counts = await daemon.queries.lead_status_counts()
     # The demo's clock races through hours; count the whole run rather than a calendar day.
-    rows = with_every_manager(
-        daemon.routing.plan.managers, await daemon.queries.manager_stats(since, clock.now() + timedelta(seconds=1))
-    )
-    print("\nLeads:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    print(f"Bridged calls: {sum(r.calls for r in rows)}; every assigned lead has its manager as owner.")
-    print(f"\n{'manager':<8} {'name':<16} {'calls':>5} {'talk time':>10} {'average':>8}")
-    for r in rows:
-        print(f"{r.manager_id:<8} {r.name:<16} {r.calls:>5} {hms(r.talk_seconds):>10} {hms(r.average_talk_seconds):>8}")
-    if counter.by_type:
+    managers = await daemon.stats.between(since, clock.now() + timedelta(seconds=1))
+    print("\nLeads:", ", ".join(f"{status} {count}" for status, count in sorted(counts.items())))
+    print(f"Bridged calls: {sum(manager.calls for manager in managers)}; every assigned lead has its manager as owner.")
+    print()
+    print_manager_table(managers)
+    if crm.received:
         await asyncio.sleep(0.5)  # let the last acknowledged messages reach the subscriber
-        print("\nMQTT events received:", ", ".join(f"{k} {v}" for k, v in sorted(counter.by_type.items())))
+        by_type = Counter(message["type"] for message in crm.received)
+        print("\nMQTT events received:", ", ".join(f"{kind} {count}" for kind, count in sorted(by_type.items())))

@@ -18,6 +18,17 @@ class ManagerStats:
     name: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class DayStats:
+    """One calendar day in a supervisor's time zone: its UTC interval and every manager's figures."""
+
+    day: date
+    zone: tzinfo
+    start: datetime
+    end: datetime
+    managers: list[ManagerStats]
+
+
 def day_bounds(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
     """The UTC interval of one calendar day in the supervisor's time zone."""
     start = datetime.combine(day, time(), tzinfo=tz)

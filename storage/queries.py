@@ -46,14 +46,19 @@ class SqlQueries:
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [
-            ManagerStats(manager_id=m, calls=n, talk_seconds=round(t, 3), average_talk_seconds=round(t / n, 3))
-            for m, n, t in rows
+            ManagerStats(
+                manager_id=manager_id,
+                calls=count,
+                talk_seconds=round(talk_seconds, 3),
+                average_talk_seconds=round(talk_seconds / count, 3),
+            )
+            for manager_id, count, talk_seconds in rows
         ]
 
     async def lead_status_counts(self) -> dict[str, int]:
         query = select(leads.c.status, func.count()).group_by(leads.c.status)
         async with self._db.read() as conn:
-            return {status: n for status, n in (await conn.execute(query)).all()}
+            return {status: count for status, count in (await conn.execute(query)).all()}
 
     async def pending_outbox(self, limit: int) -> list[OutboxMessage]:
         query = (

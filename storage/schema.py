@@ -1,7 +1,12 @@
-"""The tables. Alembic migrations in storage/migrations create exactly these."""
+"""The tables. Alembic migrations in storage/migrations create exactly these.
+
+A table's columns carry the names of the attributes of the record it stores (router.model),
+so storage.uow maps records to rows by these column lists and no other.
+"""
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +16,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -21,6 +27,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+
+from router.model import CallState, Disposition, LeadStatus, LegResult
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -44,6 +52,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _stored_as_value(members: type[enum.StrEnum]) -> Enum:
+    """A domain enum kept as its value in a VARCHAR(16) and read back as the member."""
+    return Enum(members, native_enum=False, length=16, values_callable=lambda kind: [member.value for member in kind])
+
+
 # Integer ids autoincrement on both SQLite (INTEGER PRIMARY KEY) and PostgreSQL (BIGSERIAL).
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -58,11 +71,11 @@ leads = Table(
     Column("source", String(100), nullable=False),
     Column("external_id", String(200), nullable=True, unique=True),
     Column("payload", JSON, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", _stored_as_value(LeadStatus), nullable=False),
     Column("owner_id", String(64), nullable=True),
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UtcDateTime, nullable=True),
-    Column("last_disposition", String(16), nullable=True),
+    Column("last_disposition", _stored_as_value(Disposition), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=True),
     Index("ix_leads_due", "status", "next_attempt_at"),
@@ -78,13 +91,13 @@ calls = Table(
     Column("scenario", String(64), nullable=False),
     Column("channel_id", String(64), nullable=False, unique=True),
     Column("phone", String(16), nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", _stored_as_value(CallState), nullable=False),
     Column("started_at", UtcDateTime, nullable=False),
     Column("answered_at", UtcDateTime, nullable=True),
     Column("bridged_at", UtcDateTime, nullable=True),
     Column("ended_at", UtcDateTime, nullable=True),
     Column("manager_id", String(64), nullable=True),
-    Column("disposition", String(16), nullable=True),
+    Column("disposition", _stored_as_value(Disposition), nullable=True),
     Column("hangup_cause", Integer, nullable=True),
     Column("ring_seconds", Float, nullable=True),
     Column("hold_seconds", Float, nullable=True),
@@ -106,7 +119,7 @@ call_legs = Table(
     Column("started_at", UtcDateTime, nullable=False),
     Column("answered_at", UtcDateTime, nullable=True),
     Column("ended_at", UtcDateTime, nullable=True),
-    Column("result", String(16), nullable=True),
+    Column("result", _stored_as_value(LegResult), nullable=True),
 )
 
 outbox = Table(

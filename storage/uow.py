@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Self
 
@@ -13,112 +13,36 @@ from sqlalchemy import RowMapping, Table, Update, bindparam, delete, func, inser
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import DomainEvent
-from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult, ManagerLeg
+from router.model import Call, CallState, Lead, LeadStatus, ManagerLeg
 from storage.engine import Database
 from storage.schema import call_legs, calls, leads, outbox
 
-_DUE = (LeadStatus.NEW.value, LeadStatus.SCHEDULED.value)
+_DUE = (LeadStatus.NEW, LeadStatus.SCHEDULED)
+
+# Columns a record's attribute of the same name does not fill (see storage/schema.py):
+_ASSIGNED_BY_INSERT = {"id"}
+_ADDED_BY_CDRS = {"pbx_billable_seconds"}  # CDRs add to it (add_billing); a call never overwrites it
+_DURATIONS = {"ring_seconds", "hold_seconds", "talk_seconds", "total_seconds"}  # stored for stats; Call derives them
+_LEG_KEY = {"call_id", "leg_no"}  # which call, and the leg's place in call.legs
 
 
-def _lead_values(lead: Lead) -> dict[str, Any]:
-    return {
-        "phone": lead.phone,
-        "name": lead.name,
-        "source": lead.source,
-        "external_id": lead.external_id,
-        "payload": lead.payload,
-        "status": lead.status.value,
-        "owner_id": lead.owner_id,
-        "attempts": lead.attempts,
-        "next_attempt_at": lead.next_attempt_at,
-        "last_disposition": lead.last_disposition.value if lead.last_disposition else None,
-        "created_at": lead.created_at,
-        "updated_at": lead.updated_at,
-    }
+def _row(table: Table, record: object, leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """The record's attributes under the table's column names, but for the columns left out."""
+    return {name: getattr(record, name) for name in table.columns.keys() if name not in leave_out}
+
+
+def _attributes(row: RowMapping, leave_out: Collection[str]) -> dict[str, Any]:
+    """The row's columns as the record's constructor arguments, but for the columns left out."""
+    return {name: value for name, value in row.items() if name not in leave_out}
 
 
 def lead_from_row(row: RowMapping) -> Lead:
-    return Lead(
-        id=row["id"],
-        phone=row["phone"],
-        name=row["name"],
-        source=row["source"],
-        external_id=row["external_id"],
-        payload=row["payload"],
-        status=LeadStatus(row["status"]),
-        owner_id=row["owner_id"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_disposition=Disposition(row["last_disposition"]) if row["last_disposition"] else None,
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _call_values(call: Call) -> dict[str, Any]:
-    return {
-        "lead_id": call.lead_id,
-        "attempt": call.attempt,
-        "scenario": call.scenario,
-        "channel_id": call.channel_id,
-        "phone": call.phone,
-        "state": call.state.value,
-        "started_at": call.started_at,
-        "answered_at": call.answered_at,
-        "bridged_at": call.bridged_at,
-        "ended_at": call.ended_at,
-        "manager_id": call.manager_id,
-        "disposition": call.disposition.value if call.disposition else None,
-        "hangup_cause": call.hangup_cause,
-        "ring_seconds": call.ring_seconds,
-        "hold_seconds": call.hold_seconds,
-        "talk_seconds": call.talk_seconds,
-        "total_seconds": call.total_seconds,
-        "recording_file": call.recording_file,
-        "recording_url": call.recording_url,
-    }
-
-
-def _leg_values(leg: ManagerLeg) -> dict[str, Any]:
-    return {
-        "manager_id": leg.manager_id,
-        "started_at": leg.started_at,
-        "answered_at": leg.answered_at,
-        "ended_at": leg.ended_at,
-        "result": leg.result.value if leg.result else None,
-    }
+    return Lead(**row)
 
 
 def call_from_rows(row: RowMapping, leg_rows: Sequence[RowMapping]) -> Call:
-    return Call(
-        id=row["id"],
-        lead_id=row["lead_id"],
-        attempt=row["attempt"],
-        scenario=row["scenario"],
-        channel_id=row["channel_id"],
-        phone=row["phone"],
-        state=CallState(row["state"]),
-        started_at=row["started_at"],
-        answered_at=row["answered_at"],
-        bridged_at=row["bridged_at"],
-        ended_at=row["ended_at"],
-        manager_id=row["manager_id"],
-        disposition=Disposition(row["disposition"]) if row["disposition"] else None,
-        hangup_cause=row["hangup_cause"],
-        recording_file=row["recording_file"],
-        recording_url=row["recording_url"],
-        pbx_billable_seconds=row["pbx_billable_seconds"],
-        legs=[
-            ManagerLeg(
-                manager_id=leg["manager_id"],
-                started_at=leg["started_at"],
-                answered_at=leg["answered_at"],
-                ended_at=leg["ended_at"],
-                result=LegResult(leg["result"]) if leg["result"] else None,
-            )
-            for leg in leg_rows
-        ],
-    )
+    legs = [ManagerLeg(**_attributes(leg, _LEG_KEY)) for leg in leg_rows]
+    return Call(**_attributes(row, _DURATIONS), legs=legs)
 
 
 def _update_many(table: Table, key: str, rows: list[dict[str, Any]]) -> tuple[Update, list[dict[str, Any]]]:
@@ -137,7 +61,9 @@ class SqlLeads:
         self._conn = conn
 
     async def add(self, lead: Lead) -> None:
-        result = await self._conn.execute(insert(leads).values(_lead_values(lead)).returning(leads.c.id))
+        result = await self._conn.execute(
+            insert(leads).values(_row(leads, lead, _ASSIGNED_BY_INSERT)).returning(leads.c.id)
+        )
         lead.id = result.scalar_one()
 
     async def get(self, lead_id: int) -> Lead | None:
@@ -163,7 +89,7 @@ class SqlLeads:
             update(leads)
             .where(leads.c.id.in_(due.scalar_subquery()))
             .values(
-                status=LeadStatus.DIALING.value,
+                status=LeadStatus.DIALING,
                 attempts=leads.c.attempts + 1,
                 next_attempt_at=None,
                 updated_at=now,
@@ -171,11 +97,11 @@ class SqlLeads:
             .returning(*leads.c)
         )
         rows = (await self._conn.execute(claim)).mappings().all()
-        return sorted((lead_from_row(r) for r in rows), key=lambda lead: lead.id or 0)
+        return sorted((lead_from_row(row) for row in rows), key=lambda lead: lead.id or 0)
 
     async def update(self, changed: Sequence[Lead]) -> None:
         if changed:
-            await self._conn.execute(*_update_many(leads, "id", [{"id": x.id, **_lead_values(x)} for x in changed]))
+            await self._conn.execute(*_update_many(leads, "id", [_row(leads, lead) for lead in changed]))
 
     async def next_due_at(self) -> datetime | None:
         query = select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE))
@@ -190,23 +116,25 @@ class SqlCalls:
         if not new:
             return
         statement = insert(calls).returning(calls.c.id, sort_by_parameter_order=True)
-        result = await self._conn.execute(statement, [_call_values(call) for call in new])
+        rows = [_row(calls, call, _ASSIGNED_BY_INSERT | _ADDED_BY_CDRS) for call in new]
+        result = await self._conn.execute(statement, rows)
         for call, call_id in zip(new, result.scalars(), strict=True):
             call.id = call_id
         await self._store_legs(new)
 
     async def update(self, changed: Sequence[Call]) -> None:
         if changed:
-            await self._conn.execute(*_update_many(calls, "id", [{"id": c.id, **_call_values(c)} for c in changed]))
+            rows = [_row(calls, call, _ADDED_BY_CDRS) for call in changed]
+            await self._conn.execute(*_update_many(calls, "id", rows))
             await self._store_legs(changed)
 
     async def _store_legs(self, changed: Sequence[Call]) -> None:
         # Legs are few per call: replacing them is two statements for any batch.
-        await self._conn.execute(delete(call_legs).where(call_legs.c.call_id.in_([c.id for c in changed])))
+        await self._conn.execute(delete(call_legs).where(call_legs.c.call_id.in_([call.id for call in changed])))
         rows = [
-            {"call_id": call.id, "leg_no": n, **_leg_values(leg)}
+            {"call_id": call.id, "leg_no": leg_no, **_row(call_legs, leg, _LEG_KEY)}
             for call in changed
-            for n, leg in enumerate(call.legs, start=1)
+            for leg_no, leg in enumerate(call.legs, start=1)
         ]
         if rows:
             await self._conn.execute(insert(call_legs), rows)
@@ -219,25 +147,27 @@ class SqlCalls:
             .where(calls.c.channel_id == bindparam("b_channel_id"))
             .values(pbx_billable_seconds=func.coalesce(calls.c.pbx_billable_seconds, 0) + bindparam("b_seconds"))
         )
-        await self._conn.execute(statement, [{"b_channel_id": c, "b_seconds": n} for c, n in billed])
+        await self._conn.execute(
+            statement, [{"b_channel_id": channel_id, "b_seconds": seconds} for channel_id, seconds in billed]
+        )
 
     async def _with_legs(self, rows: Sequence[RowMapping]) -> list[Call]:
-        ids = [r["id"] for r in rows]
-        legs_by_call: dict[int, list[RowMapping]] = {i: [] for i in ids}
+        ids = [row["id"] for row in rows]
+        legs_by_call: dict[int, list[RowMapping]] = {call_id: [] for call_id in ids}
         if ids:
             query = (
                 select(call_legs).where(call_legs.c.call_id.in_(ids)).order_by(call_legs.c.call_id, call_legs.c.leg_no)
             )
             for leg in (await self._conn.execute(query)).mappings():
                 legs_by_call[leg["call_id"]].append(leg)
-        return [call_from_rows(r, legs_by_call[r["id"]]) for r in rows]
+        return [call_from_rows(row, legs_by_call[row["id"]]) for row in rows]
 
     async def for_lead(self, lead_id: int) -> list[Call]:
         query = select(calls).where(calls.c.lead_id == lead_id).order_by(calls.c.id)
         return await self._with_legs((await self._conn.execute(query)).mappings().all())
 
     async def unfinished(self) -> list[Call]:
-        query = select(calls).where(calls.c.state != CallState.ENDED.value).order_by(calls.c.id)
+        query = select(calls).where(calls.c.state != CallState.ENDED).order_by(calls.c.id)
         return await self._with_legs((await self._conn.execute(query)).mappings().all())
 
 

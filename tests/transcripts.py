@@ -37,11 +37,12 @@ class Transcript:
 
     @property
     def received(self) -> list[Block]:
-        return [b for b in self.blocks if not b.sent]
+        return [block for block in self.blocks if not block.sent]
 
     def wire_bytes(self) -> bytes:
         """What Asterisk wrote to the socket: the banner line, then every message it sent."""
-        text = self.banner + "\r\n" + "".join("\r\n".join(b.lines) + "\r\n\r\n" for b in self.received if b.lines)
+        messages = ("\r\n".join(block.lines) + "\r\n\r\n" for block in self.received if block.lines)
+        text = self.banner + "\r\n" + "".join(messages)
         return text.encode("utf-8")
 
 
@@ -63,10 +64,10 @@ def load(name: str) -> Transcript:
             lines = []
             stamp = raw[3:].strip().removeprefix("t=")
             try:
-                t: float | None = float(stamp)
+                seconds: float | None = float(stamp)
             except ValueError:
-                t = None
-            current = (raw.startswith(">>>"), t)
+                seconds = None
+            current = (raw.startswith(">>>"), seconds)
         elif raw and current is not None and not raw.startswith("("):
             lines.append(raw)
     close()

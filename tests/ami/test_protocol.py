@@ -33,12 +33,12 @@ def _chunks(data: bytes, sizes: str, rng: random.Random) -> list[bytes]:
     if sizes == "whole":
         return [data]
     if sizes == "bytes":
-        return [data[i : i + 1] for i in range(len(data))]
-    out, i = [], 0
-    while i < len(data):
-        n = rng.randint(1, 700)
-        out.append(data[i : i + n])
-        i += n
+        return [data[offset : offset + 1] for offset in range(len(data))]
+    out, offset = [], 0
+    while offset < len(data):
+        size = rng.randint(1, 700)
+        out.append(data[offset : offset + size])
+        offset += size
     return out
 
 
@@ -46,8 +46,10 @@ def _chunks(data: bytes, sizes: str, rng: random.Random) -> list[bytes]:
 @pytest.mark.parametrize("name", CALL_TRANSCRIPTS)
 async def test_every_event_of_a_transcript_arrives_intact_however_the_bytes_are_cut(name: str, sizes: str) -> None:
     transcript = load(name)
-    expected = [dict(b.headers()) for b in transcript.received if b.get("Event") and not b.get("ActionID")]
-    proto, seen = _protocol(frozenset(h["Event"] for h in expected))
+    expected = [
+        dict(block.headers()) for block in transcript.received if block.get("Event") and not block.get("ActionID")
+    ]
+    proto, seen = _protocol(frozenset(headers["Event"] for headers in expected))
     for chunk in _chunks(transcript.wire_bytes(), sizes, random.Random(name)):
         proto.data_received(chunk)
     assert [headers for _, headers in seen] == expected
@@ -60,7 +62,7 @@ def test_a_cyrillic_name_split_inside_a_letter_survives_where_panoramisk_loses_i
     proto, seen = _protocol(frozenset({"NewCallerid"}))
     proto.data_received(data[:cut])
     proto.data_received(data[cut:])
-    names = [h["CallerIDName"] for _, h in seen]
+    names = [headers["CallerIDName"] for _, headers in seen]
     assert "Ольга" in names and "ван Петров" not in names
     first = names.index("Иван Петров")
 
@@ -72,7 +74,7 @@ def test_a_cyrillic_name_split_inside_a_letter_survives_where_panoramisk_loses_i
     bare.encoding = "utf8"
     bare.data_received(data[:cut])
     bare.data_received(data[cut:])
-    bare_names = [m["CallerIDName"] for m in received if m.get("Event") == "NewCallerid"]
+    bare_names = [message["CallerIDName"] for message in received if message.get("Event") == "NewCallerid"]
     assert bare_names[first] == "ван Петров"
 
 

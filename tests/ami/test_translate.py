@@ -22,14 +22,19 @@ from router.pbx_events import (
 from tests.transcripts import load
 
 
+def _reading_into(translator: EventTranslator) -> AmiProtocol:
+    """Our AMI framing on a socket that goes nowhere, handing events to ``translator``."""
+    proto = AmiProtocol()
+    proto.connection_made(type("Transport", (), {"write": lambda self, data: None, "close": lambda self: None})())
+    proto.on_event = translator
+    proto.wanted_events = WANTED_EVENTS
+    return proto
+
+
 def _translate(name: str, prefix: str) -> tuple[EventTranslator, list[PbxEvent]]:
     out: list[PbxEvent] = []
     translator = EventTranslator(channel_id_prefix=prefix, manager_device=("Local/", "@sim-managers"), sink=out.append)
-    proto = AmiProtocol()
-    proto.connection_made(type("T", (), {"write": lambda self, d: None, "close": lambda self: None})())
-    proto.on_event = translator
-    proto.wanted_events = WANTED_EVENTS
-    proto.data_received(load(name).wire_bytes())
+    _reading_into(translator).data_received(load(name).wire_bytes())
     return translator, out
 
 
@@ -76,32 +81,29 @@ def _translate(name: str, prefix: str) -> tuple[EventTranslator, list[PbxEvent]]
 def test_a_client_legs_story_in_domain_events(name: str, channel: str, expected: list[PbxEvent]) -> None:
     prefix = channel.split("-")[0]
     _, events = _translate(name, prefix)
-    ours = [e for e in events if getattr(e, "channel_id", None) == channel]
+    ours = [event for event in events if getattr(event, "channel_id", None) == channel]
     assert ours == expected
     # The ";2" half of the Local channel is never taken for ours.
-    assert not [e for e in events if ";" in getattr(e, "channel_id", "")]
+    assert not [event for event in events if ";" in getattr(event, "channel_id", "")]
 
 
 def test_manager_phones_are_followed_by_device_state() -> None:
     _, events = _translate("client_first", "lead42")
-    states = [e for e in events if isinstance(e, ExtensionState)]
-    assert [(s.extension, s.state) for s in states if s.extension == "101"] == [
+    states = [event for event in events if isinstance(event, ExtensionState)]
+    assert [(state.extension, state.state) for state in states if state.extension == "101"] == [
         ("101", DeviceState.IN_USE),
         ("101", DeviceState.IN_USE),
         ("101", DeviceState.FREE),
         ("101", DeviceState.FREE),
     ]
     # A client's Local device does not look like a manager's.
-    assert {s.extension for s in states} == {"101"}
+    assert {state.extension for state in states} == {"101"}
 
 
 def test_channel_names_are_learned_for_redirects_and_forgotten_at_hangup() -> None:
     out: list[PbxEvent] = []
     translator = EventTranslator(channel_id_prefix="lead42", manager_device=("PJSIP/", ""), sink=out.append)
-    proto = AmiProtocol()
-    proto.connection_made(type("T", (), {"write": lambda self, d: None, "close": lambda self: None})())
-    proto.on_event = translator
-    proto.wanted_events = WANTED_EVENTS
+    proto = _reading_into(translator)
     data = load("client_first").wire_bytes()
     redirect_at = data.index(b"Event: MixMonitorStart")
     proto.data_received(data[:redirect_at])
@@ -112,7 +114,7 @@ def test_channel_names_are_learned_for_redirects_and_forgotten_at_hangup() -> No
 
 def test_a_listing_of_live_channels_names_only_ours() -> None:
     transcript = load("three_concurrent")
-    items = [dict(b.headers()) for b in transcript.received if b.get("Event") == "CoreShowChannel"]
-    translator = EventTranslator(channel_id_prefix="c3", manager_device=("PJSIP/", ""), sink=lambda e: None)
+    items = [dict(block.headers()) for block in transcript.received if block.get("Event") == "CoreShowChannel"]
+    translator = EventTranslator(channel_id_prefix="c3", manager_device=("PJSIP/", ""), sink=lambda event: None)
     assert translator.ours_in_listing(items) == {"c3-a", "c3-b", "c3-c"}
     assert translator.channel_name("c3-b") == "Local/79160000012@sim-clients-0000002b;1"

@@ -52,13 +52,13 @@ def test_one_document_only(tmp_path: Path) -> None:
 
 class Inner(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    c: int
+    value: int
 
 
 class Outer(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    a: int
-    b: Inner
+    count: int
+    inner: Inner
     items: list[Inner] = []
 
 
@@ -70,37 +70,37 @@ def validation_problems(path: Path, content: str) -> list[str]:
 
 
 def test_duplicate_keys_are_reported_not_silently_merged(tmp_path: Path) -> None:
-    assert validation_problems(tmp_path / "x.yaml", "a: 1\nb:\n  c: 1\n  c: 2\n") == [
-        "4:3: b.c: duplicate key: line 3 sets it too and this one would win"
+    assert validation_problems(tmp_path / "x.yaml", "count: 1\ninner:\n  value: 1\n  value: 2\n") == [
+        "4:3: inner.value: duplicate key: line 3 sets it too and this one would win"
     ]
 
 
 def test_problems_come_in_file_order_with_paths_into_lists(tmp_path: Path) -> None:
-    content = "items:\n  - c: 1\n  - {c: x}\n  - 7\nb: {}\nzz: 1\n"
+    content = "items:\n  - value: 1\n  - {value: x}\n  - 7\ninner: {}\nzz: 1\n"
     assert validation_problems(tmp_path / "x.yaml", content) == [
-        "1:1: a: required key is missing",
-        "3:9: items[1].c: must be a valid integer, unable to parse string as an integer",
+        "1:1: count: required key is missing",
+        "3:13: items[1].value: must be a valid integer, unable to parse string as an integer",
         "4:5: items[2]: must be a mapping of `key: value` lines",
-        "5:4: b.c: required key is missing",
-        "6:1: zz: unknown key; allowed here: a, b, items",
+        "5:8: inner.value: required key is missing",
+        "6:1: zz: unknown key; allowed here: count, inner, items",
     ]
 
 
 def test_whole_document_of_the_wrong_shape(tmp_path: Path) -> None:
     assert validation_problems(tmp_path / "x.yaml", "- a\n- b\n") == ["1:1: must be a mapping of `key: value` lines"]
     assert validation_problems(tmp_path / "x.yaml", "") == [
-        "1:1: a: required key is missing",
-        "1:1: b: required key is missing",
+        "1:1: count: required key is missing",
+        "1:1: inner: required key is missing",
     ]
 
 
 def test_values_merged_from_an_anchor_point_at_the_mapping(tmp_path: Path) -> None:
     path = tmp_path / "x.yaml"
-    path.write_text("a: 1\nb:\n  <<: {c: x}\n")
+    path.write_text("count: 1\ninner:\n  <<: {value: x}\n")
     with pytest.raises(ConfigError) as caught:
         Document.read(path).validate(Outer)
     assert [str(problem).removeprefix(f"{path}:") for problem in caught.value.problems] == [
-        "3:3: b.c: must be a valid integer, unable to parse string as an integer"
+        "3:3: inner.value: must be a valid integer, unable to parse string as an integer"
     ]
 
 

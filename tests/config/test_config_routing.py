@@ -54,7 +54,7 @@ def test_shipped_routing_yaml_loads() -> None:
 def test_valid_file_becomes_a_plan_with_durations_in_seconds(tmp_path: Path) -> None:
     plan = load_routing(write(tmp_path, VALID))
 
-    assert [(m.id, m.extension) for m in plan.managers] == [("anna", "101"), ("boris", "102")]
+    assert [(manager.id, manager.extension) for manager in plan.managers] == [("anna", "101"), ("boris", "102")]
     ads, default = plan.scenarios
     assert ads.sources == {"yandex-direct", "vk-ads"}
     assert ads.managers == {"anna"}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from config.problems import ConfigError, Problem
-from config.settings import PbxSettings, Settings, load_settings
+from config.settings import DIAL_DEADLINE_MARGIN, PbxSection, Settings, load_settings
 
 REPO = Path(__file__).parents[2]
 SECRET_ENV = {"LEADROUTER_AMI_SECRET": "from-env"}
@@ -35,7 +35,7 @@ def test_shipped_deploy_settings_load_with_the_secret_from_the_environment() -> 
 
     assert settings.ami.secret.get_secret_value() == "from-env"
     assert settings.routing_file == REPO / "deploy" / "routing.yaml"
-    assert settings.pbx == PbxSettings()
+    assert settings.pbx == PbxSection()
 
 
 def test_shipped_deploy_settings_only_lack_the_secret() -> None:
@@ -182,7 +182,7 @@ def test_other_pbx_values(tmp_path: Path) -> None:
 
 
 def test_template_helpers() -> None:
-    pbx = PbxSettings(
+    pbx = PbxSection(
         client_channel="Local/{phone}@out",
         manager_channel="PJSIP/{extension}@office",
         manager_device="SIP/{extension}",
@@ -244,3 +244,21 @@ def test_settings_built_in_code() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_mapping({"ami": {"secret": "demo", "port": 0}}, source="<demo>")
     assert str(caught.value) == "<demo>: ami.port: must be greater than or equal to 1"
+
+
+def test_sections_build_the_settings_each_part_takes(tmp_path: Path) -> None:
+    text = """\
+    ami: {port: 5039, secret: s3cret}
+    pbx: {client_channel: "Local/{phone}@out", manager_channel: "PJSIP/{extension}@office", originate_timeout: 25s}
+    mqtt: {username: crm, password: p4ss}
+    """
+    settings = load_settings(write(tmp_path, text), {})
+
+    ami = settings.ami.client_settings()
+    assert (ami.port, ami.secret, ami.ping_interval) == (5039, "s3cret", 10.0)
+    asterisk = settings.pbx.asterisk_settings()
+    assert asterisk.client_channel("79161234567") == "Local/79161234567@out"
+    assert (asterisk.manager_channel, asterisk.originate_timeout) == (("PJSIP/", "@office"), 25.0)
+    assert settings.pbx.dialer_settings().dial_deadline == 25.0 + DIAL_DEADLINE_MARGIN
+    mqtt = settings.mqtt.publisher_settings()
+    assert (mqtt.username, mqtt.password, mqtt.topic_prefix) == ("crm", "p4ss", "leadrouter")

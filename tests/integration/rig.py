@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import httpx
 import yaml
 
@@ -19,6 +17,7 @@ from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import Settings
 from leadrouter.daemon import Daemon
+from leadrouter.demo import CrmListener, simulator_settings
 from pbxsim import ScaledClock, Simulator, World
 
 TOKEN = "test-token-0123456789abcdef"
@@ -55,6 +54,11 @@ class Rig:
         self._stack = contextlib.AsyncExitStack()
 
 
+def actions_received(sim: Simulator, action: str) -> list[dict[str, str]]:
+    """The simulator's record of each ``action`` it was sent, as header dicts."""
+    return [dict(headers) for headers in sim.received if dict(headers).get("Action") == action]
+
+
 async def until(predicate: Callable[[], Any], seconds: float, what: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -68,14 +72,6 @@ async def until(predicate: Callable[[], Any], seconds: float, what: str) -> None
     raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
-async def _subscribe(port: int, into: list[dict[str, Any]], ready: asyncio.Event) -> None:
-    async with aiomqtt.Client("127.0.0.1", port, identifier="crm-e2e", clean_session=False) as client:
-        await client.subscribe("leadrouter/#", qos=1)
-        ready.set()
-        async for message in client.messages:
-            into.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
-
-
 @contextlib.asynccontextmanager
 async def running(
     tmp_path: Path,
@@ -84,39 +80,21 @@ async def running(
     routing: dict[str, Any],
     mqtt_port: int | None = None,
     scale: float = 50.0,
-    pbx: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     clock = ScaledClock(scale)
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
-    received: list[dict[str, Any]] = []
+    crm = CrmListener("crm-e2e")
     async with (
         Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world) as sim,
         contextlib.AsyncExitStack() as stack,
     ):
         if mqtt_port is not None:
-            ready = asyncio.Event()
-            task = asyncio.create_task(_subscribe(mqtt_port, received, ready))
-            stack.callback(task.cancel)
-            await asyncio.wait_for(ready.wait(), 5)
-        settings = Settings.from_mapping(
-            {
-                "ami": {"port": sim.port, "secret": "s3cret", "ping_interval": 1, "ping_timeout": 1},
-                "pbx": {
-                    "client_channel": "Local/{phone}@sim-clients",
-                    "manager_channel": "Local/{extension}@sim-managers",
-                    "manager_device": "Local/{extension}@sim-managers",
-                    "originate_timeout": "20s",
-                    **(pbx or {}),
-                },
-                "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}"},
-                "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": "lr-e2e"},
-                "http": {"port": 0, "token": TOKEN},
-                "recordings": {"url_template": "https://rec.example/{file}"},
-                "routing_file": str(routing_file),
-            }
-        )
-        rig = Rig(sim, clock, settings, routing_file, received)
+            stack.callback(asyncio.create_task(crm.run(mqtt_port)).cancel)
+            await asyncio.wait_for(crm.subscribed.wait(), 5)
+        config = simulator_settings(ami_port=sim.port, database=tmp_path / "lr.db", mqtt_port=mqtt_port, token=TOKEN)
+        settings = Settings.from_mapping(config | {"routing_file": str(routing_file)})
+        rig = Rig(sim, clock, settings, routing_file, crm.received)
         await rig.start_daemon()
         try:
             yield rig

@@ -11,7 +11,7 @@ from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from ami_adapter.client import AmiClient, AmiSettings
 from ami_adapter.protocol import AmiDisconnected
 from pbxsim import ScaledClock, Simulator
-from tests.integration.rig import until
+from tests.integration.rig import actions_received, until
 
 
 @pytest.fixture
@@ -37,10 +37,6 @@ def _client(sim: Simulator, events: list[tuple[str, dict[str, str]]], **kw: obje
     )
 
 
-def _actions(sim: Simulator, action: str) -> list[dict[str, str]]:
-    return [dict(a) for a in sim.received if dict(a).get("Action") == action]
-
-
 async def test_a_utf8_name_split_across_every_tcp_read_arrives_intact(sim: Simulator) -> None:
     events: list[tuple[str, dict[str, str]]] = []
     sim.write_chunk_size = 1  # every byte its own write: "И" is two reads
@@ -58,8 +54,8 @@ async def test_a_utf8_name_split_across_every_tcp_read_arrives_intact(sim: Simul
                 "ChannelId": "utf8-1",
             }
         )
-        await until(lambda: any(n == "NewCallerid" for n, _ in events), 10, "NewCallerid")
-    names = {h["CallerIDName"] for n, h in events if n == "NewCallerid"}
+        await until(lambda: any(name == "NewCallerid" for name, _ in events), 10, "NewCallerid")
+    names = {headers["CallerIDName"] for name, headers in events if name == "NewCallerid"}
     assert names == {"Иван Петров"}
 
 
@@ -70,7 +66,7 @@ async def test_a_silent_server_is_detected_and_the_client_reconnects(sim: Simula
         await until(lambda: not ami.connected, 3, "the watchdog to notice")
         sim.stall(False)
         await until(lambda: ami.connected, 5, "a fresh login")
-        assert len(_actions(sim, "Login")) >= 2
+        assert len(actions_received(sim, "Login")) >= 2
 
 
 async def test_an_unanswered_originate_is_failed_not_resent_after_reconnect(sim: Simulator) -> None:
@@ -95,10 +91,10 @@ async def test_an_unanswered_originate_is_failed_not_resent_after_reconnect(sim:
         sim.stall(False)
         await until(lambda: ami.connected, 5, "a fresh login")
         await asyncio.sleep(0.5)  # time in which panoramisk would have re-sent it
-    assert [a["ChannelId"] for a in _actions(sim, "Originate")] == ["once-1"]
+    assert [originate["ChannelId"] for originate in actions_received(sim, "Originate")] == ["once-1"]
 
 
 async def test_a_refused_login_is_retried_without_crashing(sim: Simulator) -> None:
     async with _client(sim, [], secret="wrong") as ami:
-        await until(lambda: len(_actions(sim, "Login")) >= 2, 5, "a second attempt")
+        await until(lambda: len(actions_received(sim, "Login")) >= 2, 5, "a second attempt")
         assert not ami.connected

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from pbxsim import Behaviour, World
-from tests.integration.rig import running, until
+from tests.integration.rig import actions_received, running, until
 
 ROUTING = {
     "version": 1,
@@ -45,7 +45,7 @@ async def test_bad_leads_get_a_clear_4xx_and_leave_no_trace_in_ami(rig) -> None:
         response = await rig.post(**body)
         assert response.status_code == 422, (body, response.text)
         problems = response.json()["problems"]
-        assert any(p["field"] == field and reason in p["reason"] for p in problems), (body, problems)
+        assert any(problem["field"] == field and reason in problem["reason"] for problem in problems), (body, problems)
 
     raw = await rig.http.post("/leads", content=b"{not json", headers={"Content-Type": "application/json"})
     assert raw.status_code == 422 and "JSON" in raw.json()["problems"][0]["reason"]
@@ -54,8 +54,8 @@ async def test_bad_leads_get_a_clear_4xx_and_leave_no_trace_in_ami(rig) -> None:
 
     async def no_length() -> AsyncIterator[bytes]:  # chunked: the limit cannot trust Content-Length
         body = json.dumps({"phone": "+79161234567", "payload": {"x": "y" * 100_000}}).encode()
-        for i in range(0, len(body), 8192):
-            yield body[i : i + 8192]
+        for offset in range(0, len(body), 8192):
+            yield body[offset : offset + 8192]
 
     chunked = await rig.http.post("/leads", content=no_length(), headers={"Content-Type": "application/json"})
     assert chunked.status_code == 413
@@ -82,7 +82,7 @@ async def test_a_good_lead_reaches_ami_as_digits_only_and_is_idempotent(rig) -> 
     assert again.status_code == 200 and again.json()["id"] == lead["id"]
 
     await until(lambda: b"Action: Originate" in rig.sim.raw_received, 5, "the Originate")
-    originates = [dict(a) for a in rig.sim.received if dict(a).get("Action") == "Originate"]
+    originates = actions_received(rig.sim, "Originate")
     assert len(originates) == 1
     assert originates[0]["Channel"] == "Local/79161234567@sim-clients"
     assert "Иван" not in rig.sim.raw_received.decode()

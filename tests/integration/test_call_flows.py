@@ -8,7 +8,7 @@ import yaml
 
 from pbxsim import Behaviour, World
 from router.model import CallState, Disposition, LeadStatus, LegResult
-from tests.integration.rig import Rig, running, until
+from tests.integration.rig import Rig, actions_received, running, until
 
 PHONE = "+79161234567"
 
@@ -51,8 +51,8 @@ async def test_nobody_free_within_the_hold_limit_hears_the_apology_and_is_called
         assert call.disposition is Disposition.NO_MANAGER
         assert [(leg.manager_id, leg.result) for leg in call.legs] == [("m201", LegResult.NO_ANSWER)]
         assert call.hold_seconds is not None and 9 <= call.hold_seconds <= 12
-        redirects = [dict(a) for a in rig.sim.received if dict(a).get("Action") == "Redirect"]
-        assert [r["Context"] for r in redirects] == ["leadrouter-connect", "leadrouter-sorry"]
+        redirects = actions_received(rig.sim, "Redirect")
+        assert [redirect["Context"] for redirect in redirects] == ["leadrouter-connect", "leadrouter-sorry"]
         assert lead.status is LeadStatus.SCHEDULED and lead.owner_id is None
 
 
@@ -91,5 +91,5 @@ async def test_routing_reload_takes_a_good_file_and_keeps_running_on_a_broken_on
         assert len(rig.daemon.board) == 2
         rig.routing_file.write_text("managers: [\n")
         assert rig.daemon.reload_routing() is False
-        assert [m.id for m in rig.daemon.routing.plan.managers] == ["m101", "m102"]
+        assert [manager.id for manager in rig.daemon.routing.plan.managers] == ["m101", "m102"]
         assert (await rig.http.get("/health")).json()["managers"] == 2

@@ -11,14 +11,17 @@ from pbxsim import Behaviour, World
 from router.model import Disposition, LeadStatus, LegResult
 from tests.integration.rig import running, until
 
-MANAGERS = [(f"m{101 + i}", str(101 + i)) for i in range(10)]  # m109 never answers, m110 is busy
+MANAGERS = [(f"m{101 + offset}", str(101 + offset)) for offset in range(10)]  # m109 never answers, m110 is busy
 ROUTING = {
     "version": 1,
-    "managers": [{"id": mid, "name": f"Manager {ext}", "extension": ext} for mid, ext in MANAGERS],
+    "managers": [
+        {"id": manager_id, "name": f"Manager {extension}", "extension": extension} for manager_id, extension in MANAGERS
+    ],
     "scenarios": [
         {"name": "default", "hold_limit": "60s", "ring_timeout": "8s", "max_attempts": 2, "retry_delays": ["10s"]}
     ],
 }
+ANSWERING = {manager_id for manager_id, _ in MANAGERS[:8]}  # the eight who pick up
 # Each lead's client behaves by its index modulo 10.
 KINDS = {
     0: "talks",
@@ -51,45 +54,48 @@ EXPECTED = {
 LAG = 1.0  # simulated seconds
 
 
-def _phone(i: int) -> str:
-    return f"+7916{5000000 + i:07d}"
+def _phone(index: int) -> str:
+    return f"+7916{5000000 + index:07d}"
 
 
 @pytest.mark.timeout(180)
 async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Path, mosquitto_port: int) -> None:
-    kinds = {i: KINDS[i % 10] for i in range(200)}
+    kinds = {index: KINDS[index % 10] for index in range(200)}
     world = World(
-        clients={_phone(i)[1:]: CLIENT[kind] for i, kind in kinds.items()},
+        clients={_phone(index)[1:]: CLIENT[kind] for index, kind in kinds.items()},
         managers={
-            **{ext: Behaviour(answer_after=3) for _, ext in MANAGERS[:8]},
+            **{extension: Behaviour(answer_after=3) for _, extension in MANAGERS[:8]},
             "109": Behaviour(answer_after=None),
             "110": Behaviour(busy=True),
         },
     )
     async with running(tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=30) as rig:
         ids = {}
-        for i in range(200):
-            response = await rig.post(phone=_phone(i), name=f"Клиент {i}", source="site", external_id=f"e2e-{i}")
+        for index in range(200):
+            response = await rig.post(
+                phone=_phone(index), name=f"Клиент {index}", source="site", external_id=f"e2e-{index}"
+            )
             assert response.status_code == 201, response.text
-            ids[i] = response.json()["id"]
+            ids[index] = response.json()["id"]
 
         async def settled() -> bool:
             counts = await rig.daemon.queries.lead_status_counts()
             return counts.get("assigned", 0) + counts.get("failed", 0) == 200 and rig.daemon.dialer.live_calls == 0
 
         await until(settled, 150, "every lead assigned or failed")
-        histories = {i: await rig.daemon.queries.lead_with_calls(ids[i]) for i in range(200)}
+        histories = {index: await rig.daemon.queries.lead_with_calls(ids[index]) for index in range(200)}
 
         managers_used: Counter[str] = Counter()
-        for i, found in histories.items():
+        for index, found in histories.items():
             assert found is not None
             lead, calls = found
-            status, dispositions = EXPECTED[kinds[i]]
-            assert lead.status is status, (i, kinds[i], lead)
-            assert [c.disposition for c in calls] == dispositions, (i, kinds[i], calls)
-            if kinds[i] == "talks":
+            kind = kinds[index]
+            status, dispositions = EXPECTED[kind]
+            assert lead.status is status, (index, kind, lead)
+            assert [call.disposition for call in calls] == dispositions, (index, kind, calls)
+            if kind == "talks":
                 (call,) = calls
-                assert lead.owner_id == call.manager_id and call.manager_id in {m for m, _ in MANAGERS[:8]}
+                assert lead.owner_id == call.manager_id and call.manager_id in ANSWERING
                 managers_used[call.manager_id] += 1
                 # Lower bounds hold on any machine: the world's 2 s of ringing, the manager's 3 s.
                 assert call.ring_seconds >= 2
@@ -104,17 +110,17 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
                 assert billed - LAG <= measured <= billed + len(call.legs) + LAG
                 assert call.hangup_cause == 16
                 assert call.recording_file == f"leadrouter/{call.channel_id}.wav"
-                assert call.recording_url == f"https://rec.example/leadrouter/{call.channel_id}.wav"
+                assert call.recording_url == f"https://pbx.example.com/recordings/leadrouter/{call.channel_id}.wav"
                 # Whoever was tried before the one who answered was m109 (no answer) or m110 (busy).
                 for leg in call.legs[:-1]:
                     assert (leg.manager_id, leg.result) in {("m109", LegResult.NO_ANSWER), ("m110", LegResult.BUSY)}
                 assert call.legs[-1].result is LegResult.ANSWERED
             else:
                 assert lead.owner_id is None
-            if kinds[i] == "gives_up":
-                assert all(leg.result is not LegResult.ANSWERED for c in calls for leg in c.legs)
+            if kind == "gives_up":
+                assert all(leg.result is not LegResult.ANSWERED for call in calls for leg in call.legs)
         # Round robin spreads the talks over the eight managers who answer.
-        assert set(managers_used) == {m for m, _ in MANAGERS[:8]}
+        assert set(managers_used) == ANSWERING
         assert max(managers_used.values()) - min(managers_used.values()) <= 8
 
         # Every outbox event reached the CRM over MQTT, with its id, in per-lead commit order.
@@ -125,15 +131,15 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
             return await rig.daemon.queries.pending_outbox(1) == []
 
         await until(all_sent, 10, "outbox drained")
-        await until(lambda: len({m["id"] for m in rig.mqtt}) >= publisher.published, 10, "MQTT delivery")
-        received = {m["id"]: m for m in rig.mqtt}
-        types = Counter(m["type"] for m in received.values())
+        await until(lambda: len({event["id"] for event in rig.mqtt}) >= publisher.published, 10, "MQTT delivery")
+        received = {event["id"]: event for event in rig.mqtt}
+        types = Counter(event["type"] for event in received.values())
         assert types["lead.created"] == 200
         assert types["lead.assigned"] == 120
         assert types["lead.failed"] == 80
         assert types["call.ended"] == 120 + 80 * 2
         assert types["call.dialing"] == types["call.ended"]
-        for i in range(0, 200, 7):
-            mine = [m["type"] for m in rig.mqtt if m["lead_id"] == ids[i]]
+        for index in range(0, 200, 7):
+            mine = [event["type"] for event in rig.mqtt if event["lead_id"] == ids[index]]
             assert mine[0] == "lead.created" and mine[1] == "call.dialing"
             assert mine[-1] in ("call.ended", "lead.failed")

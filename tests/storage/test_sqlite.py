@@ -17,22 +17,22 @@ from storage.uow import SqlUnitOfWork
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
-def _lead(i: int, **kw: object) -> Lead:
-    return Lead(phone=f"+7916000{i:04d}", name=f"Лид {i}", source="web", external_id=None, payload={"i": i},
-                created_at=NOW, **kw)  # fmt: skip
+def _lead(number: int, **kw: object) -> Lead:
+    return Lead(phone=f"+7916000{number:04d}", name=f"Лид {number}", source="web", external_id=None,
+                payload={"number": number}, created_at=NOW, **kw)  # fmt: skip
 
 
 async def test_migrations_build_exactly_the_tables_the_code_uses(db: Database) -> None:
     await db.migrate()  # a second run at start-up changes nothing
     async with db.read() as conn:
-        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
+        diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
     assert diff == []
 
 
 async def test_concurrent_claimers_never_get_the_same_lead(db: Database) -> None:
     async with SqlUnitOfWork(db) as uow:
-        for i in range(300):
-            await uow.leads.add(_lead(i))
+        for number in range(300):
+            await uow.leads.add(_lead(number))
         await uow.commit()
     claimed: list[int] = []
 
@@ -104,18 +104,18 @@ async def test_a_call_with_its_legs_round_trips(db: Database) -> None:
 
 
 async def test_outbox_keeps_commit_order_and_marks_published(db: Database) -> None:
-    for i in range(3):
+    for number in range(3):
         async with SqlUnitOfWork(db) as uow:
-            lead = _lead(i)
+            lead = _lead(number)
             await uow.leads.add(lead)
             uow.outbox.add([lead.created()], NOW)
             await uow.commit()
     queries = SqlQueries(db)
     pending = await queries.pending_outbox(10)
-    assert [m.lead_id for m in pending] == [1, 2, 3]
-    assert len({m.id for m in pending}) == 3
+    assert [message.lead_id for message in pending] == [1, 2, 3]
+    assert len({message.id for message in pending}) == 3
     await queries.mark_published([pending[0].seq], NOW)
-    assert [m.lead_id for m in await queries.pending_outbox(10)] == [2, 3]
+    assert [message.lead_id for message in await queries.pending_outbox(10)] == [2, 3]
 
 
 async def test_manager_stats_count_only_talks_in_the_period(db: Database) -> None:
@@ -123,10 +123,10 @@ async def test_manager_stats_count_only_talks_in_the_period(db: Database) -> Non
         lead = _lead(1)
         await uow.leads.add(lead)
         assert lead.id is not None
-        for n, (start, talk) in enumerate([(0, 60), (10, 120), (-3600 * 30, 50)]):
+        for attempt, (start, talk) in enumerate([(0, 60), (10, 120), (-3600 * 30, 50)], start=1):
             t0 = NOW + timedelta(seconds=start)
-            call = Call(lead_id=lead.id, attempt=n + 1, scenario="d", channel_id=f"lr-{n}", phone=lead.phone,
-                        started_at=t0)  # fmt: skip
+            call = Call(lead_id=lead.id, attempt=attempt, scenario="d", channel_id=f"lr-{attempt}",
+                        phone=lead.phone, started_at=t0)  # fmt: skip
             await uow.calls.add([call])
             call.client_answered(t0)
             call.connect_to("anna", t0)

@@ -1,0 +1,74 @@
+"""``leadrouter stats`` reads the day through the daemon's own wiring: same query, same day, every manager."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leadrouter.cli import main
+from router.model import Call, Lead
+from storage.engine import Database
+from storage.uow import SqlUnitOfWork
+
+# 23:30 on the 24th in Moscow, and already 09:30 on the 25th in Auckland.
+TALK_STARTED = datetime(2026, 11, 24, 20, 30, tzinfo=UTC)
+
+
+def _config(tmp_path: Path) -> Path:
+    routing = {
+        "version": 1,
+        "managers": [
+            {"id": "anna", "name": "Anna", "extension": "101"},
+            {"id": "boris", "name": "Boris", "extension": "102"},
+        ],
+        "scenarios": [{"name": "default"}],
+    }
+    (tmp_path / "routing.yaml").write_text(yaml.safe_dump(routing))
+    settings = {"ami": {"secret": "unused"}, "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}"}}
+    path = tmp_path / "leadrouter.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+async def _one_talk(url: str) -> None:
+    async with Database(url) as db, SqlUnitOfWork(db) as uow:
+        lead = Lead(phone="+79161234567", name="", source="", external_id=None, payload={}, created_at=TALK_STARTED)
+        await uow.leads.add(lead)
+        assert lead.id is not None
+        call = Call(lead_id=lead.id, attempt=1, scenario="default", channel_id="lr-1", phone=lead.phone,
+                    started_at=TALK_STARTED)  # fmt: skip
+        await uow.calls.add([call])
+        call.client_answered(TALK_STARTED)
+        call.connect_to("anna", TALK_STARTED)
+        call.bridged(TALK_STARTED)
+        call.hung_up(TALK_STARTED + timedelta(seconds=90), 16)
+        await uow.calls.update([call])
+        await uow.commit()
+
+
+def test_stats_of_a_day_in_a_time_zone_list_every_manager(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path)
+    assert main(["db-upgrade", "--config", str(config)]) == 0
+    asyncio.run(_one_talk(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}"))
+    capsys.readouterr()
+
+    assert main(["stats", "--config", str(config), "--date", "2026-11-24", "--tz", "Europe/Moscow"]) == 0
+    moscow = capsys.readouterr().out.splitlines()
+    assert moscow[0] == "Calls with a manager on 2026-11-24 (Europe/Moscow)"
+    assert moscow[2].split() == ["anna", "Anna", "1", "0:01:30", "0:01:30"]
+    assert moscow[3].split() == ["boris", "Boris", "0", "0:00:00", "0:00:00"]
+
+    # In Auckland the talk fell on the 25th: their 24th had none.
+    assert main(["stats", "--config", str(config), "--date", "2026-11-24", "--tz", "Pacific/Auckland"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[2] == "0"
+
+
+def test_an_unknown_time_zone_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["stats", "--config", str(_config(tmp_path)), "--tz", "Mars/Olympus"])
+    assert exited.value.code == 2
+    assert "unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
