@@ -28,6 +28,7 @@ from dialer.ports import Clock, Pbx, PbxError, UnitOfWorkFactory
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.events import DomainEvent
+from router.hold_queue import HoldQueue
 from router.model import Call, CallState, Disposition, Lead, LegResult
 from router.pbx_events import (
     Billed,
@@ -136,7 +137,7 @@ class Dialer:
         self._settings = settings
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
         self._live: dict[str, _Live] = {}
-        self._holding: dict[str, None] = {}  # clients on hold, longest waiting first
+        self._holding = HoldQueue()
         self._wake = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -382,7 +383,7 @@ class Dialer:
             return
         self._emit(live, answered)
         self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
-        self._holding[live.call.channel_id] = None
+        self._holding.join(live.call, live.scenario)
         self._connect_waiting(now)
 
     def _start_timer(self, live: _Live, seconds: float, event: Callable[[str], _Event]) -> None:
@@ -390,20 +391,10 @@ class Dialer:
         live.timers.append(self._clock.call_later(seconds, lambda: self._queue.put_nowait(event(channel_id))))
 
     def _connect_waiting(self, now: datetime) -> None:
-        """Give free managers to clients on hold, longest waiting first."""
-        for channel_id in list(self._holding):
-            if self._board.free_count == 0:
-                return
-            live = self._live[channel_id]
-            call = live.call
-            manager = self._board.pick(live.scenario, exclude=call.tried_managers())
-            if manager is None:
-                continue
-            del self._holding[channel_id]
-            assert call.id is not None
-            self._board.reserve(manager.id, call.id)
-            call.connect_to(manager.id, now)
-            self._emit(live)
+        """Ring the managers the hold queue gives to waiting clients."""
+        for connection in self._holding.connect(self._board, now):
+            channel_id, manager = connection.call.channel_id, connection.manager
+            self._emit(self._live[channel_id])
             self._spawn(self._connect(channel_id, manager.id, manager.extension))
 
     def _manager_failed(self, live: _Live, result: LegResult, now: datetime) -> None:
@@ -417,8 +408,7 @@ class Dialer:
         if (now - call.answered_at).total_seconds() >= live.scenario.hold_limit:
             self._give_up(live)
         else:
-            # Back to the head of the queue: this client has waited longest.
-            self._holding = {call.channel_id: None, **self._holding}
+            self._holding.put_back(call, live.scenario)
         if freed:
             self._manager_freed(now)
         else:
@@ -426,7 +416,7 @@ class Dialer:
 
     def _give_up(self, live: _Live) -> None:
         live.call.hold_expired = True
-        self._holding.pop(live.call.channel_id, None)
+        self._holding.leave(live.call.channel_id)
         self._spawn(self._apologize(live.call.channel_id))
 
     def _bridged(self, live: _Live, now: datetime) -> None:
@@ -444,7 +434,7 @@ class Dialer:
         call = live.call
         live.cancel_timers()
         self._live.pop(call.channel_id, None)
-        self._holding.pop(call.channel_id, None)
+        self._holding.leave(call.channel_id)
         assert call.disposition is not None and call.id is not None
         self._emit(live, ended, live.lead.finish_attempt(call.disposition, live.scenario, now))
         freed = False
@@ -485,7 +475,7 @@ class Dialer:
             if leg is not None and call.id is not None:
                 self._board.reserve(leg.manager_id, call.id)
             elif call.state is CallState.HOLDING:
-                self._holding[call.channel_id] = None
+                self._holding.join(call, live.scenario)
                 self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
             elif call.state is CallState.DIALING:
                 self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
