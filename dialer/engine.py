@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from dialer.ports import Clock, Pbx, PbxError, UnitOfWorkFactory
+from dialer.write_behind import WriteBehind
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.events import DomainEvent
@@ -138,14 +139,10 @@ class Dialer:
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
         self._live: dict[str, _Live] = {}
         self._holding = HoldQueue()
+        self._writes = WriteBehind(uow=uow, clock=clock)
         self._wake = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # What the current batch changed, committed together by _flush.
-        self._dirty_calls: dict[str, Call] = {}
-        self._dirty_leads: dict[int, Lead] = {}
-        self._events: list[DomainEvent] = []
-        self._billing: list[tuple[str, int]] = []
         self._resynced_once = False
 
     # -- inputs ---------------------------------------------------------------------------
@@ -192,7 +189,7 @@ class Dialer:
             # Stopping: store what the PBX already told us, so a restart starts from it.
             while not self._queue.empty():
                 self._apply_batch(self._drain())
-            await self._flush(retry=False)
+            await self._writes.flush(retry=False)
 
     def _drain(self) -> list[_Event]:
         batch: list[_Event] = []
@@ -212,7 +209,7 @@ class Dialer:
         while True:
             first = await self._queue.get()
             self._apply_batch([first, *self._drain()])
-            await self._flush()
+            await self._writes.flush()
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -320,10 +317,7 @@ class Dialer:
     # -- applying events ------------------------------------------------------------------
 
     def _emit(self, live: _Live, *events: DomainEvent | None) -> None:
-        self._events.extend(e for e in events if e is not None)
-        self._dirty_calls[live.call.channel_id] = live.call
-        assert live.lead.id is not None
-        self._dirty_leads[live.lead.id] = live.lead
+        self._writes.changed(live.call, live.lead, *events)
 
     def _apply(self, event: _Event, now: datetime) -> None:
         if isinstance(event, ExtensionState):
@@ -331,7 +325,7 @@ class Dialer:
                 self._manager_freed(now)
             return
         if isinstance(event, Billed):
-            self._billing.append((event.channel_id, event.billable_seconds))
+            self._writes.billed(event.channel_id, event.billable_seconds)
             return
         if isinstance(event, _Resynced):
             self._resync(event, now)
@@ -496,28 +490,3 @@ class Dialer:
         self._resynced_once = True
         self._connect_waiting(now)
         self._wake.set()
-
-    # -- persistence ----------------------------------------------------------------------
-
-    async def _flush(self, *, retry: bool = True) -> None:
-        while self._dirty_calls or self._dirty_leads or self._events or self._billing:
-            calls, leads = list(self._dirty_calls.values()), list(self._dirty_leads.values())
-            events, billing = self._events, self._billing
-            try:
-                async with self._uow() as uow:
-                    await uow.calls.update(calls)
-                    await uow.leads.update(leads)
-                    await uow.calls.add_billing(billing)
-                    uow.outbox.add(events, self._clock.now())
-                    await uow.commit()
-            except Exception:
-                # Keep everything in memory and try again: losing a state change is worse than waiting.
-                log.exception("dialer.flush_failed", calls=len(calls), events=len(events))
-                if not retry:
-                    return
-                await asyncio.sleep(1.0)  # real seconds: the database does not run on the demo's clock
-                continue
-            self._dirty_calls.clear()
-            self._dirty_leads.clear()
-            self._events = []
-            self._billing = []
