@@ -6,7 +6,12 @@ Two tasks share the in-memory state and never run at the same time between await
   so a lead is never dialled without a committed claim, and never twice at once;
 * the event loop applies PBX events in arrival order. It changes memory first and sends
   Redirect/Hangup right away (a client on hold should not wait for a disk), then commits
-  everything the batch changed, with its outbox events, in one transaction.
+  everything the batch changed, with its outbox events, in one transaction
+  (``dialer.write_behind``).
+
+Who on hold gets which free manager is the domain's rule (``router.hold_queue``); what a
+(re)login means for the live calls is decided from the PBX's listing by ``dialer.resync``.
+The Dialer applies both: it is the only writer of live-call state.
 
 PBX events arrive through ``pbx_event`` from the AMI reader, which must never block: it
 only enqueues.
@@ -25,6 +30,7 @@ from typing import Any
 import structlog
 
 from dialer.ports import Clock, Pbx, PbxError, UnitOfWorkFactory
+from dialer.resync import Resume, decide_resync
 from dialer.write_behind import WriteBehind
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
@@ -89,7 +95,7 @@ class _ConnectRefused:
 
 @dataclass(frozen=True, slots=True)
 class _Resynced:
-    live: set[str]  # our client legs the PBX listed
+    listed: set[str]  # our client legs the PBX listed
     asked_at: datetime  # calls started after this may be missing from the listing
     adopted: list[tuple[Call, Lead]]
 
@@ -162,7 +168,7 @@ class Dialer:
         while True:
             asked_at = self._clock.now()
             try:
-                live = await self._pbx.live_channels()
+                listed = await self._pbx.live_channels()
                 break
             except PbxError as exc:
                 log.error("dialer.resync_failed", error=str(exc), hint="the AMI user needs write=reporting")
@@ -172,7 +178,7 @@ class Dialer:
         adopted: list[tuple[Call, Lead]] = []
         if not self._resynced_once:
             adopted = await self._load_unfinished()
-        self._queue.put_nowait(_Resynced(live, asked_at, adopted))
+        self._queue.put_nowait(_Resynced(listed, asked_at, adopted))
 
     @property
     def live_calls(self) -> int:
@@ -455,38 +461,34 @@ class Dialer:
         return adopted
 
     def _resync(self, event: _Resynced, now: datetime) -> None:
+        """Take over the adopted calls, close the vanished ones, then connect and dial again."""
+        decision = decide_resync(
+            listed=event.listed,
+            asked_at=event.asked_at,
+            adopted=[call for call, _ in event.adopted],
+            live=[live.call for live in self._live.values()],
+        )
         plan = self._routing()
-        for call, lead in event.adopted:
-            if call.channel_id in self._live:
-                continue
-            live = _Live(call, lead, plan.scenario(call.scenario))
+        leads = {call.channel_id: lead for call, lead in event.adopted}
+        for adoption in decision.adopt:
+            call = adoption.call
+            live = _Live(call, leads[call.channel_id], plan.scenario(call.scenario))
             self._live[call.channel_id] = live
-            alive = call.channel_id in event.live
-            log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=alive)
-            if not alive:
-                continue
-            leg = call.current_leg
-            if leg is not None and call.id is not None:
-                self._board.reserve(leg.manager_id, call.id)
-            elif call.state is CallState.HOLDING:
-                self._holding.join(call, live.scenario)
-                self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
-            elif call.state is CallState.DIALING:
-                self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
-        adopted = {call.channel_id for call, _ in event.adopted}
-        for channel_id, live in list(self._live.items()):
-            if channel_id in event.live:
-                continue
-            if channel_id not in adopted and live.call.started_at >= event.asked_at:
-                continue  # dialled after the listing was asked for
-            # The client leg vanished while we were not listening: close the call with what we know.
-            call = live.call
-            if call.state is CallState.DIALING:
-                self._end(live, Disposition.UNREACHABLE, now)
-            else:
-                ended = call.hung_up(now, None)
-                if ended is not None:
-                    self._finish(live, ended, now)
+            log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=adoption.resume is not None)
+            match adoption.resume:
+                case Resume.KEEP_MANAGER:
+                    leg = call.current_leg
+                    if leg is not None and call.id is not None:
+                        self._board.reserve(leg.manager_id, call.id)
+                case Resume.HOLD:
+                    self._holding.join(call, live.scenario)
+                    self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
+                case Resume.AWAIT_ANSWER:
+                    self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+        for call in decision.close:
+            ended = call.vanished(now)
+            if ended is not None:
+                self._finish(self._live[call.channel_id], ended, now)
         self._resynced_once = True
         self._connect_waiting(now)
         self._wake.set()

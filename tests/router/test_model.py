@@ -160,6 +160,18 @@ def test_a_client_hanging_up_while_a_manager_rings_cancels_that_leg() -> None:
     assert (subject.legs[0].result, subject.legs[0].ended_at) == (LegResult.CANCELLED, at(6))
 
 
+def test_a_vanished_call_is_unreachable_before_the_answer_and_hung_up_after() -> None:
+    ringing = call()
+    ended = ringing.vanished(at(20))
+    assert ended is not None and ringing.disposition is Disposition.UNREACHABLE
+    talking = holding()
+    talking.connect_to("m1", at(4))
+    talking.bridged(at(5))
+    ended = talking.vanished(at(60))
+    assert ended is not None and talking.disposition is Disposition.COMPLETED and talking.hangup_cause is None
+    assert talking.vanished(at(61)) is None
+
+
 def test_durations_split_the_call_into_ring_hold_and_talk() -> None:
     subject = holding(answered=3.25)
     assert (subject.ring_seconds, subject.hold_seconds, subject.talk_seconds, subject.total_seconds) == (
