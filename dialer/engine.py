@@ -148,6 +148,8 @@ class Dialer:
         self._writes = WriteBehind(uow=uow, clock=clock)
         self._wake = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
+        self._dispatch_parked = False  # the dispatch loop waits for _wake
+        self._maybe_idle = asyncio.Event()  # set whenever something idle() checks may have finished
         self._tasks: set[asyncio.Task[None]] = set()
         self._resynced_once = False
 
@@ -184,6 +186,29 @@ class Dialer:
     def live_calls(self) -> int:
         return len(self._live)
 
+    async def idle(self) -> None:
+        """Wait until the dialer has nothing left to do before something new happens.
+
+        That is: every queued event applied, every change committed, every PBX action it sent
+        answered (a refused one has queued its event by then), and the dispatch loop waiting to
+        be woken. Timers are not waited for, and a ``pbx_connected`` in progress is its caller's
+        to await. Only meaningful while ``run`` runs. Tests wait on this instead of sleeping.
+        """
+        while not self._is_idle():
+            self._maybe_idle.clear()
+            await self._maybe_idle.wait()
+
+    def _is_idle(self) -> bool:
+        # The event loop needs no flag: it applies a batch without awaiting, so whenever another
+        # task runs it is either flushing (writes pending) or waiting on an empty queue.
+        return (
+            self._queue.empty()
+            and not self._writes.pending
+            and not self._tasks
+            and self._dispatch_parked
+            and not self._wake.is_set()
+        )
+
     # -- the two loops --------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -216,6 +241,7 @@ class Dialer:
             first = await self._queue.get()
             self._apply_batch([first, *self._drain()])
             await self._writes.flush()
+            self._maybe_idle.set()
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -229,7 +255,10 @@ class Dialer:
                 continue
             if delay is not None:
                 self._wake_in(delay)
+            self._dispatch_parked = True
+            self._maybe_idle.set()
             await self._wake.wait()
+            self._dispatch_parked = False
 
     def _wake_in(self, seconds: float) -> None:
         if self._wake_timer is not None:
@@ -290,7 +319,11 @@ class Dialer:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._action_done)
+
+    def _action_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._maybe_idle.set()
 
     async def _originate(self, live: _Live) -> None:
         call = live.call
