@@ -6,7 +6,7 @@ from router.board import ManagerBoard
 from router.pbx_events import DeviceState
 from router.routing import Manager, Scenario
 
-M1, M2, M3 = (Manager(f"m{i}", f"Manager {i}", str(100 + i)) for i in (1, 2, 3))
+M1, M2, M3 = (Manager(f"m{number}", f"Manager {number}", str(100 + number)) for number in (1, 2, 3))
 
 
 def scenario(*managers: str) -> Scenario:

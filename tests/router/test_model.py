@@ -36,9 +36,9 @@ def call() -> Call:
 
 
 def holding(answered: float = 3) -> Call:
-    c = call()
-    c.client_answered(at(answered))
-    return c
+    subject = call()
+    subject.client_answered(at(answered))
+    return subject
 
 
 # -- Lead ---------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def test_a_failed_attempt_is_retried_after_the_delay_for_that_attempt() -> None:
 
 
 def test_the_last_retry_delay_repeats() -> None:
-    assert [SCENARIO.retry_delay(n) for n in (1, 2, 3, 4)] == [60, 300, 300, 300]
+    assert [SCENARIO.retry_delay(attempts) for attempts in (1, 2, 3, 4)] == [60, 300, 300, 300]
 
 
 def test_the_last_allowed_attempt_fails_the_lead() -> None:

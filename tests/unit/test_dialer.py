@@ -71,10 +71,10 @@ class Rig:
         await self.dialer.idle()
 
     def call(self, channel_id: str) -> Call:
-        return next(c for c in self.db.calls.values() if c.channel_id == channel_id)
+        return next(call for call in self.db.calls.values() if call.channel_id == channel_id)
 
     def events(self, type_: str) -> list[object]:
-        return [e for e in self.db.outbox if e.type == type_]
+        return [event for event in self.db.outbox if event.type == type_]
 
 
 @contextlib.asynccontextmanager
@@ -85,7 +85,7 @@ async def make_rig(
     db, pbx, clock = db or FakeDb(), pbx or FakePbx(), ManualClock()
     uow = uow or (lambda: FakeUnitOfWork(db))
     plan = RoutingPlan(
-        managers=tuple(Manager(f"m{i}", f"Manager {i}", str(101 + i)) for i in range(managers)),
+        managers=tuple(Manager(f"m{index}", f"Manager {index}", str(101 + index)) for index in range(managers)),
         scenarios=(SCENARIO,),
     )
     board = ManagerBoard(plan.managers)
@@ -111,8 +111,8 @@ async def make_rig(
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    async with make_rig() as r:
-        yield r
+    async with make_rig() as ready:
+        yield ready
 
 
 async def test_answered_client_is_bridged_and_the_manager_becomes_owner(rig: Rig) -> None:
@@ -143,7 +143,7 @@ async def test_answered_client_is_bridged_and_the_manager_becomes_owner(rig: Rig
     assert [leg.result for leg in call.legs] == [LegResult.ANSWERED]
     assert rig.db.billing == {channel: 97}
     assert rig.db.leads[lead_id].status is LeadStatus.ASSIGNED
-    types = [e.type for e in rig.db.outbox]
+    types = [event.type for event in rig.db.outbox]
     assert types == ["lead.created", "call.dialing", "call.answered", "lead.assigned", "call.ended"]
     assert rig.board.free_count == 2  # the manager is free again
 
@@ -157,7 +157,7 @@ async def test_a_manager_who_does_not_answer_is_skipped_for_the_next(rig: Rig) -
     rig.clock.advance(15)
     rig.dialer.pbx_event(DialEnded(channel, DialOutcome.NO_ANSWER))
     await rig.settle()
-    assert [a[2] for a in rig.pbx.of_kind("connect")] == ["101", "102"]
+    assert [action[2] for action in rig.pbx.of_kind("connect")] == ["101", "102"]
     rig.dialer.pbx_event(DialEnded(channel, DialOutcome.ANSWER))
     rig.dialer.pbx_event(Bridged(channel))
     rig.dialer.pbx_event(HungUp(channel, 16))
@@ -201,7 +201,7 @@ async def test_nobody_free_within_the_hold_limit_apologises_and_schedules_a_retr
         lead = rig.db.leads[lead_id]
         assert lead.status is LeadStatus.SCHEDULED
         assert lead.next_attempt_at == rig.clock.now() + timedelta(seconds=60)
-        assert [e.type for e in rig.db.outbox][-2:] == ["call.ended", "lead.scheduled"]
+        assert [event.type for event in rig.db.outbox][-2:] == ["call.ended", "lead.scheduled"]
 
 
 async def test_busy_client_is_retried_then_failed(rig: Rig) -> None:
@@ -218,7 +218,7 @@ async def test_busy_client_is_retried_then_failed(rig: Rig) -> None:
     await rig.settle()
     lead = rig.db.leads[lead_id]
     assert lead.status is LeadStatus.FAILED and lead.attempts == 2
-    assert [e.type for e in rig.db.outbox][-2:] == ["call.ended", "lead.failed"]
+    assert [event.type for event in rig.db.outbox][-2:] == ["call.ended", "lead.failed"]
 
 
 async def test_client_hanging_up_on_hold_is_abandoned() -> None:
@@ -237,11 +237,9 @@ async def test_client_hanging_up_on_hold_is_abandoned() -> None:
 
 async def test_dials_no_more_clients_than_free_managers() -> None:
     async with make_rig(managers=2) as rig:
-        for i in range(5):
-            await rig.lead(phone=f"+7916123456{i}")
-        await rig.dialled(2)
-        await rig.settle()
-        assert len(rig.pbx.of_kind("originate")) == 2
+        for digit in range(5):
+            await rig.lead(phone=f"+7916123456{digit}")
+        await rig.dialled(2)  # exactly two, once the dialer has nothing left to do
         assert sum(1 for lead in rig.db.leads.values() if lead.status is LeadStatus.NEW) == 3
 
 
