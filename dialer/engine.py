@@ -6,7 +6,12 @@ Two tasks share the in-memory state and never run at the same time between await
   so a lead is never dialled without a committed claim, and never twice at once;
 * the event loop applies PBX events in arrival order. It changes memory first and sends
   Redirect/Hangup right away (a client on hold should not wait for a disk), then commits
-  everything the batch changed, with its outbox events, in one transaction.
+  everything the batch changed, with its outbox events, in one transaction
+  (``dialer.write_behind``).
+
+Who on hold gets which free manager is the domain's rule (``router.hold_queue``); what a
+(re)login means for the live calls is decided from the PBX's listing by ``dialer.resync``.
+The Dialer applies both: it is the only writer of live-call state.
 
 PBX events arrive through ``pbx_event`` from the AMI reader, which must never block: it
 only enqueues.
@@ -25,9 +30,12 @@ from typing import Any
 import structlog
 
 from dialer.ports import Clock, Pbx, PbxError, UnitOfWorkFactory
+from dialer.resync import Resume, decide_resync
+from dialer.write_behind import WriteBehind
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.events import DomainEvent
+from router.hold_queue import HoldQueue
 from router.model import Call, CallState, Disposition, Lead, LegResult
 from router.pbx_events import (
     Billed,
@@ -87,7 +95,7 @@ class _ConnectRefused:
 
 @dataclass(frozen=True, slots=True)
 class _Resynced:
-    live: set[str]  # our client legs the PBX listed
+    listed: set[str]  # our client legs the PBX listed
     asked_at: datetime  # calls started after this may be missing from the listing
     adopted: list[tuple[Call, Lead]]
 
@@ -136,15 +144,13 @@ class Dialer:
         self._settings = settings
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
         self._live: dict[str, _Live] = {}
-        self._holding: dict[str, None] = {}  # clients on hold, longest waiting first
+        self._holding = HoldQueue()
+        self._writes = WriteBehind(uow=uow, clock=clock)
         self._wake = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
+        self._dispatch_parked = False  # the dispatch loop waits for _wake
+        self._maybe_idle = asyncio.Event()  # set whenever something idle() checks may have finished
         self._tasks: set[asyncio.Task[None]] = set()
-        # What the current batch changed, committed together by _flush.
-        self._dirty_calls: dict[str, Call] = {}
-        self._dirty_leads: dict[int, Lead] = {}
-        self._events: list[DomainEvent] = []
-        self._billing: list[tuple[str, int]] = []
         self._resynced_once = False
 
     # -- inputs ---------------------------------------------------------------------------
@@ -164,7 +170,7 @@ class Dialer:
         while True:
             asked_at = self._clock.now()
             try:
-                live = await self._pbx.live_channels()
+                listed = await self._pbx.live_channels()
                 break
             except PbxError as exc:
                 log.error("dialer.resync_failed", error=str(exc), hint="the AMI user needs write=reporting")
@@ -174,11 +180,34 @@ class Dialer:
         adopted: list[tuple[Call, Lead]] = []
         if not self._resynced_once:
             adopted = await self._load_unfinished()
-        self._queue.put_nowait(_Resynced(live, asked_at, adopted))
+        self._queue.put_nowait(_Resynced(listed, asked_at, adopted))
 
     @property
     def live_calls(self) -> int:
         return len(self._live)
+
+    async def idle(self) -> None:
+        """Wait until the dialer has nothing left to do before something new happens.
+
+        That is: every queued event applied, every change committed, every PBX action it sent
+        answered (a refused one has queued its event by then), and the dispatch loop waiting to
+        be woken. Timers are not waited for, and a ``pbx_connected`` in progress is its caller's
+        to await. Only meaningful while ``run`` runs. Tests wait on this instead of sleeping.
+        """
+        while not self._is_idle():
+            self._maybe_idle.clear()
+            await self._maybe_idle.wait()
+
+    def _is_idle(self) -> bool:
+        # The event loop needs no flag: it applies a batch without awaiting, so whenever another
+        # task runs it is either flushing (writes pending) or waiting on an empty queue.
+        return (
+            self._queue.empty()
+            and not self._writes.pending
+            and not self._tasks
+            and self._dispatch_parked
+            and not self._wake.is_set()
+        )
 
     # -- the two loops --------------------------------------------------------------------
 
@@ -191,7 +220,7 @@ class Dialer:
             # Stopping: store what the PBX already told us, so a restart starts from it.
             while not self._queue.empty():
                 self._apply_batch(self._drain())
-            await self._flush(retry=False)
+            await self._writes.flush(retry=False)
 
     def _drain(self) -> list[_Event]:
         batch: list[_Event] = []
@@ -211,7 +240,8 @@ class Dialer:
         while True:
             first = await self._queue.get()
             self._apply_batch([first, *self._drain()])
-            await self._flush()
+            await self._writes.flush()
+            self._maybe_idle.set()
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -225,7 +255,10 @@ class Dialer:
                 continue
             if delay is not None:
                 self._wake_in(delay)
+            self._dispatch_parked = True
+            self._maybe_idle.set()
             await self._wake.wait()
+            self._dispatch_parked = False
 
     def _wake_in(self, seconds: float) -> None:
         if self._wake_timer is not None:
@@ -286,7 +319,11 @@ class Dialer:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._action_done)
+
+    def _action_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._maybe_idle.set()
 
     async def _originate(self, live: _Live) -> None:
         call = live.call
@@ -319,10 +356,7 @@ class Dialer:
     # -- applying events ------------------------------------------------------------------
 
     def _emit(self, live: _Live, *events: DomainEvent | None) -> None:
-        self._events.extend(e for e in events if e is not None)
-        self._dirty_calls[live.call.channel_id] = live.call
-        assert live.lead.id is not None
-        self._dirty_leads[live.lead.id] = live.lead
+        self._writes.changed(live.call, live.lead, *events)
 
     def _apply(self, event: _Event, now: datetime) -> None:
         if isinstance(event, ExtensionState):
@@ -330,7 +364,7 @@ class Dialer:
                 self._manager_freed(now)
             return
         if isinstance(event, Billed):
-            self._billing.append((event.channel_id, event.billable_seconds))
+            self._writes.billed(event.channel_id, event.billable_seconds)
             return
         if isinstance(event, _Resynced):
             self._resync(event, now)
@@ -382,7 +416,7 @@ class Dialer:
             return
         self._emit(live, answered)
         self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
-        self._holding[live.call.channel_id] = None
+        self._holding.join(live.call, live.scenario)
         self._connect_waiting(now)
 
     def _start_timer(self, live: _Live, seconds: float, event: Callable[[str], _Event]) -> None:
@@ -390,20 +424,10 @@ class Dialer:
         live.timers.append(self._clock.call_later(seconds, lambda: self._queue.put_nowait(event(channel_id))))
 
     def _connect_waiting(self, now: datetime) -> None:
-        """Give free managers to clients on hold, longest waiting first."""
-        for channel_id in list(self._holding):
-            if self._board.free_count == 0:
-                return
-            live = self._live[channel_id]
-            call = live.call
-            manager = self._board.pick(live.scenario, exclude=call.tried_managers())
-            if manager is None:
-                continue
-            del self._holding[channel_id]
-            assert call.id is not None
-            self._board.reserve(manager.id, call.id)
-            call.connect_to(manager.id, now)
-            self._emit(live)
+        """Ring the managers the hold queue gives to waiting clients."""
+        for connection in self._holding.connect(self._board, now):
+            channel_id, manager = connection.call.channel_id, connection.manager
+            self._emit(self._live[channel_id])
             self._spawn(self._connect(channel_id, manager.id, manager.extension))
 
     def _manager_failed(self, live: _Live, result: LegResult, now: datetime) -> None:
@@ -417,8 +441,7 @@ class Dialer:
         if (now - call.answered_at).total_seconds() >= live.scenario.hold_limit:
             self._give_up(live)
         else:
-            # Back to the head of the queue: this client has waited longest.
-            self._holding = {call.channel_id: None, **self._holding}
+            self._holding.put_back(call, live.scenario)
         if freed:
             self._manager_freed(now)
         else:
@@ -426,7 +449,7 @@ class Dialer:
 
     def _give_up(self, live: _Live) -> None:
         live.call.hold_expired = True
-        self._holding.pop(live.call.channel_id, None)
+        self._holding.leave(live.call.channel_id)
         self._spawn(self._apologize(live.call.channel_id))
 
     def _bridged(self, live: _Live, now: datetime) -> None:
@@ -444,7 +467,7 @@ class Dialer:
         call = live.call
         live.cancel_timers()
         self._live.pop(call.channel_id, None)
-        self._holding.pop(call.channel_id, None)
+        self._holding.leave(call.channel_id)
         assert call.disposition is not None and call.id is not None
         self._emit(live, ended, live.lead.finish_attempt(call.disposition, live.scenario, now))
         freed = False
@@ -471,63 +494,34 @@ class Dialer:
         return adopted
 
     def _resync(self, event: _Resynced, now: datetime) -> None:
+        """Take over the adopted calls, close the vanished ones, then connect and dial again."""
+        decision = decide_resync(
+            listed=event.listed,
+            asked_at=event.asked_at,
+            adopted=[call for call, _ in event.adopted],
+            live=[live.call for live in self._live.values()],
+        )
         plan = self._routing()
-        for call, lead in event.adopted:
-            if call.channel_id in self._live:
-                continue
-            live = _Live(call, lead, plan.scenario(call.scenario))
+        leads = {call.channel_id: lead for call, lead in event.adopted}
+        for adoption in decision.adopt:
+            call = adoption.call
+            live = _Live(call, leads[call.channel_id], plan.scenario(call.scenario))
             self._live[call.channel_id] = live
-            alive = call.channel_id in event.live
-            log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=alive)
-            if not alive:
-                continue
-            leg = call.current_leg
-            if leg is not None and call.id is not None:
-                self._board.reserve(leg.manager_id, call.id)
-            elif call.state is CallState.HOLDING:
-                self._holding[call.channel_id] = None
-                self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
-            elif call.state is CallState.DIALING:
-                self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
-        adopted = {call.channel_id for call, _ in event.adopted}
-        for channel_id, live in list(self._live.items()):
-            if channel_id in event.live:
-                continue
-            if channel_id not in adopted and live.call.started_at >= event.asked_at:
-                continue  # dialled after the listing was asked for
-            # The client leg vanished while we were not listening: close the call with what we know.
-            call = live.call
-            if call.state is CallState.DIALING:
-                self._end(live, Disposition.UNREACHABLE, now)
-            else:
-                ended = call.hung_up(now, None)
-                if ended is not None:
-                    self._finish(live, ended, now)
+            log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=adoption.resume is not None)
+            match adoption.resume:
+                case Resume.KEEP_MANAGER:
+                    leg = call.current_leg
+                    if leg is not None and call.id is not None:
+                        self._board.reserve(leg.manager_id, call.id)
+                case Resume.HOLD:
+                    self._holding.join(call, live.scenario)
+                    self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
+                case Resume.AWAIT_ANSWER:
+                    self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+        for call in decision.close:
+            ended = call.vanished(now)
+            if ended is not None:
+                self._finish(self._live[call.channel_id], ended, now)
         self._resynced_once = True
         self._connect_waiting(now)
         self._wake.set()
-
-    # -- persistence ----------------------------------------------------------------------
-
-    async def _flush(self, *, retry: bool = True) -> None:
-        while self._dirty_calls or self._dirty_leads or self._events or self._billing:
-            calls, leads = list(self._dirty_calls.values()), list(self._dirty_leads.values())
-            events, billing = self._events, self._billing
-            try:
-                async with self._uow() as uow:
-                    await uow.calls.update(calls)
-                    await uow.leads.update(leads)
-                    await uow.calls.add_billing(billing)
-                    uow.outbox.add(events, self._clock.now())
-                    await uow.commit()
-            except Exception:
-                # Keep everything in memory and try again: losing a state change is worse than waiting.
-                log.exception("dialer.flush_failed", calls=len(calls), events=len(events))
-                if not retry:
-                    return
-                await asyncio.sleep(1.0)  # real seconds: the database does not run on the demo's clock
-                continue
-            self._dirty_calls.clear()
-            self._dirty_leads.clear()
-            self._events = []
-            self._billing = []

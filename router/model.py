@@ -240,6 +240,15 @@ class Call:
             disposition = Disposition.ABANDONED
         return self.end(disposition, now, cause)
 
+    def vanished(self, now: datetime) -> ev.CallEnded | None:
+        """The PBX no longer has the client leg and we missed how it ended: close with what we know.
+
+        Unlike a hangup, no originate result will follow for an unanswered call, so it ends here.
+        """
+        if self.state is CallState.DIALING:
+            return self.end(Disposition.UNREACHABLE, now)
+        return self.hung_up(now, None)
+
     # -- durations -------------------------------------------------------------------------
 
     @property

@@ -56,27 +56,33 @@ class _Timer:
 
 
 class FakePbx:
+    """Records each action; the answer comes a turn of the event loop later, as over a socket."""
+
     def __init__(self) -> None:
         self.connected = True
         self.actions: list[tuple[str, ...]] = []
         self.live: set[str] = set()
         self.refuse_originate = False
 
+    async def _send(self, *action: str) -> None:
+        self.actions.append(action)
+        await asyncio.sleep(0)
+
     async def originate_client(
         self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
     ) -> None:
-        self.actions.append(("originate", channel_id, phone))
+        await self._send("originate", channel_id, phone)
         if self.refuse_originate:
             raise PbxError("refused")
 
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
-        self.actions.append(("connect", channel_id, extension))
+        await self._send("connect", channel_id, extension)
 
     async def apologize(self, channel_id: str) -> None:
-        self.actions.append(("apologize", channel_id))
+        await self._send("apologize", channel_id)
 
     async def hang_up(self, channel_id: str) -> None:
-        self.actions.append(("hangup", channel_id))
+        await self._send("hangup", channel_id)
 
     async def live_channels(self) -> set[str]:
         return set(self.live)
@@ -175,12 +181,18 @@ class _Outbox:
 
 
 class FakeUnitOfWork:
-    """Changes reach the shared FakeDb only on commit, like a real transaction."""
+    """Changes reach the shared FakeDb only on commit, like a real transaction.
+
+    Beginning one gives the event loop a turn, as waiting for a real database does, so a test
+    sees other tasks run meanwhile. Nothing yields between the snapshot and the commit, which
+    keeps two units of work from overwriting each other's commits in this whole-copy fake.
+    """
 
     def __init__(self, db: FakeDb) -> None:
         self._db = db
 
     async def __aenter__(self) -> Self:
+        await asyncio.sleep(0)
         self._work = copy.deepcopy(self._db)
         self.leads = _Leads(self._work)
         self.calls = _Calls(self._work)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -12,6 +12,7 @@ import pytest
 
 from dialer.engine import Dialer, DialerSettings
 from dialer.intake import LeadInput, LeadIntake
+from dialer.ports import UnitOfWorkFactory
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.model import Call, CallState, Disposition, LeadStatus, LegResult
@@ -28,6 +29,9 @@ from router.pbx_events import (
     RecordingStarted,
 )
 from router.routing import Manager, RoutingPlan, Scenario
+from storage.engine import Database
+from storage.queries import SqlQueries
+from storage.uow import SqlUnitOfWork
 from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock
 
 SCENARIO = Scenario(
@@ -39,14 +43,6 @@ SCENARIO = Scenario(
     max_attempts=2,
     retry_delays=(60,),
 )
-
-
-async def until(predicate: Callable[[], bool], what: str = "condition") -> None:
-    for _ in range(2000):
-        if predicate():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -64,31 +60,37 @@ class Rig:
         return lead.id
 
     async def dialled(self, n: int = 1) -> list[str]:
-        await until(lambda: len(self.pbx.of_kind("originate")) >= n, f"{n} originates")
-        return [a[1] for a in self.pbx.of_kind("originate")]
+        """The channel ids of every client leg originated so far, which must be ``n``."""
+        await self.settle()
+        channels = [action[1] for action in self.pbx.of_kind("originate")]
+        assert len(channels) == n, channels
+        return channels
 
     async def settle(self) -> None:
-        """Let the event loop apply and commit everything queued."""
-        for _ in range(5):
-            await asyncio.sleep(0.005)
+        """Wait until the dialer has applied, acted on and committed everything it was told."""
+        await self.dialer.idle()
 
     def call(self, channel_id: str) -> Call:
-        return next(c for c in self.db.calls.values() if c.channel_id == channel_id)
+        return next(call for call in self.db.calls.values() if call.channel_id == channel_id)
 
     def events(self, type_: str) -> list[object]:
-        return [e for e in self.db.outbox if e.type == type_]
+        return [event for event in self.db.outbox if event.type == type_]
 
 
 @contextlib.asynccontextmanager
-async def make_rig(managers: int = 2, db: FakeDb | None = None, pbx: FakePbx | None = None) -> AsyncIterator[Rig]:
+async def make_rig(
+    managers: int = 2, db: FakeDb | None = None, pbx: FakePbx | None = None, uow: UnitOfWorkFactory | None = None
+) -> AsyncIterator[Rig]:
+    """``uow``: a real database instead of the in-memory one; ``Rig.db`` then stays empty."""
     db, pbx, clock = db or FakeDb(), pbx or FakePbx(), ManualClock()
+    uow = uow or (lambda: FakeUnitOfWork(db))
     plan = RoutingPlan(
-        managers=tuple(Manager(f"m{i}", f"Manager {i}", str(101 + i)) for i in range(managers)),
+        managers=tuple(Manager(f"m{index}", f"Manager {index}", str(101 + index)) for index in range(managers)),
         scenarios=(SCENARIO,),
     )
     board = ManagerBoard(plan.managers)
     dialer = Dialer(
-        uow=lambda: FakeUnitOfWork(db),
+        uow=uow,
         pbx=pbx,
         clock=clock,
         routing=lambda: plan,
@@ -96,9 +98,7 @@ async def make_rig(managers: int = 2, db: FakeDb | None = None, pbx: FakePbx | N
         recordings=RecordingNamer("leadrouter/{channel_id}.wav", "https://rec.example/{file}"),
         settings=DialerSettings(channel_id_prefix="lr", max_channels=10, dial_deadline=60),
     )
-    intake = LeadIntake(
-        uow=lambda: FakeUnitOfWork(db), clock=clock, default_region="RU", on_new_lead=dialer.leads_added
-    )
+    intake = LeadIntake(uow=uow, clock=clock, default_region="RU", on_new_lead=dialer.leads_added)
     task = asyncio.create_task(dialer.run())
     await dialer.pbx_connected()
     try:
@@ -111,8 +111,8 @@ async def make_rig(managers: int = 2, db: FakeDb | None = None, pbx: FakePbx | N
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    async with make_rig() as r:
-        yield r
+    async with make_rig() as ready:
+        yield ready
 
 
 async def test_answered_client_is_bridged_and_the_manager_becomes_owner(rig: Rig) -> None:
@@ -121,7 +121,7 @@ async def test_answered_client_is_bridged_and_the_manager_becomes_owner(rig: Rig
     assert rig.db.leads[lead_id].status is LeadStatus.DIALING
     rig.clock.advance(3)
     rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-    await until(lambda: rig.pbx.of_kind("connect") != [], "redirect")
+    await rig.settle()
     assert rig.pbx.of_kind("connect") == [("connect", channel, "101")]
     rig.clock.advance(2)
     rig.dialer.pbx_event(RecordingStarted(channel))
@@ -143,7 +143,7 @@ async def test_answered_client_is_bridged_and_the_manager_becomes_owner(rig: Rig
     assert [leg.result for leg in call.legs] == [LegResult.ANSWERED]
     assert rig.db.billing == {channel: 97}
     assert rig.db.leads[lead_id].status is LeadStatus.ASSIGNED
-    types = [e.type for e in rig.db.outbox]
+    types = [event.type for event in rig.db.outbox]
     assert types == ["lead.created", "call.dialing", "call.answered", "lead.assigned", "call.ended"]
     assert rig.board.free_count == 2  # the manager is free again
 
@@ -152,11 +152,12 @@ async def test_a_manager_who_does_not_answer_is_skipped_for_the_next(rig: Rig) -
     await rig.lead()
     (channel,) = await rig.dialled()
     rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-    await until(lambda: len(rig.pbx.of_kind("connect")) == 1, "first redirect")
+    await rig.settle()
+    assert len(rig.pbx.of_kind("connect")) == 1
     rig.clock.advance(15)
     rig.dialer.pbx_event(DialEnded(channel, DialOutcome.NO_ANSWER))
-    await until(lambda: len(rig.pbx.of_kind("connect")) == 2, "second redirect")
-    assert [a[2] for a in rig.pbx.of_kind("connect")] == ["101", "102"]
+    await rig.settle()
+    assert [action[2] for action in rig.pbx.of_kind("connect")] == ["101", "102"]
     rig.dialer.pbx_event(DialEnded(channel, DialOutcome.ANSWER))
     rig.dialer.pbx_event(Bridged(channel))
     rig.dialer.pbx_event(HungUp(channel, 16))
@@ -180,7 +181,8 @@ async def test_client_waits_on_hold_until_a_manager_frees_up() -> None:
         assert rig.pbx.of_kind("connect") == []
         rig.clock.advance(10)
         rig.dialer.pbx_event(ExtensionState("101", DeviceState.FREE))
-        await until(lambda: rig.pbx.of_kind("connect") == [("connect", channel, "101")], "redirect after free")
+        await rig.settle()
+        assert rig.pbx.of_kind("connect") == [("connect", channel, "101")]
 
 
 async def test_nobody_free_within_the_hold_limit_apologises_and_schedules_a_retry() -> None:
@@ -191,14 +193,15 @@ async def test_nobody_free_within_the_hold_limit_apologises_and_schedules_a_retr
         rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
         await rig.settle()
         rig.clock.advance(30)
-        await until(lambda: rig.pbx.of_kind("apologize") == [("apologize", channel)], "apology")
+        await rig.settle()
+        assert rig.pbx.of_kind("apologize") == [("apologize", channel)]
         rig.dialer.pbx_event(HungUp(channel, 16))
         await rig.settle()
         assert rig.call(channel).disposition is Disposition.NO_MANAGER
         lead = rig.db.leads[lead_id]
         assert lead.status is LeadStatus.SCHEDULED
         assert lead.next_attempt_at == rig.clock.now() + timedelta(seconds=60)
-        assert [e.type for e in rig.db.outbox][-2:] == ["call.ended", "lead.scheduled"]
+        assert [event.type for event in rig.db.outbox][-2:] == ["call.ended", "lead.scheduled"]
 
 
 async def test_busy_client_is_retried_then_failed(rig: Rig) -> None:
@@ -215,7 +218,7 @@ async def test_busy_client_is_retried_then_failed(rig: Rig) -> None:
     await rig.settle()
     lead = rig.db.leads[lead_id]
     assert lead.status is LeadStatus.FAILED and lead.attempts == 2
-    assert [e.type for e in rig.db.outbox][-2:] == ["call.ended", "lead.failed"]
+    assert [event.type for event in rig.db.outbox][-2:] == ["call.ended", "lead.failed"]
 
 
 async def test_client_hanging_up_on_hold_is_abandoned() -> None:
@@ -234,11 +237,9 @@ async def test_client_hanging_up_on_hold_is_abandoned() -> None:
 
 async def test_dials_no_more_clients_than_free_managers() -> None:
     async with make_rig(managers=2) as rig:
-        for i in range(5):
-            await rig.lead(phone=f"+7916123456{i}")
-        await rig.dialled(2)
-        await rig.settle()
-        assert len(rig.pbx.of_kind("originate")) == 2
+        for digit in range(5):
+            await rig.lead(phone=f"+7916123456{digit}")
+        await rig.dialled(2)  # exactly two, once the dialer has nothing left to do
         assert sum(1 for lead in rig.db.leads.values() if lead.status is LeadStatus.NEW) == 3
 
 
@@ -257,7 +258,8 @@ async def test_a_reconnect_closes_calls_whose_client_vanished_meanwhile(rig: Rig
     gone, alive = await rig.dialled(2)
     for channel in (gone, alive):
         rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-    await until(lambda: len(rig.pbx.of_kind("connect")) == 2, "both redirected")
+    await rig.settle()
+    assert len(rig.pbx.of_kind("connect")) == 2
     rig.dialer.pbx_event(DialEnded(alive, DialOutcome.ANSWER))
     rig.dialer.pbx_event(Bridged(alive))
     await rig.settle()
@@ -277,7 +279,8 @@ async def test_after_a_restart_live_calls_are_adopted_and_finish_normally() -> N
         alive, gone = await first.dialled(2)
         for channel in (alive, gone):
             first.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-        await until(lambda: len(first.pbx.of_kind("connect")) == 2, "both redirected")
+        await first.settle()
+        assert len(first.pbx.of_kind("connect")) == 2
         first.dialer.pbx_event(DialEnded(alive, DialOutcome.ANSWER))
         first.dialer.pbx_event(Bridged(alive))
         await first.settle()
@@ -294,3 +297,38 @@ async def test_after_a_restart_live_calls_are_adopted_and_finish_normally() -> N
         assert second.call(alive).disposition is Disposition.COMPLETED
         assert db.leads[lead_id].status is LeadStatus.ASSIGNED and db.leads[lead_id].owner_id == "m0"
         assert second.board.free_count == 2
+
+
+async def test_a_call_ending_makes_room_for_the_next_lead() -> None:
+    async with make_rig(managers=1) as rig:
+        await rig.lead(phone="+79161234560")
+        await rig.lead(phone="+79161234561")
+        (first,) = await rig.dialled(1)
+        rig.dialer.pbx_event(OriginateResult(first, OriginateOutcome.NO_ANSWER))
+        _, second = await rig.dialled(2)
+        assert second != first
+
+
+async def test_idle_also_waits_for_a_real_database(db: Database) -> None:
+    # SQLite answers from a worker thread, many turns of the event loop later: idle() must not
+    # return while a claim or a commit is still on its way, which the in-memory fakes never show.
+    async with make_rig(managers=1, uow=lambda: SqlUnitOfWork(db)) as rig:
+        first_lead = await rig.lead(phone="+79161234560")
+        second_lead = await rig.lead(phone="+79161234561")
+        (first,) = await rig.dialled(1)
+        rig.dialer.pbx_event(OriginateResult(first, OriginateOutcome.BUSY))
+        _, second = await rig.dialled(2)  # the ended call made room: a claim on the database
+        rig.dialer.pbx_event(OriginateResult(second, OriginateOutcome.ANSWERED))
+        await rig.settle()  # the redirect is answered long before the commit that records it
+        assert rig.pbx.of_kind("connect") == [("connect", second, "101")]
+        # Read as the API does, without queueing behind the dialer's writes.
+        queries = SqlQueries(db)
+        found = await queries.lead_with_calls(first_lead)
+        assert found is not None
+        lead, (ended,) = found
+        assert ended.channel_id == first and ended.disposition is Disposition.BUSY
+        assert lead.status is LeadStatus.SCHEDULED
+        found = await queries.lead_with_calls(second_lead)
+        assert found is not None
+        _, (connecting,) = found
+        assert connecting.channel_id == second and connecting.state is CallState.CONNECTING

@@ -1,0 +1,70 @@
+"""The dialer's write-behind batch: what applying PBX events changed, committed together.
+
+The event loop changes memory and acts on the PBX first (a client on hold should not wait
+for a disk), and records here every call and lead it touched, the outbox events and the CDR
+billing. One flush then commits them in one transaction: a burst of events costs one commit.
+Calls and leads are stored in the state they have at the commit, so a call touched twice in
+a batch is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from dialer.ports import Clock, UnitOfWorkFactory
+from router.events import DomainEvent
+from router.model import Call, Lead
+
+log = structlog.get_logger("dialer")
+
+FLUSH_RETRY = 1.0  # real seconds: the database does not run on the demo's clock
+
+
+class WriteBehind:
+    def __init__(self, *, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._calls: dict[str, Call] = {}
+        self._leads: dict[int, Lead] = {}
+        self._events: list[DomainEvent] = []
+        self._billing: list[tuple[str, int]] = []
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._calls or self._leads or self._events or self._billing)
+
+    def changed(self, call: Call, lead: Lead, *events: DomainEvent | None) -> None:
+        """Store this call and its lead with the next flush, and publish these events."""
+        self._events.extend(event for event in events if event is not None)
+        self._calls[call.channel_id] = call
+        assert lead.id is not None
+        self._leads[lead.id] = lead
+
+    def billed(self, channel_id: str, billable_seconds: int) -> None:
+        self._billing.append((channel_id, billable_seconds))
+
+    async def flush(self, *, retry: bool = True) -> None:
+        """Commit everything pending; on a database error keep it and, with ``retry``, try again."""
+        while self.pending:
+            calls, leads = list(self._calls.values()), list(self._leads.values())
+            events, billing = self._events, self._billing
+            try:
+                async with self._uow() as uow:
+                    await uow.calls.update(calls)
+                    await uow.leads.update(leads)
+                    await uow.calls.add_billing(billing)
+                    uow.outbox.add(events, self._clock.now())
+                    await uow.commit()
+            except Exception:
+                # Keep everything in memory and try again: losing a state change is worse than waiting.
+                log.exception("dialer.flush_failed", calls=len(calls), events=len(events))
+                if not retry:
+                    return
+                await asyncio.sleep(FLUSH_RETRY)
+                continue
+            self._calls.clear()
+            self._leads.clear()
+            self._events = []
+            self._billing = []

@@ -1,0 +1,205 @@
+"""Lead and Call: what each step of a call does to its state, its durations and the lead."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from router import events as ev
+from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult
+from router.routing import Scenario
+
+T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+SCENARIO = Scenario(
+    name="default",
+    sources=frozenset(),
+    managers=frozenset(),
+    hold_limit=30,
+    ring_timeout=15,
+    max_attempts=3,
+    retry_delays=(60, 300),
+)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def lead(**fields: object) -> Lead:
+    return Lead(phone="+79161234567", name="Иван", source="site", external_id=None, payload={}, created_at=T0,
+                id=7, **fields)  # fmt: skip
+
+
+def call() -> Call:
+    return Call(lead_id=7, attempt=1, scenario="default", channel_id="lr-1", phone="+79161234567", started_at=T0, id=3)
+
+
+def holding(answered: float = 3) -> Call:
+    subject = call()
+    subject.client_answered(at(answered))
+    return subject
+
+
+# -- Lead ---------------------------------------------------------------------------------
+
+
+def test_a_new_lead_is_due_at_once() -> None:
+    assert lead().next_attempt_at == T0
+    assert lead(status=LeadStatus.SCHEDULED).next_attempt_at is None  # a stored lead keeps what it had
+
+
+def test_assigning_an_owner_reports_the_previous_one() -> None:
+    subject = lead(owner_id="m1")
+    assigned = subject.assign_owner("m2", call_id=3, now=at(5))
+    assert assigned == ev.LeadAssigned(lead_id=7, call_id=3, owner_id="m2", previous_owner_id="m1")
+    assert subject.owner_id == "m2" and subject.updated_at == at(5)
+
+
+def test_a_completed_attempt_assigns_the_lead_and_publishes_nothing_more() -> None:
+    subject = lead(status=LeadStatus.DIALING, attempts=1)
+    assert subject.finish_attempt(Disposition.COMPLETED, SCENARIO, at(100)) is None
+    assert subject.status is LeadStatus.ASSIGNED and subject.last_disposition is Disposition.COMPLETED
+
+
+def test_a_failed_attempt_is_retried_after_the_delay_for_that_attempt() -> None:
+    subject = lead(status=LeadStatus.DIALING, attempts=1)
+    scheduled = subject.finish_attempt(Disposition.BUSY, SCENARIO, at(10))
+    assert subject.status is LeadStatus.SCHEDULED and subject.next_attempt_at == at(10 + 60)
+    assert scheduled == ev.LeadScheduled(lead_id=7, attempts=1, next_attempt_at=at(70), last_disposition="busy")
+    subject.attempts = 2
+    subject.finish_attempt(Disposition.NO_ANSWER, SCENARIO, at(500))
+    assert subject.next_attempt_at == at(500 + 300)
+
+
+def test_the_last_retry_delay_repeats() -> None:
+    assert [SCENARIO.retry_delay(attempts) for attempts in (1, 2, 3, 4)] == [60, 300, 300, 300]
+
+
+def test_the_last_allowed_attempt_fails_the_lead() -> None:
+    subject = lead(status=LeadStatus.DIALING, attempts=3)
+    failed = subject.finish_attempt(Disposition.NO_MANAGER, SCENARIO, at(10))
+    assert failed == ev.LeadFailed(lead_id=7, attempts=3, last_disposition="no_manager")
+    assert subject.status is LeadStatus.FAILED and subject.status.is_final
+
+
+# -- Call ---------------------------------------------------------------------------------
+
+
+def test_the_client_answering_puts_them_on_hold_once() -> None:
+    subject = call()
+    assert subject.client_answered(at(3)) == ev.CallAnswered(lead_id=7, call_id=3, answered_at=at(3))
+    assert subject.state is CallState.HOLDING
+    assert subject.client_answered(at(4)) is None  # a repeated report changes nothing
+    assert subject.answered_at == at(3)
+
+
+def test_only_a_client_on_hold_can_be_sent_to_a_manager() -> None:
+    with pytest.raises(ValueError, match="dialing"):
+        call().connect_to("m1", at(1))
+
+
+def test_a_manager_who_fails_puts_the_client_back_on_hold() -> None:
+    subject = holding()
+    subject.connect_to("m1", at(4))
+    assert subject.state is CallState.CONNECTING and subject.manager_id == "m1"
+    assert subject.manager_failed(LegResult.BUSY, at(5)) == "m1"
+    assert subject.state is CallState.HOLDING and subject.manager_id is None
+    (leg,) = subject.legs
+    assert (leg.manager_id, leg.result, leg.started_at, leg.ended_at) == ("m1", LegResult.BUSY, at(4), at(5))
+    assert subject.manager_failed(LegResult.BUSY, at(6)) is None  # no manager is being tried now
+    assert subject.tried_managers() == {"m1"}
+
+
+def test_bridging_marks_the_manager_leg_answered() -> None:
+    subject = holding()
+    assert subject.bridged(at(5)) is False  # nobody is being connected
+    subject.connect_to("m1", at(4))
+    assert subject.bridged(at(9)) is True
+    assert subject.state is CallState.BRIDGED and subject.bridged_at == at(9)
+    assert subject.current_leg is not None
+    assert (subject.current_leg.result, subject.current_leg.answered_at) == (LegResult.ANSWERED, at(9))
+
+
+def test_a_hangup_before_the_answer_waits_for_the_originate_result() -> None:
+    subject = call()
+    assert subject.hung_up(at(20), cause=17) is None
+    assert subject.state is CallState.DIALING and subject.hangup_cause == 17
+    subject.end(Disposition.BUSY, at(21))
+    assert subject.hangup_cause == 17  # the result without a cause keeps the hangup's
+
+
+@pytest.mark.parametrize(
+    ("expired", "bridge", "disposition"),
+    [
+        (False, False, Disposition.ABANDONED),
+        (True, False, Disposition.NO_MANAGER),
+        (False, True, Disposition.COMPLETED),
+    ],
+)
+def test_a_hangup_after_the_answer_ends_the_call_by_how_far_it_got(
+    expired: bool, bridge: bool, disposition: Disposition
+) -> None:
+    subject = holding()
+    subject.hold_expired = expired
+    if bridge:
+        subject.connect_to("m1", at(4))
+        subject.bridged(at(5))
+    ended = subject.hung_up(at(50), cause=16)
+    assert ended is not None and ended.disposition == disposition.value
+    assert subject.state is CallState.ENDED and subject.hangup_cause == 16
+    assert subject.hung_up(at(51), cause=16) is None  # ended once
+
+
+def test_a_client_hanging_up_while_a_manager_rings_cancels_that_leg() -> None:
+    subject = holding()
+    subject.connect_to("m1", at(4))
+    ended = subject.hung_up(at(6), cause=16)
+    assert ended is not None and ended.disposition == "abandoned" and ended.manager_id is None
+    assert ended.managers_tried == ["m1"]
+    assert (subject.legs[0].result, subject.legs[0].ended_at) == (LegResult.CANCELLED, at(6))
+
+
+def test_a_vanished_call_is_unreachable_before_the_answer_and_hung_up_after() -> None:
+    ringing = call()
+    ended = ringing.vanished(at(20))
+    assert ended is not None and ringing.disposition is Disposition.UNREACHABLE
+    talking = holding()
+    talking.connect_to("m1", at(4))
+    talking.bridged(at(5))
+    ended = talking.vanished(at(60))
+    assert ended is not None and talking.disposition is Disposition.COMPLETED and talking.hangup_cause is None
+    assert talking.vanished(at(61)) is None
+
+
+def test_durations_split_the_call_into_ring_hold_and_talk() -> None:
+    subject = holding(answered=3.25)
+    assert (subject.ring_seconds, subject.hold_seconds, subject.talk_seconds, subject.total_seconds) == (
+        3.25,
+        None,
+        None,
+        None,
+    )
+    subject.connect_to("m1", at(4))
+    subject.bridged(at(5.5))
+    ended = subject.hung_up(at(100.0004), cause=16)
+    assert ended is not None
+    assert (ended.ring_seconds, ended.hold_seconds, ended.talk_seconds, ended.total_seconds) == (
+        3.25,
+        2.25,
+        94.5,
+        100.0,  # rounded to milliseconds
+    )
+    assert ended.manager_id == "m1" and ended.bridged_at == at(5.5)
+
+
+def test_an_unanswered_call_rings_until_it_ends() -> None:
+    subject = call()
+    ended = subject.end(Disposition.NO_ANSWER, at(30))
+    assert (ended.ring_seconds, ended.hold_seconds, ended.talk_seconds, ended.total_seconds) == (30, None, None, 30)
+
+
+def test_a_clock_stepping_back_never_gives_a_negative_duration() -> None:
+    subject = call()
+    subject.client_answered(at(-2))
+    assert subject.ring_seconds == 0
