@@ -8,6 +8,7 @@ are someone else's. Managers are recognised by their device name, not by channel
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from router.pbx_events import (
     Billed,
@@ -131,24 +132,24 @@ class EventTranslator:
         if headers.get("Response") == "Success":
             # On success "Channel" is the real channel; on failure only the requested string.
             self._names.setdefault(channel_id, headers.get("Channel", channel_id))
-            return OriginateResult(channel_id, OriginateOutcome.ANSWERED)
-        return OriginateResult(
-            channel_id, _ORIGINATE_REASONS.get(headers.get("Reason", ""), OriginateOutcome.UNREACHABLE)
-        )
+            return OriginateResult(channel_id, OriginateOutcome.ANSWERED, _stamped(headers))
+        outcome = _ORIGINATE_REASONS.get(headers.get("Reason", ""), OriginateOutcome.UNREACHABLE)
+        return OriginateResult(channel_id, outcome, _stamped(headers))
 
     def _dial_end(self, headers: dict[str, str]) -> PbxEvent | None:
         # The Originate's own dial has no caller Uniqueid; a Dial() from the connect context does.
         if not self.is_ours(headers.get("Uniqueid")):
             return None
-        return DialEnded(
-            headers["Uniqueid"], _DIAL_STATUSES.get(headers.get("DialStatus", ""), DialOutcome.UNAVAILABLE)
-        )
+        outcome = _DIAL_STATUSES.get(headers.get("DialStatus", ""), DialOutcome.UNAVAILABLE)
+        return DialEnded(headers["Uniqueid"], outcome, _stamped(headers))
 
     def _bridge_enter(self, headers: dict[str, str]) -> PbxEvent | None:
-        return Bridged(headers["Uniqueid"]) if self.is_ours(headers.get("Uniqueid")) else None
+        return Bridged(headers["Uniqueid"], _stamped(headers)) if self.is_ours(headers.get("Uniqueid")) else None
 
     def _mixmonitor_start(self, headers: dict[str, str]) -> PbxEvent | None:
-        return RecordingStarted(headers["Uniqueid"]) if self.is_ours(headers.get("Uniqueid")) else None
+        if not self.is_ours(headers.get("Uniqueid")):
+            return None
+        return RecordingStarted(headers["Uniqueid"], _stamped(headers))
 
     def _hangup(self, headers: dict[str, str]) -> PbxEvent | None:
         channel_id = headers.get("Uniqueid")
@@ -157,7 +158,7 @@ class EventTranslator:
         assert channel_id is not None
         self._names.pop(channel_id, None)
         cause = headers.get("Cause", "")
-        return HungUp(channel_id, int(cause) if cause.isdigit() else None)
+        return HungUp(channel_id, int(cause) if cause.isdigit() else None, _stamped(headers))
 
     def _cdr(self, headers: dict[str, str]) -> PbxEvent | None:
         channel_id = headers.get("UniqueID")
@@ -174,3 +175,14 @@ class EventTranslator:
             return None
         extension = device[len(head) : len(device) - len(tail)]
         return ExtensionState(extension, _DEVICE_STATES.get(headers.get("State", ""), DeviceState.UNKNOWN))
+
+
+def _stamped(headers: dict[str, str]) -> datetime | None:
+    """The event's ``Timestamp`` (manager.conf ``timestampevents = yes``: epoch seconds.micro)."""
+    stamp = headers.get("Timestamp")
+    if stamp is None:
+        return None
+    try:
+        return datetime.fromtimestamp(float(stamp), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None  # a broken stamp is no reason to lose the event: our own clock stands in

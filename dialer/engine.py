@@ -40,6 +40,7 @@ from router.model import Call, CallState, Disposition, Lead, LegResult
 from router.pbx_events import (
     Billed,
     Bridged,
+    CallProgress,
     DialEnded,
     DialOutcome,
     ExtensionState,
@@ -231,8 +232,12 @@ class Dialer:
     def _apply_batch(self, batch: list[_Event]) -> None:
         now = self._clock.now()
         for event in batch:
+            # Call times are the PBX's when it stamps its events (manager.conf timestampevents):
+            # then durations do not depend on how busy this loop was. Nothing happened after
+            # we heard of it, so a PBX clock running ahead of ours is capped at our now.
+            when = min(event.at, now) if isinstance(event, CallProgress) and event.at is not None else now
             try:
-                self._apply(event, now)
+                self._apply(event, when)
             except Exception:
                 log.exception("dialer.event_failed", event=repr(event))
 

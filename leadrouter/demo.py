@@ -164,7 +164,9 @@ async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: floa
     clock = ScaledClock(scale)
     since = clock.now()
     with broker() as mqtt_port:
-        async with Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=demo_world(rng, numbers)) as sim:
+        async with Simulator(
+            clock=clock, dialplan=SHIPPED_DIALPLAN, world=demo_world(rng, numbers), timestamp_events=True
+        ) as sim:
             settings = load_settings(write_config(workdir, sim.port, mqtt_port), env={})
             routing = RoutingSource.load(settings.routing_file)
             async with Daemon(settings, routing, clock) as daemon, contextlib.AsyncExitStack() as stack:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class OriginateOutcome(enum.StrEnum):
@@ -39,28 +40,33 @@ class DeviceState(enum.StrEnum):
 class OriginateResult:
     channel_id: str
     outcome: OriginateOutcome
+    at: datetime | None = None  # when the PBX says it happened, if it stamps its events
 
 
 @dataclass(frozen=True, slots=True)
 class DialEnded:
     channel_id: str
     outcome: DialOutcome
+    at: datetime | None = None  # when the PBX says it happened, if it stamps its events
 
 
 @dataclass(frozen=True, slots=True)
 class Bridged:
     channel_id: str
+    at: datetime | None = None  # when the PBX says it happened, if it stamps its events
 
 
 @dataclass(frozen=True, slots=True)
 class HungUp:
     channel_id: str
     cause: int | None
+    at: datetime | None = None  # when the PBX says it happened, if it stamps its events
 
 
 @dataclass(frozen=True, slots=True)
 class RecordingStarted:
     channel_id: str
+    at: datetime | None = None  # when the PBX says it happened, if it stamps its events
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,4 +83,6 @@ class ExtensionState:
     state: DeviceState
 
 
-PbxEvent = OriginateResult | DialEnded | Bridged | HungUp | RecordingStarted | Billed | ExtensionState
+# What happened to one of our calls, at a moment the PBX may state.
+CallProgress = OriginateResult | DialEnded | Bridged | HungUp | RecordingStarted
+PbxEvent = CallProgress | Billed | ExtensionState

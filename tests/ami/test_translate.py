@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from ami_adapter.protocol import AmiProtocol
@@ -118,3 +120,32 @@ def test_a_listing_of_live_channels_names_only_ours() -> None:
     translator = EventTranslator(channel_id_prefix="c3", manager_device=("PJSIP/", ""), sink=lambda event: None)
     assert translator.ours_in_listing(items) == {"c3-a", "c3-b", "c3-c"}
     assert translator.channel_name("c3-b") == "Local/79160000012@sim-clients-0000002b;1"
+
+
+def test_events_stamped_by_the_pbx_carry_its_time() -> None:
+    """manager.conf ``timestampevents = yes`` (recorded): call times come from the PBX's own clock."""
+    _, events = _translate("timestamps", "lr")
+    progress = [event for event in events if not isinstance(event, Billed | ExtensionState)]
+    assert [type(event).__name__ for event in progress] == [
+        "OriginateResult",
+        "RecordingStarted",
+        "DialEnded",
+        "Bridged",
+        "HungUp",
+    ]
+    answered, *_, bridged, ended = (event.at for event in progress)
+    assert answered == datetime.fromtimestamp(1795652949.456209, UTC)  # the OriginateResponse's stamp
+    assert bridged is not None and ended is not None
+    # The capture: redirected 2 s after the Originate, the manager answers after 1 s and talks 3 s.
+    assert 0.5 < (bridged - answered).total_seconds() < 2.5
+    assert 3.0 < (ended - bridged).total_seconds() < 4.0  # 3 s of talk, then the client leg hangs up
+
+
+def test_an_unstamped_or_garbled_stamp_leaves_the_time_to_the_daemon() -> None:
+    _, events = _translate("client_first", "lr")
+    assert all(getattr(event, "at", None) is None for event in events)
+    out: list[PbxEvent] = []
+    translator = EventTranslator(channel_id_prefix="lr", manager_device=("Local/", "@sim-managers"), sink=out.append)
+    translator("BridgeEnter", {"Uniqueid": "lr-x", "Timestamp": "nan"})
+    translator("BridgeEnter", {"Uniqueid": "lr-y", "Timestamp": "1e999"})
+    assert out == [Bridged("lr-x"), Bridged("lr-y")]

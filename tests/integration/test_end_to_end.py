@@ -51,7 +51,7 @@ EXPECTED = {
 }
 
 
-LAG = 1.0  # simulated seconds
+ANSWER_REPORTED_AFTER = 0.25  # simulated seconds
 
 
 def _phone(index: int) -> str:
@@ -104,10 +104,13 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
                 # Asterisk floors each CDR segment, and every manager tried starts a new one.
                 billed = call.pbx_billable_seconds
                 assert billed is not None and 30 - len(call.legs) <= billed <= 30
-                # The daemon's clock agrees with the PBX's, but for the flooring and its own
-                # processing lag (at 30x, 33 ms of a loaded event loop read as a second).
+                # The daemon takes call times from the PBX's stamped events, so its hold + talk is
+                # the PBX's own answer-to-hangup whatever the load on this machine: at most one
+                # floored second per CDR segment above the billed sum, and a little below it, as
+                # the PBX reports the answer (OriginateResponse) a moment after the CDR's answer:
+                # 0.5 ms on the recorded Asterisk, a few loop turns (x30) in the simulator.
                 measured = call.hold_seconds + call.talk_seconds
-                assert billed - LAG <= measured <= billed + len(call.legs) + LAG
+                assert billed - ANSWER_REPORTED_AFTER <= measured < billed + len(call.legs)
                 assert call.hangup_cause == 16
                 assert call.recording_file == f"leadrouter/{call.channel_id}.wav"
                 assert call.recording_url == f"https://pbx.example.com/recordings/leadrouter/{call.channel_id}.wav"
