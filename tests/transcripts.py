@@ -1,4 +1,9 @@
-"""Reading the recorded AMI transcripts in tests/fixtures/ami (captured from a real Asterisk)."""
+"""Reading the recorded AMI transcripts in tests/fixtures/ami (captured from a real Asterisk).
+
+A transcript may hold more than one AMI session: blocks whose time stamp is followed by a
+name (``<<< t=0.705 observer``) belong to that session; unmarked blocks are the session that
+sent the actions. Names may have a folder: ``shipped/connect`` is ``shipped/connect.txt``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ class Block:
     sent: bool  # ">>>" an action we sent, "<<<" a message Asterisk sent
     t: float | None
     lines: tuple[str, ...]
+    session: str = ""  # "" for the session that sent the actions
 
     def headers(self) -> list[tuple[str, str]]:
         pairs = []
@@ -37,10 +43,19 @@ class Transcript:
 
     @property
     def received(self) -> list[Block]:
-        return [b for b in self.blocks if not b.sent]
+        """What Asterisk sent to the session that sent the actions."""
+        return [b for b in self.blocks if not b.sent and not b.session]
+
+    @property
+    def sessions(self) -> list[str]:
+        """The sessions in the order they first appear ("" is the one that sent the actions)."""
+        return list(dict.fromkeys(b.session for b in self.blocks))
+
+    def session(self, name: str) -> list[Block]:
+        return [b for b in self.blocks if b.session == name]
 
     def wire_bytes(self) -> bytes:
-        """What Asterisk wrote to the socket: the banner line, then every message it sent."""
+        """What Asterisk wrote to the acting session's socket: the banner line, then every message it sent."""
         text = self.banner + "\r\n" + "".join("\r\n".join(b.lines) + "\r\n\r\n" for b in self.received if b.lines)
         return text.encode("utf-8")
 
@@ -48,12 +63,12 @@ class Transcript:
 def load(name: str) -> Transcript:
     banner = ""
     blocks: list[Block] = []
-    current: tuple[bool, float | None] | None = None
+    current: tuple[bool, float | None, str] | None = None
     lines: list[str] = []
 
     def close() -> None:
         if current is not None:
-            blocks.append(Block(current[0], current[1], tuple(lines)))
+            blocks.append(Block(current[0], current[1], tuple(lines), current[2]))
 
     for raw in (FIXTURES / f"{name}.txt").read_text(encoding="utf-8").splitlines():
         if raw.startswith("# banner: "):
@@ -61,12 +76,12 @@ def load(name: str) -> Transcript:
         elif raw.startswith((">>>", "<<<")):
             close()
             lines = []
-            stamp = raw[3:].strip().removeprefix("t=")
+            stamp, _, session = raw[3:].strip().partition(" ")
             try:
-                t: float | None = float(stamp)
+                t: float | None = float(stamp.removeprefix("t="))
             except ValueError:
-                t = None
-            current = (raw.startswith(">>>"), t)
+                t, session = None, ""
+            current = (raw.startswith(">>>"), t, session.strip())
         elif raw and current is not None and not raw.startswith("("):
             lines.append(raw)
     close()
@@ -74,8 +89,9 @@ def load(name: str) -> Transcript:
 
 
 def flow(name: str) -> list[dict[str, object]]:
-    """The action script a transcript was captured with (flow_<name>.json)."""
-    return json.loads((FIXTURES / f"flow_{name}.json").read_text(encoding="utf-8"))
+    """The action script a transcript was captured with (flow_<name>.json beside it)."""
+    path = FIXTURES / name
+    return json.loads((path.parent / f"flow_{path.name}.json").read_text(encoding="utf-8"))
 
 
 CALL_TRANSCRIPTS = (
