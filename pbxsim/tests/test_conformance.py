@@ -31,7 +31,8 @@ from tests.transcripts import FIXTURES, Block, load
 SCALE = 10.0  # simulated seconds per real second; the transcripts last 0.5-23 s
 SETTLE = 1.0  # simulated seconds to keep listening after the transcript's last message
 # Simulated seconds. Measured: at most 0.07 on an idle machine; with two busy loops hogging both
-# cores, up to 0.3 (once 0.44): a loaded loop delays the simulator's clock-driven waits.
+# cores, mostly up to 0.3 and now and then 0.9 (a read delayed by tens of milliseconds), which the
+# second replay in test_flow_matches_transcript absorbs.
 LIFETIME_TOLERANCE = 0.4
 
 SHIPPED = FIXTURES / "shipped"
@@ -381,13 +382,28 @@ def compare(expected: list[Message], actual: list[Message]) -> list[str]:
 
 @pytest.mark.parametrize("flow", FLOWS + SHIPPED_FLOWS)
 async def test_flow_matches_transcript(flow: str) -> None:
-    recorded, replayed = parse_transcript(flow), await replay(flow)
-    problems = []
-    for session in dict.fromkeys(m.session for m in recorded):
-        expected = Normaliser().messages(m for m in recorded if m.session == session)
-        actual = Normaliser().messages(m for m in replayed if m.session == session)
-        problems += [f"[{session or 'actions'}] {p}" for p in compare(expected, actual)]
-    assert not problems, f"{flow}: {len(problems)} difference(s)\n" + "\n".join(problems)
+    recorded = parse_transcript(flow)
+
+    async def differences() -> list[str]:
+        replayed = await replay(flow)
+        problems = []
+        for session in dict.fromkeys(m.session for m in recorded):
+            expected = Normaliser().messages(m for m in recorded if m.session == session)
+            actual = Normaliser().messages(m for m in replayed if m.session == session)
+            problems += [f"[{session or 'actions'}] {p}" for p in compare(expected, actual)]
+        return problems
+
+    # The simulator is deterministic but for time: on a loaded machine a stalled loop or a late
+    # read can move a whole-second CDR figure or a lifetime. A real difference shows again on
+    # a second replay; a stall seldom hits the same spot twice, so only a repeat fails.
+    first = await differences()
+    again = await differences() if first else []
+    assert not again, (
+        f"{flow}: {len(again)} difference(s) on a second replay\n"
+        + "\n".join(again)
+        + f"\n(first replay: {len(first)})\n"
+        + "\n".join(first)
+    )
 
 
 def test_shipped_transcripts_were_recorded_with_todays_dialplan() -> None:
