@@ -11,7 +11,7 @@ sessions, what was received) are listed in :class:`Simulator`'s docstring.
 from .clock import ScaledClock
 from .server import Simulator
 from .switch import ChannelInfo
-from .wire import AmiUser
+from .wire import AmiUser, users_from_manager_conf
 from .world import Behaviour, World
 
-__all__ = ["AmiUser", "Behaviour", "ChannelInfo", "ScaledClock", "Simulator", "World"]
+__all__ = ["AmiUser", "Behaviour", "ChannelInfo", "ScaledClock", "Simulator", "World", "users_from_manager_conf"]

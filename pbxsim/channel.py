@@ -93,10 +93,12 @@ class Channel:
         "hangup_pending",
         "in_use",
         "linkedid",
+        "media_waiter",
         "mixmonitor",
         "name",
         "partner",
         "pending_goto",
+        "playing",
         "priority",
         "soft_requested",
         "state",
@@ -150,6 +152,8 @@ class Channel:
         self.userfield = ""
         self.mixmonitor = False
         self.in_use = False  # a Local ;1 while its ;2 runs the dialplan: the device reads INUSE
+        self.playing = False  # music on hold or a prompt is playing to this channel's Local partner
+        self.media_waiter: asyncio.Future[None] | None = None  # Answer() waiting for the first voice frame
 
     def snapshot(self) -> list[tuple[str, str]]:
         return [

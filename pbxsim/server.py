@@ -359,6 +359,12 @@ class Simulator:
             return False
         session.authenticated = True
         session.read, session.write = user.read, user.write
+        for pattern in user.eventfilter:
+            target = session.blacklist if pattern.startswith("!") else session.whitelist
+            try:
+                target.append(re.compile(pattern.removeprefix("!")))
+            except re.error:
+                pass  # Asterisk logs a filter that does not compile and goes on without it
         events = _header(message, "Events")
         if events is not None:
             session.mask = parse_classes(events)

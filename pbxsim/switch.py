@@ -47,11 +47,16 @@ log = logging.getLogger(__name__)
 
 # SoftHangupRequest always carries 16 in the transcripts, whatever the hangup cause.
 SOFT_HANGUP_CAUSE = "16"
-# Answer() waits this long for media after answering; a Local channel never sends any.
+# Answer() waits up to 0.5 s for the first voice frame; one arrives a frame (20 ms) after the
+# other half of a Local pair starts music on hold or a prompt (shipped/connect.txt: the client's
+# Answer returns 20 ms after its ;1 starts MusicOnHold, the manager's after 0.5 s of silence).
 ANSWER_MEDIA_WAIT = 0.5
+MEDIA_FRAME = 0.02
 # How long a refusing simulated phone plays busy/congestion before hanging up (Busy(5) in the transcripts).
 REFUSE_LINGER = 5.0
-PLAYBACK_SECONDS = 2.0
+# Playback of the apology prompt: the recording Asterisk's leadrouter/all-busy lasts 1.5 s
+# (shipped/apology.txt); the simulator has no sound files to measure.
+PLAYBACK_SECONDS = 1.5
 MONITOR_DIR = "/var/spool/asterisk/monitor/"
 DEFAULT_ORIGINATE_TIMEOUT = 30.0
 # Dialplan steps run back to back without awaiting; yield now and then so a Goto loop cannot freeze the loop.
@@ -239,6 +244,8 @@ class Switch:
             self.bus.publish(CALL, event, [*headers, *dest.prefixed("Dest"), last])
 
     def _setvar(self, chan: Channel, name: str, value: str) -> None:
+        # Setting a variable again makes it the most recent one: Asterisk moves it to its list's head.
+        chan.variables.pop(name, None)
         chan.variables[name] = value
         if self.bus.wants(DIALPLAN):
             self.bus.publish(DIALPLAN, "VarSet", [*chan.snapshot(), ("Variable", name), ("Value", value)])
@@ -343,7 +350,9 @@ class Switch:
             self._hangup(two, notify_partner=False)
             self._hangup(one, notify_partner=False)
             return False
-        for name, value in one.variables.items():
+        # The ;2 half gets a copy of the ;1 half's variables, most recently set first: Asterisk
+        # keeps them in a list it inserts at the head of (shipped/connect.txt).
+        for name, value in reversed(one.variables.items()):
             self._setvar(two, name, value)
         self._set_caller(two, (one.conn_num, one.conn_name), (one.caller_num, one.caller_name))
         if self.bus.wants(CALL):
@@ -547,7 +556,8 @@ class Switch:
         exten, _, context = resource.partition("@")
         one, two = self._new_local(exten, context, req.channel_id, req.other_channel_id, None, dialed=False)
         self._newexten(one, "AppDial2", "(Outgoing Line)")
-        for name, value in req.variables:
+        # Asterisk sets an Originate's variables last header first (shipped/connect.txt).
+        for name, value in reversed(req.variables):
             self._setvar(one, name, value)
         if req.caller_num or req.caller_name:
             caller = (req.caller_num, req.caller_name)
@@ -709,8 +719,26 @@ class Switch:
     async def _app_answer(self, chan: Channel, data: str) -> Flow:
         if chan.state != UP:
             self._answer(chan)
-            await self._block(chan, ANSWER_MEDIA_WAIT)
+            heard: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            chan.media_waiter = heard
+            if chan.partner is not None and chan.partner.playing:
+                self._media_arrives(chan)
+            try:
+                await self._block(chan, ANSWER_MEDIA_WAIT, heard)
+            finally:
+                chan.media_waiter = None
         return Flow.NEXT
+
+    def _sending_media(self, chan: Channel, on: bool) -> None:
+        """Music on hold or a prompt plays on `chan`: its Local partner hears it."""
+        chan.playing = on
+        if on and chan.partner is not None and not chan.partner.gone:
+            self._media_arrives(chan.partner)
+
+    def _media_arrives(self, listener: Channel) -> None:
+        waiter = listener.media_waiter
+        if waiter is not None and not waiter.done():
+            self.clock.call_later(MEDIA_FRAME, lambda: _settle(waiter))
 
     async def _app_wait(self, chan: Channel, data: str) -> Flow:
         await self._block(chan, _seconds(data) or 0.0)
@@ -780,7 +808,9 @@ class Switch:
         moh_class = args[0].strip() or "default"
         duration = _seconds(args[1]) if len(args) > 1 else None
         self._chan_event("MusicOnHoldStart", chan, ("Class", moh_class))
+        self._sending_media(chan, True)
         await self._block(chan, duration or None)
+        self._sending_media(chan, False)
         if not chan.gone:
             self._chan_event("MusicOnHoldStop", chan)
         return Flow.NEXT
@@ -789,7 +819,11 @@ class Switch:
         options = split_args(data)[1:]
         if chan.state != UP and "noanswer" not in options:
             self._answer(chan)
-        await self._block(chan, PLAYBACK_SECONDS)
+        self._sending_media(chan, True)
+        finished = await self._block(chan, PLAYBACK_SECONDS)
+        self._sending_media(chan, False)
+        if finished:
+            self._setvar(chan, "PLAYBACKSTATUS", "SUCCESS")
         return Flow.NEXT
 
     async def _app_simclient(self, chan: Channel, data: str) -> Flow:
@@ -857,6 +891,10 @@ class Switch:
             return await self._bridge_call(chan, one, resource, started)
         if outcome == "HANGUP":
             outcome = _status_for_cause(one.cause)
+        if chan.hangup_pending and not one.cause:
+            # The caller hung up while the leg rang: app_dial hangs it up with the caller's cause
+            # (shipped/hangup_while_manager_rings.txt); a leg that timed out keeps 0 (manager_noanswer.txt).
+            one.cause = chan.cause or NORMAL_CLEARING
         continuing = outcome != "CANCEL" or chan.pending_goto is not None
         if chan.cdr is not None:
             self._post_cdr(chan, chan.cdr, DISPOSITION[outcome])
@@ -916,6 +954,11 @@ def _status_for_cause(cause: int) -> str:
     if cause in (0, NORMAL_CLEARING, NO_ANSWER):
         return "NOANSWER"
     return "CHANUNAVAIL"
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _seconds(text: str) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -49,11 +50,47 @@ def parse_classes(text: str) -> frozenset[str]:
 
 @dataclass
 class AmiUser:
-    """An AMI account as manager.conf declares it (class names for read and write)."""
+    """An AMI account as manager.conf declares it (class names for read and write, event filters)."""
 
     secret: str
     read: frozenset[str]
     write: frozenset[str]
+    # manager.conf's ``eventfilter`` regexes (a leading "!" excludes), applied to every event's
+    # text; replies to actions, event lists included, pass unfiltered (shipped/connect.txt).
+    eventfilter: tuple[str, ...] = ()
+
+
+def users_from_manager_conf(text: str) -> dict[str, AmiUser]:
+    """The accounts of a manager.conf: every section but [general] is a user.
+
+    Only what shapes a session is read (secret, read, write, eventfilter); ACLs and the
+    [general] settings are the caller's business (the simulator listens where it is told).
+    """
+    users: dict[str, AmiUser] = {}
+    section: str | None = None
+    for raw in text.splitlines():
+        line = re.sub(r"(?<!\\);.*", "", raw).replace("\\;", ";").strip()
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            if section.lower() != "general":
+                users[section.lower()] = AmiUser(secret="", read=frozenset(), write=frozenset())
+            continue
+        key, sep, value = line.partition("=")
+        user = users.get((section or "").lower())
+        if not sep or user is None:
+            continue
+        key, value = key.strip().lower().rstrip(">"), value.lstrip(">").strip()
+        if key == "secret":
+            user.secret = value
+        elif key == "read":
+            user.read = parse_classes(value)
+        elif key == "write":
+            user.write = parse_classes(value)
+        elif key == "eventfilter":
+            user.eventfilter = (*user.eventfilter, value)
+    return users
 
 
 # The account of tests/fixtures/ami/manager.conf, the one the transcripts were captured with.

@@ -1,0 +1,139 @@
+"""What the daemon's AMI user reads from a real Asterisk running the shipped dialplan.
+
+tests/fixtures/ami/shipped/ was recorded with deploy/asterisk/manager_leadrouter.conf's user
+(its read/write classes and eventfilter) sending the actions the daemon sends, beside an
+observer that saw everything. These tests read the unmarked (daemon) sessions through our own
+framing and translator.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from ami_adapter.translate import WANTED_EVENTS
+from router.pbx_events import (
+    Billed,
+    Bridged,
+    DialEnded,
+    DialOutcome,
+    HungUp,
+    OriginateOutcome,
+    OriginateResult,
+    PbxEvent,
+    RecordingStarted,
+)
+from tests.ami.test_translate import _translate
+from tests.transcripts import FIXTURES, load
+
+SHIPPED = sorted(f"shipped/{p.stem}" for p in (FIXTURES / "shipped").glob("*.txt"))
+ANSWERED = OriginateOutcome.ANSWERED
+
+
+def test_there_are_shipped_transcripts() -> None:
+    assert len(SHIPPED) >= 4
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_least_privilege_user_may_run_every_action_the_daemon_sends(name: str) -> None:
+    transcript = load(name)
+    sent = {b.get("ActionID"): b.get("Action") for b in transcript.session("") if b.sent}
+    replies = {b.get("ActionID"): b.get("Response") for b in transcript.received if b.get("Response")}
+    assert set(sent.values()) >= {"Login", "Originate"}
+    assert {action_id: replies.get(action_id) for action_id in sent} == dict.fromkeys(sent, "Success")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_eventfilter_lets_through_every_event_the_daemon_reads(name: str) -> None:
+    """Each event the translator wants reached the daemon's user as often as the observer saw it."""
+    transcript = load(name)
+
+    def wanted(session: str) -> Counter[str]:
+        events = (b.get("Event") for b in transcript.session(session) if not b.sent)
+        return Counter(e for e in events if e in WANTED_EVENTS)
+
+    assert wanted("observer")["Hangup"] >= 2  # the observer did see the call
+    assert wanted("") == wanted("observer")
+    # ...and the dialplan chatter stayed off the daemon's wire.
+    assert not [b for b in transcript.received if b.get("Event") in ("VarSet", "Newexten", "MusicOnHoldStart")]
+
+
+C = "lr-5d0c6a1e9b2f43a8c701"
+A = "lr-8e41b7c09d2a5f3e6b18"
+N = "lr-2a9f0c5e7b3d41e8a6c2"
+H = "lr-c47e2b9a0f5d3816e2a4"
+R = "lr-0f6d3a8c2e9b7415d3b6"
+B = "lr-7b2e9d4f1a6c0835e9f8"
+M = "lr-e3a1c8f5b0d27946a1c0"
+X = "lr-91d4f0b6e3a8c2751f4e"
+
+
+@pytest.mark.parametrize(
+    ("name", "channel", "expected"),
+    [
+        (
+            "connect",
+            C,
+            [
+                OriginateResult(C, ANSWERED),
+                RecordingStarted(C),
+                DialEnded(C, DialOutcome.ANSWER),
+                Bridged(C),
+                # Asterisk writes the client leg's CDR before its Hangup event; billing counts
+                # from the client's answer: 2 s on hold + 4.5 s with manager 101.
+                Billed(C, 6),
+                HungUp(C, 16),
+            ],
+        ),
+        ("apology", A, [OriginateResult(A, ANSWERED), Billed(A, 3), HungUp(A, 16)]),
+        (
+            "manager_noanswer",
+            N,
+            [
+                OriginateResult(N, ANSWERED),
+                RecordingStarted(N),
+                DialEnded(N, DialOutcome.NO_ANSWER),
+                # Back on hold, then sent to 101: recording starts again, into the same file.
+                RecordingStarted(N),
+                DialEnded(N, DialOutcome.ANSWER),
+                Bridged(N),
+                # One CDR per Dial: the unanswered one, then the one that ended the call.
+                Billed(N, 5),
+                HungUp(N, 16),
+                Billed(N, 6),
+            ],
+        ),
+        ("hangup_on_hold", H, [OriginateResult(H, ANSWERED), HungUp(H, 16), Billed(H, 2)]),
+        (
+            "hangup_while_manager_rings",
+            R,
+            [
+                OriginateResult(R, ANSWERED),
+                RecordingStarted(R),
+                DialEnded(R, DialOutcome.CANCEL),
+                HungUp(R, 16),
+                Billed(R, 2),
+            ],
+        ),
+        (
+            "manager_busy",
+            B,
+            [
+                OriginateResult(B, ANSWERED),
+                RecordingStarted(B),
+                DialEnded(B, DialOutcome.BUSY),
+                HungUp(B, 16),
+                Billed(B, 2),
+                Billed(B, 3),
+            ],
+        ),
+        ("hold_max", M, [OriginateResult(M, ANSWERED), HungUp(M, 16), Billed(M, 2)]),
+        # The Hangup action without a Cause: the leg ends with cause 0.
+        ("hangup_action", X, [OriginateResult(X, ANSWERED), Billed(X, 2), HungUp(X, 0)]),
+    ],
+)
+def test_a_client_legs_story_on_the_shipped_dialplan(name: str, channel: str, expected: list[PbxEvent]) -> None:
+    _, events = _translate(f"shipped/{name}", "lr")
+    assert [e for e in events if getattr(e, "channel_id", None) == channel] == expected
+    assert not [e for e in events if ";" in getattr(e, "channel_id", "")]
