@@ -11,7 +11,16 @@ sessions, what was received) are listed in :class:`Simulator`'s docstring.
 from .clock import ScaledClock
 from .server import Simulator
 from .switch import ChannelInfo
-from .wire import AmiUser, users_from_manager_conf
+from .wire import AmiUser, ManagerConf, read_manager_conf
 from .world import Behaviour, World
 
-__all__ = ["AmiUser", "Behaviour", "ChannelInfo", "ScaledClock", "Simulator", "World", "users_from_manager_conf"]
+__all__ = [
+    "AmiUser",
+    "Behaviour",
+    "ChannelInfo",
+    "ManagerConf",
+    "ScaledClock",
+    "Simulator",
+    "World",
+    "read_manager_conf",
+]

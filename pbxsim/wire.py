@@ -60,28 +60,43 @@ class AmiUser:
     eventfilter: tuple[str, ...] = ()
 
 
-def users_from_manager_conf(text: str) -> dict[str, AmiUser]:
-    """The accounts of a manager.conf: every section but [general] is a user.
+@dataclass(frozen=True)
+class ManagerConf:
+    """What of a manager.conf shapes the simulator: its accounts and whether events are stamped."""
+
+    users: dict[str, AmiUser]
+    timestamp_events: bool  # [general] timestampevents: a Timestamp header on every event
+
+
+def read_manager_conf(text: str) -> ManagerConf:
+    """Every section but [general] is a user; of [general] only ``timestampevents`` matters.
 
     Only what shapes a session is read (secret, read, write, eventfilter); ACLs and the
-    [general] settings are the caller's business (the simulator listens where it is told).
+    listening address are the caller's business (the simulator listens where it is told).
     """
     users: dict[str, AmiUser] = {}
+    timestamp_events = False
     section: str | None = None
     for raw in text.splitlines():
         line = re.sub(r"(?<!\\);.*", "", raw).replace("\\;", ";").strip()
         if not line:
             continue
         if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-            if section.lower() != "general":
-                users[section.lower()] = AmiUser(secret="", read=frozenset(), write=frozenset())
+            section = line[1:-1].strip().lower()
+            if section != "general":
+                users[section] = AmiUser(secret="", read=frozenset(), write=frozenset())
             continue
         key, sep, value = line.partition("=")
-        user = users.get((section or "").lower())
-        if not sep or user is None:
+        if not sep:
             continue
         key, value = key.strip().lower().rstrip(">"), value.lstrip(">").strip()
+        if section == "general":
+            if key == "timestampevents":
+                timestamp_events = value.lower() in ("yes", "true", "on", "1")
+            continue
+        user = users.get(section or "")
+        if user is None:
+            continue
         if key == "secret":
             user.secret = value
         elif key == "read":
@@ -90,7 +105,7 @@ def users_from_manager_conf(text: str) -> dict[str, AmiUser]:
             user.write = parse_classes(value)
         elif key == "eventfilter":
             user.eventfilter = (*user.eventfilter, value)
-    return users
+    return ManagerConf(users, timestamp_events)
 
 
 # The account of tests/fixtures/ami/manager.conf, the one the transcripts were captured with.

@@ -18,14 +18,14 @@ import asyncio
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from ami_adapter.asterisk import SHIPPED_DIALPLAN
-from pbxsim import AmiUser, ScaledClock, Simulator, users_from_manager_conf
+from pbxsim import ManagerConf, ScaledClock, Simulator, read_manager_conf
 from tests.transcripts import FIXTURES, Block, load
 
 SCALE = 10.0  # simulated seconds per real second; the transcripts last 0.5-23 s
@@ -101,13 +101,13 @@ def parse_transcript(name: str) -> list[Message]:
     return [Message(b.sent, b.t, b.headers(), b.session) for b in load(name).blocks if b.t is not None]
 
 
-def pbx_for(flow: str) -> tuple[str | Path, Mapping[str, AmiUser] | None]:
-    """The dialplan and AMI users a transcript was recorded with."""
+def pbx_for(flow: str) -> tuple[str | Path, ManagerConf | None]:
+    """The dialplan and manager.conf a transcript was recorded with."""
     if flow.startswith("shipped/"):
         # As start-asterisk assembled extensions.conf: the simulated world, then the included files.
         parts = (SHIPPED / "sim-extensions.conf", SHIPPED_DIALPLAN, SHIPPED / "extra.conf")
         dialplan = "\n".join(p.read_text(encoding="utf-8") for p in parts)
-        return dialplan, users_from_manager_conf((SHIPPED / "manager.conf").read_text(encoding="utf-8"))
+        return dialplan, read_manager_conf((SHIPPED / "manager.conf").read_text(encoding="utf-8"))
     return FIXTURES / "extensions.conf", None
 
 
@@ -149,11 +149,16 @@ async def replay(flow: str) -> list[Message]:
     steps = json.loads((FIXTURES / Path(flow).parent / f"flow_{Path(flow).name}.json").read_text(encoding="utf-8"))
     logins = [m for m in recorded if m.sent and m.fields.get("Action") == "Login"]
     transcript_end = recorded[-1].t
-    dialplan, users = pbx_for(flow)
+    dialplan, manager_conf = pbx_for(flow)
     clock = ScaledClock(SCALE)
     received: list[Message] = []
     channels: dict[str, str] = {}
-    async with Simulator(clock=clock, dialplan=dialplan, users=users) as sim:
+    async with Simulator(
+        clock=clock,
+        dialplan=dialplan,
+        users=manager_conf.users if manager_conf else None,
+        timestamp_events=manager_conf.timestamp_events if manager_conf else False,
+    ) as sim:
         t0 = clock.monotonic()
 
         async def record(reader: asyncio.StreamReader, session: str) -> None:
