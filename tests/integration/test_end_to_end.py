@@ -100,10 +100,11 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
                 # Lower bounds hold on any machine: the world's 2 s of ringing, the manager's 3 s.
                 assert call.ring_seconds >= 2
                 assert call.hold_seconds >= 3
-                # The PBX's own figure for the same call: the world hangs up 30 s after the answer,
-                # Asterisk floors each CDR segment, and every manager tried starts a new one.
+                # The PBX's own figure for the same call: the world hangs up 30 s after the answer
+                # (later, never sooner, when this machine is loaded), Asterisk floors each CDR
+                # segment, and every manager tried starts a new one.
                 billed = call.pbx_billable_seconds
-                assert billed is not None and 30 - len(call.legs) <= billed <= 30
+                assert billed is not None and 30 - len(call.legs) <= billed
                 # The daemon takes call times from the PBX's stamped events, so its hold + talk is
                 # the PBX's own answer-to-hangup whatever the load on this machine: at most one
                 # floored second per CDR segment above the billed sum, and a little below it, as
