@@ -44,14 +44,20 @@ class Window:
 def _days_text(days: frozenset[int]) -> str:
     if days == _EVERY_DAY:
         return ""
-    ordered = sorted(days)
+    # Start after a day off, so a run across the weekend reads as one: "sat-mon".
+    first = next(day for day in range(7) if (day - 1) % 7 not in days)
     runs: list[list[int]] = []
-    for day in ordered:
-        if runs and runs[-1][-1] == day - 1:
+    for offset in range(7):
+        day = (first + offset) % 7
+        if day not in days:
+            continue
+        if runs and (runs[-1][-1] + 1) % 7 == day:
             runs[-1].append(day)
         else:
             runs.append([day])
-    return ",".join(DAY_NAMES[run[0]] if len(run) == 1 else f"{DAY_NAMES[run[0]]}-{DAY_NAMES[run[-1]]}" for run in runs)
+    return ",".join(
+        DAY_NAMES[run[0]] if len(run) == 1 else f"{DAY_NAMES[run[0]]}-{DAY_NAMES[run[-1]]}" for run in runs
+    )
 
 
 @dataclass(frozen=True, slots=True)
