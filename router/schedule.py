@@ -55,9 +55,7 @@ def _days_text(days: frozenset[int]) -> str:
             runs[-1].append(day)
         else:
             runs.append([day])
-    return ",".join(
-        DAY_NAMES[run[0]] if len(run) == 1 else f"{DAY_NAMES[run[0]]}-{DAY_NAMES[run[-1]]}" for run in runs
-    )
+    return ",".join(DAY_NAMES[run[0]] if len(run) == 1 else f"{DAY_NAMES[run[0]]}-{DAY_NAMES[run[-1]]}" for run in runs)
 
 
 @dataclass(frozen=True, slots=True)
