@@ -11,7 +11,6 @@ least_talk_time turns over at midnight, in the plan's time zone.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import itertools
 import random
@@ -23,6 +22,7 @@ from datetime import UTC, datetime, time, timedelta
 from router.model import Call, Lead, OutcomeReport
 from router.pbx_events import DeviceState
 from router.routing import Manager, RoutingPlan, Scenario, Strategy
+from router.schedule import Schedule
 from router.strategies import MAX_HISTORY, ScenarioMemory, Selector, selector
 
 _IDLE_STATES = frozenset({DeviceState.FREE, DeviceState.UNKNOWN})
@@ -92,8 +92,8 @@ class ManagerBoard:
         old = self._slots
         self._slots = {}
         for manager in plan.managers:
-            known = old.get(manager.id)
-            slot = _Slot(manager) if known is None else dataclasses.replace(known, manager=manager)
+            slot = old.get(manager.id) or _Slot(manager)
+            slot.manager = manager
             if manager.shift is None:
                 slot.on_shift, slot.shift_due = True, None
             else:
@@ -164,13 +164,17 @@ class ManagerBoard:
             self._day_end = self._next_midnight(now)
             self._new_day()
         local = now.astimezone(self._plan.timezone)
+        # Whole teams share a shift and change at the same minute: work each shift out once.
+        looked_at: dict[Schedule, tuple[bool, datetime]] = {}
         while self._shifts and self._shifts[0][0] <= now:
             due, manager_id = heapq.heappop(self._shifts)
             slot = self._slots.get(manager_id)
-            if slot is None or slot.shift_due != due or slot.manager.shift is None:
+            shift = slot.manager.shift if slot is not None else None
+            if slot is None or shift is None or slot.shift_due != due:
                 continue  # gone, or looked at since: a newer entry stands
-            slot.on_shift = slot.manager.shift.contains(local)
-            slot.shift_due = slot.manager.shift.next_change(local)
+            if shift not in looked_at:
+                looked_at[shift] = (shift.contains(local), shift.next_change(local))
+            slot.on_shift, slot.shift_due = looked_at[shift]
             heapq.heappush(self._shifts, (slot.shift_due, manager_id))
             self._refresh(manager_id)
         upcoming = min(self._day_end, self._shifts[0][0]) if self._shifts else self._day_end

@@ -115,8 +115,7 @@ class _Ranked(Selector):
         self._keys: dict[str, tuple[float, ...]] = {}
 
     def fill(self, manager_ids: Iterable[str]) -> None:
-        for manager_id in manager_ids:
-            self._keys[manager_id] = self._key(manager_id)
+        self._keys = {manager_id: self._key(manager_id) for manager_id in manager_ids}
         self._entries = sorted((key, manager_id) for manager_id, key in self._keys.items())
 
     def enter(self, manager_id: str) -> None:
@@ -208,6 +207,18 @@ class _Weighted(Selector):
         while index < len(self._tree):
             self._tree[index] += delta
             index += index & -index
+
+    def fill(self, manager_ids: Iterable[str]) -> None:
+        """Build the tree in one pass rather than by one update per manager."""
+        self._in = {manager_id for manager_id in manager_ids if manager_id in self._slot}
+        self._tree = [0] * len(self._tree)
+        for index, manager_id in enumerate(self._ids, start=1):
+            if manager_id in self._in:
+                self._tree[index] += self._weight[index - 1]
+            parent = index + (index & -index)
+            if parent < len(self._tree):
+                self._tree[parent] += self._tree[index]
+        self._total = sum(self._weight[self._slot[manager_id]] for manager_id in self._in)
 
     def enter(self, manager_id: str) -> None:
         if manager_id in self._slot and manager_id not in self._in:
