@@ -177,15 +177,16 @@ Country = Annotated[str, AfterValidator(_country)]
 
 
 def _share(value: object) -> object:
+    share: object = value
     if isinstance(value, str) and value.strip().endswith("%"):
         try:
-            return float(value.strip()[:-1]) / 100
+            share = float(value.strip()[:-1]) / 100
         except ValueError:
             pass
-    if isinstance(value, str) or (isinstance(value, int | float) and not 0 <= value <= 1):
-        raise ValueError(f"{value!r} is not a share: write a percentage such as 50% or a fraction such as 0.5")
-    return value
+    if not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share <= 1:
+        raise ValueError(f"{value!r} is not a share: write a percentage from 0% to 100% or a fraction such as 0.5")
+    return share
 
 
-Share = Annotated[float, BeforeValidator(_share), Field(ge=0, le=1, allow_inf_nan=False)]
+Share = Annotated[float, BeforeValidator(_share)]
 """A part of a whole: ``50%`` or ``0.5``."""

@@ -259,7 +259,7 @@ class ManagerBoard:
         """Reserve the picked manager for the call; his turn and the offer count in the scenario."""
         self.reserve(manager_id, call_id)
         chosen = self._current(scenario)
-        if chosen is not None:
+        if chosen is not None:  # a call from before a reload counts in no scenario's turns
             chosen.given(manager_id, now)
 
     def reserve(self, manager_id: str, call_id: int) -> None:

@@ -149,7 +149,8 @@ def test_mistakes_in_values_point_at_them(tmp_path: Path) -> None:
         "11:13: managers[0].shift[0]: 'mon-fry' is not a day or a range of days: "
         "use mon, tue, wed, thu, fri, sat, sun, e.g. mon-fri",
         "25:23: scenarios[0].match.countries[1]: 'xx' is not a country code: write ISO 3166 codes such as RU, KZ, US",
-        "29:78: scenarios[0].closing_rate.fairness_floor: must be less than or equal to 1",
+        "29:78: scenarios[0].closing_rate.fairness_floor: '130%' is not a share: "
+        "write a percentage from 0% to 100% or a fraction such as 0.5",
     ]
     assert found[5].startswith("35:15: scenarios[1].strategy: must be 'longest_idle', 'round_robin', ")
 
@@ -246,7 +247,7 @@ def test_a_share_is_a_percentage_or_a_fraction(tmp_path: Path) -> None:
     plan = load(tmp_path, VALID.replace("fairness_floor: 30%", "fairness_floor: 0.25"))
     assert plan.scenarios[0].closing_rate.fairness_floor == 0.25
     (found,) = problems(tmp_path, VALID.replace("fairness_floor: 30%", "fairness_floor: half"))
-    assert found.endswith("'half' is not a share: write a percentage such as 50% or a fraction such as 0.5")
+    assert found.endswith("'half' is not a share: write a percentage from 0% to 100% or a fraction such as 0.5")
 
 
 def test_a_broken_version_2_reload_keeps_the_plan_in_force(tmp_path: Path) -> None:
