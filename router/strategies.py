@@ -22,7 +22,7 @@ from typing import Protocol
 
 from router.routing import ClosingRate, Manager, Strategy
 
-# closing_rate: how sure the Thompson scan must be before it stops drawing (see _ClosingRateSelector.pick).
+# closing_rate: how sure the Thompson scan must be before it stops drawing (see _ClosingRate.pick).
 SKIP_CHANCE = 1e-4
 MAX_DRAWS = 16
 MAX_HISTORY = 500  # decided leads kept per manager and scenario; the config caps `history` at this
