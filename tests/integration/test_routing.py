@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pbxsim import Behaviour, World
 from router.model import CallState, Disposition, Outcome
+from router.routing import Strategy
 from tests.integration.rig import Rig, running, until
 
-ROUTING = {
+ROUTING: dict[str, Any] = {
     "version": 2,
     "timezone": "Europe/Moscow",
     "managers": [
@@ -106,3 +109,17 @@ async def test_outcome_requests_are_checked_and_documented(tmp_path: Path) -> No
         assert "lead.outcome" in operation["description"]
         body = spec["components"]["schemas"]["OutcomeIn"]
         assert set(body["properties"]) == {"outcome", "reason", "author"} and body["required"] == ["outcome", "author"]
+
+
+async def test_a_reload_applies_new_options_and_refuses_a_broken_file(tmp_path: Path) -> None:
+    async with running(tmp_path, world=World(), routing=ROUTING, scale=20) as rig:
+        changed = {**ROUTING, "scenarios": [*ROUTING["scenarios"][:-1], {"name": "default", "strategy": "weighted"}]}
+        rig.routing_file.write_text(yaml.safe_dump(changed))
+        assert rig.daemon.reload_routing() is True
+        assert rig.daemon.routing.plan.scenarios[-1].strategy is Strategy.WEIGHTED
+
+        rig.routing_file.write_text(yaml.safe_dump({**changed, "timezone": "Mars/Olympus"}))
+        assert rig.daemon.reload_routing() is False
+        assert rig.daemon.routing.plan.scenarios[-1].strategy is Strategy.WEIGHTED
+        lead_id = (await rig.post(phone="+79161234567", payload=VIP)).json()["id"]
+        assert (await _ended(rig, lead_id))["calls"][0]["scenario"] == "vip"  # the running rules route on
