@@ -22,6 +22,7 @@ test: $(STAMP) mosquitto
 bench: $(STAMP)
 	$(BIN)/python -m bench.ami_ingest
 	$(BIN)/python -m bench.simulator_load
+	$(BIN)/python -m bench.routing_select
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dialer.intake import LeadInput
-from router.model import Call, Lead
+from router.model import Call, Lead, Outcome
 from router.phone import InvalidPhone
 from router.stats import DayStats
 
@@ -33,10 +33,15 @@ class LeadQueriesPort(Protocol):
     async def lead_with_calls(self, lead_id: int) -> tuple[Lead, list[Call]] | None: ...
 
 
+class LeadOutcomesPort(Protocol):
+    async def report(self, lead_id: int, outcome: Outcome, *, reason: str, author: str) -> Lead | None: ...
+
+
 @dataclass(frozen=True)
 class ApiDeps:
     intake: LeadIntakePort
     queries: LeadQueriesPort
+    outcomes: LeadOutcomesPort
     stats: Callable[[date | None, tzinfo | None], Awaitable[DayStats]]  # None: today, the server's zone
     health: Callable[[], dict[str, Any]]
     token: str
@@ -59,6 +64,16 @@ class LeadIn(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict, description="free-form, stored and published as is")
 
     _plain_text = field_validator("name", "source", "external_id")(_no_control_characters)
+
+
+class OutcomeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    outcome: Outcome = Field(description="worked (in progress), won or lost; the latest report is in force")
+    reason: str = Field("", max_length=500, description="why, in the CRM's words")
+    author: str = Field(min_length=1, max_length=200, description="who in the CRM reported it")
+
+    _plain_text = field_validator("reason", "author")(_no_control_characters)
 
 
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
@@ -119,6 +134,7 @@ def _lead_json(lead: Lead) -> dict[str, Any]:
         "next_attempt_at": lead.next_attempt_at,
         "last_disposition": lead.last_disposition.value if lead.last_disposition else None,
         "created_at": lead.created_at,
+        "outcome": lead.outcome.value if lead.outcome else None,
     }
 
 
@@ -205,6 +221,18 @@ def create_app(deps: ApiDeps) -> FastAPI:
             return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
         lead, calls = found
         return JSONResponse(_jsonable({**_lead_json(lead), "calls": [_call_json(call) for call in calls]}))
+
+    @app.patch("/leads/{lead_id}", dependencies=auth)
+    async def report_outcome(lead_id: int, body: OutcomeIn) -> JSONResponse:
+        """Report what became of a lead: stored with time and author, published as ``lead.outcome``.
+
+        ``won`` and ``lost`` credit the lead's owner in the scenario he took it in (the
+        ``closing_rate`` strategy) and take it off his open leads (``max_open_leads``).
+        """
+        lead = await deps.outcomes.report(lead_id, body.outcome, reason=body.reason, author=body.author)
+        if lead is None:
+            return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
+        return JSONResponse(_jsonable(_lead_json(lead)))
 
     @app.get("/stats/managers", dependencies=auth)
     async def manager_stats(

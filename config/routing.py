@@ -1,17 +1,40 @@
-"""``routing.yaml``: who takes calls and by which rules, checked before it replaces the running plan."""
+"""``routing.yaml``: who takes calls and by which rules, checked before it replaces the running plan.
+
+Two formats: ``version: 1`` (scenarios by lead source over lists of managers, longest idle first)
+keeps working unchanged; ``version: 2`` adds match rules, groups and skills, capacity, shifts and
+strategies. Both become the same RoutingPlan.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from config.document import Document, Loc
-from config.fields import Count, Digits, Duration, Identifier, Line
+from config.fields import (
+    Count,
+    Country,
+    Digits,
+    Duration,
+    Identifier,
+    Line,
+    OneOrMore,
+    Pattern,
+    Share,
+    TimeWindow,
+    TimeZoneName,
+)
 from config.problems import ConfigError, Problem
-from router.routing import Manager, RoutingPlan, Scenario
+from router.matching import Match, Patterns
+from router.routing import DEFAULT_WEIGHT, ClosingRate, Manager, Pool, RoutingPlan, Scenario, Strategy
+from router.schedule import Schedule
+from router.strategies import MAX_HISTORY
+
+_CLOSING_RATE = ClosingRate()  # its defaults
 
 
 class _Entry(BaseModel):
@@ -27,21 +50,80 @@ class _ManagerEntry(_Entry):
     extension: Digits
 
 
-class _ScenarioEntry(_Entry):
+class _CallPolicy(_Entry):
     name: Identifier
-    # Absent means "every source" / "every manager"; an empty list is refused as ambiguous.
-    sources: Annotated[list[Line], Field(min_length=1)] | None = None
-    managers: Annotated[list[Identifier], Field(min_length=1)] | None = None
     hold_limit: Duration = 45
     ring_timeout: Duration = 20
     max_attempts: Count = 3
     retry_delays: Annotated[list[Duration], Field(min_length=1)] = [300, 900, 3600]
 
 
-class _RoutingFile(_Entry):
-    version: Literal[1]
+# -- version 1 ---------------------------------------------------------------------------------
+
+
+class _ScenarioV1(_CallPolicy):
+    # Absent means "every source" / "every manager"; an empty list is refused as ambiguous.
+    sources: Annotated[list[Line], Field(min_length=1)] | None = None
+    managers: Annotated[list[Identifier], Field(min_length=1)] | None = None
+
+
+class _RoutingV1(_Entry):
+    # Files that are not version 2 are read as version 1; a wrong number is reported here, so
+    # the message names both formats.
+    version: Literal[1, 2]
     managers: Annotated[list[_ManagerEntry], Field(min_length=1)]
-    scenarios: Annotated[list[_ScenarioEntry], Field(min_length=1)]
+    scenarios: Annotated[list[_ScenarioV1], Field(min_length=1)]
+
+
+# -- version 2 ---------------------------------------------------------------------------------
+
+
+class _ManagerV2(_ManagerEntry):
+    groups: OneOrMore[Identifier] | None = None
+    skills: OneOrMore[Identifier] | None = None
+    weight: Annotated[int, Field(strict=True, ge=1, le=100)] = DEFAULT_WEIGHT
+    max_open_leads: Count | None = None
+    shift: OneOrMore[TimeWindow] | None = None
+
+
+class _MatchEntry(_Entry):
+    sources: OneOrMore[Pattern] | None = None
+    tags: OneOrMore[Pattern] | None = None
+    payload: Annotated[dict[str, OneOrMore[Pattern]], Field(min_length=1)] | None = None
+    countries: OneOrMore[Country] | None = None
+    regions: OneOrMore[Pattern] | None = None
+    when: OneOrMore[TimeWindow] | None = None
+
+
+class _PoolEntry(_Entry):
+    managers: OneOrMore[Identifier] | None = None
+    groups: OneOrMore[Identifier] | None = None
+    skills: OneOrMore[Identifier] | None = None
+
+
+class _ClosingRateEntry(_Entry):
+    prior_won: Annotated[float, Field(gt=0, allow_inf_nan=False)] = _CLOSING_RATE.prior_won
+    prior_lost: Annotated[float, Field(gt=0, allow_inf_nan=False)] = _CLOSING_RATE.prior_lost
+    history: Annotated[int, Field(strict=True, ge=1, le=MAX_HISTORY)] = _CLOSING_RATE.history
+    fairness_floor: Share = _CLOSING_RATE.fairness_floor
+    fairness_window: Count | None = _CLOSING_RATE.fairness_window
+
+
+class _ScenarioV2(_CallPolicy):
+    match: _MatchEntry | None = None
+    pool: _PoolEntry | None = None
+    strategy: Strategy = Strategy.LONGEST_IDLE
+    closing_rate: _ClosingRateEntry | None = None
+
+
+class _RoutingV2(_Entry):
+    version: Literal[2]
+    timezone: TimeZoneName
+    managers: Annotated[list[_ManagerV2], Field(min_length=1)]
+    scenarios: Annotated[list[_ScenarioV2], Field(min_length=1)]
+
+
+# -- checks across entries -----------------------------------------------------------------------
 
 
 def _duplicates(section: str, key: str, values: Sequence[str], what: str) -> Iterator[tuple[Loc, str]]:
@@ -60,32 +142,39 @@ def _section(adapter: TypeAdapter[list[EntryT]], data: object, key: str) -> list
         return None
 
 
-_MANAGERS = TypeAdapter(list[_ManagerEntry])
-_SCENARIOS = TypeAdapter(list[_ScenarioEntry])
+def _unique_managers(managers: Sequence[_ManagerEntry]) -> Iterator[tuple[Loc, str]]:
+    yield from _duplicates("managers", "id", [manager.id for manager in managers], "manager id")
+    yield from _duplicates("managers", "extension", [manager.extension for manager in managers], "extension")
 
 
-def _cross_check(data: object) -> Iterator[tuple[Loc, str]]:
-    managers = _section(_MANAGERS, data, "managers")
-    scenarios = _section(_SCENARIOS, data, "scenarios")
+def _unknown_managers(loc: Loc, ids: Sequence[str], managers: Sequence[_ManagerEntry]) -> Iterator[tuple[Loc, str]]:
+    known = sorted(manager.id for manager in managers)
+    for item, manager_id in enumerate(ids):
+        if manager_id not in known:
+            yield (*loc, item), f"no manager has the id {manager_id!r}; known ids: {', '.join(known)}"
+
+
+_MANAGERS_V1 = TypeAdapter(list[_ManagerEntry])
+_SCENARIOS_V1 = TypeAdapter(list[_ScenarioV1])
+_MANAGERS_V2 = TypeAdapter(list[_ManagerV2])
+_SCENARIOS_V2 = TypeAdapter(list[_ScenarioV2])
+
+
+def _cross_check_v1(data: object) -> Iterator[tuple[Loc, str]]:
+    managers = _section(_MANAGERS_V1, data, "managers")
+    scenarios = _section(_SCENARIOS_V1, data, "scenarios")
     if managers is not None:
-        yield from _duplicates("managers", "id", [manager.id for manager in managers], "manager id")
-        yield from _duplicates("managers", "extension", [manager.extension for manager in managers], "extension")
+        yield from _unique_managers(managers)
     if scenarios is None:
         return
     yield from _duplicates("scenarios", "name", [scenario.name for scenario in scenarios], "scenario name")
     if managers is not None:
-        known = sorted(manager.id for manager in managers)
         for index, scenario in enumerate(scenarios):
-            for item, manager_id in enumerate(scenario.managers or ()):
-                if manager_id not in known:
-                    yield (
-                        ("scenarios", index, "managers", item),
-                        f"no manager has the id {manager_id!r}; known ids: {', '.join(known)}",
-                    )
+            yield from _unknown_managers(("scenarios", index, "managers"), scenario.managers or (), managers)
     yield from _source_order(scenarios)
 
 
-def _source_order(scenarios: list[_ScenarioEntry]) -> Iterator[tuple[Loc, str]]:
+def _source_order(scenarios: list[_ScenarioV1]) -> Iterator[tuple[Loc, str]]:
     """First match wins: exactly the last scenario is the catch-all and no source is listed twice."""
     last = len(scenarios) - 1
     taken_by: dict[str, str] = {}
@@ -111,24 +200,153 @@ def _source_order(scenarios: list[_ScenarioEntry]) -> Iterator[tuple[Loc, str]]:
             taken_by.setdefault(source, scenario.name)
 
 
-def load_routing(path: Path) -> RoutingPlan:
-    """Read and check a routing file; raise ConfigError listing every problem."""
-    routing = Document.read(path).validate(_RoutingFile, _cross_check)
+def _cross_check_v2(data: object) -> Iterator[tuple[Loc, str]]:
+    managers = _section(_MANAGERS_V2, data, "managers")
+    scenarios = _section(_SCENARIOS_V2, data, "scenarios")
+    if managers is not None:
+        yield from _unique_managers(managers)
+    if scenarios is None:
+        return
+    yield from _duplicates("scenarios", "name", [scenario.name for scenario in scenarios], "scenario name")
+    for index, scenario in enumerate(scenarios):
+        here: Loc = ("scenarios", index)
+        if scenario.closing_rate is not None and scenario.strategy is not Strategy.CLOSING_RATE:
+            message = f"is read only by `strategy: closing_rate`; this scenario has {scenario.strategy}"
+            yield (*here, "closing_rate"), message
+        match = scenario.match
+        if match is not None and match.tags is not None and match.payload is not None and "tags" in match.payload:
+            yield (*here, "match", "tags"), "`tags` is short for `payload.tags`: write one of the two"
+        if managers is not None and scenario.pool is not None:
+            yield from _pool_problems((*here, "pool"), scenario.pool, managers)
+    yield from _match_order(scenarios)
+
+
+def _pool_problems(loc: Loc, pool: _PoolEntry, managers: list[_ManagerV2]) -> Iterator[tuple[Loc, str]]:
+    yield from _unknown_managers((*loc, "managers"), pool.managers or (), managers)
+    for kind, names in (("groups", pool.groups), ("skills", pool.skills)):
+        known = sorted({name for manager in managers for name in getattr(manager, kind) or ()})
+        for item, name in enumerate(names or ()):
+            if name not in known:
+                listed = ", ".join(known) if known else "none: give managers `" + kind + "`"
+                yield (*loc, kind, item), f"no manager has {kind[:-1]} {name!r}; known {kind}: {listed}"
+    domain = _pool(pool)
+    if not any(domain.admits(_manager(manager)) for manager in managers):
+        yield loc, f"takes nobody: no manager is in {domain.describe()}"
+
+
+def _match_order(scenarios: list[_ScenarioV2]) -> Iterator[tuple[Loc, str]]:
+    """First match wins: exactly the last scenario is the catch-all, and no scenario is shadowed whole."""
+    last = len(scenarios) - 1
+    seen: dict[Match, str] = {}
+    for index, scenario in enumerate(scenarios):
+        match = Match() if scenario.match is None else _match(scenario.match)
+        everything = match.takes_everything
+        if everything and index != last:
+            yield (
+                ("scenarios", index),
+                "has no `match` rules, so it takes every lead and the scenarios after it are never used; "
+                "only the last scenario may leave `match` out",
+            )
+        if not everything and index == last:
+            yield (
+                ("scenarios", index, "match"),
+                "the last scenario is the catch-all for every other lead: remove `match` here, "
+                "or add a scenario without `match` after it",
+            )
+        if not everything:
+            if match in seen:
+                yield (
+                    ("scenarios", index, "match"),
+                    f"matches exactly what scenario {seen[match]!r} matches, which wins: it is never used",
+                )
+            seen.setdefault(match, scenario.name)
+
+
+# -- from the file to the plan -------------------------------------------------------------------
+
+
+def _match(entry: _MatchEntry) -> Match:
+    payload = dict(entry.payload or {})
+    if entry.tags is not None:
+        payload["tags"] = entry.tags
+    return Match(
+        sources=None if entry.sources is None else Patterns.of(entry.sources),
+        payload=tuple((name, Patterns.of(values)) for name, values in payload.items()),
+        countries=None if entry.countries is None else frozenset(entry.countries),
+        regions=None if entry.regions is None else Patterns.of(entry.regions),
+        when=None if entry.when is None else Schedule(tuple(entry.when)),
+    )
+
+
+def _pool(entry: _PoolEntry) -> Pool:
+    return Pool(*(frozenset(names or ()) for names in (entry.managers, entry.groups, entry.skills)))
+
+
+def _manager(entry: _ManagerV2) -> Manager:
+    return Manager(
+        id=entry.id,
+        name=entry.name,
+        extension=entry.extension,
+        groups=frozenset(entry.groups or ()),
+        skills=frozenset(entry.skills or ()),
+        weight=entry.weight,
+        max_open_leads=entry.max_open_leads,
+        shift=None if entry.shift is None else Schedule(tuple(entry.shift)),
+    )
+
+
+def _plan_v1(routing: _RoutingV1) -> RoutingPlan:
     return RoutingPlan(
         managers=tuple(Manager(id=entry.id, name=entry.name, extension=entry.extension) for entry in routing.managers),
         scenarios=tuple(
             Scenario(
                 name=entry.name,
-                sources=frozenset(entry.sources or ()),
-                managers=frozenset(entry.managers or ()),
                 hold_limit=entry.hold_limit,
                 ring_timeout=entry.ring_timeout,
                 max_attempts=entry.max_attempts,
                 retry_delays=tuple(entry.retry_delays),
+                # Version 1 compared sources exactly: a `*` in one stays a `*`.
+                match=Match() if entry.sources is None else Match(sources=Patterns.of(entry.sources, globs=False)),
+                pool=Pool(managers=frozenset(entry.managers or ())),
             )
             for entry in routing.scenarios
         ),
     )
+
+
+def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
+    return RoutingPlan(
+        managers=tuple(_manager(entry) for entry in routing.managers),
+        scenarios=tuple(
+            Scenario(
+                name=entry.name,
+                hold_limit=entry.hold_limit,
+                ring_timeout=entry.ring_timeout,
+                max_attempts=entry.max_attempts,
+                retry_delays=tuple(entry.retry_delays),
+                match=Match() if entry.match is None else _match(entry.match),
+                pool=Pool() if entry.pool is None else _pool(entry.pool),
+                strategy=entry.strategy,
+                closing_rate=_CLOSING_RATE
+                if entry.closing_rate is None
+                else ClosingRate(**entry.closing_rate.model_dump()),
+            )
+            for entry in routing.scenarios
+        ),
+        timezone=ZoneInfo(routing.timezone),
+    )
+
+
+def _version(data: Any) -> object:
+    return data.get("version") if isinstance(data, dict) else None
+
+
+def load_routing(path: Path) -> RoutingPlan:
+    """Read and check a routing file; raise ConfigError listing every problem."""
+    document = Document.read(path)
+    if _version(document.data) == 2:
+        return _plan_v2(document.validate(_RoutingV2, _cross_check_v2))
+    return _plan_v1(document.validate(_RoutingV1, _cross_check_v1))
 
 
 class RoutingSource:

@@ -278,17 +278,18 @@ class Dialer:
         """Claim and dial what is due; return seconds until the next lead falls due (0 = go on)."""
         if not self._pbx.connected or not self._resynced_once:
             return None  # pbx_connected wakes us
+        now = self._clock.now()
+        shift_change = self._board.tick(now)  # managers come on and go off shift by the clock
         capacity = self._capacity()
         if capacity <= 0:
-            return None  # a call ending or a manager getting free wakes us
-        now = self._clock.now()
+            return shift_change  # or a call ending or a manager getting free wakes us
         plan = self._routing()
         started: list[_Live] = []
         async with self._uow() as uow:
             leads = await uow.leads.claim_due(now, capacity)
             for lead in leads:
                 assert lead.id is not None
-                scenario = plan.scenario_for(lead.source)
+                scenario = plan.scenario_for(lead, now)
                 call = Call(
                     lead_id=lead.id,
                     attempt=lead.attempts,
@@ -316,8 +317,8 @@ class Dialer:
         if len(leads) == capacity:
             return 0
         if next_due is None:
-            return None
-        return max((next_due - now).total_seconds(), 0.001)
+            return shift_change
+        return max(min((next_due - now).total_seconds(), shift_change), 0.001)
 
     # -- PBX commands ---------------------------------------------------------------------
 
@@ -463,7 +464,9 @@ class Dialer:
             return
         live.cancel_timers()
         assert call.manager_id is not None and call.id is not None
-        self._emit(live, live.lead.assign_owner(call.manager_id, call.id, now))
+        assigned = live.lead.assign_owner(call.manager_id, call.id, now)
+        self._board.lead_assigned(live.lead, assigned.previous_owner_id)
+        self._emit(live, assigned)
 
     def _end(self, live: _Live, disposition: Disposition, now: datetime) -> None:
         self._finish(live, live.call.end(disposition, now), now)
@@ -475,6 +478,7 @@ class Dialer:
         self._holding.leave(call.channel_id)
         assert call.disposition is not None and call.id is not None
         self._emit(live, ended, live.lead.finish_attempt(call.disposition, live.scenario, now))
+        self._board.call_ended(call, now)
         freed = False
         for leg in call.legs:
             freed = self._board.release(leg.manager_id, call.id) or freed

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol, Self
 
 from router.events import DomainEvent
-from router.model import Call, Lead
+from router.model import Call, Lead, OutcomeReport
 
 
 class Clock(Protocol):
@@ -81,6 +81,11 @@ class CallRepository(Protocol):
     async def unfinished(self) -> list[Call]: ...
 
 
+class OutcomeRepository(Protocol):
+    async def add(self, report: OutcomeReport) -> None:
+        """Keep the report and make its outcome the lead's."""
+
+
 class Outbox(Protocol):
     def add(self, events: Sequence[DomainEvent], at: datetime) -> None:
         """Record events to publish; written with the unit of work's commit."""
@@ -92,6 +97,9 @@ class UnitOfWork(Protocol):
 
     @property
     def calls(self) -> CallRepository: ...
+
+    @property
+    def outcomes(self) -> OutcomeRepository: ...
 
     @property
     def outbox(self) -> Outbox: ...

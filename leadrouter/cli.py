@@ -16,9 +16,11 @@ from config.problems import ConfigError
 from config.routing import RoutingSource
 from config.settings import Settings, load_settings
 from leadrouter.logs import configure_logging
+from router.routing import RoutingPlan, Scenario, Strategy
 from router.stats import ManagerStats, hms
 
 DEFAULT_CONFIG = os.environ.get("LEADROUTER_CONFIG", "/etc/leadrouter/leadrouter.yaml")
+POOL_SHOWN = 8  # manager ids listed per pool in check-config's summary
 
 
 def _load(config: str) -> tuple[Settings, RoutingSource]:
@@ -76,10 +78,33 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def _check(config: str) -> int:
-    settings, routing = _load(config)
+    try:
+        settings, routing = _load(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     plan = routing.plan
-    print(f"{config}: ok; {settings.routing_file}: ok ({len(plan.managers)} managers, {len(plan.scenarios)} scenarios)")
+    print(f"{config}: ok")
+    print(
+        f"{settings.routing_file}: ok ({len(plan.managers)} managers, {len(plan.scenarios)} scenarios, "
+        f"days and hours in {plan.timezone}); first match wins:"
+    )
+    for number, scenario in enumerate(plan.scenarios, start=1):
+        print_scenario(number, scenario, plan)
     return 0
+
+
+def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
+    """What ops check before a reload: what the scenario takes, who takes it, and how they are picked."""
+    pool = [manager.id for manager in plan.pool(scenario)]
+    shown = ", ".join(pool[:POOL_SHOWN]) + (f" and {len(pool) - POOL_SHOWN} more" if len(pool) > POOL_SHOWN else "")
+    strategy = str(scenario.strategy)
+    if scenario.strategy is Strategy.CLOSING_RATE:
+        strategy += f" ({scenario.closing_rate.describe(len(pool))})"
+    print(f"  {number}. {scenario.name}")
+    print(f"       matches:  {scenario.match.describe()}")
+    print(f"       pool:     {len(pool)} manager{'s' if len(pool) != 1 else ''} ({scenario.pool.describe()}): {shown}")
+    print(f"       strategy: {strategy}")
 
 
 def main(argv: list[str] | None = None) -> int:

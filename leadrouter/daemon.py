@@ -29,10 +29,12 @@ from config.routing import RoutingSource
 from config.settings import Settings
 from dialer.engine import Dialer
 from dialer.intake import LeadIntake
+from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
 from events.publisher import OutboxPublisher
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
+from router.model import OutcomeReport
 from router.stats import DayStats, ManagerStats, day_bounds, with_every_manager
 from storage.engine import Database
 from storage.queries import SqlQueries
@@ -121,7 +123,9 @@ class Daemon:
         def unit_of_work() -> SqlUnitOfWork:
             return SqlUnitOfWork(database, on_events_committed=wake_publisher)
 
-        self.board = ManagerBoard(self.routing.plan.managers)
+        self.board = ManagerBoard(self.routing.plan)
+        now = self.clock.now()
+        self.board.restore(await self.queries.board_history(self.routing.plan, now), now)
         translator = EventTranslator(
             channel_id_prefix=settings.pbx.channel_id_prefix,
             manager_device=settings.pbx.manager_device_parts,
@@ -148,6 +152,7 @@ class Daemon:
             default_region=settings.phones.default_region,
             on_new_lead=self.dialer.leads_added,
         )
+        self.outcomes = LeadOutcomes(uow=unit_of_work, clock=self.clock, on_reported=self._outcome_reported)
 
         # Stopped in reverse: the API first (no new leads), then the AMI session, then the
         # dialer (it stores what it was told); rows still in the outbox leave at the next start.
@@ -165,6 +170,7 @@ class Daemon:
         api = ApiDeps(
             intake=self.intake,
             queries=self.queries,
+            outcomes=self.outcomes,
             stats=self.stats.of_day,
             health=self.health,
             token=settings.http.token.get_secret_value(),
@@ -184,6 +190,10 @@ class Daemon:
             "managers_free": self.board.free_count,
         }
 
+    def _outcome_reported(self, report: OutcomeReport) -> None:
+        self.board.outcome(report)
+        self.dialer.leads_added()  # a decided lead may bring its owner back under his max_open_leads
+
     def reload_routing(self) -> bool:
         """SIGHUP: take a fixed routing.yaml, or keep the running one and say why not."""
         problems = self.routing.reload()
@@ -191,7 +201,7 @@ class Daemon:
             for problem in problems:
                 log.error("routing.reload_refused", problem=str(problem))
             return False
-        self.board.replace(self.routing.plan.managers)
+        self.board.replace(self.routing.plan)
         self.dialer.leads_added()  # the new plan may free capacity
         log.info("routing.reloaded", managers=len(self.routing.plan.managers))
         return True

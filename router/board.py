@@ -1,20 +1,33 @@
 """Which managers are free right now, and who gets the next client.
 
-A manager is offered a client only when the PBX says the phone is idle *and* no call of
-ours holds them. Free managers wait in rotation order: whoever has been free longest is
-picked first, and a manager who finishes a call goes to the back (round robin under load).
+A manager is offered a client only when the PBX says the phone is idle, no call of ours holds
+them, their shift is on, and they own fewer undecided leads than their ``max_open_leads``. Among
+the free managers of a scenario's pool, the scenario's strategy picks (router.strategies); each
+scenario keeps its own index of them, so a pick does not walk every free manager.
+
+Times come in from the caller (``now``): shifts start and end, and "today" for fewest_calls and
+least_talk_time turns over at midnight, in the plan's time zone.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import random
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
 
+from router.model import Call, Lead, OutcomeReport
 from router.pbx_events import DeviceState
-from router.routing import Manager, Scenario
+from router.routing import Manager, RoutingPlan, Scenario, Strategy
+from router.schedule import Schedule
+from router.strategies import MAX_HISTORY, ScenarioMemory, Selector, selector
 
 _IDLE_STATES = frozenset({DeviceState.FREE, DeviceState.UNKNOWN})
+_AT_ONCE = datetime.min.replace(tzinfo=UTC)  # a shift to look at on the next tick
+_DAILY = frozenset({Strategy.FEWEST_CALLS, Strategy.LEAST_TALK_TIME})
 
 
 @dataclass(slots=True)
@@ -22,30 +35,160 @@ class _Slot:
     manager: Manager
     device: DeviceState = DeviceState.UNKNOWN
     call_id: int | None = None  # the call of ours this manager is reserved for
+    on_shift: bool = True
+    shift_due: datetime | None = None  # when his shift is next looked at
+    open_leads: int = 0  # owned leads without a decided outcome
+    calls_today: int = 0  # calls he talked in since midnight
+    talk_today: float = 0.0
+    idle_seq: int = 0  # grows each time he becomes free: lower has been free longer
 
     @property
     def free(self) -> bool:
-        return self.call_id is None and self.device in _IDLE_STATES
+        limit = self.manager.max_open_leads
+        return (
+            self.call_id is None
+            and self.device in _IDLE_STATES
+            and self.on_shift
+            and (limit is None or self.open_leads < limit)
+        )
+
+
+@dataclass(frozen=True)
+class History:
+    """What the board rebuilds from storage at start, so a restart keeps turns, counts and records."""
+
+    # Per scenario, from the stored manager legs (a leg is an offer): each manager's last offer,
+    # and for closing_rate the managers offered its recent clients, oldest first.
+    turns: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
+    offers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    today: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # per manager: calls, talk seconds
+    open_leads: Mapping[str, int] = field(default_factory=dict)
+    outcomes: Sequence[OutcomeReport] = ()  # the decided ones in force, oldest first
 
 
 class ManagerBoard:
-    def __init__(self, managers: Iterable[Manager] = ()) -> None:
+    def __init__(self, plan: RoutingPlan, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._plan = plan
         self._slots: dict[str, _Slot] = {}
         self._by_extension: dict[str, str] = {}
-        self._free: OrderedDict[str, None] = OrderedDict()
-        self.replace(managers)
+        self._free: dict[str, None] = {}  # insertion order: longest free first
+        self._idle_seq = itertools.count(1)
+        self._shifts: list[tuple[datetime, str]] = []  # heap of (shift_due, manager id)
+        self._day_end: datetime | None = None  # set by the first tick or restore
+        # By scenario name, so they outlive reloads: what each scenario remembers, and each
+        # manager's decided leads in it (lead id -> won), oldest first.
+        self._memories: dict[str, ScenarioMemory] = {}
+        self._records: dict[str, dict[str, OrderedDict[int, bool]]] = {}
+        self._selectors: dict[str, tuple[Scenario, Selector]] = {}
+        self._memberships: dict[str, list[Selector]] = {}  # manager id -> selectors of the pools he is in
+        self.replace(plan)
 
-    def replace(self, managers: Iterable[Manager]) -> None:
-        """Take a new manager list (config reload), keeping what we know of those who stay."""
+    # -- the plan and what the board remembers ---------------------------------------------
+
+    def replace(self, plan: RoutingPlan) -> None:
+        """Take a new plan (config reload), keeping what we know of the managers who stay."""
+        self._plan = plan
         old = self._slots
         self._slots = {}
-        for m in managers:
-            slot = old.get(m.id)
-            self._slots[m.id] = _Slot(m, slot.device, slot.call_id) if slot else _Slot(m)
-        self._by_extension = {s.manager.extension: mid for mid, s in self._slots.items()}
-        kept = [mid for mid in self._free if mid in self._slots and self._slots[mid].free]
-        fresh = [mid for mid, s in self._slots.items() if s.free and mid not in self._free]
-        self._free = OrderedDict.fromkeys(kept + fresh)
+        for manager in plan.managers:
+            slot = old.get(manager.id) or _Slot(manager)
+            slot.manager = manager
+            if manager.shift is None:
+                slot.on_shift, slot.shift_due = True, None
+            else:
+                # Until the next tick looks at the (maybe new) shift, he stays as he was.
+                slot.shift_due = _AT_ONCE
+                heapq.heappush(self._shifts, (_AT_ONCE, manager.id))
+            self._slots[manager.id] = slot
+        self._by_extension = {slot.manager.extension: manager_id for manager_id, slot in self._slots.items()}
+        # The free keep their turn, whatever the file's order; newcomers queue behind them.
+        self._free = dict.fromkeys(mid for mid in self._free if mid in self._slots and self._slots[mid].free)
+        for manager_id, slot in self._slots.items():
+            if slot.free and manager_id not in self._free:
+                slot.idle_seq = next(self._idle_seq)
+                self._free[manager_id] = None
+        self._build_selectors()
+
+    def _build_selectors(self) -> None:
+        self._selectors = {}
+        self._memberships = {manager_id: [] for manager_id in self._slots}
+        for scenario in self._plan.scenarios:
+            pool = self._plan.pool(scenario)
+            memory = self._memories.setdefault(scenario.name, ScenarioMemory())
+            closing = scenario.strategy is Strategy.CLOSING_RATE
+            memory.window = scenario.closing_rate.window(len(pool)) if closing else 0
+            memory.trim()
+            chosen = selector(
+                scenario.strategy,
+                memory=memory,
+                pool=pool,
+                options=scenario.closing_rate,
+                records=self._records.setdefault(scenario.name, {}),
+                facts=self,
+                rng=self._rng,
+            )
+            members = {manager.id for manager in pool}
+            chosen.fill(manager_id for manager_id in self._free if manager_id in members)
+            self._selectors[scenario.name] = (scenario, chosen)
+            for manager_id in members:
+                self._memberships[manager_id].append(chosen)
+
+    def restore(self, history: History, now: datetime) -> None:
+        """At start: what storage says about today, capacity, outcomes and recent offers."""
+        self._day_end = self._next_midnight(now)
+        for manager_id, slot in self._slots.items():
+            slot.calls_today, slot.talk_today = history.today.get(manager_id, (0, 0.0))
+            slot.open_leads = history.open_leads.get(manager_id, 0)
+        for report in history.outcomes:
+            self._record(report)
+        for name in {*history.turns, *history.offers}:
+            memory = self._memories.setdefault(name, ScenarioMemory())
+            memory.restore(history.turns.get(name, {}), history.offers.get(name, ()))
+        # Capacity may have changed who is free, and every index its order.
+        for manager_id in self._slots:
+            self._refresh(manager_id)
+        self._build_selectors()
+
+    # -- time -------------------------------------------------------------------------------
+
+    def _next_midnight(self, now: datetime) -> datetime:
+        local = now.astimezone(self._plan.timezone)
+        return datetime.combine(local.date() + timedelta(days=1), time(), tzinfo=self._plan.timezone)
+
+    def tick(self, now: datetime) -> float:
+        """Apply the shift starts and ends and the new day due by ``now``; seconds until the next one."""
+        if self._day_end is None:
+            self._day_end = self._next_midnight(now)
+        elif now >= self._day_end:
+            self._day_end = self._next_midnight(now)
+            self._new_day()
+        local = now.astimezone(self._plan.timezone)
+        # Whole teams share a shift and change at the same minute: work each shift out once.
+        looked_at: dict[Schedule, tuple[bool, datetime]] = {}
+        while self._shifts and self._shifts[0][0] <= now:
+            due, manager_id = heapq.heappop(self._shifts)
+            slot = self._slots.get(manager_id)
+            shift = slot.manager.shift if slot is not None else None
+            if slot is None or shift is None or slot.shift_due != due:
+                continue  # gone, or looked at since: a newer entry stands
+            if shift not in looked_at:
+                looked_at[shift] = (shift.contains(local), shift.next_change(local))
+            slot.on_shift, slot.shift_due = looked_at[shift]
+            heapq.heappush(self._shifts, (slot.shift_due, manager_id))
+            self._refresh(manager_id)
+        upcoming = min(self._day_end, self._shifts[0][0]) if self._shifts else self._day_end
+        return max((upcoming - now).total_seconds(), 0.0)
+
+    def _new_day(self) -> None:
+        for slot in self._slots.values():
+            slot.calls_today, slot.talk_today = 0, 0.0
+        for scenario, chosen in self._selectors.values():
+            if scenario.strategy in _DAILY:
+                members = {manager.id for manager in self._plan.pool(scenario)}
+                chosen.fill(manager_id for manager_id in self._free if manager_id in members)
+
+    # -- who is free --------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -62,15 +205,24 @@ class ManagerBoard:
         return manager_id in self._free
 
     def _refresh(self, manager_id: str) -> bool:
-        """Keep the free list in step with one slot; True if the manager just became free."""
+        """Keep the free list and the indexes in step with one slot; True if he just became free."""
         slot = self._slots[manager_id]
         if slot.free:
             if manager_id not in self._free:
+                slot.idle_seq = next(self._idle_seq)
                 self._free[manager_id] = None
+                for chosen in self._memberships[manager_id]:
+                    chosen.enter(manager_id)
                 return True
-        else:
-            self._free.pop(manager_id, None)
+        elif manager_id in self._free:
+            del self._free[manager_id]
+            for chosen in self._memberships[manager_id]:
+                chosen.leave(manager_id)
         return False
+
+    def _reorder(self, manager_id: str) -> None:
+        for chosen in self._memberships.get(manager_id, ()):
+            chosen.reorder(manager_id)
 
     def device_changed(self, extension: str, state: DeviceState) -> str | None:
         """Record a phone's state; returns the manager id if they just became free."""
@@ -80,15 +232,39 @@ class ManagerBoard:
         self._slots[manager_id].device = state
         return manager_id if self._refresh(manager_id) else None
 
-    def pick(self, scenario: Scenario, exclude: set[str]) -> Manager | None:
-        for manager_id in self._free:
-            if manager_id not in exclude and scenario.allows(manager_id):
-                return self._slots[manager_id].manager
-        return None
+    # -- picking ------------------------------------------------------------------------------
+
+    def _current(self, scenario: Scenario) -> Selector | None:
+        entry = self._selectors.get(scenario.name)
+        if entry is None or (entry[0] is not scenario and entry[0] != scenario):
+            return None
+        return entry[1]
+
+    def pick(self, scenario: Scenario, exclude: Set[str], now: datetime) -> Manager | None:
+        """The free manager the scenario's strategy gives the next client, skipping ``exclude``."""
+        self.tick(now)
+        chosen = self._current(scenario)
+        if chosen is not None:
+            manager_id = chosen.pick(exclude)
+        else:
+            # A call that began under an earlier plan keeps its scenario's pool; the few such
+            # calls alive across a reload get the member free longest.
+            manager_id = next(
+                (mid for mid in self._free if mid not in exclude and scenario.pool.admits(self._slots[mid].manager)),
+                None,
+            )
+        return None if manager_id is None else self._slots[manager_id].manager
+
+    def give(self, scenario: Scenario, manager_id: str, call_id: int, now: datetime) -> None:
+        """Reserve the picked manager for the call; his turn and the offer count in the scenario."""
+        self.reserve(manager_id, call_id)
+        chosen = self._current(scenario)
+        if chosen is not None:  # a call from before a reload counts in no scenario's turns
+            chosen.given(manager_id, now)
 
     def reserve(self, manager_id: str, call_id: int) -> None:
         self._slots[manager_id].call_id = call_id
-        self._free.pop(manager_id, None)
+        self._refresh(manager_id)
 
     def release(self, manager_id: str, call_id: int) -> bool:
         """Free a manager from one of our calls; True if they are free to take another."""
@@ -97,6 +273,63 @@ class ManagerBoard:
             return False
         slot.call_id = None
         return self._refresh(manager_id)
+
+    # -- what happened: calls, owners, outcomes ---------------------------------------------------
+
+    def call_ended(self, call: Call, now: datetime) -> None:
+        """Count a talked call for today's fewest_calls and least_talk_time."""
+        self.tick(now)
+        slot = self._slots.get(call.manager_id or "")
+        if slot is None or call.bridged_at is None:
+            return
+        slot.calls_today += 1
+        slot.talk_today += call.talk_seconds or 0.0
+        self._reorder(slot.manager.id)
+
+    def lead_assigned(self, lead: Lead, previous_owner_id: str | None) -> None:
+        """The lead has a new owner: an undecided lead moves to his count of open leads."""
+        if lead.owner_id == previous_owner_id or (lead.outcome is not None and lead.outcome.decided):
+            return
+        self._count_open(previous_owner_id, -1)
+        self._count_open(lead.owner_id, +1)
+
+    def outcome(self, report: OutcomeReport) -> None:
+        """The CRM reported an outcome: the owner's open leads and his record in the scenario."""
+        was_open = report.previous is None or not report.previous.decided
+        if was_open != (not report.outcome.decided):
+            self._count_open(report.manager_id, -1 if was_open else +1)
+        self._record(report)
+        if report.scenario is not None and report.manager_id is not None:
+            entry = self._selectors.get(report.scenario)
+            if entry is not None:
+                entry[1].reorder(report.manager_id)
+
+    def _count_open(self, manager_id: str | None, change: int) -> None:
+        slot = self._slots.get(manager_id or "")
+        if slot is not None:
+            slot.open_leads = max(slot.open_leads + change, 0)
+            self._refresh(slot.manager.id)
+
+    def _record(self, report: OutcomeReport) -> None:
+        if report.scenario is None or report.manager_id is None:
+            return
+        record = self._records.setdefault(report.scenario, {}).setdefault(report.manager_id, OrderedDict())
+        record.pop(report.lead_id, None)  # a corrected outcome replaces the earlier one, and counts as the newest
+        if report.outcome.decided:
+            record[report.lead_id] = report.won
+            while len(record) > MAX_HISTORY:
+                record.popitem(last=False)
+
+    # -- what strategies read (router.strategies.Facts) ---------------------------------------
+
+    def idle_seq(self, manager_id: str) -> int:
+        return self._slots[manager_id].idle_seq
+
+    def calls_today(self, manager_id: str) -> int:
+        return self._slots[manager_id].calls_today
+
+    def talk_today(self, manager_id: str) -> float:
+        return self._slots[manager_id].talk_today
 
     def snapshot(self) -> list[dict[str, object]]:
         return [

@@ -97,6 +97,18 @@ class LeadFailed(DomainEvent):
     last_disposition: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class LeadOutcome(DomainEvent):
+    type: ClassVar[str] = "lead.outcome"
+    outcome: str  # worked, won or lost
+    previous_outcome: str | None
+    reason: str
+    author: str
+    owner_id: str | None
+    scenario: str | None  # the scenario the owner took the lead in: closing_rate credits him there
+    reported_at: datetime
+
+
 EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     LeadCreated,
     CallDialing,
@@ -105,4 +117,5 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     CallEnded,
     LeadScheduled,
     LeadFailed,
+    LeadOutcome,
 )

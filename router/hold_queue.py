@@ -2,8 +2,8 @@
 
 The client who has waited longest is served first. A client whose manager did not answer
 goes back to the head of the queue, not the tail, so a manager who lets the phone ring does
-not cost the client their place. Each manager is offered a client once per call: the next
-free manager the scenario allows and the call has not tried yet.
+not cost the client their place. Each manager is offered a client once per call: the free
+manager the scenario's strategy picks among those the call has not tried yet.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ class HoldQueue:
         for channel_id, (call, scenario) in list(self._waiting.items()):
             if board.free_count == 0:
                 break
-            manager = board.pick(scenario, exclude=call.tried_managers())
+            manager = board.pick(scenario, call.tried_managers(), now)
             if manager is None:
                 continue
             del self._waiting[channel_id]
             assert call.id is not None
-            board.reserve(manager.id, call.id)
+            board.give(scenario, manager.id, call.id, now)
             call.connect_to(manager.id, now)
             connections.append(Connection(call, manager))
         return connections

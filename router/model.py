@@ -7,6 +7,7 @@ handed in by the caller, so nothing here reads a clock.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +46,36 @@ class Disposition(enum.StrEnum):
     FAILED = "failed"  # the PBX refused the originate
 
 
+class Outcome(enum.StrEnum):
+    """What became of a lead, as the CRM reports it."""
+
+    WORKED = "worked"  # the owner is working on it; nothing decided yet
+    WON = "won"
+    LOST = "lost"
+
+    @property
+    def decided(self) -> bool:
+        return self is not Outcome.WORKED
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeReport:
+    """One outcome reported for a lead, credited to its owner in the scenario he took it in."""
+
+    lead_id: int
+    outcome: Outcome
+    previous: Outcome | None  # the lead's outcome before this report
+    reason: str
+    author: str
+    manager_id: str | None  # the lead's owner when it was reported
+    scenario: str | None  # the scenario of the call in which that owner took the lead
+    at: datetime
+
+    @property
+    def won(self) -> bool:
+        return self.outcome is Outcome.WON
+
+
 class LegResult(enum.StrEnum):
     ANSWERED = "answered"
     NO_ANSWER = "no_answer"
@@ -74,6 +105,7 @@ class Lead:
     next_attempt_at: datetime | None = None
     last_disposition: Disposition | None = None
     updated_at: datetime | None = None
+    outcome: Outcome | None = None  # the CRM's latest report
 
     def __post_init__(self) -> None:
         if self.next_attempt_at is None and self.status is LeadStatus.NEW:
@@ -96,6 +128,35 @@ class Lead:
         previous, self.owner_id = self.owner_id, manager_id
         self.updated_at = now
         return ev.LeadAssigned(lead_id=self.id, call_id=call_id, owner_id=manager_id, previous_owner_id=previous)
+
+    def report_outcome(
+        self, outcome: Outcome, *, reason: str, author: str, calls: Sequence[Call], now: datetime
+    ) -> tuple[OutcomeReport, ev.LeadOutcome]:
+        """Take the CRM's outcome, credited to the owner in the scenario of the call he took the lead in."""
+        assert self.id is not None
+        took_it = (call for call in reversed(calls) if call.bridged_at is not None and call.manager_id == self.owner_id)
+        scenario = next((call.scenario for call in took_it), None)
+        report = OutcomeReport(
+            lead_id=self.id,
+            outcome=outcome,
+            previous=self.outcome,
+            reason=reason,
+            author=author,
+            manager_id=self.owner_id,
+            scenario=scenario,
+            at=now,
+        )
+        self.outcome = outcome
+        return report, ev.LeadOutcome(
+            lead_id=self.id,
+            outcome=outcome.value,
+            previous_outcome=report.previous.value if report.previous else None,
+            reason=reason,
+            author=author,
+            owner_id=self.owner_id,
+            scenario=scenario,
+            reported_at=now,
+        )
 
     def finish_attempt(self, disposition: Disposition, scenario: Scenario, now: datetime) -> ev.DomainEvent | None:
         """Decide what follows an attempt: done, a retry later, or give up."""

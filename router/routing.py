@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING
+
+from router.matching import LeadFacts, Match
+from router.schedule import Schedule
+
+if TYPE_CHECKING:
+    from router.model import Lead
+
+DEFAULT_WEIGHT = 50  # the middle of 1..100: a manager without a grade is average
 
 
 @dataclass(frozen=True, slots=True)
@@ -10,36 +21,96 @@ class Manager:
     id: str
     name: str
     extension: str  # digits; the PBX dials it, the config checked it
+    groups: frozenset[str] = frozenset()
+    skills: frozenset[str] = frozenset()
+    weight: int = DEFAULT_WEIGHT  # grade 1..100: the `weighted` strategy's share
+    max_open_leads: int | None = None  # owning this many undecided leads takes him out of rotation
+    shift: Schedule | None = None  # None: always on shift
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """Who may take a scenario's clients: the managers and groups named (everyone if none), with every skill."""
+
+    managers: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    skills: frozenset[str] = frozenset()
+
+    def admits(self, manager: Manager) -> bool:
+        if self.managers or self.groups:
+            if manager.id not in self.managers and self.groups.isdisjoint(manager.groups):
+                return False
+        return self.skills <= manager.skills
+
+    def describe(self) -> str:
+        parts = [f"{kind} {', '.join(sorted(names))}" for kind, names in self._named() if names]
+        return "; ".join(parts) or "every manager"
+
+    def _named(self) -> tuple[tuple[str, frozenset[str]], ...]:
+        return (("managers", self.managers), ("groups", self.groups), ("skills", self.skills))
+
+
+class Strategy(enum.StrEnum):
+    """How a scenario picks among the free managers of its pool (router.strategies)."""
+
+    LONGEST_IDLE = "longest_idle"  # free longest first; what version 1 files do
+    ROUND_ROBIN = "round_robin"  # turns: whose last client in this scenario is oldest
+    FEWEST_CALLS = "fewest_calls"  # fewest calls talked today
+    LEAST_TALK_TIME = "least_talk_time"  # least talk time today
+    RANDOM = "random"
+    WEIGHTED = "weighted"  # random in proportion to each manager's weight
+    CLOSING_RATE = "closing_rate"  # Thompson sampling over reported outcomes, with a fairness floor
+
+
+@dataclass(frozen=True, slots=True)
+class ClosingRate:
+    """How ``closing_rate`` weighs each manager's record in a scenario."""
+
+    # A manager with no record counts as having won and lost this many leads: a Beta(won, lost)
+    # prior, so a newcomer is tried rather than starved.
+    prior_won: float = 1.0
+    prior_lost: float = 1.0
+    history: int = 50  # the last decided leads of each manager that count
+    fairness_floor: float = 0.5  # nobody in the pool gets fewer than this part of a fair share...
+    fairness_window: int | None = None  # ...of the last this many offers; None: 20 per pool member
+
+    def window(self, pool_size: int) -> int:
+        return self.fairness_window or 20 * max(pool_size, 1)
+
+    def describe(self, pool_size: int) -> str:
+        return (
+            f"prior {self.prior_won:g} won / {self.prior_lost:g} lost, last {self.history} decided leads each, "
+            f"floor {self.fairness_floor:.0%} of a fair share over the last {self.window(pool_size)} offers"
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
-    sources: frozenset[str]  # lead sources it takes; empty = every source
-    managers: frozenset[str]  # manager ids it may use; empty = every manager
     hold_limit: float  # seconds an answered client may wait for a free manager
     ring_timeout: float  # seconds a manager's phone rings before the next one is tried
     max_attempts: int
     retry_delays: tuple[float, ...]  # seconds after attempt 1, 2, ...; the last one repeats
+    match: Match = field(default_factory=Match)  # no rules: the catch-all
+    pool: Pool = field(default_factory=Pool)  # everyone
+    strategy: Strategy = Strategy.LONGEST_IDLE
+    closing_rate: ClosingRate = field(default_factory=ClosingRate)  # read by the closing_rate strategy only
 
     def retry_delay(self, attempts_made: int) -> float:
         return self.retry_delays[min(attempts_made, len(self.retry_delays)) - 1]
-
-    def takes(self, source: str) -> bool:
-        return not self.sources or source in self.sources
-
-    def allows(self, manager_id: str) -> bool:
-        return not self.managers or manager_id in self.managers
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingPlan:
     managers: tuple[Manager, ...]
     scenarios: tuple[Scenario, ...]  # first match wins; the config guarantees a catch-all last
+    timezone: tzinfo = UTC  # the company's: days and hours in the plan are read in it
 
-    def scenario_for(self, source: str) -> Scenario:
+    def scenario_for(self, lead: Lead, now: datetime) -> Scenario:
+        facts = LeadFacts(lead.source, lead.payload, lead.phone)
+        local = now.astimezone(self.timezone)
         for scenario in self.scenarios:
-            if scenario.takes(source):
+            if scenario.match.matches(facts, local):
                 return scenario
         return self.scenarios[-1]
 
@@ -49,3 +120,6 @@ class RoutingPlan:
                 return scenario
         # A reload may drop a scenario while its calls are live; they finish under the default.
         return self.scenarios[-1]
+
+    def pool(self, scenario: Scenario) -> list[Manager]:
+        return [manager for manager in self.managers if scenario.pool.admits(manager)]

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from router.model import Call, Lead
-from router.stats import ManagerStats
+from router.board import History
+from router.model import Call, Lead, Outcome, OutcomeReport
+from router.routing import RoutingPlan, Strategy
+from router.stats import ManagerStats, day_bounds
+from router.strategies import MAX_HISTORY
 from storage.engine import Database
-from storage.schema import calls, leads, outbox
+from storage.schema import call_legs, calls, lead_outcomes, leads, outbox
 from storage.uow import SqlCalls, SqlLeads
+
+# How far back a manager's last turn is looked for; whoever had none since is simply due first.
+TURNS_LOOKBACK = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,87 @@ class SqlQueries:
             )
             for manager_id, count, talk_seconds in rows
         ]
+
+    async def board_history(self, plan: RoutingPlan, now: datetime) -> History:
+        """What the manager board rebuilds at start: turns, recent offers, today, capacity, records."""
+        local = now.astimezone(plan.timezone)
+        today = {
+            row.manager_id: (row.calls, row.talk_seconds)
+            for row in await self.manager_stats(*day_bounds(local.date(), plan.timezone))
+        }
+        windows = {
+            scenario.name: scenario.closing_rate.window(len(plan.pool(scenario)))
+            for scenario in plan.scenarios
+            if scenario.strategy is Strategy.CLOSING_RATE
+        }
+        async with self._db.read() as conn:
+            legs = call_legs.join(calls, calls.c.id == call_legs.c.call_id)
+            recent = calls.c.started_at >= now - TURNS_LOOKBACK
+            turns_query = (
+                select(calls.c.scenario, call_legs.c.manager_id, func.max(call_legs.c.started_at))
+                .select_from(legs)
+                .where(recent)
+                .group_by(calls.c.scenario, call_legs.c.manager_id)
+            )
+            turns: dict[str, dict[str, datetime]] = {}
+            for scenario, manager_id, at in await conn.execute(turns_query):
+                turns.setdefault(scenario, {})[manager_id] = at
+            offers: dict[str, list[str]] = {}
+            if windows:
+                newest_first = func.row_number().over(
+                    partition_by=calls.c.scenario,
+                    order_by=(call_legs.c.started_at.desc(), call_legs.c.call_id.desc(), call_legs.c.leg_no.desc()),
+                )
+                ranked = (
+                    select(calls.c.scenario, call_legs.c.manager_id, newest_first.label("rank"))
+                    .select_from(legs)
+                    .where(recent, calls.c.scenario.in_(windows))
+                    .subquery()
+                )
+                offers_query = (
+                    select(ranked.c.scenario, ranked.c.manager_id)
+                    .where(ranked.c.rank <= max(windows.values()))
+                    .order_by(ranked.c.scenario, ranked.c.rank.desc())
+                )
+                for scenario, manager_id in await conn.execute(offers_query):
+                    offers.setdefault(scenario, []).append(manager_id)
+            undecided = or_(leads.c.outcome.is_(None), leads.c.outcome == Outcome.WORKED)
+            open_query = (
+                select(leads.c.owner_id, func.count())
+                .where(leads.c.owner_id.is_not(None), undecided)
+                .group_by(leads.c.owner_id)
+            )
+            open_leads = {owner_id: count for owner_id, count in await conn.execute(open_query)}
+            return History(
+                turns=turns,
+                offers=offers,
+                today=today,
+                open_leads=open_leads,
+                outcomes=await self._decided_outcomes(conn),
+            )
+
+    @staticmethod
+    async def _decided_outcomes(conn: AsyncConnection) -> list[OutcomeReport]:
+        """Each lead's outcome in force if decided, the newest MAX_HISTORY per manager and scenario."""
+        in_force = select(func.max(lead_outcomes.c.id)).group_by(lead_outcomes.c.lead_id)
+        newest_first = func.row_number().over(
+            partition_by=(lead_outcomes.c.scenario, lead_outcomes.c.manager_id), order_by=lead_outcomes.c.id.desc()
+        )
+        ranked = (
+            select(lead_outcomes, newest_first.label("rank"))
+            .where(
+                lead_outcomes.c.id.in_(in_force),
+                lead_outcomes.c.outcome.in_([Outcome.WON, Outcome.LOST]),
+                lead_outcomes.c.scenario.is_not(None),
+                lead_outcomes.c.manager_id.is_not(None),
+            )
+            .subquery()
+        )
+        query = select(*(ranked.c[name] for name in lead_outcomes.columns.keys() if name != "id")).where(
+            ranked.c.rank <= MAX_HISTORY
+        )
+        rows = (await conn.execute(query.order_by(ranked.c.id))).mappings()
+        return [OutcomeReport(**row) for row in rows]
 
     async def lead_status_counts(self) -> dict[str, int]:
         query = select(leads.c.status, func.count()).group_by(leads.c.status)

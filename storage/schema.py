@@ -28,7 +28,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-from router.model import CallState, Disposition, LeadStatus, LegResult
+from router.model import CallState, Disposition, LeadStatus, LegResult, Outcome
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -78,8 +78,11 @@ leads = Table(
     Column("last_disposition", _stored_as_value(Disposition), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=True),
+    Column("outcome", _stored_as_value(Outcome), nullable=True),  # written by SqlOutcomes only
     Index("ix_leads_due", "status", "next_attempt_at"),
     Index("ix_leads_phone", "phone"),
+    # Each manager's open leads (capacity) are counted at start.
+    Index("ix_leads_owner", "owner_id", "outcome"),
 )
 
 calls = Table(
@@ -120,6 +123,21 @@ call_legs = Table(
     Column("answered_at", UtcDateTime, nullable=True),
     Column("ended_at", UtcDateTime, nullable=True),
     Column("result", _stored_as_value(LegResult), nullable=True),
+)
+
+# Every outcome a CRM reported, as router.model.OutcomeReport; the latest per lead is in force.
+lead_outcomes = Table(
+    "lead_outcomes",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("lead_id", _Id, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("outcome", _stored_as_value(Outcome), nullable=False),
+    Column("previous", _stored_as_value(Outcome), nullable=True),
+    Column("reason", String(500), nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("manager_id", String(64), nullable=True),
+    Column("scenario", String(64), nullable=True),
+    Column("at", UtcDateTime, nullable=False),
 )
 
 outbox = Table(

@@ -13,9 +13,9 @@ from sqlalchemy import RowMapping, Table, Update, bindparam, delete, func, inser
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import DomainEvent
-from router.model import Call, CallState, Lead, LeadStatus, ManagerLeg
+from router.model import Call, CallState, Lead, LeadStatus, ManagerLeg, OutcomeReport
 from storage.engine import Database
-from storage.schema import call_legs, calls, leads, outbox
+from storage.schema import call_legs, calls, lead_outcomes, leads, outbox
 
 _DUE = (LeadStatus.NEW, LeadStatus.SCHEDULED)
 
@@ -24,6 +24,9 @@ _ASSIGNED_BY_INSERT = {"id"}
 _ADDED_BY_CDRS = {"pbx_billable_seconds"}  # CDRs add to it (add_billing); a call never overwrites it
 _DURATIONS = {"ring_seconds", "hold_seconds", "talk_seconds", "total_seconds"}  # stored for stats; Call derives them
 _LEG_KEY = {"call_id", "leg_no"}  # which call, and the leg's place in call.legs
+# The CRM's outcome is written by SqlOutcomes alone: the dialer's copy of a lead in a live call
+# must not overwrite one reported meanwhile.
+_SET_BY_OUTCOMES = {"outcome"}
 
 
 def _row(table: Table, record: object, leave_out: Collection[str] = ()) -> dict[str, Any]:
@@ -101,7 +104,8 @@ class SqlLeads:
 
     async def update(self, changed: Sequence[Lead]) -> None:
         if changed:
-            await self._conn.execute(*_update_many(leads, "id", [_row(leads, lead) for lead in changed]))
+            rows = [_row(leads, lead, _SET_BY_OUTCOMES) for lead in changed]
+            await self._conn.execute(*_update_many(leads, "id", rows))
 
     async def next_due_at(self) -> datetime | None:
         query = select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE))
@@ -171,6 +175,16 @@ class SqlCalls:
         return await self._with_legs((await self._conn.execute(query)).mappings().all())
 
 
+class SqlOutcomes:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, report: OutcomeReport) -> None:
+        """Keep the report and make its outcome the lead's."""
+        await self._conn.execute(insert(lead_outcomes).values(_row(lead_outcomes, report, _ASSIGNED_BY_INSERT)))
+        await self._conn.execute(update(leads).where(leads.c.id == report.lead_id).values(outcome=report.outcome))
+
+
 class SqlOutbox:
     """Buffers events and writes them in one INSERT just before the commit."""
 
@@ -205,6 +219,7 @@ class SqlOutbox:
 class SqlUnitOfWork:
     leads: SqlLeads
     calls: SqlCalls
+    outcomes: SqlOutcomes
     outbox: SqlOutbox
 
     def __init__(self, db: Database, on_events_committed: Callable[[], None] | None = None) -> None:
@@ -217,6 +232,7 @@ class SqlUnitOfWork:
         self._conn = await self._stack.enter_async_context(self._db.write())
         self.leads = SqlLeads(self._conn)
         self.calls = SqlCalls(self._conn)
+        self.outcomes = SqlOutcomes(self._conn)
         self.outbox = SqlOutbox(self._conn)
         return self
 

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from config.problems import ConfigError
 from config.routing import RoutingSource, load_routing
+from router.model import Lead
+from router.routing import Strategy
 
 REPO = Path(__file__).parents[2]
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+def lead(source: str) -> Lead:
+    return Lead(phone="+79161234567", name="", source=source, external_id=None, payload={}, created_at=NOW)
+
 
 VALID = """\
 version: 1
@@ -47,8 +56,8 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 def test_shipped_routing_yaml_loads() -> None:
     plan = load_routing(REPO / "routing.yaml")
     assert plan.managers
-    assert plan.scenarios[-1].sources == frozenset()
-    assert all(scenario.sources for scenario in plan.scenarios[:-1])
+    assert plan.scenarios[-1].match.takes_everything
+    assert not any(scenario.match.takes_everything for scenario in plan.scenarios[:-1])
 
 
 def test_valid_file_becomes_a_plan_with_durations_in_seconds(tmp_path: Path) -> None:
@@ -56,11 +65,17 @@ def test_valid_file_becomes_a_plan_with_durations_in_seconds(tmp_path: Path) -> 
 
     assert [(manager.id, manager.extension) for manager in plan.managers] == [("anna", "101"), ("boris", "102")]
     ads, default = plan.scenarios
-    assert ads.sources == {"yandex-direct", "vk-ads"}
-    assert ads.managers == {"anna"}
+    assert [plan.scenario_for(lead(source), NOW).name for source in ("vk-ads", "yandex-direct", "site", "vk-*")] == [
+        "ads",
+        "ads",
+        "default",
+        "default",
+    ]
+    assert [manager.id for manager in plan.pool(ads)] == ["anna"]
     assert (ads.hold_limit, ads.ring_timeout, ads.max_attempts) == (30.0, 15.0, 2)
     assert ads.retry_delays == (300.0, 1800.0, 90.0)
-    assert default.sources == frozenset() and default.managers == frozenset()
+    assert ads.strategy is default.strategy is Strategy.LONGEST_IDLE  # what version 1 always did
+    assert [manager.id for manager in plan.pool(default)] == ["anna", "boris"]
     assert (default.hold_limit, default.ring_timeout, default.max_attempts) == (45.0, 20.0, 3)
     assert default.retry_delays == (300.0, 900.0, 3600.0)
 
@@ -107,13 +122,13 @@ def test_key_without_value_points_at_the_key(tmp_path: Path) -> None:
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     broken = (
-        VALID.replace("version: 1", "version: 2")
+        VALID.replace("version: 1", "version: 3")
         .replace('extension: "101"', "extension: 10a")
         .replace("ring_timeout: 15", "ring_timeout: -1")
         .replace("    managers: [anna]\n", "    managers: [anna, ghost]\n")
     )
     assert problems(tmp_path, broken) == [
-        "1:10: version: must be 1",
+        "1:10: version: must be 1 or 2",
         "5:16: managers[0].extension: may contain only digits (found 'a')",
         "14:19: scenarios[0].ring_timeout: must be greater than 0",
     ]

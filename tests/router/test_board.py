@@ -1,44 +1,37 @@
-"""ManagerBoard: who is free from phone states and our reservations, and in which order."""
+"""ManagerBoard: who is free from phone states, reservations, shifts and capacity, and in which order."""
 
 from __future__ import annotations
 
-from router.board import ManagerBoard
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from router.board import History, ManagerBoard
+from router.matching import Match
+from router.model import Call, Lead, Outcome, OutcomeReport
 from router.pbx_events import DeviceState
-from router.routing import Manager, Scenario
+from router.routing import Scenario, Strategy
+from router.schedule import Schedule, Window
+from tests.router.plans import ANYONE, T0, at, manager, plan, scenario
 
-M1, M2, M3 = (Manager(f"m{number}", f"Manager {number}", str(100 + number)) for number in (1, 2, 3))
-
-
-def scenario(*managers: str) -> Scenario:
-    return Scenario(
-        name="s",
-        sources=frozenset(),
-        managers=frozenset(managers),
-        hold_limit=30,
-        ring_timeout=15,
-        max_attempts=3,
-        retry_delays=(60,),
-    )
+M1, M2, M3 = manager(1), manager(2), manager(3)
+MOSCOW = ZoneInfo("Europe/Moscow")  # UTC+3: T0 (09:00 UTC) is 12:00 there
 
 
-ANYONE = scenario()
-
-
-def order(board: ManagerBoard) -> list[str]:
+def order(board: ManagerBoard, chosen: Scenario = ANYONE, now: datetime = T0) -> list[str]:
     """The free managers in the order the board offers them."""
     picked: list[str] = []
-    while (manager := board.pick(ANYONE, exclude=set(picked))) is not None:
-        picked.append(manager.id)
+    while (found := board.pick(chosen, set(picked), now)) is not None:
+        picked.append(found.id)
     return picked
 
 
 def test_a_phone_whose_state_is_not_known_yet_counts_as_free() -> None:
-    board = ManagerBoard([M1, M2])
+    board = ManagerBoard(plan(M1, M2))
     assert len(board) == 2 and board.free_count == 2 and order(board) == ["m1", "m2"]
 
 
 def test_a_phone_in_use_is_not_offered_until_it_is_free_again() -> None:
-    board = ManagerBoard([M1, M2])
+    board = ManagerBoard(plan(M1, M2))
     assert board.device_changed("101", DeviceState.IN_USE) is None
     assert not board.is_free("m1") and board.free_count == 1
     assert board.device_changed("101", DeviceState.RINGING) is None
@@ -48,20 +41,20 @@ def test_a_phone_in_use_is_not_offered_until_it_is_free_again() -> None:
 
 
 def test_phones_that_are_no_managers_are_ignored() -> None:
-    board = ManagerBoard([M1])
+    board = ManagerBoard(plan(M1))
     assert board.device_changed("999", DeviceState.IN_USE) is None
     assert board.free_count == 1
 
 
 def test_a_reserved_manager_is_busy_whatever_the_phone_says() -> None:
-    board = ManagerBoard([M1, M2])
+    board = ManagerBoard(plan(M1, M2))
     board.reserve("m1", call_id=10)
     assert board.device_changed("101", DeviceState.FREE) is None
     assert not board.is_free("m1") and order(board) == ["m2"]
 
 
 def test_only_the_call_holding_a_manager_releases_them() -> None:
-    board = ManagerBoard([M1])
+    board = ManagerBoard(plan(M1))
     board.reserve("m1", call_id=10)
     assert board.release("m1", call_id=11) is False
     assert board.release("nobody", call_id=10) is False
@@ -71,7 +64,7 @@ def test_only_the_call_holding_a_manager_releases_them() -> None:
 
 
 def test_a_manager_released_while_the_phone_is_busy_waits_for_the_phone() -> None:
-    board = ManagerBoard([M1])
+    board = ManagerBoard(plan(M1))
     board.reserve("m1", call_id=10)
     board.device_changed("101", DeviceState.IN_USE)  # the bridged call
     assert board.release("m1", call_id=10) is False
@@ -79,7 +72,7 @@ def test_a_manager_released_while_the_phone_is_busy_waits_for_the_phone() -> Non
 
 
 def test_whoever_has_been_free_longest_is_picked_and_a_finished_manager_goes_last() -> None:
-    board = ManagerBoard([M1, M2, M3])
+    board = ManagerBoard(plan(M1, M2, M3))
     board.reserve("m1", call_id=10)
     board.release("m1", call_id=10)
     assert order(board) == ["m2", "m3", "m1"]
@@ -88,23 +81,30 @@ def test_whoever_has_been_free_longest_is_picked_and_a_finished_manager_goes_las
     assert order(board) == ["m3", "m1", "m2"]
 
 
-def test_pick_skips_managers_the_scenario_does_not_allow_or_the_call_tried() -> None:
-    board = ManagerBoard([M1, M2, M3])
-    picked = board.pick(scenario("m2", "m3"), exclude={"m2"})
-    assert picked == M3
-    assert board.pick(scenario("m2"), exclude={"m2"}) is None
+def test_pick_skips_managers_outside_the_pool_or_tried_on_the_call() -> None:
+    only_m2_m3, only_m2 = scenario("a", "m2", "m3"), scenario("b", "m2")
+    board = ManagerBoard(plan(M1, M2, M3, scenarios=(only_m2_m3, only_m2, ANYONE)))
+    assert board.pick(only_m2_m3, {"m2"}, T0) == M3
+    assert board.pick(only_m2, {"m2"}, T0) is None
     assert board.free_count == 3  # picking alone reserves nobody
 
 
+def test_give_reserves_the_manager_for_the_call() -> None:
+    board = ManagerBoard(plan(M1, M2))
+    board.give(ANYONE, "m1", call_id=10, now=T0)
+    assert not board.is_free("m1") and order(board) == ["m2"]
+    assert board.release("m1", call_id=10) is True
+
+
 def test_a_reload_keeps_what_the_board_knew_of_managers_who_stay() -> None:
-    m4, m5 = Manager("m4", "Manager 4", "104"), Manager("m5", "Manager 5", "105")
-    board = ManagerBoard([M1, M2, M3, m4])
+    m4, m5 = manager(4), manager(5)
+    board = ManagerBoard(plan(M1, M2, M3, m4))
     board.reserve("m1", call_id=10)
     board.device_changed("102", DeviceState.IN_USE)
     board.reserve("m3", call_id=11)
     board.release("m3", call_id=11)
     assert order(board) == ["m4", "m3"]
-    board.replace([M3, M2, M1, m4, m5])
+    board.replace(plan(M3, M2, M1, m4, m5))
     assert len(board) == 5
     assert order(board) == ["m4", "m3", "m5"]  # the free keep their turn, not the file's order; newcomers last
     assert board.release("m1", call_id=10) is True  # the reservation survived
@@ -113,10 +113,151 @@ def test_a_reload_keeps_what_the_board_knew_of_managers_who_stay() -> None:
 
 
 def test_a_reload_drops_managers_no_longer_listed() -> None:
-    board = ManagerBoard([M1, M2])
+    board = ManagerBoard(plan(M1, M2))
     board.reserve("m2", call_id=10)
-    board.replace([M1])
+    board.replace(plan(M1))
     assert len(board) == 1 and order(board) == ["m1"]
     assert board.manager("m2") is None
     assert board.release("m2", call_id=10) is False  # its call ends after the reload
     assert board.device_changed("102", DeviceState.FREE) is None
+
+
+def test_a_call_from_before_a_reload_keeps_its_scenario_pool() -> None:
+    old = scenario("s", "m2")
+    board = ManagerBoard(plan(M1, M2, scenarios=(old,)))
+    board.replace(plan(M1, M2, scenarios=(scenario("s", "m1"),)))
+    assert board.pick(old, set(), T0) == M2  # the call on hold started under the old pool
+    assert board.pick(scenario("s", "m1"), set(), T0) == M1
+    board.give(old, "m2", call_id=10, now=T0)  # and can be given its manager
+    assert not board.is_free("m2")
+
+
+def test_a_reload_keeps_a_scenarios_memory_by_name() -> None:
+    turns = scenario("s", strategy=Strategy.ROUND_ROBIN)
+    board = ManagerBoard(plan(M1, M2, scenarios=(turns,)))
+    board.give(turns, "m1", call_id=10, now=T0)
+    board.release("m1", call_id=10)
+    # Same name, new rules: m1 had the last turn, so m2 still goes first.
+    reloaded = scenario("s", strategy=Strategy.ROUND_ROBIN, hold_limit=60)
+    board.replace(plan(M1, M2, scenarios=(reloaded,)))
+    assert order(board, reloaded) == ["m2", "m1"]
+
+
+# -- shifts ----------------------------------------------------------------------------------------
+
+
+def shift(text_days: frozenset[int], start_hour: int, end_hour: int) -> Schedule:
+    return Schedule((Window(text_days, start_hour * 60, end_hour * 60),))
+
+
+WEEKDAYS = frozenset(range(5))
+
+
+def test_a_manager_off_shift_is_not_free_and_comes_on_when_his_shift_starts() -> None:
+    morning = manager(1, shift=shift(WEEKDAYS, 9, 13))  # Moscow hours
+    board = ManagerBoard(plan(morning, M2, timezone=MOSCOW))
+    # 12:00 in Moscow: on shift.
+    assert board.tick(T0) == 3600.0  # his shift ends at 13:00 Moscow
+    assert order(board) == ["m1", "m2"]
+    board.tick(at(3600))
+    assert not board.is_free("m1") and board.free_count == 1
+    assert board.tick(at(3600 + 60)) == 11 * 3600 - 60  # the next change: midnight in Moscow
+    assert board.tick(at(12 * 3600)) == 9 * 3600  # then Wednesday 09:00 in Moscow
+    assert not board.is_free("m1")
+    assert order(board, now=at(21 * 3600)) == ["m2", "m1"]
+
+
+def test_a_manager_who_goes_off_shift_during_a_call_is_not_free_after_it() -> None:
+    morning = manager(1, shift=shift(WEEKDAYS, 9, 13))
+    board = ManagerBoard(plan(morning, timezone=MOSCOW))
+    board.tick(T0)
+    board.reserve("m1", call_id=10)
+    board.tick(at(3600))
+    assert board.release("m1", call_id=10) is False and board.free_count == 0
+
+
+def test_tick_says_when_the_next_day_starts_without_shifts() -> None:
+    board = ManagerBoard(plan(M1, timezone=MOSCOW))
+    assert board.tick(T0) == 12 * 3600  # midnight in Moscow
+
+
+def test_a_reloaded_shift_is_looked_at_on_the_next_tick() -> None:
+    board = ManagerBoard(plan(M1, timezone=MOSCOW))
+    board.tick(T0)
+    board.replace(plan(manager(1, shift=shift(WEEKDAYS, 14, 18)), timezone=MOSCOW))
+    board.tick(T0)
+    assert not board.is_free("m1")
+
+
+# -- capacity --------------------------------------------------------------------------------------
+
+
+def owned(owner: str | None, outcome: Outcome | None = None) -> Lead:
+    lead = Lead(phone="+79161234567", name="", source="", external_id=None, payload={}, created_at=T0, id=7)
+    lead.owner_id, lead.outcome = owner, outcome
+    return lead
+
+
+def report(outcome: Outcome, previous: Outcome | None, owner: str = "m1", lead_id: int = 7) -> OutcomeReport:
+    return OutcomeReport(lead_id, outcome, previous, "", "crm", owner, "s", T0)
+
+
+def test_a_manager_at_max_open_leads_is_skipped_until_one_is_decided() -> None:
+    board = ManagerBoard(plan(manager(1, max_open_leads=2), M2))
+    board.lead_assigned(owned("m1"), previous_owner_id=None)
+    assert board.is_free("m1")
+    board.lead_assigned(owned("m1"), previous_owner_id=None)
+    assert not board.is_free("m1") and order(board) == ["m2"]
+    board.outcome(report(Outcome.WORKED, None))  # worked is not decided
+    assert not board.is_free("m1")
+    board.outcome(report(Outcome.WON, Outcome.WORKED))
+    assert board.is_free("m1")
+    board.outcome(report(Outcome.WORKED, Outcome.WON))  # the CRM took it back: open again
+    assert not board.is_free("m1")
+
+
+def test_a_lead_passed_to_another_owner_moves_between_their_counts() -> None:
+    board = ManagerBoard(plan(manager(1, max_open_leads=1), manager(2, max_open_leads=1)))
+    board.lead_assigned(owned("m1"), previous_owner_id=None)
+    board.lead_assigned(owned("m2"), previous_owner_id="m1")
+    assert board.is_free("m1") and not board.is_free("m2")
+    board.lead_assigned(owned("m2"), previous_owner_id="m2")  # his own lead again: no change
+    board.lead_assigned(owned("m1", Outcome.LOST), previous_owner_id="m2")  # a decided lead counts for nobody
+    assert board.is_free("m1") and not board.is_free("m2")
+
+
+def test_restore_brings_back_open_leads_and_today() -> None:
+    board = ManagerBoard(plan(manager(1, max_open_leads=3), M2, scenarios=(scenario(strategy=Strategy.FEWEST_CALLS),)))
+    board.restore(History(open_leads={"m1": 3}, today={"m2": (4, 600.0)}), T0)
+    assert not board.is_free("m1")
+    assert (board.calls_today("m2"), board.talk_today("m2")) == (4, 600.0)
+
+
+# -- today's figures -------------------------------------------------------------------------------
+
+
+def talked(manager_id: str, seconds: float, call_id: int = 1) -> Call:
+    call = Call(lead_id=1, attempt=1, scenario="s", channel_id=f"lr-{call_id}", phone="+79161234567",
+                started_at=T0, id=call_id)  # fmt: skip
+    call.client_answered(T0)
+    call.connect_to(manager_id, T0)
+    call.bridged(T0)
+    call.hung_up(T0 + timedelta(seconds=seconds), 16)
+    return call
+
+
+def test_talked_calls_count_for_today_and_a_new_day_starts_from_zero() -> None:
+    board = ManagerBoard(plan(M1, M2, timezone=MOSCOW))
+    board.tick(T0)
+    board.call_ended(talked("m1", 90), T0)
+    board.call_ended(talked("m1", 30), T0)
+    unanswered = Call(lead_id=1, attempt=1, scenario="s", channel_id="lr-9", phone="+79161234567", started_at=T0)
+    board.call_ended(unanswered, T0)
+    assert (board.calls_today("m1"), board.talk_today("m1")) == (2, 120.0)
+    assert board.calls_today("m2") == 0
+    board.tick(at(12 * 3600))  # midnight in Moscow
+    assert (board.calls_today("m1"), board.talk_today("m1")) == (0, 0.0)
+
+
+def test_the_catch_all_match_is_the_default() -> None:
+    assert ANYONE.match == Match() and ANYONE.match.takes_everything

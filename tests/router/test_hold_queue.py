@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from router.board import ManagerBoard
 from router.hold_queue import Connection, HoldQueue
 from router.model import Call, CallState, LegResult
 from router.pbx_events import DeviceState
-from router.routing import Manager, Scenario
+from router.routing import Strategy
+from tests.router.plans import ANYONE, T0, manager, plan, scenario
 
-T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-M1, M2 = Manager("m1", "Manager 1", "101"), Manager("m2", "Manager 2", "102")
-
-
-def scenario(*managers: str) -> Scenario:
-    return Scenario(
-        name="s",
-        sources=frozenset(),
-        managers=frozenset(managers),
-        hold_limit=30,
-        ring_timeout=15,
-        max_attempts=3,
-        retry_delays=(60,),
-    )
-
-
-ANYONE = scenario()
+M1, M2 = manager(1), manager(2)
+ONLY_M2 = scenario("only-m2", "m2")
 
 
 def on_hold(call_id: int) -> Call:
@@ -41,7 +27,7 @@ def served(connections: list[Connection]) -> list[tuple[int | None, str]]:
 
 
 def test_the_client_waiting_longest_gets_the_free_manager() -> None:
-    board, queue = ManagerBoard([M1]), HoldQueue()
+    board, queue = ManagerBoard(plan(M1)), HoldQueue()
     first, second = on_hold(1), on_hold(2)
     queue.join(first, ANYONE)
     queue.join(second, ANYONE)
@@ -52,7 +38,7 @@ def test_the_client_waiting_longest_gets_the_free_manager() -> None:
 
 
 def test_the_manager_given_is_reserved_for_that_call() -> None:
-    board, queue = ManagerBoard([M1, M2]), HoldQueue()
+    board, queue = ManagerBoard(plan(M1, M2, scenarios=(ONLY_M2, ANYONE))), HoldQueue()
     queue.join(on_hold(1), ANYONE)
     queue.join(on_hold(2), ANYONE)
     assert served(queue.connect(board, T0)) == [(1, "m1"), (2, "m2")]
@@ -61,7 +47,7 @@ def test_the_manager_given_is_reserved_for_that_call() -> None:
 
 
 def test_nobody_free_leaves_everyone_waiting_in_order() -> None:
-    board, queue = ManagerBoard([M1]), HoldQueue()
+    board, queue = ManagerBoard(plan(M1)), HoldQueue()
     board.device_changed("101", DeviceState.IN_USE)
     queue.join(on_hold(1), ANYONE)
     queue.join(on_hold(2), ANYONE)
@@ -71,7 +57,7 @@ def test_nobody_free_leaves_everyone_waiting_in_order() -> None:
 
 
 def test_a_client_put_back_after_a_manager_failed_is_served_before_those_who_came_later() -> None:
-    board, queue = ManagerBoard([M1, M2]), HoldQueue()
+    board, queue = ManagerBoard(plan(M1, M2, scenarios=(ONLY_M2, ANYONE))), HoldQueue()
     first = on_hold(1)
     queue.join(first, ANYONE)
     queue.connect(board, T0)  # m1 rings for the first client
@@ -86,7 +72,7 @@ def test_a_client_put_back_after_a_manager_failed_is_served_before_those_who_cam
 
 
 def test_a_manager_already_tried_on_a_call_is_not_offered_it_again() -> None:
-    board, queue = ManagerBoard([M1]), HoldQueue()
+    board, queue = ManagerBoard(plan(M1)), HoldQueue()
     call = on_hold(1)
     queue.join(call, ANYONE)
     queue.connect(board, T0)
@@ -98,9 +84,9 @@ def test_a_manager_already_tried_on_a_call_is_not_offered_it_again() -> None:
 
 
 def test_a_client_no_free_manager_fits_keeps_their_place_and_lets_the_next_one_through() -> None:
-    board, queue = ManagerBoard([M1, M2]), HoldQueue()
+    board, queue = ManagerBoard(plan(M1, M2, scenarios=(ONLY_M2, ANYONE))), HoldQueue()
     board.device_changed("102", DeviceState.IN_USE)
-    queue.join(on_hold(1), scenario("m2"))  # only m2 may take this client
+    queue.join(on_hold(1), ONLY_M2)  # only m2 may take this client
     queue.join(on_hold(2), ANYONE)
     assert served(queue.connect(board, T0)) == [(2, "m1")]
     board.device_changed("102", DeviceState.FREE)
@@ -108,9 +94,22 @@ def test_a_client_no_free_manager_fits_keeps_their_place_and_lets_the_next_one_t
 
 
 def test_a_client_who_leaves_is_not_served() -> None:
-    board, queue = ManagerBoard([M1]), HoldQueue()
+    board, queue = ManagerBoard(plan(M1)), HoldQueue()
     queue.join(on_hold(1), ANYONE)
     queue.join(on_hold(2), ANYONE)
     queue.leave("lr-1")
     queue.leave("lr-1")  # leaving twice (given up, then hung up) is harmless
     assert served(queue.connect(board, T0)) == [(2, "m1")]
+
+
+def test_the_scenarios_strategy_picks_and_the_turn_is_recorded() -> None:
+    turns = scenario(strategy=Strategy.ROUND_ROBIN)
+    board, queue = ManagerBoard(plan(M1, M2, scenarios=(turns,))), HoldQueue()
+    queue.join(on_hold(1), turns)
+    assert served(queue.connect(board, T0)) == [(1, "m1")]
+    board.release("m1", call_id=1)
+    board.device_changed("102", DeviceState.IN_USE)  # a personal call: m1 is now free longest...
+    board.device_changed("102", DeviceState.FREE)
+    queue.join(on_hold(2), turns)
+    # ...but round robin goes by turns, and m1 had the last one.
+    assert served(queue.connect(board, T0 + timedelta(seconds=5))) == [(2, "m2")]

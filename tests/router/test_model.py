@@ -13,8 +13,6 @@ from router.routing import Scenario
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 SCENARIO = Scenario(
     name="default",
-    sources=frozenset(),
-    managers=frozenset(),
     hold_limit=30,
     ring_timeout=15,
     max_attempts=3,

@@ -36,8 +36,6 @@ from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock
 
 SCENARIO = Scenario(
     name="default",
-    sources=frozenset(),
-    managers=frozenset(),
     hold_limit=30,
     ring_timeout=15,
     max_attempts=2,
@@ -88,7 +86,7 @@ async def make_rig(
         managers=tuple(Manager(f"m{index}", f"Manager {index}", str(101 + index)) for index in range(managers)),
         scenarios=(SCENARIO,),
     )
-    board = ManagerBoard(plan.managers)
+    board = ManagerBoard(plan)
     dialer = Dialer(
         uow=uow,
         pbx=pbx,

@@ -1,0 +1,66 @@
+"""``leadrouter check-config``: a summary per scenario for a good routing, every problem and exit 1 for a bad one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leadrouter.cli import main
+
+REPO = Path(__file__).parents[2]
+
+
+def _config(tmp_path: Path, routing: Path) -> str:
+    path = tmp_path / "leadrouter.yaml"
+    path.write_text(yaml.safe_dump({"ami": {"secret": "unused"}, "routing_file": str(routing)}))
+    return str(path)
+
+
+def test_a_good_routing_is_summarised_scenario_by_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", _config(tmp_path, REPO / "routing.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith(
+        "routing.yaml: ok (4 managers, 4 scenarios, days and hours in Europe/Moscow); first match wins:"
+    )
+    assert lines[2:6] == [
+        "  1. english-b2b",
+        "       matches:  source landing-en or ads-en-*; payload.utm_campaign spring-* or partners; "
+        "payload.tags b2b; country DE or GB or US; at mon-fri 09:00-18:00",
+        "       pool:     3 managers (managers vera; groups senior; skills english): anna, boris, vera",
+        "       strategy: closing_rate (prior 1 won / 1 lost, last 50 decided leads each, "
+        "floor 50% of a fair share over the last 200 offers)",
+    ]
+    assert lines[-4:] == [
+        "  4. default",
+        "       matches:  every lead the scenarios above did not take",
+        "       pool:     4 managers (every manager): anna, boris, vera, gleb",
+        "       strategy: longest_idle",
+    ]
+
+
+def test_a_big_pool_is_counted_and_its_first_members_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    routing = tmp_path / "routing.yaml"
+    managers = [{"id": f"m{number}", "name": f"M {number}", "extension": str(100 + number)} for number in range(12)]
+    routing.write_text(yaml.safe_dump({"version": 1, "managers": managers, "scenarios": [{"name": "default"}]}))
+    assert main(["check-config", "--config", _config(tmp_path, routing)]) == 0
+    out = capsys.readouterr().out
+    assert "pool:     12 managers (every manager): m0, m1, m2, m3, m4, m5, m6, m7 and 4 more" in out
+    assert "days and hours in UTC" in out
+
+
+def test_a_bad_routing_lists_every_problem_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    routing = tmp_path / "routing.yaml"
+    text = (REPO / "routing.yaml").read_text()
+    routing.write_text(text.replace("strategy: weighted", "strategy: wieghted").replace("weight: 60", "weight: 0"))
+    assert main(["check-config", "--config", _config(tmp_path, routing)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    problems = captured.err.splitlines()
+    assert len(problems) == 2
+    assert (
+        problems[0].startswith(f"{routing}:")
+        and ": managers[1].weight: must be greater than or equal to 1" in problems[0]
+    )
+    assert ": scenarios[2].strategy: must be 'longest_idle', 'round_robin'," in problems[1]
