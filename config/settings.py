@@ -202,6 +202,7 @@ class PbxSection(_Strict):
 
 class DatabaseSection(_Strict):
     url: Annotated[str, AfterValidator(_database_url)] = "sqlite+aiosqlite:////var/lib/leadrouter/leadrouter.db"
+    probe_interval: Duration = 5  # while writes fail (disk full, read-only), a test write this often
 
 
 class MqttSection(_Strict):

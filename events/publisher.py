@@ -136,6 +136,7 @@ class OutboxPublisher:
         self.connected = False
         self.published = 0
         self.broker_failures = 0  # connection attempts that failed or connections that broke, ever
+        self.database_failures = 0  # outbox reads or marks that failed, ever
 
     def wake(self) -> None:
         """Called after a commit that wrote outbox rows."""
@@ -198,6 +199,7 @@ class OutboxPublisher:
                 except Exception as exc:
                     # The feed is the database: keep the broker connection and try again later.
                     self.state = PublisherState.DATABASE_FAILING
+                    self.database_failures += 1
                     self._database.failed(str(exc))
                     await asyncio.sleep(backoff.next())
                     continue

@@ -173,7 +173,7 @@ class Daemon:
         # it out of the collector's sight keeps full collections short: one took 65 ms here,
         # close to the ~100 ms stall after which Asterisk drops an AMI client.
         gc.freeze()
-        await self._run("database-recovery", database.recover())
+        await self._run("database-recovery", database.recover(settings.database.probe_interval))
         if self.publisher is not None:
             await self._run("publisher", self.publisher.run())
         await self._run("dialer", self.dialer.run())
