@@ -50,8 +50,9 @@ class BackgroundTasks:
         finally:
             self.stopping(name)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})  # a death was logged when it happened: no second report
+            if not task.cancelled() and (exc := task.exception()) is not None and name not in self.died:
+                log.error("task.stop_failed", task=name, exc_info=exc)
 
     def _ended(self, name: str, task: asyncio.Task[Any]) -> None:
         if name in self._stopping:
