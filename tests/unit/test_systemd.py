@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -18,53 +15,13 @@ from leadrouter.systemd import Notifier, Watchdog
 from leadrouter.tasks import BackgroundTasks
 from tests.conftest import JsonLog
 from tests.integration.rig import until
-
-
-@dataclass
-class FakeSystemd:
-    """The receiving end of NOTIFY_SOCKET; records each datagram with when it arrived."""
-
-    address: str  # as NOTIFY_SOCKET spells it
-    received: list[tuple[float, str]] = field(default_factory=list)
-
-    def messages(self) -> list[str]:
-        return [message for _, message in self.received]
-
-    def arrivals(self, message: str) -> list[float]:
-        return [at for at, got in self.received if got == message]
-
-
-def _listen(sock: socket.socket, systemd: FakeSystemd, stop: threading.Event) -> None:
-    # A thread of its own, so arrivals are timed while the event loop under test is stuck.
-    sock.settimeout(0.05)
-    while not stop.is_set():
-        try:
-            data = sock.recv(4096)
-        except TimeoutError:
-            continue
-        systemd.received.append((time.monotonic(), data.decode()))
+from tests.notify_socket import FakeSystemd, listening
 
 
 @pytest.fixture(params=["path", "abstract"])
 def systemd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeSystemd]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    if request.param == "path":
-        address = str(tmp_path / "notify.sock")
-        sock.bind(address)
-    else:
-        name = f"leadrouter-test-{os.getpid()}-{id(sock)}"
-        sock.bind("\0" + name)
-        address = "@" + name
-    fake = FakeSystemd(address)
-    stop = threading.Event()
-    listener = threading.Thread(target=_listen, args=(sock, fake, stop), daemon=True)
-    listener.start()
-    try:
+    with listening(tmp_path, abstract=request.param == "abstract") as fake:
         yield fake
-    finally:
-        stop.set()
-        listener.join()
-        sock.close()
 
 
 async def test_ready_status_and_stopping_reach_the_socket(systemd: FakeSystemd) -> None:
