@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -214,7 +213,7 @@ class TimedIntake:
 
 
 class TimedAsteriskPbx(AsteriskPbx):
-    """The dialer's PBX port, timing Originates and binding a call's ids to every log line its actions cause.
+    """The dialer's PBX port, timing Originates.
 
     A subclass rather than a wrapper, so whatever the port gains later is there unchanged.
     """
@@ -229,22 +228,9 @@ class TimedAsteriskPbx(AsteriskPbx):
         self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
     ) -> None:
         self._timings.originating(lead_id)
-        with structlog.contextvars.bound_contextvars(lead_id=lead_id, call_id=call_id, channel_id=channel_id):
-            started = time.perf_counter()
-            await super().originate_client(
-                channel_id=channel_id, phone=phone, lead_id=lead_id, call_id=call_id, ring_timeout=ring_timeout
-            )
-            # Refusals are the dialer's PBX failures to count; this is how long a queued one took.
-            self._timings.originate_queued(time.perf_counter() - started)
-
-    async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
-        with structlog.contextvars.bound_contextvars(channel_id=channel_id):
-            await super().connect_to_manager(channel_id=channel_id, extension=extension)
-
-    async def apologize(self, channel_id: str) -> None:
-        with structlog.contextvars.bound_contextvars(channel_id=channel_id):
-            await super().apologize(channel_id)
-
-    async def hang_up(self, channel_id: str) -> None:
-        with structlog.contextvars.bound_contextvars(channel_id=channel_id):
-            await super().hang_up(channel_id)
+        started = time.perf_counter()
+        await super().originate_client(
+            channel_id=channel_id, phone=phone, lead_id=lead_id, call_id=call_id, ring_timeout=ring_timeout
+        )
+        # Refusals are the dialer's PBX failures to count; this is how long a queued one took.
+        self._timings.originate_queued(time.perf_counter() - started)
