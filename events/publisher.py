@@ -178,7 +178,9 @@ class OutboxPublisher:
             except aiomqtt.MqttError as exc:
                 self.broker_failures += 1
                 self.state = PublisherState.BROKER_UNAVAILABLE
-                self._broker.failed(str(exc), host=mqtt.host, port=mqtt.port)
+                # aiomqtt's "Disconnected during message iteration" says why only in its cause.
+                reason = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
+                self._broker.failed(reason, host=mqtt.host, port=mqtt.port)
             finally:
                 self.connected = False
             await asyncio.sleep(backoff.next())
