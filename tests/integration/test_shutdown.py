@@ -91,6 +91,12 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", headers={"Authorization": f"Bearer {TOKEN}"})
         )
+        # systemctl reload (ExecReload: SIGHUP) with a broken routing.yaml: refused, the daemon runs on.
+        (tmp_path / "routing.yaml").write_text("version: 1\nmanagers: [{id: anna}]\n")
+        daemon.send_signal(signal.SIGHUP)
+        refused = "STATUS=routing.yaml refused (see the log); the previous rules run on"
+        await until(lambda: systemd.said(refused), 5, "the refusal told to systemd")
+        assert (await http.get("/health")).json()["managers"] == 2
         ids = [(await http.post("/leads", json={"phone": f"+7916900000{n}"})).json()["id"] for n in (1, 2, 3)]
 
         async def talking(lead_id: int) -> bool:
@@ -128,6 +134,7 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
     await until(lambda: sum(event["type"] == "call.ended" for event in crm.received) == 2, 5, "call.ended at the CRM")
 
     events = [line["event"] for line in log]
+    assert "routing.reload_refused" in events
     assert events.index("daemon.ready") < events.index("daemon.stopping") < events.index("daemon.drained")
     assert events[-1] == "daemon.stopped"
     (drained,) = [line for line in log if line["event"] == "daemon.drained"]
