@@ -94,8 +94,8 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
         # systemctl reload (ExecReload: SIGHUP) with a broken routing.yaml: refused, the daemon runs on.
         (tmp_path / "routing.yaml").write_text("version: 1\nmanagers: [{id: anna}]\n")
         daemon.send_signal(signal.SIGHUP)
-        refused = "STATUS=routing.yaml refused (see the log); the previous rules run on"
-        await until(lambda: systemd.said(refused), 5, "the refusal told to systemd")
+        refusal = "STATUS=routing.yaml refused (see the log); the previous rules run on"
+        await until(lambda: systemd.said(refusal), 5, "the refusal told to systemd")
         assert (await http.get("/health")).json()["managers"] == 2
         ids = [(await http.post("/leads", json={"phone": f"+7916900000{n}"})).json()["id"] for n in (1, 2, 3)]
 
