@@ -121,9 +121,20 @@ class _Outage:
 
 class OutboxPublisher:
     def __init__(
-        self, feed: OutboxFeed, settings: MqttSettings, now: Callable[[], datetime], batch_size: int = 200
+        self,
+        feed: OutboxFeed,
+        settings: MqttSettings,
+        now: Callable[[], datetime],
+        *,
+        feed_outages: tuple[type[Exception], ...],
+        batch_size: int = 200,
     ) -> None:
+        """``feed_outages``: what the feed raises when the database cannot serve now; waited out.
+
+        Anything else it raises is a bug: the publisher dies of it, and the daemon says so.
+        """
         self._feed = feed
+        self._feed_outages = feed_outages
         self._settings = settings
         self._now = now
         self._batch_size = batch_size
@@ -196,10 +207,8 @@ class OutboxPublisher:
                 self._wake.clear()
                 try:
                     batch = await self._publish_batch(client)
-                except aiomqtt.MqttError:
-                    raise
-                except Exception as exc:
-                    # The feed is the database: keep the broker connection and try again later.
+                except self._feed_outages as exc:
+                    # Keep the broker connection and try the database again later.
                     self.state = PublisherState.DATABASE_FAILING
                     self.database_failures += 1
                     self._database.failed(str(exc))

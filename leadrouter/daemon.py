@@ -128,7 +128,12 @@ class Daemon:
         self.queries = SqlQueries(database)
         self.stats = SupervisorStats(self.queries, self.routing, self.clock)
         self.publisher = (
-            OutboxPublisher(self.queries, settings.mqtt.publisher_settings(), now=self.clock.now)
+            OutboxPublisher(
+                self.queries,
+                settings.mqtt.publisher_settings(),
+                now=self.clock.now,
+                feed_outages=(StorageUnavailable,),
+            )
             if settings.mqtt.enabled
             else None
         )

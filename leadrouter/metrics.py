@@ -28,6 +28,7 @@ from dialer.intake import LeadInput, LeadIntake
 from dialer.ports import Clock
 from router.model import Lead, LeadStatus
 from router.pbx_events import DeviceState
+from storage.engine import StorageUnavailable
 
 # Seconds from a lead's arrival to its first Originate: seconds when all goes well, hours
 # for a lead that came in at night and waited for working hours.
@@ -89,7 +90,7 @@ class _Gauges(Collector):
         try:
             leads = await readings.lead_counts()
             backlog, oldest = await readings.outbox_backlog()
-        except Exception:
+        except StorageUnavailable:
             # The database is failing (its own log line and leadrouter_database_writable say so):
             # leave these series out rather than report stale or made-up values.
             self.stored = None

@@ -10,7 +10,7 @@ from events.publisher import MqttSettings, OutboxPublisher, PublisherState
 from leadrouter.broker import free_port, private_mosquitto
 from leadrouter.demo import CrmListener
 from router.model import Lead
-from storage.engine import Database
+from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
 from tests.conftest import JsonLog
@@ -33,7 +33,7 @@ async def _commit_leads(db: Database, publisher: OutboxPublisher, first: int, co
 async def test_events_leave_in_commit_order_with_ids_and_are_marked(db: Database, mosquitto_port: int) -> None:
     queries = SqlQueries(db)
     settings = MqttSettings(host="127.0.0.1", port=mosquitto_port, topic_prefix="leadrouter", client_id="pub-1")
-    publisher = OutboxPublisher(queries, settings, now=lambda: NOW)
+    publisher = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
     crm = CrmListener("crm-test", persistent_session=True)
     async with asyncio.TaskGroup() as group:
         listening = group.create_task(crm.run(mosquitto_port))
@@ -65,7 +65,7 @@ async def test_a_broker_outage_delays_events_loses_none_and_does_not_flood_the_l
         reconnect_max_delay=0.1,
         reminder_interval=0.5,  # an hour's outage in production, compressed: reminders every 5 min there
     )
-    publisher = OutboxPublisher(queries, settings, now=lambda: NOW)
+    publisher = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
     crm = CrmListener("crm-test", persistent_session=True)
     state = tmp_path / "broker"
     state.mkdir()
@@ -122,7 +122,7 @@ async def test_the_publisher_survives_database_errors_and_resumes(
     settings = MqttSettings(
         host="127.0.0.1", port=mosquitto_port, topic_prefix="leadrouter", client_id="pub-3", reconnect_max_delay=0.05
     )
-    publisher = OutboxPublisher(queries, settings, now=lambda: NOW)
+    publisher = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
     crm = CrmListener("crm-db-test", persistent_session=True)
     await _commit_leads(db, publisher, 0, 10)
     # A real database error under the publisher: the outbox table is gone while it runs.

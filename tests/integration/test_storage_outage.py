@@ -97,6 +97,7 @@ async def test_a_full_disk_refuses_leads_with_503_logs_once_and_stores_every_201
         assert status == 503 and body["status"] == "unhealthy"
         assert body["checks"]["database"]["state"] == "failing"
         assert "full" in body["checks"]["database"]["error"]
+        assert "leadrouter_database_writable 0.0" in (await rig.http.get("/metrics")).text
 
         # Ops free some space: the daemon notices by itself, with no lead posted to prove it.
         filler.unlink()
