@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event as sqlalchemy_event
 
 from events.publisher import MqttSettings, OutboxPublisher, PublisherState
 from leadrouter.broker import free_port, private_mosquitto
@@ -147,3 +150,43 @@ async def test_the_publisher_survives_database_errors_and_resumes(
     assert "no such table: outbox" in failing["error"]
     (back,) = json_log.events("outbox.database.back")
     assert back["failures"] == publisher.database_failures >= 5
+
+
+async def test_events_acknowledged_while_the_database_is_read_only_are_not_sent_again(
+    db: Database, mosquitto_port: int, json_log: JsonLog
+) -> None:
+    queries = SqlQueries(db)
+    settings = MqttSettings(
+        host="127.0.0.1", port=mosquitto_port, topic_prefix="leadrouter", client_id="pub-4", reconnect_max_delay=0.05
+    )
+    publisher = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
+    crm = CrmListener("crm-read-only", persistent_session=True)
+    await _commit_leads(db, publisher, 0, 10)
+    # The outbox can be read but not marked (SQLite refusing writes as for a read-only file):
+    # the broker acknowledges the events, and the publisher cannot record that it did.
+    read_only = [True]
+
+    def as_set(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA query_only = {int(read_only[0])}")
+        cursor.close()
+
+    sqlalchemy_event.listen(db.engine.sync_engine, "checkout", as_set)
+    try:
+        async with asyncio.TaskGroup() as group:
+            listening = group.create_task(crm.run(mosquitto_port))
+            await asyncio.wait_for(crm.subscribed.wait(), 5)
+            publishing = group.create_task(publisher.run())
+            await until(lambda: len(crm.received) >= 10, 10, "10 events at the CRM")
+            await until(lambda: publisher.database_failures >= 5, 10, "five failed attempts to mark them")
+            assert publisher.published == 0 and len(await queries.pending_outbox(100)) == 10
+            read_only[0] = False
+            await until(lambda: publisher.published >= 10, 10, "the events marked")
+            listening.cancel()
+            publishing.cancel()
+    finally:
+        sqlalchemy_event.remove(db.engine.sync_engine, "checkout", as_set)
+    # Sent once: retries mark what the broker acknowledged instead of publishing it again.
+    assert [event["lead_id"] for event in crm.received] == list(range(1, 11))
+    assert await queries.pending_outbox(100) == []
+    assert len(json_log.events("outbox.database.unavailable")) == 1
