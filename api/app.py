@@ -1,7 +1,11 @@
-"""The HTTP API: CRMs post leads, supervisors read histories and stats.
+"""The HTTP API: CRMs post leads, supervisors read histories and stats, ops read health and metrics.
 
 Every refusal names the field and the reason, in one shape:
 ``{"error": "...", "problems": [{"field": "phone", "reason": "..."}]}``.
+
+A lead is answered 201 only once it is committed. When it cannot be (the database is full,
+read-only or gone) or the daemon is stopping, the answer is 503 with ``Retry-After``: the
+CRM tries again later or elsewhere, and nothing is lost on either side.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,13 +41,22 @@ class LeadOutcomesPort(Protocol):
     async def report(self, lead_id: int, outcome: Outcome, *, reason: str, author: str) -> Lead | None: ...
 
 
+# Seconds a client is asked to wait: a full or read-only disk takes a person to fix; a
+# stopping daemon is back (or another one answers) within seconds.
+RETRY_AFTER_STORAGE = 30
+RETRY_AFTER_STOPPING = 5
+
+
 @dataclass(frozen=True)
 class ApiDeps:
     intake: LeadIntakePort
     queries: LeadQueriesPort
     outcomes: LeadOutcomesPort
     stats: Callable[[date | None, tzinfo | None], Awaitable[DayStats]]  # None: today, the server's zone
-    health: Callable[[], dict[str, Any]]
+    health: Callable[[], tuple[bool, dict[str, Any]]]  # serving (200, else 503), and the body
+    metrics: Callable[[], Awaitable[tuple[bytes, str]]]  # the exposition and its content type
+    intake_open: Callable[[], bool]  # False while the daemon stops
+    unavailable: tuple[type[Exception], ...]  # what the storage raises when it cannot serve now
     token: str
     max_body_bytes: int
 
@@ -198,7 +211,26 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     auth = [Depends(authorized)]
 
-    @app.post("/leads", dependencies=auth, status_code=201)
+    async def storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # The storage has logged the outage once; a line per refused request would flood the log.
+        response = _problem(503, "storage_unavailable", [("database", f"cannot store now: {exc}")])
+        response.headers["Retry-After"] = str(RETRY_AFTER_STORAGE)
+        return response
+
+    for error in deps.unavailable:
+        app.add_exception_handler(error, storage_unavailable)
+
+    def open_for_leads() -> None:
+        if not deps.intake_open():
+            raise _Stopping
+
+    @app.exception_handler(_Stopping)
+    async def stopping(_request: Request, _exc: _Stopping) -> JSONResponse:
+        response = _problem(503, "stopping", [("service", "leadrouter is stopping; post the lead again")])
+        response.headers["Retry-After"] = str(RETRY_AFTER_STOPPING)
+        return response
+
+    @app.post("/leads", dependencies=[*auth, Depends(open_for_leads)], status_code=201)
     async def post_lead(body: LeadIn) -> JSONResponse:
         try:
             lead, created = await deps.intake.submit(
@@ -265,13 +297,25 @@ def create_app(deps: ApiDeps) -> FastAPI:
         )
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return deps.health()
+    async def health() -> JSONResponse:
+        serving, body = deps.health()
+        return JSONResponse(body, status_code=200 if serving else 503)
+
+    # Open like /health: Prometheus scrapes without a token, and the figures name no lead,
+    # phone or person. It listens where the API does (http.host).
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = await deps.metrics()
+        return Response(body, media_type=content_type)
 
     return app
 
 
 class _Unauthorized(Exception):
+    pass
+
+
+class _Stopping(Exception):
     pass
 
 

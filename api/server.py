@@ -27,6 +27,12 @@ class ApiServer:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def task(self) -> asyncio.Task[None]:
+        """The server's task, for the daemon to watch: it is not meant to end before __aexit__."""
+        assert self._task is not None, "enter the server first"
+        return self._task
+
+    @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
         return int(self._server.servers[0].sockets[0].getsockname()[1])

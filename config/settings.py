@@ -202,6 +202,7 @@ class PbxSection(_Strict):
 
 class DatabaseSection(_Strict):
     url: Annotated[str, AfterValidator(_database_url)] = "sqlite+aiosqlite:////var/lib/leadrouter/leadrouter.db"
+    probe_interval: Duration = 5  # while writes fail (disk full, read-only), a test write this often
 
 
 class MqttSection(_Strict):
@@ -242,6 +243,11 @@ class RecordingsSection(_Strict):
     url_template: Annotated[str, AfterValidator(_url_template)] | None = None
 
 
+class ShutdownSection(_Strict):
+    grace_period: Duration = 60  # after SIGTERM, live calls get this long to end before the daemon exits
+    outbox_flush: Duration = 10  # then events still in the outbox get this long to reach the broker
+
+
 class LogSection(_Strict):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     format: Literal["console", "json"] = "console"
@@ -261,6 +267,7 @@ class Settings(_Strict):
     recordings: Annotated[RecordingsSection, _NullIsDefaults] = Field(default_factory=RecordingsSection)
     routing_file: Path = Path("routing.yaml")
     log: Annotated[LogSection, _NullIsDefaults] = Field(default_factory=LogSection)
+    shutdown: Annotated[ShutdownSection, _NullIsDefaults] = Field(default_factory=ShutdownSection)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<code>") -> Settings:

@@ -153,6 +153,7 @@ class Dialer:
         self._maybe_idle = asyncio.Event()  # set whenever something idle() checks may have finished
         self._tasks: set[asyncio.Task[None]] = set()
         self._resynced_once = False
+        self._dialing_stopped = False
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -182,6 +183,15 @@ class Dialer:
         if not self._resynced_once:
             adopted = await self._load_unfinished()
         self._queue.put_nowait(_Resynced(listed, asked_at, adopted))
+
+    def stop_dialing(self) -> None:
+        """Shutting down: send no Originate from now on; live calls are still steered to their end.
+
+        Due leads stay due in the database and are dialled after the next start. A claim
+        already committed still gets its Originate (the claim and the dial go together).
+        There is no way back: a daemon that stops dialing is on its way out.
+        """
+        self._dialing_stopped = True
 
     @property
     def live_calls(self) -> int:
@@ -276,6 +286,8 @@ class Dialer:
 
     async def _dispatch_once(self) -> float | None:
         """Claim and dial what is due; return seconds until the next lead falls due (0 = go on)."""
+        if self._dialing_stopped:
+            return None
         if not self._pbx.connected or not self._resynced_once:
             return None  # pbx_connected wakes us
         now = self._clock.now()

@@ -3,12 +3,18 @@
 A row is marked published only after the broker acknowledged it, so a broker outage or a
 crash delays events and never drops them; the price is that a message can arrive twice,
 which consumers handle by its ``id``. aiomqtt does not reconnect by itself: the loop here does.
+
+Outages are survived, not logged per failure: a broker that goes away is one line, a
+reminder every ``reminder_interval`` while it stays away, and one line when it is back; the
+same for the database under the outbox. Nothing piles up meanwhile: rows are read only while
+connected, and at most ``max_inflight`` publishes wait for their acknowledgement at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,8 +51,19 @@ class MqttSettings:
     client_id: str
     username: str | None = None
     password: str | None = None
-    reconnect_delay: float = 2.0
+    reconnect_delay: float = 2.0  # the first retry; each failure doubles it up to reconnect_max_delay
+    reconnect_max_delay: float = 30.0
     poll_interval: float = 5.0  # a safety net; commits wake the publisher at once
+    ack_timeout: float = 10.0  # a broker that acknowledges nothing for this long is reconnected
+    reminder_interval: float = 300.0  # a "still unavailable" line this often while an outage lasts
+    max_inflight: int = 20  # publishes awaiting their PUBACK at once
+
+
+class PublisherState(enum.StrEnum):
+    STARTING = "starting"
+    PUBLISHING = "publishing"  # connected to the broker and reading the outbox
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    DATABASE_FAILING = "database_failing"  # connected, but the outbox cannot be read or marked
 
 
 def topic_for(prefix: str, event_type: str) -> str:
@@ -54,24 +71,100 @@ def topic_for(prefix: str, event_type: str) -> str:
     return f"{prefix}/{event_type.replace('.', '/')}"
 
 
+class _Backoff:
+    def __init__(self, first: float, most: float) -> None:
+        self._first = first
+        self._most = most
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self._most)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
+class _Outage:
+    """One line when something goes, a reminder now and then while it stays gone, one when it is back."""
+
+    def __init__(self, what: str, reminder_interval: float) -> None:
+        self._what = what
+        self._reminder_interval = reminder_interval
+        self.failures = 0  # since the outage began
+        self._started: float | None = None
+        self._reminded = 0.0
+
+    @property
+    def ongoing(self) -> bool:
+        return self._started is not None
+
+    def failed(self, error: str, **context: object) -> None:
+        now = time.monotonic()
+        self.failures += 1
+        if self._started is None:
+            self._started = self._reminded = now
+            log.warning(f"{self._what}.unavailable", error=error, **context)
+        elif now - self._reminded >= self._reminder_interval:
+            self._reminded = now
+            down_for = round(now - self._started, 1)
+            log.warning(f"{self._what}.still_unavailable", error=error, down_for=down_for, failures=self.failures)
+
+    def ended(self, **context: object) -> None:
+        if self._started is not None:
+            down_for = round(time.monotonic() - self._started, 1)
+            log.info(f"{self._what}.back", down_for=down_for, failures=self.failures, **context)
+        self._started = None
+        self.failures = 0
+
+
 class OutboxPublisher:
     def __init__(
-        self, feed: OutboxFeed, settings: MqttSettings, now: Callable[[], datetime], batch_size: int = 200
+        self,
+        feed: OutboxFeed,
+        settings: MqttSettings,
+        now: Callable[[], datetime],
+        *,
+        feed_outages: tuple[type[Exception], ...],
+        batch_size: int = 200,
     ) -> None:
+        """``feed_outages``: what the feed raises when the database cannot serve now; waited out.
+
+        Anything else it raises is a bug: the publisher dies of it, and the daemon says so.
+        """
         self._feed = feed
+        self._feed_outages = feed_outages
         self._settings = settings
         self._now = now
         self._batch_size = batch_size
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # the outbox was read empty and nothing was committed since
+        self._acked: list[int] = []  # acknowledged by the broker, not yet marked in the outbox
+        self._broker = _Outage("mqtt", settings.reminder_interval)
+        self._database = _Outage("outbox.database", settings.reminder_interval)
+        self.state = PublisherState.STARTING
         self.connected = False
         self.published = 0
+        self.broker_failures = 0  # connection attempts that failed or connections that broke, ever
+        self.database_failures = 0  # outbox reads or marks that failed, ever
 
     def wake(self) -> None:
         """Called after a commit that wrote outbox rows."""
+        self._idle.clear()
         self._wake.set()
+
+    async def flush(self) -> None:
+        """Return once every event committed before the call has been published and marked.
+
+        Waits for as long as the broker or the database is away: the caller bounds it.
+        """
+        self.wake()
+        await self._idle.wait()
 
     async def run(self) -> None:
         mqtt = self._settings
+        backoff = _Backoff(mqtt.reconnect_delay, mqtt.reconnect_max_delay)
         while True:
             try:
                 async with aiomqtt.Client(
@@ -80,31 +173,95 @@ class OutboxPublisher:
                     identifier=mqtt.client_id,
                     username=mqtt.username,
                     password=mqtt.password,
+                    timeout=mqtt.ack_timeout,
+                    max_inflight_messages=mqtt.max_inflight,
                 ) as client:
+                    # Our window keeps at most max_inflight publishes pending; more would be a bug worth a line.
+                    client.pending_calls_threshold = mqtt.max_inflight
                     self.connected = True
-                    log.info("mqtt.connected", host=mqtt.host, port=mqtt.port)
+                    self.state = PublisherState.PUBLISHING
+                    backoff.reset()
+                    if self._broker.ongoing:
+                        self._broker.ended(host=mqtt.host, port=mqtt.port)
+                    else:
+                        log.info("mqtt.connected", host=mqtt.host, port=mqtt.port)
                     await self._drain_forever(client)
             except aiomqtt.MqttError as exc:
-                log.warning("mqtt.unavailable", error=str(exc), retry_in=mqtt.reconnect_delay)
+                self.broker_failures += 1
+                self.state = PublisherState.BROKER_UNAVAILABLE
+                # aiomqtt's "Disconnected during message iteration" says why only in its cause.
+                reason = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
+                self._broker.failed(reason, host=mqtt.host, port=mqtt.port)
             finally:
                 self.connected = False
-            await asyncio.sleep(mqtt.reconnect_delay)
+            await asyncio.sleep(backoff.next())
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
-        while True:
-            self._wake.clear()
-            batch = await self._feed.pending_outbox(self._batch_size)
-            if not batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
-                continue
-            # paho sends in call order, so issuing the whole batch before awaiting the
-            # acknowledgements keeps commit order on the wire without a round trip per event.
-            await asyncio.gather(
-                *(
-                    client.publish(topic_for(self._settings.topic_prefix, record.type), record.payload, qos=1)
-                    for record in batch
+        settings = self._settings
+        backoff = _Backoff(settings.reconnect_delay, settings.reconnect_max_delay)
+        # Nothing is subscribed, so the message stream ends only when the connection does:
+        # watching it tells a broker that went away at once, not at the next publish.
+        gone = asyncio.ensure_future(anext(aiter(client.messages)))
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    batch = await self._publish_batch(client)
+                except self._feed_outages as exc:
+                    # Keep the broker connection and try the database again later.
+                    self.state = PublisherState.DATABASE_FAILING
+                    self.database_failures += 1
+                    self._database.failed(str(exc))
+                    await asyncio.sleep(backoff.next())
+                    continue
+                if self._database.ongoing:
+                    self._database.ended()
+                    backoff.reset()
+                self.state = PublisherState.PUBLISHING
+                if batch:
+                    continue
+                if not self._wake.is_set():
+                    self._idle.set()
+                woken = asyncio.ensure_future(self._wake.wait())
+                done, _ = await asyncio.wait(
+                    {woken, gone}, timeout=settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
                 )
-            )
-            await self._feed.mark_published([record.seq for record in batch], self._now())
-            self.published += len(batch)
+                woken.cancel()
+                if gone in done:
+                    gone.result()  # raises the MqttError saying why
+        finally:
+            gone.cancel()
+
+    async def _publish_batch(self, client: aiomqtt.Client) -> int:
+        """Publish the next batch in commit order; returns how many rows it published."""
+        if self._acked:
+            # Acknowledged before the database failed: mark them, or they would be sent again.
+            await self._mark_acked()
+        batch = await self._feed.pending_outbox(self._batch_size)
+        window = self._settings.max_inflight
+        for start in range(0, len(batch), window):
+            records = batch[start : start + window]
+            # paho sends in call order, and tasks start in creation order, so commit order holds
+            # on the wire without a round trip per event. A failure abandons the whole window:
+            # the rows acknowledged so far are the windows before it, a prefix in commit order.
+            publishes = [
+                asyncio.ensure_future(
+                    client.publish(topic_for(self._settings.topic_prefix, record.type), record.payload, qos=1)
+                )
+                for record in records
+            ]
+            try:
+                await asyncio.gather(*publishes)
+            except BaseException:
+                for publish in publishes:
+                    publish.cancel()
+                raise
+            self._acked.extend(record.seq for record in records)
+        if self._acked:
+            await self._mark_acked()
+        return len(batch)
+
+    async def _mark_acked(self) -> None:
+        await self._feed.mark_published(self._acked, self._now())
+        self.published += len(self._acked)
+        self._acked = []

@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import date, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import structlog
+
 from config.problems import ConfigError
 from config.routing import RoutingSource
 from config.settings import Settings, load_settings
-from leadrouter.logs import configure_logging
+from leadrouter.logs import LogFormat, configure_logging
 from router.routing import RoutingPlan, Scenario, Strategy
 from router.stats import ManagerStats, hms
 
@@ -28,19 +29,19 @@ def _load(config: str) -> tuple[Settings, RoutingSource]:
     return settings, RoutingSource.load(settings.routing_file)
 
 
-async def _run(config: str) -> int:
-    from leadrouter.daemon import Daemon, SystemClock
+async def _run(config: str, log_format: LogFormat | None) -> int:
+    from leadrouter.daemon import SystemClock
+    from leadrouter.service import serve
+    from leadrouter.systemd import Notifier
 
     settings, routing = _load(config)
-    configure_logging(settings.log.level, settings.log.format)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with Daemon(settings, routing, SystemClock()) as daemon:
-        loop.add_signal_handler(signal.SIGHUP, daemon.reload_routing)
-        await stop.wait()
-    return 0
+    configure_logging(settings.log.level, log_format or settings.log.format)
+    try:
+        return await serve(settings, routing, SystemClock(), Notifier())
+    except Exception:
+        # One line that says why, for journald; systemd restarts the daemon.
+        structlog.get_logger("daemon").critical("daemon.failed", exc_info=True)
+        return 1
 
 
 async def _stats(config: str, day: date | None, zone: tzinfo | None) -> int:
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="run the daemon (what systemd starts)")
     run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument(
+        "--log-format", choices=["console", "json"], default=None, help="overrides log.format: json for journald"
+    )
 
     demo = commands.add_parser("demo", help="daemon + PBX simulator + SQLite + MQTT on a fast clock")
     demo.add_argument("--leads", type=int, default=100)
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return asyncio.run(_run(args.config))
+            return asyncio.run(_run(args.config, args.log_format))
         if args.command == "demo":
             from leadrouter.demo import run_demo
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
 from datetime import UTC, date, datetime, tzinfo
 from types import TracebackType
@@ -21,7 +21,6 @@ from typing import Any, Self
 import structlog
 
 from ami_adapter.client import AmiClient
-from ami_adapter.pbx import AsteriskPbx
 from ami_adapter.translate import WANTED_EVENTS, EventTranslator
 from api.app import ApiDeps, create_app
 from api.server import ApiServer
@@ -31,12 +30,16 @@ from dialer.engine import Dialer
 from dialer.intake import LeadIntake
 from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
-from events.publisher import OutboxPublisher
+from events.publisher import OutboxPublisher, PublisherState
+from leadrouter.health import Check, Severity, assess
+from leadrouter.metrics import DialTimings, Metrics, Readings, TimedAsteriskPbx, TimedIntake
+from leadrouter.systemd import Notifier, Watchdog
+from leadrouter.tasks import BackgroundTasks
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.model import OutcomeReport
 from router.stats import DayStats, ManagerStats, day_bounds, with_every_manager
-from storage.engine import Database
+from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
 
@@ -84,13 +87,26 @@ class SupervisorStats:
         return DayStats(day, zone, start, end, await self.between(start, end))
 
 
-class Daemon:
-    """``async with Daemon(...)`` starts every part; leaving the block stops them in order."""
+# A publisher in these states has no broker to publish to, or no outbox to read, right now.
+_PUBLISHER_WAITING = {PublisherState.BROKER_UNAVAILABLE, PublisherState.DATABASE_FAILING, PublisherState.STARTING}
 
-    def __init__(self, settings: Settings, routing: RoutingSource, clock: Clock) -> None:
+
+class Daemon:
+    """``async with Daemon(...)`` starts every part; leaving the block stops them in order.
+
+    ``drain`` first (what SIGTERM does) lets live calls end and the outbox empty before that.
+    """
+
+    def __init__(
+        self, settings: Settings, routing: RoutingSource, clock: Clock, notifier: Notifier | None = None
+    ) -> None:
         self.settings = settings
         self.routing = routing
         self.clock = clock
+        self.notifier = notifier or Notifier({})  # by default systemd is not told anything
+        self.tasks = BackgroundTasks()
+        self.stopping = False  # set by drain: no new leads, no new dials
+        self._hurry = asyncio.Event()
         self._stack = AsyncExitStack()
         self.http_port: int | None = None
 
@@ -109,12 +125,17 @@ class Daemon:
 
     async def _start(self) -> None:
         settings, stack = self.settings, self._stack
-        database = await stack.enter_async_context(Database(settings.database.url))
+        database = self.database = await stack.enter_async_context(Database(settings.database.url))
         await database.migrate()
         self.queries = SqlQueries(database)
         self.stats = SupervisorStats(self.queries, self.routing, self.clock)
         self.publisher = (
-            OutboxPublisher(self.queries, settings.mqtt.publisher_settings(), now=self.clock.now)
+            OutboxPublisher(
+                self.queries,
+                settings.mqtt.publisher_settings(),
+                now=self.clock.now,
+                feed_outages=(StorageUnavailable,),
+            )
             if settings.mqtt.enabled
             else None
         )
@@ -137,9 +158,11 @@ class Daemon:
             wanted_events=WANTED_EVENTS,
             on_connected=lambda: self.dialer.pbx_connected(),
         )
+        self.metrics = Metrics(self._readings())
+        timings = DialTimings(self.metrics, self.clock)
         self.dialer = Dialer(
             uow=unit_of_work,
-            pbx=AsteriskPbx(self.ami, translator, settings.pbx.asterisk_settings()),
+            pbx=TimedAsteriskPbx(self.ami, translator, settings.pbx.asterisk_settings(), timings),
             clock=self.clock,
             routing=lambda: self.routing.plan,
             board=self.board,
@@ -155,40 +178,152 @@ class Daemon:
         self.outcomes = LeadOutcomes(uow=unit_of_work, clock=self.clock, on_reported=self._outcome_reported)
 
         # Stopped in reverse: the API first (no new leads), then the AMI session, then the
-        # dialer (it stores what it was told); rows still in the outbox leave at the next start.
+        # dialer (it stores what it was told), then the publisher. Without a drain first (a
+        # crash, tests), rows still in the outbox leave at the next start.
         # Everything made so far (libraries, app, config) lives as long as the process. Taking
         # it out of the collector's sight keeps full collections short: one took 65 ms here,
         # close to the ~100 ms stall after which Asterisk drops an AMI client.
         gc.freeze()
+        await self._run("database-recovery", database.recover(settings.database.probe_interval))
         if self.publisher is not None:
-            await stack.enter_async_context(_running(self.publisher.run(), "publisher"))
-        await stack.enter_async_context(_running(self.dialer.run(), "dialer"))
+            await self._run("publisher", self.publisher.run())
+        await self._run("dialer", self.dialer.run())
+        await self._run("loop-lag", self.metrics.watch_loop_lag())
+        if self.notifier.watchdog_interval is not None:
+            watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)
+            await self._run("watchdog", watchdog.run())
         await stack.enter_async_context(self.ami)
         if settings.http.token is None:
             log.warning("http.disabled", reason="http.token is not set")
             return
         api = ApiDeps(
-            intake=self.intake,
+            intake=TimedIntake(self.intake, timings),
             queries=self.queries,
             outcomes=self.outcomes,
             stats=self.stats.of_day,
             health=self.health,
+            metrics=self.metrics.exposition,
+            intake_open=lambda: not self.stopping,
+            unavailable=(StorageUnavailable,),
             token=settings.http.token.get_secret_value(),
             max_body_bytes=settings.http.max_body_bytes,
         )
         server = await stack.enter_async_context(ApiServer(create_app(api), settings.http.host, settings.http.port))
+        self.tasks.watch("http", server.task)
+        stack.callback(self.tasks.stopping, "http")  # runs before the server stops: that end is no death
         self.http_port = server.port
         log.info("http.listening", host=settings.http.host, port=self.http_port)
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok" if self.ami.connected else "degraded",
-            "ami_connected": self.ami.connected,
-            "mqtt_connected": self.publisher.connected if self.publisher else None,
-            "live_calls": self.dialer.live_calls,
-            "managers": len(self.board),
-            "managers_free": self.board.free_count,
-        }
+    async def _run(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        await self._stack.enter_async_context(self.tasks.running(name, coro))
+
+    def _readings(self) -> Readings:
+        publisher = self.publisher
+        return Readings(
+            lead_counts=self.queries.lead_status_counts,
+            outbox_backlog=self.queries.outbox_backlog,
+            now=self.clock.now,
+            live_calls=lambda: self.dialer.live_calls,
+            managers=self.board.snapshot,
+            ami_connected=lambda: self.ami.connected,
+            database_writable=lambda: self.database.writable,
+            tasks=self.tasks.states,
+            mqtt_connected=(lambda: publisher.connected) if publisher else None,
+            published=(lambda: publisher.published) if publisher else None,
+        )
+
+    async def drain(self) -> None:
+        """What SIGTERM does before the daemon stops: nothing new starts, what runs may finish.
+
+        New leads are refused (503, Retry-After) and nothing new is dialled; live calls get
+        ``shutdown.grace_period`` to end on their own, then the outbox ``shutdown.outbox_flush``
+        to reach the broker. A second SIGTERM (``hurry``) cuts both waits short.
+        """
+        shutdown = self.settings.shutdown
+        self.stopping = True
+        self.dialer.stop_dialing()
+        log.info("daemon.stopping", live_calls=self.dialer.live_calls, grace_period=shutdown.grace_period)
+        if not await self._within(shutdown.grace_period, self._calls_ended()):
+            log.warning(
+                "daemon.calls_left_up",
+                live_calls=self.dialer.live_calls,
+                hint="they stay up in Asterisk; the next start takes them over",
+            )
+        # The calls' last changes are committed with their events before the outbox is flushed.
+        flushed = await self._within(shutdown.outbox_flush, self._flush_outbox())
+        if not flushed:
+            log.warning("daemon.outbox_left", hint="the events are published after the next start")
+        log.info("daemon.drained", live_calls=self.dialer.live_calls, outbox_flushed=flushed)
+
+    def hurry(self) -> None:
+        """A second SIGTERM while draining: stop waiting."""
+        self._hurry.set()
+
+    async def _calls_ended(self) -> None:
+        # The dialer has no event for "the last call ended"; a tenth of a second is nothing at shutdown.
+        while self.dialer.live_calls:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+    async def _flush_outbox(self) -> None:
+        await self.dialer.idle()
+        if self.publisher is not None:
+            await self.publisher.flush()
+
+    async def _within(self, seconds: float, coro: Coroutine[Any, Any, None]) -> bool:
+        """Whether ``coro`` finished within ``seconds`` and before a hurry; it is cancelled if not."""
+        work = asyncio.ensure_future(coro)
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        done, _ = await asyncio.wait({work, hurry}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        work.cancel()
+        hurry.cancel()
+        return work in done
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the daemon serves (HTTP 200) and what /health shows; see leadrouter.health."""
+        checks = [self._ami_check(), self._database_check(), *self._mqtt_checks(), self._dialer_check()]
+        tasks = self.tasks
+        if tasks.all_alive:
+            checks.append(Check("tasks", "running", detail={"tasks": tasks.states()}))
+        else:
+            checks.append(Check("tasks", "died", Severity.UNHEALTHY, {"tasks": tasks.states(), "died": tasks.died}))
+        serving, body = assess(checks, stopping=self.stopping)
+        body.update(live_calls=self.dialer.live_calls, managers=len(self.board), managers_free=self.board.free_count)
+        return serving, body
+
+    def _ami_check(self) -> Check:
+        return Check("ami", "up") if self.ami.connected else Check("ami", "down", Severity.DEGRADED)
+
+    def _database_check(self) -> Check:
+        database = self.database
+        if database.failing_since is None:
+            return Check("database", "up")
+        detail = {"error": database.last_error, "since": database.failing_since.isoformat()}
+        return Check("database", "failing", Severity.UNHEALTHY, detail)
+
+    def _dialer_check(self) -> Check:
+        # The dialer's circuit breaker (issue 6, item 2) joins here: its state in the detail,
+        # DEGRADED while it is open (leads are taken and wait; the PBX refuses calls).
+        detail = {"live_calls": self.dialer.live_calls}
+        if "dialer" in self.tasks.died:
+            return Check("dialer", "died", Severity.UNHEALTHY, detail)
+        return Check("dialer", "stopped_dialing" if self.stopping else "running", detail=detail)
+
+    def _mqtt_checks(self) -> list[Check]:
+        publisher = self.publisher
+        if publisher is None:
+            return [Check("mqtt", "disabled"), Check("publisher", "disabled")]
+        if "publisher" in self.tasks.died:
+            publishing = Check("publisher", "died", Severity.UNHEALTHY)
+        else:
+            waiting = publisher.state in _PUBLISHER_WAITING
+            publishing = Check(
+                "publisher",
+                publisher.state.value,
+                Severity.DEGRADED if waiting else Severity.OK,
+                {"published": publisher.published},
+            )
+        broker = Check("mqtt", "up") if publisher.connected else Check("mqtt", "down", Severity.DEGRADED)
+        return [broker, publishing]
 
     def _outcome_reported(self, report: OutcomeReport) -> None:
         self.board.outcome(report)
@@ -218,21 +353,3 @@ async def upgrade_database(settings: Settings) -> None:
     """What the daemon does at every start, for ops who migrate before starting it."""
     async with Database(settings.database.url) as database:
         await database.migrate()
-
-
-@contextlib.asynccontextmanager
-async def _running(coro: Any, name: str) -> Any:
-    """Run a background loop for the lifetime of the block; a crash in it is logged loudly."""
-    task = asyncio.create_task(coro, name=name)
-
-    def crashed(finished: asyncio.Task[None]) -> None:
-        if not finished.cancelled() and finished.exception() is not None:
-            log.error("task.crashed", task=name, error=repr(finished.exception()))
-
-    task.add_done_callback(crashed)
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -1,21 +1,65 @@
-"""Opening the database: engine settings per backend, the writer queue, schema migrations."""
+"""Opening the database: engine settings per backend, the writer queue, schema migrations,
+and whether the database takes writes right now.
+
+A database that is full, read-only or gone is an outage, not a bug: every write and read
+that fails for such a reason raises ``StorageUnavailable`` (callers answer 503 or retry),
+the state change is logged once, and ``recover`` probes until writes succeed again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import structlog
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, delete, event, insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from storage.schema import outbox
+
+log = structlog.get_logger("storage")
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# PostgreSQL SQLSTATEs that mean "not now" rather than "wrong": connection (08), insufficient
+# resources such as a full disk (53), operator intervention such as a shutdown (57), I/O (58),
+# and a read-only transaction (25006: a standby, or default_transaction_read_only).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+_UNAVAILABLE_SQLSTATES = frozenset({"25006"})
+
+PROBE_PAYLOAD = "x" * 1024  # about what one lead and its event write
+REMINDER_INTERVAL = 300.0  # seconds between "still failing" lines while an outage lasts
+
+
+class StorageUnavailable(Exception):
+    """The database cannot do this now (disk full, read-only, unreachable); try again later."""
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` means the database is unavailable, or None when it is some other error."""
+    if isinstance(exc, OSError | TimeoutError):  # asyncpg raises these while connecting
+        return str(exc) or type(exc).__name__
+    if not isinstance(exc, DBAPIError):
+        return None
+    # SQLite reports a full disk, a read-only file, I/O errors and locks as OperationalError.
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return str(exc.orig)
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    if sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _UNAVAILABLE_SQLSTATES:
+        return str(exc.orig)
+    return None
+
 
 # Reads that must not take SQLite's write lock ask for this execution option.
 _READ_ONLY = {"leadrouter_read_only": True}
@@ -74,6 +118,35 @@ class Database:
     def __init__(self, url: str) -> None:
         self.engine = _create_engine(url)
         self._writers = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
+        self.failing_since: datetime | None = None  # set while writes fail for an outage
+        self.last_error: str | None = None
+        self._failing_started = 0.0  # monotonic, for the outage's length
+        self._reminded = 0.0
+        self._failing = asyncio.Event()  # wakes recover()
+
+    @property
+    def writable(self) -> bool:
+        """False from a write that failed for an outage until the next one that succeeds."""
+        return self.failing_since is None
+
+    def _failed(self, reason: str) -> None:
+        now = time.monotonic()
+        self.last_error = reason
+        if self.failing_since is None:
+            self.failing_since = datetime.now(UTC)
+            self._failing_started = self._reminded = now
+            self._failing.set()
+            log.error("database.failing", error=reason, hint="disk full, read-only or unreachable; retrying")
+        elif now - self._reminded >= REMINDER_INTERVAL:
+            self._reminded = now
+            log.error("database.still_failing", error=reason, failing_for=round(now - self._failing_started, 1))
+
+    def _succeeded(self) -> None:
+        if self.failing_since is not None:
+            log.info("database.recovered", failed_for=round(time.monotonic() - self._failing_started, 1))
+            self.failing_since = None
+            self.last_error = None
+            self._failing.clear()
 
     async def __aenter__(self) -> Self:
         return self
@@ -85,15 +158,66 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A connection in an open write transaction; the caller commits, anything else rolls back."""
-        async with self._writers or contextlib.nullcontext(), self.engine.connect() as conn:
-            await conn.begin()
-            yield conn
+        """A connection in an open write transaction; the caller commits, anything else rolls back.
+
+        Raises StorageUnavailable when the database cannot take the write now.
+        """
+        committed = False
+        try:
+            async with self._writers or contextlib.nullcontext(), self.engine.connect() as conn:
+                await conn.begin()
+                yield conn
+                committed = not conn.in_transaction()
+        except Exception as exc:
+            reason = unavailable_reason(exc)
+            if reason is None:
+                raise
+            self._failed(reason)
+            raise StorageUnavailable(reason) from exc
+        if committed:  # a block that only read proves nothing about writes
+            self._succeeded()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            yield await conn.execution_options(**_READ_ONLY)
+        """Raises StorageUnavailable when the database cannot be read now."""
+        try:
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(**_READ_ONLY)
+        except Exception as exc:
+            reason = unavailable_reason(exc)
+            if reason is None:
+                raise
+            self._failed(reason)  # reads that work say nothing about writes: only a write clears it
+            raise StorageUnavailable(reason) from exc
+
+    async def probe_write(self) -> None:
+        """Commit a write that needs the room a lead needs and leaves nothing behind.
+
+        A row is inserted and deleted in one transaction: on SQLite its pages still go to the
+        write-ahead log, so a full disk fails it as it fails a lead (rewriting an existing row
+        would fit where a lead does not). Raises StorageUnavailable.
+        """
+        probe_id = f"probe-{uuid.uuid4().hex[:24]}"
+        async with self.write() as conn:
+            await conn.execute(
+                insert(outbox).values(
+                    id=probe_id, type="probe", lead_id=0, payload=PROBE_PAYLOAD, created_at=datetime.now(UTC)
+                )
+            )
+            await conn.execute(delete(outbox).where(outbox.c.id == probe_id))
+            await conn.commit()
+
+    async def recover(self, every: float = 5.0) -> None:
+        """Run for good: while writes fail, probe every ``every`` seconds until one succeeds.
+
+        Without it a quiet daemon would stay "failing" after the disk was freed, as nothing
+        else might write, and a load balancer reading /health would never send a lead to prove it.
+        """
+        while True:
+            await self._failing.wait()
+            await asyncio.sleep(every)
+            with contextlib.suppress(StorageUnavailable):
+                await self.probe_write()
 
     async def migrate(self) -> None:
         """Upgrade the schema to the newest revision; safe to run at every start."""

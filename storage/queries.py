@@ -158,6 +158,14 @@ class SqlQueries:
         async with self._db.read() as conn:
             return [OutboxMessage(*row) for row in (await conn.execute(query)).all()]
 
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """How many events wait to be published, and when the oldest of them was committed."""
+        pending = outbox.c.published_at.is_(None)
+        oldest = select(outbox.c.created_at).where(pending).order_by(outbox.c.seq).limit(1)
+        async with self._db.read() as conn:
+            count = (await conn.execute(select(func.count()).select_from(outbox).where(pending))).scalar_one()
+            return count, (await conn.execute(oldest)).scalar_one_or_none()
+
     async def mark_published(self, seqs: list[int], at: datetime) -> None:
         async with self._db.write() as conn:
             await conn.execute(update(outbox).where(outbox.c.seq.in_(seqs)).values(published_at=at))

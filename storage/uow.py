@@ -238,7 +238,10 @@ class SqlUnitOfWork:
 
     async def __aexit__(self, *exc: object) -> None:
         self._conn = None
-        await self._stack.aclose()  # rolls back whatever was not committed
+        # Rolls back whatever was not committed. The block's error goes in too, so that
+        # Database.write can tell a full or read-only disk (StorageUnavailable) from a bug.
+        error = exc[1] if len(exc) == 3 and isinstance(exc[1], BaseException) else None
+        await self._stack.__aexit__(type(error) if error else None, error, error.__traceback__ if error else None)
 
     async def commit(self) -> None:
         assert self._conn is not None

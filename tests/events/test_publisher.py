@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from events.publisher import MqttSettings, OutboxPublisher
+from sqlalchemy import event as sqlalchemy_event
+
+from events.publisher import MqttSettings, OutboxPublisher, PublisherState
 from leadrouter.broker import free_port, private_mosquitto
 from leadrouter.demo import CrmListener
 from router.model import Lead
-from storage.engine import Database
+from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
+from tests.conftest import JsonLog
 from tests.integration.rig import until
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -32,7 +36,7 @@ async def _commit_leads(db: Database, publisher: OutboxPublisher, first: int, co
 async def test_events_leave_in_commit_order_with_ids_and_are_marked(db: Database, mosquitto_port: int) -> None:
     queries = SqlQueries(db)
     settings = MqttSettings(host="127.0.0.1", port=mosquitto_port, topic_prefix="leadrouter", client_id="pub-1")
-    publisher = OutboxPublisher(queries, settings, now=lambda: NOW)
+    publisher = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
     crm = CrmListener("crm-test", persistent_session=True)
     async with asyncio.TaskGroup() as group:
         listening = group.create_task(crm.run(mosquitto_port))
@@ -50,13 +54,21 @@ async def test_events_leave_in_commit_order_with_ids_and_are_marked(db: Database
     assert len({event["id"] for event in crm.received}) == 30
 
 
-async def test_a_broker_outage_delays_events_and_loses_none(db: Database, tmp_path: Path) -> None:
+async def test_a_broker_outage_delays_events_loses_none_and_does_not_flood_the_log(
+    db: Database, tmp_path: Path, json_log: JsonLog
+) -> None:
     port = free_port()
     queries = SqlQueries(db)
     settings = MqttSettings(
-        host="127.0.0.1", port=port, topic_prefix="leadrouter", client_id="pub-2", reconnect_delay=0.2
+        host="127.0.0.1",
+        port=port,
+        topic_prefix="leadrouter",
+        client_id="pub-2",
+        reconnect_delay=0.02,
+        reconnect_max_delay=0.1,
+        reminder_interval=0.5,  # an hour's outage in production, compressed: reminders every 5 min there
     )
-    publisher = OutboxPublisher(queries, settings, now=lambda: NOW)
+    publisher = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
     crm = CrmListener("crm-test", persistent_session=True)
     state = tmp_path / "broker"
     state.mkdir()
@@ -70,11 +82,16 @@ async def test_a_broker_outage_delays_events_and_loses_none(db: Database, tmp_pa
         listening.cancel()
         # The broker is down: the daemon keeps committing, nothing is published, nothing is lost.
         await _commit_leads(db, publisher, 20, 40)
-        await asyncio.sleep(0.5)
+        await until(lambda: publisher.broker_failures >= 10, 10, "ten failed reconnects")
+        tasks_during_outage = len(asyncio.all_tasks())
+        await until(lambda: len(json_log.events("mqtt.still_unavailable")) >= 2, 10, "two reminders")
+        await until(lambda: publisher.broker_failures >= 30, 10, "thirty failed reconnects")
+        # Retrying holds nothing more than it did ten failures ago: no task, no pending publish.
+        assert len(asyncio.all_tasks()) == tasks_during_outage
+        assert publisher.state is PublisherState.BROKER_UNAVAILABLE and publisher.published == 20
         assert len(await queries.pending_outbox(100)) == 40
         with private_mosquitto(port, state):
             # The CRM comes back whenever it likes: its persistent session queues what it missed.
-            await asyncio.sleep(0.5)
             listening = group.create_task(crm.run(port))
             await until(lambda: len({event["id"] for event in crm.received}) >= 60, 15, "60 distinct events")
             await until(lambda: publisher.published >= 60, 5, "60 acknowledgements")
@@ -85,3 +102,91 @@ async def test_a_broker_outage_delays_events_and_loses_none(db: Database, tmp_pa
         first_seen.setdefault(event["id"], event["lead_id"])
     assert list(first_seen.values()) == list(range(1, 61))  # every event, in commit order
     assert await queries.pending_outbox(100) == []
+
+    # The log: one line when the broker went, one when it came back, a reminder every 0.5 s
+    # in between; not a line per failed reconnect.
+    assert len(json_log.events("mqtt.unavailable")) == 1
+    (back,) = json_log.events("mqtt.back")
+    assert back["failures"] == publisher.broker_failures >= 30
+    reminders = json_log.events("mqtt.still_unavailable")
+    assert 2 <= len(reminders) <= back["down_for"] / 0.5 + 1 < publisher.broker_failures
+    ours = [line["event"] for line in json_log.lines() if line["logger"] == "events"]
+    assert ours == ["mqtt.connected", "mqtt.unavailable", *["mqtt.still_unavailable"] * len(reminders), "mqtt.back"]
+    # paho says once that the socket was reset; aiomqtt would warn when publishes pile up
+    # unacknowledged, which the publisher's window never lets happen.
+    library = [line["event"] for line in json_log.lines() if line["logger"] == "mqtt"]
+    assert len(library) <= 1 and not any("pending publish" in event for event in library)
+
+
+async def test_the_publisher_survives_database_errors_and_resumes(
+    db: Database, mosquitto_port: int, json_log: JsonLog
+) -> None:
+    queries = SqlQueries(db)
+    settings = MqttSettings(
+        host="127.0.0.1", port=mosquitto_port, topic_prefix="leadrouter", client_id="pub-3", reconnect_max_delay=0.05
+    )
+    publisher = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
+    crm = CrmListener("crm-db-test", persistent_session=True)
+    await _commit_leads(db, publisher, 0, 10)
+    # A real database error under the publisher: the outbox table is gone while it runs.
+    async with db.engine.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE outbox RENAME TO outbox_away")
+    async with asyncio.TaskGroup() as group:
+        listening = group.create_task(crm.run(mosquitto_port))
+        await asyncio.wait_for(crm.subscribed.wait(), 5)
+        publishing = group.create_task(publisher.run())
+        await until(lambda: publisher.database_failures >= 5, 10, "five failed outbox reads")
+        assert publisher.state is PublisherState.DATABASE_FAILING and not publishing.done()
+        assert publisher.connected  # the broker connection is kept meanwhile
+        async with db.engine.begin() as conn:
+            await conn.exec_driver_sql("ALTER TABLE outbox_away RENAME TO outbox")
+        await until(lambda: len(crm.received) >= 10, 10, "10 events at the CRM")
+        await until(lambda: publisher.published >= 10, 5, "10 acknowledgements")
+        listening.cancel()
+        publishing.cancel()
+    assert [event["lead_id"] for event in crm.received] == list(range(1, 11))  # each once, in order
+    assert await queries.pending_outbox(100) == []
+    (failing,) = json_log.events("outbox.database.unavailable")
+    assert "no such table: outbox" in failing["error"]
+    (back,) = json_log.events("outbox.database.back")
+    assert back["failures"] == publisher.database_failures >= 5
+
+
+async def test_events_acknowledged_while_the_database_is_read_only_are_not_sent_again(
+    db: Database, mosquitto_port: int, json_log: JsonLog
+) -> None:
+    queries = SqlQueries(db)
+    settings = MqttSettings(
+        host="127.0.0.1", port=mosquitto_port, topic_prefix="leadrouter", client_id="pub-4", reconnect_max_delay=0.05
+    )
+    publisher = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
+    crm = CrmListener("crm-read-only", persistent_session=True)
+    await _commit_leads(db, publisher, 0, 10)
+    # The outbox can be read but not marked (SQLite refusing writes as for a read-only file):
+    # the broker acknowledges the events, and the publisher cannot record that it did.
+    read_only = [True]
+
+    def as_set(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA query_only = {int(read_only[0])}")
+        cursor.close()
+
+    sqlalchemy_event.listen(db.engine.sync_engine, "checkout", as_set)
+    try:
+        async with asyncio.TaskGroup() as group:
+            listening = group.create_task(crm.run(mosquitto_port))
+            await asyncio.wait_for(crm.subscribed.wait(), 5)
+            publishing = group.create_task(publisher.run())
+            await until(lambda: len(crm.received) >= 10, 10, "10 events at the CRM")
+            await until(lambda: publisher.database_failures >= 5, 10, "five failed attempts to mark them")
+            assert publisher.published == 0 and len(await queries.pending_outbox(100)) == 10
+            read_only[0] = False
+            await until(lambda: publisher.published >= 10, 10, "the events marked")
+            listening.cancel()
+            publishing.cancel()
+    finally:
+        sqlalchemy_event.remove(db.engine.sync_engine, "checkout", as_set)
+    # Sent once: retries mark what the broker acknowledged instead of publishing it again.
+    assert [event["lead_id"] for event in crm.received] == list(range(1, 11))
+    assert await queries.pending_outbox(100) == []
+    assert len(json_log.events("outbox.database.unavailable")) == 1

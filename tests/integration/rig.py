@@ -80,7 +80,9 @@ async def running(
     routing: dict[str, Any],
     mqtt_port: int | None = None,
     scale: float = 50.0,
+    sections: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[Rig]:
+    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}}."""
     clock = ScaledClock(scale)
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
@@ -93,6 +95,8 @@ async def running(
             stack.callback(asyncio.create_task(crm.run(mqtt_port)).cancel)
             await asyncio.wait_for(crm.subscribed.wait(), 5)
         config = simulator_settings(ami_port=sim.port, database=tmp_path / "lr.db", mqtt_port=mqtt_port, token=TOKEN)
+        for section, keys in (sections or {}).items():
+            config[section] = config.get(section, {}) | keys
         settings = Settings.from_mapping(config | {"routing_file": str(routing_file)})
         rig = Rig(sim, clock, settings, routing_file, crm.received)
         await rig.start_daemon()

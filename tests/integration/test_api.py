@@ -92,7 +92,8 @@ async def test_a_good_lead_reaches_ami_as_digits_only_and_is_idempotent(rig) -> 
     missing = await rig.http.get("/leads/999999")
     assert missing.status_code == 404 and missing.json()["problems"][0]["field"] == "lead_id"
     health = await rig.http.get("/health")
-    assert health.json()["ami_connected"] is True and health.json()["managers"] == 1
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["checks"]["ami"]["state"] == "up" and health.json()["managers"] == 1
     stats = await rig.http.get("/stats/managers", params={"tz": "Europe/Moscow"})
     assert stats.status_code == 200 and stats.json()["managers"][0]["manager_id"] == "anna"
     bad_tz = await rig.http.get("/stats/managers", params={"tz": "Mars/Olympus"})

@@ -1,0 +1,89 @@
+"""``leadrouter run``: the daemon as a systemd service (``Type=notify``, see deploy/systemd).
+
+- ``READY=1`` once the database, the API and the PBX link are up. While the PBX is away at
+  start the daemon already takes leads, and keeps pushing systemd's start timeout back
+  (``EXTEND_TIMEOUT_USEC``) with a status saying what it waits for: a hung start-up still
+  times out, a missing PBX does not restart the daemon in a loop.
+- ``WATCHDOG=1`` from the event loop while every background task lives (leadrouter.systemd).
+- SIGTERM or SIGINT: ``STOPPING=1``, then ``Daemon.drain`` (no new leads or dials, live
+  calls end within the grace period, the outbox is flushed), then exit 0. A second one cuts
+  the waiting short.
+- SIGHUP: re-read routing.yaml; a broken file is refused and the running rules stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+from config.routing import RoutingSource
+from config.settings import Settings
+from dialer.ports import Clock
+from leadrouter.daemon import Daemon
+from leadrouter.systemd import Notifier
+
+log = structlog.get_logger("daemon")
+
+PBX_WAIT_REPORT = 10.0  # seconds between "still waiting for the PBX" notices at start
+START_EXTENSION = 30.0  # each notice gives the start this much more time
+
+
+async def serve(settings: Settings, routing: RoutingSource, clock: Clock, notifier: Notifier) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    daemon: Daemon | None = None
+
+    def on_stop_signal() -> None:
+        if stop.is_set() and daemon is not None:
+            daemon.hurry()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_stop_signal)
+    try:
+        async with Daemon(settings, routing, clock, notifier) as daemon:
+            running = daemon
+
+            def reload() -> None:
+                if running.reload_routing():
+                    notifier.status(_ready_status(running))
+                else:
+                    notifier.status("routing.yaml refused (see the log); the previous rules run on")
+
+            loop.add_signal_handler(signal.SIGHUP, reload)
+            if await _pbx_up(daemon, notifier, stop):
+                notifier.ready(_ready_status(daemon))
+                log.info("daemon.ready", http_port=daemon.http_port)
+            await stop.wait()
+            grace = settings.shutdown.grace_period
+            notifier.stopping(f"stopping: {daemon.dialer.live_calls} live calls get up to {grace:g}s to end")
+            await daemon.drain()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        notifier.close()
+    log.info("daemon.stopped")
+    return 0
+
+
+async def _pbx_up(daemon: Daemon, notifier: Notifier, stop: asyncio.Event) -> bool:
+    """Wait for the AMI login, telling systemd why the start takes long; False if told to stop first."""
+    ami = daemon.settings.ami
+    waiting = f"waiting for the PBX (AMI {ami.host}:{ami.port}); leads are taken meanwhile"
+    while not daemon.ami.connected:
+        notifier.extend_start(START_EXTENSION, waiting)
+        login = asyncio.ensure_future(daemon.ami.wait_connected())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({login, stopped}, timeout=PBX_WAIT_REPORT, return_when=asyncio.FIRST_COMPLETED)
+        login.cancel()
+        stopped.cancel()
+        if stop.is_set():
+            return False
+    return True
+
+
+def _ready_status(daemon: Daemon) -> str:
+    http = f"API on port {daemon.http_port}" if daemon.http_port is not None else "API off (no http.token)"
+    return f"ready: PBX linked, database up, {http}, {len(daemon.board)} managers"
