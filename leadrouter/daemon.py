@@ -132,6 +132,7 @@ class Daemon:
             on_event=translator,
             wanted_events=WANTED_EVENTS,
             on_connected=lambda: self.dialer.pbx_connected(),
+            on_disconnected=lambda: self.dialer.pbx_disconnected(),
         )
         self.dialer = Dialer(
             uow=unit_of_work,

@@ -120,3 +120,22 @@ def test_a_reload_drops_managers_no_longer_listed() -> None:
     assert board.manager("m2") is None
     assert board.release("m2", call_id=10) is False  # its call ends after the reload
     assert board.device_changed("102", DeviceState.FREE) is None
+
+
+def test_a_listing_after_a_gap_frees_phones_whose_idle_state_was_missed() -> None:
+    board = ManagerBoard([M1, M2, M3])
+    for manager in (M1, M2, M3):
+        board.device_changed(manager.extension, DeviceState.IN_USE)
+    board.reserve("m3", call_id=9)
+    # The PBX lists 102 in use; 101 and 103 are left out (idle, or a device it does not cache).
+    freed = board.devices_listed({"102": DeviceState.IN_USE})
+    assert freed == ["m1"]  # m3's phone is idle, but our call still holds m3
+    assert order(board) == ["m1"]
+    assert board.release("m3", call_id=9) is True
+
+
+def test_a_listing_leaves_phones_that_changed_since_it_was_asked_for() -> None:
+    board = ManagerBoard([M1, M2])
+    board.device_changed("101", DeviceState.IN_USE)  # reported after the listing was asked for
+    assert board.devices_listed({}, keep={"101"}) == []
+    assert order(board) == ["m2"]
