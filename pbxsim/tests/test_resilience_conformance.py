@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -58,6 +58,10 @@ def reconnected_at(name: str) -> float:
 
 def answer(messages: list[dict[str, str]], action_id: str) -> dict[str, str]:
     return next(m for m in messages if m.get("ActionID") == action_id and "Response" in m)
+
+
+def answering(action_id: str) -> Callable[[dict[str, str]], bool]:
+    return lambda message: message.get("ActionID") == action_id
 
 
 def without(message: dict[str, str], *keys: str) -> dict[str, str]:
@@ -148,7 +152,7 @@ async def test_a_restart_fails_ringing_calls_refuses_originates_says_shutdown_an
     assert sim.shutting_down
     # Sent back to back, as a dialer fires its queue: all within the second a stopping PBX lingers.
     sent = [ami.send("Originate", *originate("79160020100", f"lr-burst-{n}")) for n in range(10, 31)]
-    refusals = [await ami.wait(lambda m, action_id=action_id: m.get("ActionID") == action_id) for action_id in sent]
+    refusals = [await ami.wait(answering(action_id)) for action_id in sent]
     shutdown = await ami.event("Shutdown")
     await asyncio.wait_for(ami.closed.wait(), 5)
 
