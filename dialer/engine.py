@@ -474,7 +474,7 @@ class Dialer:
                 return
             case PbxShuttingDown(restart=restart):
                 log.warning("dialer.pbx_shutting_down", restart=restart)
-                self._breaker_changed(self._breaker.link_down(self._clock.monotonic()))
+                self._breaker_changed(self._breaker.shutting_down(self._clock.monotonic()))
                 return
             case _Listing():
                 self._fresh_devices.clear()

@@ -222,7 +222,7 @@ class Simulator:
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
         self._listeners: dict[str, list[Session]] = {}
         self._server: asyncio.Server | None = None
-        self._started = 0.0
+        self._started: float | None = None  # when the simulated Asterisk (re)booted: Uptime counts from it
         self._actions: dict[str, tuple[Handler, frozenset[str]]] = {
             "login": (self._login, frozenset()),
             "logoff": (self._logoff, frozenset()),
@@ -252,7 +252,8 @@ class Simulator:
         await self.close()
 
     async def start(self) -> None:
-        self._started = self.clock.monotonic()
+        if self._started is None:
+            self._started = self.clock.monotonic()
         self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=READ_LIMIT)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -306,6 +307,7 @@ class Simulator:
         and ``FullyBooted`` (``Uptime: 0``) right behind every login's response."""
         self.switch = Switch(clock=self.clock, dialplan=self.dialplan, world=self.world, bus=self)
         self.shutting_down = False
+        self._started = None
         await self.start()
 
     async def restart(self) -> None:
@@ -405,6 +407,7 @@ class Simulator:
             session.mask = parse_classes(events)
         self._reply(session, message, "Success", ("Message", "Authentication accepted"))
         if session.receives(SYSTEM):
+            assert self._started is not None  # a login needs a started server
             uptime = str(int(self.clock.monotonic() - self._started))
             session.send(
                 encode(

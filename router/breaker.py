@@ -54,6 +54,7 @@ class PbxBreaker:
     def __init__(self, settings: BreakerSettings) -> None:
         self._settings = settings
         self._link_up = False
+        self._stopping = False  # the PBX said it is shutting down; its link is about to drop
         self._login_at = 0.0
         self._booted = False
         self._synced = False
@@ -77,13 +78,18 @@ class PbxBreaker:
         self._link_up = self._booted = self._synced = False
         return self._update(now)
 
+    def shutting_down(self, now: float) -> BreakerChange | None:
+        """The PBX stops or restarts: as good as the link down, a moment early."""
+        self._stopping = True
+        return self.link_down(now)
+
     def link_up(self, now: float) -> BreakerChange | None:
         """Logged in; the resync of this session is still to come.
 
         Only ``link_down`` forgets the PBX's ``FullyBooted``: Asterisk sends it right behind the
         login response, so it may well be reported before the login itself.
         """
-        self._link_up, self._login_at = True, now
+        self._link_up, self._login_at, self._stopping = True, now, False
         return self._update(now)
 
     def booted(self, now: float) -> BreakerChange | None:
@@ -163,7 +169,7 @@ class PbxBreaker:
 
     def _decide(self, now: float) -> BreakerChange:
         if not self._link_up:
-            return BreakerChange(BreakerState.OPEN, "AMI link down")
+            return BreakerChange(BreakerState.OPEN, "PBX shutting down" if self._stopping else "AMI link down")
         if not self._seems_booted(now):
             return BreakerChange(BreakerState.OPEN, "waiting for FullyBooted")
         if not self._synced:

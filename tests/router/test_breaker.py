@@ -93,6 +93,14 @@ def test_a_call_dialled_before_the_trip_succeeding_during_the_pause_proves_nothi
     assert breaker.succeeded(5) is None and breaker.state is OPEN
 
 
+def test_a_pbx_shutting_down_stops_dials_before_its_link_drops() -> None:
+    breaker = up()
+    assert breaker.shutting_down(1) == BreakerChange(OPEN, "PBX shutting down")
+    assert breaker.link_down(2) is None
+    breaker.link_up(3)
+    assert breaker.reason == "waiting for FullyBooted"
+
+
 def test_a_fresh_booted_session_closes_it_without_a_probe() -> None:
     # A PBX restart: failures first (Originates refused while it stops), then the link drops.
     breaker = tripped(at=0)
