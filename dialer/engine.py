@@ -203,7 +203,9 @@ class Dialer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._resynced_once = False
         self._rechecking = False  # a listing asked for by a dial deadline is on its way
-        self._fresh_devices: set[str] = set()  # extensions whose state changed since the last listing was asked for
+        # Since the last listing was asked for: extensions whose state changed, calls we heard of.
+        self._fresh_devices: set[str] = set()
+        self._fresh_calls: set[str] = set()
         self._breaker = PbxBreaker(settings.breaker)
         self._pbx_failures = 0
 
@@ -478,6 +480,7 @@ class Dialer:
                 return
             case _Listing():
                 self._fresh_devices.clear()
+                self._fresh_calls.clear()
                 return
             case _Resynced():
                 self._resync(event, now)
@@ -485,6 +488,8 @@ class Dialer:
         live = self._live.get(event.channel_id)
         if live is None:
             return
+        if isinstance(event, CallProgress):
+            self._fresh_calls.add(event.channel_id)
         match event:
             case OriginateResult(outcome=OriginateOutcome.PBX_FAILED):
                 if live.call.state is CallState.DIALING:
@@ -647,6 +652,7 @@ class Dialer:
             adopted=[call for call, _ in event.adopted],
             live=[live.call for live in self._live.values()],
             managers={manager.extension: manager.id for manager in self._routing().managers},
+            heard_since=self._fresh_calls,
         )
         plan = self._routing()
         leads = {call.channel_id: lead for call, lead in event.adopted}

@@ -12,7 +12,7 @@ the decision.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -58,13 +58,18 @@ def decide_resync(
     adopted: Iterable[Call],
     live: Iterable[Call],
     managers: Mapping[str, str],
+    heard_since: Set[str] = frozenset(),
 ) -> ResyncDecision:
-    """``legs``: the PBX's listing, asked for at ``asked_at``; ``managers``: manager id by extension."""
+    """``legs``: the PBX's listing, asked for at ``asked_at``; ``managers``: manager id by extension.
+
+    ``heard_since``: calls whose events arrived after the listing was asked for. What we know of
+    them is newer than the listing, so it is left as it is.
+    """
     live = list(live)
     known = {call.channel_id for call in live}
     # A login that came quickly after another adopted them already.
     adopt = [call for call in adopted if call.channel_id not in known]
-    calls = [*live, *adopt]
+    calls = [call for call in [*live, *adopt] if call.channel_id not in heard_since]
     catch_up = []
     for call in calls:
         leg = legs.get(call.channel_id)

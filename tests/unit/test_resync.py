@@ -125,6 +125,21 @@ def test_a_call_dialled_just_before_the_listing_may_be_missing_from_it() -> None
     assert decision.close == [long_ago]
 
 
+def test_a_call_heard_of_since_the_listing_was_asked_for_is_left_as_it_is() -> None:
+    # The listing shows the manager still ringing, but the DialEnd that came after it said no:
+    # the client is back on hold (or already ringing the next manager), the listing is older.
+    back_on_hold = call("lr-1", HOLDING)
+    decision = decide_resync(
+        legs=leg("lr-1", AT_MANAGER, "101"),
+        asked_at=ASKED_AT,
+        adopted=[],
+        live=[back_on_hold, call("lr-2", started=-60)],
+        managers=MANAGERS,
+        heard_since={"lr-1", "lr-2"},
+    )
+    assert decision.catch_up == [] and decision.close == []
+
+
 def test_a_call_already_live_is_not_adopted_twice() -> None:
     # Two logins in quick succession both read the unfinished calls; the first adopted them.
     live = call("old", HOLDING)
