@@ -47,7 +47,7 @@ class AmiSettings:
     port: int
     username: str
     secret: str
-    events: str = "call,cdr"  # DialBegin, Bridge*, Hangup, DeviceStateChange... and Cdr
+    events: str = "call,cdr,system"  # DialBegin, Bridge*, Hangup, DeviceStateChange...; Cdr; FullyBooted, Shutdown
     ping_interval: float = 10.0
     ping_timeout: float = 5.0
     reconnect_delay: int = 2
@@ -90,11 +90,13 @@ class AmiClient:
         on_event: Callable[[str, dict[str, str]], None],
         wanted_events: frozenset[str],
         on_connected: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        on_disconnected: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.on_event = on_event
         self.wanted_events = wanted_events
         self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._manager: _Manager | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
         self._logged_in = asyncio.Event()
@@ -152,6 +154,8 @@ class AmiClient:
         if self._manager is not None:
             self._manager.authenticated = False
         log.warning("ami.disconnected", error=str(exc) if exc else None, retry_in=self.settings.reconnect_delay)
+        if self._on_disconnected is not None:
+            self._on_disconnected()
 
     def drop_connection(self, reason: str) -> None:
         """Abort the socket; panoramisk then reconnects after reconnect_delay."""

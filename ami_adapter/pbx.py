@@ -6,14 +6,20 @@ value comes from the validated config or from ids we generated.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+import structlog
 
 from ami_adapter.client import AmiClient, AmiError, AmiNotConnected
 from ami_adapter.protocol import AmiDisconnected
 from ami_adapter.translate import EventTranslator
-from dialer.ports import PbxError
+from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
+from router.pbx_events import PbxSnapshot
 from router.phone import dial_digits
+
+log = structlog.get_logger("ami")
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,8 @@ class AsteriskPbx:
         return self._client.connected
 
     async def _send(self, action: dict[str, str | list[str]]) -> None:
-        try:
+        with _as_pbx_errors():
             await self._client.send(action)
-        except (AmiError, AmiNotConnected, AmiDisconnected) as exc:
-            raise PbxError(str(exc)) from exc
 
     def _channel(self, channel_id: str) -> str:
         # Asterisk looks channels up by name; until we saw the name, the Uniqueid is our best try.
@@ -104,9 +108,29 @@ class AsteriskPbx:
     async def hang_up(self, channel_id: str) -> None:
         await self._send({"Action": "Hangup", "Channel": self._channel(channel_id)})
 
-    async def live_channels(self) -> set[str]:
-        try:
-            items = await self._client.send_list({"Action": "CoreShowChannels"})
-        except (AmiError, AmiNotConnected, AmiDisconnected) as exc:
-            raise PbxError(str(exc)) from exc
-        return self._translator.ours_in_listing(items)
+    async def snapshot(self) -> PbxSnapshot:
+        with _as_pbx_errors():
+            channels = await self._client.send_list({"Action": "CoreShowChannels"})
+            try:
+                devices = await self._client.send_list({"Action": "DeviceStateList"})
+            except AmiError as exc:
+                # Asterisk before 13 has no DeviceStateList: the channels listed still show who is busy.
+                log.warning("ami.device_states_unavailable", error=str(exc))
+                devices = []
+        settings = self._settings
+        return self._translator.snapshot(
+            channels, devices, connect_context=settings.connect_context, apology_context=settings.apology_context
+        )
+
+
+@contextlib.contextmanager
+def _as_pbx_errors() -> Iterator[None]:
+    """The AMI client's failures as the dialer's port names them: refused, not sent, or no answer."""
+    try:
+        yield
+    except AmiNotConnected as exc:
+        raise PbxNotSent(str(exc)) from exc
+    except AmiDisconnected as exc:
+        raise PbxNoAnswer(str(exc)) from exc
+    except AmiError as exc:
+        raise PbxError(str(exc)) from exc

@@ -18,14 +18,22 @@ from router.pbx_events import (
     DialOutcome,
     ExtensionState,
     HungUp,
+    LegStage,
+    LiveLeg,
     OriginateOutcome,
     OriginateResult,
+    PbxBooted,
     PbxEvent,
+    PbxShuttingDown,
+    PbxSnapshot,
     RecordingStarted,
 )
 
 # OriginateResponse "Reason" is Asterisk's last control frame on the channel.
 _ORIGINATE_REASONS = {
+    # No frame at all: the channel could not be created (a stopping PBX, an unknown trunk,
+    # technology or context; tests/fixtures/ami/resilience/pbx_restart_now.txt).
+    "0": OriginateOutcome.PBX_FAILED,
     "1": OriginateOutcome.NO_ANSWER,  # hung up while ringing
     "3": OriginateOutcome.NO_ANSWER,  # still ringing at Timeout
     "5": OriginateOutcome.BUSY,
@@ -61,8 +69,11 @@ WANTED_EVENTS = frozenset(
         "Hangup",
         "Cdr",
         "DeviceStateChange",
+        "FullyBooted",
+        "Shutdown",
     }
 )
+_UP = "6"  # CoreShowChannel ChannelState of an answered channel
 
 
 class EventTranslator:
@@ -88,6 +99,8 @@ class EventTranslator:
             "Hangup": self._hangup,
             "Cdr": self._cdr,
             "DeviceStateChange": self._device_state,
+            "FullyBooted": lambda _headers: PbxBooted(),
+            "Shutdown": lambda headers: PbxShuttingDown(restart=headers.get("Restart") == "True"),
         }
 
     def is_ours(self, uniqueid: str | None) -> bool:
@@ -97,16 +110,48 @@ class EventTranslator:
         """The channel's current name: Redirect and Hangup address channels by name."""
         return self._names.get(channel_id)
 
-    def ours_in_listing(self, items: list[dict[str, str]]) -> set[str]:
-        """Our live channels in a CoreShowChannels listing; their names are remembered."""
-        live = set()
-        for item in items:
-            channel_id = item.get("Uniqueid")
-            if self.is_ours(channel_id) and "Channel" in item:
+    def snapshot(
+        self,
+        channels: list[dict[str, str]],
+        devices: list[dict[str, str]],
+        *,
+        connect_context: str,
+        apology_context: str | None,
+    ) -> PbxSnapshot:
+        """A ``CoreShowChannels`` and a ``DeviceStateList`` listing in domain words.
+
+        Our client legs' names are remembered. A manager's phone is in use while any channel of
+        its device is listed, whatever the device state list says: Asterisk lists only cached
+        device states, never those of ``Local/`` devices (tests/fixtures/ami/resilience/).
+        """
+        legs = {}
+        in_use = set()
+        for item in channels:
+            channel_id, name = item.get("Uniqueid"), item.get("Channel")
+            if name is None:
+                continue
+            extension = self._manager_extension(_device_of(name))
+            if extension is not None:
+                in_use.add(extension)
+            if self.is_ours(channel_id):
                 assert channel_id is not None
-                self._names[channel_id] = item["Channel"]
-                live.add(channel_id)
-        return live
+                self._names[channel_id] = name
+                legs[channel_id] = _live_leg(channel_id, item, connect_context, apology_context)
+        states = {}
+        for item in devices:
+            extension = self._manager_extension(item.get("Device", ""))
+            if extension is not None:
+                states[extension] = _DEVICE_STATES.get(item.get("State", ""), DeviceState.UNKNOWN)
+        for extension in in_use:
+            if states.get(extension, DeviceState.UNKNOWN) in (DeviceState.FREE, DeviceState.UNKNOWN):
+                states[extension] = DeviceState.IN_USE
+        return PbxSnapshot(legs=legs, devices=states)
+
+    def _manager_extension(self, device: str) -> str | None:
+        head, tail = self._device_head, self._device_tail
+        if not (device.startswith(head) and device.endswith(tail)) or len(device) <= len(head) + len(tail):
+            return None
+        return device[len(head) : len(device) - len(tail)]
 
     def __call__(self, name: str, headers: dict[str, str]) -> None:
         handler = self._handlers.get(name)
@@ -169,12 +214,32 @@ class EventTranslator:
         return Billed(channel_id, int(billable))
 
     def _device_state(self, headers: dict[str, str]) -> PbxEvent | None:
-        device = headers.get("Device", "")
-        head, tail = self._device_head, self._device_tail
-        if not (device.startswith(head) and device.endswith(tail)) or len(device) <= len(head) + len(tail):
+        extension = self._manager_extension(headers.get("Device", ""))
+        if extension is None:
             return None
-        extension = device[len(head) : len(device) - len(tail)]
         return ExtensionState(extension, _DEVICE_STATES.get(headers.get("State", ""), DeviceState.UNKNOWN))
+
+
+def _device_of(channel: str) -> str:
+    """``PJSIP/101-0000001a`` -> ``PJSIP/101``; ``Local/101@ctx-00000005;1`` -> ``Local/101@ctx``."""
+    name = channel.partition(";")[0]
+    device, dash, serial = name.rpartition("-")
+    return device if dash and serial and all(char in "0123456789abcdef" for char in serial) else name
+
+
+def _live_leg(channel_id: str, item: dict[str, str], connect_context: str, apology_context: str | None) -> LiveLeg:
+    """Where a client leg stands, from its CoreShowChannel item."""
+    if item.get("ChannelState") != _UP:
+        return LiveLeg(channel_id, LegStage.RINGING)
+    context = item.get("Context")
+    if context == connect_context:
+        # The connect context runs with the manager's extension as its exten.
+        stage = LegStage.BRIDGED if item.get("BridgeId") else LegStage.AT_MANAGER
+        return LiveLeg(channel_id, stage, item.get("Exten") or None)
+    if context is not None and context == apology_context:
+        return LiveLeg(channel_id, LegStage.APOLOGY)
+    # Answered and anywhere else (the hold context, or just on its way there): waiting for a manager.
+    return LiveLeg(channel_id, LegStage.ON_HOLD)
 
 
 def _stamped(headers: dict[str, str]) -> datetime | None:

@@ -36,6 +36,7 @@ from config.fields import (
 )
 from dialer.engine import DialerSettings
 from events.publisher import MqttSettings
+from router.breaker import BreakerSettings
 
 # Environment variables win over the file so secrets can live in a systemd
 # EnvironmentFile or a vault instead of a file that gets copied around.
@@ -47,7 +48,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
 
 MIN_TOKEN_LENGTH = 16
 
-# An Originate unanswered this long after its own ring timeout is written off (a lost OriginateResponse).
+# An Originate unanswered this long after its own ring timeout is looked for in the PBX's listing.
 DIAL_DEADLINE_MARGIN = 30.0
 
 
@@ -160,6 +161,12 @@ class PbxSection(_Strict):
     originate_timeout: Duration = 30
     hold_max: WholeSeconds = 600
     max_channels: Count = 100
+    # The circuit breaker (router/breaker.py): this many PBX failures within breaker_window stop new
+    # dials for breaker_pause, then one dial probes; boot_wait: how long to wait for FullyBooted.
+    breaker_failures: Count = 5
+    breaker_window: Duration = 10
+    breaker_pause: Duration = 15
+    boot_wait: Duration = 30
 
     def client_channel_for(self, digits: str) -> str:
         """The channel that dials a client; ``digits`` as router.phone.dial_digits gives them."""
@@ -197,6 +204,12 @@ class PbxSection(_Strict):
             channel_id_prefix=self.channel_id_prefix,
             max_channels=self.max_channels,
             dial_deadline=self.originate_timeout + DIAL_DEADLINE_MARGIN,
+            breaker=BreakerSettings(
+                failures=self.breaker_failures,
+                window=self.breaker_window,
+                pause=self.breaker_pause,
+                boot_wait=self.boot_wait,
+            ),
         )
 
 

@@ -10,8 +10,13 @@ Two tasks share the in-memory state and never run at the same time between await
   (``dialer.write_behind``).
 
 Who on hold gets which free manager is the domain's rule (``router.hold_queue``); what a
-(re)login means for the live calls is decided from the PBX's listing by ``dialer.resync``.
-The Dialer applies both: it is the only writer of live-call state.
+(re)login means for the live calls is decided from the PBX's listing by ``dialer.resync``;
+whether the PBX may be dialled at all is the circuit breaker's call (``router.breaker``).
+The Dialer applies all three: it is the only writer of live-call state.
+
+An Originate the PBX refuses, cannot place or never answers costs the lead no attempt: the
+lead goes back in line (``Lead.finish_attempt``). One whose answer the link lost is neither
+re-sent nor written off: the PBX's next listing says whether the call exists.
 
 PBX events arrive through ``pbx_event`` from the AMI reader, which must never block: it
 only enqueues.
@@ -29,11 +34,12 @@ from typing import Any
 
 import structlog
 
-from dialer.ports import Clock, Pbx, PbxError, UnitOfWorkFactory
-from dialer.resync import Resume, decide_resync
+from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, UnitOfWorkFactory
+from dialer.resync import CatchUp, Missed, decide_resync
 from dialer.write_behind import WriteBehind
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
+from router.breaker import BreakerChange, BreakerSettings, PbxBreaker
 from router.events import DomainEvent
 from router.hold_queue import HoldQueue
 from router.model import Call, CallState, Disposition, Lead, LegResult
@@ -45,9 +51,13 @@ from router.pbx_events import (
     DialOutcome,
     ExtensionState,
     HungUp,
+    LegStage,
     OriginateOutcome,
     OriginateResult,
+    PbxBooted,
     PbxEvent,
+    PbxShuttingDown,
+    PbxSnapshot,
     RecordingStarted,
 )
 from router.routing import RoutingPlan, Scenario
@@ -55,6 +65,10 @@ from router.routing import RoutingPlan, Scenario
 log = structlog.get_logger("dialer")
 
 RESYNC_RETRY = 5.0  # real seconds between attempts to list live channels
+
+# Why a call was a PBX failure, as stored with it (Call.pbx_failure).
+_CHANNEL_NOT_CREATED = "the PBX could not create the client's channel (OriginateResponse Reason 0)"
+_ORIGINATE_LOST = "the link dropped before the PBX answered the Originate, and the PBX has no such call"
 
 _ORIGINATE_DISPOSITIONS = {
     OriginateOutcome.BUSY: Disposition.BUSY,
@@ -85,6 +99,13 @@ class _DialDeadline:
 class _OriginateRefused:
     channel_id: str
     reason: str
+    sent: bool  # False: it never left the daemon
+
+
+@dataclass(frozen=True, slots=True)
+class _OriginateUnanswered:
+    channel_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +116,39 @@ class _ConnectRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class _LinkUp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _LinkDown:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """The PBX is being asked for its listing: device states heard from now on are fresher."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Resynced:
-    listed: set[str]  # our client legs the PBX listed
-    asked_at: datetime  # calls started after this may be missing from the listing
+    snapshot: PbxSnapshot
+    asked_at: datetime  # calls started just before this may be missing from the listing
     adopted: list[tuple[Call, Lead]]
 
 
-_Event = PbxEvent | _HoldExpired | _DialDeadline | _OriginateRefused | _ConnectRefused | _Resynced
+_Event = (
+    PbxEvent
+    | _HoldExpired
+    | _DialDeadline
+    | _OriginateRefused
+    | _OriginateUnanswered
+    | _ConnectRefused
+    | _LinkUp
+    | _LinkDown
+    | _Listing
+    | _Resynced
+)
 
 
 @dataclass(eq=False)
@@ -110,6 +157,7 @@ class _Live:
     lead: Lead
     scenario: Scenario
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    fate_unknown: bool = False  # the Originate went out and its answer never came
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -121,7 +169,8 @@ class _Live:
 class DialerSettings:
     channel_id_prefix: str
     max_channels: int
-    dial_deadline: float  # seconds after which an unanswered Originate is written off
+    dial_deadline: float  # seconds after which an unanswered Originate is looked for in the PBX's listing
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
 
 
 class Dialer:
@@ -154,6 +203,12 @@ class Dialer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._resynced_once = False
         self._dialing_stopped = False
+        self._rechecking = False  # a listing asked for by a dial deadline is on its way
+        # Since the last listing was asked for: extensions whose state changed, calls we heard of.
+        self._fresh_devices: set[str] = set()
+        self._fresh_calls: set[str] = set()
+        self._breaker = PbxBreaker(settings.breaker)
+        self._pbx_failures = 0
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -165,24 +220,39 @@ class Dialer:
         self._wake.set()
 
     async def pbx_connected(self) -> None:
-        """After every (re)login: learn which of our calls still live, then dial again.
+        """After every (re)login: learn what the PBX has of our calls and managers, then dial again.
 
         Until that is known nothing is dialled: a wrong guess would double-dial or strand a call.
         """
+        self._queue.put_nowait(_LinkUp())
+        await self._read_pbx(retry=True)
+
+    def pbx_disconnected(self) -> None:
+        """Called when the AMI link drops: no dials until the next session is booted and read."""
+        self._queue.put_nowait(_LinkDown())
+
+    async def _read_pbx(self, *, retry: bool) -> None:
+        self._queue.put_nowait(_Listing())
         while True:
             asked_at = self._clock.now()
             try:
-                listed = await self._pbx.live_channels()
+                snapshot = await self._pbx.snapshot()
                 break
             except PbxError as exc:
                 log.error("dialer.resync_failed", error=str(exc), hint="the AMI user needs write=reporting")
-                if not self._pbx.connected:
-                    return  # the next login tries again
+                if not retry or not self._pbx.connected:
+                    return  # the next login (or dial deadline) tries again
                 await asyncio.sleep(RESYNC_RETRY)
         adopted: list[tuple[Call, Lead]] = []
         if not self._resynced_once:
             adopted = await self._load_unfinished()
-        self._queue.put_nowait(_Resynced(listed, asked_at, adopted))
+        self._queue.put_nowait(_Resynced(snapshot, asked_at, adopted))
+
+    async def _recheck(self) -> None:
+        try:
+            await self._read_pbx(retry=False)
+        finally:
+            self._rechecking = False
 
     def stop_dialing(self) -> None:
         """Shutting down: send no Originate from now on; live calls are still steered to their end.
@@ -196,6 +266,20 @@ class Dialer:
     @property
     def live_calls(self) -> int:
         return len(self._live)
+
+    @property
+    def breaker_state(self) -> str:
+        """``closed`` (dialling), ``open`` (no new dials) or ``probing`` (one dial decides)."""
+        return self._breaker.state.value
+
+    @property
+    def breaker_reason(self) -> str:
+        return self._breaker.reason
+
+    @property
+    def pbx_failures(self) -> int:
+        """Calls the PBX failed since the start (refused, not placed, lost): none cost an attempt."""
+        return self._pbx_failures
 
     async def idle(self) -> None:
         """Wait until the dialer has nothing left to do before something new happens.
@@ -292,7 +376,14 @@ class Dialer:
             return None  # pbx_connected wakes us
         now = self._clock.now()
         shift_change = self._board.tick(now)  # managers come on and go off shift by the clock
-        capacity = self._capacity()
+        moment = self._clock.monotonic()
+        self._breaker_changed(self._breaker.tick(moment))
+        allowed = self._breaker.allowed()
+        if allowed == 0:
+            # A breaker change wakes us, or a shift starting (which matters once it closes).
+            breaker_in = self._breaker.next_change_in(moment)
+            return shift_change if breaker_in is None else min(breaker_in, shift_change)
+        capacity = self._capacity() if allowed is None else min(self._capacity(), allowed)
         if capacity <= 0:
             return shift_change  # or a call ending or a manager getting free wakes us
         plan = self._routing()
@@ -318,6 +409,7 @@ class Dialer:
             # Known as live from the commit on, before anything else can run (closing the
             # unit of work awaits), so no one sees a dialing lead without its live call.
             self._live.update((live.call.channel_id, live) for live in started)
+        self._breaker.dialling(len(started))
         dial_time = self._clock.now()
         for live in started:
             # Ringing starts now, not when the claim began; the next update of the call stores it.
@@ -354,8 +446,10 @@ class Dialer:
                 call_id=call.id,
                 ring_timeout=live.scenario.ring_timeout,
             )
+        except PbxNoAnswer as exc:
+            self._queue.put_nowait(_OriginateUnanswered(call.channel_id, str(exc)))
         except PbxError as exc:
-            self._queue.put_nowait(_OriginateRefused(call.channel_id, str(exc)))
+            self._queue.put_nowait(_OriginateRefused(call.channel_id, str(exc), sent=not isinstance(exc, PbxNotSent)))
 
     async def _connect(self, channel_id: str, manager_id: str, extension: str) -> None:
         try:
@@ -377,24 +471,51 @@ class Dialer:
         self._writes.changed(live.call, live.lead, *events)
 
     def _apply(self, event: _Event, now: datetime) -> None:
-        if isinstance(event, ExtensionState):
-            if self._board.device_changed(event.extension, event.state) is not None:
-                self._manager_freed(now)
-            return
-        if isinstance(event, Billed):
-            self._writes.billed(event.channel_id, event.billable_seconds)
-            return
-        if isinstance(event, _Resynced):
-            self._resync(event, now)
-            return
+        match event:
+            case ExtensionState(extension=extension, state=state):
+                self._fresh_devices.add(extension)
+                if self._board.device_changed(extension, state) is not None:
+                    self._manager_freed(now)
+                return
+            case Billed():
+                self._writes.billed(event.channel_id, event.billable_seconds)
+                return
+            case _LinkUp():
+                self._breaker_changed(self._breaker.link_up(self._clock.monotonic()))
+                return
+            case _LinkDown():
+                self._breaker_changed(self._breaker.link_down(self._clock.monotonic()))
+                return
+            case PbxBooted():
+                self._breaker_changed(self._breaker.booted(self._clock.monotonic()))
+                return
+            case PbxShuttingDown(restart=restart):
+                log.warning("dialer.pbx_shutting_down", restart=restart)
+                self._breaker_changed(self._breaker.shutting_down(self._clock.monotonic()))
+                return
+            case _Listing():
+                self._fresh_devices.clear()
+                self._fresh_calls.clear()
+                return
+            case _Resynced():
+                self._resync(event, now)
+                return
         live = self._live.get(event.channel_id)
         if live is None:
             return
+        if isinstance(event, CallProgress):
+            self._fresh_calls.add(event.channel_id)
         match event:
+            case OriginateResult(outcome=OriginateOutcome.PBX_FAILED):
+                if live.call.state is CallState.DIALING:
+                    self._pbx_failed(live, _CHANNEL_NOT_CREATED, now, breaker=True)
             case OriginateResult(outcome=OriginateOutcome.ANSWERED):
+                self._breaker_changed(self._breaker.succeeded(self._clock.monotonic()))
                 self._answered(live, now)
             case OriginateResult(outcome=outcome):
-                self._end(live, _ORIGINATE_DISPOSITIONS[outcome], now)
+                self._breaker_changed(self._breaker.succeeded(self._clock.monotonic()))
+                if live.call.state is CallState.DIALING:
+                    self._end(live, _ORIGINATE_DISPOSITIONS[outcome], now)
             case DialEnded(outcome=DialOutcome.ANSWER):
                 live.call.manager_answered(now)
                 self._emit(live)
@@ -417,23 +538,49 @@ class Dialer:
                     self._give_up(live)
             case _DialDeadline():
                 if live.call.state is CallState.DIALING:
-                    log.warning("dialer.originate_lost", channel_id=live.call.channel_id)
-                    self._end(live, Disposition.UNREACHABLE, now)
-            case _OriginateRefused(reason=reason):
-                log.warning("dialer.originate_refused", channel_id=live.call.channel_id, reason=reason)
+                    self._dial_deadline(live)
+            case _OriginateRefused(reason=reason, sent=sent):
                 if live.call.state is CallState.DIALING:
-                    self._end(live, Disposition.FAILED, now)
+                    self._pbx_failed(live, reason if sent else f"not sent: {reason}", now, breaker=sent)
+            case _OriginateUnanswered(reason=reason):
+                # Maybe the PBX dials the client right now, maybe it never heard of it: the next
+                # listing (after a reconnect, or at the dial deadline) says which.
+                log.warning("dialer.originate_unanswered", channel_id=live.call.channel_id, reason=reason)
+                live.fate_unknown = True
+                self._breaker_changed(self._breaker.failed(self._clock.monotonic()))
             case _ConnectRefused(manager_id=manager_id, reason=reason):
                 log.warning("dialer.redirect_refused", channel_id=live.call.channel_id, reason=reason)
                 if live.call.manager_id == manager_id:
                     self._manager_failed(live, LegResult.UNAVAILABLE, now)
+
+    def _breaker_changed(self, change: BreakerChange | None) -> None:
+        if change is None:
+            return
+        log.info("dialer.breaker", state=change.state.value, reason=change.reason, pbx_failures=self._pbx_failures)
+        self._wake.set()
+
+    def _pbx_failed(self, live: _Live, reason: str, now: datetime, *, breaker: bool) -> None:
+        """The PBX, not the client's line, ended the call: the lead gets its attempt back."""
+        self._pbx_failures += 1
+        log.warning("dialer.pbx_failed", channel_id=live.call.channel_id, lead_id=live.lead.id, reason=reason)
+        self._finish(live, live.call.pbx_failed(reason, now), now)
+        if breaker:
+            self._breaker_changed(self._breaker.failed(self._clock.monotonic()))
+
+    def _dial_deadline(self, live: _Live) -> None:
+        """No word of the Originate in time: ask the PBX whether it has the call, never dial it again."""
+        log.warning("dialer.originate_overdue", channel_id=live.call.channel_id)
+        self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+        if not self._rechecking and self._pbx.connected:
+            self._rechecking = True
+            self._spawn(self._recheck())
 
     def _answered(self, live: _Live, now: datetime) -> None:
         answered = live.call.client_answered(now)
         if answered is None:
             return
         self._emit(live, answered)
-        self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
+        self._start_hold_timer(live, now)
         self._holding.join(live.call, live.scenario)
         self._connect_waiting(now)
 
@@ -515,34 +662,103 @@ class Dialer:
         return adopted
 
     def _resync(self, event: _Resynced, now: datetime) -> None:
-        """Take over the adopted calls, close the vanished ones, then connect and dial again."""
+        """Take over the adopted calls, catch up with what the PBX did unheard, close the vanished
+        calls, re-read every manager's phone, then connect and dial again."""
         decision = decide_resync(
-            listed=event.listed,
+            legs=event.snapshot.legs,
             asked_at=event.asked_at,
             adopted=[call for call, _ in event.adopted],
             live=[live.call for live in self._live.values()],
+            managers={manager.extension: manager.id for manager in self._routing().managers},
+            heard_since=self._fresh_calls,
         )
         plan = self._routing()
         leads = {call.channel_id: lead for call, lead in event.adopted}
-        for adoption in decision.adopt:
-            call = adoption.call
-            live = _Live(call, leads[call.channel_id], plan.scenario(call.scenario))
-            self._live[call.channel_id] = live
-            log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=adoption.resume is not None)
-            match adoption.resume:
-                case Resume.KEEP_MANAGER:
-                    leg = call.current_leg
-                    if leg is not None and call.id is not None:
-                        self._board.reserve(leg.manager_id, call.id)
-                case Resume.HOLD:
-                    self._holding.join(call, live.scenario)
-                    self._start_timer(live, live.scenario.hold_limit, _HoldExpired)
-                case Resume.AWAIT_ANSWER:
-                    self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+        for call in decision.adopt:
+            self._live[call.channel_id] = _Live(call, leads[call.channel_id], plan.scenario(call.scenario))
+        adopted = {call.channel_id for call in decision.adopt}
+        caught_up = set()
+        for catch_up in decision.catch_up:
+            live = self._live[catch_up.call.channel_id]
+            if catch_up.missed:
+                log.info("dialer.caught_up", call_id=catch_up.call.id, missed=[step.value for step in catch_up.missed])
+            for step in catch_up.missed:
+                self._catch_up(live, step, catch_up, now)
+            if catch_up.missed or live.call.channel_id in adopted:
+                self._resume(live, catch_up.leg.stage, now)
+            caught_up.add(live.call.channel_id)
+        closing = {call.channel_id for call in decision.close}
+        for channel_id in adopted - caught_up - closing:
+            self._resume(self._live[channel_id], None, now)  # dialled just before the listing: not in it yet
+        for call in decision.adopt:
+            log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=call.channel_id not in closing)
         for call in decision.close:
-            ended = call.vanished(now)
-            if ended is not None:
-                self._finish(self._live[call.channel_id], ended, now)
+            self._close_vanished(self._live[call.channel_id], now)
+        freed = self._board.devices_listed(event.snapshot.devices, keep=self._fresh_devices)
         self._resynced_once = True
+        self._breaker_changed(self._breaker.synced(self._clock.monotonic()))
+        if freed:
+            log.info("dialer.managers_free_again", managers=freed)
         self._connect_waiting(now)
         self._wake.set()
+
+    def _catch_up(self, live: _Live, step: Missed, catch_up: CatchUp, now: datetime) -> None:
+        """One step the call took on the PBX while nobody listened; no action is sent for it."""
+        call = live.call
+        assert call.id is not None
+        match step:
+            case Missed.ANSWER:
+                self._emit(live, call.client_answered(now))
+            case Missed.MANAGER_NO_ANSWER:
+                manager_id = call.manager_failed(LegResult.NO_ANSWER, now)
+                if manager_id is not None:
+                    self._board.release(manager_id, call.id)
+                self._emit(live)
+            case Missed.SENT_TO_MANAGER:
+                if catch_up.manager_id is None:
+                    log.warning("dialer.unknown_manager", call_id=call.id, extension=catch_up.leg.extension)
+                    return
+                call.connect_to(catch_up.manager_id, now)
+                self._board.reserve(catch_up.manager_id, call.id)
+                self._emit(live)
+            case Missed.BRIDGE:
+                self._bridged(live, now)
+            case Missed.APOLOGY:
+                call.hold_expired = True
+                self._holding.leave(call.channel_id)
+
+    def _resume(self, live: _Live, stage: LegStage | None, now: datetime) -> None:
+        """Start over the timers, queue place and manager a call in its state needs."""
+        live.cancel_timers()
+        call = live.call
+        assert call.id is not None
+        leg = call.current_leg
+        if leg is not None:
+            self._board.reserve(leg.manager_id, call.id)
+        match call.state:
+            case CallState.DIALING:
+                self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+            case CallState.HOLDING if not call.hold_expired and stage not in (LegStage.AT_MANAGER, LegStage.BRIDGED):
+                # (A client the PBX has with a phone we do not know of is left alone.)
+                self._holding.join(call, live.scenario)
+                self._start_hold_timer(live, now)
+            case CallState.CONNECTING:
+                self._start_hold_timer(live, now)  # the manager may yet not answer
+
+    def _start_hold_timer(self, live: _Live, now: datetime) -> None:
+        """The hold limit counts from the client's answer, also across a restart of ours."""
+        answered_at = live.call.answered_at or now
+        held = (now - answered_at).total_seconds()
+        self._start_timer(live, max(live.scenario.hold_limit - held, 0.0), _HoldExpired)
+
+    def _close_vanished(self, live: _Live, now: datetime) -> None:
+        call = live.call
+        if live.fate_unknown and call.state is CallState.DIALING:
+            self._pbx_failed(live, _ORIGINATE_LOST, now, breaker=False)
+            return
+        ended = call.vanished(now)
+        if ended is None:
+            return
+        if call.disposition is Disposition.LOST_TRACK:
+            log.warning("dialer.lost_track", channel_id=call.channel_id, lead_id=call.lead_id)
+        self._finish(live, ended, now)

@@ -13,6 +13,7 @@ from typing import Protocol, Self
 
 from router.events import DomainEvent
 from router.model import Call, Lead, OutcomeReport
+from router.pbx_events import PbxSnapshot
 
 
 class Clock(Protocol):
@@ -26,7 +27,16 @@ class Clock(Protocol):
 
 
 class PbxError(Exception):
-    """The PBX refused an action or could not be asked (not connected, timed out)."""
+    """The PBX refused an action or could not be asked (the subclasses say which)."""
+
+
+class PbxNotSent(PbxError):
+    """Nothing reached the PBX (not connected): the action surely had no effect."""
+
+
+class PbxNoAnswer(PbxError):
+    """The action went out but its answer never came (the link dropped, or the PBX is stuck):
+    the PBX may or may not have acted on it, so it must not be sent again blindly."""
 
 
 class Pbx(Protocol):
@@ -46,8 +56,8 @@ class Pbx(Protocol):
 
     async def hang_up(self, channel_id: str) -> None: ...
 
-    async def live_channels(self) -> set[str]:
-        """Channel ids of our client legs the PBX has right now."""
+    async def snapshot(self) -> PbxSnapshot:
+        """Our client legs the PBX has right now, the stage of each, and the managers' phones."""
 
 
 class LeadRepository(Protocol):

@@ -157,6 +157,7 @@ class Daemon:
             on_event=translator,
             wanted_events=WANTED_EVENTS,
             on_connected=lambda: self.dialer.pbx_connected(),
+            on_disconnected=lambda: self.dialer.pbx_disconnected(),
         )
         self.metrics = Metrics(self._readings())
         timings = DialTimings(self.metrics, self.clock)

@@ -29,6 +29,8 @@ exten => _X.,1,SimManager()
 """
 
 READ_LIMIT = 1 << 20
+# How long a stopping Asterisk refuses Originates before it says Shutdown and closes (recorded: ~1 s).
+SHUTDOWN_SECONDS = 1.0
 
 
 def load_dialplan(source: str | Path) -> Dialplan:
@@ -186,6 +188,9 @@ class Simulator:
       UTF-8 letters cut in half);
     * ``stall(on)``: a hung Asterisk (sessions open, nothing answered or sent);
     * ``drop_connections()``: Asterisk dropping its AMI clients while calls go on;
+    * ``stop_listening()`` / ``start()``: the AMI port closed and opened again (an AMI gap that
+      lasts until the test says so), calls going on meanwhile;
+    * ``shut_down()`` / ``boot()`` / ``restart()``: ``core stop now`` / ``core restart now``;
     * ``live_channels()``: what ``core show channels`` would list.
     """
 
@@ -210,13 +215,14 @@ class Simulator:
         self.raw_received = bytearray()
         self.write_chunk_size: int | None = None
         self.stalled = False
+        self.shutting_down = False
         # manager.conf [general] timestampevents = yes: every event says when the PBX sent it.
         self.timestamp_events = timestamp_events
         self.switch = Switch(clock=clock, dialplan=self.dialplan, world=self.world, bus=self)
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
         self._listeners: dict[str, list[Session]] = {}
         self._server: asyncio.Server | None = None
-        self._started = 0.0
+        self._started: float | None = None  # when the simulated Asterisk (re)booted: Uptime counts from it
         self._actions: dict[str, tuple[Handler, frozenset[str]]] = {
             "login": (self._login, frozenset()),
             "logoff": (self._logoff, frozenset()),
@@ -227,6 +233,8 @@ class Simulator:
             "redirect": (self._redirect, frozenset({"call"})),
             "hangup": (self._hangup, frozenset({"system", "call"})),
             "coreshowchannels": (self._core_show_channels, frozenset({"system", "reporting"})),
+            "devicestatelist": (self._device_state_list, frozenset({"call", "reporting"})),
+            "extensionstatelist": (self._extension_state_list, frozenset({"call", "reporting"})),
             "filter": (self._filter, frozenset({"system"})),
             "status": (self._status, frozenset({"system", "call", "reporting"})),
             "setvar": (self._setvar, frozenset({"call"})),
@@ -244,7 +252,8 @@ class Simulator:
         await self.close()
 
     async def start(self) -> None:
-        self._started = self.clock.monotonic()
+        if self._started is None:
+            self._started = self.clock.monotonic()
         self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=READ_LIMIT)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -271,6 +280,40 @@ class Simulator:
         for session in list(self._sessions):
             session.close()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def stop_listening(self) -> None:
+        """Close the AMI port and every session: no client gets in until ``start()``; calls go on."""
+        if self._server is not None:
+            self._server.close()
+        await self.drop_connections()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def shut_down(self, *, restart: bool = True) -> None:
+        """``core stop now`` (or the first half of ``core restart now``), as recorded in
+        tests/fixtures/ami/resilience/: every call hangs up at once (an Originate still ringing
+        fails with Reason 0), every Originate from then on is refused with "Asterisk is shutting
+        down", a second later ``Shutdown`` goes out and every session closes with the port."""
+        self.shutting_down = True
+        self.switch.shut_down()
+        await self.clock.sleep(SHUTDOWN_SECONDS)
+        self.publish(SYSTEM, "Shutdown", [("Shutdown", "Cleanly"), ("Restart", "True" if restart else "False")])
+        await self.stop_listening()
+        await self.switch.close()
+
+    async def boot(self) -> None:
+        """Asterisk starting afresh: no calls, channel numbers from the start, the port open again,
+        and ``FullyBooted`` (``Uptime: 0``) right behind every login's response."""
+        self.switch = Switch(clock=self.clock, dialplan=self.dialplan, world=self.world, bus=self)
+        self.shutting_down = False
+        self._started = None
+        await self.start()
+
+    async def restart(self) -> None:
+        """``core restart now``: the calls are gone, the sessions dropped; the next login finds a fresh PBX."""
+        await self.shut_down(restart=True)
+        await self.boot()
 
     # ---- the event bus the PBX publishes on ----
 
@@ -370,6 +413,7 @@ class Simulator:
             session.mask = parse_classes(events)
         self._reply(session, message, "Success", ("Message", "Authentication accepted"))
         if session.receives(SYSTEM):
+            assert self._started is not None  # a login needs a started server
             uptime = str(int(self.clock.monotonic() - self._started))
             session.send(
                 encode(
@@ -430,6 +474,8 @@ class Simulator:
         return True
 
     async def _originate(self, session: Session, message: Headers) -> bool:
+        if self.shutting_down:
+            return self._error(session, message, "Asterisk is shutting down")
         channel = _header(message, "Channel") or ""
         if not channel:
             return self._error(session, message, "Channel not specified")
@@ -543,6 +589,19 @@ class Simulator:
             ("ListItems", str(len(channels))),
         )
         return True
+
+    async def _device_state_list(self, session: Session, message: Headers) -> bool:
+        # Asterisk lists the device states it caches, and Local devices (the only ones here) are
+        # never cached: the list is empty, however busy the simulated phones.
+        self._reply(
+            session, message, "Success", ("EventList", "start"), ("Message", "Device State Changes will follow")
+        )
+        self._list_item(session, message, "DeviceStateListComplete", ("EventList", "Complete"), ("ListItems", "0"))
+        return True
+
+    async def _extension_state_list(self, session: Session, message: Headers) -> bool:
+        # The simulated dialplan has no hints.
+        return self._error(session, message, "No dialplan hints are available")
 
     async def _status(self, session: Session, message: Headers) -> bool:
         name = _header(message, "Channel")

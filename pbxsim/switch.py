@@ -140,6 +140,7 @@ class Switch:
         self._channel_seq = 0
         self._in_use: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.stopping = False  # core stop/restart: calls are being hung up, none can be placed
         self._apps: dict[str, App] = {
             "noop": self._app_noop,
             "answer": self._app_answer,
@@ -218,6 +219,12 @@ class Switch:
 
     def duration(self, chan: Channel) -> int:
         return int(self.clock.monotonic() - chan.created_mono)
+
+    def shut_down(self) -> None:
+        """Hang up every channel as a stopping Asterisk does: cause 0, and Reason 0 for Originates."""
+        self.stopping = True
+        for chan in list(self.channels.values()):
+            self.hangup(chan, 0)
 
     async def close(self) -> None:
         """Stop every call without further events (the AMI sessions are already gone)."""
@@ -584,7 +591,8 @@ class Switch:
         if outcome != "HANGUP":
             self._dial_event("DialEnd", None, one, ("DialStatus", outcome))
         self._hangup(one)
-        return self._originate_failed(req, ORIGINATE_REASON[outcome], one.uniqueid)
+        # A stopping Asterisk ends Originates before any frame came back: Reason 0 (no frame).
+        return self._originate_failed(req, 0 if self.stopping else ORIGINATE_REASON[outcome], one.uniqueid)
 
     def _originate_failed(self, req: OriginateRequest, reason: int, uniqueid: str) -> bool:
         if req.asynchronous:

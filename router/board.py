@@ -232,6 +232,22 @@ class ManagerBoard:
         self._slots[manager_id].device = state
         return manager_id if self._refresh(manager_id) else None
 
+    def devices_listed(self, states: Mapping[str, DeviceState], *, keep: Set[str] = frozenset()) -> list[str]:
+        """Take the PBX's listing of phones by extension after an AMI gap, when changes were missed.
+
+        A phone the listing leaves out is idle as far as the PBX knows (Asterisk lists only the
+        devices whose state it caches). Extensions in ``keep`` changed since the listing was
+        asked for and stay as they are. Returns the managers who became free.
+        """
+        freed = []
+        for manager_id, slot in self._slots.items():
+            if slot.manager.extension in keep:
+                continue
+            slot.device = states.get(slot.manager.extension, DeviceState.UNKNOWN)
+            if self._refresh(manager_id):
+                freed.append(manager_id)
+        return freed
+
     # -- picking ------------------------------------------------------------------------------
 
     def _current(self, scenario: Scenario) -> Selector | None:

@@ -80,6 +80,7 @@ class CallEnded(DomainEvent):
     total_seconds: float | None
     recording_file: str | None
     recording_url: str | None
+    pbx_failure: str | None
 
 
 @dataclass(frozen=True, kw_only=True)

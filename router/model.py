@@ -43,7 +43,15 @@ class Disposition(enum.StrEnum):
     UNREACHABLE = "unreachable"  # congestion, channel unavailable, dial failure
     ABANDONED = "abandoned"  # client hung up before a manager took the call
     NO_MANAGER = "no_manager"  # nobody free within the hold limit; we hung up
-    FAILED = "failed"  # the PBX refused the originate
+    ENDED_UNOBSERVED = "ended_unobserved"  # the client answered; how it ended was not seen (daemon or AMI away)
+    # The two below are not the client's doing, so they cost the lead no attempt:
+    PBX_FAILED = "pbx_failed"  # the PBX refused, failed or lost the call (Call.pbx_failure says why)
+    LOST_TRACK = "lost_track"  # gone before we learned whether the client answered (daemon or AMI away)
+
+    @property
+    def costs_attempt(self) -> bool:
+        """Only what the client's line did counts against the lead's attempts."""
+        return self not in (Disposition.PBX_FAILED, Disposition.LOST_TRACK)
 
 
 class Outcome(enum.StrEnum):
@@ -84,6 +92,13 @@ class LegResult(enum.StrEnum):
     CANCELLED = "cancelled"  # the client hung up while the manager's phone rang
 
 
+# A lead the PBX failed goes back in line this soon, not after the scenario's retry delay.
+PBX_RETRY_DELAY = 5.0
+# ...unless the PBX failed this lead so many times in a row that the fault is likely the lead's own
+# (a number the trunk or dialplan cannot take): then the failure costs an attempt, so it ends.
+MAX_PBX_FAILURES = 10
+
+
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
@@ -106,6 +121,7 @@ class Lead:
     last_disposition: Disposition | None = None
     updated_at: datetime | None = None
     outcome: Outcome | None = None  # the CRM's latest report
+    pbx_failures: int = 0  # PBX failures in a row since the last attempt that counted
 
     def __post_init__(self) -> None:
         if self.next_attempt_at is None and self.status is LeadStatus.NEW:
@@ -159,10 +175,25 @@ class Lead:
         )
 
     def finish_attempt(self, disposition: Disposition, scenario: Scenario, now: datetime) -> ev.DomainEvent | None:
-        """Decide what follows an attempt: done, a retry later, or give up."""
+        """Decide what follows an attempt: done, a retry later, or give up.
+
+        An attempt the PBX failed is given back: the lead is due again soon, its count as it was.
+        """
         assert self.id is not None
         self.last_disposition = disposition
         self.updated_at = now
+        if not disposition.costs_attempt and self.pbx_failures + 1 < MAX_PBX_FAILURES:
+            self.pbx_failures += 1
+            self.attempts -= 1
+            self.status = LeadStatus.NEW if self.attempts == 0 else LeadStatus.SCHEDULED
+            self.next_attempt_at = now + timedelta(seconds=PBX_RETRY_DELAY)
+            return ev.LeadScheduled(
+                lead_id=self.id,
+                attempts=self.attempts,
+                next_attempt_at=self.next_attempt_at,
+                last_disposition=disposition.value,
+            )
+        self.pbx_failures = 0
         if disposition is Disposition.COMPLETED:
             self.status = LeadStatus.ASSIGNED
             return None
@@ -211,6 +242,7 @@ class Call:
     recording_file: str | None = None
     recording_url: str | None = None
     pbx_billable_seconds: int | None = None
+    pbx_failure: str | None = None  # why the PBX failed the call, when it did
     legs: list[ManagerLeg] = field(default_factory=list)
     hold_expired: bool = False
 
@@ -297,18 +329,34 @@ class Call:
             disposition = Disposition.COMPLETED
         elif self.hold_expired:
             disposition = Disposition.NO_MANAGER
+        elif cause == 0:
+            # A client's phone hanging up always gives a cause; 0 is the PBX itself dropping the
+            # waiting client (a restart, or a Hangup from its console), not the client leaving.
+            return self.pbx_failed("the PBX hung up the waiting client (cause 0)", now)
         else:
             disposition = Disposition.ABANDONED
         return self.end(disposition, now, cause)
+
+    def pbx_failed(self, reason: str, now: datetime) -> ev.CallEnded:
+        self.pbx_failure = reason
+        return self.end(Disposition.PBX_FAILED, now)
 
     def vanished(self, now: datetime) -> ev.CallEnded | None:
         """The PBX no longer has the client leg and we missed how it ended: close with what we know.
 
         Unlike a hangup, no originate result will follow for an unanswered call, so it ends here.
+        Whether an unanswered client's phone rang out, was busy or was answered then hung up is
+        not known, so that costs the lead no attempt; an answered client who was never bridged
+        as far as we saw may have left, or talked to the manager we sent them to.
         """
-        if self.state is CallState.DIALING:
-            return self.end(Disposition.UNREACHABLE, now)
-        return self.hung_up(now, None)
+        match self.state:
+            case CallState.DIALING:
+                return self.end(Disposition.LOST_TRACK, now)
+            case CallState.BRIDGED:
+                return self.end(Disposition.COMPLETED, now)
+            case CallState.ENDED:
+                return None
+        return self.end(Disposition.NO_MANAGER if self.hold_expired else Disposition.ENDED_UNOBSERVED, now)
 
     # -- durations -------------------------------------------------------------------------
 
@@ -350,4 +398,5 @@ class Call:
             total_seconds=self.total_seconds,
             recording_file=self.recording_file,
             recording_url=self.recording_url,
+            pbx_failure=self.pbx_failure,
         )

@@ -16,6 +16,9 @@ class OriginateOutcome(enum.StrEnum):
     BUSY = "busy"
     NO_ANSWER = "no_answer"
     UNREACHABLE = "unreachable"
+    # The PBX could not even create the client leg (shutting down, no such trunk or context):
+    # the client's line was never tried.
+    PBX_FAILED = "pbx_failed"
 
 
 class DialOutcome(enum.StrEnum):
@@ -83,6 +86,44 @@ class ExtensionState:
     state: DeviceState
 
 
+@dataclass(frozen=True, slots=True)
+class PbxBooted:
+    """The PBX says it is fully booted (on login, or when a boot completes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PbxShuttingDown:
+    """The PBX is stopping or restarting; every call on it is about to go."""
+
+    restart: bool
+
+
+class LegStage(enum.StrEnum):
+    """Where one of our client legs stands, as the PBX's listing of live channels shows it."""
+
+    RINGING = "ringing"  # not answered yet
+    ON_HOLD = "on_hold"  # answered, waiting for a manager (or somewhere we did not send it)
+    AT_MANAGER = "at_manager"  # sent to a manager whose phone rings
+    BRIDGED = "bridged"  # talking to a manager
+    APOLOGY = "apology"  # hearing that nobody is free, before the PBX hangs up
+
+
+@dataclass(frozen=True, slots=True)
+class LiveLeg:
+    channel_id: str
+    stage: LegStage
+    extension: str | None = None  # the manager's, when AT_MANAGER or BRIDGED
+
+
+@dataclass(frozen=True, slots=True)
+class PbxSnapshot:
+    """What the PBX has right now, read after a (re)login: it replaces whatever events were missed."""
+
+    legs: dict[str, LiveLeg]  # our client legs by channel id
+    # Managers' phones by extension; a phone the PBX does not mention is idle as far as it knows.
+    devices: dict[str, DeviceState]
+
+
 # What happened to one of our calls, at a moment the PBX may state.
 CallProgress = OriginateResult | DialEnded | Bridged | HungUp | RecordingStarted
-PbxEvent = CallProgress | Billed | ExtensionState
+PbxEvent = CallProgress | Billed | ExtensionState | PbxBooted | PbxShuttingDown

@@ -79,6 +79,7 @@ leads = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=True),
     Column("outcome", _stored_as_value(Outcome), nullable=True),  # written by SqlOutcomes only
+    Column("pbx_failures", Integer, nullable=False, server_default="0"),
     Index("ix_leads_due", "status", "next_attempt_at"),
     Index("ix_leads_phone", "phone"),
     # Each manager's open leads (capacity) are counted at start.
@@ -109,6 +110,7 @@ calls = Table(
     Column("recording_file", String(255), nullable=True),
     Column("recording_url", Text, nullable=True),
     Column("pbx_billable_seconds", Integer, nullable=True),
+    Column("pbx_failure", String(200), nullable=True),
     # Supervisors' stats read talk time per manager over a period: keep it in the index.
     Index("ix_calls_stats", "started_at", "manager_id", "talk_seconds"),
 )

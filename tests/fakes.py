@@ -12,6 +12,7 @@ from typing import Any, Self
 from dialer.ports import PbxError
 from router.events import DomainEvent
 from router.model import Call, CallState, Lead, LeadStatus
+from router.pbx_events import DeviceState, LegStage, LiveLeg, PbxSnapshot
 
 
 class ManualClock:
@@ -56,13 +57,22 @@ class _Timer:
 
 
 class FakePbx:
-    """Records each action; the answer comes a turn of the event loop later, as over a socket."""
+    """Records each action; the answer comes a turn of the event loop later, as over a socket.
+
+    ``legs`` and ``devices`` are what its listing shows; ``originate_error``, if set, is what
+    every Originate raises after it was recorded.
+    """
 
     def __init__(self) -> None:
         self.connected = True
         self.actions: list[tuple[str, ...]] = []
-        self.live: set[str] = set()
-        self.refuse_originate = False
+        self.legs: dict[str, LiveLeg] = {}
+        self.devices: dict[str, DeviceState] = {}
+        self.originate_error: PbxError | None = None
+        self.listings = 0
+
+    def lists(self, channel_id: str, stage: LegStage = LegStage.ON_HOLD, extension: str | None = None) -> None:
+        self.legs[channel_id] = LiveLeg(channel_id, stage, extension)
 
     async def _send(self, *action: str) -> None:
         self.actions.append(action)
@@ -72,8 +82,8 @@ class FakePbx:
         self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
     ) -> None:
         await self._send("originate", channel_id, phone)
-        if self.refuse_originate:
-            raise PbxError("refused")
+        if self.originate_error is not None:
+            raise self.originate_error
 
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
         await self._send("connect", channel_id, extension)
@@ -84,8 +94,10 @@ class FakePbx:
     async def hang_up(self, channel_id: str) -> None:
         await self._send("hangup", channel_id)
 
-    async def live_channels(self) -> set[str]:
-        return set(self.live)
+    async def snapshot(self) -> PbxSnapshot:
+        self.listings += 1
+        await asyncio.sleep(0)
+        return PbxSnapshot(legs=dict(self.legs), devices=dict(self.devices))
 
     def of_kind(self, kind: str) -> list[tuple[str, ...]]:
         return [a for a in self.actions if a[0] == kind]

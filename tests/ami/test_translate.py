@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -16,9 +17,13 @@ from router.pbx_events import (
     DialOutcome,
     ExtensionState,
     HungUp,
+    LegStage,
+    LiveLeg,
     OriginateOutcome,
     OriginateResult,
+    PbxBooted,
     PbxEvent,
+    PbxShuttingDown,
     RecordingStarted,
 )
 from tests.transcripts import load
@@ -114,12 +119,73 @@ def test_channel_names_are_learned_for_redirects_and_forgotten_at_hangup() -> No
     assert translator.channel_name("lead42-c1") is None
 
 
-def test_a_listing_of_live_channels_names_only_ours() -> None:
-    transcript = load("three_concurrent")
-    items = [dict(block.headers()) for block in transcript.received if block.get("Event") == "CoreShowChannel"]
-    translator = EventTranslator(channel_id_prefix="c3", manager_device=("PJSIP/", ""), sink=lambda event: None)
-    assert translator.ours_in_listing(items) == {"c3-a", "c3-b", "c3-c"}
+def _listed(name: str, action_id: str, event: str) -> list[dict[str, str]]:
+    """The items of one event list answering ``action_id`` in a recorded transcript."""
+    return [
+        dict(block.headers())
+        for block in load(name).received
+        if block.get("ActionID") == action_id and block.get("Event") == event
+    ]
+
+
+def test_a_listing_tells_the_stage_of_each_of_our_legs_and_which_phones_are_busy() -> None:
+    """Recorded: a client ringing, one on hold, one whose manager's phone rings, one bridged."""
+    translator = EventTranslator(channel_id_prefix="lr", manager_device=("Local/", "@sim-managers"), sink=print)
+    channels = _listed("resilience/resync_listing", "csc-mixed", "CoreShowChannel")
+    snapshot = translator.snapshot(
+        channels, [], connect_context="leadrouter-connect", apology_context="leadrouter-sorry"
+    )
+    assert snapshot.legs == {
+        "lr-ringing": LiveLeg("lr-ringing", LegStage.RINGING),
+        "lr-onhold": LiveLeg("lr-onhold", LegStage.ON_HOLD),
+        "lr-atmanager": LiveLeg("lr-atmanager", LegStage.AT_MANAGER, "201"),
+        "lr-bridged": LiveLeg("lr-bridged", LegStage.BRIDGED, "301"),
+    }
+    # Asterisk lists no state of Local devices: the managers' channels in the listing show them busy.
+    assert snapshot.devices == {"201": DeviceState.IN_USE, "301": DeviceState.IN_USE}
+    assert translator.channel_name("lr-onhold") == "Local/79160000010@sim-clients-00000001;1"
+
+
+def test_a_listing_of_three_bridged_calls_names_each_manager() -> None:
+    translator = EventTranslator(channel_id_prefix="c3", manager_device=("PJSIP/", ""), sink=print)
+    channels = _listed("three_concurrent", "csc-busy", "CoreShowChannel")
+    snapshot = translator.snapshot(channels, [], connect_context="leadrouter-connect-rec", apology_context=None)
+    assert {leg.channel_id: (leg.stage, leg.extension) for leg in snapshot.legs.values()} == {
+        "c3-a": (LegStage.BRIDGED, "101"),
+        "c3-b": (LegStage.BRIDGED, "102"),
+        "c3-c": (LegStage.BRIDGED, "103"),
+    }
+    assert snapshot.devices == {}  # the managers here are Local/, not PJSIP/ devices
     assert translator.channel_name("c3-b") == "Local/79160000012@sim-clients-0000002b;1"
+
+
+def test_the_device_state_list_gives_every_cached_managers_phone() -> None:
+    """Recorded DeviceStateList: custom device states besides voicemail's MWI ones."""
+    translator = EventTranslator(channel_id_prefix="lr", manager_device=("Custom:", ""), sink=print)
+    devices = _listed("resilience/resync_listing", "dsl-mixed", "DeviceStateChange")
+    snapshot = translator.snapshot([], devices, connect_context="leadrouter-connect", apology_context=None)
+    assert snapshot.devices == {
+        "101": DeviceState.IN_USE,
+        "102": DeviceState.FREE,
+        "103": DeviceState.UNAVAILABLE,
+        "104": DeviceState.RINGING,
+        "105": DeviceState.IN_USE,  # ONHOLD
+    }
+
+
+def test_a_restarting_pbx_fails_the_calls_it_could_not_place_then_says_so_and_boots() -> None:
+    """Recorded ``core restart now`` in a burst of Originates, and the login after it."""
+    _, events = _translate("resilience/pbx_restart_now", "lr")
+    failed = {event.channel_id for event in events if isinstance(event, OriginateResult)}
+    assert all(
+        event.outcome is OriginateOutcome.PBX_FAILED
+        for event in events
+        if isinstance(event, OriginateResult) and event.channel_id.startswith("lr-burst-")
+    )
+    assert {f"lr-burst-{number}" for number in range(1, 10)} <= failed
+    assert HungUp("lr-onhold", 0) in [replace(event, at=None) for event in events if isinstance(event, HungUp)]
+    lifecycle = [event for event in events if isinstance(event, PbxBooted | PbxShuttingDown)]
+    assert lifecycle == [PbxBooted(), PbxShuttingDown(restart=True), PbxBooted()]
 
 
 def test_events_stamped_by_the_pbx_carry_its_time() -> None:

@@ -261,3 +261,22 @@ def test_talked_calls_count_for_today_and_a_new_day_starts_from_zero() -> None:
 
 def test_the_catch_all_match_is_the_default() -> None:
     assert ANYONE.match == Match() and ANYONE.match.takes_everything
+
+
+def test_a_listing_after_a_gap_frees_phones_whose_idle_state_was_missed() -> None:
+    board = ManagerBoard(plan(M1, M2, M3))
+    for someone in (M1, M2, M3):
+        board.device_changed(someone.extension, DeviceState.IN_USE)
+    board.reserve("m3", call_id=9)
+    # The PBX lists 102 in use; 101 and 103 are left out (idle, or a device it does not cache).
+    freed = board.devices_listed({"102": DeviceState.IN_USE})
+    assert freed == ["m1"]  # m3's phone is idle, but our call still holds m3
+    assert order(board) == ["m1"]
+    assert board.release("m3", call_id=9) is True
+
+
+def test_a_listing_leaves_phones_that_changed_since_it_was_asked_for() -> None:
+    board = ManagerBoard(plan(M1, M2))
+    board.device_changed("101", DeviceState.IN_USE)  # reported after the listing was asked for
+    assert board.devices_listed({}, keep={"101"}) == []
+    assert order(board) == ["m2"]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from router import events as ev
-from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult
+from router.model import MAX_PBX_FAILURES, PBX_RETRY_DELAY, Call, CallState, Disposition, Lead, LeadStatus, LegResult
 from router.routing import Scenario
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -79,6 +79,38 @@ def test_the_last_allowed_attempt_fails_the_lead() -> None:
     failed = subject.finish_attempt(Disposition.NO_MANAGER, SCENARIO, at(10))
     assert failed == ev.LeadFailed(lead_id=7, attempts=3, last_disposition="no_manager")
     assert subject.status is LeadStatus.FAILED and subject.status.is_final
+
+
+@pytest.mark.parametrize("disposition", [Disposition.PBX_FAILED, Disposition.LOST_TRACK])
+def test_an_attempt_the_pbx_failed_is_given_back_and_due_again_soon(disposition: Disposition) -> None:
+    first = lead(status=LeadStatus.DIALING, attempts=1)
+    scheduled = first.finish_attempt(disposition, SCENARIO, at(10))
+    assert (first.status, first.attempts, first.next_attempt_at) == (LeadStatus.NEW, 0, at(10 + PBX_RETRY_DELAY))
+    assert scheduled == ev.LeadScheduled(
+        lead_id=7, attempts=0, next_attempt_at=at(10 + PBX_RETRY_DELAY), last_disposition=disposition.value
+    )
+    # Even on the last allowed attempt: the client's line was never the reason.
+    last = lead(status=LeadStatus.DIALING, attempts=3)
+    last.finish_attempt(disposition, SCENARIO, at(10))
+    assert (last.status, last.attempts, last.pbx_failures) == (LeadStatus.SCHEDULED, 2, 1)
+
+
+def test_a_lead_the_pbx_fails_every_time_spends_its_attempts_after_all() -> None:
+    # A number the trunk or dialplan cannot take would otherwise be dialled forever.
+    subject = lead(status=LeadStatus.DIALING, attempts=1)
+    for failures in range(1, MAX_PBX_FAILURES):
+        subject.finish_attempt(Disposition.PBX_FAILED, SCENARIO, at(failures))
+        assert (subject.attempts, subject.pbx_failures) == (0, failures)
+        subject.attempts += 1  # claimed again
+    subject.finish_attempt(Disposition.PBX_FAILED, SCENARIO, at(100))
+    assert (subject.status, subject.attempts, subject.pbx_failures) == (LeadStatus.SCHEDULED, 1, 0)
+    assert subject.next_attempt_at == at(100 + 60)
+
+
+def test_an_attempt_the_client_decided_clears_the_run_of_pbx_failures() -> None:
+    subject = lead(status=LeadStatus.DIALING, attempts=1, pbx_failures=4)
+    subject.finish_attempt(Disposition.BUSY, SCENARIO, at(10))
+    assert (subject.attempts, subject.pbx_failures) == (1, 0)
 
 
 # -- Call ---------------------------------------------------------------------------------
@@ -158,16 +190,33 @@ def test_a_client_hanging_up_while_a_manager_rings_cancels_that_leg() -> None:
     assert (subject.legs[0].result, subject.legs[0].ended_at) == (LegResult.CANCELLED, at(6))
 
 
-def test_a_vanished_call_is_unreachable_before_the_answer_and_hung_up_after() -> None:
+def test_a_vanished_call_is_closed_with_what_is_known_of_it() -> None:
     ringing = call()
     ended = ringing.vanished(at(20))
-    assert ended is not None and ringing.disposition is Disposition.UNREACHABLE
+    # Rang out, busy, or answered and gone: nobody saw, so it is not put on the client's line.
+    assert ended is not None and ringing.disposition is Disposition.LOST_TRACK
+    waiting = holding()
+    waiting.vanished(at(30))
+    assert waiting.disposition is Disposition.ENDED_UNOBSERVED  # never "unreachable" once answered
+    apologised = holding()
+    apologised.hold_expired = True
+    apologised.vanished(at(30))
+    assert apologised.disposition is Disposition.NO_MANAGER
     talking = holding()
     talking.connect_to("m1", at(4))
     talking.bridged(at(5))
     ended = talking.vanished(at(60))
     assert ended is not None and talking.disposition is Disposition.COMPLETED and talking.hangup_cause is None
     assert talking.vanished(at(61)) is None
+
+
+def test_the_pbx_hanging_up_a_waiting_client_is_its_failure_not_the_clients() -> None:
+    # tests/fixtures/ami/resilience/pbx_restart_now.txt: the client on hold hangs up with cause 0.
+    subject = holding()
+    ended = subject.hung_up(at(9), cause=0)
+    assert ended is not None and ended.disposition == "pbx_failed"
+    assert ended.pbx_failure is not None and "cause 0" in ended.pbx_failure
+    assert not Disposition.PBX_FAILED.costs_attempt
 
 
 def test_durations_split_the_call_into_ring_hold_and_talk() -> None:

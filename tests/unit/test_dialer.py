@@ -12,10 +12,11 @@ import pytest
 
 from dialer.engine import Dialer, DialerSettings
 from dialer.intake import LeadInput, LeadIntake
-from dialer.ports import UnitOfWorkFactory
+from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent, UnitOfWorkFactory
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
-from router.model import Call, CallState, Disposition, LeadStatus, LegResult
+from router.breaker import BreakerSettings
+from router.model import PBX_RETRY_DELAY, Call, CallState, Disposition, LeadStatus, LegResult
 from router.pbx_events import (
     Billed,
     Bridged,
@@ -24,8 +25,11 @@ from router.pbx_events import (
     DialOutcome,
     ExtensionState,
     HungUp,
+    LegStage,
     OriginateOutcome,
     OriginateResult,
+    PbxBooted,
+    PbxShuttingDown,
     RecordingStarted,
 )
 from router.routing import Manager, RoutingPlan, Scenario
@@ -41,6 +45,8 @@ SCENARIO = Scenario(
     max_attempts=2,
     retry_delays=(60,),
 )
+
+BREAKER = BreakerSettings(failures=2, window=10, pause=15)
 
 
 @dataclass
@@ -77,7 +83,11 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def make_rig(
-    managers: int = 2, db: FakeDb | None = None, pbx: FakePbx | None = None, uow: UnitOfWorkFactory | None = None
+    managers: int = 2,
+    db: FakeDb | None = None,
+    pbx: FakePbx | None = None,
+    uow: UnitOfWorkFactory | None = None,
+    breaker: BreakerSettings = BREAKER,
 ) -> AsyncIterator[Rig]:
     """``uow``: a real database instead of the in-memory one; ``Rig.db`` then stays empty."""
     db, pbx, clock = db or FakeDb(), pbx or FakePbx(), ManualClock()
@@ -94,10 +104,11 @@ async def make_rig(
         routing=lambda: plan,
         board=board,
         recordings=RecordingNamer("leadrouter/{channel_id}.wav", "https://rec.example/{file}"),
-        settings=DialerSettings(channel_id_prefix="lr", max_channels=10, dial_deadline=60),
+        settings=DialerSettings(channel_id_prefix="lr", max_channels=10, dial_deadline=60, breaker=breaker),
     )
     intake = LeadIntake(uow=uow, clock=clock, default_region="RU", on_new_lead=dialer.leads_added)
     task = asyncio.create_task(dialer.run())
+    dialer.pbx_event(PbxBooted())  # as Asterisk says right after the login
     await dialer.pbx_connected()
     try:
         yield Rig(db, pbx, clock, board, dialer, intake)
@@ -241,15 +252,6 @@ async def test_dials_no_more_clients_than_free_managers() -> None:
         assert sum(1 for lead in rig.db.leads.values() if lead.status is LeadStatus.NEW) == 3
 
 
-async def test_a_refused_originate_ends_the_attempt(rig: Rig) -> None:
-    rig.pbx.refuse_originate = True
-    lead_id = await rig.lead()
-    (channel,) = await rig.dialled()
-    await rig.settle()
-    assert rig.call(channel).disposition is Disposition.FAILED
-    assert rig.db.leads[lead_id].status is LeadStatus.SCHEDULED
-
-
 async def test_a_reconnect_closes_calls_whose_client_vanished_meanwhile(rig: Rig) -> None:
     await rig.lead(phone="+79161234560")
     await rig.lead(phone="+79161234561")
@@ -261,11 +263,12 @@ async def test_a_reconnect_closes_calls_whose_client_vanished_meanwhile(rig: Rig
     rig.dialer.pbx_event(DialEnded(alive, DialOutcome.ANSWER))
     rig.dialer.pbx_event(Bridged(alive))
     await rig.settle()
-    rig.pbx.live = {alive}
+    rig.pbx.lists(alive, LegStage.BRIDGED, "101")
     rig.clock.advance(1)
     await rig.dialer.pbx_connected()  # as after an AMI reconnect
     await rig.settle()
-    assert rig.call(gone).disposition is Disposition.ABANDONED
+    # The client had answered; whether they hung up or talked to the manager rung is not known.
+    assert rig.call(gone).disposition is Disposition.ENDED_UNOBSERVED
     assert rig.call(alive).state is CallState.BRIDGED
     assert rig.board.free_count == 1  # only the vanished call's manager came back
 
@@ -283,10 +286,10 @@ async def test_after_a_restart_live_calls_are_adopted_and_finish_normally() -> N
         first.dialer.pbx_event(Bridged(alive))
         await first.settle()
         db, pbx = first.db, first.pbx
-    pbx.live = {alive}
+    pbx.lists(alive, LegStage.BRIDGED, "101")
     async with make_rig(db=db, pbx=pbx) as second:
         await second.settle()
-        assert second.call(gone).disposition is Disposition.ABANDONED
+        assert second.call(gone).disposition is Disposition.ENDED_UNOBSERVED
         assert second.call(alive).state is CallState.BRIDGED
         assert second.board.free_count == 1  # the adopted call keeps its manager busy
         second.clock.advance(40)
@@ -330,3 +333,171 @@ async def test_idle_also_waits_for_a_real_database(db: Database) -> None:
         assert found is not None
         _, (connecting,) = found
         assert connecting.channel_id == second and connecting.state is CallState.CONNECTING
+
+
+# -- the PBX failing, the link dropping, the daemon away ----------------------------------
+
+
+async def test_an_originate_the_pbx_refuses_costs_no_attempt_and_is_dialled_again_soon(rig: Rig) -> None:
+    rig.pbx.originate_error = PbxError("Originate: Asterisk is shutting down")
+    lead_id = await rig.lead()
+    (channel,) = await rig.dialled()
+    call = rig.call(channel)
+    assert call.disposition is Disposition.PBX_FAILED
+    assert call.pbx_failure == "Originate: Asterisk is shutting down"
+    lead = rig.db.leads[lead_id]
+    assert (lead.status, lead.attempts, lead.last_disposition) == (LeadStatus.NEW, 0, Disposition.PBX_FAILED)
+    assert lead.next_attempt_at == rig.clock.now() + timedelta(seconds=PBX_RETRY_DELAY)
+    assert rig.dialer.pbx_failures == 1 and rig.dialer.breaker_state == "closed"  # one failure does not trip it
+    rig.pbx.originate_error = None
+    rig.clock.advance(PBX_RETRY_DELAY)
+    _, again = await rig.dialled(2)
+    assert rig.call(again).attempt == 1 and rig.db.leads[lead_id].attempts == 1
+
+
+async def test_an_originate_that_never_left_the_daemon_releases_its_claim(rig: Rig) -> None:
+    rig.pbx.originate_error = PbxNotSent("Originate not sent: AMI is not connected")
+    lead_id = await rig.lead()
+    (channel,) = await rig.dialled()
+    assert rig.call(channel).pbx_failure == "not sent: Originate not sent: AMI is not connected"
+    assert rig.db.leads[lead_id].attempts == 0
+    await rig.lead(phone="+79161234561")
+    await rig.dialled(2)  # nothing reached the PBX, so the breaker counted nothing
+    assert rig.dialer.breaker_state == "closed"
+
+
+async def test_pbx_failures_open_the_breaker_and_one_probe_closes_it() -> None:
+    async with make_rig(managers=3) as rig:
+        rig.pbx.originate_error = PbxError("Originate: Asterisk is shutting down")
+        await rig.lead(phone="+79161234560")
+        await rig.lead(phone="+79161234561")
+        await rig.dialled(2)  # the two failures trip it
+        assert rig.dialer.breaker_state == "open" and rig.dialer.pbx_failures == 2
+        third = await rig.lead(phone="+79161234562")  # intake goes on while the breaker is open
+        rig.clock.advance(PBX_RETRY_DELAY)
+        await rig.dialled(2)
+        rig.pbx.originate_error = None
+        rig.clock.advance(BREAKER.pause)
+        *_, probe = await rig.dialled(3)  # one dial only, of the lead due longest
+        assert rig.call(probe).lead_id == third and rig.dialer.breaker_state == "probing"
+        rig.dialer.pbx_event(OriginateResult(probe, OriginateOutcome.ANSWERED))
+        await rig.dialled(5)  # the PBX dialled the client: everyone else follows
+        assert rig.dialer.breaker_state == "closed"
+        assert all(lead.attempts == 1 for lead in rig.db.leads.values())
+
+
+async def test_the_link_down_stops_dials_until_the_pbx_is_booted_and_listed_again(rig: Rig) -> None:
+    rig.dialer.pbx_disconnected()
+    await rig.lead()
+    await rig.dialled(0)
+    assert rig.dialer.breaker_state == "open"
+    await rig.dialer.pbx_connected()  # logged in again, but FullyBooted not heard yet
+    await rig.dialled(0)
+    rig.dialer.pbx_event(PbxBooted())
+    await rig.dialled(1)
+    assert rig.dialer.breaker_state == "closed"
+
+
+async def test_a_pbx_shutting_down_stops_dials_before_its_link_closes(rig: Rig) -> None:
+    rig.dialer.pbx_event(PbxShuttingDown(restart=True))
+    await rig.lead()
+    await rig.dialled(0)
+    assert rig.dialer.breaker_state == "open"
+
+
+async def test_an_originate_whose_answer_the_link_lost_is_found_by_its_channel_id_never_resent(rig: Rig) -> None:
+    rig.pbx.originate_error = PbxNoAnswer("connection lost before Originate was answered")
+    lead_id = await rig.lead()
+    (channel,) = await rig.dialled()
+    assert rig.call(channel).state is CallState.DIALING  # not written off: the PBX may have it
+    rig.pbx.originate_error = None
+    rig.pbx.lists(channel, LegStage.ON_HOLD)  # it had it, and the client answered meanwhile
+    rig.dialer.pbx_disconnected()
+    await rig.dialer.pbx_connected()
+    rig.dialer.pbx_event(PbxBooted())
+    await rig.dialled(1)
+    assert rig.pbx.of_kind("connect") == [("connect", channel, "101")]
+    assert rig.call(channel).state is CallState.CONNECTING
+    assert [event.type for event in rig.db.outbox][-1] == "call.answered"
+    assert rig.db.leads[lead_id].attempts == 1
+
+
+async def test_an_originate_whose_answer_the_link_lost_and_the_pbx_never_had_costs_no_attempt(rig: Rig) -> None:
+    rig.pbx.originate_error = PbxNoAnswer("connection lost before Originate was answered")
+    lead_id = await rig.lead()
+    (channel,) = await rig.dialled()
+    rig.pbx.originate_error = None
+    rig.clock.advance(10)  # the listing of the next login comes well after the Originate
+    await rig.dialer.pbx_connected()
+    await rig.settle()
+    call = rig.call(channel)
+    assert call.disposition is Disposition.PBX_FAILED and call.pbx_failure is not None
+    assert "no such call" in call.pbx_failure
+    assert rig.db.leads[lead_id].attempts == 0
+
+
+async def test_the_dial_deadline_asks_the_pbx_and_a_client_who_answered_unheard_is_put_through(rig: Rig) -> None:
+    lead_id = await rig.lead()
+    (channel,) = await rig.dialled()
+    rig.pbx.lists(channel, LegStage.ON_HOLD)  # its OriginateResponse was lost
+    rig.clock.advance(60)
+    await rig.dialled(1)  # looked for, not written off and dialled again
+    assert rig.pbx.listings == 2
+    assert rig.pbx.of_kind("connect") == [("connect", channel, "101")]
+    assert rig.db.leads[lead_id].status is LeadStatus.DIALING
+
+
+async def test_the_dial_deadline_closes_a_call_the_pbx_does_not_have_without_costing_an_attempt(rig: Rig) -> None:
+    lead_id = await rig.lead()
+    (channel,) = await rig.dialled()
+    rig.clock.advance(60)
+    await rig.settle()
+    assert rig.call(channel).disposition is Disposition.LOST_TRACK
+    assert rig.db.leads[lead_id].attempts == 0
+
+
+async def test_after_a_restart_a_client_who_answered_meanwhile_is_put_through_not_dialled_again() -> None:
+    async with make_rig() as first:
+        lead_id = await first.lead()
+        (channel,) = await first.dialled()
+        db, pbx = first.db, first.pbx
+    pbx.lists(channel, LegStage.ON_HOLD)  # the client answered while the daemon was down
+    async with make_rig(db=db, pbx=pbx) as second:
+        await second.dialled(1)
+        assert pbx.of_kind("connect") == [("connect", channel, "101")]
+        call = second.call(channel)
+        assert call.state is CallState.CONNECTING and call.answered_at is not None
+        second.dialer.pbx_event(DialEnded(channel, DialOutcome.ANSWER))
+        second.dialer.pbx_event(Bridged(channel))
+        second.dialer.pbx_event(HungUp(channel, 16))
+        await second.settle()
+        assert second.call(channel).disposition is Disposition.COMPLETED
+        assert db.leads[lead_id].status is LeadStatus.ASSIGNED
+
+
+async def test_after_a_restart_a_call_bridged_meanwhile_is_adopted_with_its_manager_as_owner() -> None:
+    async with make_rig() as first:
+        lead_id = await first.lead()
+        (channel,) = await first.dialled()
+        first.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+        await first.settle()  # sent to m0 (101)
+        db, pbx = first.db, first.pbx
+    pbx.lists(channel, LegStage.BRIDGED, "101")
+    async with make_rig(db=db, pbx=pbx) as second:
+        await second.settle()
+        assert second.call(channel).state is CallState.BRIDGED
+        assert db.leads[lead_id].owner_id == "m0"
+        assert not second.board.is_free("m0")
+
+
+async def test_phones_that_went_idle_during_a_gap_are_free_after_the_relisting(rig: Rig) -> None:
+    for extension in ("101", "102"):
+        rig.dialer.pbx_event(ExtensionState(extension, DeviceState.IN_USE))
+    await rig.settle()
+    assert rig.board.free_count == 0
+    rig.pbx.devices = {"102": DeviceState.IN_USE}  # 101 hung up while nobody listened
+    rig.dialer.pbx_disconnected()
+    await rig.dialer.pbx_connected()
+    rig.dialer.pbx_event(PbxBooted())
+    await rig.settle()
+    assert rig.board.is_free("m0") and not rig.board.is_free("m1")

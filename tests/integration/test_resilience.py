@@ -1,0 +1,241 @@
+"""Faults on the PBX side, on the whole daemon against the simulator: the PBX restarting, the
+daemon away while a client answers, the AMI link gone while calls and phones move on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pbxsim import Behaviour, World
+from router.model import CallState, Disposition, LeadStatus
+from tests.integration.rig import Rig, actions_received, running, until
+
+SCENARIO = {"name": "default", "hold_limit": "120s", "ring_timeout": "60s", "max_attempts": 1, "retry_delays": ["5m"]}
+
+
+def _routing(*extensions: str, **scenario: object) -> dict[str, object]:
+    return {
+        "version": 1,
+        "managers": [{"id": f"m{ext}", "name": f"Manager {ext}", "extension": ext} for ext in extensions],
+        "scenarios": [SCENARIO | scenario],
+    }
+
+
+def _phone(index: int) -> str:
+    return f"+7916{3000000 + index:07d}"
+
+
+async def _post(rig: Rig, phone: str) -> int:
+    response = await rig.post(phone=phone)
+    assert response.status_code == 201, response.text
+    lead_id: int = response.json()["id"]
+    return lead_id
+
+
+async def _call_state(rig: Rig, lead_id: int, attempt: int = 0) -> CallState | None:
+    found = await rig.daemon.queries.lead_with_calls(lead_id)
+    assert found is not None
+    _, calls = found
+    return calls[attempt].state if len(calls) > attempt else None
+
+
+def _leg(rig: Rig, channel_id: str) -> tuple[str, str] | None:
+    """The client leg's (state, context) in the simulated PBX, if it is there."""
+    for channel in rig.sim.live_channels():
+        if channel.uniqueid == channel_id:
+            return channel.state, channel.context
+    return None
+
+
+def _originated(rig: Rig, phone: str) -> list[str]:
+    """The ChannelIds of every Originate the PBX was sent for ``phone``."""
+    digits = phone.removeprefix("+")
+    return [action["ChannelId"] for action in actions_received(rig.sim, "Originate") if digits in action["Channel"]]
+
+
+async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_after_it(tmp_path: Path) -> None:
+    managers = [str(101 + offset) for offset in range(10)]
+    # Clients still ringing when the PBX restarts; every one of them answers in the end.
+    world = World(clients={_phone(index)[1:]: Behaviour(answer_after=20, talk=5) for index in range(30)})
+    # One attempt each: an attempt spent on the restart would fail the lead.
+    async with running(tmp_path, world=world, routing=_routing(*managers), scale=50) as rig:
+        leads = [await _post(rig, _phone(index)) for index in range(20)]
+        await until(lambda: len(actions_received(rig.sim, "Originate")) >= 10, 10, "the first ten dials")
+        before = len(actions_received(rig.sim, "Originate"))
+        await rig.sim.shut_down()  # core restart now: ringing calls fail, Originates are refused
+        dialer = rig.daemon.dialer
+        assert dialer.breaker_state == "open"
+        # The dialer stopped firing into the dying PBX after a handful of refusals (measured before
+        # the breaker: 29 Originates within 80 ms, each costing its lead an attempt).
+        refused = len(actions_received(rig.sim, "Originate")) - before
+        assert refused <= rig.settings.pbx.breaker_failures
+        leads.append(await _post(rig, _phone(20)))  # intake goes on while the PBX is away
+        await rig.sim.boot()
+        await until(lambda: dialer.breaker_state == "closed", 10, "the breaker to close after the PBX is back")
+
+        async def all_assigned() -> bool:
+            counts = await rig.daemon.queries.lead_status_counts()
+            return counts.get("assigned", 0) == len(leads)
+
+        await until(all_assigned, 30, "every lead to be dialled again and put through")
+        failed_by_pbx = 0
+        for lead_id in leads:
+            found = await rig.daemon.queries.lead_with_calls(lead_id)
+            assert found is not None
+            lead, calls = found
+            assert lead.attempts == 1, (lead, calls)
+            *earlier, last = calls
+            assert last.disposition is Disposition.COMPLETED
+            for call in earlier:
+                assert call.disposition is Disposition.PBX_FAILED and call.pbx_failure, call
+            failed_by_pbx += len(earlier)
+        assert failed_by_pbx >= 10  # the ten that were ringing
+        assert dialer.pbx_failures == failed_by_pbx
+
+
+async def test_a_client_who_answers_while_the_daemon_is_down_is_put_through_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    phone = _phone(1)
+    # Rings long enough (a second here) for the daemon to be stopped first; answers within the
+    # Originate's 25 s; talks past the old dial deadline (25 s + 30 s after the dial).
+    world = World(clients={phone[1:]: Behaviour(answer_after=20, talk=60)}, managers={"101": Behaviour(answer_after=1)})
+    async with running(tmp_path, world=world, routing=_routing("101"), scale=20) as rig:
+        lead_id = await _post(rig, phone)
+        await until(lambda: _originated(rig, phone), 5, "the Originate")
+        (channel_id,) = _originated(rig, phone)
+        await rig.stop_daemon()
+        await until(lambda: _leg(rig, channel_id) == ("Up", "leadrouter-hold"), 5, "the client to answer, unheard")
+        await rig.start_daemon()
+
+        async def bridged() -> bool:
+            return await _call_state(rig, lead_id) is CallState.BRIDGED
+
+        await until(bridged, 10, "the adopted client to be put through")
+        # The old dial deadline (25 s + 30 s) passes while the client talks: no second dial.
+        await until(lambda: _leg(rig, channel_id) is None, 10, "the call to end")
+
+        async def assigned() -> bool:
+            found = await rig.daemon.queries.lead_with_calls(lead_id)
+            return found is not None and found[0].status is LeadStatus.ASSIGNED
+
+        await until(assigned, 10, "the lead to be assigned")
+        found = await rig.daemon.queries.lead_with_calls(lead_id)
+        assert found is not None
+        lead, (call,) = found
+        assert _originated(rig, phone) == [channel_id]  # dialled once, ever
+        assert call.disposition is Disposition.COMPLETED and call.manager_id == "m101"
+        assert call.answered_at is not None and lead.owner_id == "m101" and lead.attempts == 1
+
+
+async def test_a_managers_phone_going_idle_during_an_ami_gap_is_free_after_the_reconnect(tmp_path: Path) -> None:
+    first, second = _phone(1), _phone(2)
+    world = World(
+        clients={first[1:]: Behaviour(answer_after=1, talk=30), second[1:]: Behaviour(answer_after=1, talk=5)},
+        managers={"101": Behaviour(answer_after=1)},  # talks until the client hangs up
+    )
+    async with running(tmp_path, world=world, routing=_routing("101"), scale=50) as rig:
+        lead_id = await _post(rig, first)
+
+        async def bridged() -> bool:
+            return await _call_state(rig, lead_id) is CallState.BRIDGED
+
+        await until(bridged, 10, "the first call to be bridged")
+        board = rig.daemon.board
+        assert not board.is_free("m101")
+        await rig.sim.stop_listening()  # the AMI link is gone; the call goes on without it
+        await until(lambda: not rig.sim.live_channels(), 10, "the call to end unheard")
+        await rig.sim.start()
+        # The call's end, and the phone's NOT_INUSE, were never heard of.
+        await until(lambda: board.is_free("m101"), 10, "the manager to be free again after the reconnect")
+        found = await rig.daemon.queries.lead_with_calls(lead_id)
+        assert found is not None
+        _, (call,) = found
+        assert call.disposition is Disposition.COMPLETED  # it was bridged: that much is known
+        next_lead = await _post(rig, second)
+
+        async def put_through() -> bool:
+            return await _call_state(rig, next_lead) is CallState.BRIDGED
+
+        await until(put_through, 10, "the next client to be put through to m101")
+
+
+async def test_calls_that_ended_during_an_ami_gap_are_closed_with_what_is_known(tmp_path: Path) -> None:
+    talks, leaves = _phone(1), _phone(2)
+    world = World(
+        clients={
+            talks[1:]: Behaviour(answer_after=1, talk=30),  # bridged, ends during the gap
+            leaves[1:]: Behaviour(answer_after=1, talk=40),  # at a phone nobody answers, hangs up in the gap
+        },
+        managers={"101": Behaviour(answer_after=1), "102": Behaviour(answer_after=None)},
+    )
+    async with running(tmp_path, world=world, routing=_routing("101", "102"), scale=50) as rig:
+        talking = await _post(rig, talks)
+
+        async def state(lead_id: int) -> CallState | None:
+            return await _call_state(rig, lead_id)
+
+        await until(lambda: state(talking), 10, "the first call")
+        leaving = await _post(rig, leaves)
+
+        async def both_steady() -> bool:
+            return await state(talking) is CallState.BRIDGED and await state(leaving) is CallState.CONNECTING
+
+        await until(both_steady, 10, "one call bridged, the other ringing a manager")
+        await rig.sim.stop_listening()
+        await until(lambda: not rig.sim.live_channels(), 10, "both calls to end unheard")
+        await rig.sim.start()
+
+        async def closed() -> bool:
+            return await state(talking) is CallState.ENDED and await state(leaving) is CallState.ENDED
+
+        await until(closed, 10, "both calls to be closed after the reconnect")
+        results = {}
+        for lead_id in (talking, leaving):
+            found = await rig.daemon.queries.lead_with_calls(lead_id)
+            assert found is not None
+            results[lead_id] = found
+        lead, (call,) = results[talking]
+        assert call.disposition is Disposition.COMPLETED and lead.owner_id == "m101"
+        lead, (call,) = results[leaving]
+        # The client had answered: never "unreachable"; how it ended nobody saw.
+        assert call.disposition is Disposition.ENDED_UNOBSERVED and lead.status is LeadStatus.FAILED
+        assert rig.daemon.board.free_count == 2
+
+
+async def test_a_client_ringing_through_an_ami_gap_costs_no_attempt_and_one_answering_in_it_is_put_through(
+    tmp_path: Path,
+) -> None:
+    rings_out, answers = _phone(1), _phone(2)
+    world = World(
+        clients={
+            rings_out[1:]: Behaviour(answer_after=None),  # rings until the Originate times out, in the gap
+            answers[1:]: Behaviour(answer_after=20, talk=600),  # answers in the gap, talks long after it
+        },
+        managers={"101": Behaviour(answer_after=1), "102": Behaviour(answer_after=1)},
+    )
+    async with running(tmp_path, world=world, routing=_routing("101", "102"), scale=50) as rig:
+        lost = await _post(rig, rings_out)
+        answered = await _post(rig, answers)
+        await until(lambda: _originated(rig, rings_out) and _originated(rig, answers), 5, "both dials")
+        (answering_leg,) = _originated(rig, answers)
+        await rig.sim.stop_listening()
+        await until(lambda: _leg(rig, _originated(rig, rings_out)[0]) is None, 10, "the first to ring out unheard")
+        await until(lambda: _leg(rig, answering_leg) == ("Up", "leadrouter-hold"), 10, "the second to answer")
+        world.clients[rings_out[1:]] = Behaviour(answer_after=1, talk=5)  # this time they answer
+        await rig.sim.start()
+
+        async def bridged() -> bool:
+            return await _call_state(rig, answered) is CallState.BRIDGED
+
+        async def assigned() -> bool:
+            found = await rig.daemon.queries.lead_with_calls(lost)
+            return found is not None and found[0].status is LeadStatus.ASSIGNED
+
+        await until(bridged, 10, "the client who answered in the gap to be put through")
+        await until(assigned, 10, "the other to be dialled again and put through")
+        assert _originated(rig, answers) == [answering_leg]  # never dialled again
+        found = await rig.daemon.queries.lead_with_calls(lost)
+        assert found is not None
+        lead, (first, second) = found
+        assert first.disposition is Disposition.LOST_TRACK and second.disposition is Disposition.COMPLETED
+        assert lead.attempts == 1  # only the call that reached the client counted
