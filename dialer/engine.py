@@ -29,7 +29,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -65,6 +65,10 @@ from router.routing import RoutingPlan, Scenario
 log = structlog.get_logger("dialer")
 
 RESYNC_RETRY = 5.0  # real seconds between attempts to list live channels
+# A PBX stamp is taken as the moment of its event only if it lies this close behind our own
+# clock. Outside it, the clocks disagree (no NTP, a PBX set to another zone) or we are reading a
+# backlog: our clock stands in, so retries are never scheduled in the past nor durations skewed.
+PBX_STAMP_WINDOW = timedelta(seconds=5)
 
 # Why a call was a PBX failure, as stored with it (Call.pbx_failure).
 _CHANNEL_NOT_CREATED = "the PBX could not create the client's channel (OriginateResponse Reason 0)"
@@ -209,6 +213,7 @@ class Dialer:
         self._fresh_calls: set[str] = set()
         self._breaker = PbxBreaker(settings.breaker)
         self._pbx_failures = 0
+        self._stamps_trusted = True
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -326,14 +331,25 @@ class Dialer:
     def _apply_batch(self, batch: list[_Event]) -> None:
         now = self._clock.now()
         for event in batch:
-            # Call times are the PBX's when it stamps its events (manager.conf timestampevents):
-            # then durations do not depend on how busy this loop was. Nothing happened after
-            # we heard of it, so a PBX clock running ahead of ours is capped at our now.
-            when = min(event.at, now) if isinstance(event, CallProgress) and event.at is not None else now
+            when = self._event_time(event, now)
             try:
                 self._apply(event, when)
             except Exception:
                 log.exception("dialer.event_failed", event=repr(event))
+
+    def _event_time(self, event: _Event, now: datetime) -> datetime:
+        """Call times are the PBX's when it stamps its events (manager.conf timestampevents), so
+        durations do not depend on how busy this loop was; otherwise the moment we read them."""
+        if not isinstance(event, CallProgress) or event.at is None:
+            return now
+        trusted = now - PBX_STAMP_WINDOW <= event.at <= now
+        if trusted != self._stamps_trusted:
+            self._stamps_trusted = trusted
+            if not trusted:  # one line when the clocks part, one when they agree again
+                log.warning("dialer.pbx_clock_skew", pbx=event.at.isoformat(), ours=now.isoformat())
+            else:
+                log.info("dialer.pbx_clock_agrees")
+        return event.at if trusted else now
 
     async def _event_loop(self) -> None:
         while True:

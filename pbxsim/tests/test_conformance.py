@@ -135,8 +135,13 @@ class Normaliser:
         text = self._SPOOL.sub("<spool>/monitor/", text)
         return self._COUNTER.sub(lambda m: "-" + self._rename("n", m), text)
 
+    def header(self, name: str, value: str) -> str:
+        # An event's time (timestampevents) looks like a Uniqueid but is when it happened: it is
+        # compared by the timing checks, and must not take a Uniqueid's place in the numbering.
+        return "<stamp>" if name == "Timestamp" else self.value(value)
+
     def messages(self, messages: Iterable[Message]) -> list[Message]:
-        return [Message(m.sent, m.t, [(k, self.value(v)) for k, v in m.headers], m.session) for m in messages]
+        return [Message(m.sent, m.t, [(k, self.header(k, v)) for k, v in m.headers], m.session) for m in messages]
 
 
 async def replay(flow: str) -> list[Message]:

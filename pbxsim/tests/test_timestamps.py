@@ -47,5 +47,7 @@ async def test_the_simulator_stamps_events_when_its_manager_conf_says_so() -> No
 
 
 def test_without_the_setting_events_are_not_stamped() -> None:
-    conf = read_manager_conf((FIXTURES / "shipped" / "manager.conf").read_text(encoding="utf-8"))
+    conf = read_manager_conf((FIXTURES / "manager.conf").read_text(encoding="utf-8"))  # the first captures'
     assert not conf.timestamp_events and "leadrouter" in conf.users
+    shipped = read_manager_conf((FIXTURES / "shipped" / "manager.conf").read_text(encoding="utf-8"))
+    assert shipped.timestamp_events  # what deploy/asterisk/manager_leadrouter.conf sets

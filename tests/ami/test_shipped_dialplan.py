@@ -9,6 +9,7 @@ framing and translator.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,7 @@ from ami_adapter.translate import WANTED_EVENTS
 from router.pbx_events import (
     Billed,
     Bridged,
+    CallProgress,
     DialEnded,
     DialOutcome,
     HungUp,
@@ -135,5 +137,14 @@ X = "lr-91d4f0b6e3a8c2751f4e"
 )
 def test_a_client_legs_story_on_the_shipped_dialplan(name: str, channel: str, expected: list[PbxEvent]) -> None:
     _, events = _translate(f"shipped/{name}", "lr")
-    assert [e for e in events if getattr(e, "channel_id", None) == channel] == expected
+    story = [e for e in events if getattr(e, "channel_id", None) == channel]
+    # Recorded with the shipped manager.conf (timestampevents = yes): each step has the PBX's time.
+    progress = [e for e in story if isinstance(e, CallProgress)]
+    assert progress and all(e.at is not None for e in progress)
+    # Asterisk's CDR engine and its channel events race: a leg's Cdr may come before or after
+    # its Hangup (seen both ways in recordings), so billing is compared apart from the steps.
+    steps = [replace(e, at=None) for e in progress]
+    assert steps == [e for e in expected if isinstance(e, CallProgress)]
+    billed = [e for e in story if isinstance(e, Billed)]
+    assert billed == [e for e in expected if isinstance(e, Billed)]
     assert not [e for e in events if ";" in getattr(e, "channel_id", "")]

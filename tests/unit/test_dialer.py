@@ -501,3 +501,38 @@ async def test_phones_that_went_idle_during_a_gap_are_free_after_the_relisting(r
     rig.dialer.pbx_event(PbxBooted())
     await rig.settle()
     assert rig.board.is_free("m0") and not rig.board.is_free("m1")
+
+
+async def test_call_times_are_the_pbxs_stamps_when_its_clock_agrees_with_ours(rig: Rig) -> None:
+    """manager.conf timestampevents: durations come from the PBX, not from when the loop read them."""
+    await rig.lead()
+    (channel,) = await rig.dialled()
+    started = rig.clock.now()
+    rig.clock.advance(4)  # read 4 s after the dial; the PBX says the client answered after 3
+    rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED, at=started + timedelta(seconds=3)))
+    await rig.settle()
+    rig.clock.advance(10)
+    rig.dialer.pbx_event(DialEnded(channel, DialOutcome.ANSWER))
+    rig.dialer.pbx_event(Bridged(channel, at=started + timedelta(seconds=12)))
+    rig.dialer.pbx_event(HungUp(channel, 16, at=started + timedelta(seconds=13.5)))
+    await rig.settle()
+    call = rig.call(channel)
+    assert (call.ring_seconds, call.hold_seconds, call.talk_seconds) == (3, 9, 1.5)
+
+
+async def test_stamps_from_a_pbx_clock_out_of_step_give_way_to_ours(rig: Rig) -> None:
+    await rig.lead(phone="+79161234561")
+    await rig.lead(phone="+79161234562")
+    first, second = await rig.dialled(2)
+    rig.clock.advance(3)
+    now = rig.clock.now()
+    # A PBX ten minutes behind, and one an hour ahead: neither is the moment of the event.
+    rig.dialer.pbx_event(OriginateResult(first, OriginateOutcome.BUSY, at=now - timedelta(minutes=10)))
+    rig.dialer.pbx_event(OriginateResult(second, OriginateOutcome.ANSWERED, at=now + timedelta(hours=1)))
+    await rig.settle()
+    busy, answered = rig.call(first), rig.call(second)
+    assert busy.ended_at == now and busy.ring_seconds == 3
+    assert answered.answered_at == now
+    # The retry is scheduled from our clock, not from a stamp in the past.
+    lead = rig.db.leads[busy.lead_id]
+    assert lead.next_attempt_at == now + timedelta(seconds=SCENARIO.retry_delays[0])

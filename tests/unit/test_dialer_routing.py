@@ -24,6 +24,7 @@ from router.pbx_events import (
     HungUp,
     OriginateOutcome,
     OriginateResult,
+    PbxBooted,
 )
 from router.routing import Manager, Pool, RoutingPlan, Scenario, Strategy
 from router.schedule import Schedule, Window
@@ -106,6 +107,7 @@ async def make_rig(plan: RoutingPlan, clock: ManualClock | None = None) -> Async
         uow=lambda: FakeUnitOfWork(db), clock=clock, default_region="RU", on_new_lead=dialer.leads_added
     )
     task = asyncio.create_task(dialer.run())
+    dialer.pbx_event(PbxBooted())  # as Asterisk says right after the login
     await dialer.pbx_connected()
     try:
         yield Rig(db, pbx, clock, board, dialer, intake, plans)
