@@ -218,7 +218,8 @@ async def test_leads_through_the_daemon_and_a_real_asterisk(tmp_path: Path, aste
         assert no_answer.ring_seconds == pytest.approx(ORIGINATE_TIMEOUT, abs=1)
 
         # Nobody is left busy: every manager is free on our board and on the PBX.
-        assert daemon.health()["managers_free"] == len(MANAGERS)
+        _, health = daemon.health()
+        assert health["managers_free"] == len(MANAGERS)
         assert {row["call_id"] for row in daemon.board.snapshot()} == {None}
         # (A manager whose phone never rang has no device state yet: unknown counts as idle.)
         assert {row["device"] for row in daemon.board.snapshot()} <= {"free", "unknown"}
