@@ -37,6 +37,7 @@ from leadrouter.systemd import Notifier, Watchdog
 from leadrouter.tasks import BackgroundTasks
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
+from router.breaker import BreakerState
 from router.model import OutcomeReport
 from router.stats import DayStats, ManagerStats, day_bounds, with_every_manager
 from storage.engine import Database, StorageUnavailable
@@ -229,6 +230,8 @@ class Daemon:
             ami_connected=lambda: self.ami.connected,
             database_writable=lambda: self.database.writable,
             tasks=self.tasks.states,
+            breaker_state=lambda: self.dialer.breaker_state,
+            pbx_failures=lambda: self.dialer.pbx_failures,
             mqtt_connected=(lambda: publisher.connected) if publisher else None,
             published=(lambda: publisher.published) if publisher else None,
         )
@@ -302,12 +305,21 @@ class Daemon:
         return Check("database", "failing", Severity.UNHEALTHY, detail)
 
     def _dialer_check(self) -> Check:
-        # The dialer's circuit breaker (issue 6, item 2) joins here: its state in the detail,
-        # DEGRADED while it is open (leads are taken and wait; the PBX refuses calls).
-        detail = {"live_calls": self.dialer.live_calls}
+        dialer = self.dialer
+        detail: dict[str, object] = {
+            "live_calls": dialer.live_calls,
+            "breaker": dialer.breaker_state,
+            "pbx_failures": dialer.pbx_failures,
+        }
         if "dialer" in self.tasks.died:
             return Check("dialer", "died", Severity.UNHEALTHY, detail)
-        return Check("dialer", "stopped_dialing" if self.stopping else "running", detail=detail)
+        if self.stopping:
+            return Check("dialer", "stopped_dialing", detail=detail)
+        if dialer.breaker_state != BreakerState.CLOSED:
+            # Leads are taken and wait; the PBX is not dialled until the breaker closes.
+            detail["reason"] = dialer.breaker_reason
+            return Check("dialer", "pbx_paused", Severity.DEGRADED, detail)
+        return Check("dialer", "running", detail=detail)
 
     def _mqtt_checks(self) -> list[Check]:
         publisher = self.publisher

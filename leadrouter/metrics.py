@@ -26,6 +26,7 @@ from ami_adapter.pbx import AsteriskPbx, AsteriskPbxSettings
 from ami_adapter.translate import EventTranslator
 from dialer.intake import LeadInput, LeadIntake
 from dialer.ports import Clock
+from router.breaker import BreakerState
 from router.model import Lead, LeadStatus
 from router.pbx_events import DeviceState
 from storage.engine import StorageUnavailable
@@ -55,11 +56,7 @@ def manager_state(device: object, on_our_call: bool) -> str:
 
 @dataclass(frozen=True)
 class Readings:
-    """Where each gauge comes from; read at every scrape.
-
-    The dialer's circuit breaker and PBX-failure counter (issue 6, items 1 and 2) join here
-    as two more fields when the dialer has them, each with its family in ``_Gauges.collect``.
-    """
+    """Where each gauge comes from; read at every scrape."""
 
     lead_counts: Callable[[], Awaitable[Mapping[str, int]]]
     outbox_backlog: Callable[[], Awaitable[tuple[int, datetime | None]]]
@@ -69,6 +66,8 @@ class Readings:
     ami_connected: Callable[[], bool]
     database_writable: Callable[[], bool]
     tasks: Callable[[], Mapping[str, str]]  # name -> running | died
+    breaker_state: Callable[[], str]  # the dialer's circuit breaker on the PBX: a BreakerState value
+    pbx_failures: Callable[[], int]  # calls the PBX failed (refused, not placed, lost) since the start
     mqtt_connected: Callable[[], bool] | None = None  # None: MQTT is disabled
     published: Callable[[], int] | None = None
 
@@ -107,6 +106,14 @@ class _Gauges(Collector):
         yield _gauge("leadrouter_ami_connected", "1 while logged in to the PBX over AMI", readings.ami_connected())
         writable = readings.database_writable()
         yield _gauge("leadrouter_database_writable", "0 while writes fail (disk full, read-only, gone)", writable)
+        current = readings.breaker_state()
+        breaker = {state.value: int(state.value == current) for state in BreakerState}
+        yield _labelled("leadrouter_breaker_state", "1 for the PBX circuit breaker's current state", "state", breaker)
+        yield CounterMetricFamily(
+            "leadrouter_pbx_failures",
+            "Calls the PBX failed; none cost the lead an attempt",
+            value=readings.pbx_failures(),
+        )
         tasks = {name: int(state == "running") for name, state in readings.tasks().items()}
         yield _labelled("leadrouter_task_up", "1 while the background task runs, 0 once it died", "task", tasks)
         if readings.mqtt_connected is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
@@ -104,3 +105,15 @@ async def running(
             yield rig
         finally:
             await rig.stop_daemon()
+
+
+async def scrape_metrics(rig: Rig) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics as Prometheus parses it, scraped without a token like Prometheus does."""
+    async with httpx.AsyncClient(base_url=str(rig.http.base_url)) as scraper:
+        response = await scraper.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 from pbxsim import Behaviour, World
 from tests.conftest import JsonLog
-from tests.integration.rig import Rig, running, until
+from tests.integration.rig import running, scrape_metrics, until
 
 ROUTING = {
     "version": 1,
@@ -24,18 +21,6 @@ ROUTING = {
 
 def _phone(index: int) -> str:
     return f"+7916700{index:04d}"
-
-
-async def _metrics(rig: Rig) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """/metrics as Prometheus parses it, scraped without a token like Prometheus does."""
-    async with httpx.AsyncClient(base_url=str(rig.http.base_url)) as scraper:
-        response = await scraper.get("/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
 
 
 async def test_metrics_count_what_the_daemon_did(tmp_path: Path, mosquitto_port: int) -> None:
@@ -58,7 +43,7 @@ async def test_metrics_count_what_the_daemon_did(tmp_path: Path, mosquitto_port:
 
         await until(settled, 20, "a lead assigned, one failed, one on the phone")
         await until(lambda: rig.daemon.publisher and rig.daemon.publisher.published >= 10, 10, "events published")
-        samples = await _metrics(rig)
+        samples = await scrape_metrics(rig)
 
     assert all(name.startswith("leadrouter_") for name, _ in samples)
     assert samples[("leadrouter_leads", (("state", "assigned"),))] == 1
@@ -82,6 +67,9 @@ async def test_metrics_count_what_the_daemon_did(tmp_path: Path, mosquitto_port:
     assert samples[("leadrouter_event_loop_lag_seconds_count", ())] >= 1
     for task in ("publisher", "dialer", "database-recovery", "loop-lag", "http"):
         assert samples[("leadrouter_task_up", (("task", task),))] == 1
+    assert samples[("leadrouter_breaker_state", (("state", "closed"),))] == 1
+    assert samples[("leadrouter_breaker_state", (("state", "open"),))] == 0
+    assert samples[("leadrouter_pbx_failures_total", ())] == 0
 
 
 async def test_health_says_each_part_and_a_dead_task_makes_it_unhealthy(
@@ -112,7 +100,7 @@ async def test_health_says_each_part_and_a_dead_task_makes_it_unhealthy(
         assert body["status"] == "unhealthy"
         assert body["checks"]["dialer"]["state"] == "died"
         assert body["checks"]["tasks"]["died"] == {"dialer": "cancelled"}
-        samples = await _metrics(rig)
+        samples = await scrape_metrics(rig)
         assert samples[("leadrouter_task_up", (("task", "dialer"),))] == 0
     (died,) = json_log.events("task.died")
     assert died["task"] == "dialer" and died["level"] == "critical"

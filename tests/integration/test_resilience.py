@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pbxsim import Behaviour, World
 from router.model import CallState, Disposition, LeadStatus
-from tests.integration.rig import Rig, actions_received, running, until
+from tests.integration.rig import Rig, actions_received, running, scrape_metrics, until
 
 SCENARIO = {"name": "default", "hold_limit": "120s", "ring_timeout": "60s", "max_attempts": 1, "retry_delays": ["5m"]}
 
@@ -54,8 +54,9 @@ def _originated(rig: Rig, phone: str) -> list[str]:
 
 async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_after_it(tmp_path: Path) -> None:
     managers = [str(101 + offset) for offset in range(10)]
-    # Clients still ringing when the PBX restarts; every one of them answers in the end.
-    world = World(clients={_phone(index)[1:]: Behaviour(answer_after=20, talk=5) for index in range(30)})
+    # Clients still ringing when the PBX restarts (however long a loaded machine takes to get
+    # there); after it, every one of them answers.
+    world = World(clients={_phone(index)[1:]: Behaviour(answer_after=None) for index in range(30)})
     # One attempt each: an attempt spent on the restart would fail the lead.
     async with running(tmp_path, world=world, routing=_routing(*managers), scale=50) as rig:
         leads = [await _post(rig, _phone(index)) for index in range(20)]
@@ -63,14 +64,23 @@ async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_aft
         before = len(actions_received(rig.sim, "Originate"))
         await rig.sim.shut_down()  # core restart now: ringing calls fail, Originates are refused
         dialer = rig.daemon.dialer
-        assert dialer.breaker_state == "open"
+        await until(lambda: dialer.breaker_state == "open", 10, "the breaker to open on the refusals")
         # The dialer stopped firing into the dying PBX after a handful of refusals (measured before
         # the breaker: 29 Originates within 80 ms, each costing its lead an attempt).
         refused = len(actions_received(rig.sim, "Originate")) - before
         assert refused <= rig.settings.pbx.breaker_failures
         leads.append(await _post(rig, _phone(20)))  # intake goes on while the PBX is away
+        # Ops see it: /health degraded (leads are taken, dials wait), the breaker and failures in /metrics.
+        health = await rig.http.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
+        assert health.json()["checks"]["dialer"]["state"] == "pbx_paused"
+        samples = await scrape_metrics(rig)
+        assert samples[("leadrouter_breaker_state", (("state", "open"),))] == 1
+        assert samples[("leadrouter_pbx_failures_total", ())] == dialer.pbx_failures >= 1
+        world.clients = {_phone(index)[1:]: Behaviour(answer_after=2, talk=5) for index in range(30)}
         await rig.sim.boot()
         await until(lambda: dialer.breaker_state == "closed", 10, "the breaker to close after the PBX is back")
+        assert (await scrape_metrics(rig))[("leadrouter_breaker_state", (("state", "closed"),))] == 1
 
         async def all_assigned() -> bool:
             counts = await rig.daemon.queries.lead_status_counts()
