@@ -100,6 +100,13 @@ class _DialDeadline:
 
 
 @dataclass(frozen=True, slots=True)
+class _WhoMayTakeChanged:
+    """The owner's wait ended or an overflow pool opened for this waiting client."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class _OriginateRefused:
     channel_id: str
     reason: str
@@ -145,6 +152,7 @@ _Event = (
     PbxEvent
     | _HoldExpired
     | _DialDeadline
+    | _WhoMayTakeChanged
     | _OriginateRefused
     | _OriginateUnanswered
     | _ConnectRefused
@@ -160,6 +168,7 @@ class _Live:
     call: Call
     lead: Lead
     scenario: Scenario
+    owner_id: str | None = None  # the phone's owner, when the scenario offers him the client first
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     fate_unknown: bool = False  # the Originate went out and its answer never came
 
@@ -417,7 +426,10 @@ class Dialer:
                     phone=lead.phone,
                     started_at=now,
                 )
-                started.append(_Live(call, lead, scenario))
+                owner = None
+                if scenario.owner_first is not None:
+                    owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
+                started.append(_Live(call, lead, scenario, owner))
             await uow.calls.add([live.call for live in started])
             uow.outbox.add([live.call.dialing() for live in started], now)
             next_due = None if len(leads) == capacity else await uow.leads.next_due_at()
@@ -552,6 +564,9 @@ class Dialer:
             case _HoldExpired():
                 if live.call.state is CallState.HOLDING:
                     self._give_up(live)
+            case _WhoMayTakeChanged():
+                if live.call.state is CallState.HOLDING:
+                    self._connect_waiting(now)
             case _DialDeadline():
                 if live.call.state is CallState.DIALING:
                     self._dial_deadline(live)
@@ -597,7 +612,7 @@ class Dialer:
             return
         self._emit(live, answered)
         self._start_hold_timer(live, now)
-        self._holding.join(live.call, live.scenario)
+        self._holding.join(live.call, live.scenario, live.owner_id)
         self._connect_waiting(now)
 
     def _start_timer(self, live: _Live, seconds: float, event: Callable[[str], _Event]) -> None:
@@ -622,7 +637,7 @@ class Dialer:
         if (now - call.answered_at).total_seconds() >= live.scenario.hold_limit:
             self._give_up(live)
         else:
-            self._holding.put_back(call, live.scenario)
+            self._holding.put_back(call, live.scenario, live.owner_id)
         if freed:
             self._manager_freed(now)
         else:
@@ -639,7 +654,11 @@ class Dialer:
             return
         live.cancel_timers()
         assert call.manager_id is not None and call.id is not None
-        assigned = live.lead.assign_owner(call.manager_id, call.id, now)
+        owner = call.manager_id
+        first = live.scenario.owner_first
+        if first is not None and not first.owner_changes and live.owner_id is not None:
+            owner = live.owner_id  # the phone keeps its owner, whoever talked this time
+        assigned = live.lead.assign_owner(owner, call.id, now)
         self._board.lead_assigned(live.lead, assigned.previous_owner_id)
         self._emit(live, assigned)
 
@@ -756,16 +775,21 @@ class Dialer:
                 self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
             case CallState.HOLDING if not call.hold_expired and stage not in (LegStage.AT_MANAGER, LegStage.BRIDGED):
                 # (A client the PBX has with a phone we do not know of is left alone.)
-                self._holding.join(call, live.scenario)
+                self._holding.join(call, live.scenario, live.owner_id)
                 self._start_hold_timer(live, now)
             case CallState.CONNECTING:
                 self._start_hold_timer(live, now)  # the manager may yet not answer
 
     def _start_hold_timer(self, live: _Live, now: datetime) -> None:
-        """The hold limit counts from the client's answer, also across a restart of ours."""
+        """The hold limit counts from the client's answer, also across a restart of ours; so do the
+        moments the owner's wait ends and overflow pools open, each of which looks again for a manager."""
         answered_at = live.call.answered_at or now
         held = (now - answered_at).total_seconds()
         self._start_timer(live, max(live.scenario.hold_limit - held, 0.0), _HoldExpired)
+        change = live.scenario.next_change(held)
+        while change is not None and change < live.scenario.hold_limit:
+            self._start_timer(live, change - held, _WhoMayTakeChanged)
+            change = live.scenario.next_change(change)
 
     def _close_vanished(self, live: _Live, now: datetime) -> None:
         call = live.call

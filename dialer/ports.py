@@ -75,6 +75,9 @@ class LeadRepository(Protocol):
 
     async def next_due_at(self) -> datetime | None: ...
 
+    async def owner_of_phone(self, phone: str) -> str | None:
+        """The owner of the newest lead from this phone that has one (owner first)."""
+
 
 class CallRepository(Protocol):
     async def add(self, new: Sequence[Call]) -> None:

@@ -111,6 +111,16 @@ class SqlLeads:
         query = select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE))
         return (await self._conn.execute(query)).scalar_one_or_none()
 
+    async def owner_of_phone(self, phone: str) -> str | None:
+        # The newest lead from this phone that has an owner (ix_leads_phone).
+        query = (
+            select(leads.c.owner_id)
+            .where(leads.c.phone == phone, leads.c.owner_id.is_not(None))
+            .order_by(leads.c.id.desc())
+            .limit(1)
+        )
+        return (await self._conn.execute(query)).scalar_one_or_none()
+
 
 class SqlCalls:
     def __init__(self, conn: AsyncConnection) -> None:

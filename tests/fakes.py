@@ -158,6 +158,10 @@ class _Leads:
         ]
         return min(times, default=None)
 
+    async def owner_of_phone(self, phone: str) -> str | None:
+        owned = [lead for lead in self._db.leads.values() if lead.phone == phone and lead.owner_id is not None]
+        return max(owned, key=lambda lead: lead.id or 0).owner_id if owned else None
+
 
 class _Calls:
     def __init__(self, db: FakeDb) -> None:
