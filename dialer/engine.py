@@ -69,6 +69,9 @@ RESYNC_RETRY = 5.0  # real seconds between attempts to list live channels
 # clock. Outside it, the clocks disagree (no NTP, a PBX set to another zone) or we are reading a
 # backlog: our clock stands in, so retries are never scheduled in the past nor durations skewed.
 PBX_STAMP_WINDOW = timedelta(seconds=5)
+# The owner's wait and overflow delays count from the answer's PBX stamp, a clock other than the
+# timers': look a little after the moment, so the step is surely due when looked at.
+_STEP_MARGIN = 0.01
 
 # Why a call was a PBX failure, as stored with it (Call.pbx_failure).
 _CHANNEL_NOT_CREATED = "the PBX could not create the client's channel (OriginateResponse Reason 0)"
@@ -788,7 +791,7 @@ class Dialer:
         self._start_timer(live, max(live.scenario.hold_limit - held, 0.0), _HoldExpired)
         change = live.scenario.next_change(held)
         while change is not None and change < live.scenario.hold_limit:
-            self._start_timer(live, change - held, _WhoMayTakeChanged)
+            self._start_timer(live, change - held + _STEP_MARGIN, _WhoMayTakeChanged)
             change = live.scenario.next_change(change)
 
     def _close_vanished(self, live: _Live, now: datetime) -> None:
