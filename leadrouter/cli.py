@@ -106,6 +106,14 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
     print(f"       matches:  {scenario.match.describe()}")
     print(f"       pool:     {len(pool)} manager{'s' if len(pool) != 1 else ''} ({scenario.pool.describe()}): {shown}")
     print(f"       strategy: {strategy}")
+    if scenario.owner_first is not None:
+        first = scenario.owner_first
+        keeps = "whoever talks becomes the owner" if first.owner_changes else "the phone keeps its owner"
+        print(f"       owner first: a repeat lead's owner alone for {first.wait:g}s after the answer; {keeps}")
+    for level, step in enumerate(scenario.overflow, start=1):
+        size = len(plan.pool(scenario, level))
+        managers = f"{size} manager{'s' if size != 1 else ''}"
+        print(f"       overflow: after {step.after:g}s also {managers} ({step.pool.describe()})")
 
 
 def main(argv: list[str] | None = None) -> int:
