@@ -78,6 +78,17 @@ def _zone(name: str) -> ZoneInfo:
         raise argparse.ArgumentTypeError(f"unknown time zone {name!r}") from None
 
 
+def _win_rate(text: str) -> tuple[str, float]:
+    manager_id, _, rate = text.partition("=")
+    try:
+        value = float(rate)
+    except ValueError:
+        value = -1.0
+    if not manager_id or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: write MANAGER=RATE with RATE from 0 to 1, e.g. anna=0.4")
+    return manager_id, value
+
+
 def _check(config: str) -> int:
     try:
         settings, routing = _load(config)
@@ -133,6 +144,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rate", type=float, default=10.0, help="leads posted per real second")
     demo.add_argument("--workdir", type=Path, default=Path("var/demo"))
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--routing", type=Path, help="try this routing.yaml: its managers become the simulator's")
+    demo.add_argument("--report-json", type=Path, help="write leads, managers and scenarios as JSON here at the end")
+    demo.add_argument(
+        "--quick-clients",
+        action="store_true",
+        help="with --routing: every client answers at once and talks a few seconds (fairness runs)",
+    )
+    demo.add_argument(
+        "--win-rate",
+        action="append",
+        default=[],
+        type=_win_rate,
+        metavar="MANAGER=RATE",
+        help="with --routing: the demo CRM reports this manager's leads won at this rate (0..1), else lost",
+    )
 
     stats = commands.add_parser("stats", help="per-manager calls and talk time for a day")
     stats.add_argument("--config", default=DEFAULT_CONFIG)
@@ -154,9 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run(args.config, args.log_format))
         if args.command == "demo":
-            from leadrouter.demo import run_demo
+            from leadrouter.demo import RoutingTrial, run_demo
 
             configure_logging("warning")
+            if args.routing is None and (args.quick_clients or args.win_rate):
+                parser.error("--quick-clients and --win-rate need --routing")
+            trial = None
+            if args.routing is not None:
+                trial = RoutingTrial(args.routing, quick_clients=args.quick_clients, win_rates=dict(args.win_rate))
             return asyncio.run(
                 run_demo(
                     leads=args.leads,
@@ -165,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                     rate=args.rate,
                     workdir=args.workdir,
                     seed=args.seed,
+                    trial=trial,
+                    report_json=args.report_json,
                 )
             )
         if args.command == "stats":

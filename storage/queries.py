@@ -148,6 +148,22 @@ class SqlQueries:
         async with self._db.read() as conn:
             return {status: count for status, count in (await conn.execute(query)).all()}
 
+    async def leads_per_owner(self) -> dict[str, int]:
+        query = select(leads.c.owner_id, func.count()).where(leads.c.owner_id.is_not(None)).group_by(leads.c.owner_id)
+        async with self._db.read() as conn:
+            return {owner: count for owner, count in (await conn.execute(query)).all()}
+
+    async def leads_per_scenario(self) -> dict[str, int]:
+        """Leads by the scenario their first call matched (retries may match another after a reload)."""
+        first = select(calls.c.lead_id, func.min(calls.c.id).label("call_id")).group_by(calls.c.lead_id).subquery()
+        query = (
+            select(calls.c.scenario, func.count())
+            .select_from(first.join(calls, calls.c.id == first.c.call_id))
+            .group_by(calls.c.scenario)
+        )
+        async with self._db.read() as conn:
+            return {scenario: count for scenario, count in (await conn.execute(query)).all()}
+
     async def pending_outbox(self, limit: int) -> list[OutboxMessage]:
         query = (
             select(outbox.c.seq, outbox.c.id, outbox.c.type, outbox.c.lead_id, outbox.c.payload)
