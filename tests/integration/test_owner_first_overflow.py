@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pbxsim import Behaviour, World
 from router.model import CallState
 from tests.integration.rig import Rig, running, until
@@ -113,3 +115,35 @@ async def test_overflow_takes_the_client_to_the_further_pool_after_the_delay(tmp
         again = (await rig.post(phone="+79161234512", payload={"tags": ["vip"]})).json()["id"]
         direct = await _call(rig, again, CallState.ENDED)
         assert _tried(direct) == [("anna", "answered")] and direct["hold_seconds"] < OVERFLOW_AFTER
+
+
+async def test_a_reload_mid_call_leaves_the_waiting_client_his_rules_and_routes_the_next_by_the_new(
+    tmp_path: Path,
+) -> None:
+    world = World(
+        clients={"79161234510": Behaviour(answer_after=1, talk=40)},
+        default_client=lambda _number: Behaviour(answer_after=1, talk=12),
+        default_manager=lambda _extension: Behaviour(answer_after=1),
+    )
+    async with running(tmp_path, world=world, routing=ROUTING, scale=20) as rig:
+        busy = (await rig.post(phone="+79161234510")).json()["id"]
+        await _call(rig, busy, CallState.BRIDGED)
+        waiting = (await rig.post(phone="+79161234511", payload={"tags": ["vip"]})).json()["id"]
+        await _call(rig, waiting, CallState.HOLDING)
+
+        # The new file drops the vip overflow and waits only 5 s for Anna.
+        vip, default = ROUTING["scenarios"]
+        strict = {key: value for key, value in vip.items() if key != "overflow"} | {"hold_limit": "5s"}
+        rig.routing_file.write_text(yaml.safe_dump({**ROUTING, "scenarios": [strict, default]}))
+        assert rig.daemon.reload_routing() is True
+
+        # The client on hold keeps the overflow he started with: Boris takes him after 3 s.
+        kept = await _call(rig, waiting, CallState.BRIDGED)
+        assert _tried(kept) == [("boris", "answered")] and kept["hold_seconds"] >= OVERFLOW_AFTER
+
+        # The next vip client is routed by the new file: Anna only, so an apology after 5 s.
+        after = (await rig.post(phone="+79161234512", payload={"tags": ["vip"]})).json()["id"]
+        refused = await _call(rig, after, CallState.ENDED)
+        assert (refused["disposition"], refused["managers_tried"]) == ("no_manager", [])
+        assert refused["hold_seconds"] >= 5
+        assert (await _call(rig, busy, CallState.BRIDGED))["disposition"] is None  # Anna talked throughout
