@@ -33,6 +33,7 @@ from router.matching import Match, Patterns
 from router.routing import (
     DEFAULT_WEIGHT,
     ClosingRate,
+    DialOrder,
     Manager,
     Overflow,
     OwnerFirst,
@@ -136,6 +137,9 @@ class _ScenarioV2(_CallPolicy):
     closing_rate: _ClosingRateEntry | None = None
     owner_first: _OwnerFirstEntry | None = None
     overflow: Annotated[list[_OverflowEntry], Field(min_length=1)] | None = None
+    dial_order: DialOrder = DialOrder.CLIENT_FIRST
+    client_ring_timeout: Duration | None = None
+    managers_to_try: Count | None = None
 
 
 class _RoutingV2(_Entry):
@@ -241,6 +245,13 @@ def _cross_check_v2(data: object) -> Iterator[tuple[Loc, str]]:
         if managers is not None and scenario.pool is not None:
             yield from _pool_problems((*here, "pool"), scenario.pool, managers)
         yield from _overflow_problems(here, scenario, managers)
+        manager_first = scenario.dial_order is DialOrder.MANAGER_FIRST
+        if manager_first and scenario.overflow is not None:
+            message = "waits for nobody under `dial_order: manager_first`: no client is on hold to overflow"
+            yield (*here, "overflow"), message
+        if not manager_first and scenario.client_ring_timeout is not None:
+            message = "is read only by `dial_order: manager_first`; client_first rings for pbx.originate_timeout"
+            yield (*here, "client_ring_timeout"), message
     yield from _match_order(scenarios)
 
 
@@ -379,6 +390,9 @@ def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
                 if entry.owner_first is None
                 else OwnerFirst(wait=entry.owner_first.owner_wait, owner_changes=entry.owner_first.owner_changes),
                 overflow=tuple(Overflow(pool=_pool(step.pool), after=step.after) for step in entry.overflow or ()),
+                dial_order=entry.dial_order,
+                client_ring_timeout=entry.client_ring_timeout,
+                managers_to_try=entry.managers_to_try,
             )
             for entry in routing.scenarios
         ),

@@ -60,7 +60,7 @@ from router.pbx_events import (
     PbxSnapshot,
     RecordingStarted,
 )
-from router.routing import RoutingPlan, Scenario
+from router.routing import DialOrder, RoutingPlan, Scenario
 
 log = structlog.get_logger("dialer")
 
@@ -83,6 +83,21 @@ _ORIGINATE_DISPOSITIONS = {
     OriginateOutcome.UNREACHABLE: Disposition.UNREACHABLE,
 }
 
+# Manager first: how the manager's phone ended when the Originate to it failed...
+_MANAGER_MISSES = {
+    OriginateOutcome.BUSY: LegResult.BUSY,
+    OriginateOutcome.NO_ANSWER: LegResult.NO_ANSWER,
+    OriginateOutcome.UNREACHABLE: LegResult.UNAVAILABLE,
+}
+# ...and how the client's phone ended when the dialplan's Dial to it failed (CANCEL: the manager
+# hung up while it rang, not the client's doing).
+_CLIENT_DIAL_RESULTS = {
+    DialOutcome.NO_ANSWER: Disposition.NO_ANSWER,
+    DialOutcome.BUSY: Disposition.BUSY,
+    DialOutcome.UNAVAILABLE: Disposition.UNREACHABLE,
+    DialOutcome.CANCEL: Disposition.MANAGER_MISSED,
+}
+
 _LEG_RESULTS = {
     DialOutcome.NO_ANSWER: LegResult.NO_ANSWER,
     DialOutcome.BUSY: LegResult.BUSY,
@@ -99,6 +114,14 @@ class _HoldExpired:
 
 @dataclass(frozen=True, slots=True)
 class _DialDeadline:
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _RingManagerFirst:
+    """A manager-first call was claimed: its manager is picked and rung on the event loop, which
+    commits what changes."""
+
     channel_id: str
 
 
@@ -156,6 +179,7 @@ _Event = (
     | _HoldExpired
     | _DialDeadline
     | _WhoMayTakeChanged
+    | _RingManagerFirst
     | _OriginateRefused
     | _OriginateUnanswered
     | _ConnectRefused
@@ -174,6 +198,10 @@ class _Live:
     owner_id: str | None = None  # the phone's owner, when the scenario offers him the client first
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     fate_unknown: bool = False  # the Originate went out and its answer never came
+
+    @property
+    def manager_first(self) -> bool:
+        return self.scenario.dial_order is DialOrder.MANAGER_FIRST
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -393,7 +421,12 @@ class Dialer:
         self._wake_timer = self._clock.call_later(seconds, self._wake.set)
 
     def _capacity(self) -> int:
-        waiting = sum(1 for live in self._live.values() if live.call.state in (CallState.DIALING, CallState.HOLDING))
+        # Clients dialled or on hold will each want a free manager; a manager-first call has his already.
+        waiting = sum(
+            1
+            for live in self._live.values()
+            if live.call.state in (CallState.DIALING, CallState.HOLDING) and not live.manager_first
+        )
         return min(self._board.free_count - waiting, self._settings.max_channels - len(self._live))
 
     async def _dispatch_once(self) -> float | None:
@@ -445,6 +478,9 @@ class Dialer:
         for live in started:
             # Ringing starts now, not when the claim began; the next update of the call stores it.
             live.call.started_at = dial_time
+            if live.manager_first:
+                self._queue.put_nowait(_RingManagerFirst(live.call.channel_id))
+                continue
             self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
             self._spawn(self._originate(live))
         if started:
@@ -476,6 +512,24 @@ class Dialer:
                 lead_id=call.lead_id,
                 call_id=call.id,
                 ring_timeout=live.scenario.ring_timeout,
+            )
+        except PbxNoAnswer as exc:
+            self._queue.put_nowait(_OriginateUnanswered(call.channel_id, str(exc)))
+        except PbxError as exc:
+            self._queue.put_nowait(_OriginateRefused(call.channel_id, str(exc), sent=not isinstance(exc, PbxNotSent)))
+
+    async def _originate_manager(self, live: _Live, extension: str) -> None:
+        call = live.call
+        assert call.id is not None
+        try:
+            await self._pbx.originate_manager(
+                channel_id=call.channel_id,
+                extension=extension,
+                phone=call.phone,
+                lead_id=call.lead_id,
+                call_id=call.id,
+                ring_timeout=live.scenario.ring_timeout,
+                client_ring_timeout=live.scenario.client_ring_timeout,
             )
         except PbxNoAnswer as exc:
             self._queue.put_nowait(_OriginateUnanswered(call.channel_id, str(exc)))
@@ -542,11 +596,21 @@ class Dialer:
                     self._pbx_failed(live, _CHANNEL_NOT_CREATED, now, breaker=True)
             case OriginateResult(outcome=OriginateOutcome.ANSWERED):
                 self._breaker_changed(self._breaker.succeeded(self._clock.monotonic()))
-                self._answered(live, now)
+                if live.manager_first:
+                    if live.call.manager_picked_up(now):  # the dialplan dials the client now
+                        self._emit(live)
+                else:
+                    self._answered(live, now)
             case OriginateResult(outcome=outcome):
                 self._breaker_changed(self._breaker.succeeded(self._clock.monotonic()))
-                if live.call.state is CallState.DIALING:
+                if live.manager_first:
+                    self._next_manager(live, _MANAGER_MISSES[outcome], now)
+                elif live.call.state is CallState.DIALING:
                     self._end(live, _ORIGINATE_DISPOSITIONS[outcome], now)
+            case DialEnded(outcome=outcome) if live.manager_first:
+                # The dialplan dialled the client: answered, the bridge follows; else the hangup.
+                if outcome is not DialOutcome.ANSWER:
+                    live.call.client_result = _CLIENT_DIAL_RESULTS[outcome]
             case DialEnded(outcome=DialOutcome.ANSWER):
                 live.call.manager_answered(now)
                 self._emit(live)
@@ -555,6 +619,8 @@ class Dialer:
             case DialEnded(outcome=outcome):
                 self._manager_failed(live, _LEG_RESULTS[outcome], now)
             case Bridged():
+                if live.manager_first:
+                    self._emit(live, live.call.client_picked_up(now))
                 self._bridged(live, now)
             case RecordingStarted():
                 live.call.recording_file = self._recordings.file(live.call.channel_id)
@@ -567,6 +633,9 @@ class Dialer:
             case _HoldExpired():
                 if live.call.state is CallState.HOLDING:
                     self._give_up(live)
+            case _RingManagerFirst():
+                if live.call.state is CallState.DIALING and not live.call.legs:
+                    self._ring_manager(live, now)
             case _WhoMayTakeChanged():
                 if live.call.state is CallState.HOLDING:
                     self._connect_waiting(now)
@@ -646,6 +715,51 @@ class Dialer:
         else:
             self._connect_waiting(now)
 
+    def _ring_manager(self, live: _Live, now: datetime) -> None:
+        """Manager first: ring a free manager of the pool (the phone's owner, if he is free and the
+        scenario says owner first); none free, the lead is due again in a few seconds."""
+        call = live.call
+        assert call.id is not None
+        manager = None
+        owner = live.owner_id
+        if live.scenario.owner_first is not None and owner is not None and owner not in call.tried_managers():
+            if self._board.is_free(owner):
+                manager = self._board.manager(owner)
+                self._board.reserve(owner, call.id)
+        if manager is None:
+            manager = self._board.pick(live.scenario, call.tried_managers(), now)
+            if manager is not None:
+                self._board.give(live.scenario, manager.id, call.id, now)
+        if manager is None:
+            self._end(live, Disposition.MANAGER_MISSED, now)
+            return
+        call.ring_manager(manager.id, now)
+        self._emit(live)
+        self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+        self._spawn(self._originate_manager(live, manager.extension))
+
+    def _next_manager(self, live: _Live, result: LegResult, now: datetime) -> None:
+        """Manager first: his phone was not answered; ring the next one under a new channel id
+        (one Originate, one channel), up to the scenario's managers_to_try."""
+        call = live.call
+        assert call.id is not None
+        manager_id = call.manager_missed(result, now)
+        if manager_id is None:
+            return
+        freed = self._board.release(manager_id, call.id)
+        limit = live.scenario.managers_to_try
+        if limit is None or len(call.legs) < limit:
+            live.cancel_timers()
+            live.fate_unknown = False
+            del self._live[call.channel_id]  # the old channel's last events are no longer ours
+            call.channel_id = f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}"
+            self._live[call.channel_id] = live
+            self._ring_manager(live, now)
+        else:
+            self._end(live, Disposition.MANAGER_MISSED, now)
+        if freed:
+            self._manager_freed(now)
+
     def _give_up(self, live: _Live) -> None:
         live.call.hold_expired = True
         self._holding.leave(live.call.channel_id)
@@ -713,11 +827,19 @@ class Dialer:
         plan = self._routing()
         leads = {call.channel_id: lead for call, lead in event.adopted}
         for call in decision.adopt:
-            self._live[call.channel_id] = _Live(call, leads[call.channel_id], plan.scenario(call.scenario))
+            live = self._live[call.channel_id] = _Live(call, leads[call.channel_id], plan.scenario(call.scenario))
+            call.manager_first = live.manager_first  # not stored: its scenario says
         adopted = {call.channel_id for call in decision.adopt}
         caught_up = set()
         for catch_up in decision.catch_up:
             live = self._live[catch_up.call.channel_id]
+            if live.manager_first:
+                # Its stages (the manager's leg dialling the client) are not the client-first ones
+                # the listing is read in; its next events or its absence from a listing settle it.
+                if live.call.channel_id in adopted:
+                    self._resume(live, None, now)
+                caught_up.add(live.call.channel_id)
+                continue
             if catch_up.missed:
                 log.info("dialer.caught_up", call_id=catch_up.call.id, missed=[step.value for step in catch_up.missed])
             for step in catch_up.missed:

@@ -84,6 +84,13 @@ class ClosingRate:
         )
 
 
+class DialOrder(enum.StrEnum):
+    """Which phone rings first."""
+
+    CLIENT_FIRST = "client_first"  # the client; once he answers he waits on hold for a free manager
+    MANAGER_FIRST = "manager_first"  # a free manager; once he answers the client is dialled: nobody holds
+
+
 @dataclass(frozen=True, slots=True)
 class OwnerFirst:
     """A repeat lead (its phone has an owner) is offered to that owner before the pool."""
@@ -116,6 +123,9 @@ class Scenario:
     closing_rate: ClosingRate = field(default_factory=ClosingRate)  # read by the closing_rate strategy only
     owner_first: OwnerFirst | None = None
     overflow: tuple[Overflow, ...] = ()  # by rising ``after``; the hold limit still caps the wait
+    dial_order: DialOrder = DialOrder.CLIENT_FIRST
+    client_ring_timeout: float | None = None  # manager first: seconds the client's phone rings; None: the PBX's
+    managers_to_try: int | None = None  # manager legs per attempt before giving up on it; None: no limit
 
     @property
     def pools(self) -> tuple[Pool, ...]:

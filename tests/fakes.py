@@ -85,6 +85,21 @@ class FakePbx:
         if self.originate_error is not None:
             raise self.originate_error
 
+    async def originate_manager(
+        self,
+        *,
+        channel_id: str,
+        extension: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        client_ring_timeout: float | None,
+    ) -> None:
+        await self._send("originate_manager", channel_id, extension, phone)
+        if self.originate_error is not None:
+            raise self.originate_error
+
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
         await self._send("connect", channel_id, extension)
 
