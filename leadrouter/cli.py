@@ -7,14 +7,14 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from datetime import date, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
 from config.problems import ConfigError
-from config.routing import RoutingSource
+from config.routing import RoutingSource, load_routing
 from config.settings import Settings, load_settings
 from leadrouter.logs import LogFormat, configure_logging
 from router.routing import RoutingPlan, Scenario, Strategy
@@ -61,6 +61,47 @@ def print_manager_table(managers: Sequence[ManagerStats]) -> None:
     for manager in managers:
         talk, average = hms(manager.talk_seconds), hms(manager.average_talk_seconds)
         print(f"{manager.manager_id:<16} {manager.name:<24} {manager.calls:>6} {talk:>10} {average:>8}")
+
+
+async def _what_if(config: str, routing_file: Path, since: timedelta) -> int:
+    from router.whatif import PastLead, replay
+    from storage.engine import Database
+    from storage.queries import SqlQueries
+
+    settings = load_settings(Path(config))
+    try:
+        plan = load_routing(routing_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    start = datetime.now(UTC) - since
+    async with Database(settings.database.url) as database:
+        history = await SqlQueries(database).leads_since(start)
+    result = replay([PastLead(lead, calls) for lead, calls in history], plan)
+    print(
+        f"what-if: {len(result.leads)} leads since {start:%Y-%m-%d %H:%M} UTC, "
+        f"routed by {routing_file} instead of {settings.routing_file}"
+    )
+    print(f"\n{'scenario':<24} {'now':>6} {'new':>6}")
+    for name, (now, new) in result.per_scenario().items():
+        print(f"{name:<24} {now:>6} {new:>6}")
+    print(f"\n{'manager':<24} {'now':>6} {'new':>6}   (leads whose client talked to him)")
+    for name, (now, new) in result.per_manager().items():
+        print(f"{name:<24} {now:>6} {new:>6}")
+    changed = result.changed_hands()
+    print(f"\nleads that change hands: {len(changed)}")
+    for lead in changed:
+        to = lead.owner_new or "nobody free"
+        print(f"  lead {lead.lead_id:<8} {lead.phone:<16} {lead.scenario_new}: {lead.owner_now} -> {to}")
+    return 0
+
+
+def _period(text: str) -> timedelta:
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: write a number and m, h, d or w, e.g. 7d")
+    return timedelta(seconds=int(number) * units[unit])
 
 
 async def _upgrade(config: str) -> int:
@@ -168,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate leadrouter.yaml and routing.yaml")
     check.add_argument("--config", default=DEFAULT_CONFIG)
 
+    what_if = commands.add_parser(
+        "what-if", help="replay the stored leads of a period through another routing.yaml: who would have got them"
+    )
+    what_if.add_argument("--config", default=DEFAULT_CONFIG)
+    what_if.add_argument("--routing", type=Path, required=True, help="the routing file to try")
+    what_if.add_argument("--since", type=_period, default=timedelta(days=7), help="how far back, e.g. 7d, 12h")
+
     db = commands.add_parser("db-upgrade", help="bring the database schema up to date")
     db.add_argument("--config", default=DEFAULT_CONFIG)
 
@@ -204,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_stats(args.config, args.date, args.tz))
         if args.command == "check-config":
             return _check(args.config)
+        if args.command == "what-if":
+            return asyncio.run(_what_if(args.config, args.routing, args.since))
         if args.command == "db-upgrade":
             return asyncio.run(_upgrade(args.config))
         if args.command == "simulator":

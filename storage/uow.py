@@ -176,6 +176,10 @@ class SqlCalls:
                 legs_by_call[leg["call_id"]].append(leg)
         return [call_from_rows(row, legs_by_call[row["id"]]) for row in rows]
 
+    async def for_leads(self, lead_ids: Sequence[int]) -> list[Call]:
+        query = select(calls).where(calls.c.lead_id.in_(lead_ids)).order_by(calls.c.id)
+        return await self._with_legs((await self._conn.execute(query)).mappings().all())
+
     async def for_lead(self, lead_id: int) -> list[Call]:
         query = select(calls).where(calls.c.lead_id == lead_id).order_by(calls.c.id)
         return await self._with_legs((await self._conn.execute(query)).mappings().all())
