@@ -520,10 +520,11 @@ class Dialer:
 
     async def _originate_manager(self, live: _Live, extension: str) -> None:
         call = live.call
+        channel_id = call.channel_id  # a manager who does not answer gives the call a new one
         assert call.id is not None
         try:
             await self._pbx.originate_manager(
-                channel_id=call.channel_id,
+                channel_id=channel_id,
                 extension=extension,
                 phone=call.phone,
                 lead_id=call.lead_id,
@@ -532,9 +533,9 @@ class Dialer:
                 client_ring_timeout=live.scenario.client_ring_timeout,
             )
         except PbxNoAnswer as exc:
-            self._queue.put_nowait(_OriginateUnanswered(call.channel_id, str(exc)))
+            self._queue.put_nowait(_OriginateUnanswered(channel_id, str(exc)))
         except PbxError as exc:
-            self._queue.put_nowait(_OriginateRefused(call.channel_id, str(exc), sent=not isinstance(exc, PbxNotSent)))
+            self._queue.put_nowait(_OriginateRefused(channel_id, str(exc), sent=not isinstance(exc, PbxNotSent)))
 
     async def _connect(self, channel_id: str, manager_id: str, extension: str) -> None:
         try:
