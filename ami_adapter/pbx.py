@@ -25,9 +25,11 @@ log = structlog.get_logger("ami")
 @dataclass(frozen=True)
 class AsteriskPbxSettings:
     client_channel: Callable[[str], str]  # digits -> channel, e.g. PJSIP/79161234567@trunk
+    client_channel_parts: tuple[str, str]  # the client template split around {phone}, for the dialplan
     manager_channel: tuple[str, str]  # the manager template split around {extension}
     hold_context: str
     connect_context: str
+    dial_client_context: str  # manager first: where the answered manager's leg dials the client
     apology_context: str | None
     caller_id: str | None
     originate_timeout: float  # seconds the client's phone rings
@@ -77,6 +79,47 @@ class AsteriskPbx:
         if settings.caller_id:
             action["CallerID"] = settings.caller_id
         await self._send(action)
+
+    async def originate_manager(
+        self,
+        *,
+        channel_id: str,
+        extension: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        client_ring_timeout: float | None,
+    ) -> None:
+        if not extension.isdigit():
+            raise PbxError(f"extension {extension!r} is not digits")
+        settings = self._settings
+        digits = dial_digits(phone)
+        settings.client_channel(digits)  # refuses anything but digits, as for a client-first dial
+        prefix, suffix = settings.manager_channel
+        client_ring = client_ring_timeout or settings.originate_timeout
+        await self._send(
+            {
+                "Action": "Originate",
+                "Channel": f"{prefix}{extension}{suffix}",
+                "Context": settings.dial_client_context,
+                "Exten": "s",
+                "Priority": "1",
+                "Async": "true",
+                "Timeout": str(int(ring_timeout * 1000)),
+                "ChannelId": channel_id,
+                # The manager's phone shows whom he is about to talk to.
+                "CallerID": digits,
+                "Variable": [
+                    f"LEADROUTER_LEAD={lead_id}",
+                    f"LEADROUTER_CALL={call_id}",
+                    f"LEADROUTER_CLIENT={digits}",
+                    f"LEADROUTER_CLIENT_PREFIX={settings.client_channel_parts[0]}",
+                    f"LEADROUTER_CLIENT_SUFFIX={settings.client_channel_parts[1]}",
+                    f"LEADROUTER_CLIENT_RING_TIMEOUT={max(int(client_ring), 1)}",
+                ],
+            }
+        )
 
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
         if not extension.isdigit():

@@ -30,7 +30,18 @@ from config.fields import (
 )
 from config.problems import ConfigError, Problem
 from router.matching import Match, Patterns
-from router.routing import DEFAULT_WEIGHT, ClosingRate, Manager, Pool, RoutingPlan, Scenario, Strategy
+from router.routing import (
+    DEFAULT_WEIGHT,
+    ClosingRate,
+    DialOrder,
+    Manager,
+    Overflow,
+    OwnerFirst,
+    Pool,
+    RoutingPlan,
+    Scenario,
+    Strategy,
+)
 from router.schedule import Schedule
 from router.strategies import MAX_HISTORY
 
@@ -109,11 +120,26 @@ class _ClosingRateEntry(_Entry):
     fairness_window: Count | None = _CLOSING_RATE.fairness_window
 
 
+class _OwnerFirstEntry(_Entry):
+    owner_wait: Duration = 15
+    owner_changes: Annotated[bool, Field(strict=True)] = True
+
+
+class _OverflowEntry(_Entry):
+    after: Duration
+    pool: _PoolEntry
+
+
 class _ScenarioV2(_CallPolicy):
     match: _MatchEntry | None = None
     pool: _PoolEntry | None = None
     strategy: Strategy = Strategy.LONGEST_IDLE
     closing_rate: _ClosingRateEntry | None = None
+    owner_first: _OwnerFirstEntry | None = None
+    overflow: Annotated[list[_OverflowEntry], Field(min_length=1)] | None = None
+    dial_order: DialOrder = DialOrder.CLIENT_FIRST
+    client_ring_timeout: Duration | None = None
+    managers_to_try: Count | None = None
 
 
 class _RoutingV2(_Entry):
@@ -218,6 +244,14 @@ def _cross_check_v2(data: object) -> Iterator[tuple[Loc, str]]:
             yield (*here, "match", "tags"), "`tags` is short for `payload.tags`: write one of the two"
         if managers is not None and scenario.pool is not None:
             yield from _pool_problems((*here, "pool"), scenario.pool, managers)
+        yield from _overflow_problems(here, scenario, managers)
+        manager_first = scenario.dial_order is DialOrder.MANAGER_FIRST
+        if manager_first and scenario.overflow is not None:
+            message = "waits for nobody under `dial_order: manager_first`: no client is on hold to overflow"
+            yield (*here, "overflow"), message
+        if not manager_first and scenario.client_ring_timeout is not None:
+            message = "is read only by `dial_order: manager_first`; client_first rings for pbx.originate_timeout"
+            yield (*here, "client_ring_timeout"), message
     yield from _match_order(scenarios)
 
 
@@ -232,6 +266,28 @@ def _pool_problems(loc: Loc, pool: _PoolEntry, managers: list[_ManagerV2]) -> It
     domain = _pool(pool)
     if not any(domain.admits(_manager(manager)) for manager in managers):
         yield loc, f"takes nobody: no manager is in {domain.describe()}"
+
+
+def _overflow_problems(
+    here: Loc, scenario: _ScenarioV2, managers: list[_ManagerV2] | None
+) -> Iterator[tuple[Loc, str]]:
+    """Each overflow step opens later than the one before, and before the hold limit ends the wait."""
+    earlier = 0.0
+    for index, step in enumerate(scenario.overflow or ()):
+        loc: Loc = (*here, "overflow", index)
+        if step.after >= scenario.hold_limit:
+            yield (
+                (*loc, "after"),
+                (
+                    f"{step.after:g}s is not within the hold limit ({scenario.hold_limit:g}s): "
+                    "no client waits that long, so this pool is never reached"
+                ),
+            )
+        elif step.after <= earlier:
+            yield (*loc, "after"), f"must be later than the step before it ({earlier:g}s)"
+        earlier = max(earlier, step.after)
+        if managers is not None:
+            yield from _pool_problems((*loc, "pool"), step.pool, managers)
 
 
 def _match_order(scenarios: list[_ScenarioV2]) -> Iterator[tuple[Loc, str]]:
@@ -330,6 +386,13 @@ def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
                 closing_rate=_CLOSING_RATE
                 if entry.closing_rate is None
                 else ClosingRate(**entry.closing_rate.model_dump()),
+                owner_first=None
+                if entry.owner_first is None
+                else OwnerFirst(wait=entry.owner_first.owner_wait, owner_changes=entry.owner_first.owner_changes),
+                overflow=tuple(Overflow(pool=_pool(step.pool), after=step.after) for step in entry.overflow or ()),
+                dial_order=entry.dial_order,
+                client_ring_timeout=entry.client_ring_timeout,
+                managers_to_try=entry.managers_to_try,
             )
             for entry in routing.scenarios
         ),

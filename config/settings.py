@@ -151,6 +151,7 @@ class PbxSection(_Strict):
     manager_device: ManagerChannel = "PJSIP/{extension}"
     hold_context: AmiText = "leadrouter-hold"
     connect_context: AmiText = "leadrouter-connect"
+    dial_client_context: AmiText = "leadrouter-dial-client"
     apology_context: AmiText | None = "leadrouter-sorry"
     caller_id: Digits | None = None
     channel_id_prefix: Annotated[
@@ -182,6 +183,12 @@ class PbxSection(_Strict):
         return prefix, suffix
 
     @property
+    def client_channel_parts(self) -> tuple[str, str]:
+        """client_channel around {phone}: the dialplan's LEADROUTER_CLIENT_PREFIX and _SUFFIX (manager first)."""
+        prefix, suffix = self.client_channel.split("{phone}")
+        return prefix, suffix
+
+    @property
     def manager_device_parts(self) -> tuple[str, str]:
         """manager_device around {extension}, to tell a manager's phone in DeviceStateChange."""
         prefix, suffix = self.manager_device.split("{extension}")
@@ -190,9 +197,11 @@ class PbxSection(_Strict):
     def asterisk_settings(self) -> AsteriskPbxSettings:
         return AsteriskPbxSettings(
             client_channel=self.client_channel_for,
+            client_channel_parts=self.client_channel_parts,
             manager_channel=self.manager_channel_parts,
             hold_context=self.hold_context,
             connect_context=self.connect_context,
+            dial_client_context=self.dial_client_context,
             apology_context=self.apology_context,
             caller_id=self.caller_id,
             originate_timeout=self.originate_timeout,

@@ -60,7 +60,7 @@ from router.pbx_events import (
     PbxSnapshot,
     RecordingStarted,
 )
-from router.routing import RoutingPlan, Scenario
+from router.routing import DialOrder, RoutingPlan, Scenario
 
 log = structlog.get_logger("dialer")
 
@@ -69,6 +69,9 @@ RESYNC_RETRY = 5.0  # real seconds between attempts to list live channels
 # clock. Outside it, the clocks disagree (no NTP, a PBX set to another zone) or we are reading a
 # backlog: our clock stands in, so retries are never scheduled in the past nor durations skewed.
 PBX_STAMP_WINDOW = timedelta(seconds=5)
+# The owner's wait and overflow delays count from the answer's PBX stamp, a clock other than the
+# timers': look a little after the moment, so the step is surely due when looked at.
+_STEP_MARGIN = 0.01
 
 # Why a call was a PBX failure, as stored with it (Call.pbx_failure).
 _CHANNEL_NOT_CREATED = "the PBX could not create the client's channel (OriginateResponse Reason 0)"
@@ -78,6 +81,21 @@ _ORIGINATE_DISPOSITIONS = {
     OriginateOutcome.BUSY: Disposition.BUSY,
     OriginateOutcome.NO_ANSWER: Disposition.NO_ANSWER,
     OriginateOutcome.UNREACHABLE: Disposition.UNREACHABLE,
+}
+
+# Manager first: how the manager's phone ended when the Originate to it failed...
+_MANAGER_MISSES = {
+    OriginateOutcome.BUSY: LegResult.BUSY,
+    OriginateOutcome.NO_ANSWER: LegResult.NO_ANSWER,
+    OriginateOutcome.UNREACHABLE: LegResult.UNAVAILABLE,
+}
+# ...and how the client's phone ended when the dialplan's Dial to it failed (CANCEL: the manager
+# hung up while it rang, not the client's doing).
+_CLIENT_DIAL_RESULTS = {
+    DialOutcome.NO_ANSWER: Disposition.NO_ANSWER,
+    DialOutcome.BUSY: Disposition.BUSY,
+    DialOutcome.UNAVAILABLE: Disposition.UNREACHABLE,
+    DialOutcome.CANCEL: Disposition.MANAGER_MISSED,
 }
 
 _LEG_RESULTS = {
@@ -96,6 +114,21 @@ class _HoldExpired:
 
 @dataclass(frozen=True, slots=True)
 class _DialDeadline:
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _RingManagerFirst:
+    """A manager-first call was claimed: its manager is picked and rung on the event loop, which
+    commits what changes."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _WhoMayTakeChanged:
+    """The owner's wait ended or an overflow pool opened for this waiting client."""
+
     channel_id: str
 
 
@@ -145,6 +178,8 @@ _Event = (
     PbxEvent
     | _HoldExpired
     | _DialDeadline
+    | _WhoMayTakeChanged
+    | _RingManagerFirst
     | _OriginateRefused
     | _OriginateUnanswered
     | _ConnectRefused
@@ -160,8 +195,13 @@ class _Live:
     call: Call
     lead: Lead
     scenario: Scenario
+    owner_id: str | None = None  # the phone's owner, when the scenario offers him the client first
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     fate_unknown: bool = False  # the Originate went out and its answer never came
+
+    @property
+    def manager_first(self) -> bool:
+        return self.scenario.dial_order is DialOrder.MANAGER_FIRST
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -381,7 +421,12 @@ class Dialer:
         self._wake_timer = self._clock.call_later(seconds, self._wake.set)
 
     def _capacity(self) -> int:
-        waiting = sum(1 for live in self._live.values() if live.call.state in (CallState.DIALING, CallState.HOLDING))
+        # Clients dialled or on hold will each want a free manager; a manager-first call has his already.
+        waiting = sum(
+            1
+            for live in self._live.values()
+            if live.call.state in (CallState.DIALING, CallState.HOLDING) and not live.manager_first
+        )
         return min(self._board.free_count - waiting, self._settings.max_channels - len(self._live))
 
     async def _dispatch_once(self) -> float | None:
@@ -417,7 +462,10 @@ class Dialer:
                     phone=lead.phone,
                     started_at=now,
                 )
-                started.append(_Live(call, lead, scenario))
+                owner = None
+                if scenario.owner_first is not None:
+                    owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
+                started.append(_Live(call, lead, scenario, owner))
             await uow.calls.add([live.call for live in started])
             uow.outbox.add([live.call.dialing() for live in started], now)
             next_due = None if len(leads) == capacity else await uow.leads.next_due_at()
@@ -430,6 +478,9 @@ class Dialer:
         for live in started:
             # Ringing starts now, not when the claim began; the next update of the call stores it.
             live.call.started_at = dial_time
+            if live.manager_first:
+                self._queue.put_nowait(_RingManagerFirst(live.call.channel_id))
+                continue
             self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
             self._spawn(self._originate(live))
         if started:
@@ -466,6 +517,25 @@ class Dialer:
             self._queue.put_nowait(_OriginateUnanswered(call.channel_id, str(exc)))
         except PbxError as exc:
             self._queue.put_nowait(_OriginateRefused(call.channel_id, str(exc), sent=not isinstance(exc, PbxNotSent)))
+
+    async def _originate_manager(self, live: _Live, extension: str) -> None:
+        call = live.call
+        channel_id = call.channel_id  # a manager who does not answer gives the call a new one
+        assert call.id is not None
+        try:
+            await self._pbx.originate_manager(
+                channel_id=channel_id,
+                extension=extension,
+                phone=call.phone,
+                lead_id=call.lead_id,
+                call_id=call.id,
+                ring_timeout=live.scenario.ring_timeout,
+                client_ring_timeout=live.scenario.client_ring_timeout,
+            )
+        except PbxNoAnswer as exc:
+            self._queue.put_nowait(_OriginateUnanswered(channel_id, str(exc)))
+        except PbxError as exc:
+            self._queue.put_nowait(_OriginateRefused(channel_id, str(exc), sent=not isinstance(exc, PbxNotSent)))
 
     async def _connect(self, channel_id: str, manager_id: str, extension: str) -> None:
         try:
@@ -527,11 +597,21 @@ class Dialer:
                     self._pbx_failed(live, _CHANNEL_NOT_CREATED, now, breaker=True)
             case OriginateResult(outcome=OriginateOutcome.ANSWERED):
                 self._breaker_changed(self._breaker.succeeded(self._clock.monotonic()))
-                self._answered(live, now)
+                if live.manager_first:
+                    if live.call.manager_picked_up(now):  # the dialplan dials the client now
+                        self._emit(live)
+                else:
+                    self._answered(live, now)
             case OriginateResult(outcome=outcome):
                 self._breaker_changed(self._breaker.succeeded(self._clock.monotonic()))
-                if live.call.state is CallState.DIALING:
+                if live.manager_first:
+                    self._next_manager(live, _MANAGER_MISSES[outcome], now)
+                elif live.call.state is CallState.DIALING:
                     self._end(live, _ORIGINATE_DISPOSITIONS[outcome], now)
+            case DialEnded(outcome=outcome) if live.manager_first:
+                # The dialplan dialled the client: answered, the bridge follows; else the hangup.
+                if outcome is not DialOutcome.ANSWER:
+                    live.call.client_result = _CLIENT_DIAL_RESULTS[outcome]
             case DialEnded(outcome=DialOutcome.ANSWER):
                 live.call.manager_answered(now)
                 self._emit(live)
@@ -540,6 +620,8 @@ class Dialer:
             case DialEnded(outcome=outcome):
                 self._manager_failed(live, _LEG_RESULTS[outcome], now)
             case Bridged():
+                if live.manager_first:
+                    self._emit(live, live.call.client_picked_up(now))
                 self._bridged(live, now)
             case RecordingStarted():
                 live.call.recording_file = self._recordings.file(live.call.channel_id)
@@ -552,6 +634,12 @@ class Dialer:
             case _HoldExpired():
                 if live.call.state is CallState.HOLDING:
                     self._give_up(live)
+            case _RingManagerFirst():
+                if live.call.state is CallState.DIALING and not live.call.legs:
+                    self._ring_manager(live, now)
+            case _WhoMayTakeChanged():
+                if live.call.state is CallState.HOLDING:
+                    self._connect_waiting(now)
             case _DialDeadline():
                 if live.call.state is CallState.DIALING:
                     self._dial_deadline(live)
@@ -597,7 +685,7 @@ class Dialer:
             return
         self._emit(live, answered)
         self._start_hold_timer(live, now)
-        self._holding.join(live.call, live.scenario)
+        self._holding.join(live.call, live.scenario, live.owner_id)
         self._connect_waiting(now)
 
     def _start_timer(self, live: _Live, seconds: float, event: Callable[[str], _Event]) -> None:
@@ -622,11 +710,56 @@ class Dialer:
         if (now - call.answered_at).total_seconds() >= live.scenario.hold_limit:
             self._give_up(live)
         else:
-            self._holding.put_back(call, live.scenario)
+            self._holding.put_back(call, live.scenario, live.owner_id)
         if freed:
             self._manager_freed(now)
         else:
             self._connect_waiting(now)
+
+    def _ring_manager(self, live: _Live, now: datetime) -> None:
+        """Manager first: ring a free manager of the pool (the phone's owner, if he is free and the
+        scenario says owner first); none free, the lead is due again in a few seconds."""
+        call = live.call
+        assert call.id is not None
+        manager = None
+        owner = live.owner_id
+        if live.scenario.owner_first is not None and owner is not None and owner not in call.tried_managers():
+            if self._board.is_free(owner):
+                manager = self._board.manager(owner)
+                self._board.reserve(owner, call.id)
+        if manager is None:
+            manager = self._board.pick(live.scenario, call.tried_managers(), now)
+            if manager is not None:
+                self._board.give(live.scenario, manager.id, call.id, now)
+        if manager is None:
+            self._end(live, Disposition.MANAGER_MISSED, now)
+            return
+        call.ring_manager(manager.id, now)
+        self._emit(live)
+        self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
+        self._spawn(self._originate_manager(live, manager.extension))
+
+    def _next_manager(self, live: _Live, result: LegResult, now: datetime) -> None:
+        """Manager first: his phone was not answered; ring the next one under a new channel id
+        (one Originate, one channel), up to the scenario's managers_to_try."""
+        call = live.call
+        assert call.id is not None
+        manager_id = call.manager_missed(result, now)
+        if manager_id is None:
+            return
+        freed = self._board.release(manager_id, call.id)
+        limit = live.scenario.managers_to_try
+        if limit is None or len(call.legs) < limit:
+            live.cancel_timers()
+            live.fate_unknown = False
+            del self._live[call.channel_id]  # the old channel's last events are no longer ours
+            call.channel_id = f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}"
+            self._live[call.channel_id] = live
+            self._ring_manager(live, now)
+        else:
+            self._end(live, Disposition.MANAGER_MISSED, now)
+        if freed:
+            self._manager_freed(now)
 
     def _give_up(self, live: _Live) -> None:
         live.call.hold_expired = True
@@ -639,7 +772,11 @@ class Dialer:
             return
         live.cancel_timers()
         assert call.manager_id is not None and call.id is not None
-        assigned = live.lead.assign_owner(call.manager_id, call.id, now)
+        owner = call.manager_id
+        first = live.scenario.owner_first
+        if first is not None and not first.owner_changes and live.owner_id is not None:
+            owner = live.owner_id  # the phone keeps its owner, whoever talked this time
+        assigned = live.lead.assign_owner(owner, call.id, now)
         self._board.lead_assigned(live.lead, assigned.previous_owner_id)
         self._emit(live, assigned)
 
@@ -691,11 +828,19 @@ class Dialer:
         plan = self._routing()
         leads = {call.channel_id: lead for call, lead in event.adopted}
         for call in decision.adopt:
-            self._live[call.channel_id] = _Live(call, leads[call.channel_id], plan.scenario(call.scenario))
+            live = self._live[call.channel_id] = _Live(call, leads[call.channel_id], plan.scenario(call.scenario))
+            call.manager_first = live.manager_first  # not stored: its scenario says
         adopted = {call.channel_id for call in decision.adopt}
         caught_up = set()
         for catch_up in decision.catch_up:
             live = self._live[catch_up.call.channel_id]
+            if live.manager_first:
+                # Its stages (the manager's leg dialling the client) are not the client-first ones
+                # the listing is read in; its next events or its absence from a listing settle it.
+                if live.call.channel_id in adopted:
+                    self._resume(live, None, now)
+                caught_up.add(live.call.channel_id)
+                continue
             if catch_up.missed:
                 log.info("dialer.caught_up", call_id=catch_up.call.id, missed=[step.value for step in catch_up.missed])
             for step in catch_up.missed:
@@ -756,16 +901,21 @@ class Dialer:
                 self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
             case CallState.HOLDING if not call.hold_expired and stage not in (LegStage.AT_MANAGER, LegStage.BRIDGED):
                 # (A client the PBX has with a phone we do not know of is left alone.)
-                self._holding.join(call, live.scenario)
+                self._holding.join(call, live.scenario, live.owner_id)
                 self._start_hold_timer(live, now)
             case CallState.CONNECTING:
                 self._start_hold_timer(live, now)  # the manager may yet not answer
 
     def _start_hold_timer(self, live: _Live, now: datetime) -> None:
-        """The hold limit counts from the client's answer, also across a restart of ours."""
+        """The hold limit counts from the client's answer, also across a restart of ours; so do the
+        moments the owner's wait ends and overflow pools open, each of which looks again for a manager."""
         answered_at = live.call.answered_at or now
         held = (now - answered_at).total_seconds()
         self._start_timer(live, max(live.scenario.hold_limit - held, 0.0), _HoldExpired)
+        change = live.scenario.next_change(held)
+        while change is not None and change < live.scenario.hold_limit:
+            self._start_timer(live, change - held + _STEP_MARGIN, _WhoMayTakeChanged)
+            change = live.scenario.next_change(change)
 
     def _close_vanished(self, live: _Live, now: datetime) -> None:
         call = live.call

@@ -48,6 +48,20 @@ class Pbx(Protocol):
     ) -> None:
         """Dial the client; the answer arrives later as an OriginateResult. Raises PbxError."""
 
+    async def originate_manager(
+        self,
+        *,
+        channel_id: str,
+        extension: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        client_ring_timeout: float | None,
+    ) -> None:
+        """Manager first: ring the manager; once he answers the PBX dials the client (for
+        ``client_ring_timeout`` seconds, None: its own default). Raises PbxError."""
+
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
         """Send the answered client to a manager's phone."""
 
@@ -74,6 +88,9 @@ class LeadRepository(Protocol):
     async def update(self, changed: Sequence[Lead]) -> None: ...
 
     async def next_due_at(self) -> datetime | None: ...
+
+    async def owner_of_phone(self, phone: str) -> str | None:
+        """The owner of the newest lead from this phone that has one (owner first)."""
 
 
 class CallRepository(Protocol):

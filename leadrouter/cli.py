@@ -7,14 +7,14 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from datetime import date, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
 from config.problems import ConfigError
-from config.routing import RoutingSource
+from config.routing import RoutingSource, load_routing
 from config.settings import Settings, load_settings
 from leadrouter.logs import LogFormat, configure_logging
 from router.routing import RoutingPlan, Scenario, Strategy
@@ -63,6 +63,47 @@ def print_manager_table(managers: Sequence[ManagerStats]) -> None:
         print(f"{manager.manager_id:<16} {manager.name:<24} {manager.calls:>6} {talk:>10} {average:>8}")
 
 
+async def _what_if(config: str, routing_file: Path, since: timedelta) -> int:
+    from router.whatif import PastLead, replay
+    from storage.engine import Database
+    from storage.queries import SqlQueries
+
+    settings = load_settings(Path(config))
+    try:
+        plan = load_routing(routing_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    start = datetime.now(UTC) - since
+    async with Database(settings.database.url) as database:
+        history = await SqlQueries(database).leads_since(start)
+    result = replay([PastLead(lead, calls) for lead, calls in history], plan)
+    print(
+        f"what-if: {len(result.leads)} leads since {start:%Y-%m-%d %H:%M} UTC, "
+        f"routed by {routing_file} instead of {settings.routing_file}"
+    )
+    print(f"\n{'scenario':<24} {'now':>6} {'new':>6}")
+    for name, (now, new) in result.per_scenario().items():
+        print(f"{name:<24} {now:>6} {new:>6}")
+    print(f"\n{'manager':<24} {'now':>6} {'new':>6}   (leads whose client talked to him)")
+    for name, (now, new) in result.per_manager().items():
+        print(f"{name:<24} {now:>6} {new:>6}")
+    changed = result.changed_hands()
+    print(f"\nleads that change hands: {len(changed)}")
+    for lead in changed:
+        to = lead.owner_new or "nobody free"
+        print(f"  lead {lead.lead_id:<8} {lead.phone:<16} {lead.scenario_new}: {lead.owner_now} -> {to}")
+    return 0
+
+
+def _period(text: str) -> timedelta:
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: write a number and m, h, d or w, e.g. 7d")
+    return timedelta(seconds=int(number) * units[unit])
+
+
 async def _upgrade(config: str) -> int:
     from leadrouter.daemon import upgrade_database
 
@@ -76,6 +117,17 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise argparse.ArgumentTypeError(f"unknown time zone {name!r}") from None
+
+
+def _win_rate(text: str) -> tuple[str, float]:
+    manager_id, _, rate = text.partition("=")
+    try:
+        value = float(rate)
+    except ValueError:
+        value = -1.0
+    if not manager_id or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: write MANAGER=RATE with RATE from 0 to 1, e.g. anna=0.4")
+    return manager_id, value
 
 
 def _check(config: str) -> int:
@@ -106,6 +158,14 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
     print(f"       matches:  {scenario.match.describe()}")
     print(f"       pool:     {len(pool)} manager{'s' if len(pool) != 1 else ''} ({scenario.pool.describe()}): {shown}")
     print(f"       strategy: {strategy}")
+    if scenario.owner_first is not None:
+        first = scenario.owner_first
+        keeps = "whoever talks becomes the owner" if first.owner_changes else "the phone keeps its owner"
+        print(f"       owner first: a repeat lead's owner alone for {first.wait:g}s after the answer; {keeps}")
+    for level, step in enumerate(scenario.overflow, start=1):
+        size = len(plan.pool(scenario, level))
+        managers = f"{size} manager{'s' if size != 1 else ''}"
+        print(f"       overflow: after {step.after:g}s also {managers} ({step.pool.describe()})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rate", type=float, default=10.0, help="leads posted per real second")
     demo.add_argument("--workdir", type=Path, default=Path("var/demo"))
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--routing", type=Path, help="try this routing.yaml: its managers become the simulator's")
+    demo.add_argument("--report-json", type=Path, help="write leads, managers and scenarios as JSON here at the end")
+    demo.add_argument(
+        "--quick-clients",
+        action="store_true",
+        help="with --routing: every client answers at once and talks a few seconds (fairness runs)",
+    )
+    demo.add_argument(
+        "--win-rate",
+        action="append",
+        default=[],
+        type=_win_rate,
+        metavar="MANAGER=RATE",
+        help="with --routing: the demo CRM reports this manager's leads won at this rate (0..1), else lost",
+    )
 
     stats = commands.add_parser("stats", help="per-manager calls and talk time for a day")
     stats.add_argument("--config", default=DEFAULT_CONFIG)
@@ -133,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
 
     check = commands.add_parser("check-config", help="validate leadrouter.yaml and routing.yaml")
     check.add_argument("--config", default=DEFAULT_CONFIG)
+
+    what_if = commands.add_parser(
+        "what-if", help="replay the stored leads of a period through another routing.yaml: who would have got them"
+    )
+    what_if.add_argument("--config", default=DEFAULT_CONFIG)
+    what_if.add_argument("--routing", type=Path, required=True, help="the routing file to try")
+    what_if.add_argument("--since", type=_period, default=timedelta(days=7), help="how far back, e.g. 7d, 12h")
 
     db = commands.add_parser("db-upgrade", help="bring the database schema up to date")
     db.add_argument("--config", default=DEFAULT_CONFIG)
@@ -146,9 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run(args.config, args.log_format))
         if args.command == "demo":
-            from leadrouter.demo import run_demo
+            from leadrouter.demo import RoutingTrial, run_demo
 
             configure_logging("warning")
+            if args.routing is None and (args.quick_clients or args.win_rate):
+                parser.error("--quick-clients and --win-rate need --routing")
+            trial = None
+            if args.routing is not None:
+                trial = RoutingTrial(args.routing, quick_clients=args.quick_clients, win_rates=dict(args.win_rate))
             return asyncio.run(
                 run_demo(
                     leads=args.leads,
@@ -157,12 +244,16 @@ def main(argv: list[str] | None = None) -> int:
                     rate=args.rate,
                     workdir=args.workdir,
                     seed=args.seed,
+                    trial=trial,
+                    report_json=args.report_json,
                 )
             )
         if args.command == "stats":
             return asyncio.run(_stats(args.config, args.date, args.tz))
         if args.command == "check-config":
             return _check(args.config)
+        if args.command == "what-if":
+            return asyncio.run(_what_if(args.config, args.routing, args.since))
         if args.command == "db-upgrade":
             return asyncio.run(_upgrade(args.config))
         if args.command == "simulator":

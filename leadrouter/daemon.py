@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -99,9 +100,15 @@ class Daemon:
     """
 
     def __init__(
-        self, settings: Settings, routing: RoutingSource, clock: Clock, notifier: Notifier | None = None
+        self,
+        settings: Settings,
+        routing: RoutingSource,
+        clock: Clock,
+        notifier: Notifier | None = None,
+        rng: random.Random | None = None,  # the strategies' draws; the demo seeds it to repeat a run
     ) -> None:
         self.settings = settings
+        self._rng = rng
         self.routing = routing
         self.clock = clock
         self.notifier = notifier or Notifier({})  # by default systemd is not told anything
@@ -145,7 +152,7 @@ class Daemon:
         def unit_of_work() -> SqlUnitOfWork:
             return SqlUnitOfWork(database, on_events_committed=wake_publisher)
 
-        self.board = ManagerBoard(self.routing.plan)
+        self.board = ManagerBoard(self.routing.plan, self._rng)
         now = self.clock.now()
         self.board.restore(await self.queries.board_history(self.routing.plan, now), now)
         translator = EventTranslator(

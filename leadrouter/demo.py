@@ -4,6 +4,9 @@ It writes its own leadrouter.yaml and routing.yaml into the work directory and l
 through the same code as production, starts the simulator with a realistic mix of clients
 and managers, posts leads over HTTP like a CRM would, prints progress, and ends with what a
 supervisor would ask: who talked, how long, and what happened to every lead.
+
+With ``--routing FILE`` ops try their own routing.yaml: its managers become the simulator's,
+and ``--report-json`` writes the result for a script to check (how a strategy shared the leads).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,12 +28,13 @@ import httpx
 import yaml
 
 from ami_adapter.asterisk import SHIPPED_DIALPLAN
-from config.routing import RoutingSource
+from config.routing import RoutingSource, load_routing
 from config.settings import load_settings
 from leadrouter.broker import private_mosquitto, reachable
 from leadrouter.cli import print_manager_table
 from leadrouter.daemon import Daemon
 from pbxsim import Behaviour, ScaledClock, Simulator, World
+from router.routing import RoutingPlan
 
 TOKEN = "demo-token-0123456789"
 SOURCES = ("site-form", "landing-credit", "yandex-direct", "vk-ads")
@@ -50,6 +55,22 @@ FIRST_NAMES = ("Иван", "Ольга", "Пётр", "Мария", "Алексе
 
 def demo_world(rng: random.Random, numbers: list[str]) -> World:
     """Clients and managers as a sales floor sees them; every behaviour fixed by the seed."""
+    managers = {f"{101 + index}": Behaviour(answer_after=rng.uniform(1.5, 5)) for index in range(len(MANAGERS))}
+    managers["110"] = Behaviour(answer_after=None)  # Lev is away from his desk: leads move on
+    return World(clients=_mixed_clients(rng, numbers), managers=managers)
+
+
+def routing_world(rng: random.Random, numbers: list[str], plan: RoutingPlan, *, quick: bool) -> World:
+    """The managers of an ops' routing file, all at their desks; clients mixed, or all quick to
+    answer and brief, so that only the strategy decides who gets whom (fairness runs)."""
+    managers = {manager.extension: Behaviour(answer_after=rng.uniform(0.5, 1.5)) for manager in plan.managers}
+    if not quick:
+        return World(clients=_mixed_clients(rng, numbers), managers=managers)
+    clients = {e164.removeprefix("+"): Behaviour(answer_after=1, talk=rng.uniform(3, 5)) for e164 in numbers}
+    return World(clients=clients, managers=managers)
+
+
+def _mixed_clients(rng: random.Random, numbers: list[str]) -> dict[str, Behaviour]:
     clients: dict[str, Behaviour] = {}
     for number in (e164.removeprefix("+") for e164 in numbers):  # the PBX dials digits
         roll = rng.random()
@@ -63,9 +84,7 @@ def demo_world(rng: random.Random, numbers: list[str]) -> World:
             clients[number] = Behaviour(answer_after=rng.uniform(2, 6), talk=rng.uniform(4, 25))
         else:
             clients[number] = Behaviour(unavailable=True)
-    managers = {f"{101 + index}": Behaviour(answer_after=rng.uniform(1.5, 5)) for index in range(len(MANAGERS))}
-    managers["110"] = Behaviour(answer_after=None)  # Lev is away from his desk: leads move on
-    return World(clients=clients, managers=managers)
+    return clients
 
 
 def simulator_settings(*, ami_port: int, database: Path, mqtt_port: int | None, token: str) -> dict[str, Any]:
@@ -87,9 +106,9 @@ def simulator_settings(*, ami_port: int, database: Path, mqtt_port: int | None, 
     }
 
 
-def write_config(workdir: Path, ami_port: int, mqtt_port: int | None) -> Path:
+def write_config(workdir: Path, ami_port: int, mqtt_port: int | None, routing_file: Path | None = None) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
-    routing = {
+    routing: dict[str, Any] = {
         "version": 1,
         "managers": [
             {"id": manager_id, "name": name, "extension": str(101 + index)}
@@ -110,7 +129,10 @@ def write_config(workdir: Path, ami_port: int, mqtt_port: int | None) -> Path:
     settings = simulator_settings(
         ami_port=ami_port, database=workdir / "leadrouter.db", mqtt_port=mqtt_port, token=TOKEN
     ) | {"routing_file": "routing.yaml", "log": {"level": "warning"}}
-    (workdir / "routing.yaml").write_text(yaml.safe_dump(routing, allow_unicode=True, sort_keys=False))
+    if routing_file is None:
+        (workdir / "routing.yaml").write_text(yaml.safe_dump(routing, allow_unicode=True, sort_keys=False))
+    else:
+        settings["routing_file"] = str(routing_file.resolve())
     path = workdir / "leadrouter.yaml"
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     for stale in workdir.glob("leadrouter.db*"):
@@ -158,29 +180,64 @@ class CrmListener:
                 self.received.append(json.loads(bytes(message.payload)))
 
 
-async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: float, workdir: Path, seed: int) -> int:
+@dataclass(frozen=True)
+class RoutingTrial:
+    """``demo --routing``: an ops' routing file tried on the simulator."""
+
+    file: Path
+    quick_clients: bool = False  # every client answers at once and talks briefly
+    win_rates: dict[str, float] = field(default_factory=dict)  # the CRM reports won at these rates, by owner
+
+
+async def run_demo(
+    *,
+    leads: int,
+    exit_when_done: bool,
+    scale: float,
+    rate: float,
+    workdir: Path,
+    seed: int,
+    trial: RoutingTrial | None = None,
+    report_json: Path | None = None,
+) -> int:
     rng = random.Random(seed)
     numbers = [f"+7916{rng.randrange(10**7):07d}" for _ in range(leads)]
     clock = ScaledClock(scale)
     since = clock.now()
+    if trial is None:
+        world = demo_world(rng, numbers)
+    else:
+        world = routing_world(rng, numbers, load_routing(trial.file), quick=trial.quick_clients)
     with broker() as mqtt_port:
-        async with Simulator(
-            clock=clock, dialplan=SHIPPED_DIALPLAN, world=demo_world(rng, numbers), timestamp_events=True
-        ) as sim:
-            settings = load_settings(write_config(workdir, sim.port, mqtt_port), env={})
+        async with Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world, timestamp_events=True) as sim:
+            routing_file = None if trial is None else trial.file
+            settings = load_settings(write_config(workdir, sim.port, mqtt_port, routing_file), env={})
             routing = RoutingSource.load(settings.routing_file)
-            async with Daemon(settings, routing, clock) as daemon, contextlib.AsyncExitStack() as stack:
+            daemon_rng = random.Random(seed)  # the strategies' draws: the same seed, the same run
+            async with (
+                Daemon(settings, routing, clock, rng=daemon_rng) as daemon,
+                contextlib.AsyncExitStack() as stack,
+            ):
                 crm = CrmListener("leadrouter-demo-crm")
                 if mqtt_port is not None:
                     stack.callback(asyncio.create_task(crm.run(mqtt_port)).cancel)
                     await asyncio.wait_for(crm.subscribed.wait(), 5)
                 base = f"http://127.0.0.1:{daemon.http_port}"
-                print(f"leadrouter demo: {leads} leads, {len(MANAGERS)} managers, clock x{scale:g}")
+                print(f"leadrouter demo: {leads} leads, {len(routing.plan.managers)} managers, clock x{scale:g}")
                 print(f"  simulator 127.0.0.1:{sim.port} | API {base} (token {TOKEN}) | MQTT port {mqtt_port}")
                 print(f"  config and database in {workdir}/")
-                poster = asyncio.create_task(_post_leads(base, numbers, rng, rate))
+                posted: asyncio.Queue[int] = asyncio.Queue()
+                poster = asyncio.create_task(_post_leads(base, numbers, rng, rate, posted))
+                if trial is not None and trial.win_rates:
+                    reports = _report_outcomes(base, posted, trial.win_rates, random.Random(seed))
+                    stack.callback(asyncio.create_task(reports).cancel)
                 await _progress(daemon, poster, leads)
                 await _summary(daemon, crm, clock, since)
+                if report_json is not None:
+                    report = await routing_report(daemon, clock, since)
+                    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+                    await asyncio.to_thread(report_json.write_text, text)
+                    print(f"\nReport: {report_json}")
                 if exit_when_done:
                     return 0
                 print(f"\nStill running: try  curl -H 'Authorization: Bearer {TOKEN}' {base}/stats/managers")
@@ -212,7 +269,9 @@ async def _progress(daemon: Daemon, poster: asyncio.Task[None], leads: int) -> N
                 return
 
 
-async def _post_leads(base: str, numbers: list[str], rng: random.Random, rate: float) -> None:
+async def _post_leads(
+    base: str, numbers: list[str], rng: random.Random, rate: float, posted: asyncio.Queue[int]
+) -> None:
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
         for index, number in enumerate(numbers):
             response = await http.post(
@@ -226,7 +285,54 @@ async def _post_leads(base: str, numbers: list[str], rng: random.Random, rate: f
                 },
             )
             response.raise_for_status()
+            posted.put_nowait(response.json()["id"])
             await asyncio.sleep(1 / rate)
+
+
+async def _report_outcomes(
+    base: str, posted: asyncio.Queue[int], win_rates: dict[str, float], rng: random.Random
+) -> None:
+    """The CRM's side: each lead, once its owner has it, is reported won at the owner's rate, else lost."""
+    waiting: list[int] = []
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        while True:
+            while not posted.empty():
+                waiting.append(posted.get_nowait())
+            still = []
+            for lead_id in waiting:
+                lead = (await http.get(f"/leads/{lead_id}")).json()
+                if lead["status"] == "failed":
+                    continue
+                if lead["status"] != "assigned":
+                    still.append(lead_id)
+                    continue
+                won = rng.random() < win_rates.get(lead["owner_id"], 0.0)
+                outcome = {"outcome": "won" if won else "lost", "author": "demo-crm"}
+                (await http.patch(f"/leads/{lead_id}", json=outcome)).raise_for_status()
+            waiting = still
+            await asyncio.sleep(0.1)
+
+
+async def routing_report(daemon: Daemon, clock: ScaledClock, since: datetime) -> dict[str, Any]:
+    """What ``--report-json`` writes: leads by final status, per manager and per scenario."""
+    owned = await daemon.queries.leads_per_owner()
+    talked = await daemon.stats.between(since, clock.now() + timedelta(seconds=1))
+    matched = await daemon.queries.leads_per_scenario()
+    return {
+        "leads": await daemon.queries.lead_status_counts(),
+        "managers": {
+            manager.manager_id: {
+                "calls": manager.calls,
+                "talk_seconds": manager.talk_seconds,
+                "leads_owned": owned.get(manager.manager_id, 0),
+            }
+            for manager in talked
+        },
+        "scenarios": {
+            scenario.name: {"leads_matched": matched.get(scenario.name, 0)}
+            for scenario in daemon.routing.plan.scenarios
+        },
+    }
 
 
 async def _summary(daemon: Daemon, crm: CrmListener, clock: ScaledClock, since: datetime) -> None:

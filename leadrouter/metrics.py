@@ -242,3 +242,28 @@ class TimedAsteriskPbx(AsteriskPbx):
         )
         # Refusals are the dialer's PBX failures to count; this is how long a queued one took.
         self._timings.originate_queued(time.perf_counter() - started)
+
+    async def originate_manager(
+        self,
+        *,
+        channel_id: str,
+        extension: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        client_ring_timeout: float | None,
+    ) -> None:
+        # Manager first: a lead's first Originate rings a manager; it is timed the same way.
+        self._timings.originating(lead_id)
+        started = time.perf_counter()
+        await super().originate_manager(
+            channel_id=channel_id,
+            extension=extension,
+            phone=phone,
+            lead_id=lead_id,
+            call_id=call_id,
+            ring_timeout=ring_timeout,
+            client_ring_timeout=client_ring_timeout,
+        )
+        self._timings.originate_queued(time.perf_counter() - started)

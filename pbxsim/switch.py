@@ -876,6 +876,9 @@ class Switch:
             return Flow.NEXT
         exten, _, context = resource.partition("@")
         one, two = self._new_local(exten, context, "", "", chan.linkedid, dialed=True)
+        # app_dial gives the outgoing leg its caller's exten (in its own context): a Dial from
+        # exten s shows s on the dialled leg (shipped/manager_first.txt).
+        one.exten = chan.exten
         self._setvar(one, "DIALEDPEERNUMBER", resource)
         # Dial gives the new leg its ids before it shows up in the dialplan, and announces them after.
         changed = self._assign_caller(one, (exten, chan.caller_name), (chan.caller_num, chan.caller_name))

@@ -80,7 +80,7 @@ class ManagerBoard:
         # manager's decided leads in it (lead id -> won), oldest first.
         self._memories: dict[str, ScenarioMemory] = {}
         self._records: dict[str, dict[str, OrderedDict[int, bool]]] = {}
-        self._selectors: dict[str, tuple[Scenario, Selector]] = {}
+        self._selectors: dict[tuple[str, int], tuple[Scenario, Selector]] = {}  # by (scenario, level)
         self._memberships: dict[str, list[Selector]] = {}  # manager id -> selectors of the pools he is in
         self.replace(plan)
 
@@ -111,28 +111,32 @@ class ManagerBoard:
         self._build_selectors()
 
     def _build_selectors(self) -> None:
+        # One index per scenario and overflow level: an overflow pool is picked from by the
+        # scenario's strategy too, with its own turns (memory) and the scenario's records.
         self._selectors = {}
         self._memberships = {manager_id: [] for manager_id in self._slots}
         for scenario in self._plan.scenarios:
-            pool = self._plan.pool(scenario)
-            memory = self._memories.setdefault(scenario.name, ScenarioMemory())
-            closing = scenario.strategy is Strategy.CLOSING_RATE
-            memory.window = scenario.closing_rate.window(len(pool)) if closing else 0
-            memory.trim()
-            chosen = selector(
-                scenario.strategy,
-                memory=memory,
-                pool=pool,
-                options=scenario.closing_rate,
-                records=self._records.setdefault(scenario.name, {}),
-                facts=self,
-                rng=self._rng,
-            )
-            members = {manager.id for manager in pool}
-            chosen.fill(manager_id for manager_id in self._free if manager_id in members)
-            self._selectors[scenario.name] = (scenario, chosen)
-            for manager_id in members:
-                self._memberships[manager_id].append(chosen)
+            for level in range(len(scenario.pools)):
+                pool = self._plan.pool(scenario, level)
+                key = scenario.name if level == 0 else f"{scenario.name}#overflow{level}"
+                memory = self._memories.setdefault(key, ScenarioMemory())
+                closing = scenario.strategy is Strategy.CLOSING_RATE
+                memory.window = scenario.closing_rate.window(len(pool)) if closing else 0
+                memory.trim()
+                chosen = selector(
+                    scenario.strategy,
+                    memory=memory,
+                    pool=pool,
+                    options=scenario.closing_rate,
+                    records=self._records.setdefault(scenario.name, {}),
+                    facts=self,
+                    rng=self._rng,
+                )
+                members = {manager.id for manager in pool}
+                chosen.fill(manager_id for manager_id in self._free if manager_id in members)
+                self._selectors[scenario.name, level] = (scenario, chosen)
+                for manager_id in members:
+                    self._memberships[manager_id].append(chosen)
 
     def restore(self, history: History, now: datetime) -> None:
         """At start: what storage says about today, capacity, outcomes and recent offers."""
@@ -183,9 +187,9 @@ class ManagerBoard:
     def _new_day(self) -> None:
         for slot in self._slots.values():
             slot.calls_today, slot.talk_today = 0, 0.0
-        for scenario, chosen in self._selectors.values():
+        for (_, level), (scenario, chosen) in self._selectors.items():
             if scenario.strategy in _DAILY:
-                members = {manager.id for manager in self._plan.pool(scenario)}
+                members = {manager.id for manager in self._plan.pool(scenario, level)}
                 chosen.fill(manager_id for manager_id in self._free if manager_id in members)
 
     # -- who is free --------------------------------------------------------------------------
@@ -250,31 +254,42 @@ class ManagerBoard:
 
     # -- picking ------------------------------------------------------------------------------
 
-    def _current(self, scenario: Scenario) -> Selector | None:
-        entry = self._selectors.get(scenario.name)
+    def _current(self, scenario: Scenario, level: int) -> Selector | None:
+        entry = self._selectors.get((scenario.name, level))
         if entry is None or (entry[0] is not scenario and entry[0] != scenario):
             return None
         return entry[1]
 
-    def pick(self, scenario: Scenario, exclude: Set[str], now: datetime) -> Manager | None:
-        """The free manager the scenario's strategy gives the next client, skipping ``exclude``."""
+    def pick(self, scenario: Scenario, exclude: Set[str], now: datetime, level: int = 0) -> Manager | None:
+        """The free manager the scenario's strategy gives the next client from its pool at ``level``
+        (0: the scenario's own, 1...: its overflow pools), skipping ``exclude``."""
         self.tick(now)
-        chosen = self._current(scenario)
+        chosen = self._current(scenario, level)
         if chosen is not None:
             manager_id = chosen.pick(exclude)
         else:
-            # A call that began under an earlier plan keeps its scenario's pool; the few such
+            # A call that began under an earlier plan keeps its scenario's pools; the few such
             # calls alive across a reload get the member free longest.
+            pool = scenario.pools[level]
             manager_id = next(
-                (mid for mid in self._free if mid not in exclude and scenario.pool.admits(self._slots[mid].manager)),
+                (mid for mid in self._free if mid not in exclude and pool.admits(self._slots[mid].manager)),
                 None,
             )
         return None if manager_id is None else self._slots[manager_id].manager
 
-    def give(self, scenario: Scenario, manager_id: str, call_id: int, now: datetime) -> None:
+    def available(self, manager_id: str) -> bool:
+        """Whether he could take a client soon: on shift with a registered phone, under capacity,
+        though maybe on a call now (owner first waits for such a manager, not for one who is away)."""
+        slot = self._slots.get(manager_id)
+        if slot is None or not slot.on_shift or slot.device is DeviceState.UNAVAILABLE:
+            return False
+        limit = slot.manager.max_open_leads
+        return limit is None or slot.open_leads < limit
+
+    def give(self, scenario: Scenario, manager_id: str, call_id: int, now: datetime, level: int = 0) -> None:
         """Reserve the picked manager for the call; his turn and the offer count in the scenario."""
         self.reserve(manager_id, call_id)
-        chosen = self._current(scenario)
+        chosen = self._current(scenario, level)
         if chosen is not None:  # a call from before a reload counts in no scenario's turns
             chosen.given(manager_id, now)
 
@@ -316,9 +331,9 @@ class ManagerBoard:
             self._count_open(report.manager_id, -1 if was_open else +1)
         self._record(report)
         if report.scenario is not None and report.manager_id is not None:
-            entry = self._selectors.get(report.scenario)
-            if entry is not None:
-                entry[1].reorder(report.manager_id)
+            for (name, _), (_, chosen) in self._selectors.items():
+                if name == report.scenario:
+                    chosen.reorder(report.manager_id)
 
     def _count_open(self, manager_id: str | None, change: int) -> None:
         slot = self._slots.get(manager_id or "")

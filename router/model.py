@@ -44,14 +44,15 @@ class Disposition(enum.StrEnum):
     ABANDONED = "abandoned"  # client hung up before a manager took the call
     NO_MANAGER = "no_manager"  # nobody free within the hold limit; we hung up
     ENDED_UNOBSERVED = "ended_unobserved"  # the client answered; how it ended was not seen (daemon or AMI away)
-    # The two below are not the client's doing, so they cost the lead no attempt:
+    # The three below are not the client's doing, so they cost the lead no attempt:
     PBX_FAILED = "pbx_failed"  # the PBX refused, failed or lost the call (Call.pbx_failure says why)
     LOST_TRACK = "lost_track"  # gone before we learned whether the client answered (daemon or AMI away)
+    MANAGER_MISSED = "manager_missed"  # manager first: no manager took the call, so the client was not dialled
 
     @property
     def costs_attempt(self) -> bool:
         """Only what the client's line did counts against the lead's attempts."""
-        return self not in (Disposition.PBX_FAILED, Disposition.LOST_TRACK)
+        return self not in (Disposition.PBX_FAILED, Disposition.LOST_TRACK, Disposition.MANAGER_MISSED)
 
 
 class Outcome(enum.StrEnum):
@@ -182,17 +183,13 @@ class Lead:
         assert self.id is not None
         self.last_disposition = disposition
         self.updated_at = now
+        if disposition is Disposition.MANAGER_MISSED:
+            # Nobody was free or answered: the client never heard a ring. Due again soon, as a
+            # lead the PBX failed, but never given up for it: it waits for a manager who answers.
+            return self._again_soon(disposition, now)
         if not disposition.costs_attempt and self.pbx_failures + 1 < MAX_PBX_FAILURES:
             self.pbx_failures += 1
-            self.attempts -= 1
-            self.status = LeadStatus.NEW if self.attempts == 0 else LeadStatus.SCHEDULED
-            self.next_attempt_at = now + timedelta(seconds=PBX_RETRY_DELAY)
-            return ev.LeadScheduled(
-                lead_id=self.id,
-                attempts=self.attempts,
-                next_attempt_at=self.next_attempt_at,
-                last_disposition=disposition.value,
-            )
+            return self._again_soon(disposition, now)
         self.pbx_failures = 0
         if disposition is Disposition.COMPLETED:
             self.status = LeadStatus.ASSIGNED
@@ -202,6 +199,19 @@ class Lead:
             return ev.LeadFailed(lead_id=self.id, attempts=self.attempts, last_disposition=disposition.value)
         self.status = LeadStatus.SCHEDULED
         self.next_attempt_at = now + timedelta(seconds=scenario.retry_delay(self.attempts))
+        return ev.LeadScheduled(
+            lead_id=self.id,
+            attempts=self.attempts,
+            next_attempt_at=self.next_attempt_at,
+            last_disposition=disposition.value,
+        )
+
+    def _again_soon(self, disposition: Disposition, now: datetime) -> ev.LeadScheduled:
+        """The attempt is given back and the lead is due again within seconds."""
+        assert self.id is not None
+        self.attempts -= 1
+        self.status = LeadStatus.NEW if self.attempts == 0 else LeadStatus.SCHEDULED
+        self.next_attempt_at = now + timedelta(seconds=PBX_RETRY_DELAY)
         return ev.LeadScheduled(
             lead_id=self.id,
             attempts=self.attempts,
@@ -245,6 +255,10 @@ class Call:
     pbx_failure: str | None = None  # why the PBX failed the call, when it did
     legs: list[ManagerLeg] = field(default_factory=list)
     hold_expired: bool = False
+    # Manager first: the manager's phone rings first, and the dialplan dials the client once he
+    # answers; how the client's phone ended when it did not answer (Dial's outcome).
+    manager_first: bool = False
+    client_result: Disposition | None = None
 
     # -- what the PBX tells us -------------------------------------------------------------
 
@@ -270,6 +284,46 @@ class Call:
         leg = ManagerLeg(manager_id=manager_id, started_at=now)
         self.legs.append(leg)
         return leg
+
+    # -- manager first ---------------------------------------------------------------------
+
+    def ring_manager(self, manager_id: str, now: datetime) -> ManagerLeg:
+        """Manager first: this manager's phone is originated; the client waits for nothing yet."""
+        if self.state is not CallState.DIALING:
+            raise ValueError(f"call {self.id} is {self.state}, no manager can be rung first")
+        self.manager_first = True
+        self.manager_id = manager_id
+        leg = ManagerLeg(manager_id=manager_id, started_at=now)
+        self.legs.append(leg)
+        return leg
+
+    def manager_picked_up(self, now: datetime) -> bool:
+        """Manager first: he answered, and the dialplan now dials the client (CONNECTING)."""
+        if not self.manager_first or self.state is not CallState.DIALING or not self.legs:
+            return False
+        self.state = CallState.CONNECTING
+        leg = self.legs[-1]
+        leg.answered_at, leg.result = now, LegResult.ANSWERED
+        return True
+
+    def manager_missed(self, result: LegResult, now: datetime) -> str | None:
+        """Manager first: his phone was not answered; returns him. The call may ring another."""
+        if not self.manager_first or self.state is not CallState.DIALING or not self.legs:
+            return None
+        leg = self.legs[-1]
+        if leg.result is not None:
+            return None
+        leg.result, leg.ended_at = result, now
+        self.manager_id = None
+        return leg.manager_id
+
+    def client_picked_up(self, now: datetime) -> ev.CallAnswered | None:
+        """Manager first: the client answered and is bridged at once, so his hold time is nil."""
+        if not self.manager_first or self.state is not CallState.CONNECTING or self.answered_at is not None:
+            return None
+        self.answered_at = now
+        assert self.id is not None
+        return ev.CallAnswered(lead_id=self.lead_id, call_id=self.id, answered_at=now)
 
     @property
     def current_leg(self) -> ManagerLeg | None:
@@ -327,6 +381,9 @@ class Call:
             return None
         if self.state is CallState.BRIDGED:
             disposition = Disposition.COMPLETED
+        elif self.manager_first:
+            # The client's phone did not answer (Dial said how), or the manager hung up first.
+            disposition = self.client_result or Disposition.MANAGER_MISSED
         elif self.hold_expired:
             disposition = Disposition.NO_MANAGER
         elif cause == 0:

@@ -84,6 +84,32 @@ class ClosingRate:
         )
 
 
+class DialOrder(enum.StrEnum):
+    """Which phone rings first."""
+
+    CLIENT_FIRST = "client_first"  # the client; once he answers he waits on hold for a free manager
+    MANAGER_FIRST = "manager_first"  # a free manager; once he answers the client is dialled: nobody holds
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerFirst:
+    """A repeat lead (its phone has an owner) is offered to that owner before the pool."""
+
+    # Seconds from the client's answer during which only the owner may take him: a busy owner is
+    # waited for that long. An owner off shift or unregistered, or whose phone was not answered,
+    # hands the client to the pool at once.
+    wait: float
+    owner_changes: bool = True  # False: the phone's owner stays the lead's owner when someone else talks
+
+
+@dataclass(frozen=True, slots=True)
+class Overflow:
+    """A further pool that may also take a scenario's client once he has waited ``after`` seconds."""
+
+    pool: Pool
+    after: float  # seconds since the client's answer
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
@@ -95,6 +121,28 @@ class Scenario:
     pool: Pool = field(default_factory=Pool)  # everyone
     strategy: Strategy = Strategy.LONGEST_IDLE
     closing_rate: ClosingRate = field(default_factory=ClosingRate)  # read by the closing_rate strategy only
+    owner_first: OwnerFirst | None = None
+    overflow: tuple[Overflow, ...] = ()  # by rising ``after``; the hold limit still caps the wait
+    dial_order: DialOrder = DialOrder.CLIENT_FIRST
+    client_ring_timeout: float | None = None  # manager first: seconds the client's phone rings; None: the PBX's
+    managers_to_try: int | None = None  # manager legs per attempt before giving up on it; None: no limit
+
+    @property
+    def pools(self) -> tuple[Pool, ...]:
+        """The pool, then each overflow pool: level 0, 1, ... of who may take a waiting client."""
+        return (self.pool, *(step.pool for step in self.overflow))
+
+    def levels_open(self, waited: float) -> int:
+        """How many of ``pools`` may take a client who has waited ``waited`` seconds since his answer."""
+        return 1 + sum(1 for step in self.overflow if waited >= step.after)
+
+    def next_change(self, waited: float) -> float | None:
+        """Seconds after the answer when the next owner or overflow step changes who may take him."""
+        moments = [step.after for step in self.overflow]
+        if self.owner_first is not None:
+            moments.append(self.owner_first.wait)
+        later = [moment for moment in moments if moment > waited]
+        return min(later) if later else None
 
     def retry_delay(self, attempts_made: int) -> float:
         return self.retry_delays[min(attempts_made, len(self.retry_delays)) - 1]
@@ -121,5 +169,6 @@ class RoutingPlan:
         # A reload may drop a scenario while its calls are live; they finish under the default.
         return self.scenarios[-1]
 
-    def pool(self, scenario: Scenario) -> list[Manager]:
-        return [manager for manager in self.managers if scenario.pool.admits(manager)]
+    def pool(self, scenario: Scenario, level: int = 0) -> list[Manager]:
+        admits = scenario.pools[level].admits
+        return [manager for manager in self.managers if admits(manager)]

@@ -15,7 +15,7 @@ from router.stats import ManagerStats, day_bounds
 from router.strategies import MAX_HISTORY
 from storage.engine import Database
 from storage.schema import call_legs, calls, lead_outcomes, leads, outbox
-from storage.uow import SqlCalls, SqlLeads
+from storage.uow import SqlCalls, SqlLeads, lead_from_row
 
 # How far back a manager's last turn is looked for; whoever had none since is simply due first.
 TURNS_LOOKBACK = timedelta(days=30)
@@ -147,6 +147,34 @@ class SqlQueries:
         query = select(leads.c.status, func.count()).group_by(leads.c.status)
         async with self._db.read() as conn:
             return {status: count for status, count in (await conn.execute(query)).all()}
+
+    async def leads_since(self, start: datetime) -> list[tuple[Lead, list[Call]]]:
+        """Leads that came in from ``start`` on, each with its calls (what-if replays them)."""
+        async with self._db.read() as conn:
+            rows = (
+                await conn.execute(select(leads).where(leads.c.created_at >= start).order_by(leads.c.id))
+            ).mappings()
+            found = [lead_from_row(row) for row in rows]
+            by_lead: dict[int, list[Call]] = {lead.id: [] for lead in found if lead.id is not None}
+            for call in await SqlCalls(conn).for_leads(list(by_lead)):
+                by_lead[call.lead_id].append(call)
+        return [(lead, by_lead[lead.id]) for lead in found if lead.id is not None]
+
+    async def leads_per_owner(self) -> dict[str, int]:
+        query = select(leads.c.owner_id, func.count()).where(leads.c.owner_id.is_not(None)).group_by(leads.c.owner_id)
+        async with self._db.read() as conn:
+            return {owner: count for owner, count in (await conn.execute(query)).all()}
+
+    async def leads_per_scenario(self) -> dict[str, int]:
+        """Leads by the scenario their first call matched (retries may match another after a reload)."""
+        first = select(calls.c.lead_id, func.min(calls.c.id).label("call_id")).group_by(calls.c.lead_id).subquery()
+        query = (
+            select(calls.c.scenario, func.count())
+            .select_from(first.join(calls, calls.c.id == first.c.call_id))
+            .group_by(calls.c.scenario)
+        )
+        async with self._db.read() as conn:
+            return {scenario: count for scenario, count in (await conn.execute(query)).all()}
 
     async def pending_outbox(self, limit: int) -> list[OutboxMessage]:
         query = (

@@ -111,6 +111,16 @@ class SqlLeads:
         query = select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE))
         return (await self._conn.execute(query)).scalar_one_or_none()
 
+    async def owner_of_phone(self, phone: str) -> str | None:
+        # The newest lead from this phone that has an owner (ix_leads_phone).
+        query = (
+            select(leads.c.owner_id)
+            .where(leads.c.phone == phone, leads.c.owner_id.is_not(None))
+            .order_by(leads.c.id.desc())
+            .limit(1)
+        )
+        return (await self._conn.execute(query)).scalar_one_or_none()
+
 
 class SqlCalls:
     def __init__(self, conn: AsyncConnection) -> None:
@@ -165,6 +175,10 @@ class SqlCalls:
             for leg in (await self._conn.execute(query)).mappings():
                 legs_by_call[leg["call_id"]].append(leg)
         return [call_from_rows(row, legs_by_call[row["id"]]) for row in rows]
+
+    async def for_leads(self, lead_ids: Sequence[int]) -> list[Call]:
+        query = select(calls).where(calls.c.lead_id.in_(lead_ids)).order_by(calls.c.id)
+        return await self._with_legs((await self._conn.execute(query)).mappings().all())
 
     async def for_lead(self, lead_id: int) -> list[Call]:
         query = select(calls).where(calls.c.lead_id == lead_id).order_by(calls.c.id)

@@ -85,6 +85,21 @@ class FakePbx:
         if self.originate_error is not None:
             raise self.originate_error
 
+    async def originate_manager(
+        self,
+        *,
+        channel_id: str,
+        extension: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        client_ring_timeout: float | None,
+    ) -> None:
+        await self._send("originate_manager", channel_id, extension, phone)
+        if self.originate_error is not None:
+            raise self.originate_error
+
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
         await self._send("connect", channel_id, extension)
 
@@ -157,6 +172,10 @@ class _Leads:
             if lead.status in (LeadStatus.NEW, LeadStatus.SCHEDULED) and lead.next_attempt_at is not None
         ]
         return min(times, default=None)
+
+    async def owner_of_phone(self, phone: str) -> str | None:
+        owned = [lead for lead in self._db.leads.values() if lead.phone == phone and lead.owner_id is not None]
+        return max(owned, key=lambda lead: lead.id or 0).owner_id if owned else None
 
 
 class _Calls:

@@ -24,6 +24,11 @@ def test_a_good_routing_is_summarised_scenario_by_scenario(tmp_path: Path, capsy
     assert lines[1].endswith(
         "routing.yaml: ok (4 managers, 4 scenarios, days and hours in Europe/Moscow); first match wins:"
     )
+    assert lines[6:9] == [
+        "       owner first: a repeat lead's owner alone for 15s after the answer; the phone keeps its owner",
+        "       overflow: after 20s also 2 managers (groups junior)",
+        "       overflow: after 35s also 4 managers (every manager)",
+    ]
     assert lines[2:6] == [
         "  1. english-b2b",
         "       matches:  source landing-en or ads-en-*; payload.utm_campaign spring-* or partners; "

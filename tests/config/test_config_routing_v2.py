@@ -227,13 +227,12 @@ def test_tags_and_payload_tags_are_one_rule(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_are_refused_with_a_suggestion(tmp_path: Path) -> None:
-    text = VALID.replace("strategy: weighted", "strategy: weighted\n    dial_order: manager_first").replace(
+    text = VALID.replace("strategy: weighted", "strategy: weighted\n    dial_first: manager").replace(
         "max_open_leads: 40", "max_open_lead: 40"
     )
     assert problems(tmp_path, text) == [
         "10:5: managers[0].max_open_lead: unknown key; did you mean 'max_open_leads'?",
-        "38:5: scenarios[2].dial_order: unknown key; allowed here: "
-        "name, hold_limit, ring_timeout, max_attempts, retry_delays, match, pool, strategy, closing_rate",
+        "38:5: scenarios[2].dial_first: unknown key; did you mean 'dial_order'?",
     ]
 
 
@@ -260,3 +259,59 @@ def test_a_broken_version_2_reload_keeps_the_plan_in_force(tmp_path: Path) -> No
     path.write_text(VALID.replace("strategy: weighted", "strategy: fewest_calls"))
     assert source.reload() == []
     assert source.plan.scenarios[2].strategy is Strategy.FEWEST_CALLS
+
+
+OWNER_AND_OVERFLOW = VALID.replace(
+    "    hold_limit: 1m\n",
+    "    hold_limit: 1m\n"
+    "    owner_first: {owner_wait: 10s, owner_changes: false}\n"
+    "    overflow:\n"
+    "      - {after: 20s, pool: {groups: moscow}}\n"
+    "      - {after: 40s, pool: {}}\n",
+)
+
+
+def test_owner_first_and_overflow_steps_are_read(tmp_path: Path) -> None:
+    vip, moscow, _ = load(tmp_path, OWNER_AND_OVERFLOW).scenarios
+    assert vip.owner_first is not None and (vip.owner_first.wait, vip.owner_first.owner_changes) == (10, False)
+    assert [(step.after, step.pool.describe()) for step in vip.overflow] == [
+        (20, "groups moscow"),
+        (40, "every manager"),
+    ]
+    assert (moscow.owner_first, moscow.overflow) == (None, ())
+    plain = load(tmp_path, VALID.replace("    hold_limit: 1m\n", "    hold_limit: 1m\n    owner_first: {}\n"))
+    assert plain.scenarios[0].owner_first is not None
+    assert (plain.scenarios[0].owner_first.wait, plain.scenarios[0].owner_first.owner_changes) == (15, True)
+
+
+def test_overflow_steps_open_later_each_and_within_the_hold_limit(tmp_path: Path) -> None:
+    text = OWNER_AND_OVERFLOW.replace("after: 40s", "after: 15s").replace("after: 20s", "after: 90s")
+    text = text.replace("pool: {groups: moscow}", "pool: {groups: moskow}")
+    assert problems(tmp_path, text) == [
+        "33:17: scenarios[0].overflow[0].after: 90s is not within the hold limit (60s): "
+        "no client waits that long, so this pool is never reached",
+        "33:28: scenarios[0].overflow[0].pool: takes nobody: no manager is in groups moskow",
+        "33:37: scenarios[0].overflow[0].pool.groups[0]: no manager has group 'moskow'; known groups: moscow, senior",
+        "34:17: scenarios[0].overflow[1].after: must be later than the step before it (90s)",
+    ]
+
+
+def test_dial_order_with_its_options(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "strategy: weighted",
+        "strategy: weighted\n    dial_order: manager_first\n    client_ring_timeout: 25s\n    managers_to_try: 2",
+    )
+    default = load(tmp_path, text).scenarios[-1]
+    assert (default.dial_order, default.client_ring_timeout, default.managers_to_try) == ("manager_first", 25, 2)
+    assert load(tmp_path).scenarios[-1].dial_order == "client_first"
+
+
+def test_manager_first_has_no_overflow_and_client_first_no_client_ring_timeout(tmp_path: Path) -> None:
+    text = OWNER_AND_OVERFLOW.replace("    hold_limit: 1m\n", "    hold_limit: 1m\n    dial_order: manager_first\n")
+    text = text.replace("strategy: weighted", "strategy: weighted\n    client_ring_timeout: 25s")
+    assert problems(tmp_path, text) == [
+        "34:7: scenarios[0].overflow: waits for nobody under `dial_order: manager_first`: "
+        "no client is on hold to overflow",
+        "43:26: scenarios[2].client_ring_timeout: is read only by `dial_order: manager_first`; "
+        "client_first rings for pbx.originate_timeout",
+    ]

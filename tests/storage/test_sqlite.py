@@ -139,3 +139,16 @@ async def test_manager_stats_count_only_talks_in_the_period(db: Database) -> Non
         await uow.commit()
     (row,) = await SqlQueries(db).manager_stats(NOW - timedelta(hours=1), NOW + timedelta(hours=1))
     assert (row.manager_id, row.calls, row.talk_seconds, row.average_talk_seconds) == ("anna", 2, 180, 90)
+
+
+async def test_a_phones_owner_is_the_owner_of_its_newest_owned_lead(db: Database) -> None:
+    phone = _lead(1).phone
+    async with SqlUnitOfWork(db) as uow:
+        await uow.leads.add(_lead(1, owner_id="anna"))
+        await uow.leads.add(_lead(1, owner_id="boris"))
+        await uow.leads.add(_lead(1))  # the new repeat lead itself: no owner yet
+        await uow.leads.add(_lead(2, owner_id="vera"))
+        await uow.commit()
+    async with SqlUnitOfWork(db) as uow:
+        assert await uow.leads.owner_of_phone(phone) == "boris"
+        assert await uow.leads.owner_of_phone(_lead(3).phone) is None
