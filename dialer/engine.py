@@ -278,19 +278,24 @@ class Dialer:
 
     async def _read_pbx(self, *, retry: bool) -> None:
         self._queue.put_nowait(_Listing())
+        reported = ""  # one log line per kind of failure, not one per retry
         while True:
             asked_at = self._clock.now()
             try:
                 snapshot = await self._pbx.snapshot()
+                # Before the first resync: the calls a previous run left open, to adopt or close.
+                adopted = [] if self._resynced_once else await self._load_unfinished()
                 break
             except PbxError as exc:
-                log.error("dialer.resync_failed", error=str(exc), hint="the AMI user needs write=reporting")
-                if not retry or not self._pbx.connected:
-                    return  # the next login (or dial deadline) tries again
-                await asyncio.sleep(RESYNC_RETRY)
-        adopted: list[tuple[Call, Lead]] = []
-        if not self._resynced_once:
-            adopted = await self._load_unfinished()
+                problem, hint = str(exc), "the AMI user needs write=reporting"
+            except Exception as exc:  # the database cannot be read now (full, read-only, gone)
+                problem, hint = repr(exc), "the open calls of the last run cannot be read"
+            if problem != reported:
+                log.error("dialer.resync_failed", error=problem, hint=hint)
+                reported = problem
+            if not retry or not self._pbx.connected:
+                return  # the next login (or dial deadline) tries again
+            await asyncio.sleep(RESYNC_RETRY)
         self._queue.put_nowait(_Resynced(snapshot, asked_at, adopted))
 
     async def _recheck(self) -> None:
