@@ -1,0 +1,187 @@
+"""Supervisors' figures read in SQL: per manager, per lead, per minute of the day.
+
+The per-manager part is the one run over a month of a busy company's calls (DESIGN §6:
+1,000,000 calls, ≤ 300 ms on SQLite); ``bench/stats_month.py`` times it. Each of its three
+queries reads one covering index (migration 0004) and never the table rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from router.model import LegResult, Outcome
+from router.stats import LeadJourney, ManagerLeads, ManagerOffers, ManagerTalk, Period
+from storage.engine import Database
+from storage.schema import UtcDateTime, call_legs, calls, leads
+
+# A call bridged this long before a period may still be talking inside it. Calls are looked for
+# no further back, so the index range stays one period long; nobody talks to a lead for a day.
+LONGEST_TALK = timedelta(days=1)
+
+_MISSED = (LegResult.NO_ANSWER, LegResult.BUSY, LegResult.UNAVAILABLE)
+
+
+class SqlStats:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._sqlite = db.engine.dialect.name == "sqlite"
+
+    def _seconds(self, earlier: ColumnElement[datetime], later: ColumnElement[datetime]) -> ColumnElement[float]:
+        if self._sqlite:
+            return cast((func.julianday(later) - func.julianday(earlier)) * 86400.0, Float)
+        return cast(func.extract("epoch", later - earlier), Float)
+
+    async def manager_rows(
+        self, period: Period, manager_id: str | None = None
+    ) -> tuple[list[ManagerTalk], list[ManagerOffers], list[ManagerLeads]]:
+        async with self._db.read() as conn:
+            return (
+                await self._talk(conn, period, manager_id),
+                await self._offers(conn, period, manager_id),
+                await self._owned(conn, period, manager_id),
+            )
+
+    async def _talk(self, conn: AsyncConnection, period: Period, manager_id: str | None) -> list[ManagerTalk]:
+        """Calls are counted on the day they were bridged; talk time where it was spoken.
+
+        A call bridged at 23:50 that ends at 00:20 is one call of the first day, and gives ten
+        minutes of talk to the first day and twenty to the second: only calls crossing a bound of
+        the period pay for the date arithmetic, the rest add their stored ``talk_seconds``.
+        """
+        start = literal(period.start, UtcDateTime())
+        end = literal(period.end, UtcDateTime())
+        c = calls.c
+        inside = c.bridged_at >= start
+        talk = func.coalesce(c.talk_seconds, 0.0)
+        before = case((c.bridged_at < start, self._seconds(c.bridged_at, start)), else_=0.0)
+        after = case((c.ended_at > end, self._seconds(end, c.ended_at)), else_=0.0)
+        in_period = case(
+            (and_(inside, c.ended_at <= end), talk),
+            (c.ended_at.is_(None), 0.0),  # still talking: counted once it ends
+            else_=func.max(talk - before - after, 0.0) if self._sqlite else func.greatest(talk - before - after, 0.0),
+        )
+        query = (
+            select(
+                c.manager_id,
+                func.count(case((inside, 1))),
+                func.sum(in_period),
+                func.sum(case((inside, talk))),
+                func.max(case((inside, talk))),
+                func.min(case((inside, c.bridged_at))),
+                func.max(case((inside, c.bridged_at))),
+            )
+            .where(c.bridged_at >= literal(period.start - LONGEST_TALK, UtcDateTime()), c.bridged_at < end)
+            .group_by(c.manager_id)
+        )
+        if manager_id is not None:
+            query = query.where(c.manager_id == manager_id)
+        rows = (await conn.execute(query)).all()
+        return [
+            ManagerTalk(mid, count, talk_in or 0.0, whole or 0.0, longest or 0.0, _raw_utc(first), _raw_utc(last))
+            for mid, count, talk_in, whole, longest, first, last in rows
+            if mid is not None and (count or talk_in)
+        ]
+
+    async def _offers(self, conn: AsyncConnection, period: Period, manager_id: str | None) -> list[ManagerOffers]:
+        legs = call_legs.c
+        query = (
+            select(
+                legs.manager_id,
+                func.count(),
+                func.count(case((legs.result == LegResult.ANSWERED, 1))),
+                func.count(case((legs.result.in_(_MISSED), 1))),
+            )
+            .where(legs.started_at >= period.start, legs.started_at < period.end)
+            .group_by(legs.manager_id)
+        )
+        if manager_id is not None:
+            query = query.where(legs.manager_id == manager_id)
+        return [ManagerOffers(*row) for row in (await conn.execute(query)).all()]
+
+    async def _owned(self, conn: AsyncConnection, period: Period, manager_id: str | None) -> list[ManagerLeads]:
+        lc = leads.c
+        query = (
+            select(
+                lc.owner_id,
+                func.count(),
+                func.count(case((lc.outcome == Outcome.WON, 1))),
+                func.count(case((lc.outcome == Outcome.LOST, 1))),
+            )
+            .where(lc.created_at >= period.start, lc.created_at < period.end, lc.owner_id.is_not(None))
+            .group_by(lc.owner_id)
+        )
+        if manager_id is not None:
+            query = query.where(lc.owner_id == manager_id)
+        return [ManagerLeads(*row) for row in (await conn.execute(query)).all()]
+
+    async def journeys(self, period: Period) -> list[LeadJourney]:
+        """Every lead created in the period with the first time it was dialled, answered, bridged."""
+        lc, c = leads.c, calls.c
+        first_scenario = (
+            select(c.scenario).where(c.lead_id == lc.id).order_by(c.id).limit(1).correlate(leads).scalar_subquery()
+        )
+        query = (
+            select(
+                lc.id,
+                lc.source,
+                first_scenario,
+                lc.created_at,
+                func.min(c.started_at),
+                func.min(c.answered_at),
+                func.min(c.bridged_at),
+                lc.outcome,
+                lc.status,
+            )
+            .select_from(leads.outerjoin(calls, c.lead_id == lc.id))
+            .where(lc.created_at >= period.start, lc.created_at < period.end)
+            .group_by(lc.id)
+            .order_by(lc.id)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        # min() over a joined column loses the column's type: its value comes back raw.
+        return [
+            LeadJourney(
+                lead_id=lead_id,
+                source=source,
+                scenario=scenario,
+                created_at=created_at,
+                first_dial=_raw_utc(dial),
+                first_answer=_raw_utc(answer),
+                first_bridge=_raw_utc(bridge),
+                won=outcome == Outcome.WON,
+                status=str(status),
+            )
+            for lead_id, source, scenario, created_at, dial, answer, bridge, outcome, status in rows
+        ]
+
+    async def minutes(self, period: Period) -> list[tuple[datetime, int, int, int, float]]:
+        """Calls started in the period per UTC minute: calls, answered, bridged, talk seconds."""
+        c = calls.c
+        minute = func.substr(c.started_at, 1, 16) if self._sqlite else func.date_trunc("minute", c.started_at)
+        query = (
+            select(
+                minute,
+                func.count(),
+                func.count(c.answered_at),
+                func.count(c.bridged_at),
+                func.coalesce(func.sum(c.talk_seconds), 0.0),
+            )
+            .where(c.started_at >= period.start, c.started_at < period.end)
+            .group_by(minute)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(_raw_utc(at) or period.start, n, answered, bridged, talk) for at, n, answered, bridged, talk in rows]
+
+
+def _raw_utc(value: datetime | str | None) -> datetime | None:
+    """A time as the database gave it outside a typed column: SQLite text, or a PostgreSQL datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
