@@ -4,6 +4,8 @@ Pure: storage hands in rows, these rules turn them into what supervisors read.""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -19,17 +21,6 @@ class ManagerStats:
     talk_seconds: float
     average_talk_seconds: float
     name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class DayStats:
-    """One calendar day in a supervisor's time zone: its UTC interval and every manager's figures."""
-
-    day: date
-    zone: tzinfo
-    start: datetime
-    end: datetime
-    managers: list[ManagerStats]
 
 
 def day_bounds(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
@@ -386,3 +377,115 @@ def build_report(
         fairness=fairness(managers),
         hours=hours,
     )
+
+
+# -- the tables supervisors download: one definition of the columns for API, CSV and CLI ----------
+
+BY = ("manager", "source", "scenario", "hour")
+
+
+def manager_rows(figures: Iterable[ManagerFigures], zone: tzinfo) -> list[dict[str, object]]:
+    def local(at: datetime | None) -> str | None:
+        return at.astimezone(zone).isoformat() if at else None
+
+    return [
+        {
+            "manager_id": m.manager_id,
+            "name": m.name,
+            "offers": m.offers,
+            "answered": m.answered,
+            "missed": m.missed,
+            "calls": m.calls,
+            "talk_seconds": m.talk_seconds,
+            "average_talk_seconds": m.average_talk_seconds,
+            "longest_talk_seconds": m.longest_talk_seconds,
+            "first_call": local(m.first_call),
+            "last_call": local(m.last_call),
+            "leads_owned": m.leads_owned,
+            "won": m.won,
+            "lost": m.lost,
+        }
+        for m in figures
+    ]
+
+
+def group_rows(groups: Iterable[GroupFigures], key: str) -> list[dict[str, object]]:
+    return [
+        {
+            key: g.key,
+            "leads": g.leads,
+            "reached": g.reached,
+            "assigned": g.assigned,
+            "won": g.won,
+            "reached_pct": g.reached_pct,
+            "assigned_pct": g.assigned_pct,
+            "won_pct": g.won_pct,
+        }
+        for g in groups
+    ]
+
+
+def hour_rows(hours: Iterable[HourFigures]) -> list[dict[str, object]]:
+    return [
+        {"hour": h.hour, "calls": h.calls, "answered": h.answered, "bridged": h.bridged, "talk_seconds": h.talk_seconds}
+        for h in hours
+    ]
+
+
+def rows_by(report: StatsReport, by: str) -> list[dict[str, object]]:
+    """The report's table ``by`` manager, source, scenario or hour."""
+    if by == "manager":
+        return manager_rows(report.managers, report.period.zone)
+    if by == "source":
+        return group_rows(report.sources, "source")
+    if by == "scenario":
+        return group_rows(report.scenarios, "scenario")
+    if by == "hour":
+        return hour_rows(report.hours)
+    raise ValueError(f"unknown table {by!r}: one of {', '.join(BY)}")
+
+
+def report_summary(report: StatsReport) -> dict[str, object]:
+    """Everything but the tables: the period, speed-to-lead, leads never reached, fairness."""
+    period = report.period
+    return {
+        "first_day": period.first.isoformat(),
+        "last_day": period.last.isoformat(),
+        "zone": str(period.zone),
+        "from": period.start.isoformat(),
+        "to": period.end.isoformat(),
+        "speed_to_lead": {
+            step: {"leads": s.leads, "p50": s.p50, "p90": s.p90, "max": s.max}
+            for step, s in (
+                ("first_dial", report.speed_to_lead.first_dial),
+                ("client_answered", report.speed_to_lead.client_answered),
+                ("manager_bridged", report.speed_to_lead.manager_bridged),
+            )
+        },
+        "never_reached": {
+            "leads": report.never_reached.leads,
+            "by_status": report.never_reached.by_status,
+            "lead_ids": report.never_reached.lead_ids,
+        },
+        "fairness": [
+            {
+                "weight": f.weight,
+                "managers": f.managers,
+                "leads": f.leads,
+                "max_share_pct": f.max_share,
+                "min_share_pct": f.min_share,
+                "ratio": f.ratio,
+            }
+            for f in report.fairness
+        ],
+    }
+
+
+def csv_text(rows: Sequence[dict[str, object]]) -> str:
+    """RFC 4180 CSV with a header line; empty values for None."""
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return out.getvalue()

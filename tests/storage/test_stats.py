@@ -70,7 +70,7 @@ async def _leg(conn: Any, call_id: int, leg_no: int, manager: str, started: date
     await conn.execute(insert(call_legs).values(row))
 
 
-async def _company_day(db: Database) -> None:
+async def company_day(db: Database) -> None:
     async with db.write() as conn:
         # Lead 1 (site, 10:00 MSK): dialled after 30 s, answered after 40 s; Boris did not pick up,
         # Anna did and talked 300 s from 07:01. She owns it; the CRM says won.
@@ -135,7 +135,7 @@ async def _report(db: Database, period: Period, manager_id: str | None = None) -
 
 
 async def test_a_day_per_manager_source_scenario_speed_fairness_and_hour(db: Database) -> None:
-    await _company_day(db)
+    await company_day(db)
     report = await _report(db, Period.of_days(date(2026, 11, 24), date(2026, 11, 24), MOSCOW))
     anna, boris, vera = report.managers
     assert (anna.offers, anna.answered, anna.missed, anna.calls) == (1, 1, 0, 1)
@@ -170,7 +170,7 @@ async def test_a_day_per_manager_source_scenario_speed_fairness_and_hour(db: Dat
 
 
 async def test_a_call_across_midnight_gives_each_day_its_talk_and_one_day_the_call(db: Database) -> None:
-    await _company_day(db)
+    await company_day(db)
     stats = SqlStats(db)
     day25 = Period.of_days(date(2026, 11, 25), date(2026, 11, 25), MOSCOW)
     boris = manager_figures(MANAGERS, *await stats.manager_rows(day25))[1]
@@ -185,7 +185,7 @@ async def test_a_call_across_midnight_gives_each_day_its_talk_and_one_day_the_ca
 
 
 async def test_one_manager_only(db: Database) -> None:
-    await _company_day(db)
+    await company_day(db)
     talk, offers, owned = await SqlStats(db).manager_rows(
         Period.of_days(date(2026, 11, 24), date(2026, 11, 24), MOSCOW), "boris"
     )
@@ -193,7 +193,7 @@ async def test_one_manager_only(db: Database) -> None:
 
 
 async def test_an_empty_period_lists_every_manager_with_zeros(db: Database) -> None:
-    await _company_day(db)
+    await company_day(db)
     report = await _report(db, Period.of_days(date(2026, 12, 1), date(2026, 12, 31), MOSCOW))
     assert [(m.manager_id, m.calls, m.offers, m.talk_seconds) for m in report.managers] == [
         ("anna", 0, 0, 0),
