@@ -11,15 +11,17 @@ CRM tries again later or elsewhere, and nothing is lost on either side.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
+from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -61,6 +63,8 @@ class StatsPort(Protocol):
     async def report(self, period: Period, manager_id: str | None = None) -> StatsReport: ...
 
 
+DASHBOARD = Path(__file__).parent / "dashboard"  # vendored static files: nothing to build
+
 # Seconds a client is asked to wait: a full or read-only disk takes a person to fix; a
 # stopping daemon is back (or another one answers) within seconds.
 RETRY_AFTER_STORAGE = 30
@@ -73,6 +77,7 @@ class ApiDeps:
     queries: LeadQueriesPort
     outcomes: LeadOutcomesPort
     stats: StatsPort
+    live: Callable[[], AsyncIterator[str]]  # the live board as server-sent events, until the daemon stops
     health: Callable[[], tuple[bool, dict[str, Any]]]  # serving (200, else 503), and the body
     metrics: Callable[[], Awaitable[tuple[bytes, str]]]  # the exposition and its content type
     intake_open: Callable[[], bool]  # False while the daemon stops
@@ -368,6 +373,19 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 }
             )
         )
+
+    @app.get("/live", dependencies=auth, response_class=StreamingResponse)
+    async def live() -> StreamingResponse:
+        """The live board as server-sent events (``event: board``, JSON data) whenever it changes:
+        managers' states and since when, calls in progress, leads waiting, today's counters."""
+        return StreamingResponse(
+            deps.live(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    # Static files only, no data: the page asks for the token and sends it with every request.
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
 
     @app.get("/health")
     async def health() -> JSONResponse:

@@ -34,6 +34,7 @@ from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
 from events.publisher import OutboxPublisher, PublisherState
 from leadrouter.health import Check, Severity, assess
+from leadrouter.live import LiveBoard
 from leadrouter.metrics import DialTimings, Metrics, Readings, TimedAsteriskPbx, TimedIntake
 from leadrouter.systemd import Notifier, Watchdog
 from leadrouter.tasks import BackgroundTasks
@@ -82,7 +83,7 @@ class SupervisorStats:
 
     def __init__(self, db: Database, routing: RoutingSource, clock: Clock) -> None:
         self._queries = SqlQueries(db)
-        self._sql = SqlStats(db)
+        self.sql = SqlStats(db)
         self._routing = routing
         self._clock = clock
 
@@ -115,11 +116,15 @@ class SupervisorStats:
         managers = self._routing.plan.managers
         if manager_id is not None:
             managers = tuple(m for m in managers if m.id == manager_id)
-        return manager_figures(managers, *await self._sql.manager_rows(period, manager_id))
+        return manager_figures(managers, *await self.sql.manager_rows(period, manager_id))
+
+    async def today(self) -> tuple[Period, list[ManagerFigures]]:
+        period = self.period()
+        return period, await self.managers(period)
 
     async def report(self, period: Period, manager_id: str | None = None) -> StatsReport:
-        journeys = await self._sql.journeys(period)
-        hours = hours_of_day(await self._sql.minutes(period), period.zone)
+        journeys = await self.sql.journeys(period)
+        hours = hours_of_day(await self.sql.minutes(period), period.zone)
         return build_report(period, await self.managers(period, manager_id), journeys, hours)
 
 
@@ -226,6 +231,14 @@ class Daemon:
             default_region=settings.phones.default_region,
             on_new_lead=self.dialer.leads_added,
         )
+        self.live = LiveBoard(
+            self.board,
+            lambda: self.routing.plan,
+            self.clock,
+            live_calls=self.stats.sql.live_calls,
+            lead_counts=self.queries.lead_status_counts,
+            today=self.stats.today,
+        )
         self.outcomes = LeadOutcomes(uow=unit_of_work, clock=self.clock, on_reported=self._outcome_reported)
 
         # Stopped in reverse: the API first (no new leads), then the AMI session, then the
@@ -252,6 +265,7 @@ class Daemon:
             queries=self.queries,
             outcomes=self.outcomes,
             stats=self.stats,
+            live=self.live.stream,
             health=self.health,
             metrics=self.metrics.exposition,
             intake_open=lambda: not self.stopping,
@@ -262,6 +276,7 @@ class Daemon:
         server = await stack.enter_async_context(ApiServer(create_app(api), settings.http.host, settings.http.port))
         self.tasks.watch("http", server.task)
         stack.callback(self.tasks.stopping, "http")  # runs before the server stops: that end is no death
+        stack.callback(self.live.close)  # the server waits for open responses; dashboards' streams end now
         self.http_port = server.port
         log.info("http.listening", host=settings.http.host, port=self.http_port)
 

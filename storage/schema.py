@@ -160,6 +160,14 @@ outbox = Table(
     Column("published_at", UtcDateTime, nullable=True),
 )
 
+# The live board reads the calls not ended yet: a handful among millions.
+Index(
+    "ix_calls_live",
+    calls.c.id,
+    sqlite_where=calls.c.ended_at.is_(None),
+    postgresql_where=calls.c.ended_at.is_(None),
+)
+
 Index(
     "ix_outbox_pending",
     outbox.c.seq,

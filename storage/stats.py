@@ -158,6 +158,29 @@ class SqlStats:
             for lead_id, source, scenario, created_at, dial, answer, bridge, outcome, status in rows
         ]
 
+    async def live_calls(self) -> list[dict[str, object]]:
+        """Calls not ended yet (read through the small partial index ix_calls_live), oldest first."""
+        c, lc = calls.c, leads.c
+        query = (
+            select(
+                c.id,
+                c.lead_id,
+                lc.name,
+                lc.source,
+                c.scenario,
+                c.state,
+                c.started_at,
+                c.answered_at,
+                c.bridged_at,
+                c.manager_id,
+            )
+            .join_from(calls, leads, lc.id == c.lead_id)
+            .where(c.ended_at.is_(None))
+            .order_by(c.id)
+        )
+        async with self._db.read() as conn:
+            return [dict(row) for row in (await conn.execute(query)).mappings()]
+
     async def minutes(self, period: Period) -> list[tuple[datetime, int, int, int, float]]:
         """Calls started in the period per UTC minute: calls, answered, bridged, talk seconds."""
         c = calls.c
