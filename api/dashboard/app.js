@@ -155,7 +155,10 @@ function bars(svg, labels, series, format) {
     });
     nodes.push(el("text", { x: i * groupWidth + groupWidth / 2, y: height - bottom + 12, "text-anchor": "middle" }, label));
   });
-  series.forEach((s, j) => nodes.push(el("text", { x: 4 + j * 90, y: height - 6 }, `■ ${s.name}`)));
+  series.forEach((s, j) => {
+    nodes.push(el("rect", { class: `bar ${s.class || ""}`, x: 4 + j * 90, y: height - 14, width: 9, height: 9 }));
+    nodes.push(el("text", { x: 17 + j * 90, y: height - 6 }, s.name));
+  });
   nodes.push(el("text", { x: 2, y: 10 }, `max ${format(max)}`));
   svg.replaceChildren(...nodes);
 }
