@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dialer.intake import LeadInput
+from recordings.access import RecordingLinks, resolve
 from router.model import Call, Lead, Outcome
 from router.phone import InvalidPhone
 from router.stats import (
@@ -78,6 +80,9 @@ class ApiDeps:
     outcomes: LeadOutcomesPort
     stats: StatsPort
     live: Callable[[], AsyncIterator[str]]  # the live board as server-sent events, until the daemon stops
+    recordings: Path | None  # the PBX's recording folder, when the daemon serves the files
+    recording_links: RecordingLinks
+    now: Callable[[], float]  # wall-clock seconds, for links' expiry
     health: Callable[[], tuple[bool, dict[str, Any]]]  # serving (200, else 503), and the body
     metrics: Callable[[], Awaitable[tuple[bytes, str]]]  # the exposition and its content type
     intake_open: Callable[[], bool]  # False while the daemon stops
@@ -384,6 +389,37 @@ def create_app(deps: ApiDeps) -> FastAPI:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    def recording(name: str) -> Path:
+        path = resolve(deps.recordings, name) if deps.recordings else None
+        if path is None:
+            raise _NoRecording(name)
+        return path
+
+    @app.exception_handler(_NoRecording)
+    async def no_recording(_request: Request, exc: _NoRecording) -> JSONResponse:
+        # The same answer for a missing file and a name outside the folder: nothing to probe with.
+        return _problem(404, "not_found", [("name", f"no recording {str(exc)!r} here")])
+
+    @app.get("/recording-links/{name:path}", dependencies=auth)
+    async def recording_link(name: str) -> JSONResponse:
+        """A link to the recording that works without the token (for a browser's audio player)
+        until ``expires`` (``recordings.link_ttl``)."""
+        recording(name)
+        expires, signature = deps.recording_links.sign(name, deps.now())
+        query = urlencode({"expires": expires, "signature": signature})
+        return JSONResponse({"url": f"/recordings/{quote(name)}?{query}", "expires": expires})
+
+    @app.get("/recordings/{name:path}", response_class=FileResponse)
+    async def recording_file(
+        request: Request, name: str, expires: int | None = None, signature: str | None = None
+    ) -> Response:
+        """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token."""
+        if expires is None or signature is None:
+            authorized(request)
+        elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
+            return _problem(403, "forbidden", [("signature", refused)])
+        return FileResponse(recording(name), media_type="audio/wav")
+
     # Static files only, no data: the page asks for the token and sends it with every request.
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
 
@@ -407,6 +443,10 @@ class _Unauthorized(Exception):
 
 
 class _Stopping(Exception):
+    pass
+
+
+class _NoRecording(Exception):
     pass
 
 

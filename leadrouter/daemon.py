@@ -38,6 +38,7 @@ from leadrouter.live import LiveBoard
 from leadrouter.metrics import DialTimings, Metrics, Readings, TimedAsteriskPbx, TimedIntake
 from leadrouter.systemd import Notifier, Watchdog
 from leadrouter.tasks import BackgroundTasks
+from recordings.access import RecordingLinks, signing_key
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.model import OutcomeReport
@@ -260,17 +261,21 @@ class Daemon:
         if settings.http.token is None:
             log.warning("http.disabled", reason="http.token is not set")
             return
+        token = settings.http.token.get_secret_value()
         api = ApiDeps(
             intake=TimedIntake(self.intake, timings),
             queries=self.queries,
             outcomes=self.outcomes,
             stats=self.stats,
             live=self.live.stream,
+            recordings=settings.recordings.directory,
+            recording_links=RecordingLinks(signing_key(token), settings.recordings.link_ttl),
+            now=time.time,
             health=self.health,
             metrics=self.metrics.exposition,
             intake_open=lambda: not self.stopping,
             unavailable=(StorageUnavailable,),
-            token=settings.http.token.get_secret_value(),
+            token=token,
             max_body_bytes=settings.http.max_body_bytes,
         )
         server = await stack.enter_async_context(ApiServer(create_app(api), settings.http.host, settings.http.port))

@@ -149,7 +149,7 @@ function bars(svg, labels, series, format) {
       const value = s.values[i] || 0;
       const barHeight = (height - bottom - top) * value / max;
       const x = i * groupWidth + groupWidth * 0.1 + j * barWidth;
-      const rect = el("rect", { class: `bar ${s.class || ""}`, x, y: height - bottom - barHeight, width: barWidth - 1, height: barHeight });
+      const rect = el("rect", { class: `bar value ${s.class || ""}`, x, y: height - bottom - barHeight, width: barWidth - 1, height: barHeight });
       rect.append(el("title", {}, `${label} ${s.name}: ${format(value)}`));
       nodes.push(rect);
     });
@@ -198,6 +198,14 @@ async function downloadCsv(tableName) {
 
 // -- lead timeline ------------------------------------------------------------------------
 
+// The daemon's own signed link when it holds the PBX's recordings, else the configured external URL.
+async function recordingSource(call) {
+  if (!call.recording_file) return call.recording_url;
+  const response = await fetch(`/recording-links/${encodeURI(call.recording_file)}`,
+    { headers: { Authorization: `Bearer ${sessionStorage.getItem(tokenKey)}` } });
+  return response.ok ? (await response.json()).url : call.recording_url;
+}
+
 async function loadLead(id) {
   const lead = await (await api(`/leads/${id}`)).json();
   $("lead-title").textContent = `Lead #${lead.id} ${lead.name || ""}`;
@@ -212,7 +220,8 @@ async function loadLead(id) {
     }
     if (call.bridged_at) steps.push([call.bridged_at, `Talking to ${call.manager_id}`, `owner is ${call.manager_id}`]);
     if (call.ended_at) {
-      const audio = call.recording_url ? h("audio", { controls: "", preload: "metadata", src: call.recording_url }) : "";
+      const source = await recordingSource(call);
+      const audio = source ? h("audio", { controls: "", preload: "metadata", src: source }) : "";
       steps.push([call.ended_at, `Call ${call.attempt} ended: ${call.disposition}`,
         h("span", {}, `talk ${hms(call.talk_seconds)}, hold ${hms(call.hold_seconds)} `, audio)]);
     }

@@ -13,6 +13,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from pbxsim import Behaviour, World
 from tests.integration.rig import TOKEN, running
+from tests.integration.test_recordings_api import write_wav
 from tests.storage.test_stats import company_day
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -56,9 +57,13 @@ async def _screenshot(page: Page, name: str) -> None:
 
 
 async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browser: Browser) -> None:
-    async with running(tmp_path, world=WORLD, routing=ROUTING) as rig:
+    monitor = tmp_path / "monitor"
+    recordings = {"recordings": {"directory": str(monitor)}}
+    async with running(tmp_path, world=WORLD, routing=ROUTING, sections=recordings) as rig:
         await company_day(rig.daemon.database)
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
         base = f"http://127.0.0.1:{rig.daemon.http_port}"
         # Without a token the page asks for one; a wrong one is refused.
         await page.goto(f"{base}/dashboard/")
@@ -81,10 +86,21 @@ async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browse
         await expect(anna).to_have_text(IDLE, timeout=15_000)
         await expect(call_row).to_have_count(0)
 
-        # The lead's id on the board opens its timeline.
+        # The lead's id on the board opens its timeline, with the call's recording to play (the
+        # simulator records nothing: the file MixMonitor would have left is written here).
+        (call,) = (await rig.http.get(f"/leads/{lead['id']}")).json()["calls"]
+        write_wav(monitor / call["recording_file"], 3.5)
         await page.goto(f"{base}/dashboard/#lead/{lead['id']}")
         await expect(page.locator("#timeline")).to_contain_text("Talking to anna")
         await expect(page.locator("#timeline")).to_contain_text("ended: completed")
+        audio = page.locator("#timeline audio")
+        await expect(audio).to_have_count(1)
+        duration = await audio.evaluate(
+            "a => a.readyState >= 1 ? a.duration"
+            " : new Promise(ok => a.addEventListener('loadedmetadata', () => ok(a.duration)))"
+        )
+        assert duration == pytest.approx(3.5, abs=0.01)
+        await _screenshot(page, "timeline")
 
         await page.goto(f"{base}/dashboard/#stats")
         await page.select_option("#period-name", "custom")
@@ -93,10 +109,11 @@ async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browse
         await page.click("#period button")
         await expect(page.locator("#period-label")).to_have_text("2026-11-24 – 2026-11-25 (Europe/Moscow)")
         # Anna 300 s and Boris 1800 s of talk: two bars of the talk chart have height.
-        talk_bars = page.locator("#chart-talk rect")
+        talk_bars = page.locator("#chart-talk rect.value")
         await expect(talk_bars).to_have_count(3)
         heights = [float(await bar.get_attribute("height") or 0) for bar in await talk_bars.all()]
         assert heights[1] > heights[0] > 0 == heights[2]
-        await expect(page.locator("#chart-hours rect")).to_have_count(48)
+        await expect(page.locator("#chart-hours rect.value")).to_have_count(48)
         await expect(page.locator("#stats-sources")).to_contain_text("ads")
         await _screenshot(page, "stats")
+        assert errors == []
