@@ -178,6 +178,7 @@ async def run_demo(*, leads: int, exit_when_done: bool, scale: float, rate: floa
                 print(f"leadrouter demo: {leads} leads, {len(MANAGERS)} managers, clock x{scale:g}")
                 print(f"  simulator 127.0.0.1:{sim.port} | API {base} (token {TOKEN}) | MQTT port {mqtt_port}")
                 print(f"  config and database in {workdir}/")
+                print(f"  dashboard (logged in): {base}/dashboard/#token={TOKEN}")
                 poster = asyncio.create_task(_post_leads(base, numbers, rng, rate))
                 await _progress(daemon, poster, leads)
                 await _summary(daemon, crm, clock, since)

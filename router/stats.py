@@ -181,10 +181,10 @@ class LeadJourney:
     lead_id: int
     source: str
     scenario: str | None  # of its first call; None while it was never dialled
-    created_at: datetime
-    first_dial: datetime | None
-    first_answer: datetime | None  # the client picked up
-    first_bridge: datetime | None  # a manager was on the line with him
+    # Seconds from the lead's creation to the first time each step happened, None while it has not:
+    to_dial: float | None
+    to_answer: float | None  # the client picked up
+    to_bridge: float | None  # a manager was on the line with him
     won: bool
     status: str
 
@@ -222,8 +222,8 @@ def group_figures(journeys: Iterable[LeadJourney], key: Callable[[LeadJourney], 
     for j in journeys:
         row = counts.setdefault(key(j), [0, 0, 0, 0])
         row[0] += 1
-        row[1] += j.first_answer is not None
-        row[2] += j.first_bridge is not None
+        row[1] += j.to_answer is not None
+        row[2] += j.to_bridge is not None
         row[3] += j.won
     return [GroupFigures(k, *row) for k, row in sorted(counts.items())]
 
@@ -258,13 +258,10 @@ class SpeedToLead:
 
 
 def speed_to_lead(journeys: Sequence[LeadJourney]) -> SpeedToLead:
-    def since_created(step: Callable[[LeadJourney], datetime | None]) -> list[float]:
-        return [(at - j.created_at).total_seconds() for j in journeys if (at := step(j)) is not None]
-
     return SpeedToLead(
-        spread(since_created(lambda j: j.first_dial)),
-        spread(since_created(lambda j: j.first_answer)),
-        spread(since_created(lambda j: j.first_bridge)),
+        spread(j.to_dial for j in journeys if j.to_dial is not None),
+        spread(j.to_answer for j in journeys if j.to_answer is not None),
+        spread(j.to_bridge for j in journeys if j.to_bridge is not None),
     )
 
 
@@ -279,7 +276,7 @@ NEVER_REACHED_LISTED = 100
 
 
 def never_reached(journeys: Iterable[LeadJourney]) -> NeverReached:
-    missed = sorted((j for j in journeys if j.first_answer is None), key=lambda j: (j.created_at, j.lead_id))
+    missed = sorted((j for j in journeys if j.to_answer is None), key=lambda j: j.lead_id)  # ids grow with time
     by_status: dict[str, int] = {}
     for j in missed:
         by_status[j.status] = by_status.get(j.status, 0) + 1
