@@ -267,6 +267,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return response
 
     auth = [Depends(authorized)]
+    # Supervisors' endpoints (stats, live board, recordings): a supervisor scope goes here.
+    supervisor = auth
 
     async def storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         # The storage has logged the outage once; a line per refused request would flood the log.
@@ -340,29 +342,29 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def bad_query(_request: Request, exc: _BadQuery) -> JSONResponse:
         return _problem(422, "invalid_request", [(exc.field, exc.reason)])
 
-    @app.get("/stats/managers", dependencies=auth)
+    @app.get("/stats/managers", dependencies=supervisor)
     async def stats_managers(period: StatsPeriod, manager_id: Manager = None, form: Format = "json") -> Response:
         """Per manager: offers, answered, missed, calls, talk (total within the period, average and
         longest of whole calls), first and last call, leads owned, won and lost; every manager in
         routing.yaml, idle ones with zeros."""
         return table("managers", period, manager_rows(await deps.stats.managers(period, manager_id), period.zone), form)
 
-    @app.get("/stats/sources", dependencies=auth)
+    @app.get("/stats/sources", dependencies=supervisor)
     async def stats_sources(period: StatsPeriod, form: Format = "json") -> Response:
         """Per lead source, leads created in the period: reached, assigned (a manager talked), won, in %."""
         return table("sources", period, group_rows((await deps.stats.report(period)).sources, "source"), form)
 
-    @app.get("/stats/scenarios", dependencies=auth)
+    @app.get("/stats/scenarios", dependencies=supervisor)
     async def stats_scenarios(period: StatsPeriod, form: Format = "json") -> Response:
         """Per scenario (of each lead's first call), as /stats/sources."""
         return table("scenarios", period, group_rows((await deps.stats.report(period)).scenarios, "scenario"), form)
 
-    @app.get("/stats/hours", dependencies=auth)
+    @app.get("/stats/hours", dependencies=supervisor)
     async def stats_hours(period: StatsPeriod, form: Format = "json") -> Response:
         """Calls started in each hour of the day (company time): dialled, answered, bridged, talk."""
         return table("hours", period, hour_rows((await deps.stats.report(period)).hours), form)
 
-    @app.get("/stats", dependencies=auth)
+    @app.get("/stats", dependencies=supervisor)
     async def stats_report(period: StatsPeriod, manager_id: Manager = None) -> JSONResponse:
         """Everything at once: the tables above, speed-to-lead (p50/p90/max seconds from a lead's
         creation to its first dial, the client's answer, a manager), leads never reached, fairness."""
@@ -379,7 +381,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             )
         )
 
-    @app.get("/live", dependencies=auth, response_class=StreamingResponse)
+    @app.get("/live", dependencies=supervisor, response_class=StreamingResponse)
     async def live() -> StreamingResponse:
         """The live board as server-sent events (``event: board``, JSON data) whenever it changes:
         managers' states and since when, calls in progress, leads waiting, today's counters."""
@@ -400,7 +402,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         # The same answer for a missing file and a name outside the folder: nothing to probe with.
         return _problem(404, "not_found", [("name", f"no recording {str(exc)!r} here")])
 
-    @app.get("/recording-links/{name:path}", dependencies=auth)
+    @app.get("/recording-links/{name:path}", dependencies=supervisor)
     async def recording_link(name: str) -> JSONResponse:
         """A link to the recording that works without the token (for a browser's audio player)
         until ``expires`` (``recordings.link_ttl``)."""
@@ -415,7 +417,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     ) -> Response:
         """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token."""
         if expires is None or signature is None:
-            authorized(request)
+            authorized(request)  # as `supervisor` does
         elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
             return _problem(403, "forbidden", [("signature", refused)])
         return FileResponse(recording(name), media_type="audio/wav")
