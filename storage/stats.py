@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select
+from sqlalchemy import ColumnElement, Float, and_, case, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.model import LegResult, Outcome
 from router.stats import LeadJourney, ManagerLeads, ManagerOffers, ManagerTalk, Period
 from storage.engine import Database
-from storage.schema import UtcDateTime, call_legs, calls, leads
+from storage.schema import call_legs, calls, leads
 
 # A call bridged this long before a period may still be talking inside it. Calls are looked for
 # no further back, so the index range stays one period long; nobody talks to a lead for a day.
@@ -48,42 +48,53 @@ class SqlStats:
         """Calls are counted on the day they were bridged; talk time where it was spoken.
 
         A call bridged at 23:50 that ends at 00:20 is one call of the first day, and gives ten
-        minutes of talk to the first day and twenty to the second: only calls crossing a bound of
-        the period pay for the date arithmetic, the rest add their stored ``talk_seconds``.
+        minutes of talk to the first day and twenty to the second. The sums run over the calls
+        bridged in the period as stored; then the few calls talking across one of its bounds
+        (bridged within LONGEST_TALK before it) are read one by one and their talk outside the
+        period taken off, or the part inside added. Per-row arithmetic over the whole month
+        cost twice the time of the plain sums.
         """
-        start = literal(period.start, UtcDateTime())
-        end = literal(period.end, UtcDateTime())
         c = calls.c
-        inside = c.bridged_at >= start
         talk = func.coalesce(c.talk_seconds, 0.0)
-        before = case((c.bridged_at < start, self._seconds(c.bridged_at, start)), else_=0.0)
-        after = case((c.ended_at > end, self._seconds(end, c.ended_at)), else_=0.0)
-        in_period = case(
-            (and_(inside, c.ended_at <= end), talk),
-            (c.ended_at.is_(None), 0.0),  # still talking: counted once it ends
-            else_=func.max(talk - before - after, 0.0) if self._sqlite else func.greatest(talk - before - after, 0.0),
-        )
-        query = (
+        sums = (
             select(
                 c.manager_id,
-                func.count(case((inside, 1))),
-                func.sum(in_period),
-                func.sum(case((inside, talk))),
-                func.max(case((inside, talk))),
-                func.min(case((inside, c.bridged_at))),
-                func.max(case((inside, c.bridged_at))),
+                func.count(),
+                func.sum(talk),
+                func.max(talk),
+                func.min(c.bridged_at),
+                func.max(c.bridged_at),
             )
-            .where(c.bridged_at >= literal(period.start - LONGEST_TALK, UtcDateTime()), c.bridged_at < end)
+            .where(c.bridged_at >= period.start, c.bridged_at < period.end)
             .group_by(c.manager_id)
         )
+        # Those bridged before the period and still talking at its start; those in its last
+        # LONGEST_TALK still talking at its end. The two ranges never overlap.
+        crossing_start = and_(
+            c.bridged_at >= period.start - LONGEST_TALK, c.bridged_at < period.start, c.ended_at > period.start
+        )
+        crossing_end = and_(
+            c.bridged_at >= max(period.start, period.end - LONGEST_TALK),
+            c.bridged_at < period.end,
+            c.ended_at > period.end,
+        )
+        crossing = select(c.manager_id, c.bridged_at, c.ended_at, talk).where(or_(crossing_start, crossing_end))
         if manager_id is not None:
-            query = query.where(c.manager_id == manager_id)
-        rows = (await conn.execute(query)).all()
-        return [
-            ManagerTalk(mid, count, talk_in or 0.0, whole or 0.0, longest or 0.0, _raw_utc(first), _raw_utc(last))
-            for mid, count, talk_in, whole, longest, first, last in rows
-            if mid is not None and (count or talk_in)
-        ]
+            sums = sums.where(c.manager_id == manager_id)
+            crossing = crossing.where(c.manager_id == manager_id)
+        figures = {
+            mid: [count, talk_sum or 0.0, talk_sum or 0.0, longest or 0.0, _raw_utc(first), _raw_utc(last)]
+            for mid, count, talk_sum, longest, first, last in (await conn.execute(sums)).all()
+            if mid is not None
+        }
+        for mid, bridged, ended, seconds in (await conn.execute(crossing)).all():
+            outside = max((period.start - bridged).total_seconds(), 0.0) + max(
+                (ended - period.end).total_seconds(), 0.0
+            )
+            inside = max(seconds - outside, 0.0)
+            row = figures.setdefault(mid, [0, 0.0, 0.0, 0.0, None, None])
+            row[1] += inside if bridged < period.start else inside - seconds
+        return [ManagerTalk(mid, *row) for mid, row in figures.items()]
 
     async def _offers(self, conn: AsyncConnection, period: Period, manager_id: str | None) -> list[ManagerOffers]:
         legs = call_legs.c
