@@ -239,7 +239,7 @@ async def main() -> None:
 
     async def whole_report() -> object:
         figures = await ours()
-        return build_report(period, figures, await sql.journeys(period), hours_of_day(await sql.minutes(period), ZONE))
+        return build_report(period, figures, await sql.journeys(period), hours_of_day(await sql.quarters(period), ZONE))
 
     ours_ms, ours_rows = await _median_ms(ours)
     naive_ms, naive_rows = await _median_ms(lambda: naive(db, period, managers))

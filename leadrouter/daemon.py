@@ -125,7 +125,7 @@ class SupervisorStats:
 
     async def report(self, period: Period, manager_id: str | None = None) -> StatsReport:
         journeys = await self.sql.journeys(period)
-        hours = hours_of_day(await self.sql.minutes(period), period.zone)
+        hours = hours_of_day(await self.sql.quarters(period), period.zone)
         return build_report(period, await self.managers(period, manager_id), journeys, hours)
 
 

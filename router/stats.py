@@ -330,14 +330,13 @@ class HourFigures:
     talk_seconds: float  # of the calls started in that hour
 
 
-def hours_of_day(minutes: Iterable[tuple[datetime, int, int, int, float]], zone: tzinfo) -> list[HourFigures]:
-    """Per-minute UTC counts (start, calls, answered, bridged, talk) folded onto the company's 24 hours.
+def hours_of_day(quarters: Iterable[tuple[datetime, int, int, int, float]], zone: tzinfo) -> list[HourFigures]:
+    """Counts per UTC quarter hour (start, calls, answered, bridged, talk) folded onto the company's 24 hours.
 
-    Storage counts by UTC minute because a zone's offset is not whole hours everywhere (India,
-    Nepal) and changes with DST inside a period; the minute is exact for every zone.
+    Each quarter is placed by its own offset, so a period across a DST change is right on both sides.
     """
     hours = [[0, 0, 0, 0.0] for _ in range(24)]
-    for at, count, answered, bridged, talk in minutes:
+    for at, count, answered, bridged, talk in quarters:
         row = hours[at.astimezone(zone).hour]
         row[0] += count
         row[1] += answered

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, func, or_, select
+from sqlalchemy import ColumnElement, Float, Integer, and_, case, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.model import LegResult, Outcome
@@ -188,24 +188,44 @@ class SqlStats:
         async with self._db.read() as conn:
             return [dict(row) for row in (await conn.execute(query)).mappings()]
 
-    async def minutes(self, period: Period) -> list[tuple[datetime, int, int, int, float]]:
-        """Calls started in the period per UTC minute: calls, answered, bridged, talk seconds."""
+    async def quarters(self, period: Period) -> list[tuple[datetime, int, int, int, float]]:
+        """Calls started in the period per UTC quarter hour: calls, answered, bridged, talk seconds.
+
+        A quarter, because every zone's offset from UTC is a whole number of them (India +5:30,
+        Nepal +5:45): each quarter falls into one hour of the company's day.
+        """
         c = calls.c
-        minute = func.substr(c.started_at, 1, 16) if self._sqlite else func.date_trunc("minute", c.started_at)
+        if self._sqlite:  # text 'YYYY-MM-DD HH:MM:...': the hour, and which quarter of it
+            hour = func.substr(c.started_at, 1, 13)
+            quarter = cast(func.substr(c.started_at, 15, 2), Integer) // 15
+        else:
+            hour = func.date_trunc("hour", c.started_at)
+            quarter = cast(func.floor(func.extract("minute", c.started_at) / 15), Integer)
         query = (
             select(
-                minute,
+                hour,
+                quarter,
                 func.count(),
                 func.count(c.answered_at),
                 func.count(c.bridged_at),
                 func.coalesce(func.sum(c.talk_seconds), 0.0),
             )
             .where(c.started_at >= period.start, c.started_at < period.end)
-            .group_by(minute)
+            .group_by(hour, quarter)
         )
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [(_raw_utc(at) or period.start, n, answered, bridged, talk) for at, n, answered, bridged, talk in rows]
+        return [
+            (_hour(at) + timedelta(minutes=15 * int(q)), n, answered, bridged, talk)
+            for at, q, n, answered, bridged, talk in rows
+        ]
+
+
+def _hour(value: datetime | str) -> datetime:
+    """An hour as the database grouped it: SQLite's 'YYYY-MM-DD HH' text, or PostgreSQL's datetime."""
+    if isinstance(value, str):
+        return datetime.strptime(value, "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _seconds(value: float | None) -> float | None:

@@ -130,7 +130,7 @@ async def _report(db: Database, period: Period, manager_id: str | None = None) -
     stats = SqlStats(db)
     figures = manager_figures(MANAGERS, *await stats.manager_rows(period, manager_id))
     return build_report(
-        period, figures, await stats.journeys(period), hours_of_day(await stats.minutes(period), period.zone)
+        period, figures, await stats.journeys(period), hours_of_day(await stats.quarters(period), period.zone)
     )
 
 
