@@ -56,6 +56,8 @@ class LeadOutcomesPort(Protocol):
 
 
 class StatsPort(Protocol):
+    async def lead_events(self, lead_id: int) -> list[dict[str, Any]]: ...
+
     def period(
         self, *, first: date | None, last: date | None, named: str | None, zone: tzinfo | None
     ) -> Period: ...  # by default today, in the company's zone
@@ -401,6 +403,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def no_recording(_request: Request, exc: _NoRecording) -> JSONResponse:
         # The same answer for a missing file and a name outside the folder: nothing to probe with.
         return _problem(404, "not_found", [("name", f"no recording {str(exc)!r} here")])
+
+    @app.get("/leads/{lead_id}/events", dependencies=supervisor)
+    async def lead_events(lead_id: int) -> JSONResponse:
+        """The events about the lead, as published to MQTT (``published_at`` null: still in the
+        outbox): its arrival, every call, owner changes, outcomes."""
+        return JSONResponse(_jsonable({"lead_id": lead_id, "events": await deps.stats.lead_events(lead_id)}))
 
     @app.get("/recording-links/{name:path}", dependencies=supervisor)
     async def recording_link(name: str) -> JSONResponse:

@@ -119,6 +119,9 @@ class SupervisorStats:
             managers = tuple(m for m in managers if m.id == manager_id)
         return manager_figures(managers, *await self.sql.manager_rows(period, manager_id))
 
+    async def lead_events(self, lead_id: int) -> list[dict[str, Any]]:
+        return await self.sql.lead_events(lead_id)
+
     async def today(self) -> tuple[Period, list[ManagerFigures]]:
         period = self.period()
         return period, await self.managers(period)

@@ -158,6 +158,8 @@ outbox = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("published_at", UtcDateTime, nullable=True),
+    # A lead's timeline lists the events published about it.
+    Index("ix_outbox_lead", "lead_id", "seq"),
 )
 
 # The live board reads the calls not ended yet: a handful among millions.

@@ -7,6 +7,7 @@ queries reads one covering index (migration 0004) and never the table rows.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, Float, Integer, and_, case, cast, func, or_, select
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from router.model import LegResult, Outcome
 from router.stats import LeadJourney, ManagerLeads, ManagerOffers, ManagerTalk, Period
 from storage.engine import Database
-from storage.schema import call_legs, calls, leads
+from storage.schema import call_legs, calls, leads, outbox
 
 # A call bridged this long before a period may still be talking inside it. Calls are looked for
 # no further back, so the index range stays one period long; nobody talks to a lead for a day.
@@ -187,6 +188,15 @@ class SqlStats:
         )
         async with self._db.read() as conn:
             return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+    async def lead_events(self, lead_id: int) -> list[dict[str, object]]:
+        """What was published (or waits to be) about one lead, in order: its timeline's MQTT part."""
+        o = outbox.c
+        query = (
+            select(o.id, o.type, o.payload, o.created_at, o.published_at).where(o.lead_id == lead_id).order_by(o.seq)
+        )
+        async with self._db.read() as conn:
+            return [{**row, "payload": json.loads(row["payload"])} for row in (await conn.execute(query)).mappings()]
 
     async def quarters(self, period: Period) -> list[tuple[datetime, int, int, int, float]]:
         """Calls started in the period per UTC quarter hour: calls, answered, bridged, talk seconds.

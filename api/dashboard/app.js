@@ -226,6 +226,16 @@ async function loadLead(id) {
         h("span", {}, `talk ${hms(call.talk_seconds)}, hold ${hms(call.hold_seconds)} `, audio)]);
     }
   }
+  // Every event sent to the CRMs over MQTT: owner changes and outcomes are among them.
+  const { events } = await (await api(`/leads/${id}/events`)).json();
+  for (const event of events) {
+    const p = event.payload;
+    const facts = [p.owner_id && `owner ${p.owner_id}`, p.previous_owner_id && `was ${p.previous_owner_id}`,
+      p.outcome && `outcome ${p.outcome}`, p.reason && `“${p.reason}”`, p.author && `by ${p.author}`, p.disposition]
+      .filter(Boolean).join(", ");
+    steps.push([event.created_at, `MQTT ${event.type}`,
+      h("span", { class: "muted" }, `${facts} · ${event.published_at ? "published" : "waiting in the outbox"}`)]);
+  }
   steps.sort((a, b) => Date.parse(a[0]) - Date.parse(b[0]));
   $("timeline").replaceChildren(...steps.map(([at, what, detail]) =>
     h("li", {}, h("time", { datetime: at }, new Date(at).toLocaleString()), h("b", {}, what), " ", detail)));

@@ -93,6 +93,7 @@ async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browse
         await page.goto(f"{base}/dashboard/#lead/{lead['id']}")
         await expect(page.locator("#timeline")).to_contain_text("Talking to anna")
         await expect(page.locator("#timeline")).to_contain_text("ended: completed")
+        await expect(page.locator("#timeline")).to_contain_text("MQTT lead.assigned")
         audio = page.locator("#timeline audio")
         await expect(audio).to_have_count(1)
         duration = await audio.evaluate(

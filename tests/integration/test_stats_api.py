@@ -78,9 +78,27 @@ async def test_named_periods_and_bad_queries(rig) -> None:  # type: ignore[no-un
         assert refused.status_code == 422 and refused.json()["problems"][0]["field"] == field, (params, refused.text)
 
 
+async def test_a_leads_events_as_published(rig) -> None:  # type: ignore[no-untyped-def]
+    lead = (await rig.post(phone="+79161234567", source="site")).json()
+    await rig.http.patch(f"/leads/{lead['id']}", json={"outcome": "lost", "reason": "too dear", "author": "crm"})
+    events = (await rig.http.get(f"/leads/{lead['id']}/events")).json()["events"]
+    assert [e["type"] for e in events][:1] == ["lead.created"] and events[-1]["type"] == "lead.outcome"
+    assert events[-1]["payload"]["reason"] == "too dear" and events[0]["created_at"] is not None
+    assert (await rig.http.get("/leads/999/events")).json()["events"] == []
+
+
 async def test_every_stats_endpoint_needs_the_token(rig) -> None:  # type: ignore[no-untyped-def]
     base = str(rig.http.base_url)
-    for path in ["/stats", "/stats/managers", "/stats/sources", "/stats/scenarios", "/stats/hours"]:
+    for path in [
+        "/stats",
+        "/stats/managers",
+        "/stats/sources",
+        "/stats/scenarios",
+        "/stats/hours",
+        "/live",
+        "/leads/1/events",
+        "/recording-links/x.wav",
+    ]:
         for headers in [{}, {"Authorization": "Bearer wrong-token-0123456789"}]:
             async with httpx.AsyncClient(base_url=base, headers=headers) as stranger:
                 refused = await stranger.get(path, params={"tz": "Mars/Olympus", "format": "csv"})
