@@ -58,6 +58,8 @@ class LeadOutcomesPort(Protocol):
 class StatsPort(Protocol):
     async def lead_events(self, lead_id: int) -> list[dict[str, Any]]: ...
 
+    async def recording_in_progress(self, name: str) -> bool: ...
+
     def period(
         self, *, first: date | None, last: date | None, named: str | None, zone: tzinfo | None
     ) -> Period: ...  # by default today, in the company's zone
@@ -393,11 +395,20 @@ def create_app(deps: ApiDeps) -> FastAPI:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    def recording(name: str) -> Path:
+    async def recording(name: str) -> Path:
         path = resolve(deps.recordings, name) if deps.recordings else None
         if path is None:
             raise _NoRecording(name)
+        if await deps.stats.recording_in_progress(name):
+            raise _RecordingInProgress(name)
         return path
+
+    @app.exception_handler(_RecordingInProgress)
+    async def recording_in_progress(_request: Request, exc: _RecordingInProgress) -> JSONResponse:
+        # MixMonitor writes the WAV header's lengths at the end: a player would stop short.
+        response = _problem(409, "recording_in_progress", [("name", f"the call recording {str(exc)!r} is still up")])
+        response.headers["Retry-After"] = "10"
+        return response
 
     @app.exception_handler(_NoRecording)
     async def no_recording(_request: Request, exc: _NoRecording) -> JSONResponse:
@@ -414,7 +425,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def recording_link(name: str) -> JSONResponse:
         """A link to the recording that works without the token (for a browser's audio player)
         until ``expires`` (``recordings.link_ttl``)."""
-        recording(name)
+        await recording(name)
         expires, signature = deps.recording_links.sign(name, deps.now())
         query = urlencode({"expires": expires, "signature": signature})
         return JSONResponse({"url": f"/recordings/{quote(name)}?{query}", "expires": expires})
@@ -428,7 +439,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             authorized(request)  # as `supervisor` does
         elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
             return _problem(403, "forbidden", [("signature", refused)])
-        return FileResponse(recording(name), media_type="audio/wav")
+        return FileResponse(await recording(name), media_type="audio/wav")
 
     # Static files only, no data: the page asks for the token and sends it with every request.
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
@@ -457,6 +468,10 @@ class _Stopping(Exception):
 
 
 class _NoRecording(Exception):
+    pass
+
+
+class _RecordingInProgress(Exception):
     pass
 
 

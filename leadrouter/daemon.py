@@ -122,6 +122,9 @@ class SupervisorStats:
     async def lead_events(self, lead_id: int) -> list[dict[str, Any]]:
         return await self.sql.lead_events(lead_id)
 
+    async def recording_in_progress(self, name: str) -> bool:
+        return await self.sql.recording_in_progress(name)
+
     async def today(self) -> tuple[Period, list[ManagerFigures]]:
         period = self.period()
         return period, await self.managers(period)

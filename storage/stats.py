@@ -198,6 +198,13 @@ class SqlStats:
         async with self._db.read() as conn:
             return [{**row, "payload": json.loads(row["payload"])} for row in (await conn.execute(query)).mappings()]
 
+    async def recording_in_progress(self, name: str) -> bool:
+        """Whether a call still up records into ``name`` (looked for among live calls only)."""
+        c = calls.c
+        query = select(c.id).where(c.ended_at.is_(None), c.recording_file == name).limit(1)
+        async with self._db.read() as conn:
+            return (await conn.execute(query)).first() is not None
+
     async def quarters(self, period: Period) -> list[tuple[datetime, int, int, int, float]]:
         """Calls started in the period per UTC quarter hour: calls, answered, bridged, talk seconds.
 

@@ -203,6 +203,7 @@ async function recordingSource(call) {
   if (!call.recording_file) return call.recording_url;
   const response = await fetch(`/recording-links/${encodeURI(call.recording_file)}`,
     { headers: { Authorization: `Bearer ${sessionStorage.getItem(tokenKey)}` } });
+  if (response.status === 409) return null; // the call is still up: the file is not finished
   return response.ok ? (await response.json()).url : call.recording_url;
 }
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 import wave
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from pbxsim import World
 from recordings.access import RecordingLinks, signing_key
+from storage.schema import calls
 from tests.integration.rig import TOKEN, running
+from tests.storage.test_stats import add_call, add_lead
 
 ROUTING = {"version": 1, "managers": [{"id": "anna", "name": "Anna", "extension": "101"}], "scenarios": [{"name": "d"}]}
 
@@ -65,6 +69,20 @@ async def test_a_signed_link_plays_and_seeks_without_the_token(rig) -> None:  # 
         )
         assert expired.status_code == 403 and expired.json()["problems"][0]["reason"] == "link expired"
     # The stable path works with the token, as the API's other endpoints do.
+    assert (await rig.http.get("/recordings/leadrouter/lr-1.wav")).status_code == 200
+
+
+async def test_a_recording_of_a_call_still_up_is_reported_as_such(rig) -> None:  # type: ignore[no-untyped-def]
+    async with rig.daemon.database.write() as conn:
+        await add_lead(conn, 1, "site", datetime.now(UTC))
+        await add_call(conn, 1, 1, datetime.now(UTC), recording_file="leadrouter/lr-1.wav")  # no ended_at: still up
+        await conn.commit()
+    for path in ["/recording-links/leadrouter/lr-1.wav", "/recordings/leadrouter/lr-1.wav"]:
+        busy = await rig.http.get(path)
+        assert busy.status_code == 409 and busy.json()["error"] == "recording_in_progress", path
+    async with rig.daemon.database.write() as conn:
+        await conn.execute(update(calls).values(ended_at=datetime.now(UTC)))
+        await conn.commit()
     assert (await rig.http.get("/recordings/leadrouter/lr-1.wav")).status_code == 200
 
 

@@ -37,7 +37,7 @@ def at(hhmmss: str, day: int = 24, month: int = 11) -> datetime:
     return datetime(2026, month, day, h, m, s, tzinfo=UTC)
 
 
-async def _lead(conn: Any, lead_id: int, source: str, created: datetime, **kw: Any) -> None:
+async def add_lead(conn: Any, lead_id: int, source: str, created: datetime, **kw: Any) -> None:
     row = {
         "id": lead_id,
         "phone": f"+7916000000{lead_id}",
@@ -51,7 +51,9 @@ async def _lead(conn: Any, lead_id: int, source: str, created: datetime, **kw: A
     await conn.execute(insert(leads).values(row))
 
 
-async def _call(conn: Any, call_id: int, lead_id: int, started: datetime, scenario: str = "default", **kw: Any) -> None:
+async def add_call(
+    conn: Any, call_id: int, lead_id: int, started: datetime, scenario: str = "default", **kw: Any
+) -> None:
     row = {
         "id": call_id,
         "lead_id": lead_id,
@@ -74,8 +76,8 @@ async def company_day(db: Database) -> None:
     async with db.write() as conn:
         # Lead 1 (site, 10:00 MSK): dialled after 30 s, answered after 40 s; Boris did not pick up,
         # Anna did and talked 300 s from 07:01. She owns it; the CRM says won.
-        await _lead(conn, 1, "site", at("07:00:00"), status="assigned", owner_id="anna", outcome="won")
-        await _call(
+        await add_lead(conn, 1, "site", at("07:00:00"), status="assigned", owner_id="anna", outcome="won")
+        await add_call(
             conn,
             1,
             1,
@@ -90,12 +92,12 @@ async def company_day(db: Database) -> None:
         await _leg(conn, 1, 1, "boris", at("07:00:45"), "no_answer", ended_at=at("07:00:50"))
         await _leg(conn, 1, 2, "anna", at("07:00:50"), "answered", answered_at=at("07:01:00"))
         # Lead 2 (site): dialled after 120 s, busy; never reached, scheduled again.
-        await _lead(conn, 2, "site", at("07:10:00"), status="scheduled")
-        await _call(conn, 2, 2, at("07:12:00"), ended_at=at("07:12:05"), disposition="busy")
+        await add_lead(conn, 2, "site", at("07:10:00"), status="scheduled")
+        await add_call(conn, 2, 2, at("07:12:00"), ended_at=at("07:12:05"), disposition="busy")
         # Lead 3 (ads, 23:00 MSK) in scenario vip: dialled after 2400 s, answered after 2410 s, Boris
         # bridged at 23:50 MSK after 3000 s and talked until 00:20: 600 s on the 24th, 1200 s on the 25th.
-        await _lead(conn, 3, "ads", at("20:00:00"), status="assigned", owner_id="boris", outcome="lost")
-        await _call(
+        await add_lead(conn, 3, "ads", at("20:00:00"), status="assigned", owner_id="boris", outcome="lost")
+        await add_call(
             conn,
             3,
             3,
@@ -109,10 +111,10 @@ async def company_day(db: Database) -> None:
         )
         await _leg(conn, 3, 1, "boris", at("20:49:50"), "answered", answered_at=at("20:50:00"))
         # Lead 4 (ads): never dialled yet.
-        await _lead(conn, 4, "ads", at("08:00:00"))
+        await add_lead(conn, 4, "ads", at("08:00:00"))
         # On the 25th, Moscow time: a lead Vera missed (busy phone) and Anna still talking to.
-        await _lead(conn, 5, "site", at("06:00:00", 25), owner_id="anna")
-        await _call(
+        await add_lead(conn, 5, "site", at("06:00:00", 25), owner_id="anna")
+        await add_call(
             conn,
             5,
             5,
@@ -212,9 +214,9 @@ async def test_the_day_clocks_go_back_has_25_hours_and_both_ends_count(db: Datab
     day = Period.of_days(date(2026, 10, 25), date(2026, 10, 25), BERLIN)
     assert (day.start, day.end) == (at("22:00:00", 24, 10), at("23:00:00", 25, 10))
     async with db.write() as conn:
-        await _lead(conn, 1, "site", at("21:59:00", 24, 10))
+        await add_lead(conn, 1, "site", at("21:59:00", 24, 10))
         for call_id, started in ((1, at("22:30:00", 24, 10)), (2, at("22:30:00", 25, 10))):
-            await _call(
+            await add_call(
                 conn,
                 call_id,
                 1,
