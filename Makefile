@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:  make demo  |  make test
 # Both create .venv, install the package with its test tools, and install mosquitto
-# (Debian package) if it is missing; tests start their own broker on a free port.
+# (Debian package) if it is missing; tests start their own broker on a free port. make test
+# also installs chromium (Debian package) for the dashboard's browser tests.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,12 +9,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench mosquitto clean
+.PHONY: demo test lint bench mosquitto chromium clean
 
 demo: $(STAMP) mosquitto
 	$(BIN)/leadrouter demo
 
-test: $(STAMP) mosquitto
+test: $(STAMP) mosquitto chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -24,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.simulator_load
 	$(BIN)/python -m bench.routing_select
 	$(BIN)/python -m bench.routing_fairness
+	$(BIN)/python -m bench.stats_month
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
@@ -39,6 +41,13 @@ mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
 		{ echo "installing mosquitto (Debian package)"; \
 		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto >/dev/null; }
+
+# The dashboard's browser tests drive the Debian chromium through Playwright (Playwright's own
+# browser download is not used).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || \
+		{ echo "installing chromium (Debian package)"; \
+		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

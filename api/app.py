@@ -11,22 +11,36 @@ CRM tries again later or elsewhere, and nothing is lost on either side.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
-from typing import Annotated, Any, Protocol
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dialer.intake import LeadInput
+from recordings.access import RecordingLinks, resolve
 from router.model import Call, Lead, Outcome
 from router.phone import InvalidPhone
-from router.stats import DayStats
+from router.stats import (
+    PERIODS,
+    ManagerFigures,
+    Period,
+    StatsReport,
+    csv_text,
+    group_rows,
+    hour_rows,
+    manager_rows,
+    report_summary,
+)
 
 
 class LeadIntakePort(Protocol):
@@ -41,6 +55,22 @@ class LeadOutcomesPort(Protocol):
     async def report(self, lead_id: int, outcome: Outcome, *, reason: str, author: str) -> Lead | None: ...
 
 
+class StatsPort(Protocol):
+    async def lead_events(self, lead_id: int) -> list[dict[str, Any]]: ...
+
+    async def recording_in_progress(self, name: str) -> bool: ...
+
+    def period(
+        self, *, first: date | None, last: date | None, named: str | None, zone: tzinfo | None
+    ) -> Period: ...  # by default today, in the company's zone
+
+    async def managers(self, period: Period, manager_id: str | None = None) -> list[ManagerFigures]: ...
+
+    async def report(self, period: Period, manager_id: str | None = None) -> StatsReport: ...
+
+
+DASHBOARD = Path(__file__).parent / "dashboard"  # vendored static files: nothing to build
+
 # Seconds a client is asked to wait: a full or read-only disk takes a person to fix; a
 # stopping daemon is back (or another one answers) within seconds.
 RETRY_AFTER_STORAGE = 30
@@ -52,7 +82,11 @@ class ApiDeps:
     intake: LeadIntakePort
     queries: LeadQueriesPort
     outcomes: LeadOutcomesPort
-    stats: Callable[[date | None, tzinfo | None], Awaitable[DayStats]]  # None: today, the server's zone
+    stats: StatsPort
+    live: Callable[[], AsyncIterator[str]]  # the live board as server-sent events, until the daemon stops
+    recordings: Path | None  # the PBX's recording folder, when the daemon serves the files
+    recording_links: RecordingLinks
+    now: Callable[[], float]  # wall-clock seconds, for links' expiry
     health: Callable[[], tuple[bool, dict[str, Any]]]  # serving (200, else 503), and the body
     metrics: Callable[[], Awaitable[tuple[bytes, str]]]  # the exposition and its content type
     intake_open: Callable[[], bool]  # False while the daemon stops
@@ -184,9 +218,36 @@ def _call_json(call: Call) -> dict[str, Any]:
     }
 
 
+def _stats_period(
+    request: Request,
+    day: Annotated[date | None, Query(alias="date", description="YYYY-MM-DD: one day (as from=to=)")] = None,
+    first: Annotated[date | None, Query(alias="from", description="YYYY-MM-DD, the first day")] = None,
+    last: Annotated[date | None, Query(alias="to", description="YYYY-MM-DD, the last day, inclusive")] = None,
+    period: Annotated[str | None, Query(description="today, week or month (the calendar one)")] = None,
+    tz: Annotated[str | None, Query(description="IANA zone; routing.yaml's timezone by default")] = None,
+) -> Period:
+    try:
+        zone = ZoneInfo(tz) if tz else None
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _BadQuery("tz", f"unknown time zone {tz!r}") from None
+    if period is not None and period not in PERIODS:
+        raise _BadQuery("period", f"one of {', '.join(PERIODS)}")
+    try:
+        stats: StatsPort = request.app.state.stats
+        return stats.period(first=first or day, last=last or day, named=period, zone=zone)
+    except ValueError as exc:
+        raise _BadQuery("to", str(exc)) from None
+
+
+StatsPeriod = Annotated[Period, Depends(_stats_period)]
+Manager = Annotated[str | None, Query(alias="manager", description="one manager's id")]
+Format = Annotated[Literal["json", "csv"], Query(alias="format", description="csv: a download")]
+
+
 def create_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(title="leadrouter", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=deps.max_body_bytes)
+    app.state.stats = deps.stats  # for _stats_period, a dependency declared outside this closure
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -210,6 +271,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return response
 
     auth = [Depends(authorized)]
+    # Supervisors' endpoints (stats, live board, recordings): a supervisor scope goes here.
+    supervisor = auth
 
     async def storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         # The storage has logged the outage once; a line per refused request would flood the log.
@@ -266,35 +329,120 @@ def create_app(deps: ApiDeps) -> FastAPI:
             return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
         return JSONResponse(_jsonable(_lead_json(lead)))
 
-    @app.get("/stats/managers", dependencies=auth)
-    async def manager_stats(
-        day: Annotated[date | None, Query(alias="date", description="YYYY-MM-DD; today by default")] = None,
-        tz: Annotated[str | None, Query(description="IANA zone, e.g. Europe/Moscow; the server's by default")] = None,
-    ) -> JSONResponse:
-        try:
-            zone = ZoneInfo(tz) if tz else None
-        except (ZoneInfoNotFoundError, ValueError):
-            return _problem(422, "invalid_request", [("tz", f"unknown time zone {tz!r}")])
-        stats = await deps.stats(day, zone)
+    def table(name: str, period: Period, rows: list[dict[str, object]], form: str) -> Response:
+        if form == "csv":
+            filename = f"leadrouter-{name}-{period.first}_{period.last}.csv"
+            return Response(
+                csv_text(rows),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+            )
+        when = {"from": period.start, "to": period.end, "first_day": period.first, "last_day": period.last}
+        if period.first == period.last:
+            when["date"] = period.first  # what this endpoint answered before periods
+        return JSONResponse(_jsonable({**when, "zone": str(period.zone), name: rows}))
+
+    @app.exception_handler(_BadQuery)
+    async def bad_query(_request: Request, exc: _BadQuery) -> JSONResponse:
+        return _problem(422, "invalid_request", [(exc.field, exc.reason)])
+
+    @app.get("/stats/managers", dependencies=supervisor)
+    async def stats_managers(period: StatsPeriod, manager_id: Manager = None, form: Format = "json") -> Response:
+        """Per manager: offers, answered, missed, calls, talk (total within the period, average and
+        longest of whole calls), first and last call, leads owned, won and lost; every manager in
+        routing.yaml, idle ones with zeros."""
+        return table("managers", period, manager_rows(await deps.stats.managers(period, manager_id), period.zone), form)
+
+    @app.get("/stats/sources", dependencies=supervisor)
+    async def stats_sources(period: StatsPeriod, form: Format = "json") -> Response:
+        """Per lead source, leads created in the period: reached, assigned (a manager talked), won, in %."""
+        return table("sources", period, group_rows((await deps.stats.report(period)).sources, "source"), form)
+
+    @app.get("/stats/scenarios", dependencies=supervisor)
+    async def stats_scenarios(period: StatsPeriod, form: Format = "json") -> Response:
+        """Per scenario (of each lead's first call), as /stats/sources."""
+        return table("scenarios", period, group_rows((await deps.stats.report(period)).scenarios, "scenario"), form)
+
+    @app.get("/stats/hours", dependencies=supervisor)
+    async def stats_hours(period: StatsPeriod, form: Format = "json") -> Response:
+        """Calls started in each hour of the day (company time): dialled, answered, bridged, talk."""
+        return table("hours", period, hour_rows((await deps.stats.report(period)).hours), form)
+
+    @app.get("/stats", dependencies=supervisor)
+    async def stats_report(period: StatsPeriod, manager_id: Manager = None) -> JSONResponse:
+        """Everything at once: the tables above, speed-to-lead (p50/p90/max seconds from a lead's
+        creation to its first dial, the client's answer, a manager), leads never reached, fairness."""
+        report = await deps.stats.report(period, manager_id)
         return JSONResponse(
             _jsonable(
                 {
-                    "date": stats.day.isoformat(),
-                    "from": stats.start,
-                    "to": stats.end,
-                    "managers": [
-                        {
-                            "manager_id": manager.manager_id,
-                            "name": manager.name,
-                            "calls": manager.calls,
-                            "talk_seconds": manager.talk_seconds,
-                            "average_talk_seconds": manager.average_talk_seconds,
-                        }
-                        for manager in stats.managers
-                    ],
+                    **report_summary(report),
+                    "managers": manager_rows(report.managers, period.zone),
+                    "sources": group_rows(report.sources, "source"),
+                    "scenarios": group_rows(report.scenarios, "scenario"),
+                    "hours": hour_rows(report.hours),
                 }
             )
         )
+
+    @app.get("/live", dependencies=supervisor, response_class=StreamingResponse)
+    async def live() -> StreamingResponse:
+        """The live board as server-sent events (``event: board``, JSON data) whenever it changes:
+        managers' states and since when, calls in progress, leads waiting, today's counters."""
+        return StreamingResponse(
+            deps.live(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def recording(name: str) -> Path:
+        path = resolve(deps.recordings, name) if deps.recordings else None
+        if path is None:
+            raise _NoRecording(name)
+        if await deps.stats.recording_in_progress(name):
+            raise _RecordingInProgress(name)
+        return path
+
+    @app.exception_handler(_RecordingInProgress)
+    async def recording_in_progress(_request: Request, exc: _RecordingInProgress) -> JSONResponse:
+        # MixMonitor writes the WAV header's lengths at the end: a player would stop short.
+        response = _problem(409, "recording_in_progress", [("name", f"the call recording {str(exc)!r} is still up")])
+        response.headers["Retry-After"] = "10"
+        return response
+
+    @app.exception_handler(_NoRecording)
+    async def no_recording(_request: Request, exc: _NoRecording) -> JSONResponse:
+        # The same answer for a missing file and a name outside the folder: nothing to probe with.
+        return _problem(404, "not_found", [("name", f"no recording {str(exc)!r} here")])
+
+    @app.get("/leads/{lead_id}/events", dependencies=supervisor)
+    async def lead_events(lead_id: int) -> JSONResponse:
+        """The events about the lead, as published to MQTT (``published_at`` null: still in the
+        outbox): its arrival, every call, owner changes, outcomes."""
+        return JSONResponse(_jsonable({"lead_id": lead_id, "events": await deps.stats.lead_events(lead_id)}))
+
+    @app.get("/recording-links/{name:path}", dependencies=supervisor)
+    async def recording_link(name: str) -> JSONResponse:
+        """A link to the recording that works without the token (for a browser's audio player)
+        until ``expires`` (``recordings.link_ttl``)."""
+        await recording(name)
+        expires, signature = deps.recording_links.sign(name, deps.now())
+        query = urlencode({"expires": expires, "signature": signature})
+        return JSONResponse({"url": f"/recordings/{quote(name)}?{query}", "expires": expires})
+
+    @app.get("/recordings/{name:path}", response_class=FileResponse)
+    async def recording_file(
+        request: Request, name: str, expires: int | None = None, signature: str | None = None
+    ) -> Response:
+        """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token."""
+        if expires is None or signature is None:
+            authorized(request)  # as `supervisor` does
+        elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
+            return _problem(403, "forbidden", [("signature", refused)])
+        return FileResponse(await recording(name), media_type="audio/wav")
+
+    # Static files only, no data: the page asks for the token and sends it with every request.
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -319,11 +467,25 @@ class _Stopping(Exception):
     pass
 
 
+class _NoRecording(Exception):
+    pass
+
+
+class _RecordingInProgress(Exception):
+    pass
+
+
+class _BadQuery(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _jsonable(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_jsonable(item) for item in value]
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | date):
         return value.isoformat()
     return value

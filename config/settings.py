@@ -263,6 +263,10 @@ class PhonesSection(_Strict):
 class RecordingsSection(_Strict):
     file_template: Annotated[str, template("channel_id", "leadrouter/{channel_id}.wav")] = "leadrouter/{channel_id}.wav"
     url_template: Annotated[str, AfterValidator(_url_template)] | None = None
+    # The PBX's recording folder (Asterisk: /var/spool/asterisk/monitor) when the daemon runs on the
+    # PBX host: the dashboard's player then gets the files from the daemon, by signed links.
+    directory: Path | None = None
+    link_ttl: Duration = 3600  # seconds a signed link to a recording stays valid
 
 
 class ShutdownSection(_Strict):

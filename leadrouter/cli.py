@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,7 +19,7 @@ from config.routing import RoutingSource, load_routing
 from config.settings import Settings, load_settings
 from leadrouter.logs import LogFormat, configure_logging
 from router.routing import RoutingPlan, Scenario, Strategy
-from router.stats import ManagerStats, hms
+from router.stats import BY, PERIODS, ManagerStats, csv_text, hms, manager_rows, report_summary, rows_by
 
 DEFAULT_CONFIG = os.environ.get("LEADROUTER_CONFIG", "/etc/leadrouter/leadrouter.yaml")
 POOL_SHOWN = 8  # manager ids listed per pool in check-config's summary
@@ -44,15 +45,64 @@ async def _run(config: str, log_format: LogFormat | None) -> int:
         return 1
 
 
-async def _stats(config: str, day: date | None, zone: tzinfo | None) -> int:
+async def _stats(config: str, args: argparse.Namespace) -> int:
     from leadrouter.daemon import supervisor_stats
 
     settings, routing = _load(config)
     async with supervisor_stats(settings, routing) as stats:
-        report = await stats.of_day(day, zone)
-    print(f"Calls with a manager on {report.day.isoformat()} ({report.zone})")
-    print_manager_table(report.managers)
+        try:
+            period = stats.period(
+                first=args.first or args.date, last=args.last or args.date, named=args.period, zone=args.tz
+            )
+        except ValueError as exc:
+            print(f"leadrouter stats: {exc}", file=sys.stderr)
+            return 2
+        if args.by == "manager" and args.format != "json":
+            # The per-manager figures alone: the one query that stays fast over a busy month.
+            report = None
+            rows = manager_rows(await stats.managers(period, args.manager), period.zone)
+        else:
+            report = await stats.report(period, args.manager)
+            rows = rows_by(report, args.by)
+    if args.format == "json":
+        assert report is not None
+        print(json.dumps({**report_summary(report), "by": args.by, "rows": rows}, ensure_ascii=False, indent=2))
+    elif args.format == "csv":
+        print(csv_text(rows), end="")
+    else:
+        days = period.first.isoformat() + ("" if period.first == period.last else f" to {period.last.isoformat()}")
+        print(f"By {args.by}, {days} ({period.zone})")
+        print_table(rows)
     return 0
+
+
+def print_table(rows: Sequence[dict[str, object]]) -> None:
+    """Aligned columns as a terminal reads them: durations as h:mm:ss, shares in %, nothing as '-'."""
+    if not rows:
+        print("(nothing in this period)")
+        return
+
+    def cell(key: str, value: object) -> str:
+        if value is None:
+            return "-"
+        if key.endswith("_seconds") and isinstance(value, int | float):
+            return hms(value)
+        if key.endswith("_pct"):
+            return f"{value}%"
+        if key in ("first_call", "last_call") and isinstance(value, str):
+            return value[:16].replace("T", " ")  # the minute, in the company's zone
+        return str(value)
+
+    keys = list(rows[0])
+    headers = [key.removesuffix("_seconds").removesuffix("_pct").replace("_", " ") for key in keys]
+    cells = [[cell(key, row[key]) for key in keys] for row in rows]
+    widths = [max(len(headers[i]), *(len(line[i]) for line in cells)) for i in range(len(keys))]
+    for line in [headers, *cells]:
+        print(
+            "  ".join(
+                text.ljust(w) if i < 2 else text.rjust(w) for i, (text, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
 
 
 def print_manager_table(managers: Sequence[ManagerStats]) -> None:
@@ -201,10 +251,16 @@ def main(argv: list[str] | None = None) -> int:
         help="with --routing: the demo CRM reports this manager's leads won at this rate (0..1), else lost",
     )
 
-    stats = commands.add_parser("stats", help="per-manager calls and talk time for a day")
+    stats = commands.add_parser("stats", help="supervisors' figures for a day, week, month or any days")
     stats.add_argument("--config", default=DEFAULT_CONFIG)
-    stats.add_argument("--date", type=date.fromisoformat, default=None, help="YYYY-MM-DD, today by default")
-    stats.add_argument("--tz", type=_zone, default=None, help="IANA time zone, the server's by default")
+    stats.add_argument("--date", type=date.fromisoformat, default=None, help="YYYY-MM-DD: one day")
+    stats.add_argument("--from", dest="first", type=date.fromisoformat, default=None, help="YYYY-MM-DD, first day")
+    stats.add_argument("--to", dest="last", type=date.fromisoformat, default=None, help="YYYY-MM-DD, last day")
+    stats.add_argument("--period", choices=PERIODS, default=None, help="the calendar day, week or month; today")
+    stats.add_argument("--tz", type=_zone, default=None, help="IANA time zone; routing.yaml's, else the server's")
+    stats.add_argument("--manager", default=None, help="one manager's id")
+    stats.add_argument("--by", choices=BY, default="manager")
+    stats.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
     check = commands.add_parser("check-config", help="validate leadrouter.yaml and routing.yaml")
     check.add_argument("--config", default=DEFAULT_CONFIG)
@@ -249,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if args.command == "stats":
-            return asyncio.run(_stats(args.config, args.date, args.tz))
+            return asyncio.run(_stats(args.config, args))
         if args.command == "check-config":
             return _check(args.config)
         if args.command == "what-if":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -18,6 +19,7 @@ from contextlib import AsyncExitStack
 from datetime import UTC, date, datetime, tzinfo
 from types import TracebackType
 from typing import Any, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
@@ -33,16 +35,28 @@ from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
 from events.publisher import OutboxPublisher, PublisherState
 from leadrouter.health import Check, Severity, assess
+from leadrouter.live import LiveBoard
 from leadrouter.metrics import DialTimings, Metrics, Readings, TimedAsteriskPbx, TimedIntake
 from leadrouter.systemd import Notifier, Watchdog
 from leadrouter.tasks import BackgroundTasks
+from recordings.access import RecordingLinks, signing_key
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.breaker import BreakerState
 from router.model import OutcomeReport
-from router.stats import DayStats, ManagerStats, day_bounds, with_every_manager
+from router.stats import (
+    ManagerFigures,
+    ManagerStats,
+    Period,
+    StatsReport,
+    build_report,
+    hours_of_day,
+    manager_figures,
+    with_every_manager,
+)
 from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
+from storage.stats import SqlStats
 from storage.uow import SqlUnitOfWork
 
 log = structlog.get_logger("daemon")
@@ -65,28 +79,76 @@ class SystemClock:
 
 
 class SupervisorStats:
-    """Calls and talk time per manager as supervisors read them, idle managers with zeros.
+    """Supervisors' figures in the company's time zone, idle managers with zeros.
 
-    The API serves it, ``leadrouter stats`` and the demo print it.
+    The API and the dashboard serve them, ``leadrouter stats`` and the demo print them.
     """
 
-    def __init__(self, queries: SqlQueries, routing: RoutingSource, clock: Clock) -> None:
-        self._queries = queries
+    def __init__(self, db: Database, routing: RoutingSource, clock: Clock) -> None:
+        self._queries = SqlQueries(db)
+        self.sql = SqlStats(db)
         self._routing = routing
         self._clock = clock
+
+    def company_zone(self) -> tzinfo:
+        """routing.yaml's ``timezone:`` (version 2 files), else the server's own zone."""
+        # Version 2 plans always carry a ZoneInfo; version 1 ones keep the plan's UTC default.
+        zone = self._routing.plan.timezone
+        return zone if isinstance(zone, ZoneInfo) else server_zone()
+
+    def period(
+        self,
+        *,
+        first: date | None = None,
+        last: date | None = None,
+        named: str | None = None,
+        zone: tzinfo | None = None,
+    ) -> Period:
+        """``first``..``last`` (either alone: that one day), or a named one; by default today."""
+        zone = zone or self.company_zone()
+        # "Today" by the clock the calls were stamped with: the demo's runs faster than the wall's.
+        today = self._clock.now().astimezone(zone).date()
+        if first is not None or last is not None:
+            return Period.of_days(first or last or today, last or first or today, zone)
+        return Period.named(named or "today", today, zone)
 
     async def between(self, start: datetime, end: datetime) -> list[ManagerStats]:
         return with_every_manager(self._routing.plan.managers, await self._queries.manager_stats(start, end))
 
-    async def of_day(self, day: date | None, zone: tzinfo | None) -> DayStats:
-        """One calendar day in ``zone``; by default today, in the server's time zone."""
-        # "Today" by the clock the calls were stamped with: the demo's runs faster than the wall's.
-        now = self._clock.now().astimezone(zone)
-        zone = now.tzinfo if zone is None else zone
-        assert zone is not None  # astimezone() always gives an aware time
-        day = now.date() if day is None else day
-        start, end = day_bounds(day, zone)
-        return DayStats(day, zone, start, end, await self.between(start, end))
+    async def managers(self, period: Period, manager_id: str | None = None) -> list[ManagerFigures]:
+        managers = self._routing.plan.managers
+        if manager_id is not None:
+            managers = tuple(m for m in managers if m.id == manager_id)
+        return manager_figures(managers, *await self.sql.manager_rows(period, manager_id))
+
+    async def lead_events(self, lead_id: int) -> list[dict[str, Any]]:
+        return await self.sql.lead_events(lead_id)
+
+    async def recording_in_progress(self, name: str) -> bool:
+        return await self.sql.recording_in_progress(name)
+
+    async def today(self) -> tuple[Period, list[ManagerFigures]]:
+        period = self.period()
+        return period, await self.managers(period)
+
+    async def report(self, period: Period, manager_id: str | None = None) -> StatsReport:
+        journeys = await self.sql.journeys(period)
+        hours = hours_of_day(await self.sql.quarters(period), period.zone)
+        return build_report(period, await self.managers(period, manager_id), journeys, hours)
+
+
+def server_zone() -> tzinfo:
+    """The server's zone with its DST rules when it can be named (TZ, /etc/localtime), else its offset now."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(os.path.realpath("/etc/localtime").partition("zoneinfo/")[2])
+    for name in candidates:
+        if name:
+            with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+                return ZoneInfo(name)
+    zone = datetime.now().astimezone().tzinfo
+    assert zone is not None  # astimezone() always gives an aware time
+    return zone
 
 
 # A publisher in these states has no broker to publish to, or no outbox to read, right now.
@@ -136,7 +198,7 @@ class Daemon:
         database = self.database = await stack.enter_async_context(Database(settings.database.url))
         await database.migrate()
         self.queries = SqlQueries(database)
-        self.stats = SupervisorStats(self.queries, self.routing, self.clock)
+        self.stats = SupervisorStats(database, self.routing, self.clock)
         self.publisher = (
             OutboxPublisher(
                 self.queries,
@@ -184,6 +246,14 @@ class Daemon:
             default_region=settings.phones.default_region,
             on_new_lead=self.dialer.leads_added,
         )
+        self.live = LiveBoard(
+            self.board,
+            lambda: self.routing.plan,
+            self.clock,
+            live_calls=self.stats.sql.live_calls,
+            lead_counts=self.queries.lead_status_counts,
+            today=self.stats.today,
+        )
         self.outcomes = LeadOutcomes(uow=unit_of_work, clock=self.clock, on_reported=self._outcome_reported)
 
         # Stopped in reverse: the API first (no new leads), then the AMI session, then the
@@ -205,21 +275,27 @@ class Daemon:
         if settings.http.token is None:
             log.warning("http.disabled", reason="http.token is not set")
             return
+        token = settings.http.token.get_secret_value()
         api = ApiDeps(
             intake=TimedIntake(self.intake, timings),
             queries=self.queries,
             outcomes=self.outcomes,
-            stats=self.stats.of_day,
+            stats=self.stats,
+            live=self.live.stream,
+            recordings=settings.recordings.directory,
+            recording_links=RecordingLinks(signing_key(token), settings.recordings.link_ttl),
+            now=time.time,
             health=self.health,
             metrics=self.metrics.exposition,
             intake_open=lambda: not self.stopping,
             unavailable=(StorageUnavailable,),
-            token=settings.http.token.get_secret_value(),
+            token=token,
             max_body_bytes=settings.http.max_body_bytes,
         )
         server = await stack.enter_async_context(ApiServer(create_app(api), settings.http.host, settings.http.port))
         self.tasks.watch("http", server.task)
         stack.callback(self.tasks.stopping, "http")  # runs before the server stops: that end is no death
+        stack.callback(self.live.close)  # the server waits for open responses; dashboards' streams end now
         self.http_port = server.port
         log.info("http.listening", host=settings.http.host, port=self.http_port)
 
@@ -366,7 +442,7 @@ class Daemon:
 async def supervisor_stats(settings: Settings, routing: RoutingSource) -> AsyncIterator[SupervisorStats]:
     """The figures the daemon serves at /stats/managers, from a database opened for them alone."""
     async with Database(settings.database.url) as database:
-        yield SupervisorStats(SqlQueries(database), routing, SystemClock())
+        yield SupervisorStats(database, routing, SystemClock())
 
 
 async def upgrade_database(settings: Settings) -> None:

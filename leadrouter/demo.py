@@ -226,6 +226,7 @@ async def run_demo(
                 print(f"leadrouter demo: {leads} leads, {len(routing.plan.managers)} managers, clock x{scale:g}")
                 print(f"  simulator 127.0.0.1:{sim.port} | API {base} (token {TOKEN}) | MQTT port {mqtt_port}")
                 print(f"  config and database in {workdir}/")
+                print(f"  dashboard (logged in): {base}/dashboard/#token={TOKEN}")
                 posted: asyncio.Queue[int] = asyncio.Queue()
                 poster = asyncio.create_task(_post_leads(base, numbers, rng, rate, posted))
                 if trial is not None and trial.win_rates:

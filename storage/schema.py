@@ -84,6 +84,8 @@ leads = Table(
     Index("ix_leads_phone", "phone"),
     # Each manager's open leads (capacity) are counted at start.
     Index("ix_leads_owner", "owner_id", "outcome"),
+    # Supervisors' stats: the leads created in a period, whom they went to and how they ended.
+    Index("ix_leads_created", "created_at", "owner_id", "outcome"),
 )
 
 calls = Table(
@@ -113,6 +115,8 @@ calls = Table(
     Column("pbx_failure", String(200), nullable=True),
     # Supervisors' stats read talk time per manager over a period: keep it in the index.
     Index("ix_calls_stats", "started_at", "manager_id", "talk_seconds"),
+    # ...and by when the talk began (storage.stats), with all the per-manager query reads.
+    Index("ix_calls_talk", "bridged_at", "manager_id", "ended_at", "talk_seconds"),
 )
 
 call_legs = Table(
@@ -125,6 +129,8 @@ call_legs = Table(
     Column("answered_at", UtcDateTime, nullable=True),
     Column("ended_at", UtcDateTime, nullable=True),
     Column("result", _stored_as_value(LegResult), nullable=True),
+    # Offers per manager in a period (storage.stats).
+    Index("ix_call_legs_offers", "started_at", "manager_id", "result"),
 )
 
 # Every outcome a CRM reported, as router.model.OutcomeReport; the latest per lead is in force.
@@ -152,6 +158,16 @@ outbox = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("published_at", UtcDateTime, nullable=True),
+    # A lead's timeline lists the events published about it.
+    Index("ix_outbox_lead", "lead_id", "seq"),
+)
+
+# The live board reads the calls not ended yet: a handful among millions.
+Index(
+    "ix_calls_live",
+    calls.c.id,
+    sqlite_where=calls.c.ended_at.is_(None),
+    postgresql_where=calls.c.ended_at.is_(None),
 )
 
 Index(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,13 +59,55 @@ def test_stats_of_a_day_in_a_time_zone_list_every_manager(tmp_path: Path, capsys
 
     assert main(["stats", "--config", str(config), "--date", "2026-11-24", "--tz", "Europe/Moscow"]) == 0
     moscow = capsys.readouterr().out.splitlines()
-    assert moscow[0] == "Calls with a manager on 2026-11-24 (Europe/Moscow)"
-    assert moscow[2].split() == ["anna", "Anna", "1", "0:01:30", "0:01:30"]
-    assert moscow[3].split() == ["boris", "Boris", "0", "0:00:00", "0:00:00"]
+    assert moscow[0] == "By manager, 2026-11-24 (Europe/Moscow)"
+    assert moscow[1].split()[:9] == [
+        "manager",
+        "id",
+        "name",
+        "offers",
+        "answered",
+        "missed",
+        "calls",
+        "talk",
+        "average",
+    ]
+    # one offer she answered; calls, talk, average, longest, first and last call, owned, won, lost
+    assert moscow[2].split() == ["anna", "Anna", "1", "1", "0", "1", "0:01:30", "0:01:30", "0:01:30",
+                                 "2026-11-24", "23:30", "2026-11-24", "23:30", "0", "0", "0"]  # fmt: skip
+    assert moscow[3].split() == ["boris", "Boris", "0", "0", "0", "0", "0:00:00", "0:00:00", "0:00:00",
+                                 "-", "-", "0", "0", "0"]  # fmt: skip
 
     # In Auckland the talk fell on the 25th: their 24th had none.
     assert main(["stats", "--config", str(config), "--date", "2026-11-24", "--tz", "Pacific/Auckland"]) == 0
     assert capsys.readouterr().out.splitlines()[2].split()[2] == "0"
+
+
+def test_periods_tables_and_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path)
+    assert main(["db-upgrade", "--config", str(config)]) == 0
+    asyncio.run(_one_talk(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}"))
+    capsys.readouterr()
+    common = ["stats", "--config", str(config), "--tz", "Europe/Moscow"]
+
+    assert main([*common, "--from", "2026-11-20", "--to", "2026-11-26", "--manager", "anna", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("manager_id,name,offers,answered,missed,calls,talk_seconds,")
+    assert lines[1].startswith("anna,Anna,1,1,0,1,90.0,90.0,90.0,2026-11-24T23:30:00+03:00,") and len(lines) == 2
+
+    assert main([*common, "--date", "2026-11-24", "--by", "source", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == [{"source": "", "leads": 1, "reached": 1, "assigned": 1, "won": 0,
+                               "reached_pct": 100.0, "assigned_pct": 100.0, "won_pct": 0.0}]  # fmt: skip
+    assert report["speed_to_lead"]["manager_bridged"] == {"leads": 1, "p50": 0.0, "p90": 0.0, "max": 0.0}
+
+    assert main([*common, "--date", "2026-11-24", "--by", "hour"]) == 0
+    hours = capsys.readouterr().out.splitlines()
+    assert hours[0] == "By hour, 2026-11-24 (Europe/Moscow)" and hours[1].split() == ["hour", "calls", "answered",
+                                                                                       "bridged", "talk"]  # fmt: skip
+    assert hours[2 + 23].split() == ["23", "1", "1", "1", "0:01:30"]
+
+    assert main([*common, "--from", "2026-11-26", "--to", "2026-11-20"]) == 2
+    assert "ends (2026-11-20) before it starts" in capsys.readouterr().err
 
 
 def test_an_unknown_time_zone_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -95,6 +95,6 @@ async def test_a_good_lead_reaches_ami_as_digits_only_and_is_idempotent(rig) -> 
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert health.json()["checks"]["ami"]["state"] == "up" and health.json()["managers"] == 1
     stats = await rig.http.get("/stats/managers", params={"tz": "Europe/Moscow"})
-    assert stats.status_code == 200 and stats.json()["managers"][0]["manager_id"] == "anna"
+    assert stats.status_code == 200 and stats.json()["managers"][0]["manager_id"] == "anna", stats.text
     bad_tz = await rig.http.get("/stats/managers", params={"tz": "Mars/Olympus"})
     assert bad_tz.status_code == 422 and bad_tz.json()["problems"][0]["field"] == "tz"
