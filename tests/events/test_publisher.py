@@ -79,6 +79,9 @@ async def test_a_broker_outage_delays_events_loses_none_and_does_not_flood_the_l
             publishing = group.create_task(publisher.run())
             await _commit_leads(db, publisher, 0, 20)
             await until(lambda: len(crm.received) >= 20, 10, "20 events at the CRM")
+            # The broker may pass an event on before its PUBACK reaches the publisher: wait for
+            # the acknowledgements too, so the outage starts with exactly these 20 marked.
+            await until(lambda: publisher.published >= 20, 5, "20 acknowledgements")
         listening.cancel()
         # The broker is down: the daemon keeps committing, nothing is published, nothing is lost.
         await _commit_leads(db, publisher, 20, 40)
@@ -89,7 +92,9 @@ async def test_a_broker_outage_delays_events_loses_none_and_does_not_flood_the_l
         # Retrying holds nothing more than it did ten failures ago: no task, no pending publish.
         assert len(asyncio.all_tasks()) == tasks_during_outage
         assert publisher.state is PublisherState.BROKER_UNAVAILABLE and publisher.published == 20
-        assert len(await queries.pending_outbox(100)) == 40
+        # Every event committed during the outage waits in the outbox, in commit order.
+        waiting = [record.lead_id for record in await queries.pending_outbox(100)]
+        assert waiting == list(range(21, 61))
         with private_mosquitto(port, state):
             # The CRM comes back whenever it likes: its persistent session queues what it missed.
             listening = group.create_task(crm.run(port))

@@ -90,7 +90,9 @@ async def test_an_unanswered_originate_is_failed_not_resent_after_reconnect(sim:
             await asyncio.wait_for(pending, 5)
         sim.stall(False)
         await until(lambda: ami.connected, 5, "a fresh login")
-        await asyncio.sleep(0.5)  # time in which panoramisk would have re-sent it
+        # panoramisk re-sends right after the login; the simulator answers actions in the order
+        # they arrive, so once this Ping is answered a re-sent Originate would have been read.
+        await ami.send({"Action": "Ping"})
     assert [originate["ChannelId"] for originate in actions_received(sim, "Originate")] == ["once-1"]
 
 
