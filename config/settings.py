@@ -11,7 +11,7 @@ import os
 import string
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import phonenumbers
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
@@ -281,14 +281,6 @@ class Settings(_Strict):
     routing_file: Path = Path("routing.yaml")
     log: Annotated[LogSection, _NullIsDefaults] = Field(default_factory=LogSection)
     shutdown: Annotated[ShutdownSection, _NullIsDefaults] = Field(default_factory=ShutdownSection)
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<code>") -> Settings:
-        """Validate settings built in code (the integration tests); problems name ``source`` and have no positions.
-
-        A relative routing_file stays relative to the working directory.
-        """
-        return Document.from_data(dict(data), source).validate(cls)
 
 
 def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:

@@ -197,13 +197,6 @@ class ManagerBoard:
     def free_count(self) -> int:
         return len(self._free)
 
-    def manager(self, manager_id: str) -> Manager | None:
-        slot = self._slots.get(manager_id)
-        return slot.manager if slot else None
-
-    def is_free(self, manager_id: str) -> bool:
-        return manager_id in self._free
-
     def _refresh(self, manager_id: str) -> bool:
         """Keep the free list and the indexes in step with one slot; True if he just became free."""
         slot = self._slots[manager_id]

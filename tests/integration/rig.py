@@ -15,7 +15,7 @@ import yaml
 
 from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
-from config.settings import Settings
+from config.settings import Settings, load_settings
 from leadrouter.daemon import Daemon
 from leadrouter.demo import CrmListener, simulator_settings
 from pbxsim import ScaledClock, Simulator, World
@@ -52,6 +52,13 @@ class Rig:
         """Stop the daemon as systemd would; the PBX and its calls go on."""
         await self._stack.aclose()
         self._stack = contextlib.AsyncExitStack()
+
+
+def load_written(folder: Path, config: dict[str, Any]) -> Settings:
+    """Settings as the daemon reads them: written to ``folder/leadrouter.yaml`` and loaded from there."""
+    path = folder / "leadrouter.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return load_settings(path, env={})
 
 
 def actions_received(sim: Simulator, action: str) -> list[dict[str, str]]:
@@ -97,7 +104,7 @@ async def running(
         config = simulator_settings(ami_port=sim.port, database=tmp_path / "lr.db", mqtt_port=mqtt_port, token=TOKEN)
         for section, keys in (sections or {}).items():
             config[section] = config.get(section, {}) | keys
-        settings = Settings.from_mapping(config | {"routing_file": str(routing_file)})
+        settings = load_written(tmp_path, config | {"routing_file": str(routing_file)})
         rig = Rig(sim, clock, settings, routing_file, crm.received)
         await rig.start_daemon()
         try:

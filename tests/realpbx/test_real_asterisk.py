@@ -34,7 +34,7 @@ from config.routing import RoutingSource
 from config.settings import Settings
 from leadrouter.daemon import Daemon, SystemClock
 from router.model import Call, Disposition, LeadStatus, LegResult
-from tests.integration.rig import until
+from tests.integration.rig import load_written, until
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_MANAGER_CONF = REPO / "deploy" / "asterisk" / "manager_leadrouter.conf"
@@ -113,7 +113,8 @@ def asterisk(tmp_path: Path) -> Iterator[Asterisk]:
 def _settings(tmp_path: Path, port: int) -> Settings:
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(ROUTING, sort_keys=False))
-    return Settings.from_mapping(
+    return load_written(
+        tmp_path,
         {
             "ami": {"port": port, "secret": SECRET},
             "pbx": {
@@ -127,7 +128,7 @@ def _settings(tmp_path: Path, port: int) -> Settings:
             "http": {"port": 0, "token": TOKEN},
             "recordings": {"url_template": "https://rec.example/{file}"},
             "routing_file": str(routing_file),
-        }
+        },
     )
 
 

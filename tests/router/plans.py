@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+from router.board import ManagerBoard
 from router.model import Lead
 from router.routing import Manager, Pool, RoutingPlan, Scenario
 
@@ -26,6 +27,14 @@ def scenario(name: str = "s", *managers: str, **fields: Any) -> Scenario:
 
 
 ANYONE = scenario()
+
+
+def offered(board: ManagerBoard, chosen: Scenario = ANYONE, now: datetime = T0) -> list[str]:
+    """The free managers in the order the board offers them a client: its pick, asked again and again."""
+    picked: list[str] = []
+    while (found := board.pick(chosen, set(picked), now)) is not None:
+        picked.append(found.id)
+    return picked
 
 
 def plan(*managers: Manager, scenarios: tuple[Scenario, ...] = (ANYONE,), timezone: tzinfo = UTC) -> RoutingPlan:

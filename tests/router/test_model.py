@@ -78,7 +78,7 @@ def test_the_last_allowed_attempt_fails_the_lead() -> None:
     subject = lead(status=LeadStatus.DIALING, attempts=3)
     failed = subject.finish_attempt(Disposition.NO_MANAGER, SCENARIO, at(10))
     assert failed == ev.LeadFailed(lead_id=7, attempts=3, last_disposition="no_manager")
-    assert subject.status is LeadStatus.FAILED and subject.status.is_final
+    assert subject.status is LeadStatus.FAILED
 
 
 @pytest.mark.parametrize("disposition", [Disposition.PBX_FAILED, Disposition.LOST_TRACK])

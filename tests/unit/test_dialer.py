@@ -37,6 +37,7 @@ from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
 from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock
+from tests.router.plans import offered
 
 SCENARIO = Scenario(
     name="default",
@@ -487,7 +488,7 @@ async def test_after_a_restart_a_call_bridged_meanwhile_is_adopted_with_its_mana
         await second.settle()
         assert second.call(channel).state is CallState.BRIDGED
         assert db.leads[lead_id].owner_id == "m0"
-        assert not second.board.is_free("m0")
+        assert "m0" not in offered(second.board, now=second.clock.now())
 
 
 async def test_phones_that_went_idle_during_a_gap_are_free_after_the_relisting(rig: Rig) -> None:
@@ -500,7 +501,7 @@ async def test_phones_that_went_idle_during_a_gap_are_free_after_the_relisting(r
     await rig.dialer.pbx_connected()
     rig.dialer.pbx_event(PbxBooted())
     await rig.settle()
-    assert rig.board.is_free("m0") and not rig.board.is_free("m1")
+    assert offered(rig.board, now=rig.clock.now()) == ["m0"]
 
 
 async def test_call_times_are_the_pbxs_stamps_when_its_clock_agrees_with_ours(rig: Rig) -> None:

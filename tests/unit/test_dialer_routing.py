@@ -29,6 +29,7 @@ from router.pbx_events import (
 from router.routing import Manager, Pool, RoutingPlan, Scenario, Strategy
 from router.schedule import Schedule, Window
 from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock
+from tests.router.plans import offered
 
 
 def scenario(name: str = "default", **fields: Any) -> Scenario:
@@ -166,7 +167,7 @@ async def test_a_manager_who_owns_his_max_of_open_leads_gets_no_more_clients() -
         (first,) = rig.originated()
         await rig.answered(first)
         await rig.talk(first)
-        assert not rig.board.is_free("m0")  # he owns the lead now, and that is his max
+        assert "m0" not in offered(rig.board, now=rig.clock.now())  # he owns the lead now, and that is his max
         await rig.personal_call("102")
         await rig.lead("+79161234568")
         await rig.dialer.idle()
