@@ -160,9 +160,9 @@ class Session:
 
     def deliver(self, text: str, data: bytes) -> None:
         if self.whitelist or self.blacklist:
-            if self.whitelist and not any(p.search(text) for p in self.whitelist):
+            if self.whitelist and not any(pattern.search(text) for pattern in self.whitelist):
                 return
-            if any(p.search(text) for p in self.blacklist):
+            if any(pattern.search(text) for pattern in self.blacklist):
                 return
         self.send(data)
 
@@ -327,7 +327,7 @@ class Simulator:
         head = f"Event: {event}\r\nPrivilege: {category},all\r\n"
         if self.timestamp_events:
             head += f"Timestamp: {self.clock.now().timestamp():.6f}\r\n"
-        text = "".join([head, *[f"{k}: {v}\r\n" for k, v in headers], "\r\n"])
+        text = "".join([head, *[f"{name}: {value}\r\n" for name, value in headers], "\r\n"])
         data = text.encode()
         for session in sessions:
             session.deliver(text, data)
@@ -340,7 +340,9 @@ class Simulator:
         if self.stalled:
             self._listeners = {}
             return
-        self._listeners = {category: [s for s in self._sessions if s.receives(category)] for category in CLASSES}
+        self._listeners = {
+            category: [session for session in self._sessions if session.receives(category)] for category in CLASSES
+        }
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(self, reader, writer)

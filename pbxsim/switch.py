@@ -172,17 +172,17 @@ class Switch:
     def live(self) -> list[ChannelInfo]:
         return [
             ChannelInfo(
-                name=c.name,
-                uniqueid=c.uniqueid,
-                linkedid=c.linkedid,
-                state=STATE_DESC.get(c.state, "Unknown"),
-                context=c.context,
-                exten=c.exten,
-                priority=c.priority,
-                application=c.app,
-                bridge_id=c.bridge.uniqueid if c.bridge else "",
+                name=chan.name,
+                uniqueid=chan.uniqueid,
+                linkedid=chan.linkedid,
+                state=STATE_DESC.get(chan.state, "Unknown"),
+                context=chan.context,
+                exten=chan.exten,
+                priority=chan.priority,
+                application=chan.app,
+                bridge_id=chan.bridge.uniqueid if chan.bridge else "",
             )
-            for c in self.channels.values()
+            for chan in self.channels.values()
         ]
 
     def originate(self, request: OriginateRequest) -> asyncio.Task[bool]:
@@ -638,7 +638,7 @@ class Switch:
         finally:
             if timer is not None:
                 timer.cancel()
-        return not any(f.done() for f in futures)
+        return not any(future.done() for future in futures)
 
     async def _block(self, chan: Channel, seconds: float | None, also: asyncio.Future[Any] | None = None) -> bool:
         """Block an application; True when the time ran out, False when interrupted or `also` completed."""
