@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from config.settings import Settings, load_settings
 from leadrouter.daemon import Daemon
 from leadrouter.demo import CrmListener, simulator_settings
 from pbxsim import ScaledClock, Simulator, World
+from pbxsim.tests.amitools import wait_until
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -46,7 +46,7 @@ class Rig:
                 base_url=f"http://127.0.0.1:{self.daemon.http_port}", headers={"Authorization": f"Bearer {TOKEN}"}
             )
         )
-        await until(lambda: self.daemon.ami.connected, 5, "AMI login")
+        await wait_until(lambda: self.daemon.ami.connected, 5, "AMI login")
 
     async def stop_daemon(self) -> None:
         """Stop the daemon as systemd would; the PBX and its calls go on."""
@@ -64,19 +64,6 @@ def load_written(folder: Path, config: dict[str, Any]) -> Settings:
 def actions_received(sim: Simulator, action: str) -> list[dict[str, str]]:
     """The simulator's record of each ``action`` it was sent, as header dicts."""
     return [dict(headers) for headers in sim.received if dict(headers).get("Action") == action]
-
-
-async def until(predicate: Callable[[], Any], seconds: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 @contextlib.asynccontextmanager

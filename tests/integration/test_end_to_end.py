@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pbxsim import Behaviour, World
+from pbxsim.tests.amitools import wait_until
 from router.model import Disposition, LeadStatus, LegResult
-from tests.integration.rig import running, until
+from tests.integration.rig import running
 
 MANAGERS = [(f"m{101 + offset}", str(101 + offset)) for offset in range(10)]  # m109 never answers, m110 is busy
 ROUTING = {
@@ -85,7 +86,7 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
             counts = await rig.daemon.queries.lead_status_counts()
             return counts.get("assigned", 0) + counts.get("failed", 0) == 200 and rig.daemon.dialer.live_calls == 0
 
-        await until(settled, 150, "every lead assigned or failed")
+        await wait_until(settled, 150, "every lead assigned or failed")
         histories = {index: await rig.daemon.queries.lead_with_calls(ids[index]) for index in range(200)}
 
         managers_used: Counter[str] = Counter()
@@ -136,8 +137,8 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
         async def all_sent() -> bool:
             return await rig.daemon.queries.pending_outbox(1) == []
 
-        await until(all_sent, 10, "outbox drained")
-        await until(lambda: len({event["id"] for event in rig.mqtt}) >= publisher.published, 10, "MQTT delivery")
+        await wait_until(all_sent, 10, "outbox drained")
+        await wait_until(lambda: len({event["id"] for event in rig.mqtt}) >= publisher.published, 10, "MQTT delivery")
         received = {event["id"]: event for event in rig.mqtt}
         types = Counter(event["type"] for event in received.values())
         assert types["lead.created"] == 200

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from router import events as ev
 from router.model import MAX_PBX_FAILURES, PBX_RETRY_DELAY, Call, CallState, Disposition, Lead, LeadStatus, LegResult
-from router.routing import Scenario
+from tests.router.plans import T0, at, scenario
 
-T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-SCENARIO = Scenario(
-    name="default",
-    hold_limit=30,
-    ring_timeout=15,
-    max_attempts=3,
-    retry_delays=(60, 300),
-)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+SCENARIO = scenario("default", retry_delays=(60, 300))
 
 
 def lead(**fields: object) -> Lead:

@@ -32,20 +32,14 @@ from router.pbx_events import (
     PbxShuttingDown,
     RecordingStarted,
 )
-from router.routing import Manager, RoutingPlan, Scenario
+from router.routing import Manager, RoutingPlan
 from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
 from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock
-from tests.router.plans import offered
+from tests.router.plans import offered, scenario
 
-SCENARIO = Scenario(
-    name="default",
-    hold_limit=30,
-    ring_timeout=15,
-    max_attempts=2,
-    retry_delays=(60,),
-)
+SCENARIO = scenario("default", max_attempts=2)
 
 BREAKER = BreakerSettings(failures=2, window=10, pause=15)
 

@@ -26,14 +26,10 @@ from router.pbx_events import (
     OriginateResult,
     PbxBooted,
 )
-from router.routing import Manager, Pool, RoutingPlan, Scenario, Strategy
+from router.routing import Manager, RoutingPlan, Strategy
 from router.schedule import Schedule, Window
 from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock
-from tests.router.plans import offered
-
-
-def scenario(name: str = "default", **fields: Any) -> Scenario:
-    return Scenario(name=name, hold_limit=30, ring_timeout=15, max_attempts=2, retry_delays=(60,), **fields)
+from tests.router.plans import offered, scenario
 
 
 def managers(count: int, **fields: Any) -> tuple[Manager, ...]:
@@ -119,7 +115,7 @@ async def make_rig(plan: RoutingPlan, clock: ManualClock | None = None) -> Async
 
 
 async def test_a_lead_gets_the_scenario_its_payload_matches_and_that_scenarios_pool() -> None:
-    vip = scenario("vip", match=Match(payload=(("tags", Patterns.of(["vip"])),)), pool=Pool(managers=frozenset({"m1"})))
+    vip = scenario("vip", "m1", match=Match(payload=(("tags", Patterns.of(["vip"])),)))
     async with make_rig(RoutingPlan(managers(2), (vip, scenario()))) as rig:
         await rig.lead(tags=["vip"])
         await rig.dialer.idle()
@@ -176,7 +172,7 @@ async def test_a_manager_who_owns_his_max_of_open_leads_gets_no_more_clients() -
 
 
 async def test_a_client_holding_through_a_reload_keeps_his_scenarios_pool() -> None:
-    only = {name: scenario(pool=Pool(managers=frozenset({name}))) for name in ("m0", "m1")}
+    only = {name: scenario("s", name) for name in ("m0", "m1")}
     async with make_rig(RoutingPlan(managers(2), (only["m1"],))) as rig:
         rig.dialer.pbx_event(ExtensionState("102", DeviceState.IN_USE))
         await rig.lead()
