@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from router.board import History, ManagerBoard
@@ -11,7 +10,7 @@ from router.model import Call, Lead, Outcome, OutcomeReport
 from router.pbx_events import DeviceState
 from router.routing import Strategy
 from router.schedule import Schedule, Window
-from tests.router.plans import ANYONE, T0, at, manager, offered, plan, scenario
+from tests.router.plans import ANYONE, T0, at, manager, offered, plan, scenario, talked
 
 M1, M2, M3 = manager(1), manager(2), manager(3)
 MOSCOW = ZoneInfo("Europe/Moscow")  # UTC+3: T0 (09:00 UTC) is 12:00 there
@@ -225,16 +224,6 @@ def test_restore_brings_back_open_leads_and_today() -> None:
 
 
 # -- today's figures -------------------------------------------------------------------------------
-
-
-def talked(manager_id: str, seconds: float, call_id: int = 1) -> Call:
-    call = Call(lead_id=1, attempt=1, scenario="s", channel_id=f"lr-{call_id}", phone="+79161234567",
-                started_at=T0, id=call_id)  # fmt: skip
-    call.client_answered(T0)
-    call.connect_to(manager_id, T0)
-    call.bridged(T0)
-    call.hung_up(T0 + timedelta(seconds=seconds), 16)
-    return call
 
 
 def test_talked_calls_count_for_today_and_a_new_day_starts_from_zero() -> None:
