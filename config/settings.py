@@ -34,7 +34,7 @@ from config.fields import (
     only,
     template,
 )
-from dialer.engine import DialerSettings
+from dialer.settings import DialerSettings
 from events.publisher import MqttSettings
 from router.breaker import BreakerSettings
 

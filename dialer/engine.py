@@ -36,10 +36,11 @@ import structlog
 
 from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, UnitOfWorkFactory
 from dialer.resync import CatchUp, Missed, decide_resync
+from dialer.settings import DialerSettings
 from dialer.write_behind import WriteBehind
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
-from router.breaker import BreakerChange, BreakerSettings, PbxBreaker
+from router.breaker import BreakerChange, PbxBreaker
 from router.events import DomainEvent
 from router.hold_queue import HoldQueue
 from router.model import Call, CallState, Disposition, Lead, LegResult
@@ -167,14 +168,6 @@ class _Live:
         for timer in self.timers:
             timer.cancel()
         self.timers.clear()
-
-
-@dataclass(frozen=True)
-class DialerSettings:
-    channel_id_prefix: str
-    max_channels: int
-    dial_deadline: float  # seconds after which an unanswered Originate is looked for in the PBX's listing
-    breaker: BreakerSettings = field(default_factory=BreakerSettings)
 
 
 class Dialer:

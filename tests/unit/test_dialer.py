@@ -10,9 +10,10 @@ from datetime import timedelta
 
 import pytest
 
-from dialer.engine import Dialer, DialerSettings
+from dialer.engine import Dialer
 from dialer.intake import LeadInput, LeadIntake
 from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent, UnitOfWorkFactory
+from dialer.settings import DialerSettings
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.breaker import BreakerSettings

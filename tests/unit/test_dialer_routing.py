@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dialer.engine import Dialer, DialerSettings
+from dialer.engine import Dialer
 from dialer.intake import LeadInput, LeadIntake
+from dialer.settings import DialerSettings
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.matching import Match, Patterns
