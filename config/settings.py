@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ami_adapter.client import AmiSettings
 from ami_adapter.pbx import AsteriskPbxSettings
+from ami_adapter.translate import TranslatorSettings
 from config.document import Document
 from config.fields import (
     AmiText,
@@ -198,6 +199,9 @@ class PbxSection(_Strict):
             originate_timeout=self.originate_timeout,
             hold_max=self.hold_max,
         )
+
+    def translator_settings(self) -> TranslatorSettings:
+        return TranslatorSettings(channel_id_prefix=self.channel_id_prefix, manager_device=self.manager_device_parts)
 
     def dialer_settings(self) -> DialerSettings:
         return DialerSettings(

@@ -148,9 +148,7 @@ class Daemon:
         now = self.clock.now()
         self.board.restore(await self.queries.board_history(self.routing.plan, now), now)
         translator = EventTranslator(
-            channel_id_prefix=settings.pbx.channel_id_prefix,
-            manager_device=settings.pbx.manager_device_parts,
-            sink=lambda event: self.dialer.pbx_event(event),
+            settings.pbx.translator_settings(), sink=lambda event: self.dialer.pbx_event(event)
         )
         self.ami = AmiClient(
             settings.ami.client_settings(),

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from ami_adapter.translate import TranslatorSettings
 from config.problems import ConfigError, Problem
 from config.settings import DIAL_DEADLINE_MARGIN, PbxSection, load_settings
 
@@ -190,7 +191,7 @@ def test_template_helpers() -> None:
 
     assert pbx.client_channel_for("79161234567") == "Local/79161234567@out"
     assert pbx.manager_channel_parts == ("PJSIP/", "@office")
-    assert pbx.manager_device_parts == ("SIP/", "")
+    assert pbx.translator_settings() == TranslatorSettings(channel_id_prefix="lr", manager_device=("SIP/", ""))
     with pytest.raises(ValueError, match="digits only"):
         pbx.client_channel_for("7916&PJSIP/666")
 
