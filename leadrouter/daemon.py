@@ -26,7 +26,7 @@ from api.app import ApiDeps, create_app
 from api.server import ApiServer
 from config.routing import RoutingSource
 from config.settings import Settings
-from dialer.engine import Dialer
+from dialer.engine import Dialer, DialerStopped
 from dialer.intake import LeadIntake
 from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
@@ -264,7 +264,9 @@ class Daemon:
             await asyncio.sleep(0.1)
 
     async def _flush_outbox(self) -> None:
-        await self.dialer.idle()
+        # A dialer that died stored what it could on its way out (Dialer.run); the outbox still goes.
+        with contextlib.suppress(DialerStopped):
+            await self.dialer.idle()
         if self.publisher is not None:
             await self.publisher.flush()
 
