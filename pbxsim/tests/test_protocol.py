@@ -108,6 +108,22 @@ async def test_filter_keeps_only_matching_events(sim: Simulator, ami: RawAmi) ->
     await filtered.close()
 
 
+async def test_actions_are_recorded_only_when_asked() -> None:
+    # leadrouter simulator and the demo run for hours: they must not keep every byte they read.
+    async with Simulator(clock=ScaledClock(50), dialplan=SHIPPED_DIALPLAN) as quiet:
+        client = await RawAmi.connect(quiet.port)
+        await client.login()
+        assert (await client.action("Ping"))["Ping"] == "Pong"
+        await client.close()
+    assert quiet.received == [] and quiet.raw_received == b""
+
+
+async def test_a_recording_simulator_keeps_each_action_and_its_bytes(sim: Simulator, ami: RawAmi) -> None:
+    await ami.action("Ping")
+    assert [dict(action)["Action"] for action in sim.received] == ["Login", "Ping"]
+    assert sim.raw_received.startswith(b"Action: Login\r\n")
+
+
 async def test_stalled_asterisk_records_actions_but_answers_nothing(sim: Simulator, ami: RawAmi) -> None:
     sim.stall(True)
     since = ami.mark()

@@ -82,7 +82,7 @@ async def running(
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
     crm = CrmListener("crm-e2e")
     async with (
-        Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world, timestamp_events=True) as sim,
+        Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world, timestamp_events=True, record=True) as sim,
         contextlib.AsyncExitStack() as stack,
     ):
         if mqtt_port is not None:

@@ -17,7 +17,7 @@ from tests.integration.rig import actions_received
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(clock=ScaledClock(20), dialplan=SHIPPED_DIALPLAN) as sim:
+    async with Simulator(clock=ScaledClock(20), dialplan=SHIPPED_DIALPLAN, record=True) as sim:
         yield sim
 
 

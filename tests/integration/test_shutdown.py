@@ -57,7 +57,7 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
     crm = CrmListener("crm-shutdown", persistent_session=True)
     http_port = free_port()
     async with (
-        Simulator(clock=ScaledClock(1.0), dialplan=SHIPPED_DIALPLAN, world=world) as sim,
+        Simulator(clock=ScaledClock(1.0), dialplan=SHIPPED_DIALPLAN, world=world, record=True) as sim,
         contextlib.AsyncExitStack() as stack,
     ):
         stack.callback(asyncio.create_task(crm.run(mosquitto_port)).cancel)
