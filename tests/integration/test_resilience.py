@@ -153,6 +153,7 @@ async def test_a_managers_phone_going_idle_during_an_ami_gap_is_free_after_the_r
             10,
             "the manager to be free again after the reconnect",
         )
+        await rig.daemon.dialer.idle()  # the board changes at once, the call's closing is committed after
         found = await rig.daemon.queries.lead_with_calls(lead_id)
         assert found is not None
         _, (call,) = found
