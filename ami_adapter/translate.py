@@ -8,6 +8,7 @@ are someone else's. Managers are recognised by their device name, not by channel
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from router.pbx_events import (
@@ -76,17 +77,16 @@ WANTED_EVENTS = frozenset(
 _UP = "6"  # CoreShowChannel ChannelState of an answered channel
 
 
+@dataclass(frozen=True)
+class TranslatorSettings:
+    channel_id_prefix: str  # our client legs' Uniqueids are "<prefix>-...": only those are ours
+    manager_device: tuple[str, str]  # the managers' device template split around {extension}
+
+
 class EventTranslator:
-    def __init__(
-        self,
-        *,
-        channel_id_prefix: str,
-        manager_device: tuple[str, str],
-        sink: Callable[[PbxEvent], None],
-    ) -> None:
-        """``manager_device`` is the device template split around ``{extension}``."""
-        self._prefix = channel_id_prefix + "-"
-        self._device_head, self._device_tail = manager_device
+    def __init__(self, settings: TranslatorSettings, *, sink: Callable[[PbxEvent], None]) -> None:
+        self._prefix = settings.channel_id_prefix + "-"
+        self._device_head, self._device_tail = settings.manager_device
         self._sink = sink
         self._names: dict[str, str] = {}
         self._handlers: dict[str, Callable[[dict[str, str]], PbxEvent | None]] = {

@@ -23,7 +23,7 @@ from typing import Any
 from panoramisk.ami_protocol import AMIProtocol
 
 from ami_adapter.protocol import AmiProtocol
-from ami_adapter.translate import WANTED_EVENTS, EventTranslator
+from ami_adapter.translate import WANTED_EVENTS, EventTranslator, TranslatorSettings
 from tests.transcripts import CALL_TRANSCRIPTS, load
 
 READ_SIZE = 4096
@@ -65,9 +65,7 @@ def run_panoramisk(data: bytes) -> float:
 
 def run_leadrouter(data: bytes) -> tuple[float, int]:
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    translator = EventTranslator(
-        channel_id_prefix="lr", manager_device=("Local/", "@sim-managers"), sink=queue.put_nowait
-    )
+    translator = EventTranslator(TranslatorSettings("lr", ("Local/", "@sim-managers")), sink=queue.put_nowait)
     proto = AmiProtocol()
     proto.connection_made(_Transport())
     proto.on_event = translator

@@ -93,10 +93,13 @@ class _Bench:
             # the dearer path (below the floor, a pick is the head of an index).
             pool = [manager.id for manager in self.managers if self.scenario.pool.admits(manager)]
             self.board.restore(History(offers={"s": pool * 20}), T0)
+        # Four in ten phones in use; the rest are free (no shifts, no capacity limits here).
+        self.free: list[str] = []
         for manager in self.managers:
             if self.rng.random() < 0.4:
                 self.board.device_changed(manager.extension, DeviceState.IN_USE)
-        self.free = [manager.id for manager in self.managers if self.board.is_free(manager.id)]
+            else:
+                self.free.append(manager.id)
         self.given: deque[str] = deque()
         self.call_id = 0
 

@@ -36,15 +36,19 @@ async def one_run(calls: int) -> float:
         ami = await RawAmi.connect(sim.port)
         await ami.login()
         started = time.perf_counter()
-        for i in range(calls):
-            ami.send("Originate", *originate(f"7916{i:07d}", f"load-{i}"))
+        for number in range(calls):
+            ami.send("Originate", *originate(f"7916{number:07d}", f"load-{number}"))
         await wait_until(lambda: len(ami.events("OriginateResponse")) == calls)
         waiting = [
-            m["Channel"] for m in ami.events("OriginateResponse") if m["Reason"] == "4" and m["Uniqueid"][-1] != "9"
+            response["Channel"]
+            for response in ami.events("OriginateResponse")
+            if response["Reason"] == "4" and response["Uniqueid"][-1] != "9"
         ]
-        await wait_until(lambda: sum(c.application == "MusicOnHold" for c in sim.live_channels()) == len(waiting))
-        for n, channel in enumerate(waiting):
-            ami.send("Redirect", *connect_to(channel, f"1{n % 100:02d}"))
+        await wait_until(
+            lambda: sum(channel.application == "MusicOnHold" for channel in sim.live_channels()) == len(waiting)
+        )
+        for turn, channel in enumerate(waiting):
+            ami.send("Redirect", *connect_to(channel, f"1{turn % 100:02d}"))
         await wait_until(lambda: not sim.live_channels())
         elapsed = time.perf_counter() - started
         await ami.close()

@@ -87,13 +87,11 @@ class Document:
         data: Any,
         spots: dict[Loc, _Spot],
         problems: list[Problem],
-        fallback: tuple[int, int],
     ) -> None:
         self.source = source
         self.data = data
         self._spots = spots
         self._problems = problems  # found while reading, e.g. duplicate keys
-        self._fallback = fallback  # where to point when nothing nearer was written
         self._origins: dict[Loc, str] = {}
 
     @classmethod
@@ -126,12 +124,7 @@ class Document:
             raise ConfigError([Problem(source, 0, 0, "", "is nested too deeply to read")]) from None
         finally:
             loader.dispose()
-        return cls(source, data, spots, duplicates, fallback=(1, 1))
-
-    @classmethod
-    def from_data(cls, data: Any, source: str) -> Document:
-        """Data built in code: problems name ``source`` and carry no positions."""
-        return cls(source, data, {}, [], fallback=(0, 0))
+        return cls(source, data, spots, duplicates)
 
     def override(self, loc: tuple[str, ...], value: object, origin: str) -> None:
         """Put a value that comes from outside the source; its problems name ``origin``."""
@@ -181,7 +174,7 @@ class Document:
             if spot is not None:
                 mark = spot.mark(at_key and length == len(loc))
                 return Problem(self.source, mark.line + 1, mark.column + 1, path, message)
-        return Problem(self.source, *self._fallback, path, message)
+        return Problem(self.source, 1, 1, path, message)  # nothing nearer was written: the top of the file
 
     def _from_pydantic(self, model: type[BaseModel], error: ErrorDetails) -> Problem:
         loc = error["loc"]

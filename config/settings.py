@@ -11,7 +11,7 @@ import os
 import string
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import phonenumbers
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ami_adapter.client import AmiSettings
 from ami_adapter.pbx import AsteriskPbxSettings
+from ami_adapter.translate import TranslatorSettings
 from config.document import Document
 from config.fields import (
     AmiText,
@@ -34,7 +35,7 @@ from config.fields import (
     only,
     template,
 )
-from dialer.engine import DialerSettings
+from dialer.settings import DialerSettings
 from events.publisher import MqttSettings
 from router.breaker import BreakerSettings
 
@@ -208,6 +209,9 @@ class PbxSection(_Strict):
             hold_max=self.hold_max,
         )
 
+    def translator_settings(self) -> TranslatorSettings:
+        return TranslatorSettings(channel_id_prefix=self.channel_id_prefix, manager_device=self.manager_device_parts)
+
     def dialer_settings(self) -> DialerSettings:
         return DialerSettings(
             channel_id_prefix=self.channel_id_prefix,
@@ -294,14 +298,6 @@ class Settings(_Strict):
     routing_file: Path = Path("routing.yaml")
     log: Annotated[LogSection, _NullIsDefaults] = Field(default_factory=LogSection)
     shutdown: Annotated[ShutdownSection, _NullIsDefaults] = Field(default_factory=ShutdownSection)
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<code>") -> Settings:
-        """Validate settings built in code (the integration tests); problems name ``source`` and have no positions.
-
-        A relative routing_file stays relative to the working directory.
-        """
-        return Document.from_data(dict(data), source).validate(cls)
 
 
 def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:

@@ -36,10 +36,11 @@ import structlog
 
 from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, UnitOfWorkFactory
 from dialer.resync import CatchUp, Missed, decide_resync
+from dialer.settings import DialerSettings
 from dialer.write_behind import WriteBehind
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
-from router.breaker import BreakerChange, BreakerSettings, PbxBreaker
+from router.breaker import BreakerChange, PbxBreaker
 from router.events import DomainEvent
 from router.hold_queue import HoldQueue
 from router.model import Call, CallState, Disposition, Lead, LegResult
@@ -209,12 +210,8 @@ class _Live:
         self.timers.clear()
 
 
-@dataclass(frozen=True)
-class DialerSettings:
-    channel_id_prefix: str
-    max_channels: int
-    dial_deadline: float  # seconds after which an unanswered Originate is looked for in the PBX's listing
-    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+class DialerStopped(RuntimeError):
+    """The dialer's ``run`` has ended: what it is told is no longer applied."""
 
 
 class Dialer:
@@ -244,6 +241,7 @@ class Dialer:
         self._wake_timer: asyncio.TimerHandle | None = None
         self._dispatch_parked = False  # the dispatch loop waits for _wake
         self._maybe_idle = asyncio.Event()  # set whenever something idle() checks may have finished
+        self._loops: tuple[asyncio.Task[None], ...] = ()  # run()'s event and dispatch loops, once started
         self._tasks: set[asyncio.Task[None]] = set()
         self._resynced_once = False
         self._dialing_stopped = False
@@ -337,9 +335,18 @@ class Dialer:
         That is: every queued event applied, every change committed, every PBX action it sent
         answered (a refused one has queued its event by then), and the dispatch loop waiting to
         be woken. Timers are not waited for, and a ``pbx_connected`` in progress is its caller's
-        to await. Only meaningful while ``run`` runs. Tests wait on this instead of sleeping.
+        to await. Tests wait on this instead of sleeping.
+
+        Raises DialerStopped once ``run`` has ended or one of its loops died: nothing would
+        apply what is queued, so waiting would never end.
         """
-        while not self._is_idle():
+        while True:
+            ended = next((loop for loop in self._loops if loop.done()), None)
+            if ended is not None:
+                cause = None if ended.cancelled() else ended.exception()
+                raise DialerStopped(f"{ended.get_name()} has ended ({cause!r}): the dialer no longer runs") from cause
+            if self._is_idle():
+                return
             self._maybe_idle.clear()
             await self._maybe_idle.wait()
 
@@ -359,8 +366,14 @@ class Dialer:
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._event_loop(), name="dialer-events")
-                group.create_task(self._dispatch_loop(), name="dialer-dispatch")
+                self._loops = (
+                    group.create_task(self._event_loop(), name="dialer-events"),
+                    group.create_task(self._dispatch_loop(), name="dialer-dispatch"),
+                )
+                for loop in self._loops:
+                    # The loops never return: one that ends died or was stopped, and idle() must say so
+                    # at once, not once the task group has wound down.
+                    loop.add_done_callback(lambda _loop: self._maybe_idle.set())
         finally:
             # Stopping: store what the PBX already told us, so a restart starts from it.
             while not self._queue.empty():

@@ -29,7 +29,7 @@ from api.app import ApiDeps, create_app
 from api.server import ApiServer
 from config.routing import RoutingSource
 from config.settings import Settings
-from dialer.engine import Dialer
+from dialer.engine import Dialer, DialerStopped
 from dialer.intake import LeadIntake
 from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
@@ -218,9 +218,7 @@ class Daemon:
         now = self.clock.now()
         self.board.restore(await self.queries.board_history(self.routing.plan, now), now)
         translator = EventTranslator(
-            channel_id_prefix=settings.pbx.channel_id_prefix,
-            manager_device=settings.pbx.manager_device_parts,
-            sink=lambda event: self.dialer.pbx_event(event),
+            settings.pbx.translator_settings(), sink=lambda event: self.dialer.pbx_event(event)
         )
         self.ami = AmiClient(
             settings.ami.client_settings(),
@@ -352,7 +350,9 @@ class Daemon:
             await asyncio.sleep(0.1)
 
     async def _flush_outbox(self) -> None:
-        await self.dialer.idle()
+        # A dialer that died stored what it could on its way out (Dialer.run); the outbox still goes.
+        with contextlib.suppress(DialerStopped):
+            await self.dialer.idle()
         if self.publisher is not None:
             await self.publisher.flush()
 

@@ -16,6 +16,7 @@ import contextlib
 import json
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -87,7 +88,9 @@ def _mixed_clients(rng: random.Random, numbers: list[str]) -> dict[str, Behaviou
     return clients
 
 
-def simulator_settings(*, ami_port: int, database: Path, mqtt_port: int | None, token: str) -> dict[str, Any]:
+def simulator_settings(
+    *, ami_port: int, database: Path, mqtt_port: int | None, token: str, mqtt_client_id: str = "leadrouter-demo"
+) -> dict[str, Any]:
     """leadrouter.yaml for a daemon pointed at the PBX simulator: the demo's, and the integration tests'."""
     return {
         # The simulator's own AMI account (the one the recorded transcripts were captured with).
@@ -100,13 +103,15 @@ def simulator_settings(*, ami_port: int, database: Path, mqtt_port: int | None, 
             "originate_timeout": "25s",
         },
         "database": {"url": f"sqlite+aiosqlite:///{database.resolve()}"},
-        "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": "leadrouter-demo"},
+        "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": mqtt_client_id},
         "http": {"port": 0, "token": token},
         "recordings": {"url_template": "https://pbx.example.com/recordings/{file}"},
     }
 
 
-def write_config(workdir: Path, ami_port: int, mqtt_port: int | None, routing_file: Path | None = None) -> Path:
+def write_config(
+    workdir: Path, ami_port: int, mqtt_port: int | None, run_id: str, routing_file: Path | None = None
+) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     routing: dict[str, Any] = {
         "version": 1,
@@ -126,8 +131,14 @@ def write_config(workdir: Path, ami_port: int, mqtt_port: int | None, routing_fi
             {"name": "default", "hold_limit": "60s", "ring_timeout": "15s", "max_attempts": 3, "retry_delays": ["3m"]},
         ],
     }
+    # The broker may be the machine's shared one: a client id of its own, or two demos would
+    # take the broker connection from each other.
     settings = simulator_settings(
-        ami_port=ami_port, database=workdir / "leadrouter.db", mqtt_port=mqtt_port, token=TOKEN
+        ami_port=ami_port,
+        database=workdir / "leadrouter.db",
+        mqtt_port=mqtt_port,
+        token=TOKEN,
+        mqtt_client_id=f"leadrouter-demo-{run_id}",
     ) | {"routing_file": "routing.yaml", "log": {"level": "warning"}}
     if routing_file is None:
         (workdir / "routing.yaml").write_text(yaml.safe_dump(routing, allow_unicode=True, sort_keys=False))
@@ -201,6 +212,7 @@ async def run_demo(
     report_json: Path | None = None,
 ) -> int:
     rng = random.Random(seed)
+    run_id = uuid.uuid4().hex[:8]
     numbers = [f"+7916{rng.randrange(10**7):07d}" for _ in range(leads)]
     clock = ScaledClock(scale)
     since = clock.now()
@@ -211,14 +223,14 @@ async def run_demo(
     with broker() as mqtt_port:
         async with Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world, timestamp_events=True) as sim:
             routing_file = None if trial is None else trial.file
-            settings = load_settings(write_config(workdir, sim.port, mqtt_port, routing_file), env={})
+            settings = load_settings(write_config(workdir, sim.port, mqtt_port, run_id, routing_file), env={})
             routing = RoutingSource.load(settings.routing_file)
             daemon_rng = random.Random(seed)  # the strategies' draws: the same seed, the same run
             async with (
                 Daemon(settings, routing, clock, rng=daemon_rng) as daemon,
                 contextlib.AsyncExitStack() as stack,
             ):
-                crm = CrmListener("leadrouter-demo-crm")
+                crm = CrmListener(f"leadrouter-demo-crm-{run_id}")
                 if mqtt_port is not None:
                     stack.callback(asyncio.create_task(crm.run(mqtt_port)).cancel)
                     await asyncio.wait_for(crm.subscribed.wait(), 5)
@@ -344,7 +356,23 @@ async def _summary(daemon: Daemon, crm: CrmListener, clock: ScaledClock, since: 
     print(f"Bridged calls: {sum(manager.calls for manager in managers)}; every assigned lead has its manager as owner.")
     print()
     print_manager_table(managers)
-    if crm.received:
-        await asyncio.sleep(0.5)  # let the last acknowledged messages reach the subscriber
-        by_type = Counter(message["type"] for message in crm.received)
+    if crm.subscribed.is_set():
+        ours = await _delivered(daemon, crm)
+        by_type = Counter(event["type"] for event in ours.values())
         print("\nMQTT events received:", ", ".join(f"{kind} {count}" for kind, count in sorted(by_type.items())))
+
+
+async def _delivered(daemon: Daemon, crm: CrmListener, limit: float = 10.0) -> dict[str, dict[str, Any]]:
+    """Our events the CRM received, each once (QoS 1 may deliver twice), once the outbox is drained
+    and every event the broker acknowledged has reached the CRM, or ``limit`` real seconds have passed.
+
+    The broker may be shared: events another publisher sends under the same topics are not counted.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        backlog, _ = await daemon.queries.outbox_backlog()
+        published = await daemon.queries.published_ids()
+        received = {event["id"]: event for event in crm.received if event["id"] in published}
+        if (backlog == 0 and len(received) == len(published)) or time.monotonic() >= deadline:
+            return received
+        await asyncio.sleep(0.05)

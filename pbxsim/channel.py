@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,17 +46,28 @@ UNKNOWN = "<unknown>"
 class Dialing:
     """The fate of an outgoing leg as its dialer (Originate or Dial) learns it."""
 
-    __slots__ = ("dialer", "outcome", "rang", "started")
+    __slots__ = ("dialer", "on_answer", "outcome", "rang", "started")
 
-    def __init__(self, outcome: asyncio.Future[str], dialer: Channel | None, started: float) -> None:
+    def __init__(
+        self,
+        outcome: asyncio.Future[str],
+        dialer: Channel | None,
+        started: float,
+        on_answer: Callable[[], None] | None = None,
+    ) -> None:
         self.outcome = outcome  # "ANSWER", "BUSY", "CONGESTION" or "HANGUP"
         self.dialer = dialer  # the channel running Dial(); None for an Originate
         self.started = started
         self.rang = False  # ringing is reported to the dialer once
+        # Run at the answer itself: the waiting coroutine only resumes some loop turns later.
+        self.on_answer = on_answer
 
     def settle(self, result: str) -> None:
-        if not self.outcome.done():
-            self.outcome.set_result(result)
+        if self.outcome.done():
+            return
+        self.outcome.set_result(result)
+        if result == "ANSWER" and self.on_answer is not None:
+            self.on_answer()
 
 
 @dataclass

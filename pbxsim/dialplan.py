@@ -41,31 +41,31 @@ def _compile_pattern(pattern: str) -> tuple[re.Pattern[str], tuple[int, ...]]:
     body = pattern[1:]
     regex: list[str] = []
     weights: list[int] = []
-    i = 0
-    while i < len(body):
-        c = body[i]
-        upper = c.upper()
+    pos = 0
+    while pos < len(body):
+        char = body[pos]
+        upper = char.upper()
         if upper in _CLASS:
             regex.append(_CLASS[upper])
             weights.append(_WEIGHT[upper])
-        elif c == ".":
+        elif char == ".":
             regex.append(".+")
             weights.append(_WEIGHT["."])
-        elif c == "!":
+        elif char == "!":
             regex.append(".*")
             weights.append(_WEIGHT["!"])
-        elif c == "[":
-            end = body.find("]", i)
+        elif char == "[":
+            end = body.find("]", pos)
             if end < 0:
                 raise ValueError(f"unterminated [ in pattern {pattern!r}")
-            chars = body[i + 1 : end]
+            chars = body[pos + 1 : end]
             regex.append("[" + chars.replace("\\", "\\\\") + "]")
             weights.append(max(len(chars), 2))
-            i = end
+            pos = end
         else:
-            regex.append(re.escape(c))
+            regex.append(re.escape(char))
             weights.append(1)
-        i += 1
+        pos += 1
     return re.compile("".join(regex) + r"\Z"), tuple(weights)
 
 
@@ -174,15 +174,15 @@ class Dialplan:
 
 def _strip_comment(line: str) -> str:
     # A backslash keeps a literal ';' (as in Asterisk); everything after a bare one is a comment.
-    i = 0
+    semicolon = 0
     while True:
-        i = line.find(";", i)
-        if i < 0:
+        semicolon = line.find(";", semicolon)
+        if semicolon < 0:
             return line
-        if i > 0 and line[i - 1] == "\\":
-            line = line[: i - 1] + line[i:]
+        if semicolon > 0 and line[semicolon - 1] == "\\":
+            line = line[: semicolon - 1] + line[semicolon:]
             continue
-        return line[:i]
+        return line[:semicolon]
 
 
 def _split_assignment(line: str) -> tuple[str, str, str]:
@@ -211,20 +211,20 @@ def split_args(text: str) -> list[str]:
     current: list[str] = []
     depth = 0
     quoted = False
-    for c in text:
-        if c == '"':
+    for char in text:
+        if char == '"':
             quoted = not quoted
             continue
         if not quoted:
-            if c == "(":
+            if char == "(":
                 depth += 1
-            elif c == ")":
+            elif char == ")":
                 depth -= 1
-            elif c == "," and depth == 0:
+            elif char == "," and depth == 0:
                 args.append("".join(current))
                 current = []
                 continue
-        current.append(c)
+        current.append(char)
     args.append("".join(current))
     return args
 
@@ -234,34 +234,34 @@ def substitute(text: str, resolve: Callable[[str], str]) -> str:
     if "$" not in text:
         return text
     out: list[str] = []
-    i = 0
-    n = len(text)
-    while i < n:
-        j = text.find("$", i)
-        if j < 0 or j + 1 >= n:
-            out.append(text[i:])
+    start = 0
+    size = len(text)
+    while start < size:
+        dollar = text.find("$", start)
+        if dollar < 0 or dollar + 1 >= size:
+            out.append(text[start:])
             break
-        kind = text[j + 1]
+        kind = text[dollar + 1]
         if kind not in "{[":
-            out.append(text[i : j + 1])
-            i = j + 1
+            out.append(text[start : dollar + 1])
+            start = dollar + 1
             continue
-        out.append(text[i:j])
+        out.append(text[start:dollar])
         opening, closing = ("{", "}") if kind == "{" else ("[", "]")
         depth = 1
-        k = j + 2
-        while k < n and depth:
-            if text[k] == opening:
+        end = dollar + 2
+        while end < size and depth:
+            if text[end] == opening:
                 depth += 1
-            elif text[k] == closing:
+            elif text[end] == closing:
                 depth -= 1
-            k += 1
+            end += 1
         if depth:
-            out.append(text[j:])
+            out.append(text[dollar:])
             break
-        inner = substitute(text[j + 2 : k - 1], resolve)
+        inner = substitute(text[dollar + 2 : end - 1], resolve)
         out.append(_variable(inner, resolve) if kind == "{" else evaluate(inner))
-        i = k
+        start = end
     return "".join(out)
 
 
@@ -296,16 +296,16 @@ def evaluate(expression: str) -> str:
     pos = 0
     stripped = expression.rstrip()
     while pos < len(stripped):
-        m = _TOKEN.match(stripped, pos)
-        if m is None or m.end() == pos:
+        token = _TOKEN.match(stripped, pos)
+        if token is None or token.end() == pos:
             log.warning("cannot evaluate $[%s]", expression)
             return ""
-        quoted, operator, bare = m.groups()
+        quoted, operator, bare = token.groups()
         if operator is not None:
             tokens.append(("op", operator))
         else:
             tokens.append(("val", quoted if quoted is not None else bare))
-        pos = m.end()
+        pos = token.end()
     if not tokens:
         return ""
     try:

@@ -102,7 +102,8 @@ class Session:
                 line = await self.reader.readline()
                 if not line:
                     break
-                self.sim.raw_received.extend(line)
+                if self.sim.record:
+                    self.sim.raw_received.extend(line)
                 text = line.decode("utf-8", errors="replace").rstrip("\r\n")
                 if text:
                     lines.append(text)
@@ -111,7 +112,8 @@ class Session:
                     continue
                 message = [self._split(entry) for entry in lines]
                 lines = []
-                self.sim.received.append(message)
+                if self.sim.record:
+                    self.sim.received.append(message)
                 if self.sim.stalled:
                     continue
                 if not await self.sim.handle(self, message):
@@ -160,9 +162,9 @@ class Session:
 
     def deliver(self, text: str, data: bytes) -> None:
         if self.whitelist or self.blacklist:
-            if self.whitelist and not any(p.search(text) for p in self.whitelist):
+            if self.whitelist and not any(pattern.search(text) for pattern in self.whitelist):
                 return
-            if any(p.search(text) for p in self.blacklist):
+            if any(pattern.search(text) for pattern in self.blacklist):
                 return
         self.send(data)
 
@@ -182,8 +184,9 @@ class Simulator:
 
     Test controls, for provoking what a real Asterisk or network does to a client:
 
-    * ``received`` / ``raw_received``: every action as parsed, and the exact bytes read, so a
-      test can prove what did (or did not) reach the wire;
+    * ``record=True`` (constructor): keep in ``received`` / ``raw_received`` every action as
+      parsed, and the exact bytes read, so a test can prove what did (or did not) reach the wire.
+      Off by default: ``leadrouter simulator`` and the demo run for hours and would keep them all;
     * ``write_chunk_size``: write each message in chunks of this many bytes (split frames,
       UTF-8 letters cut in half);
     * ``stall(on)``: a hung Asterisk (sessions open, nothing answered or sent);
@@ -204,6 +207,7 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         timestamp_events: bool = False,
+        record: bool = False,
     ) -> None:
         self.clock = clock
         self.world = world if world is not None else World()
@@ -211,8 +215,9 @@ class Simulator:
         self.users = {name.lower(): user for name, user in (DEFAULT_USERS if users is None else users).items()}
         self.host = host
         self.port = port
-        self.received: list[list[tuple[str, str]]] = []
-        self.raw_received = bytearray()
+        self.record = record
+        self.received: list[list[tuple[str, str]]] = []  # with record=True only
+        self.raw_received = bytearray()  # with record=True only
         self.write_chunk_size: int | None = None
         self.stalled = False
         self.shutting_down = False
@@ -327,7 +332,7 @@ class Simulator:
         head = f"Event: {event}\r\nPrivilege: {category},all\r\n"
         if self.timestamp_events:
             head += f"Timestamp: {self.clock.now().timestamp():.6f}\r\n"
-        text = "".join([head, *[f"{k}: {v}\r\n" for k, v in headers], "\r\n"])
+        text = "".join([head, *[f"{name}: {value}\r\n" for name, value in headers], "\r\n"])
         data = text.encode()
         for session in sessions:
             session.deliver(text, data)
@@ -340,7 +345,9 @@ class Simulator:
         if self.stalled:
             self._listeners = {}
             return
-        self._listeners = {category: [s for s in self._sessions if s.receives(category)] for category in CLASSES}
+        self._listeners = {
+            category: [session for session in self._sessions if session.receives(category)] for category in CLASSES
+        }
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(self, reader, writer)

@@ -172,17 +172,17 @@ class Switch:
     def live(self) -> list[ChannelInfo]:
         return [
             ChannelInfo(
-                name=c.name,
-                uniqueid=c.uniqueid,
-                linkedid=c.linkedid,
-                state=STATE_DESC.get(c.state, "Unknown"),
-                context=c.context,
-                exten=c.exten,
-                priority=c.priority,
-                application=c.app,
-                bridge_id=c.bridge.uniqueid if c.bridge else "",
+                name=chan.name,
+                uniqueid=chan.uniqueid,
+                linkedid=chan.linkedid,
+                state=STATE_DESC.get(chan.state, "Unknown"),
+                context=chan.context,
+                exten=chan.exten,
+                priority=chan.priority,
+                application=chan.app,
+                bridge_id=chan.bridge.uniqueid if chan.bridge else "",
             )
-            for c in self.channels.values()
+            for chan in self.channels.values()
         ]
 
     def originate(self, request: OriginateRequest) -> asyncio.Task[bool]:
@@ -571,28 +571,36 @@ class Switch:
             self._set_caller(one, caller, (one.conn_num, one.conn_name))
             self._set_caller(one, caller, caller)
         loop = asyncio.get_running_loop()
-        dialing = Dialing(loop.create_future(), None, self.clock.monotonic())
+        dialing = Dialing(
+            loop.create_future(), None, self.clock.monotonic(), on_answer=lambda: self._originate_answered(req, one)
+        )
         if not self._call_local(one, two, dialing, resource):
             return self._originate_failed(req, 0, one.uniqueid)
         timed_out = await self._race(req.timeout, dialing.outcome)
-        one.dialing = None
         if timed_out:
+            one.dialing = None
             one.cause = NO_ANSWER
             self._hangup(one)
             return self._originate_failed(req, 3, one.uniqueid)
         outcome = dialing.outcome.result()
         if outcome == "ANSWER":
-            self._dial_event("DialEnd", None, one, ("DialStatus", "ANSWER"))
-            if req.asynchronous:
-                self._originate_response(req, "Success", one.name, 4, one.uniqueid, one)
-            one.context, one.exten, one.priority = req.context, req.exten, req.priority
-            self._start_dialplan(one)
-            return True
+            return True  # reported and sent on its way by _originate_answered, at the answer
+        one.dialing = None
         if outcome != "HANGUP":
             self._dial_event("DialEnd", None, one, ("DialStatus", outcome))
         self._hangup(one)
         # A stopping Asterisk ends Originates before any frame came back: Reason 0 (no frame).
         return self._originate_failed(req, 0 if self.stopping else ORIGINATE_REASON[outcome], one.uniqueid)
+
+    def _originate_answered(self, req: OriginateRequest, one: Channel) -> None:
+        """In the loop turn of the answer, as Asterisk reports it (timestamps.txt: 0.5 ms after
+        the channel's Newstate Up), not when the Originate's coroutine next runs."""
+        one.dialing = None
+        self._dial_event("DialEnd", None, one, ("DialStatus", "ANSWER"))
+        if req.asynchronous:
+            self._originate_response(req, "Success", one.name, 4, one.uniqueid, one)
+        one.context, one.exten, one.priority = req.context, req.exten, req.priority
+        self._start_dialplan(one)
 
     def _originate_failed(self, req: OriginateRequest, reason: int, uniqueid: str) -> bool:
         if req.asynchronous:
@@ -630,7 +638,7 @@ class Switch:
         finally:
             if timer is not None:
                 timer.cancel()
-        return not any(f.done() for f in futures)
+        return not any(future.done() for future in futures)
 
     async def _block(self, chan: Channel, seconds: float | None, also: asyncio.Future[Any] | None = None) -> bool:
         """Block an application; True when the time ran out, False when interrupted or `also` completed."""

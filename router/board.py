@@ -103,7 +103,9 @@ class ManagerBoard:
             self._slots[manager.id] = slot
         self._by_extension = {slot.manager.extension: manager_id for manager_id, slot in self._slots.items()}
         # The free keep their turn, whatever the file's order; newcomers queue behind them.
-        self._free = dict.fromkeys(mid for mid in self._free if mid in self._slots and self._slots[mid].free)
+        self._free = dict.fromkeys(
+            manager_id for manager_id in self._free if manager_id in self._slots and self._slots[manager_id].free
+        )
         for manager_id, slot in self._slots.items():
             if slot.free and manager_id not in self._free:
                 slot.idle_seq = next(self._idle_seq)
@@ -272,7 +274,11 @@ class ManagerBoard:
             # calls alive across a reload get the member free longest.
             pool = scenario.pools[level]
             manager_id = next(
-                (mid for mid in self._free if mid not in exclude and pool.admits(self._slots[mid].manager)),
+                (
+                    manager_id
+                    for manager_id in self._free
+                    if manager_id not in exclude and pool.admits(self._slots[manager_id].manager)
+                ),
                 None,
             )
         return None if manager_id is None else self._slots[manager_id].manager
@@ -364,6 +370,11 @@ class ManagerBoard:
 
     def snapshot(self) -> list[dict[str, object]]:
         return [
-            {"id": mid, "extension": s.manager.extension, "device": s.device.value, "call_id": s.call_id}
-            for mid, s in self._slots.items()
+            {
+                "id": manager_id,
+                "extension": slot.manager.extension,
+                "device": slot.device.value,
+                "call_id": slot.call_id,
+            }
+            for manager_id, slot in self._slots.items()
         ]

@@ -23,10 +23,6 @@ class LeadStatus(enum.StrEnum):
     ASSIGNED = "assigned"  # talked to a manager, who is now its owner
     FAILED = "failed"  # attempts exhausted
 
-    @property
-    def is_final(self) -> bool:
-        return self in (LeadStatus.ASSIGNED, LeadStatus.FAILED)
-
 
 class CallState(enum.StrEnum):
     DIALING = "dialing"  # client leg originated, not answered yet

@@ -34,14 +34,14 @@ def with_every_manager(managers: Iterable[Manager], rows: Iterable[ManagerStats]
     """Rows for every configured manager (idle ones with zeros), then any others who talked."""
     by_id = {row.manager_id: row for row in rows}
     table = []
-    for m in managers:
-        row = by_id.pop(m.id, None)
+    for manager in managers:
+        row = by_id.pop(manager.id, None)
         table.append(
-            ManagerStats(m.id, row.calls, row.talk_seconds, row.average_talk_seconds, m.name)
+            ManagerStats(manager.id, row.calls, row.talk_seconds, row.average_talk_seconds, manager.name)
             if row
-            else ManagerStats(m.id, 0, 0.0, 0.0, m.name)
+            else ManagerStats(manager.id, 0, 0.0, 0.0, manager.name)
         )
-    return table + sorted(by_id.values(), key=lambda r: r.manager_id)
+    return table + sorted(by_id.values(), key=lambda row: row.manager_id)
 
 
 def hms(seconds: float) -> str:

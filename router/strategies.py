@@ -144,7 +144,9 @@ class _RoundRobin(_Ranked):
     """Turns: the manager whose last client in this scenario is oldest goes next; never offered first."""
 
     def __init__(self, memory: ScenarioMemory, facts: Facts) -> None:
-        super().__init__(memory, lambda m: (memory.last_turn.get(m, -math.inf), facts.idle_seq(m)))
+        super().__init__(
+            memory, lambda manager_id: (memory.last_turn.get(manager_id, -math.inf), facts.idle_seq(manager_id))
+        )
 
     def given(self, manager_id: str, at: datetime) -> None:
         super().given(manager_id, at)
@@ -288,9 +290,9 @@ class _ClosingRate(Selector):
         self._pool_size = max(pool_size, 1)
         self._records = records
         self._rng = rng
-        self._posterior: dict[str, tuple[float, float, float]] = {}  # manager -> (a, b, upper bound)
-        self._promise = _Ranked(memory, lambda m: (-self._beta(m)[2], facts.idle_seq(m)))
-        self._starved = _Ranked(memory, lambda m: (memory.offers[m], facts.idle_seq(m)))
+        self._posterior: dict[str, tuple[float, float, float]] = {}  # manager -> (alpha, beta, upper bound)
+        self._promise = _Ranked(memory, lambda manager_id: (-self._beta(manager_id)[2], facts.idle_seq(manager_id)))
+        self._starved = _Ranked(memory, lambda manager_id: (memory.offers[manager_id], facts.idle_seq(manager_id)))
 
     def _beta(self, manager_id: str) -> tuple[float, float, float]:
         posterior = self._posterior.get(manager_id)
@@ -298,9 +300,10 @@ class _ClosingRate(Selector):
             record = self._records.get(manager_id)
             outcomes = list(record.values())[-self._options.history :] if record else []
             won = sum(outcomes)
-            a, b = self._options.prior_won + won, self._options.prior_lost + len(outcomes) - won
-            bound = min(1.0, a / (a + b) + math.sqrt(math.log(1 / SKIP_CHANCE) / (2 * (a + b + 1))))
-            posterior = self._posterior[manager_id] = (a, b, bound)
+            alpha, beta = self._options.prior_won + won, self._options.prior_lost + len(outcomes) - won
+            spread = math.sqrt(math.log(1 / SKIP_CHANCE) / (2 * (alpha + beta + 1)))
+            bound = min(1.0, alpha / (alpha + beta) + spread)
+            posterior = self._posterior[manager_id] = (alpha, beta, bound)
         return posterior
 
     def fill(self, manager_ids: Iterable[str]) -> None:
@@ -330,10 +333,10 @@ class _ClosingRate(Selector):
             return most_starved
         best, best_draw, draws = None, -1.0, 0
         for manager_id in self._promise.ranked(exclude):
-            a, b, bound = self._beta(manager_id)
+            alpha, beta, bound = self._beta(manager_id)
             if bound <= best_draw or draws == MAX_DRAWS:
                 break
-            draw = self._rng.betavariate(a, b)
+            draw = self._rng.betavariate(alpha, beta)
             draws += 1
             if draw > best_draw:
                 best, best_draw = manager_id, draw
@@ -353,13 +356,13 @@ def selector(
     """The selector of one scenario's strategy over its pool."""
     match strategy:
         case Strategy.LONGEST_IDLE:
-            return _Ranked(memory, lambda m: (facts.idle_seq(m),))
+            return _Ranked(memory, lambda manager_id: (facts.idle_seq(manager_id),))
         case Strategy.ROUND_ROBIN:
             return _RoundRobin(memory, facts)
         case Strategy.FEWEST_CALLS:
-            return _Ranked(memory, lambda m: (facts.calls_today(m), facts.idle_seq(m)))
+            return _Ranked(memory, lambda manager_id: (facts.calls_today(manager_id), facts.idle_seq(manager_id)))
         case Strategy.LEAST_TALK_TIME:
-            return _Ranked(memory, lambda m: (facts.talk_today(m), facts.idle_seq(m)))
+            return _Ranked(memory, lambda manager_id: (facts.talk_today(manager_id), facts.idle_seq(manager_id)))
         case Strategy.RANDOM:
             return _Uniform(memory, rng)
         case Strategy.WEIGHTED:

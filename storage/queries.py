@@ -194,6 +194,12 @@ class SqlQueries:
             count = (await conn.execute(select(func.count()).select_from(outbox).where(pending))).scalar_one()
             return count, (await conn.execute(oldest)).scalar_one_or_none()
 
+    async def published_ids(self) -> set[str]:
+        """The ids of the events the broker acknowledged: what a consumer of ours should have seen."""
+        query = select(outbox.c.id).where(outbox.c.published_at.is_not(None))
+        async with self._db.read() as conn:
+            return set((await conn.execute(query)).scalars())
+
     async def mark_published(self, seqs: list[int], at: datetime) -> None:
         async with self._db.write() as conn:
             await conn.execute(update(outbox).where(outbox.c.seq.in_(seqs)).values(published_at=at))

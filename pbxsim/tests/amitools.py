@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 from collections.abc import Callable
 
@@ -132,10 +133,20 @@ def connect_to(channel: str, manager: str) -> list[tuple[str, str]]:
     return [("Channel", channel), ("Context", "leadrouter-connect"), ("Exten", manager), ("Priority", "1")]
 
 
-async def wait_until(condition: Callable[[], bool], limit: float = WAIT) -> None:
-    """Poll a condition on the simulator's state (not a message), failing after `limit` real seconds."""
-    for _ in range(int(limit / POLL)):
-        if condition():
+async def wait_until(condition: Callable[[], object], limit: float = WAIT, what: str = "the condition") -> None:
+    """Poll a condition on some state (not a message), failing after ``limit`` real seconds.
+
+    The condition may be a coroutine function (the daemon's tests ask their database); this is the
+    one polling helper of the simulator's tests and the daemon's, which may use the simulator's.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
             return
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {limit} s waiting for {what}")
         await asyncio.sleep(POLL)
-    raise AssertionError(f"condition still false after {limit} s")

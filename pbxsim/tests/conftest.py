@@ -23,7 +23,7 @@ def world() -> World:
 
 @pytest.fixture
 async def sim(clock: ScaledClock, world: World) -> AsyncIterator[Simulator]:
-    async with Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world) as simulator:
+    async with Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world, record=True) as simulator:
         yield simulator
 
 

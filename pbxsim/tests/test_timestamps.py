@@ -40,6 +40,10 @@ async def test_the_simulator_stamps_events_when_its_manager_conf_says_so() -> No
     assert all(list(message)[:3] == ["Event", "Privilege", "Timestamp"] for message in events)
     stamps = [float(message["Timestamp"]) for message in events]
     assert stamps == sorted(stamps) and started <= stamps[0] and stamps[-1] <= ended
+    # The answer is reported as it happens: Asterisk sends the OriginateResponse 0.5 ms after the
+    # client leg's Newstate Up (timestamps.txt), and here nothing comes between them but the DialEnd.
+    up = ami.messages.index(ami.events("Newstate", Uniqueid="lr-ts1", ChannelStateDesc="Up")[0])
+    assert [m.get("Event") for m in ami.messages[up : up + 3]] == ["Newstate", "DialEnd", "OriginateResponse"]
     # Answer to the client leg's hangup: the recorded manager answers after 1 s and talks 3 s.
     answered = float(ami.events("OriginateResponse")[0]["Timestamp"])
     hung_up = float(ami.events("Hangup", Uniqueid="lr-ts1")[0]["Timestamp"])

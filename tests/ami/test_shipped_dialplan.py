@@ -65,14 +65,15 @@ def test_the_eventfilter_lets_through_every_event_the_daemon_reads(name: str) ->
     assert not [b for b in transcript.received if b.get("Event") in ("VarSet", "Newexten", "MusicOnHoldStart")]
 
 
-C = "lr-5d0c6a1e9b2f43a8c701"
-A = "lr-8e41b7c09d2a5f3e6b18"
-N = "lr-2a9f0c5e7b3d41e8a6c2"
-H = "lr-c47e2b9a0f5d3816e2a4"
-R = "lr-0f6d3a8c2e9b7415d3b6"
-B = "lr-7b2e9d4f1a6c0835e9f8"
-M = "lr-e3a1c8f5b0d27946a1c0"
-X = "lr-91d4f0b6e3a8c2751f4e"
+# The client leg of each recording (the ChannelId its flow_*.json originated with).
+CONNECTED = "lr-5d0c6a1e9b2f43a8c701"
+APOLOGISED = "lr-8e41b7c09d2a5f3e6b18"
+FIRST_MANAGER_NO_ANSWER = "lr-2a9f0c5e7b3d41e8a6c2"
+HUNG_UP_ON_HOLD = "lr-c47e2b9a0f5d3816e2a4"
+HUNG_UP_WHILE_MANAGER_RINGS = "lr-0f6d3a8c2e9b7415d3b6"
+MANAGER_BUSY = "lr-7b2e9d4f1a6c0835e9f8"
+HOLD_MAX_REACHED = "lr-e3a1c8f5b0d27946a1c0"
+HUNG_UP_BY_ACTION = "lr-91d4f0b6e3a8c2751f4e"
 
 
 @pytest.mark.parametrize(
@@ -80,63 +81,75 @@ X = "lr-91d4f0b6e3a8c2751f4e"
     [
         (
             "connect",
-            C,
+            CONNECTED,
             [
-                OriginateResult(C, ANSWERED),
-                RecordingStarted(C),
-                DialEnded(C, DialOutcome.ANSWER),
-                Bridged(C),
+                OriginateResult(CONNECTED, ANSWERED),
+                RecordingStarted(CONNECTED),
+                DialEnded(CONNECTED, DialOutcome.ANSWER),
+                Bridged(CONNECTED),
                 # Asterisk writes the client leg's CDR before its Hangup event; billing counts
                 # from the client's answer: 2 s on hold + 4.5 s with manager 101.
-                Billed(C, 6),
-                HungUp(C, 16),
+                Billed(CONNECTED, 6),
+                HungUp(CONNECTED, 16),
             ],
         ),
-        ("apology", A, [OriginateResult(A, ANSWERED), Billed(A, 3), HungUp(A, 16)]),
+        ("apology", APOLOGISED, [OriginateResult(APOLOGISED, ANSWERED), Billed(APOLOGISED, 3), HungUp(APOLOGISED, 16)]),
         (
             "manager_noanswer",
-            N,
+            FIRST_MANAGER_NO_ANSWER,
             [
-                OriginateResult(N, ANSWERED),
-                RecordingStarted(N),
-                DialEnded(N, DialOutcome.NO_ANSWER),
+                OriginateResult(FIRST_MANAGER_NO_ANSWER, ANSWERED),
+                RecordingStarted(FIRST_MANAGER_NO_ANSWER),
+                DialEnded(FIRST_MANAGER_NO_ANSWER, DialOutcome.NO_ANSWER),
                 # Back on hold, then sent to 101: recording starts again, into the same file.
-                RecordingStarted(N),
-                DialEnded(N, DialOutcome.ANSWER),
-                Bridged(N),
+                RecordingStarted(FIRST_MANAGER_NO_ANSWER),
+                DialEnded(FIRST_MANAGER_NO_ANSWER, DialOutcome.ANSWER),
+                Bridged(FIRST_MANAGER_NO_ANSWER),
                 # One CDR per Dial: the unanswered one, then the one that ended the call.
-                Billed(N, 5),
-                HungUp(N, 16),
-                Billed(N, 6),
+                Billed(FIRST_MANAGER_NO_ANSWER, 5),
+                HungUp(FIRST_MANAGER_NO_ANSWER, 16),
+                Billed(FIRST_MANAGER_NO_ANSWER, 6),
             ],
         ),
-        ("hangup_on_hold", H, [OriginateResult(H, ANSWERED), HungUp(H, 16), Billed(H, 2)]),
+        (
+            "hangup_on_hold",
+            HUNG_UP_ON_HOLD,
+            [OriginateResult(HUNG_UP_ON_HOLD, ANSWERED), HungUp(HUNG_UP_ON_HOLD, 16), Billed(HUNG_UP_ON_HOLD, 2)],
+        ),
         (
             "hangup_while_manager_rings",
-            R,
+            HUNG_UP_WHILE_MANAGER_RINGS,
             [
-                OriginateResult(R, ANSWERED),
-                RecordingStarted(R),
-                DialEnded(R, DialOutcome.CANCEL),
-                HungUp(R, 16),
-                Billed(R, 2),
+                OriginateResult(HUNG_UP_WHILE_MANAGER_RINGS, ANSWERED),
+                RecordingStarted(HUNG_UP_WHILE_MANAGER_RINGS),
+                DialEnded(HUNG_UP_WHILE_MANAGER_RINGS, DialOutcome.CANCEL),
+                HungUp(HUNG_UP_WHILE_MANAGER_RINGS, 16),
+                Billed(HUNG_UP_WHILE_MANAGER_RINGS, 2),
             ],
         ),
         (
             "manager_busy",
-            B,
+            MANAGER_BUSY,
             [
-                OriginateResult(B, ANSWERED),
-                RecordingStarted(B),
-                DialEnded(B, DialOutcome.BUSY),
-                HungUp(B, 16),
-                Billed(B, 2),
-                Billed(B, 3),
+                OriginateResult(MANAGER_BUSY, ANSWERED),
+                RecordingStarted(MANAGER_BUSY),
+                DialEnded(MANAGER_BUSY, DialOutcome.BUSY),
+                HungUp(MANAGER_BUSY, 16),
+                Billed(MANAGER_BUSY, 2),
+                Billed(MANAGER_BUSY, 3),
             ],
         ),
-        ("hold_max", M, [OriginateResult(M, ANSWERED), HungUp(M, 16), Billed(M, 2)]),
+        (
+            "hold_max",
+            HOLD_MAX_REACHED,
+            [OriginateResult(HOLD_MAX_REACHED, ANSWERED), HungUp(HOLD_MAX_REACHED, 16), Billed(HOLD_MAX_REACHED, 2)],
+        ),
         # The Hangup action without a Cause: the leg ends with cause 0.
-        ("hangup_action", X, [OriginateResult(X, ANSWERED), Billed(X, 2), HungUp(X, 0)]),
+        (
+            "hangup_action",
+            HUNG_UP_BY_ACTION,
+            [OriginateResult(HUNG_UP_BY_ACTION, ANSWERED), Billed(HUNG_UP_BY_ACTION, 2), HungUp(HUNG_UP_BY_ACTION, 0)],
+        ),
     ],
 )
 def test_a_client_legs_story_on_the_shipped_dialplan(name: str, channel: str, expected: list[PbxEvent]) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ami_adapter.protocol import AmiProtocol
-from ami_adapter.translate import WANTED_EVENTS, EventTranslator
+from ami_adapter.translate import WANTED_EVENTS, EventTranslator, TranslatorSettings
 from router.pbx_events import (
     Billed,
     Bridged,
@@ -40,7 +40,7 @@ def _reading_into(translator: EventTranslator) -> AmiProtocol:
 
 def _translate(name: str, prefix: str) -> tuple[EventTranslator, list[PbxEvent]]:
     out: list[PbxEvent] = []
-    translator = EventTranslator(channel_id_prefix=prefix, manager_device=("Local/", "@sim-managers"), sink=out.append)
+    translator = EventTranslator(TranslatorSettings(prefix, ("Local/", "@sim-managers")), sink=out.append)
     _reading_into(translator).data_received(load(name).wire_bytes())
     return translator, out
 
@@ -109,7 +109,7 @@ def test_manager_phones_are_followed_by_device_state() -> None:
 
 def test_channel_names_are_learned_for_redirects_and_forgotten_at_hangup() -> None:
     out: list[PbxEvent] = []
-    translator = EventTranslator(channel_id_prefix="lead42", manager_device=("PJSIP/", ""), sink=out.append)
+    translator = EventTranslator(TranslatorSettings("lead42", ("PJSIP/", "")), sink=out.append)
     proto = _reading_into(translator)
     data = load("client_first").wire_bytes()
     redirect_at = data.index(b"Event: MixMonitorStart")
@@ -130,7 +130,7 @@ def _listed(name: str, action_id: str, event: str) -> list[dict[str, str]]:
 
 def test_a_listing_tells_the_stage_of_each_of_our_legs_and_which_phones_are_busy() -> None:
     """Recorded: a client ringing, one on hold, one whose manager's phone rings, one bridged."""
-    translator = EventTranslator(channel_id_prefix="lr", manager_device=("Local/", "@sim-managers"), sink=print)
+    translator = EventTranslator(TranslatorSettings("lr", ("Local/", "@sim-managers")), sink=print)
     channels = _listed("resilience/resync_listing", "csc-mixed", "CoreShowChannel")
     snapshot = translator.snapshot(
         channels, [], connect_context="leadrouter-connect", apology_context="leadrouter-sorry"
@@ -147,7 +147,7 @@ def test_a_listing_tells_the_stage_of_each_of_our_legs_and_which_phones_are_busy
 
 
 def test_a_listing_of_three_bridged_calls_names_each_manager() -> None:
-    translator = EventTranslator(channel_id_prefix="c3", manager_device=("PJSIP/", ""), sink=print)
+    translator = EventTranslator(TranslatorSettings("c3", ("PJSIP/", "")), sink=print)
     channels = _listed("three_concurrent", "csc-busy", "CoreShowChannel")
     snapshot = translator.snapshot(channels, [], connect_context="leadrouter-connect-rec", apology_context=None)
     assert {leg.channel_id: (leg.stage, leg.extension) for leg in snapshot.legs.values()} == {
@@ -161,7 +161,7 @@ def test_a_listing_of_three_bridged_calls_names_each_manager() -> None:
 
 def test_the_device_state_list_gives_every_cached_managers_phone() -> None:
     """Recorded DeviceStateList: custom device states besides voicemail's MWI ones."""
-    translator = EventTranslator(channel_id_prefix="lr", manager_device=("Custom:", ""), sink=print)
+    translator = EventTranslator(TranslatorSettings("lr", ("Custom:", "")), sink=print)
     devices = _listed("resilience/resync_listing", "dsl-mixed", "DeviceStateChange")
     snapshot = translator.snapshot([], devices, connect_context="leadrouter-connect", apology_context=None)
     assert snapshot.devices == {
@@ -211,7 +211,7 @@ def test_an_unstamped_or_garbled_stamp_leaves_the_time_to_the_daemon() -> None:
     _, events = _translate("client_first", "lr")
     assert all(getattr(event, "at", None) is None for event in events)
     out: list[PbxEvent] = []
-    translator = EventTranslator(channel_id_prefix="lr", manager_device=("Local/", "@sim-managers"), sink=out.append)
+    translator = EventTranslator(TranslatorSettings("lr", ("Local/", "@sim-managers")), sink=out.append)
     translator("BridgeEnter", {"Uniqueid": "lr-x", "Timestamp": "nan"})
     translator("BridgeEnter", {"Uniqueid": "lr-y", "Timestamp": "1e999"})
     assert out == [Bridged("lr-x"), Bridged("lr-y")]

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from ami_adapter.translate import TranslatorSettings
 from config.problems import ConfigError, Problem
-from config.settings import DIAL_DEADLINE_MARGIN, PbxSection, Settings, load_settings
+from config.settings import DIAL_DEADLINE_MARGIN, PbxSection, load_settings
 
 REPO = Path(__file__).parents[2]
 SECRET_ENV = {"LEADROUTER_AMI_SECRET": "from-env"}
@@ -190,7 +191,7 @@ def test_template_helpers() -> None:
 
     assert pbx.client_channel_for("79161234567") == "Local/79161234567@out"
     assert pbx.manager_channel_parts == ("PJSIP/", "@office")
-    assert pbx.manager_device_parts == ("SIP/", "")
+    assert pbx.translator_settings() == TranslatorSettings(channel_id_prefix="lr", manager_device=("SIP/", ""))
     with pytest.raises(ValueError, match="digits only"):
         pbx.client_channel_for("7916&PJSIP/666")
 
@@ -233,17 +234,13 @@ def test_absolute_routing_file_is_kept(tmp_path: Path) -> None:
     assert settings.routing_file == Path("/etc/leadrouter/routing.yaml")
 
 
-def test_settings_built_in_code() -> None:
-    settings = Settings.from_mapping(
-        {"ami": {"secret": "demo"}, "mqtt": {"enabled": False}, "http": {"port": 0}}, source="<demo>"
-    )
+def test_http_port_0_takes_any_free_port_and_ami_port_0_is_refused(tmp_path: Path) -> None:
+    # What the demo and the tests write: MQTT off, the API on whatever port is free.
+    settings = load_settings(write(tmp_path, "mqtt: {enabled: false}\nhttp: {port: 0}\n"), SECRET_ENV)
     assert settings.mqtt.enabled is False
-    assert settings.http.port == 0  # any free port
-    assert settings.routing_file == Path("routing.yaml")
+    assert settings.http.port == 0
 
-    with pytest.raises(ConfigError) as caught:
-        Settings.from_mapping({"ami": {"secret": "demo", "port": 0}}, source="<demo>")
-    assert str(caught.value) == "<demo>: ami.port: must be greater than or equal to 1"
+    assert problems(tmp_path, "ami:\n  port: 0\n") == ["2:9: ami.port: must be greater than or equal to 1"]
 
 
 def test_sections_build_the_settings_each_part_takes(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ from sqlalchemy import event as sqlalchemy_event
 from events.publisher import MqttSettings, OutboxPublisher, PublisherState
 from leadrouter.broker import free_port, private_mosquitto
 from leadrouter.demo import CrmListener
+from pbxsim.tests.amitools import wait_until
 from router.model import Lead
 from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
 from tests.conftest import JsonLog
-from tests.integration.rig import until
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -43,8 +43,8 @@ async def test_events_leave_in_commit_order_with_ids_and_are_marked(db: Database
         await asyncio.wait_for(crm.subscribed.wait(), 5)
         publishing = group.create_task(publisher.run())
         await _commit_leads(db, publisher, 0, 30)
-        await until(lambda: len(crm.received) >= 30, 10, "30 events at the CRM")
-        await until(lambda: publisher.published >= 30, 5, "30 acknowledgements")
+        await wait_until(lambda: len(crm.received) >= 30, 10, "30 events at the CRM")
+        await wait_until(lambda: publisher.published >= 30, 5, "30 acknowledgements")
         listening.cancel()
         publishing.cancel()
     assert [event["lead_id"] for event in crm.received] == list(range(1, 31))
@@ -78,23 +78,28 @@ async def test_a_broker_outage_delays_events_loses_none_and_does_not_flood_the_l
             await asyncio.wait_for(crm.subscribed.wait(), 5)
             publishing = group.create_task(publisher.run())
             await _commit_leads(db, publisher, 0, 20)
-            await until(lambda: len(crm.received) >= 20, 10, "20 events at the CRM")
+            await wait_until(lambda: len(crm.received) >= 20, 10, "20 events at the CRM")
+            # The broker may pass an event on before its PUBACK reaches the publisher: wait for
+            # the acknowledgements too, so the outage starts with exactly these 20 marked.
+            await wait_until(lambda: publisher.published >= 20, 5, "20 acknowledgements")
         listening.cancel()
         # The broker is down: the daemon keeps committing, nothing is published, nothing is lost.
         await _commit_leads(db, publisher, 20, 40)
-        await until(lambda: publisher.broker_failures >= 10, 10, "ten failed reconnects")
+        await wait_until(lambda: publisher.broker_failures >= 10, 10, "ten failed reconnects")
         tasks_during_outage = len(asyncio.all_tasks())
-        await until(lambda: len(json_log.events("mqtt.still_unavailable")) >= 2, 10, "two reminders")
-        await until(lambda: publisher.broker_failures >= 30, 10, "thirty failed reconnects")
+        await wait_until(lambda: len(json_log.events("mqtt.still_unavailable")) >= 2, 10, "two reminders")
+        await wait_until(lambda: publisher.broker_failures >= 30, 10, "thirty failed reconnects")
         # Retrying holds nothing more than it did ten failures ago: no task, no pending publish.
         assert len(asyncio.all_tasks()) == tasks_during_outage
         assert publisher.state is PublisherState.BROKER_UNAVAILABLE and publisher.published == 20
-        assert len(await queries.pending_outbox(100)) == 40
+        # Every event committed during the outage waits in the outbox, in commit order.
+        waiting = [record.lead_id for record in await queries.pending_outbox(100)]
+        assert waiting == list(range(21, 61))
         with private_mosquitto(port, state):
             # The CRM comes back whenever it likes: its persistent session queues what it missed.
             listening = group.create_task(crm.run(port))
-            await until(lambda: len({event["id"] for event in crm.received}) >= 60, 15, "60 distinct events")
-            await until(lambda: publisher.published >= 60, 5, "60 acknowledgements")
+            await wait_until(lambda: len({event["id"] for event in crm.received}) >= 60, 15, "60 distinct events")
+            await wait_until(lambda: publisher.published >= 60, 5, "60 acknowledgements")
             listening.cancel()
             publishing.cancel()
     first_seen: dict[str, int] = {}
@@ -135,13 +140,13 @@ async def test_the_publisher_survives_database_errors_and_resumes(
         listening = group.create_task(crm.run(mosquitto_port))
         await asyncio.wait_for(crm.subscribed.wait(), 5)
         publishing = group.create_task(publisher.run())
-        await until(lambda: publisher.database_failures >= 5, 10, "five failed outbox reads")
+        await wait_until(lambda: publisher.database_failures >= 5, 10, "five failed outbox reads")
         assert publisher.state is PublisherState.DATABASE_FAILING and not publishing.done()
         assert publisher.connected  # the broker connection is kept meanwhile
         async with db.engine.begin() as conn:
             await conn.exec_driver_sql("ALTER TABLE outbox_away RENAME TO outbox")
-        await until(lambda: len(crm.received) >= 10, 10, "10 events at the CRM")
-        await until(lambda: publisher.published >= 10, 5, "10 acknowledgements")
+        await wait_until(lambda: len(crm.received) >= 10, 10, "10 events at the CRM")
+        await wait_until(lambda: publisher.published >= 10, 5, "10 acknowledgements")
         listening.cancel()
         publishing.cancel()
     assert [event["lead_id"] for event in crm.received] == list(range(1, 11))  # each once, in order
@@ -177,11 +182,11 @@ async def test_events_acknowledged_while_the_database_is_read_only_are_not_sent_
             listening = group.create_task(crm.run(mosquitto_port))
             await asyncio.wait_for(crm.subscribed.wait(), 5)
             publishing = group.create_task(publisher.run())
-            await until(lambda: len(crm.received) >= 10, 10, "10 events at the CRM")
-            await until(lambda: publisher.database_failures >= 5, 10, "five failed attempts to mark them")
+            await wait_until(lambda: len(crm.received) >= 10, 10, "10 events at the CRM")
+            await wait_until(lambda: publisher.database_failures >= 5, 10, "five failed attempts to mark them")
             assert publisher.published == 0 and len(await queries.pending_outbox(100)) == 10
             read_only[0] = False
-            await until(lambda: publisher.published >= 10, 10, "the events marked")
+            await wait_until(lambda: publisher.published >= 10, 10, "the events marked")
             listening.cancel()
             publishing.cancel()
     finally:

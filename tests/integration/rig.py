@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
-from config.settings import Settings
+from config.settings import Settings, load_settings
 from leadrouter.daemon import Daemon
 from leadrouter.demo import CrmListener, simulator_settings
 from pbxsim import ScaledClock, Simulator, World
+from pbxsim.tests.amitools import wait_until
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -47,7 +47,7 @@ class Rig:
                 base_url=f"http://127.0.0.1:{self.daemon.http_port}", headers={"Authorization": f"Bearer {TOKEN}"}
             )
         )
-        await until(lambda: self.daemon.ami.connected, 5, "AMI login")
+        await wait_until(lambda: self.daemon.ami.connected, 5, "AMI login")
 
     async def stop_daemon(self) -> None:
         """Stop the daemon as systemd would; the PBX and its calls go on."""
@@ -55,22 +55,16 @@ class Rig:
         self._stack = contextlib.AsyncExitStack()
 
 
+def load_written(folder: Path, config: dict[str, Any]) -> Settings:
+    """Settings as the daemon reads them: written to ``folder/leadrouter.yaml`` and loaded from there."""
+    path = folder / "leadrouter.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return load_settings(path, env={})
+
+
 def actions_received(sim: Simulator, action: str) -> list[dict[str, str]]:
     """The simulator's record of each ``action`` it was sent, as header dicts."""
     return [dict(headers) for headers in sim.received if dict(headers).get("Action") == action]
-
-
-async def until(predicate: Callable[[], Any], seconds: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 @contextlib.asynccontextmanager
@@ -89,7 +83,7 @@ async def running(
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
     crm = CrmListener("crm-e2e")
     async with (
-        Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world, timestamp_events=True) as sim,
+        Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world, timestamp_events=True, record=True) as sim,
         contextlib.AsyncExitStack() as stack,
     ):
         if mqtt_port is not None:
@@ -98,7 +92,7 @@ async def running(
         config = simulator_settings(ami_port=sim.port, database=tmp_path / "lr.db", mqtt_port=mqtt_port, token=TOKEN)
         for section, keys in (sections or {}).items():
             config[section] = config.get(section, {}) | keys
-        settings = Settings.from_mapping(config | {"routing_file": str(routing_file)})
+        settings = load_written(tmp_path, config | {"routing_file": str(routing_file)})
         rig = Rig(sim, clock, settings, routing_file, crm.received)
         await rig.start_daemon()
         try:

@@ -11,12 +11,13 @@ from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from ami_adapter.client import AmiClient, AmiSettings
 from ami_adapter.protocol import AmiDisconnected
 from pbxsim import ScaledClock, Simulator
-from tests.integration.rig import actions_received, until
+from pbxsim.tests.amitools import wait_until
+from tests.integration.rig import actions_received
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(clock=ScaledClock(20), dialplan=SHIPPED_DIALPLAN) as sim:
+    async with Simulator(clock=ScaledClock(20), dialplan=SHIPPED_DIALPLAN, record=True) as sim:
         yield sim
 
 
@@ -54,7 +55,7 @@ async def test_a_utf8_name_split_across_every_tcp_read_arrives_intact(sim: Simul
                 "ChannelId": "utf8-1",
             }
         )
-        await until(lambda: any(name == "NewCallerid" for name, _ in events), 10, "NewCallerid")
+        await wait_until(lambda: any(name == "NewCallerid" for name, _ in events), 10, "NewCallerid")
     names = {headers["CallerIDName"] for name, headers in events if name == "NewCallerid"}
     assert names == {"Иван Петров"}
 
@@ -63,9 +64,9 @@ async def test_a_silent_server_is_detected_and_the_client_reconnects(sim: Simula
     async with _client(sim, []) as ami:
         await asyncio.wait_for(ami.wait_connected(), 5)
         sim.stall(True)  # Asterisk hangs: the socket stays open, nothing comes back
-        await until(lambda: not ami.connected, 3, "the watchdog to notice")
+        await wait_until(lambda: not ami.connected, 3, "the watchdog to notice")
         sim.stall(False)
-        await until(lambda: ami.connected, 5, "a fresh login")
+        await wait_until(lambda: ami.connected, 5, "a fresh login")
         assert len(actions_received(sim, "Login")) >= 2
 
 
@@ -89,12 +90,14 @@ async def test_an_unanswered_originate_is_failed_not_resent_after_reconnect(sim:
         with pytest.raises(AmiDisconnected):
             await asyncio.wait_for(pending, 5)
         sim.stall(False)
-        await until(lambda: ami.connected, 5, "a fresh login")
-        await asyncio.sleep(0.5)  # time in which panoramisk would have re-sent it
+        await wait_until(lambda: ami.connected, 5, "a fresh login")
+        # panoramisk re-sends right after the login; the simulator answers actions in the order
+        # they arrive, so once this Ping is answered a re-sent Originate would have been read.
+        await ami.send({"Action": "Ping"})
     assert [originate["ChannelId"] for originate in actions_received(sim, "Originate")] == ["once-1"]
 
 
 async def test_a_refused_login_is_retried_without_crashing(sim: Simulator) -> None:
     async with _client(sim, [], secret="wrong") as ami:
-        await until(lambda: len(actions_received(sim, "Login")) >= 2, 5, "a second attempt")
+        await wait_until(lambda: len(actions_received(sim, "Login")) >= 2, 5, "a second attempt")
         assert not ami.connected

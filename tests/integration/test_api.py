@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from pbxsim import Behaviour, World
-from tests.integration.rig import actions_received, running, until
+from pbxsim.tests.amitools import wait_until
+from tests.integration.rig import actions_received, running
 
 ROUTING = {
     "version": 1,
@@ -81,7 +82,7 @@ async def test_a_good_lead_reaches_ami_as_digits_only_and_is_idempotent(rig) -> 
     again = await rig.post(phone="+79161234567", name="Иван", source="site", external_id="crm-1")
     assert again.status_code == 200 and again.json()["id"] == lead["id"]
 
-    await until(lambda: b"Action: Originate" in rig.sim.raw_received, 5, "the Originate")
+    await wait_until(lambda: b"Action: Originate" in rig.sim.raw_received, 5, "the Originate")
     originates = actions_received(rig.sim, "Originate")
     assert len(originates) == 1
     assert originates[0]["Channel"] == "Local/79161234567@sim-clients"

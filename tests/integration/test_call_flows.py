@@ -7,8 +7,9 @@ from pathlib import Path
 import yaml
 
 from pbxsim import Behaviour, World
+from pbxsim.tests.amitools import wait_until
 from router.model import CallState, Disposition, LeadStatus, LegResult
-from tests.integration.rig import Rig, actions_received, running, until
+from tests.integration.rig import Rig, actions_received, running
 
 PHONE = "+79161234567"
 
@@ -44,7 +45,7 @@ async def test_nobody_free_within_the_hold_limit_hears_the_apology_and_is_called
             _, calls = await _history(rig, lead_id)
             return bool(calls) and calls[0].state is CallState.ENDED
 
-        await until(ended, 10, "the call to end")
+        await wait_until(ended, 10, "the call to end")
         lead, (call,) = await _history(rig, lead_id)
         # The only manager rang 5 s unanswered; the client went back on hold until the 8 s limit,
         # was sent to leadrouter-sorry and hung up after the prompt.
@@ -65,23 +66,23 @@ async def test_a_restarted_daemon_adopts_the_call_in_progress_and_records_its_en
             _, calls = await _history(rig, lead_id)
             return bool(calls) and calls[0].state is CallState.BRIDGED
 
-        await until(bridged, 10, "the bridge")
+        await wait_until(bridged, 10, "the bridge")
         await rig.stop_daemon()  # systemctl restart while the client talks
         await rig.start_daemon()
         # Adoption follows the login (CoreShowChannels); the adopted call keeps its manager.
-        await until(lambda: rig.daemon.board.free_count == 0, 5, "the live call to be adopted")
+        await wait_until(lambda: rig.daemon.board.free_count == 0, 5, "the live call to be adopted")
 
         async def ended() -> bool:
             _, calls = await _history(rig, lead_id)
             return calls[0].state is CallState.ENDED
 
-        await until(ended, 10, "the adopted call to end")
+        await wait_until(ended, 10, "the adopted call to end")
         lead, (call,) = await _history(rig, lead_id)
         assert call.disposition is Disposition.COMPLETED and call.manager_id == "m101"
         assert call.hold_seconds is not None and call.talk_seconds is not None
         assert call.hold_seconds + call.talk_seconds > 38
         assert lead.status is LeadStatus.ASSIGNED and lead.owner_id == "m101"
-        await until(lambda: rig.daemon.board.free_count == 1, 5, "the manager to be free again")
+        await wait_until(lambda: rig.daemon.board.free_count == 1, 5, "the manager to be free again")
 
 
 async def test_routing_reload_takes_a_good_file_and_keeps_running_on_a_broken_one(tmp_path: Path) -> None:

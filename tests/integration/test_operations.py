@@ -6,8 +6,9 @@ import asyncio
 from pathlib import Path
 
 from pbxsim import Behaviour, World
+from pbxsim.tests.amitools import wait_until
 from tests.conftest import JsonLog
-from tests.integration.rig import running, scrape_metrics, until
+from tests.integration.rig import running, scrape_metrics
 
 ROUTING = {
     "version": 1,
@@ -41,8 +42,8 @@ async def test_metrics_count_what_the_daemon_did(tmp_path: Path, mosquitto_port:
             counts = await rig.daemon.queries.lead_status_counts()
             return counts == {"assigned": 1, "dialing": 1, "failed": 1} and rig.daemon.dialer.live_calls == 1
 
-        await until(settled, 20, "a lead assigned, one failed, one on the phone")
-        await until(lambda: rig.daemon.publisher and rig.daemon.publisher.published >= 10, 10, "events published")
+        await wait_until(settled, 20, "a lead assigned, one failed, one on the phone")
+        await wait_until(lambda: rig.daemon.publisher and rig.daemon.publisher.published >= 10, 10, "events published")
         samples = await scrape_metrics(rig)
 
     assert all(name.startswith("leadrouter_") for name, _ in samples)
@@ -76,7 +77,7 @@ async def test_health_says_each_part_and_a_dead_task_makes_it_unhealthy(
     tmp_path: Path, mosquitto_port: int, json_log: JsonLog
 ) -> None:
     async with running(tmp_path, world=World(), routing=ROUTING, mqtt_port=mosquitto_port) as rig:
-        await until(lambda: rig.daemon.publisher and rig.daemon.publisher.connected, 5, "the broker")
+        await wait_until(lambda: rig.daemon.publisher and rig.daemon.publisher.connected, 5, "the broker")
         healthy = await rig.http.get("/health")
         assert healthy.status_code == 200, healthy.text
         body = healthy.json()
@@ -93,7 +94,7 @@ async def test_health_says_each_part_and_a_dead_task_makes_it_unhealthy(
         # The dialer's task ends as no task should (here: cancelled from outside it).
         (dialer,) = [task for task in asyncio.all_tasks() if task.get_name() == "dialer"]
         dialer.cancel()
-        await until(lambda: not rig.daemon.tasks.all_alive, 5, "the death noticed")
+        await wait_until(lambda: not rig.daemon.tasks.all_alive, 5, "the death noticed")
         unhealthy = await rig.http.get("/health")
         assert unhealthy.status_code == 503
         body = unhealthy.json()

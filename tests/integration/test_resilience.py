@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pbxsim import Behaviour, World
+from pbxsim.tests.amitools import wait_until
 from router.model import CallState, Disposition, LeadStatus
-from tests.integration.rig import Rig, actions_received, running, scrape_metrics, until
+from tests.integration.rig import Rig, actions_received, running, scrape_metrics
+from tests.router.plans import offered
 
 SCENARIO = {"name": "default", "hold_limit": "120s", "ring_timeout": "60s", "max_attempts": 1, "retry_delays": ["5m"]}
 
@@ -60,11 +62,11 @@ async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_aft
     # One attempt each: an attempt spent on the restart would fail the lead.
     async with running(tmp_path, world=world, routing=_routing(*managers), scale=50) as rig:
         leads = [await _post(rig, _phone(index)) for index in range(20)]
-        await until(lambda: len(actions_received(rig.sim, "Originate")) >= 10, 10, "the first ten dials")
+        await wait_until(lambda: len(actions_received(rig.sim, "Originate")) >= 10, 10, "the first ten dials")
         before = len(actions_received(rig.sim, "Originate"))
         await rig.sim.shut_down()  # core restart now: ringing calls fail, Originates are refused
         dialer = rig.daemon.dialer
-        await until(lambda: dialer.breaker_state == "open", 10, "the breaker to open on the refusals")
+        await wait_until(lambda: dialer.breaker_state == "open", 10, "the breaker to open on the refusals")
         # The dialer stopped firing into the dying PBX after a handful of refusals (measured before
         # the breaker: 29 Originates within 80 ms, each costing its lead an attempt).
         refused = len(actions_received(rig.sim, "Originate")) - before
@@ -79,14 +81,14 @@ async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_aft
         assert samples[("leadrouter_pbx_failures_total", ())] == dialer.pbx_failures >= 1
         world.clients = {_phone(index)[1:]: Behaviour(answer_after=2, talk=5) for index in range(30)}
         await rig.sim.boot()
-        await until(lambda: dialer.breaker_state == "closed", 10, "the breaker to close after the PBX is back")
+        await wait_until(lambda: dialer.breaker_state == "closed", 10, "the breaker to close after the PBX is back")
         assert (await scrape_metrics(rig))[("leadrouter_breaker_state", (("state", "closed"),))] == 1
 
         async def all_assigned() -> bool:
             counts = await rig.daemon.queries.lead_status_counts()
             return counts.get("assigned", 0) == len(leads)
 
-        await until(all_assigned, 30, "every lead to be dialled again and put through")
+        await wait_until(all_assigned, 30, "every lead to be dialled again and put through")
         failed_by_pbx = 0
         for lead_id in leads:
             found = await rig.daemon.queries.lead_with_calls(lead_id)
@@ -111,24 +113,24 @@ async def test_a_client_who_answers_while_the_daemon_is_down_is_put_through_afte
     world = World(clients={phone[1:]: Behaviour(answer_after=20, talk=60)}, managers={"101": Behaviour(answer_after=1)})
     async with running(tmp_path, world=world, routing=_routing("101"), scale=20) as rig:
         lead_id = await _post(rig, phone)
-        await until(lambda: _originated(rig, phone), 5, "the Originate")
+        await wait_until(lambda: _originated(rig, phone), 5, "the Originate")
         (channel_id,) = _originated(rig, phone)
         await rig.stop_daemon()
-        await until(lambda: _leg(rig, channel_id) == ("Up", "leadrouter-hold"), 5, "the client to answer, unheard")
+        await wait_until(lambda: _leg(rig, channel_id) == ("Up", "leadrouter-hold"), 5, "the client to answer, unheard")
         await rig.start_daemon()
 
         async def bridged() -> bool:
             return await _call_state(rig, lead_id) is CallState.BRIDGED
 
-        await until(bridged, 10, "the adopted client to be put through")
+        await wait_until(bridged, 10, "the adopted client to be put through")
         # The old dial deadline (25 s + 30 s) passes while the client talks: no second dial.
-        await until(lambda: _leg(rig, channel_id) is None, 10, "the call to end")
+        await wait_until(lambda: _leg(rig, channel_id) is None, 10, "the call to end")
 
         async def assigned() -> bool:
             found = await rig.daemon.queries.lead_with_calls(lead_id)
             return found is not None and found[0].status is LeadStatus.ASSIGNED
 
-        await until(assigned, 10, "the lead to be assigned")
+        await wait_until(assigned, 10, "the lead to be assigned")
         found = await rig.daemon.queries.lead_with_calls(lead_id)
         assert found is not None
         lead, (call,) = found
@@ -149,14 +151,19 @@ async def test_a_managers_phone_going_idle_during_an_ami_gap_is_free_after_the_r
         async def bridged() -> bool:
             return await _call_state(rig, lead_id) is CallState.BRIDGED
 
-        await until(bridged, 10, "the first call to be bridged")
+        await wait_until(bridged, 10, "the first call to be bridged")
         board = rig.daemon.board
-        assert not board.is_free("m101")
+        assert "m101" not in offered(board, now=rig.clock.now())
         await rig.sim.stop_listening()  # the AMI link is gone; the call goes on without it
-        await until(lambda: not rig.sim.live_channels(), 10, "the call to end unheard")
+        await wait_until(lambda: not rig.sim.live_channels(), 10, "the call to end unheard")
         await rig.sim.start()
         # The call's end, and the phone's NOT_INUSE, were never heard of.
-        await until(lambda: board.is_free("m101"), 10, "the manager to be free again after the reconnect")
+        await wait_until(
+            lambda: "m101" in offered(board, now=rig.clock.now()),
+            10,
+            "the manager to be free again after the reconnect",
+        )
+        await rig.daemon.dialer.idle()  # the board changes at once, the call's closing is committed after
         found = await rig.daemon.queries.lead_with_calls(lead_id)
         assert found is not None
         _, (call,) = found
@@ -166,7 +173,7 @@ async def test_a_managers_phone_going_idle_during_an_ami_gap_is_free_after_the_r
         async def put_through() -> bool:
             return await _call_state(rig, next_lead) is CallState.BRIDGED
 
-        await until(put_through, 10, "the next client to be put through to m101")
+        await wait_until(put_through, 10, "the next client to be put through to m101")
 
 
 async def test_calls_that_ended_during_an_ami_gap_are_closed_with_what_is_known(tmp_path: Path) -> None:
@@ -184,21 +191,21 @@ async def test_calls_that_ended_during_an_ami_gap_are_closed_with_what_is_known(
         async def state(lead_id: int) -> CallState | None:
             return await _call_state(rig, lead_id)
 
-        await until(lambda: state(talking), 10, "the first call")
+        await wait_until(lambda: state(talking), 10, "the first call")
         leaving = await _post(rig, leaves)
 
         async def both_steady() -> bool:
             return await state(talking) is CallState.BRIDGED and await state(leaving) is CallState.CONNECTING
 
-        await until(both_steady, 10, "one call bridged, the other ringing a manager")
+        await wait_until(both_steady, 10, "one call bridged, the other ringing a manager")
         await rig.sim.stop_listening()
-        await until(lambda: not rig.sim.live_channels(), 10, "both calls to end unheard")
+        await wait_until(lambda: not rig.sim.live_channels(), 10, "both calls to end unheard")
         await rig.sim.start()
 
         async def closed() -> bool:
             return await state(talking) is CallState.ENDED and await state(leaving) is CallState.ENDED
 
-        await until(closed, 10, "both calls to be closed after the reconnect")
+        await wait_until(closed, 10, "both calls to be closed after the reconnect")
         results = {}
         for lead_id in (talking, leaving):
             found = await rig.daemon.queries.lead_with_calls(lead_id)
@@ -226,11 +233,11 @@ async def test_a_client_ringing_through_an_ami_gap_costs_no_attempt_and_one_answ
     async with running(tmp_path, world=world, routing=_routing("101", "102"), scale=50) as rig:
         lost = await _post(rig, rings_out)
         answered = await _post(rig, answers)
-        await until(lambda: _originated(rig, rings_out) and _originated(rig, answers), 5, "both dials")
+        await wait_until(lambda: _originated(rig, rings_out) and _originated(rig, answers), 5, "both dials")
         (answering_leg,) = _originated(rig, answers)
         await rig.sim.stop_listening()
-        await until(lambda: _leg(rig, _originated(rig, rings_out)[0]) is None, 10, "the first to ring out unheard")
-        await until(lambda: _leg(rig, answering_leg) == ("Up", "leadrouter-hold"), 10, "the second to answer")
+        await wait_until(lambda: _leg(rig, _originated(rig, rings_out)[0]) is None, 10, "the first to ring out unheard")
+        await wait_until(lambda: _leg(rig, answering_leg) == ("Up", "leadrouter-hold"), 10, "the second to answer")
         world.clients[rings_out[1:]] = Behaviour(answer_after=1, talk=5)  # this time they answer
         await rig.sim.start()
 
@@ -241,8 +248,8 @@ async def test_a_client_ringing_through_an_ami_gap_costs_no_attempt_and_one_answ
             found = await rig.daemon.queries.lead_with_calls(lost)
             return found is not None and found[0].status is LeadStatus.ASSIGNED
 
-        await until(bridged, 10, "the client who answered in the gap to be put through")
-        await until(assigned, 10, "the other to be dialled again and put through")
+        await wait_until(bridged, 10, "the client who answered in the gap to be put through")
+        await wait_until(assigned, 10, "the other to be dialled again and put through")
         assert _originated(rig, answers) == [answering_leg]  # never dialled again
         found = await rig.daemon.queries.lead_with_calls(lost)
         assert found is not None

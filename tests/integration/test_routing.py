@@ -9,9 +9,11 @@ from typing import Any
 import yaml
 
 from pbxsim import Behaviour, World
+from pbxsim.tests.amitools import wait_until
 from router.model import CallState, Disposition, Outcome
 from router.routing import Strategy
-from tests.integration.rig import Rig, running, until
+from tests.integration.rig import Rig, running
+from tests.router.plans import offered
 
 ROUTING: dict[str, Any] = {
     "version": 2,
@@ -40,7 +42,7 @@ async def _ended(rig: Rig, lead_id: int) -> dict[str, Any]:
         calls = (await rig.http.get(f"/leads/{lead_id}")).json()["calls"]
         return bool(calls) and calls[-1]["state"] == CallState.ENDED
 
-    await until(done, 10, f"lead {lead_id}'s call to end")
+    await wait_until(done, 10, f"lead {lead_id}'s call to end")
     lead: dict[str, Any] = (await rig.http.get(f"/leads/{lead_id}")).json()
     return lead
 
@@ -71,7 +73,7 @@ async def test_a_manager_at_capacity_is_skipped_until_the_crm_decides_a_lead(
         third = (await rig.post(phone="+79161234569", payload=VIP)).json()["id"]
         assert (await _ended(rig, third))["owner_id"] == "anna"
 
-        await until(lambda: any(m["type"] == "lead.outcome" for m in rig.mqtt), 5, "lead.outcome on MQTT")
+        await wait_until(lambda: any(m["type"] == "lead.outcome" for m in rig.mqtt), 5, "lead.outcome on MQTT")
         (event,) = [message for message in rig.mqtt if message["type"] == "lead.outcome"]
         assert (event["lead_id"], event["outcome"], event["owner_id"], event["scenario"]) == (
             first,
@@ -82,10 +84,10 @@ async def test_a_manager_at_capacity_is_skipped_until_the_crm_decides_a_lead(
         assert (event["author"], event["reason"], event["previous_outcome"]) == ("crm:olga", "paid", None)
 
         # After a restart the board counts Anna's open lead again, from storage.
-        await until(lambda: rig.daemon.board.free_count == 1, 5, "Anna to be out of rotation")
+        await wait_until(lambda: rig.daemon.board.free_count == 1, 5, "Anna to be out of rotation")
         await rig.stop_daemon()
         await rig.start_daemon()
-        assert not rig.daemon.board.is_free("anna") and rig.daemon.board.is_free("boris")
+        assert offered(rig.daemon.board, now=rig.clock.now()) == ["boris"]
 
 
 async def test_outcome_requests_are_checked_and_documented(tmp_path: Path) -> None:

@@ -23,10 +23,11 @@ from api.app import RETRY_AFTER_STOPPING
 from leadrouter.broker import free_port
 from leadrouter.demo import CrmListener, simulator_settings
 from pbxsim import Behaviour, ScaledClock, Simulator, World
+from pbxsim.tests.amitools import wait_until
 from router.model import Disposition
 from storage.engine import Database
 from storage.queries import SqlQueries
-from tests.integration.rig import TOKEN, actions_received, until
+from tests.integration.rig import TOKEN, actions_received
 from tests.notify_socket import listening
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
     crm = CrmListener("crm-shutdown", persistent_session=True)
     http_port = free_port()
     async with (
-        Simulator(clock=ScaledClock(1.0), dialplan=SHIPPED_DIALPLAN, world=world) as sim,
+        Simulator(clock=ScaledClock(1.0), dialplan=SHIPPED_DIALPLAN, world=world, record=True) as sim,
         contextlib.AsyncExitStack() as stack,
     ):
         stack.callback(asyncio.create_task(crm.run(mosquitto_port)).cancel)
@@ -85,8 +86,8 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
         assert daemon.stderr is not None
         log_read = asyncio.create_task(daemon.stderr.read())  # drained all along: a full pipe would stall it
         stack.push_async_callback(_killed, daemon)
-        await until(lambda: systemd.said("READY=1"), 20, "READY=1")
-        await until(lambda: systemd.said("WATCHDOG=1"), 5, "a watchdog ping")
+        await wait_until(lambda: systemd.said("READY=1"), 20, "READY=1")
+        await wait_until(lambda: systemd.said("WATCHDOG=1"), 5, "a watchdog ping")
 
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -95,7 +96,7 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
         (tmp_path / "routing.yaml").write_text("version: 1\nmanagers: [{id: anna}]\n")
         daemon.send_signal(signal.SIGHUP)
         refusal = "STATUS=routing.yaml refused (see the log); the previous rules run on"
-        await until(lambda: systemd.said(refusal), 5, "the refusal told to systemd")
+        await wait_until(lambda: systemd.said(refusal), 5, "the refusal told to systemd")
         assert (await http.get("/health")).json()["managers"] == 2
         ids = [(await http.post("/leads", json={"phone": f"+7916900000{n}"})).json()["id"] for n in (1, 2, 3)]
 
@@ -103,11 +104,11 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
             return (await http.get(f"/leads/{lead_id}")).json()["owner_id"] is not None
 
         # Two managers, so two clients are put through and the third lead waits its turn.
-        await until(lambda: _both(talking, ids[:2]), 5, "two clients put through")
+        await wait_until(lambda: _both(talking, ids[:2]), 5, "two clients put through")
         assert len(actions_received(sim, "Originate")) == 2
 
         daemon.send_signal(signal.SIGTERM)
-        await until(lambda: systemd.said("STOPPING=1"), 5, "STOPPING=1")
+        await wait_until(lambda: systemd.said("STOPPING=1"), 5, "STOPPING=1")
         refused = await http.post("/leads", json={"phone": "+79169000004"})
         assert refused.status_code == 503 and refused.headers["Retry-After"] == str(RETRY_AFTER_STOPPING)
         assert refused.json()["error"] == "stopping"
@@ -131,7 +132,9 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
             assert call.talk_seconds >= TALK - 0.5
         assert await queries.lead_status_counts() == {"assigned": 2, "new": 1}
         assert await queries.pending_outbox(10) == []  # flushed before the exit
-    await until(lambda: sum(event["type"] == "call.ended" for event in crm.received) == 2, 5, "call.ended at the CRM")
+    await wait_until(
+        lambda: sum(event["type"] == "call.ended" for event in crm.received) == 2, 5, "call.ended at the CRM"
+    )
 
     events = [line["event"] for line in log]
     assert "routing.reload_refused" in events

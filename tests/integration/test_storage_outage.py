@@ -22,8 +22,9 @@ from sqlalchemy import event
 
 from api.app import RETRY_AFTER_STORAGE
 from pbxsim import World
+from pbxsim.tests.amitools import wait_until
 from tests.conftest import JsonLog
-from tests.integration.rig import Rig, running, until
+from tests.integration.rig import Rig, running
 
 ROUTING = {
     "version": 1,
@@ -101,7 +102,7 @@ async def test_a_full_disk_refuses_leads_with_503_logs_once_and_stores_every_201
 
         # Ops free some space: the daemon notices by itself, with no lead posted to prove it.
         filler.unlink()
-        await until(lambda: rig.daemon.database.writable, 5, "the probe's write to succeed")
+        await wait_until(lambda: rig.daemon.database.writable, 5, "the probe's write to succeed")
         status, body = await _health(rig)
         assert status == 200 and body["checks"]["database"]["state"] == "up"
         after = await rig.post(phone=_phone(99))
@@ -141,7 +142,7 @@ async def test_a_read_only_database_refuses_leads_with_503_and_recovers_by_itsel
             status, body = await _health(rig)
             assert status == 503 and "readonly" in body["checks"]["database"]["error"]
             read_only[0] = False
-            await until(lambda: rig.daemon.database.writable, 5, "the probe's write to succeed")
+            await wait_until(lambda: rig.daemon.database.writable, 5, "the probe's write to succeed")
         finally:
             event.remove(engine, "checkout", as_set)
         assert (await rig.post(phone=_phone(99))).status_code == 201

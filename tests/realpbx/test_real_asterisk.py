@@ -33,8 +33,9 @@ from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import Settings
 from leadrouter.daemon import Daemon, SystemClock
+from pbxsim.tests.amitools import wait_until
 from router.model import Call, Disposition, LeadStatus, LegResult
-from tests.integration.rig import until
+from tests.integration.rig import load_written
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_MANAGER_CONF = REPO / "deploy" / "asterisk" / "manager_leadrouter.conf"
@@ -113,7 +114,8 @@ def asterisk(tmp_path: Path) -> Iterator[Asterisk]:
 def _settings(tmp_path: Path, port: int) -> Settings:
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(ROUTING, sort_keys=False))
-    return Settings.from_mapping(
+    return load_written(
+        tmp_path,
         {
             "ami": {"port": port, "secret": SECRET},
             "pbx": {
@@ -127,7 +129,7 @@ def _settings(tmp_path: Path, port: int) -> Settings:
             "http": {"port": 0, "token": TOKEN},
             "recordings": {"url_template": "https://rec.example/{file}"},
             "routing_file": str(routing_file),
-        }
+        },
     )
 
 
@@ -143,7 +145,7 @@ async def test_leads_through_the_daemon_and_a_real_asterisk(tmp_path: Path, aste
                 base_url=f"http://127.0.0.1:{daemon.http_port}", headers={"Authorization": f"Bearer {TOKEN}"}
             )
         )
-        await until(lambda: daemon.ami.connected, 10, "AMI login as the least-privilege user")
+        await wait_until(lambda: daemon.ami.connected, 10, "AMI login as the least-privilege user")
 
         ids: dict[str, int] = {}
         for phone in (*ANSWERS, APOLOGY, BUSY, NO_ANSWER):
@@ -156,7 +158,7 @@ async def test_leads_through_the_daemon_and_a_real_asterisk(tmp_path: Path, aste
             counts = await daemon.queries.lead_status_counts()
             return counts.get("assigned", 0) == 2 and counts.get("scheduled", 0) == 3 and daemon.dialer.live_calls == 0
 
-        await until(settled, ORIGINATE_TIMEOUT + 20, "two leads assigned, three scheduled, no live call")
+        await wait_until(settled, ORIGINATE_TIMEOUT + 20, "two leads assigned, three scheduled, no live call")
         now = datetime.now(UTC)
 
         owners = set()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from router.model import Lead
+from router.board import ManagerBoard
+from router.model import Call, Lead
 from router.routing import Manager, Pool, RoutingPlan, Scenario
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # a Tuesday
@@ -28,8 +29,27 @@ def scenario(name: str = "s", *managers: str, **fields: Any) -> Scenario:
 ANYONE = scenario()
 
 
+def offered(board: ManagerBoard, chosen: Scenario = ANYONE, now: datetime = T0) -> list[str]:
+    """The free managers in the order the board offers them a client: its pick, asked again and again."""
+    picked: list[str] = []
+    while (found := board.pick(chosen, set(picked), now)) is not None:
+        picked.append(found.id)
+    return picked
+
+
 def plan(*managers: Manager, scenarios: tuple[Scenario, ...] = (ANYONE,), timezone: tzinfo = UTC) -> RoutingPlan:
     return RoutingPlan(managers=managers, scenarios=scenarios, timezone=timezone)
+
+
+def talked(manager_id: str, seconds: float, call_id: int = 1) -> Call:
+    """A call the manager talked in for ``seconds``, ended at T0 + seconds."""
+    call = Call(lead_id=1, attempt=1, scenario="s", channel_id=f"lr-{call_id}", phone="+79161234567",
+                started_at=T0, id=call_id)  # fmt: skip
+    call.client_answered(T0)
+    call.connect_to(manager_id, T0)
+    call.bridged(T0)
+    call.hung_up(T0 + timedelta(seconds=seconds), 16)
+    return call
 
 
 def lead(phone: str = "+79161234567", source: str = "site", **payload: Any) -> Lead:

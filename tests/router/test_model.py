@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from router import events as ev
 from router.model import MAX_PBX_FAILURES, PBX_RETRY_DELAY, Call, CallState, Disposition, Lead, LeadStatus, LegResult
-from router.routing import Scenario
+from tests.router.plans import T0, at, scenario
 
-T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-SCENARIO = Scenario(
-    name="default",
-    hold_limit=30,
-    ring_timeout=15,
-    max_attempts=3,
-    retry_delays=(60, 300),
-)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+SCENARIO = scenario("default", retry_delays=(60, 300))
 
 
 def lead(**fields: object) -> Lead:
@@ -78,7 +65,7 @@ def test_the_last_allowed_attempt_fails_the_lead() -> None:
     subject = lead(status=LeadStatus.DIALING, attempts=3)
     failed = subject.finish_attempt(Disposition.NO_MANAGER, SCENARIO, at(10))
     assert failed == ev.LeadFailed(lead_id=7, attempts=3, last_disposition="no_manager")
-    assert subject.status is LeadStatus.FAILED and subject.status.is_final
+    assert subject.status is LeadStatus.FAILED
 
 
 @pytest.mark.parametrize("disposition", [Disposition.PBX_FAILED, Disposition.LOST_TRACK])

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import timedelta
 
 import pytest
 
 from router.board import History, ManagerBoard
-from router.model import Call, Outcome, OutcomeReport
+from router.model import Outcome, OutcomeReport
 from router.pbx_events import DeviceState
 from router.routing import ClosingRate, Manager, Scenario, Strategy
 from router.strategies import MAX_DRAWS
-from tests.router.plans import T0, at, manager, plan, scenario
+from tests.router.plans import T0, at, manager, plan, scenario, talked
 
 M1, M2, M3 = manager(1), manager(2), manager(3)
 
@@ -46,16 +45,6 @@ def serve(board: ManagerBoard, chosen: Scenario, clients: int) -> Counter[str]:
         board.release(picked.id, call_id)
         given[picked.id] += 1
     return given
-
-
-def talked(manager_id: str, seconds: float, call_id: int) -> Call:
-    call = Call(lead_id=1, attempt=1, scenario="s", channel_id=f"lr-{call_id}", phone="+79161234567",
-                started_at=T0, id=call_id)  # fmt: skip
-    call.client_answered(T0)
-    call.connect_to(manager_id, T0)
-    call.bridged(T0)
-    call.hung_up(T0 + timedelta(seconds=seconds), 16)
-    return call
 
 
 def toggle(board: ManagerBoard, extension: str) -> None:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from dialer.engine import Dialer, DialerSettings
-from dialer.intake import LeadInput, LeadIntake
-from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent, UnitOfWorkFactory
-from recordings.naming import RecordingNamer
-from router.board import ManagerBoard
+from dialer.engine import DialerStopped
+from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
 from router.breaker import BreakerSettings
-from router.model import PBX_RETRY_DELAY, Call, CallState, Disposition, LeadStatus, LegResult
+from router.model import PBX_RETRY_DELAY, CallState, Disposition, LeadStatus, LegResult
 from router.pbx_events import (
     Billed,
     Bridged,
@@ -32,95 +27,26 @@ from router.pbx_events import (
     PbxShuttingDown,
     RecordingStarted,
 )
-from router.routing import Manager, RoutingPlan, Scenario
+from router.routing import RoutingPlan
 from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
-from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock
+from tests.fakes import ManualClock
+from tests.router.plans import offered, scenario
+from tests.unit.dialer_rig import Rig, make_rig, team
 
-SCENARIO = Scenario(
-    name="default",
-    hold_limit=30,
-    ring_timeout=15,
-    max_attempts=2,
-    retry_delays=(60,),
-)
+SCENARIO = scenario("default", max_attempts=2)
 
 BREAKER = BreakerSettings(failures=2, window=10, pause=15)
 
 
-@dataclass
-class Rig:
-    db: FakeDb
-    pbx: FakePbx
-    clock: ManualClock
-    board: ManagerBoard
-    dialer: Dialer
-    intake: LeadIntake
-
-    async def lead(self, phone: str = "+79161234567", source: str = "site") -> int:
-        lead, _ = await self.intake.submit(LeadInput(phone=phone, name="Иван", source=source))
-        assert lead.id is not None
-        return lead.id
-
-    async def dialled(self, n: int = 1) -> list[str]:
-        """The channel ids of every client leg originated so far, which must be ``n``."""
-        await self.settle()
-        channels = [action[1] for action in self.pbx.of_kind("originate")]
-        assert len(channels) == n, channels
-        return channels
-
-    async def settle(self) -> None:
-        """Wait until the dialer has applied, acted on and committed everything it was told."""
-        await self.dialer.idle()
-
-    def call(self, channel_id: str) -> Call:
-        return next(call for call in self.db.calls.values() if call.channel_id == channel_id)
-
-    def events(self, type_: str) -> list[object]:
-        return [event for event in self.db.outbox if event.type == type_]
-
-
-@contextlib.asynccontextmanager
-async def make_rig(
-    managers: int = 2,
-    db: FakeDb | None = None,
-    pbx: FakePbx | None = None,
-    uow: UnitOfWorkFactory | None = None,
-    breaker: BreakerSettings = BREAKER,
-) -> AsyncIterator[Rig]:
-    """``uow``: a real database instead of the in-memory one; ``Rig.db`` then stays empty."""
-    db, pbx, clock = db or FakeDb(), pbx or FakePbx(), ManualClock()
-    uow = uow or (lambda: FakeUnitOfWork(db))
-    plan = RoutingPlan(
-        managers=tuple(Manager(f"m{index}", f"Manager {index}", str(101 + index)) for index in range(managers)),
-        scenarios=(SCENARIO,),
-    )
-    board = ManagerBoard(plan)
-    dialer = Dialer(
-        uow=uow,
-        pbx=pbx,
-        clock=clock,
-        routing=lambda: plan,
-        board=board,
-        recordings=RecordingNamer("leadrouter/{channel_id}.wav", "https://rec.example/{file}"),
-        settings=DialerSettings(channel_id_prefix="lr", max_channels=10, dial_deadline=60, breaker=breaker),
-    )
-    intake = LeadIntake(uow=uow, clock=clock, default_region="RU", on_new_lead=dialer.leads_added)
-    task = asyncio.create_task(dialer.run())
-    dialer.pbx_event(PbxBooted())  # as Asterisk says right after the login
-    await dialer.pbx_connected()
-    try:
-        yield Rig(db, pbx, clock, board, dialer, intake)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def plan(managers: int = 2) -> RoutingPlan:
+    return RoutingPlan(team(managers), (SCENARIO,))
 
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    async with make_rig() as ready:
+    async with make_rig(plan()) as ready:
         yield ready
 
 
@@ -180,7 +106,7 @@ async def test_a_manager_who_does_not_answer_is_skipped_for_the_next(rig: Rig) -
 
 
 async def test_client_waits_on_hold_until_a_manager_frees_up() -> None:
-    async with make_rig(managers=1) as rig:
+    async with make_rig(plan(1)) as rig:
         await rig.lead()
         (channel,) = await rig.dialled()
         # The only manager picks up their personal phone after we dialled.
@@ -195,7 +121,7 @@ async def test_client_waits_on_hold_until_a_manager_frees_up() -> None:
 
 
 async def test_nobody_free_within_the_hold_limit_apologises_and_schedules_a_retry() -> None:
-    async with make_rig(managers=1) as rig:
+    async with make_rig(plan(1)) as rig:
         lead_id = await rig.lead()
         (channel,) = await rig.dialled()
         rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
@@ -231,7 +157,7 @@ async def test_busy_client_is_retried_then_failed(rig: Rig) -> None:
 
 
 async def test_client_hanging_up_on_hold_is_abandoned() -> None:
-    async with make_rig(managers=1) as rig:
+    async with make_rig(plan(1)) as rig:
         await rig.lead()
         (channel,) = await rig.dialled()
         rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
@@ -245,7 +171,7 @@ async def test_client_hanging_up_on_hold_is_abandoned() -> None:
 
 
 async def test_dials_no_more_clients_than_free_managers() -> None:
-    async with make_rig(managers=2) as rig:
+    async with make_rig(plan(2)) as rig:
         for digit in range(5):
             await rig.lead(phone=f"+7916123456{digit}")
         await rig.dialled(2)  # exactly two, once the dialer has nothing left to do
@@ -274,7 +200,7 @@ async def test_a_reconnect_closes_calls_whose_client_vanished_meanwhile(rig: Rig
 
 
 async def test_after_a_restart_live_calls_are_adopted_and_finish_normally() -> None:
-    async with make_rig() as first:
+    async with make_rig(plan()) as first:
         lead_id = await first.lead(phone="+79161234560")
         await first.lead(phone="+79161234561")
         alive, gone = await first.dialled(2)
@@ -287,7 +213,7 @@ async def test_after_a_restart_live_calls_are_adopted_and_finish_normally() -> N
         await first.settle()
         db, pbx = first.db, first.pbx
     pbx.lists(alive, LegStage.BRIDGED, "101")
-    async with make_rig(db=db, pbx=pbx) as second:
+    async with make_rig(plan(), db=db, pbx=pbx) as second:
         await second.settle()
         assert second.call(gone).disposition is Disposition.ENDED_UNOBSERVED
         assert second.call(alive).state is CallState.BRIDGED
@@ -301,7 +227,7 @@ async def test_after_a_restart_live_calls_are_adopted_and_finish_normally() -> N
 
 
 async def test_a_call_ending_makes_room_for_the_next_lead() -> None:
-    async with make_rig(managers=1) as rig:
+    async with make_rig(plan(1)) as rig:
         await rig.lead(phone="+79161234560")
         await rig.lead(phone="+79161234561")
         (first,) = await rig.dialled(1)
@@ -310,10 +236,42 @@ async def test_a_call_ending_makes_room_for_the_next_lead() -> None:
         assert second != first
 
 
+class FailingClock(ManualClock):
+    """A clock that breaks when told to: something nobody planned for, inside the dialer's loop."""
+
+    failing = False
+
+    def now(self) -> datetime:
+        if self.failing:
+            raise RuntimeError("the clock broke")
+        return super().now()
+
+
+async def test_idle_raises_once_the_dialer_has_died_instead_of_waiting_forever() -> None:
+    clock = FailingClock()
+    with pytest.raises(ExceptionGroup) as died:
+        async with make_rig(plan(), clock=clock) as rig:
+            clock.failing = True
+            rig.dialer.pbx_event(PbxBooted())  # applying it reads the clock: the event loop dies
+            with pytest.raises(DialerStopped):
+                await asyncio.wait_for(rig.dialer.idle(), 5)
+    assert died.group_contains(RuntimeError, match="the clock broke")
+
+
+async def test_idle_raises_once_the_dialer_was_stopped() -> None:
+    async with make_rig(plan()) as rig:
+        await rig.lead()
+        rig.running.cancel()
+        await asyncio.wait({rig.running})
+        rig.dialer.pbx_event(PbxBooted())  # nobody is left to apply it
+        with pytest.raises(DialerStopped):
+            await asyncio.wait_for(rig.dialer.idle(), 5)
+
+
 async def test_idle_also_waits_for_a_real_database(db: Database) -> None:
     # SQLite answers from a worker thread, many turns of the event loop later: idle() must not
     # return while a claim or a commit is still on its way, which the in-memory fakes never show.
-    async with make_rig(managers=1, uow=lambda: SqlUnitOfWork(db)) as rig:
+    async with make_rig(plan(1), uow=lambda: SqlUnitOfWork(db)) as rig:
         first_lead = await rig.lead(phone="+79161234560")
         second_lead = await rig.lead(phone="+79161234561")
         (first,) = await rig.dialled(1)
@@ -367,7 +325,7 @@ async def test_an_originate_that_never_left_the_daemon_releases_its_claim(rig: R
 
 
 async def test_pbx_failures_open_the_breaker_and_one_probe_closes_it() -> None:
-    async with make_rig(managers=3) as rig:
+    async with make_rig(plan(3), breaker=BREAKER) as rig:
         rig.pbx.originate_error = PbxError("Originate: Asterisk is shutting down")
         await rig.lead(phone="+79161234560")
         await rig.lead(phone="+79161234561")
@@ -457,12 +415,12 @@ async def test_the_dial_deadline_closes_a_call_the_pbx_does_not_have_without_cos
 
 
 async def test_after_a_restart_a_client_who_answered_meanwhile_is_put_through_not_dialled_again() -> None:
-    async with make_rig() as first:
+    async with make_rig(plan()) as first:
         lead_id = await first.lead()
         (channel,) = await first.dialled()
         db, pbx = first.db, first.pbx
     pbx.lists(channel, LegStage.ON_HOLD)  # the client answered while the daemon was down
-    async with make_rig(db=db, pbx=pbx) as second:
+    async with make_rig(plan(), db=db, pbx=pbx) as second:
         await second.dialled(1)
         assert pbx.of_kind("connect") == [("connect", channel, "101")]
         call = second.call(channel)
@@ -476,18 +434,18 @@ async def test_after_a_restart_a_client_who_answered_meanwhile_is_put_through_no
 
 
 async def test_after_a_restart_a_call_bridged_meanwhile_is_adopted_with_its_manager_as_owner() -> None:
-    async with make_rig() as first:
+    async with make_rig(plan()) as first:
         lead_id = await first.lead()
         (channel,) = await first.dialled()
         first.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
         await first.settle()  # sent to m0 (101)
         db, pbx = first.db, first.pbx
     pbx.lists(channel, LegStage.BRIDGED, "101")
-    async with make_rig(db=db, pbx=pbx) as second:
+    async with make_rig(plan(), db=db, pbx=pbx) as second:
         await second.settle()
         assert second.call(channel).state is CallState.BRIDGED
         assert db.leads[lead_id].owner_id == "m0"
-        assert not second.board.is_free("m0")
+        assert "m0" not in offered(second.board, now=second.clock.now())
 
 
 async def test_phones_that_went_idle_during_a_gap_are_free_after_the_relisting(rig: Rig) -> None:
@@ -500,7 +458,7 @@ async def test_phones_that_went_idle_during_a_gap_are_free_after_the_relisting(r
     await rig.dialer.pbx_connected()
     rig.dialer.pbx_event(PbxBooted())
     await rig.settle()
-    assert rig.board.is_free("m0") and not rig.board.is_free("m1")
+    assert offered(rig.board, now=rig.clock.now()) == ["m0"]
 
 
 async def test_call_times_are_the_pbxs_stamps_when_its_clock_agrees_with_ours(rig: Rig) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from leadrouter.systemd import Notifier, Watchdog
 from leadrouter.tasks import BackgroundTasks
+from pbxsim.tests.amitools import wait_until
 from tests.conftest import JsonLog
-from tests.integration.rig import until
 from tests.notify_socket import FakeSystemd, listening
 
 
@@ -30,7 +30,7 @@ async def test_ready_status_and_stopping_reach_the_socket(systemd: FakeSystemd) 
     notifier.extend_start(30, "waiting for the PBX")
     notifier.ready("ready: PBX linked")
     notifier.stopping("stopping: 2 live calls")
-    await until(lambda: len(systemd.received) == 3, 2, "three notices")
+    await wait_until(lambda: len(systemd.received) == 3, 2, "three notices")
     assert systemd.messages() == [
         "EXTEND_TIMEOUT_USEC=30000000\nSTATUS=waiting for the PBX",
         "READY=1\nSTATUS=ready: PBX linked",
@@ -62,11 +62,11 @@ async def test_a_stuck_event_loop_sends_no_watchdog_ping(systemd: FakeSystemd) -
     notifier = Notifier({"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": str(int(interval * 1e6))})
     watchdog = Watchdog(notifier, interval, healthy=lambda: True)
     feeding = asyncio.create_task(watchdog.run())
-    await until(lambda: len(systemd.arrivals("WATCHDOG=1")) >= 3, 2, "pings while the loop runs")
+    await wait_until(lambda: len(systemd.arrivals("WATCHDOG=1")) >= 3, 2, "pings while the loop runs")
     stuck_from = time.monotonic()
     time.sleep(1.0)  # noqa: ASYNC251 - the fault itself: something blocks the loop for five watchdog intervals
     stuck_until = time.monotonic()
-    await until(lambda: any(at > stuck_until for at in systemd.arrivals("WATCHDOG=1")), 2, "pings again")
+    await wait_until(lambda: any(at > stuck_until for at in systemd.arrivals("WATCHDOG=1")), 2, "pings again")
     feeding.cancel()
     pings = systemd.arrivals("WATCHDOG=1")
     # Nothing left while the loop was stuck (one datagram sent just before it may land a moment late).
@@ -87,11 +87,11 @@ async def test_a_dead_task_stops_the_watchdog(systemd: FakeSystemd, json_log: Js
         raise RuntimeError("an error nobody planned for")
 
     async with tasks.running("publisher", publisher_like()), tasks.running("watchdog", watchdog.run()):
-        await until(lambda: watchdog.pings >= 2, 2, "pings while all is well")
+        await wait_until(lambda: watchdog.pings >= 2, 2, "pings while all is well")
         doomed.set()
-        await until(lambda: not tasks.all_alive, 2, "the death noticed")
+        await wait_until(lambda: not tasks.all_alive, 2, "the death noticed")
         pings, rounds = watchdog.pings, watchdog.rounds
-        await until(lambda: watchdog.rounds >= rounds + 3, 2, "three more watchdog rounds")
+        await wait_until(lambda: watchdog.rounds >= rounds + 3, 2, "three more watchdog rounds")
         assert watchdog.pings == pings  # withheld: systemd restarts the daemon
     assert tasks.died == {"publisher": "RuntimeError('an error nobody planned for')"}
     (died,) = json_log.events("task.died")

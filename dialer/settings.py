@@ -1,0 +1,16 @@
+"""What the dialer is configured with, apart from the engine, so that reading the config
+(``leadrouter check-config``) does not load the engine and everything it imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from router.breaker import BreakerSettings
+
+
+@dataclass(frozen=True)
+class DialerSettings:
+    channel_id_prefix: str
+    max_channels: int
+    dial_deadline: float  # seconds after which an unanswered Originate is looked for in the PBX's listing
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)

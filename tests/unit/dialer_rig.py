@@ -1,0 +1,146 @@
+"""The Dialer running on in-memory ports and a clock the test moves: the rig of the dialer's unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dialer.engine import Dialer
+from dialer.intake import LeadInput, LeadIntake
+from dialer.ports import UnitOfWorkFactory
+from dialer.settings import DialerSettings
+from recordings.naming import RecordingNamer
+from router.board import ManagerBoard
+from router.breaker import BreakerSettings
+from router.model import Call
+from router.pbx_events import (
+    Bridged,
+    DeviceState,
+    DialEnded,
+    DialOutcome,
+    ExtensionState,
+    HungUp,
+    OriginateOutcome,
+    OriginateResult,
+    PbxBooted,
+)
+from router.routing import Manager, RoutingPlan
+from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock
+
+
+def team(count: int, **fields: Any) -> tuple[Manager, ...]:
+    """Managers m0, m1... on extensions 101, 102..."""
+    return tuple(Manager(f"m{index}", f"Manager {index}", str(101 + index), **fields) for index in range(count))
+
+
+@dataclass
+class Rig:
+    db: FakeDb
+    pbx: FakePbx
+    clock: ManualClock
+    board: ManagerBoard
+    dialer: Dialer
+    intake: LeadIntake
+    plans: list[RoutingPlan]  # the plan in force is the last one
+    running: asyncio.Task[None]  # the dialer's run()
+
+    async def lead(self, phone: str = "+79161234567", source: str = "site", **payload: Any) -> int:
+        lead, _ = await self.intake.submit(LeadInput(phone=phone, name="Иван", source=source, payload=payload))
+        assert lead.id is not None
+        return lead.id
+
+    def originated(self) -> list[str]:
+        """The channel ids of every client leg originated so far."""
+        return [action[1] for action in self.pbx.of_kind("originate")]
+
+    async def dialled(self, n: int = 1) -> list[str]:
+        """Once settled, the channel ids of every client leg originated so far, which must be ``n``."""
+        await self.settle()
+        channels = self.originated()
+        assert len(channels) == n, channels
+        return channels
+
+    def connected(self) -> list[str]:
+        """Extensions the answered clients were sent to, in order."""
+        return [action[2] for action in self.pbx.of_kind("connect")]
+
+    async def settle(self) -> None:
+        """Wait until the dialer has applied, acted on and committed everything it was told."""
+        await self.dialer.idle()
+
+    def call(self, channel_id: str) -> Call:
+        return next(call for call in self.db.calls.values() if call.channel_id == channel_id)
+
+    def events(self, type_: str) -> list[object]:
+        return [event for event in self.db.outbox if event.type == type_]
+
+    async def answered(self, channel_id: str) -> None:
+        self.dialer.pbx_event(OriginateResult(channel_id, OriginateOutcome.ANSWERED))
+        await self.settle()
+
+    async def talk(self, channel_id: str, seconds: float = 60) -> None:
+        """The manager rung for this client answers, they talk, the client hangs up."""
+        self.dialer.pbx_event(DialEnded(channel_id, DialOutcome.ANSWER))
+        self.dialer.pbx_event(Bridged(channel_id))
+        await self.settle()
+        self.clock.advance(seconds)
+        self.dialer.pbx_event(HungUp(channel_id, 16))
+        await self.settle()
+
+    async def personal_call(self, extension: str) -> None:
+        """The manager's phone is busy and free again: he becomes the one free the shortest."""
+        self.dialer.pbx_event(ExtensionState(extension, DeviceState.IN_USE))
+        self.dialer.pbx_event(ExtensionState(extension, DeviceState.FREE))
+        await self.settle()
+
+    def reload(self, plan: RoutingPlan) -> None:
+        """What the daemon does on SIGHUP with a good file."""
+        self.plans.append(plan)
+        self.board.replace(plan)
+        self.dialer.leads_added()
+
+
+@contextlib.asynccontextmanager
+async def make_rig(
+    plan: RoutingPlan,
+    *,
+    db: FakeDb | None = None,
+    pbx: FakePbx | None = None,
+    uow: UnitOfWorkFactory | None = None,
+    clock: ManualClock | None = None,
+    breaker: BreakerSettings | None = None,
+) -> AsyncIterator[Rig]:
+    """A running dialer, logged in to a booted PBX. ``uow``: a real database instead of the
+    in-memory one (``Rig.db`` then stays empty); ``db`` and ``pbx``: those of an earlier rig,
+    as a restarted daemon finds them."""
+    db, pbx, clock = db or FakeDb(), pbx or FakePbx(), clock or ManualClock()
+    uow = uow or (lambda: FakeUnitOfWork(db))
+    plans = [plan]
+    board = ManagerBoard(plan)
+    settings = DialerSettings(channel_id_prefix="lr", max_channels=10, dial_deadline=60)
+    if breaker is not None:
+        settings = replace(settings, breaker=breaker)
+    dialer = Dialer(
+        uow=uow,
+        pbx=pbx,
+        clock=clock,
+        routing=lambda: plans[-1],
+        board=board,
+        recordings=RecordingNamer("leadrouter/{channel_id}.wav", "https://rec.example/{file}"),
+        settings=settings,
+    )
+    intake = LeadIntake(uow=uow, clock=clock, default_region="RU", on_new_lead=dialer.leads_added)
+    running = asyncio.create_task(dialer.run())
+    dialer.pbx_event(PbxBooted())  # as Asterisk says right after the login
+    await dialer.pbx_connected()
+    try:
+        yield Rig(db, pbx, clock, board, dialer, intake, plans, running)
+    finally:
+        running.cancel()
+        await asyncio.wait({running})
+    # The test went through, yet the dialer died meanwhile: say of what (a failing test says why itself).
+    if not running.cancelled():
+        running.result()
