@@ -169,6 +169,9 @@ class PbxSection(_Strict):
     breaker_window: Duration = 10
     breaker_pause: Duration = 15
     boot_wait: Duration = 30
+    # With timestampevents, call times are the PBX's stamps if they lie this close behind the
+    # daemon's clock; further off, the clocks disagree (or a backlog is read) and ours stands in.
+    stamp_window: Duration = 5
 
     def client_channel_for(self, digits: str) -> str:
         """The channel that dials a client; ``digits`` as router.phone.dial_digits gives them."""
@@ -217,6 +220,7 @@ class PbxSection(_Strict):
             channel_id_prefix=self.channel_id_prefix,
             max_channels=self.max_channels,
             dial_deadline=self.originate_timeout + DIAL_DEADLINE_MARGIN,
+            stamp_window=self.stamp_window,
             breaker=BreakerSettings(
                 failures=self.breaker_failures,
                 window=self.breaker_window,

@@ -66,10 +66,6 @@ from router.routing import DialOrder, RoutingPlan, Scenario
 log = structlog.get_logger("dialer")
 
 RESYNC_RETRY = 5.0  # real seconds between attempts to list live channels
-# A PBX stamp is taken as the moment of its event only if it lies this close behind our own
-# clock. Outside it, the clocks disagree (no NTP, a PBX set to another zone) or we are reading a
-# backlog: our clock stands in, so retries are never scheduled in the past nor durations skewed.
-PBX_STAMP_WINDOW = timedelta(seconds=5)
 # The owner's wait and overflow delays count from the answer's PBX stamp, a clock other than the
 # timers': look a little after the moment, so the step is surely due when looked at.
 _STEP_MARGIN = 0.01
@@ -252,6 +248,7 @@ class Dialer:
         self._breaker = PbxBreaker(settings.breaker)
         self._pbx_failures = 0
         self._stamps_trusted = True
+        self._stamp_window = timedelta(seconds=settings.stamp_window)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -400,7 +397,10 @@ class Dialer:
         durations do not depend on how busy this loop was; otherwise the moment we read them."""
         if not isinstance(event, CallProgress) or event.at is None:
             return now
-        trusted = now - PBX_STAMP_WINDOW <= event.at <= now
+        # A stamp further behind our clock than the window means the clocks disagree (no NTP, a
+        # PBX set to another zone) or a backlog is being read: ours stands in, so retries are
+        # never scheduled in the past nor durations skewed.
+        trusted = now - self._stamp_window <= event.at <= now
         if trusted != self._stamps_trusted:
             self._stamps_trusted = trusted
             if not trusted:  # one line when the clocks part, one when they agree again

@@ -14,3 +14,5 @@ class DialerSettings:
     max_channels: int
     dial_deadline: float  # seconds after which an unanswered Originate is looked for in the PBX's listing
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    # Seconds a PBX event stamp may lie behind our clock and still be taken as the event's time.
+    stamp_window: float = 5.0

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from pbxsim import Behaviour, World
+from pbxsim.tests.amitools import wait_until
 from router.model import CallState
-from tests.integration.rig import Rig, actions_received, running, until
+from tests.integration.rig import Rig, actions_received, running
 
 ROUTING: dict[str, Any] = {
     "version": 2,
@@ -29,7 +30,7 @@ async def _ended(rig: Rig, lead_id: int) -> dict[str, Any]:
         calls = (await rig.http.get(f"/leads/{lead_id}")).json()["calls"]
         return bool(calls) and calls[-1]["state"] == CallState.ENDED
 
-    await until(done, 15, f"lead {lead_id}'s call to end")
+    await wait_until(done, 15, f"lead {lead_id}'s call to end")
     lead: dict[str, Any] = (await rig.http.get(f"/leads/{lead_id}")).json()
     return lead
 
@@ -65,4 +66,4 @@ async def test_the_manager_answers_first_then_the_client_is_dialled_and_never_ho
         silent = await _ended(rig, (await rig.post(phone="+79161234508")).json()["id"])
         assert silent["calls"][0]["disposition"] == "no_answer" and silent["attempts"] == 1
         assert silent["calls"][0]["hold_seconds"] is None
-        await until(lambda: rig.daemon.board.is_free("boris"), 5, "Boris to be free")
+        await wait_until(lambda: rig.daemon.board.is_free("boris"), 5, "Boris to be free")

@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 
 from pbxsim import Behaviour, World
+from pbxsim.tests.amitools import wait_until
 from router.model import CallState
-from tests.integration.rig import Rig, running, until
+from tests.integration.rig import Rig, running
 
 OWNER_WAIT = 4.0
 OVERFLOW_AFTER = 3.0
@@ -45,7 +46,7 @@ async def _call(rig: Rig, lead_id: int, state: CallState) -> dict[str, Any]:
         calls = (await rig.http.get(f"/leads/{lead_id}")).json()["calls"]
         return bool(calls) and calls[-1]["state"] == state
 
-    await until(reached, 15, f"lead {lead_id}'s call to be {state}")
+    await wait_until(reached, 15, f"lead {lead_id}'s call to be {state}")
     call: dict[str, Any] = (await rig.http.get(f"/leads/{lead_id}")).json()["calls"][-1]
     return call
 

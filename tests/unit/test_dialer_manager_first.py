@@ -6,9 +6,10 @@ from __future__ import annotations
 from router.model import Disposition, LeadStatus, LegResult
 from router.pbx_events import Bridged, DialEnded, DialOutcome, HungUp, OriginateOutcome, OriginateResult
 from router.routing import DialOrder, RoutingPlan
-from tests.unit.test_dialer_routing import Rig, make_rig, managers, scenario
+from tests.router.plans import scenario
+from tests.unit.dialer_rig import Rig, make_rig, team
 
-FIRST = scenario(dial_order=DialOrder.MANAGER_FIRST, managers_to_try=2)
+FIRST = scenario("default", dial_order=DialOrder.MANAGER_FIRST, managers_to_try=2)
 
 
 def rung(rig: Rig) -> list[tuple[str, str]]:
@@ -17,7 +18,7 @@ def rung(rig: Rig) -> list[tuple[str, str]]:
 
 
 async def test_the_manager_is_rung_first_and_the_client_never_holds() -> None:
-    async with make_rig(RoutingPlan(managers(2), (FIRST,))) as rig:
+    async with make_rig(RoutingPlan(team(2), (FIRST,))) as rig:
         await rig.lead()
         await rig.dialer.idle()
         ((channel, extension),) = rung(rig)
@@ -48,7 +49,7 @@ async def test_the_manager_is_rung_first_and_the_client_never_holds() -> None:
 
 
 async def test_a_manager_who_does_not_answer_passes_the_call_to_the_next_up_to_managers_to_try() -> None:
-    async with make_rig(RoutingPlan(managers(3), (FIRST,))) as rig:
+    async with make_rig(RoutingPlan(team(3), (FIRST,))) as rig:
         await rig.lead()
         await rig.dialer.idle()
         ((first, _),) = rung(rig)
@@ -73,7 +74,7 @@ async def test_a_manager_who_does_not_answer_passes_the_call_to_the_next_up_to_m
 
 
 async def test_a_client_who_does_not_answer_costs_the_attempt_and_frees_the_manager() -> None:
-    async with make_rig(RoutingPlan(managers(1), (FIRST,))) as rig:
+    async with make_rig(RoutingPlan(team(1), (FIRST,))) as rig:
         await rig.lead()
         await rig.dialer.idle()
         ((channel, _),) = rung(rig)
@@ -90,7 +91,7 @@ async def test_a_client_who_does_not_answer_costs_the_attempt_and_frees_the_mana
 
 async def test_with_nobody_free_no_phone_rings_and_the_lead_waits_for_a_manager() -> None:
     busy_pool = scenario(dial_order=DialOrder.MANAGER_FIRST)
-    async with make_rig(RoutingPlan(managers(1), (busy_pool,))) as rig:
+    async with make_rig(RoutingPlan(team(1), (busy_pool,))) as rig:
         await rig.personal_call("101")
         rig.board.reserve("m0", call_id=999)  # on another call of ours
         await rig.lead()
