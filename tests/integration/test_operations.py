@@ -78,6 +78,8 @@ async def test_health_says_each_part_and_a_dead_task_makes_it_unhealthy(
 ) -> None:
     async with running(tmp_path, world=World(), routing=ROUTING, mqtt_port=mosquitto_port) as rig:
         await wait_until(lambda: rig.daemon.publisher and rig.daemon.publisher.connected, 5, "the broker")
+        # Until the PBX said FullyBooted and its calls were read, dials wait: "degraded" is right then.
+        await wait_until(lambda: rig.daemon.dialer.breaker_state == "closed", 5, "the PBX read after login")
         healthy = await rig.http.get("/health")
         assert healthy.status_code == 200, healthy.text
         body = healthy.json()
