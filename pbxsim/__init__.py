@@ -10,8 +10,8 @@ sessions, what was received) are listed in :class:`Simulator`'s docstring.
 
 from .clock import ScaledClock
 from .server import Simulator
-from .switch import ChannelInfo
+from .switch import ChannelInfo, ChannelRecord
 from .wire import AmiUser
 from .world import Behaviour, World
 
-__all__ = ["AmiUser", "Behaviour", "ChannelInfo", "ScaledClock", "Simulator", "World"]
+__all__ = ["AmiUser", "Behaviour", "ChannelInfo", "ChannelRecord", "ScaledClock", "Simulator", "World"]

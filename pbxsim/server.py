@@ -14,7 +14,7 @@ from types import TracebackType
 from .channel import Channel
 from .clock import ScaledClock
 from .dialplan import Dialplan, split_args
-from .switch import DEFAULT_ORIGINATE_TIMEOUT, ChannelInfo, OriginateRequest, Switch
+from .switch import DEFAULT_ORIGINATE_TIMEOUT, ChannelInfo, ChannelRecord, OriginateRequest, Switch
 from .wire import ALL, BANNER, CLASSES, DEFAULT_USERS, SYSTEM, AmiUser, Headers, encode, parse_classes
 from .world import World
 
@@ -186,7 +186,10 @@ class Simulator:
       UTF-8 letters cut in half);
     * ``stall(on)``: a hung Asterisk (sessions open, nothing answered or sent);
     * ``drop_connections()``: Asterisk dropping its AMI clients while calls go on;
-    * ``live_channels()``: what ``core show channels`` would list.
+    * ``live_channels()``: what ``core show channels`` would list;
+    * ``channel_history()``: every channel since start, gone or live, with its variables and
+      when it was created, answered and ended (``shut_down`` for those ``close()`` cut off),
+      so a test can audit a run against what really happened on the PBX.
     """
 
     def __init__(
@@ -259,6 +262,9 @@ class Simulator:
 
     def live_channels(self) -> list[ChannelInfo]:
         return self.switch.live()
+
+    def channel_history(self) -> list[ChannelRecord]:
+        return list(self.switch.history)
 
     def stall(self, on: bool) -> None:
         """A hung Asterisk: sessions stay open, actions are recorded but not run, nothing is sent."""
