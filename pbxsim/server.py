@@ -186,6 +186,8 @@ class Simulator:
       UTF-8 letters cut in half);
     * ``stall(on)``: a hung Asterisk (sessions open, nothing answered or sent);
     * ``drop_connections()``: Asterisk dropping its AMI clients while calls go on;
+    * ``logged_in()``: how many AMI clients are logged in (``manager show connected``), so a
+      test can drop or hang a session that is really there;
     * ``live_channels()``: what ``core show channels`` would list;
     * ``channel_history()``: every channel since start, gone or live, with its variables and
       when it was created, answered and ended (``shut_down`` for those ``close()`` cut off),
@@ -265,6 +267,9 @@ class Simulator:
 
     def channel_history(self) -> list[ChannelRecord]:
         return list(self.switch.history)
+
+    def logged_in(self) -> int:
+        return sum(session.authenticated and not session.closed for session in self._sessions)
 
     def stall(self, on: bool) -> None:
         """A hung Asterisk: sessions stay open, actions are recorded but not run, nothing is sent."""

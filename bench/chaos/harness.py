@@ -1,0 +1,630 @@
+"""One chaos run: the real daemon process against the PBX simulator and a private mosquitto, under faults.
+
+The daemon runs as ``leadrouter run --config FILE`` in a subprocess, on the wall clock, so
+``kill -9`` is real; the simulator (restartable on one port), the MQTT subscriber and the
+lead poster run here. Behaviours and timeouts are short (clients answer within a second,
+managers talk a second or two) so thousands of leads take minutes. Faults follow a schedule
+drawn from the seed; every wait is bounded, so a run ends by itself whatever the daemon does.
+Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiomqtt
+import httpx
+import yaml
+from sqlalchemy import select
+
+from ami_adapter.asterisk import SHIPPED_DIALPLAN
+from bench.chaos.invariants import (
+    FINAL_STATUSES,
+    CallRow,
+    ClientLeg,
+    Delivery,
+    Evidence,
+    Finding,
+    LeadRow,
+    OutboxRow,
+    audit,
+    witnessed,
+)
+from leadrouter.broker import free_port, private_mosquitto
+from leadrouter.demo import CrmListener, simulator_settings
+from pbxsim import Behaviour, ChannelRecord, ScaledClock, Simulator, World
+from router.model import CallState
+from storage.engine import Database
+from storage.schema import calls, leads, outbox
+
+TOKEN = "chaos-token-0123456789"
+CLIENTS = "sim-clients"  # the contexts the simulator's World answers for
+MANAGERS = "sim-managers"
+READY_WITHIN = 30.0  # seconds a (re)started daemon has to answer /health
+POST_PATIENCE = 60.0  # seconds a lead is re-posted (same external_id) before it counts as not accepted
+STALL = 3.0  # seconds of a hung PBX: longer than the daemon's ping interval + timeout below (1 s + 1 s)
+OUTBOX_WAIT = 30.0  # seconds for the outbox to drain to the subscriber once everything settled
+PROBE_WAIT = 10.0  # seconds for every free manager to ring once the probe's clients answered
+POLL = 0.25
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ChaosPlan:
+    leads: int
+    kills: int = 0
+    ami_drops: int = 0  # half of them plain drops, half a PBX that hangs for STALL seconds
+    pbx_restarts: int = 0
+    broker_outage: float = 0.0  # seconds mosquitto is down; 0: no outage
+    seed: int = 1
+    managers: int = 60
+    # Leads posted per second: below what the managers take (~60 / 1.5 s of manager time per
+    # lead), so no backlog outlasts the settle time.
+    rate: float = 30.0
+    settle: float = 60.0  # seconds allowed, after the last lead and fault, for every lead to finish
+    workdir: Path = Path("var/chaos")
+
+
+@dataclass
+class Report:
+    plan: ChaosPlan
+    findings: dict[str, Finding]
+    witnessed: dict[str, int]
+    kills_done: int
+    ami_drops_done: int
+    pbx_restarts_done: int
+    broker_outage_done: float
+    settled: bool  # every lead finished and the PBX fell quiet before the settle deadline
+    seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "leads": self.plan.leads,
+            **{name: finding.value for name, finding in self.findings.items()},
+            "kills_done": self.kills_done,
+            "ami_drops_done": self.ami_drops_done,
+            "pbx_restarts_done": self.pbx_restarts_done,
+            "broker_outage_seconds": self.broker_outage_done,
+            "settled": self.settled,
+            "seconds": round(self.seconds, 1),
+            "seed": self.plan.seed,
+            "witnessed": self.witnessed,
+            "evidence": {name: finding.evidence for name, finding in self.findings.items()},
+        }
+
+
+# ---- the simulated world ----------------------------------------------------------------
+
+
+def chaos_world(rng: random.Random, numbers: list[str], extensions: list[str]) -> World:
+    """Mostly clients who answer and wait on hold (as real ones do) so a call nobody steers stays up."""
+    clients: dict[str, Behaviour] = {}
+    for number in numbers:
+        roll = rng.random()
+        if roll < 0.70:
+            clients[number] = Behaviour(answer_after=rng.uniform(0.2, 0.8), talk=None)
+        elif roll < 0.78:  # answers, gives up after a moment (on hold, or talking)
+            clients[number] = Behaviour(answer_after=rng.uniform(0.2, 0.8), talk=rng.uniform(1.0, 3.0))
+        elif roll < 0.88:
+            clients[number] = Behaviour(busy=True)
+        elif roll < 0.95:
+            clients[number] = Behaviour(answer_after=None)
+        else:
+            clients[number] = Behaviour(unavailable=True)
+    managers = {ext: Behaviour(answer_after=rng.uniform(0.2, 0.6), talk=rng.uniform(0.5, 1.5)) for ext in extensions}
+    return World(clients=clients, managers=managers)
+
+
+PROBE_CLIENT = Behaviour(answer_after=0.2, talk=None)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When each fault strikes, in seconds from the first lead, and how long each outage lasts.
+
+    Drawn in full from the seed before the run, so a seed names one sequence of faults.
+    """
+
+    kills: list[tuple[float, float]]  # (moment, seconds the daemon stays dead before its restart)
+    ami_faults: list[tuple[float, str]]  # (moment, "drop" or "hang"), alternately
+    pbx_restarts: list[tuple[float, float]]  # (moment, seconds the PBX stays down)
+    broker_outage_at: float | None
+
+    @classmethod
+    def draw(cls, plan: ChaosPlan, rng: random.Random) -> Schedule:
+        window = plan.leads / plan.rate  # while the leads are being posted
+
+        def moments(count: int) -> list[float]:
+            return sorted(rng.uniform(0.05 * window, 0.95 * window) for _ in range(count))
+
+        return cls(
+            kills=[(moment, rng.uniform(0.3, 2.0)) for moment in moments(plan.kills)],
+            ami_faults=[(moment, ("drop", "hang")[n % 2]) for n, moment in enumerate(moments(plan.ami_drops))],
+            pbx_restarts=[(moment, rng.uniform(1.0, 3.0)) for moment in moments(plan.pbx_restarts)],
+            broker_outage_at=moments(1)[0] if plan.broker_outage > 0 else None,
+        )
+
+    def describe(self) -> str:
+        faults = [
+            *((at, f"kill -9 ({down:.1f}s dead)") for at, down in self.kills),
+            *((at, f"AMI {kind}") for at, kind in self.ami_faults),
+            *((at, f"PBX restart ({down:.1f}s down)") for at, down in self.pbx_restarts),
+            *([(self.broker_outage_at, "broker stop")] if self.broker_outage_at is not None else []),
+        ]
+        return "; ".join(f"{at:.1f}s {what}" for at, what in sorted(faults)) or "no faults"
+
+
+def write_config(workdir: Path, *, ami_port: int, mqtt_port: int, http_port: int, extensions: list[str]) -> Path:
+    routing = {
+        "version": 1,
+        "managers": [{"id": f"m{ext}", "name": f"Manager {ext}", "extension": ext} for ext in extensions],
+        "scenarios": [
+            {
+                "name": "default",
+                "hold_limit": "5s",
+                "ring_timeout": "2s",
+                "max_attempts": 3,
+                "retry_delays": ["1s", "2s"],
+            }
+        ],
+    }
+    settings = simulator_settings(
+        ami_port=ami_port, database=workdir / "leadrouter.db", mqtt_port=mqtt_port, token=TOKEN
+    )
+    # Fast detection and reconnects: faults come every few seconds here, not once a month.
+    settings["ami"] |= {"ping_interval": 1, "ping_timeout": 1, "reconnect_delay": 1, "action_timeout": 2}
+    settings["pbx"] |= {"originate_timeout": "3s", "max_channels": max(100, 2 * len(extensions))}
+    settings["mqtt"] |= {"client_id": "leadrouter-chaos"}
+    settings["http"] |= {"port": http_port}
+    settings |= {"routing_file": "routing.yaml", "log": {"level": "warning"}}
+    (workdir / "routing.yaml").write_text(yaml.safe_dump(routing, sort_keys=False))
+    path = workdir / "leadrouter.yaml"
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return path
+
+
+# ---- the parts the faults hit --------------------------------------------------------------
+
+
+class Pbx:
+    """The simulated Asterisk on one port, restartable; it keeps what every incarnation saw."""
+
+    def __init__(self, clock: ScaledClock, world: World) -> None:
+        self.clock = clock
+        self.world = world
+        self.port = 0  # the first start picks a free port, restarts reuse it
+        self.sim: Simulator | None = None
+        self._lock = asyncio.Lock()  # one fault at a time on the PBX
+        self._history: list[ChannelRecord] = []
+        self._originated: set[str] = set()
+
+    async def start(self) -> None:
+        sim = Simulator(
+            clock=self.clock, dialplan=SHIPPED_DIALPLAN, world=self.world, port=self.port, timestamp_events=True
+        )
+        await sim.start()
+        self.port, self.sim = sim.port, sim
+
+    async def stop(self) -> None:
+        sim, self.sim = self.sim, None
+        if sim is not None:
+            await sim.close()
+            self._history += sim.channel_history()
+            self._originated |= _originate_ids(sim)
+
+    async def restart(self, down: float) -> None:
+        """A PBX restart: every call gone at once, the AMI port closed for ``down`` seconds."""
+        async with self._lock:
+            await self.stop()
+            await asyncio.sleep(down)
+            await self.start()
+
+    async def cut(self, kind: str, say: Say) -> bool:
+        """Drop the AMI sessions, or hang for STALL seconds; False (nothing done) when no client is logged in."""
+        async with self._lock:
+            if self.sim is None or not self.sim.logged_in():
+                return False
+            say("AMI sessions dropped" if kind == "drop" else f"PBX hangs for {STALL:g}s")
+            if kind == "drop":
+                await self.sim.drop_connections()
+            else:
+                self.sim.stall(True)
+                await asyncio.sleep(STALL)
+                self.sim.stall(False)
+            return True
+
+    def history(self) -> list[ChannelRecord]:
+        return self._history + (self.sim.channel_history() if self.sim else [])
+
+    def originated(self) -> set[str]:
+        return self._originated | (_originate_ids(self.sim) if self.sim else set())
+
+    def live(self) -> list[str]:
+        return [channel.name for channel in self.sim.live_channels()] if self.sim else []
+
+
+def _originate_ids(sim: Simulator) -> set[str]:
+    ids = set()
+    for message in sim.received:
+        headers = {key.lower(): value.strip() for key, value in message}
+        if headers.get("action", "").lower() == "originate" and headers.get("channelid"):
+            ids.add(headers["channelid"])
+    return ids
+
+
+class Broker:
+    """A private mosquitto on one port that keeps sessions and queued messages across its restarts."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.port = free_port()
+        self._running: contextlib.AbstractContextManager[int] | None = None
+
+    async def start(self) -> None:
+        running = private_mosquitto(self.port, self.state_dir)
+        # Starting and stopping mosquitto blocks; the simulator on this loop must not stall meanwhile.
+        await asyncio.to_thread(running.__enter__)
+        self._running = running
+
+    async def stop(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            await asyncio.to_thread(running.__exit__, None, None, None)
+
+
+class DaemonProcess:
+    """``leadrouter run --config FILE`` as systemd would start it; ``kill9`` is a real SIGKILL."""
+
+    def __init__(self, config: Path, log: Path, http: httpx.AsyncClient) -> None:
+        self.config = config
+        self.log = log
+        self.http = http
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log_file: IO[bytes] | None = None
+
+    async def start(self) -> None:
+        self._log_file = self.log.open("ab")
+        self._log_file.write(f"---- start at {time.strftime('%H:%M:%S')}\n".encode())
+        self._log_file.flush()
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "leadrouter.cli", "run", "--config", str(self.config),
+            stdout=self._log_file, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + READY_WITHIN
+        while time.monotonic() < deadline:
+            if self._proc.returncode is not None:
+                raise RuntimeError(f"the daemon exited with {self._proc.returncode} while starting; see {self.log}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await self.http.get("/health")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the daemon did not answer /health within {READY_WITHIN:g}s; see {self.log}")
+
+    async def kill9(self) -> None:
+        await self._end(signal.SIGKILL, 5.0)
+
+    async def stop(self) -> None:
+        """SIGTERM as systemd stops it; SIGKILL if it does not exit in time."""
+        with contextlib.suppress(TimeoutError):
+            await self._end(signal.SIGTERM, 15.0)
+        await self.kill9()
+
+    async def _end(self, sig: int, within: float) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(sig)
+            await asyncio.wait_for(proc.wait(), within)
+        if proc is not None and proc.returncode is not None and self._log_file is not None:
+            self._log_file.close()
+            self._proc = self._log_file = None
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    plan: ChaosPlan
+    schedule: Schedule
+    pbx: Pbx
+    broker: Broker
+    daemon: DaemonProcess
+    http: httpx.AsyncClient
+    db: Database
+    crm: CrmListener
+    say: Say
+    started: float
+    posted: dict[int, int]  # lead index -> id the API answered with
+    fault_marks: list[tuple[int, str]] = field(default_factory=list)  # (messages received by then, fault)
+    not_accepted: int = 0
+    kills_done: int = 0
+    ami_drops_done: int = 0
+    pbx_restarts_done: int = 0
+    broker_outage_done: float = 0.0
+
+    def at(self, offset: float) -> float:
+        return self.started + offset
+
+    def mark(self, fault: str) -> None:
+        """Note where in the subscriber's capture a fault that may justify a re-sent message struck."""
+        self.fault_marks.append((len(self.crm.received), fault))
+
+    # -- leads ----
+
+    async def post_leads(self, numbers: list[str]) -> None:
+        for index, number in enumerate(numbers):
+            await _sleep_until(self.at(index / self.plan.rate))
+            lead_id = await self.post(f"chaos-{index}", number, "chaos")
+            if lead_id is None:
+                self.not_accepted += 1
+            else:
+                self.posted[index] = lead_id
+
+    async def post(self, external_id: str, number: str, source: str) -> int | None:
+        """Post until the API answers 2xx; the same external_id makes a repeat idempotent, as for a CRM."""
+        deadline = time.monotonic() + POST_PATIENCE
+        while time.monotonic() < deadline:
+            body = {"phone": f"+{number}", "name": "Chaos", "source": source, "external_id": external_id}
+            with contextlib.suppress(httpx.TransportError):
+                response = await self.http.post("/leads", json=body)
+                if response.status_code in (200, 201):
+                    return int(response.json()["id"])
+                if response.status_code < 500:
+                    raise RuntimeError(f"the API refused a valid lead: {response.status_code} {response.text}")
+            await asyncio.sleep(0.2)
+        return None
+
+    # -- faults ----
+
+    async def kill_daemon(self) -> None:
+        for moment, down in self.schedule.kills:
+            await _sleep_until(self.at(moment))
+            await self.daemon.kill9()
+            self.mark("daemon_killed")
+            self.kills_done += 1
+            self.say(f"kill -9 #{self.kills_done}")
+            await asyncio.sleep(down)
+            await self.daemon.start()
+
+    async def cut_ami(self) -> None:
+        """Each AMI fault waits until the daemon is logged in: cutting a link that is not there proves nothing."""
+        for moment, kind in self.schedule.ami_faults:
+            await _sleep_until(self.at(moment))
+            deadline = time.monotonic() + READY_WITHIN
+            while not await self.pbx.cut(kind, self.say):
+                if time.monotonic() > deadline:
+                    self.say(f"AMI {kind} skipped: the daemon did not log in within {READY_WITHIN:g}s")
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                self.ami_drops_done += 1
+
+    async def restart_pbx(self) -> None:
+        for moment, down in self.schedule.pbx_restarts:
+            await _sleep_until(self.at(moment))
+            self.say("PBX restart")
+            await self.pbx.restart(down)
+            self.pbx_restarts_done += 1
+
+    async def broker_outage(self) -> None:
+        if self.schedule.broker_outage_at is None:
+            return
+        await _sleep_until(self.at(self.schedule.broker_outage_at))
+        self.say(f"mosquitto down for {self.plan.broker_outage:g}s")
+        self.mark("broker_stopped")
+        await self.broker.stop()
+        await asyncio.sleep(self.plan.broker_outage)
+        await self.broker.start()
+        self.broker_outage_done = self.plan.broker_outage
+
+    async def subscribe(self) -> None:
+        """A CRM that stays subscribed with a persistent session, reconnecting whenever the broker is back."""
+        while True:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self.crm.run(self.broker.port)
+            await asyncio.sleep(0.2)
+
+    # -- the end ----
+
+    async def settle(self) -> bool:
+        """Wait until every posted lead finished, no call is open and the PBX is quiet; False at the deadline."""
+        deadline = time.monotonic() + self.plan.settle
+        while time.monotonic() < deadline:
+            async with self.db.read() as conn:
+                statuses = (await conn.execute(select(leads.c.id, leads.c.status))).all()
+                open_calls = (await conn.execute(select(calls.c.id).where(calls.c.state != CallState.ENDED))).all()
+            finished = {lead_id for lead_id, status in statuses if status in FINAL_STATUSES}
+            if set(self.posted.values()) <= finished and not open_calls and not self.pbx.live():
+                return True
+            await asyncio.sleep(POLL)
+        return False
+
+    async def outbox_drained(self) -> None:
+        """Wait (bounded) until every outbox row was marked published and reached the subscriber."""
+        deadline = time.monotonic() + OUTBOX_WAIT
+        while time.monotonic() < deadline:
+            rows = await self.outbox()
+            received = {message["id"] for message in self.crm.received}
+            if all(row.published and row.id in received for row in rows):
+                return
+            await asyncio.sleep(POLL)
+
+    async def outbox(self) -> list[OutboxRow]:
+        query = select(outbox.c.seq, outbox.c.id, outbox.c.type, outbox.c.lead_id, outbox.c.published_at)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query.order_by(outbox.c.seq))).all()
+        return [
+            OutboxRow(seq, id_, type_, lead_id, published is not None) for seq, id_, type_, lead_id, published in rows
+        ]
+
+    async def stored(self) -> tuple[list[LeadRow], list[CallRow]]:
+        async with self.db.read() as conn:
+            lead_rows = (await conn.execute(select(leads.c.id, leads.c.status, leads.c.attempts))).all()
+            call_rows = (await conn.execute(select(calls.c.lead_id, calls.c.channel_id, calls.c.state))).all()
+        return (
+            [LeadRow(lead_id, str(status), attempts) for lead_id, status, attempts in lead_rows],
+            [CallRow(lead_id, channel_id, state == CallState.ENDED) for lead_id, channel_id, state in call_rows],
+        )
+
+    async def probe_managers(self, extensions: list[str], numbers: list[str]) -> tuple[set[str], set[str]]:
+        """Offer each manager one client; return (extensions busy on the PBX, extensions that rang).
+
+        A manager the daemon still believes busy is never offered a call: that is what being
+        stuck costs, and the PBX's channels show it without asking the daemon.
+        """
+        sim = self.pbx.sim
+        assert sim is not None
+        busy = {
+            ext for ext in extensions if any(name.startswith(f"Local/{ext}@{MANAGERS}-") for name in self.pbx.live())
+        }
+        seen = len(sim.channel_history())
+        for index, number in enumerate(numbers):
+            self.pbx.world.clients[number] = PROBE_CLIENT
+            await self.post(f"chaos-probe-{index}", number, "chaos-probe")
+        wanted = set(extensions) - busy
+        deadline = time.monotonic() + PROBE_WAIT
+        rung: set[str] = set()
+        while time.monotonic() < deadline and not wanted <= rung:
+            await asyncio.sleep(POLL)
+            rung = {
+                _extension(record.name) for record in sim.channel_history()[seen:] if f"@{MANAGERS}-" in record.name
+            }
+        return busy, rung
+
+
+def _extension(channel: str) -> str:
+    return channel.removeprefix("Local/").partition("@")[0]
+
+
+def client_legs(records: list[ChannelRecord]) -> list[ClientLeg]:
+    """The client legs among a PBX's channels: the ;1 halves of Local/<number>@sim-clients pairs."""
+    legs = []
+    for record in records:
+        if f"@{CLIENTS}-" not in record.name or not record.name.endswith(";1"):
+            continue
+        lead = record.variables.get("LEADROUTER_LEAD", "")
+        legs.append(
+            ClientLeg(
+                channel_id=record.uniqueid,
+                lead_id=int(lead) if lead.isdigit() else None,
+                created=record.created,
+                answered=record.answered,
+                ended=record.ended,
+                bridged=record.variables.get("DIALSTATUS") == "ANSWER",
+                shut_down=record.shut_down,
+            )
+        )
+    return legs
+
+
+async def _sleep_until(moment: float) -> None:
+    await asyncio.sleep(max(moment - time.monotonic(), 0.0))
+
+
+def _empty(workdir: Path) -> None:
+    """Clear a previous run's database, daemon log and broker state out of the work directory."""
+    (workdir / "mqtt").mkdir(parents=True, exist_ok=True)
+    for stale in [*workdir.glob("leadrouter.db*"), workdir / "daemon.log", *workdir.glob("mqtt/*")]:
+        stale.unlink(missing_ok=True)
+
+
+async def run_chaos(plan: ChaosPlan, say: Say = lambda _line: None) -> Report:
+    """Run the plan and audit it (also written to report.json in the workdir).
+
+    Raises only when the harness itself cannot go on, e.g. a daemon that never starts.
+    """
+    rng = random.Random(plan.seed)
+    numbers = [f"7916{n:07d}" for n in rng.sample(range(10**7), plan.leads + plan.managers)]
+    numbers, probe_numbers = numbers[: plan.leads], numbers[plan.leads :]
+    extensions = [str(1000 + index) for index in range(plan.managers)]
+    began = time.monotonic()
+    workdir = plan.workdir
+    _empty(workdir)
+    pbx = Pbx(ScaledClock(1.0), chaos_world(rng, numbers, extensions))
+    schedule = Schedule.draw(plan, rng)
+    broker = Broker(workdir / "mqtt")
+    http_port = free_port()
+    async with contextlib.AsyncExitStack() as stack:
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+        await pbx.start()
+        stack.push_async_callback(pbx.stop)
+        config = write_config(
+            workdir, ami_port=pbx.port, mqtt_port=broker.port, http_port=http_port, extensions=extensions
+        )
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{http_port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5.0
+            )
+        )
+        daemon = DaemonProcess(config, workdir / "daemon.log", http)
+        stack.push_async_callback(daemon.stop)
+        db = await stack.enter_async_context(Database(f"sqlite+aiosqlite:///{(workdir / 'leadrouter.db').resolve()}"))
+        crm = CrmListener("chaos-crm", persistent_session=True)
+        run = _Run(plan, schedule, pbx, broker, daemon, http, db, crm, say, time.monotonic(), {})
+        subscriber = asyncio.create_task(run.subscribe())
+        stack.push_async_callback(_cancel, subscriber)
+        await asyncio.wait_for(crm.subscribed.wait(), 10)
+        await daemon.start()
+        say(f"{plan.leads} leads at {plan.rate:g}/s to {plan.managers} managers; workdir {workdir}")
+        say(f"faults: {schedule.describe()}")
+        run.started = time.monotonic()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(run.post_leads(numbers))
+            group.create_task(run.kill_daemon())
+            group.create_task(run.cut_ami())
+            group.create_task(run.restart_pbx())
+            group.create_task(run.broker_outage())
+        say("every lead posted and every fault done; waiting for the leads to finish")
+        settled = await run.settle()
+        lead_rows, call_rows = await run.stored()
+        legs = client_legs(pbx.history())
+        await run.outbox_drained()
+        outbox_rows = await run.outbox()
+        deliveries = [Delivery(str(m["id"]), int(m["lead_id"])) for m in crm.received]
+        say("offering every manager a client")
+        busy, rung = await run.probe_managers(extensions, probe_numbers)
+        evidence = Evidence(
+            posted=set(run.posted.values()),
+            not_accepted=run.not_accepted,
+            leads=lead_rows,
+            calls=call_rows,
+            legs=legs,
+            originated=pbx.originated(),
+            outbox=outbox_rows,
+            deliveries=deliveries,
+            fault_marks=run.fault_marks,
+            managers=set(extensions),
+            managers_busy_on_pbx=busy,
+            managers_rung=rung,
+        )
+    report = Report(
+        plan=plan,
+        findings=audit(evidence),
+        witnessed=witnessed(evidence),
+        kills_done=run.kills_done,
+        ami_drops_done=run.ami_drops_done,
+        pbx_restarts_done=run.pbx_restarts_done,
+        broker_outage_done=run.broker_outage_done,
+        settled=settled,
+        seconds=time.monotonic() - began,
+    )
+    (workdir / "report.json").write_text(json.dumps(report.as_json(), indent=1, default=str))
+    return report
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
