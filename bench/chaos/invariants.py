@@ -237,12 +237,13 @@ def order_violations(evidence: Evidence) -> Finding:
 
 
 def duplicates_delivered(evidence: Evidence) -> Finding:
-    """Messages received again with an id already received, by the faults between the two copies."""
-    first: dict[str, int] = {}
+    """Messages received again with an id already received, by the faults since the copy before."""
+    previous: dict[str, int] = {}
     across: Counter[str] = Counter()
     for index, delivery in enumerate(evidence.deliveries):
-        earlier = first.setdefault(delivery.id, index)
-        if earlier != index:
+        earlier = previous.get(delivery.id)
+        previous[delivery.id] = index
+        if earlier is not None:
             faults = sorted({fault for at, fault in evidence.fault_marks if earlier < at <= index})
             across["+".join(faults) or "no_fault_between"] += 1
     return Finding(sum(across.values()), {"copies_across": dict(across)})
