@@ -52,9 +52,10 @@ CLIENTS = "sim-clients"  # the contexts the simulator's World answers for
 MANAGERS = "sim-managers"
 READY_WITHIN = 30.0  # seconds a (re)started daemon has to answer /health
 POST_PATIENCE = 60.0  # seconds a lead is re-posted (same external_id) before it counts as not accepted
+LINK_BACK = 1.5  # seconds between looks for a logged-in daemon when an AMI fault is due
 STALL = 3.0  # seconds of a hung PBX: longer than the daemon's ping interval + timeout below (1 s + 1 s)
 OUTBOX_WAIT = 30.0  # seconds for the outbox to drain to the subscriber once everything settled
-PROBE_WAIT = 10.0  # seconds for every free manager to ring once the probe's clients answered
+PROBE_WAIT = 5.0  # seconds for every free manager to ring once the probe's clients are posted
 POLL = 0.25
 
 Say = Callable[[str], None]
@@ -406,7 +407,8 @@ class _Run:
                 if time.monotonic() > deadline:
                     self.say(f"AMI {kind} skipped: the daemon did not log in within {READY_WITHIN:g}s")
                     break
-                await asyncio.sleep(0.05)
+                # Strike a while after the link is back, once it carries calls again, not at the login.
+                await asyncio.sleep(LINK_BACK)
             else:
                 self.ami_drops_done += 1
 

@@ -15,8 +15,8 @@ import pytest
 
 from bench.chaos import INVARIANTS, ChaosPlan, Report, run_chaos
 
-# Seed 4 strikes while leads are live: an early kill -9, a PBX restart and a hang after the last kill.
-PLAN = ChaosPlan(leads=300, kills=3, ami_drops=2, pbx_restarts=1, broker_outage=3.0, seed=4, settle=30.0)
+# Seed 10 strikes while leads are live: an early kill -9, then a PBX restart and a hang after the last kill.
+PLAN = ChaosPlan(leads=300, kills=3, ami_drops=2, pbx_restarts=1, broker_outage=3.0, seed=10, settle=25.0)
 
 
 @pytest.fixture(scope="module")
