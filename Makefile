@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench mosquitto clean
+.PHONY: demo test lint bench chaos mosquitto clean
 
 demo: $(STAMP) mosquitto
 	$(BIN)/leadrouter demo
@@ -22,6 +22,10 @@ test: $(STAMP) mosquitto
 bench: $(STAMP)
 	$(BIN)/python -m bench.ami_ingest
 	$(BIN)/python -m bench.simulator_load
+
+# Issue 6's bar: every invariant 0 through 20 kill -9, 10 AMI faults, 3 PBX restarts, a 60 s broker outage.
+chaos: $(STAMP) mosquitto
+	$(BIN)/python -m bench.chaos --leads 5000 --kills 20 --ami-drops 10 --pbx-restarts 3 --broker-outage 60
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

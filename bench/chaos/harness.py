@@ -14,24 +14,19 @@ import asyncio
 import contextlib
 import json
 import random
-import signal
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiomqtt
 import httpx
 import yaml
 from sqlalchemy import select
 
-from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from bench.chaos.invariants import (
     FINAL_STATUSES,
     CallRow,
-    ClientLeg,
     Delivery,
     Evidence,
     Finding,
@@ -40,25 +35,20 @@ from bench.chaos.invariants import (
     audit,
     witnessed,
 )
-from leadrouter.broker import free_port, private_mosquitto
+from bench.chaos.parts import READY_WITHIN, Broker, DaemonProcess, Pbx, Say, client_legs
+from leadrouter.broker import free_port
 from leadrouter.demo import CrmListener, simulator_settings
-from pbxsim import Behaviour, ChannelRecord, ScaledClock, Simulator, World
+from pbxsim import Behaviour, ScaledClock, World
 from router.model import CallState
 from storage.engine import Database
 from storage.schema import calls, leads, outbox
 
 TOKEN = "chaos-token-0123456789"
-CLIENTS = "sim-clients"  # the contexts the simulator's World answers for
-MANAGERS = "sim-managers"
-READY_WITHIN = 30.0  # seconds a (re)started daemon has to answer /health
 POST_PATIENCE = 60.0  # seconds a lead is re-posted (same external_id) before it counts as not accepted
 LINK_BACK = 1.5  # seconds between looks for a logged-in daemon when an AMI fault is due
-STALL = 3.0  # seconds of a hung PBX: longer than the daemon's ping interval + timeout below (1 s + 1 s)
 OUTBOX_WAIT = 30.0  # seconds for the outbox to drain to the subscriber once everything settled
 PROBE_WAIT = 5.0  # seconds for every free manager to ring once the probe's clients are posted
 POLL = 0.25
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -195,142 +185,6 @@ def write_config(workdir: Path, *, ami_port: int, mqtt_port: int, http_port: int
     return path
 
 
-# ---- the parts the faults hit --------------------------------------------------------------
-
-
-class Pbx:
-    """The simulated Asterisk on one port, restartable; it keeps what every incarnation saw."""
-
-    def __init__(self, clock: ScaledClock, world: World) -> None:
-        self.clock = clock
-        self.world = world
-        self.port = 0  # the first start picks a free port, restarts reuse it
-        self.sim: Simulator | None = None
-        self._lock = asyncio.Lock()  # one fault at a time on the PBX
-        self._history: list[ChannelRecord] = []
-        self._originated: set[str] = set()
-
-    async def start(self) -> None:
-        sim = Simulator(
-            clock=self.clock, dialplan=SHIPPED_DIALPLAN, world=self.world, port=self.port, timestamp_events=True
-        )
-        await sim.start()
-        self.port, self.sim = sim.port, sim
-
-    async def stop(self) -> None:
-        sim, self.sim = self.sim, None
-        if sim is not None:
-            await sim.close()
-            self._history += sim.channel_history()
-            self._originated |= _originate_ids(sim)
-
-    async def restart(self, down: float) -> None:
-        """A PBX restart: every call gone at once, the AMI port closed for ``down`` seconds."""
-        async with self._lock:
-            await self.stop()
-            await asyncio.sleep(down)
-            await self.start()
-
-    async def cut(self, kind: str, say: Say) -> bool:
-        """Drop the AMI sessions, or hang for STALL seconds; False (nothing done) when no client is logged in."""
-        async with self._lock:
-            if self.sim is None or not self.sim.logged_in():
-                return False
-            say("AMI sessions dropped" if kind == "drop" else f"PBX hangs for {STALL:g}s")
-            if kind == "drop":
-                await self.sim.drop_connections()
-            else:
-                self.sim.stall(True)
-                await asyncio.sleep(STALL)
-                self.sim.stall(False)
-            return True
-
-    def history(self) -> list[ChannelRecord]:
-        return self._history + (self.sim.channel_history() if self.sim else [])
-
-    def originated(self) -> set[str]:
-        return self._originated | (_originate_ids(self.sim) if self.sim else set())
-
-    def live(self) -> list[str]:
-        return [channel.name for channel in self.sim.live_channels()] if self.sim else []
-
-
-def _originate_ids(sim: Simulator) -> set[str]:
-    ids = set()
-    for message in sim.received:
-        headers = {key.lower(): value.strip() for key, value in message}
-        if headers.get("action", "").lower() == "originate" and headers.get("channelid"):
-            ids.add(headers["channelid"])
-    return ids
-
-
-class Broker:
-    """A private mosquitto on one port that keeps sessions and queued messages across its restarts."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.port = free_port()
-        self._running: contextlib.AbstractContextManager[int] | None = None
-
-    async def start(self) -> None:
-        running = private_mosquitto(self.port, self.state_dir)
-        # Starting and stopping mosquitto blocks; the simulator on this loop must not stall meanwhile.
-        await asyncio.to_thread(running.__enter__)
-        self._running = running
-
-    async def stop(self) -> None:
-        running, self._running = self._running, None
-        if running is not None:
-            await asyncio.to_thread(running.__exit__, None, None, None)
-
-
-class DaemonProcess:
-    """``leadrouter run --config FILE`` as systemd would start it; ``kill9`` is a real SIGKILL."""
-
-    def __init__(self, config: Path, log: Path, http: httpx.AsyncClient) -> None:
-        self.config = config
-        self.log = log
-        self.http = http
-        self._proc: asyncio.subprocess.Process | None = None
-        self._log_file: IO[bytes] | None = None
-
-    async def start(self) -> None:
-        self._log_file = self.log.open("ab")
-        self._log_file.write(f"---- start at {time.strftime('%H:%M:%S')}\n".encode())
-        self._log_file.flush()
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "leadrouter.cli", "run", "--config", str(self.config),
-            stdout=self._log_file, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + READY_WITHIN
-        while time.monotonic() < deadline:
-            if self._proc.returncode is not None:
-                raise RuntimeError(f"the daemon exited with {self._proc.returncode} while starting; see {self.log}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await self.http.get("/health")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"the daemon did not answer /health within {READY_WITHIN:g}s; see {self.log}")
-
-    async def kill9(self) -> None:
-        await self._end(signal.SIGKILL, 5.0)
-
-    async def stop(self) -> None:
-        """SIGTERM as systemd stops it; SIGKILL if it does not exit in time."""
-        with contextlib.suppress(TimeoutError):
-            await self._end(signal.SIGTERM, 15.0)
-        await self.kill9()
-
-    async def _end(self, sig: int, within: float) -> None:
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            proc.send_signal(sig)
-            await asyncio.wait_for(proc.wait(), within)
-        if proc is not None and proc.returncode is not None and self._log_file is not None:
-            self._log_file.close()
-            self._proc = self._log_file = None
-
-
 # ---- the run ----------------------------------------------------------------------------------
 
 
@@ -346,7 +200,7 @@ class _Run:
     crm: CrmListener
     say: Say
     started: float
-    posted: dict[int, int]  # lead index -> id the API answered with
+    posted: dict[str, int]  # number dialled -> id of the lead the API answered 2xx for
     fault_marks: list[tuple[int, str]] = field(default_factory=list)  # (messages received by then, fault)
     not_accepted: int = 0
     kills_done: int = 0
@@ -370,7 +224,7 @@ class _Run:
             if lead_id is None:
                 self.not_accepted += 1
             else:
-                self.posted[index] = lead_id
+                self.posted[number] = lead_id
 
     async def post(self, external_id: str, number: str, source: str) -> int | None:
         """Post until the API answers 2xx; the same external_id makes a repeat idempotent, as for a CRM."""
@@ -485,12 +339,8 @@ class _Run:
         A manager the daemon still believes busy is never offered a call: that is what being
         stuck costs, and the PBX's channels show it without asking the daemon.
         """
-        sim = self.pbx.sim
-        assert sim is not None
-        busy = {
-            ext for ext in extensions if any(name.startswith(f"Local/{ext}@{MANAGERS}-") for name in self.pbx.live())
-        }
-        seen = len(sim.channel_history())
+        busy = self.pbx.managers_up()
+        since = len(self.pbx.history())
         for index, number in enumerate(numbers):
             self.pbx.world.clients[number] = PROBE_CLIENT
             await self.post(f"chaos-probe-{index}", number, "chaos-probe")
@@ -499,35 +349,8 @@ class _Run:
         rung: set[str] = set()
         while time.monotonic() < deadline and not wanted <= rung:
             await asyncio.sleep(POLL)
-            rung = {
-                _extension(record.name) for record in sim.channel_history()[seen:] if f"@{MANAGERS}-" in record.name
-            }
+            rung = self.pbx.managers_dialled(since)
         return busy, rung
-
-
-def _extension(channel: str) -> str:
-    return channel.removeprefix("Local/").partition("@")[0]
-
-
-def client_legs(records: list[ChannelRecord]) -> list[ClientLeg]:
-    """The client legs among a PBX's channels: the ;1 halves of Local/<number>@sim-clients pairs."""
-    legs = []
-    for record in records:
-        if f"@{CLIENTS}-" not in record.name or not record.name.endswith(";1"):
-            continue
-        lead = record.variables.get("LEADROUTER_LEAD", "")
-        legs.append(
-            ClientLeg(
-                channel_id=record.uniqueid,
-                lead_id=int(lead) if lead.isdigit() else None,
-                created=record.created,
-                answered=record.answered,
-                ended=record.ended,
-                bridged=record.variables.get("DIALSTATUS") == "ANSWER",
-                shut_down=record.shut_down,
-            )
-        )
-    return legs
 
 
 async def _sleep_until(moment: float) -> None:
@@ -591,7 +414,7 @@ async def run_chaos(plan: ChaosPlan, say: Say = lambda _line: None) -> Report:
         say("every lead posted and every fault done; waiting for the leads to finish")
         settled = await run.settle()
         lead_rows, call_rows = await run.stored()
-        legs = client_legs(pbx.history())
+        legs = client_legs(pbx.history(), run.posted)
         await run.outbox_drained()
         outbox_rows = await run.outbox()
         deliveries = [Delivery(str(m["id"]), int(m["lead_id"])) for m in crm.received]

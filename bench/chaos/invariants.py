@@ -37,7 +37,7 @@ class ClientLeg:
     """One client leg as the PBX lived it (the ;1 half of a Local/<number>@sim-clients pair)."""
 
     channel_id: str
-    lead_id: int | None  # its LEADROUTER_LEAD variable
+    lead_id: int | None  # the lead whose number it dialled; None for a number no posted lead has
     created: datetime
     answered: datetime | None
     ended: datetime | None  # None: still up when the evidence was taken
