@@ -33,7 +33,7 @@ def render(report: Report) -> str:
         f"chaos run: {plan.leads} leads, {report.kills_done}/{plan.kills} kill -9, "
         f"{report.ami_drops_done}/{plan.ami_drops} AMI drops/stalls, {report.pbx_restarts_done}/{plan.pbx_restarts} "
         f"PBX restarts, broker down {report.broker_outage_done:g}s; seed {plan.seed}; {report.seconds:.1f}s"
-        + ("" if report.settled else f"; NOT settled within {plan.settle:g}s"),
+        + ("" if report.settled else f"; NOT settled within {plan.settle:g}s: calls still in progress count as open"),
         "witnessed: " + ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in report.witnessed.items()),
         "",
     ]

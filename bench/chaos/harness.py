@@ -63,7 +63,9 @@ class ChaosPlan:
     # Leads posted per second: below what the managers take (~60 / 1.5 s of manager time per
     # lead), so no backlog outlasts the settle time.
     rate: float = 30.0
-    settle: float = 60.0  # seconds allowed, after the last lead and fault, for every lead to finish
+    # The longest wait, after the last lead and fault, for every lead to finish; it ends as soon
+    # as they have. Generous: a kill costs seconds of dialling, and that backlog drains after.
+    settle: float = 120.0
     workdir: Path = Path("var/chaos")
 
 
