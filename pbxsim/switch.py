@@ -125,8 +125,8 @@ class ChannelRecord:
 
     name: str
     uniqueid: str
-    # The channel's own variables (the same dict while it lives, e.g. the LEADROUTER_LEAD an
-    # Originate set), as they were when it ended.
+    # The channel's own variables (the same dict while it lives: what an Originate set, the
+    # DIALSTATUS its last Dial left...), as they were when it ended.
     variables: dict[str, str]
     created: datetime
     answered: datetime | None = None
@@ -406,7 +406,7 @@ class Switch:
 
     def _mark_answered(self, chan: Channel) -> None:
         chan.answered_mono = self.clock.monotonic()
-        record = self._records.get(chan.name)
+        record = self._records.get(chan.name)  # None once close() has ended every record
         if record is not None and record.answered is None:
             record.answered = self.clock.now()
         if chan.cdr is not None and chan.cdr.answer is None:

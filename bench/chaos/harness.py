@@ -354,6 +354,31 @@ class _Run:
             rung = self.pbx.managers_dialled(since)
         return busy, rung
 
+    async def evidence(self, extensions: list[str], probe_numbers: list[str]) -> Evidence:
+        """What the witnesses saw once the run settled (or gave up settling); the probe comes last."""
+        lead_rows, call_rows = await self.stored()
+        legs = client_legs(self.pbx.history(), self.posted)
+        originated = self.pbx.originated()
+        await self.outbox_drained()
+        outbox_rows = await self.outbox()
+        deliveries = [Delivery(str(message["id"]), int(message["lead_id"])) for message in self.crm.received]
+        self.say("offering every manager a client")
+        busy, rung = await self.probe_managers(extensions, probe_numbers)
+        return Evidence(
+            posted=set(self.posted.values()),
+            not_accepted=self.not_accepted,
+            leads=lead_rows,
+            calls=call_rows,
+            legs=legs,
+            originated=originated,
+            outbox=outbox_rows,
+            deliveries=deliveries,
+            fault_marks=self.fault_marks,
+            managers=set(extensions),
+            managers_busy_on_pbx=busy,
+            managers_rung=rung,
+        )
+
 
 async def _sleep_until(moment: float) -> None:
     await asyncio.sleep(max(moment - time.monotonic(), 0.0))
@@ -415,27 +440,7 @@ async def run_chaos(plan: ChaosPlan, say: Say = lambda _line: None) -> Report:
             group.create_task(run.broker_outage())
         say("every lead posted and every fault done; waiting for the leads to finish")
         settled = await run.settle()
-        lead_rows, call_rows = await run.stored()
-        legs = client_legs(pbx.history(), run.posted)
-        await run.outbox_drained()
-        outbox_rows = await run.outbox()
-        deliveries = [Delivery(str(m["id"]), int(m["lead_id"])) for m in crm.received]
-        say("offering every manager a client")
-        busy, rung = await run.probe_managers(extensions, probe_numbers)
-        evidence = Evidence(
-            posted=set(run.posted.values()),
-            not_accepted=run.not_accepted,
-            leads=lead_rows,
-            calls=call_rows,
-            legs=legs,
-            originated=pbx.originated(),
-            outbox=outbox_rows,
-            deliveries=deliveries,
-            fault_marks=run.fault_marks,
-            managers=set(extensions),
-            managers_busy_on_pbx=busy,
-            managers_rung=rung,
-        )
+        evidence = await run.evidence(extensions, probe_numbers)
     report = Report(
         plan=plan,
         findings=audit(evidence),
