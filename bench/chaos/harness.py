@@ -308,14 +308,18 @@ class _Run:
             await asyncio.sleep(POLL)
         return False
 
-    async def outbox_drained(self) -> None:
-        """Wait (bounded) until every outbox row was marked published and reached the subscriber."""
+    async def outbox_drained(self) -> tuple[list[OutboxRow], list[Delivery]]:
+        """The outbox and the subscriber's capture once every row reached it (or at the deadline).
+
+        The capture is taken after the rows, so a row committed meanwhile cannot look missing.
+        """
         deadline = time.monotonic() + OUTBOX_WAIT
-        while time.monotonic() < deadline:
+        while True:
             rows = await self.outbox()
-            received = {message["id"] for message in self.crm.received}
-            if all(row.published and row.id in received for row in rows):
-                return
+            deliveries = [Delivery(str(message["id"]), int(message["lead_id"])) for message in self.crm.received]
+            received = {delivery.id for delivery in deliveries}
+            if time.monotonic() > deadline or all(row.published and row.id in received for row in rows):
+                return rows, deliveries
             await asyncio.sleep(POLL)
 
     async def outbox(self) -> list[OutboxRow]:
@@ -359,9 +363,7 @@ class _Run:
         lead_rows, call_rows = await self.stored()
         legs = client_legs(self.pbx.history(), self.posted)
         originated = self.pbx.originated()
-        await self.outbox_drained()
-        outbox_rows = await self.outbox()
-        deliveries = [Delivery(str(message["id"]), int(message["lead_id"])) for message in self.crm.received]
+        outbox_rows, deliveries = await self.outbox_drained()
         self.say("offering every manager a client")
         busy, rung = await self.probe_managers(extensions, probe_numbers)
         return Evidence(
