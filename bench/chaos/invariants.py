@@ -72,8 +72,8 @@ class Evidence:
     originated: set[str]  # ChannelIds of every Originate any PBX incarnation read, run or not
     outbox: list[OutboxRow]
     deliveries: list[Delivery]  # in arrival order
-    # (how many messages had arrived, fault) when the daemon was killed or the broker stopped:
-    # at-least-once delivery may re-send across these, and only across these.
+    # (how many messages had arrived, fault) when the daemon was killed or the broker stopped,
+    # in order: at-least-once delivery may re-send after these, and only after these.
     fault_marks: list[tuple[int, str]]
     managers: set[str]  # every manager's extension
     managers_busy_on_pbx: set[str]  # extensions with a live channel when the probe began
@@ -237,16 +237,20 @@ def order_violations(evidence: Evidence) -> Finding:
 
 
 def duplicates_delivered(evidence: Evidence) -> Finding:
-    """Messages received again with an id already received, by the faults since the copy before."""
-    previous: dict[str, int] = {}
-    across: Counter[str] = Counter()
+    """Messages received again with an id already received, by the last fault before the repeat.
+
+    At-least-once delivery re-sends what a killed daemon had not marked published, and what a
+    broker's restart left unacknowledged; both copies may arrive after the fault, so the
+    repeat is charged to the fault before it, and "no_fault_before" is one nothing explains.
+    """
+    seen: set[str] = set()
+    after: Counter[str] = Counter()
     for index, delivery in enumerate(evidence.deliveries):
-        earlier = previous.get(delivery.id)
-        previous[delivery.id] = index
-        if earlier is not None:
-            faults = sorted({fault for at, fault in evidence.fault_marks if earlier < at <= index})
-            across["+".join(faults) or "no_fault_between"] += 1
-    return Finding(sum(across.values()), {"copies_across": dict(across)})
+        if delivery.id in seen:
+            faults = [fault for at, fault in evidence.fault_marks if at <= index]
+            after[faults[-1] if faults else "no_fault_before"] += 1
+        seen.add(delivery.id)
+    return Finding(sum(after.values()), {"copies_after": dict(after)})
 
 
 CHECKS = {

@@ -204,8 +204,9 @@ def test_order_is_per_lead_commit_order_of_first_arrivals() -> None:
     assert order_violations(evidence(outbox=outbox, deliveries=swapped)).value == 1
 
 
-def test_duplicates_say_which_fault_lay_between_the_copies() -> None:
-    deliveries = [Delivery("e1", 1), Delivery("e2", 1), Delivery("e1", 1), Delivery("e2", 1), Delivery("e2", 1)]
-    found = duplicates_delivered(evidence(deliveries=deliveries, fault_marks=[(2, "daemon_killed")]))
+def test_duplicates_say_which_fault_came_last_before_the_repeat() -> None:
+    deliveries = [Delivery("e1", 1), Delivery("e1", 1), Delivery("e2", 1), Delivery("e2", 1), Delivery("e2", 1)]
+    marks = [(3, "broker_stopped"), (4, "daemon_killed")]
+    found = duplicates_delivered(evidence(deliveries=deliveries, fault_marks=marks))
     assert found.value == 3
-    assert found.evidence["copies_across"] == {"daemon_killed": 2, "no_fault_between": 1}
+    assert found.evidence["copies_after"] == {"no_fault_before": 1, "broker_stopped": 1, "daemon_killed": 1}
