@@ -79,12 +79,10 @@ class Pbx:
     def originated(self) -> set[str]:
         return self._originated | (_originate_ids(self.sim) if self.sim else set())
 
-    def live(self) -> list[str]:
-        return [channel.name for channel in self.sim.live_channels()] if self.sim else []
-
     def managers_up(self) -> set[str]:
         """Extensions of the managers' phones with a channel up right now."""
-        return {_dialled(name) for name in self.live() if f"@{MANAGERS}-" in name}
+        live = self.sim.live_channels() if self.sim else []
+        return {_dialled(channel.name) for channel in live if f"@{MANAGERS}-" in channel.name}
 
     def managers_dialled(self, since: int) -> set[str]:
         """Extensions of the managers' phones dialled since ``history()`` was ``since`` long."""
