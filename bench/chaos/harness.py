@@ -44,10 +44,12 @@ from storage.engine import Database
 from storage.schema import calls, leads, outbox
 
 TOKEN = "chaos-token-0123456789"
-POST_PATIENCE = 60.0  # seconds a lead is re-posted (same external_id) before it counts as not accepted
+# Seconds past its time a lead is re-posted (same external_id) before it, and every lead still
+# to come, counts as not accepted: an API that never answers cannot stretch the run by lead.
+POST_PATIENCE = 60.0
 LINK_BACK = 1.5  # seconds between looks for a logged-in daemon when an AMI fault is due
 OUTBOX_WAIT = 30.0  # seconds for the outbox to drain to the subscriber once everything settled
-PROBE_WAIT = 5.0  # seconds for every free manager to ring once the probe's clients are posted
+PROBE_WAIT = 5.0  # seconds, from the probe's first lead, for every free manager to ring
 POLL = 0.25
 
 
@@ -220,17 +222,17 @@ class _Run:
     # -- leads ----
 
     async def post_leads(self, numbers: list[str]) -> None:
+        deadline = self.at(len(numbers) / self.plan.rate + POST_PATIENCE)
         for index, number in enumerate(numbers):
             await _sleep_until(self.at(index / self.plan.rate))
-            lead_id = await self.post(f"chaos-{index}", number, "chaos")
+            lead_id = await self.post(f"chaos-{index}", number, "chaos", deadline)
             if lead_id is None:
                 self.not_accepted += 1
             else:
                 self.posted[number] = lead_id
 
-    async def post(self, external_id: str, number: str, source: str) -> int | None:
+    async def post(self, external_id: str, number: str, source: str, deadline: float) -> int | None:
         """Post until the API answers 2xx; the same external_id makes a repeat idempotent, as for a CRM."""
-        deadline = time.monotonic() + POST_PATIENCE
         while time.monotonic() < deadline:
             body = {"phone": f"+{number}", "name": "Chaos", "source": source, "external_id": external_id}
             with contextlib.suppress(httpx.TransportError):
@@ -351,11 +353,11 @@ class _Run:
         """
         busy = self.pbx.managers_up()
         since = len(self.pbx.history())
+        deadline = time.monotonic() + PROBE_WAIT
         for index, number in enumerate(numbers):
             self.pbx.world.clients[number] = PROBE_CLIENT
-            await self.post(f"chaos-probe-{index}", number, "chaos-probe")
+            await self.post(f"chaos-probe-{index}", number, "chaos-probe", deadline)
         wanted = set(extensions) - busy
-        deadline = time.monotonic() + PROBE_WAIT
         rung: set[str] = set()
         while time.monotonic() < deadline and not wanted <= rung:
             await asyncio.sleep(POLL)
