@@ -49,7 +49,10 @@ TOKEN = "chaos-token-0123456789"
 POST_PATIENCE = 60.0
 LINK_BACK = 1.5  # seconds between looks for a logged-in daemon when an AMI fault is due
 OUTBOX_WAIT = 30.0  # seconds for the outbox to drain to the subscriber once everything settled
-PROBE_WAIT = 5.0  # seconds, from the probe's first lead, for every free manager to ring
+# Seconds, from the probe's first lead, for the daemon to fill every manager it counts free:
+# long enough for calls of a backlog it still works on to end and make room (ring 3 s, hold 5 s).
+PROBE_WAIT = 10.0
+PROBE_POLL = 0.05
 POLL = 0.25
 
 
@@ -345,24 +348,21 @@ class _Run:
             [CallRow(lead_id, channel_id, state == CallState.ENDED) for lead_id, channel_id, state in call_rows],
         )
 
-    async def probe_managers(self, extensions: list[str], numbers: list[str]) -> tuple[set[str], set[str]]:
-        """Offer each manager one client; return (extensions busy on the PBX, extensions that rang).
+    async def probe_managers(self, extensions: list[str], numbers: list[str]) -> tuple[int, set[str]]:
+        """Post one client per manager; return the most client legs up at once, and the managers rung.
 
-        A manager the daemon still believes busy is never offered a call: that is what being
-        stuck costs, and the PBX's channels show it without asking the daemon.
+        Only legs dialled since the probe began count: a leg nobody steers any more is older.
         """
-        busy = self.pbx.managers_up()
         since = len(self.pbx.history())
         deadline = time.monotonic() + PROBE_WAIT
         for index, number in enumerate(numbers):
             self.pbx.world.clients[number] = PROBE_CLIENT
             await self.post(f"chaos-probe-{index}", number, "chaos-probe", deadline)
-        wanted = set(extensions) - busy
-        rung: set[str] = set()
-        while time.monotonic() < deadline and not wanted <= rung:
-            await asyncio.sleep(POLL)
-            rung = self.pbx.managers_dialled(since)
-        return busy, rung
+        peak = 0
+        while time.monotonic() < deadline and peak < len(extensions):
+            await asyncio.sleep(PROBE_POLL)
+            peak = max(peak, self.pbx.client_legs_up(since))
+        return peak, self.pbx.managers_dialled(since)
 
     async def evidence(self, extensions: list[str], probe_numbers: list[str]) -> Evidence:
         """What the witnesses saw once the run settled (or gave up settling); the probe comes last."""
@@ -371,7 +371,7 @@ class _Run:
         originated = self.pbx.originated()
         outbox_rows, deliveries = await self.outbox_drained()
         self.say("offering every manager a client")
-        busy, rung = await self.probe_managers(extensions, probe_numbers)
+        peak, rung = await self.probe_managers(extensions, probe_numbers)
         return Evidence(
             posted=set(self.posted.values()),
             not_accepted=self.not_accepted,
@@ -383,7 +383,7 @@ class _Run:
             deliveries=deliveries,
             fault_marks=self.fault_marks,
             managers=set(extensions),
-            managers_busy_on_pbx=busy,
+            probe_peak=peak,
             managers_rung=rung,
         )
 

@@ -76,8 +76,11 @@ class Evidence:
     # in order: at-least-once delivery may re-send after these, and only after these.
     fault_marks: list[tuple[int, str]]
     managers: set[str]  # every manager's extension
-    managers_busy_on_pbx: set[str]  # extensions with a live channel when the probe began
-    managers_rung: set[str]  # extensions the probe's calls rang
+    # The probe: one more client per manager posted at the end. The daemon dials as many
+    # clients at once as it believes managers free, so the most client legs it had up at once
+    # on the PBX (counting only legs it dialled during the probe) is its count of free managers.
+    probe_peak: int
+    managers_rung: set[str]  # extensions whose phones rang during the probe
 
 
 @dataclass(frozen=True)
@@ -198,10 +201,16 @@ def calls_open(evidence: Evidence) -> Finding:
 
 
 def managers_stuck(evidence: Evidence) -> Finding:
-    """Managers free on the PBX whom the daemon did not ring when offered one waiting client each."""
-    stuck = evidence.managers - evidence.managers_busy_on_pbx - evidence.managers_rung
+    """Managers the daemon no longer counts as free: all of them minus the most calls it ran at once.
+
+    Measured by what the daemon does, on the PBX, not by what it says: given a client for
+    every manager, it keeps as many client legs up at once as it believes managers free. A
+    backlog of its own (a run that did not settle) only adds work, so it cannot hide one.
+    """
+    never_rung = evidence.managers - evidence.managers_rung
     return Finding(
-        len(stuck), {"extensions": _examples(stuck), "busy_on_pbx": _examples(evidence.managers_busy_on_pbx)}
+        max(len(evidence.managers) - evidence.probe_peak, 0),
+        {"most_calls_at_once": evidence.probe_peak, "never_rung": _examples(never_rung)},
     )
 
 
@@ -276,7 +285,7 @@ def witnessed(evidence: Evidence) -> dict[str, int]:
         "originates_read_by_pbx": len(evidence.originated),
         "outbox_rows": len(evidence.outbox),
         "messages_received": len(evidence.deliveries),
-        "managers_rung_by_probe": len(evidence.managers_rung),
+        "managers_rung_in_probe": len(evidence.managers_rung),
     }
 
 

@@ -79,14 +79,19 @@ class Pbx:
     def originated(self) -> set[str]:
         return self._originated | (_originate_ids(self.sim) if self.sim else set())
 
-    def managers_up(self) -> set[str]:
-        """Extensions of the managers' phones with a channel up right now."""
-        live = self.sim.live_channels() if self.sim else []
-        return {_dialled(channel.name) for channel in live if f"@{MANAGERS}-" in channel.name}
+    def client_legs_up(self, since: int) -> int:
+        """Client legs up right now among those created since ``history()`` was ``since`` long."""
+        new = {r.name for r in self.history()[since:] if _is_client_leg(r.name)}
+        return sum(channel.name in new for channel in (self.sim.live_channels() if self.sim else []))
 
     def managers_dialled(self, since: int) -> set[str]:
         """Extensions of the managers' phones dialled since ``history()`` was ``since`` long."""
         return {_dialled(r.name) for r in self.history()[since:] if f"@{MANAGERS}-" in r.name}
+
+
+def _is_client_leg(channel: str) -> bool:
+    """The ;1 half of a Local/<number>@sim-clients pair: the leg the daemon originated to a client."""
+    return f"@{CLIENTS}-" in channel and channel.endswith(";1")
 
 
 def _dialled(channel: str) -> str:
@@ -172,14 +177,14 @@ class DaemonProcess:
 
 
 def client_legs(records: list[ChannelRecord], lead_of: Mapping[str, int]) -> list[ClientLeg]:
-    """The client legs among a PBX's channels: the ;1 halves of Local/<number>@sim-clients pairs.
+    """The client legs among a PBX's channels.
 
     Each lead has a number of its own, so the number the PBX dialled says whose leg it is,
     without trusting the lead id the daemon put in the channel's variables.
     """
     legs = []
     for record in records:
-        if f"@{CLIENTS}-" not in record.name or not record.name.endswith(";1"):
+        if not _is_client_leg(record.name):
             continue
         legs.append(
             ClientLeg(

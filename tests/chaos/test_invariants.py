@@ -63,7 +63,7 @@ def evidence(**given: Any) -> Evidence:
         "deliveries": [],
         "fault_marks": [],
         "managers": set(),
-        "managers_busy_on_pbx": set(),
+        "probe_peak": 0,
         "managers_rung": set(),
     }
     return Evidence(**(empty | given))
@@ -79,6 +79,7 @@ def test_a_quiet_run_breaks_nothing() -> None:
         outbox=[OutboxRow(1, "e1", "lead.created", 1, published=True)],
         deliveries=[Delivery("e1", 1)],
         managers={"101"},
+        probe_peak=1,
         managers_rung={"101"},
     )
     assert {name: finding.value for name, finding in audit(quiet).items() if finding.value} == {}
@@ -170,11 +171,11 @@ def test_open_calls_count_the_database_and_the_pbx_once_each() -> None:
     ) == (1, 1, 1)
 
 
-def test_stuck_managers_are_free_on_the_pbx_and_never_rung() -> None:
-    found = managers_stuck(
-        evidence(managers={"101", "102", "103"}, managers_busy_on_pbx={"102"}, managers_rung={"101"})
-    )
-    assert (found.value, found.evidence["extensions"]) == (1, ["103"])
+def test_stuck_managers_are_the_ones_the_daemon_would_not_fill_with_calls() -> None:
+    found = managers_stuck(evidence(managers={"101", "102", "103"}, probe_peak=2, managers_rung={"101", "102"}))
+    assert (found.value, found.evidence["never_rung"]) == (1, ["103"])
+    # A backlog of its own may ring every manager in turn; what counts is how many at once.
+    assert managers_stuck(evidence(managers={"101", "102"}, probe_peak=3, managers_rung={"101"})).value == 0
 
 
 def test_events_missing_say_whether_the_daemon_thought_them_sent() -> None:
