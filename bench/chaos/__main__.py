@@ -20,7 +20,7 @@ LABELS = {
     "overlapping_attempts": "leads with overlapping attempts (PBX)",
     "attempts_burnt_by_pbx": "attempts burnt by PBX/link failures",
     "calls_open": "calls left open (DB or PBX)",
-    "managers_stuck": "managers left busy (managers minus most calls at once)",
+    "managers_stuck": "managers left busy (not filled by the probe)",
     "events_missing": "MQTT events missing (outbox vs subscriber)",
     "order_violations": "per-lead order violations",
     "duplicates_delivered": "duplicates delivered",

@@ -124,7 +124,10 @@ def chaos_world(rng: random.Random, numbers: list[str], extensions: list[str]) -
     return World(clients=clients, managers=managers)
 
 
-PROBE_CLIENT = Behaviour(answer_after=0.2, talk=None)
+# The probe's calls outlast it (the client hangs up after 30 s, managers talk until then), so
+# none ends and frees its manager while the daemon is still being counted.
+PROBE_CLIENT = Behaviour(answer_after=0.2, talk=30.0)
+PROBE_MANAGER = Behaviour(answer_after=0.2, talk=None)
 
 
 @dataclass(frozen=True)
@@ -349,19 +352,23 @@ class _Run:
         )
 
     async def probe_managers(self, extensions: list[str], numbers: list[str]) -> tuple[int, set[str]]:
-        """Post one client per manager; return the most client legs up at once, and the managers rung.
+        """Post one client per manager; return the most client calls up at once, and the managers rung.
 
-        Only legs dialled since the probe began count: a leg nobody steers any more is older.
+        Legs the database already calls ended are left out: nobody steers them, so they take
+        none of the daemon's managers. Any other leg up is a call the daemon runs, old or new.
         """
+        _, call_rows = await self.stored()
+        forgotten = self.pbx.client_legs_up() & {call.channel_id for call in call_rows if call.ended}
         since = len(self.pbx.history())
         deadline = time.monotonic() + PROBE_WAIT
+        self.pbx.world.managers.update(dict.fromkeys(extensions, PROBE_MANAGER))
         for index, number in enumerate(numbers):
             self.pbx.world.clients[number] = PROBE_CLIENT
             await self.post(f"chaos-probe-{index}", number, "chaos-probe", deadline)
         peak = 0
         while time.monotonic() < deadline and peak < len(extensions):
             await asyncio.sleep(PROBE_POLL)
-            peak = max(peak, self.pbx.client_legs_up(since))
+            peak = max(peak, len(self.pbx.client_legs_up() - forgotten))
         return peak, self.pbx.managers_dialled(since)
 
     async def evidence(self, extensions: list[str], probe_numbers: list[str]) -> Evidence:

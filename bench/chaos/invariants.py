@@ -76,9 +76,9 @@ class Evidence:
     # in order: at-least-once delivery may re-send after these, and only after these.
     fault_marks: list[tuple[int, str]]
     managers: set[str]  # every manager's extension
-    # The probe: one more client per manager posted at the end. The daemon dials as many
-    # clients at once as it believes managers free, so the most client legs it had up at once
-    # on the PBX (counting only legs it dialled during the probe) is its count of free managers.
+    # The probe: one more client per manager posted at the end. The daemon runs as many client
+    # calls at once as it believes it has managers, so the most client legs up at once on the
+    # PBX (leaving out legs it had already ended and nobody steers) is that belief.
     probe_peak: int
     managers_rung: set[str]  # extensions whose phones rang during the probe
 

@@ -79,10 +79,10 @@ class Pbx:
     def originated(self) -> set[str]:
         return self._originated | (_originate_ids(self.sim) if self.sim else set())
 
-    def client_legs_up(self, since: int) -> int:
-        """Client legs up right now among those created since ``history()`` was ``since`` long."""
-        new = {r.name for r in self.history()[since:] if _is_client_leg(r.name)}
-        return sum(channel.name in new for channel in (self.sim.live_channels() if self.sim else []))
+    def client_legs_up(self) -> set[str]:
+        """The Uniqueids (the daemon's ChannelIds) of the client legs up right now."""
+        live = self.sim.live_channels() if self.sim else []
+        return {channel.uniqueid for channel in live if _is_client_leg(channel.name)}
 
     def managers_dialled(self, since: int) -> set[str]:
         """Extensions of the managers' phones dialled since ``history()`` was ``since`` long."""
