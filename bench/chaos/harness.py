@@ -44,8 +44,9 @@ from storage.engine import Database
 from storage.schema import calls, leads, outbox
 
 TOKEN = "chaos-token-0123456789"
-# Seconds past its time a lead is re-posted (same external_id) before it, and every lead still
-# to come, counts as not accepted: an API that never answers cannot stretch the run by lead.
+# Seconds after the last lead's turn during which leads are re-posted (same external_id) until
+# the API answers 2xx; what is unanswered by then counts as not accepted. One deadline for all,
+# so an API that never answers cannot stretch the run lead by lead.
 POST_PATIENCE = 60.0
 LINK_BACK = 1.5  # seconds between looks for a logged-in daemon when an AMI fault is due
 OUTBOX_WAIT = 30.0  # seconds for the outbox to drain to the subscriber once everything settled
