@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ LABELS = {
     "overlapping_attempts": "leads with overlapping attempts (PBX)",
     "attempts_burnt_by_pbx": "attempts burnt by PBX/link failures",
     "calls_open": "calls left open (DB or PBX)",
-    "managers_stuck": "managers left busy (not filled by the probe)",
+    "managers_stuck": "managers left busy (daemon vs PBX)",
     "events_missing": "MQTT events missing (outbox vs subscriber)",
     "order_violations": "per-lead order violations",
     "duplicates_delivered": "duplicates delivered",
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {line}", file=sys.stderr, flush=True)
 
+    # The simulator writes on to the AMI session of a daemon killed mid-write, and asyncio
+    # warns once per write; the harness reports what matters itself.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     try:
         report = asyncio.run(run_chaos(plan, say))
     except (RuntimeError, OSError) as exc:

@@ -75,12 +75,8 @@ class Evidence:
     # (how many messages had arrived, fault) when the daemon was killed or the broker stopped,
     # in order: at-least-once delivery may re-send after these, and only after these.
     fault_marks: list[tuple[int, str]]
-    managers: set[str]  # every manager's extension
-    # The probe: one more client per manager posted at the end. The daemon runs as many client
-    # calls at once as it believes it has managers, so the most client legs up at once on the
-    # PBX (leaving out legs it had already ended and nobody steers) is that belief.
-    probe_peak: int
-    managers_rung: set[str]  # extensions whose phones rang during the probe
+    # (managers free on the PBX, managers free in the daemon's view) at a few moments at the end.
+    managers: list[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -201,17 +197,13 @@ def calls_open(evidence: Evidence) -> Finding:
 
 
 def managers_stuck(evidence: Evidence) -> Finding:
-    """Managers the daemon no longer counts as free: all of them minus the most calls it ran at once.
+    """Managers the daemon believes busy while the PBX has no channel of their phone up.
 
-    Measured by what the daemon does, on the PBX, not by what it says: given a client for
-    every manager, it keeps as many client legs up at once as it believes managers free. A
-    backlog of its own (a run that did not settle) only adds work, so it cannot hide one.
+    The daemon's view is the one thing judged here against the PBX; the smallest gap over the
+    samples counts, so a call starting or ending between the two looks cannot make one up.
     """
-    never_rung = evidence.managers - evidence.managers_rung
-    return Finding(
-        max(len(evidence.managers) - evidence.probe_peak, 0),
-        {"most_calls_at_once": evidence.probe_peak, "never_rung": _examples(never_rung)},
-    )
+    gaps = [max(on_pbx - in_daemon, 0) for on_pbx, in_daemon in evidence.managers]
+    return Finding(min(gaps, default=0), {"free_on_pbx_vs_daemon": sorted(set(evidence.managers))})
 
 
 def events_missing(evidence: Evidence) -> Finding:
@@ -285,7 +277,7 @@ def witnessed(evidence: Evidence) -> dict[str, int]:
         "originates_read_by_pbx": len(evidence.originated),
         "outbox_rows": len(evidence.outbox),
         "messages_received": len(evidence.deliveries),
-        "managers_rung_in_probe": len(evidence.managers_rung),
+        "managers_free_on_pbx": max((on_pbx for on_pbx, _ in evidence.managers), default=0),
     }
 
 

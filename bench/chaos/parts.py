@@ -79,14 +79,10 @@ class Pbx:
     def originated(self) -> set[str]:
         return self._originated | (_originate_ids(self.sim) if self.sim else set())
 
-    def client_legs_up(self) -> set[str]:
-        """The Uniqueids (the daemon's ChannelIds) of the client legs up right now."""
+    def managers_up(self) -> set[str]:
+        """Extensions of the managers' phones with a channel up right now."""
         live = self.sim.live_channels() if self.sim else []
-        return {channel.uniqueid for channel in live if _is_client_leg(channel.name)}
-
-    def managers_dialled(self, since: int) -> set[str]:
-        """Extensions of the managers' phones dialled since ``history()`` was ``since`` long."""
-        return {_dialled(r.name) for r in self.history()[since:] if f"@{MANAGERS}-" in r.name}
+        return {_dialled(channel.name) for channel in live if f"@{MANAGERS}-" in channel.name}
 
 
 def _is_client_leg(channel: str) -> bool:

@@ -62,9 +62,7 @@ def evidence(**given: Any) -> Evidence:
         "outbox": [],
         "deliveries": [],
         "fault_marks": [],
-        "managers": set(),
-        "probe_peak": 0,
-        "managers_rung": set(),
+        "managers": [],
     }
     return Evidence(**(empty | given))
 
@@ -78,9 +76,7 @@ def test_a_quiet_run_breaks_nothing() -> None:
         originated={"c1"},
         outbox=[OutboxRow(1, "e1", "lead.created", 1, published=True)],
         deliveries=[Delivery("e1", 1)],
-        managers={"101"},
-        probe_peak=1,
-        managers_rung={"101"},
+        managers=[(1, 1)],
     )
     assert {name: finding.value for name, finding in audit(quiet).items() if finding.value} == {}
 
@@ -171,11 +167,13 @@ def test_open_calls_count_the_database_and_the_pbx_once_each() -> None:
     ) == (1, 1, 1)
 
 
-def test_stuck_managers_are_the_ones_the_daemon_would_not_fill_with_calls() -> None:
-    found = managers_stuck(evidence(managers={"101", "102", "103"}, probe_peak=2, managers_rung={"101", "102"}))
-    assert (found.value, found.evidence["never_rung"]) == (1, ["103"])
-    # A backlog of its own may ring every manager in turn; what counts is how many at once.
-    assert managers_stuck(evidence(managers={"101", "102"}, probe_peak=3, managers_rung={"101"})).value == 0
+def test_stuck_managers_are_free_on_the_pbx_and_busy_in_the_daemons_view_every_time() -> None:
+    found = managers_stuck(evidence(managers=[(10, 7), (10, 7), (9, 7)]))
+    assert (found.value, found.evidence["free_on_pbx_vs_daemon"]) == (2, [(9, 7), (10, 7)])
+    # A call ending on the PBX before the daemon hears of it: free on one side only, once.
+    assert managers_stuck(evidence(managers=[(10, 9), (10, 10)])).value == 0
+    # The daemon offering a manager the PBX has busy is not this invariant's business.
+    assert managers_stuck(evidence(managers=[(8, 10)])).value == 0
 
 
 def test_events_missing_say_whether_the_daemon_thought_them_sent() -> None:
