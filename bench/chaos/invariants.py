@@ -2,8 +2,10 @@
 
 Three independent witnesses: the database rows (what was committed), the PBX simulator's
 channel history (what really rang, answered and hung up, whatever the daemon believed),
-and an MQTT subscriber's capture (what a CRM really received). Nothing here asks the daemon
-how it thinks it did. Each invariant is a count that must be 0, with the evidence behind it.
+and an MQTT subscriber's capture (what a CRM really received). Nothing here takes the
+daemon's word for how it did: the one belief of its own that is used, which managers it
+counts free, is itself what ``managers_stuck`` judges, against the PBX. Each invariant is a
+count that must be 0, with the evidence behind it.
 """
 
 from __future__ import annotations
