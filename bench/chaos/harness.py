@@ -343,7 +343,7 @@ class _Run:
             call_rows = (await conn.execute(select(calls.c.lead_id, calls.c.channel_id, calls.c.state))).all()
         return (
             [LeadRow(lead_id, str(status), attempts) for lead_id, status, attempts in lead_rows],
-            [CallRow(lead_id, channel_id, state == CallState.ENDED) for lead_id, channel_id, state in call_rows],
+            [CallRow(lead_id, channel_id, str(state)) for lead_id, channel_id, state in call_rows],
         )
 
     async def managers_free(self, extensions: list[str]) -> list[tuple[int, int]]:

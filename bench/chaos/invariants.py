@@ -31,7 +31,11 @@ class LeadRow:
 class CallRow:
     lead_id: int
     channel_id: str  # the client leg's Uniqueid, chosen by the daemon
-    ended: bool
+    state: str  # the stored CallState value
+
+    @property
+    def ended(self) -> bool:
+        return self.state == "ended"
 
 
 @dataclass(frozen=True)
@@ -186,14 +190,19 @@ def attempts_burnt_by_pbx(evidence: Evidence) -> Finding:
 def calls_open(evidence: Evidence) -> Finding:
     """Calls still open at the end: not ended in the database, or a client leg still up on the PBX."""
     open_rows = {call.channel_id for call in evidence.calls if not call.ended}
-    up_on_pbx = {leg.channel_id for leg in evidence.legs if leg.ended is None}
+    up_on_pbx = {leg.channel_id: leg for leg in evidence.legs if leg.ended is None}
+    # The known defect's signature: the client answered while nobody steered the call, and the
+    # database still says the phone rings.
+    ringing_in_db = {call.channel_id for call in evidence.calls if call.state == "dialing"}
+    answered = {i for i in ringing_in_db & up_on_pbx.keys() if up_on_pbx[i].answered is not None}
     return Finding(
-        len(open_rows | up_on_pbx),
+        len(open_rows | up_on_pbx.keys()),
         {
-            "open_in_db_and_up_on_pbx": len(open_rows & up_on_pbx),
-            "open_in_db_gone_from_pbx": len(open_rows - up_on_pbx),
-            "ended_in_db_still_up_on_pbx": len(up_on_pbx - open_rows),
-            "examples": _examples(open_rows | up_on_pbx),
+            "open_in_db_and_up_on_pbx": len(open_rows & up_on_pbx.keys()),
+            "dialing_in_db_but_answered_on_pbx": len(answered),
+            "open_in_db_gone_from_pbx": len(open_rows - up_on_pbx.keys()),
+            "ended_in_db_still_up_on_pbx": len(up_on_pbx.keys() - open_rows),
+            "examples": _examples(open_rows | up_on_pbx.keys()),
         },
     )
 

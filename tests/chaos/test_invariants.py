@@ -71,7 +71,7 @@ def test_a_quiet_run_breaks_nothing() -> None:
     quiet = evidence(
         posted={1},
         leads=[LeadRow(1, "assigned", 1)],
-        calls=[CallRow(1, "c1", ended=True)],
+        calls=[CallRow(1, "c1", "ended")],
         legs=[leg("c1", 1, 0, 5, answered=1, bridged=True)],
         originated={"c1"},
         outbox=[OutboxRow(1, "e1", "lead.created", 1, published=True)],
@@ -127,12 +127,12 @@ def test_attempts_burnt_are_charged_attempts_no_client_line_answered_for() -> No
             posted={1, 2, 3},
             leads=[LeadRow(1, "failed", 3), LeadRow(2, "assigned", 2), LeadRow(3, "assigned", 1)],
             calls=[
-                CallRow(1, "never-sent", ended=True),
-                CallRow(1, "hung-pbx", ended=True),
-                CallRow(1, "busy", ended=True),
-                CallRow(2, "cut-on-hold", ended=True),
-                CallRow(2, "talked", ended=True),
-                CallRow(3, "cut-talking", ended=True),
+                CallRow(1, "never-sent", "ended"),
+                CallRow(1, "hung-pbx", "ended"),
+                CallRow(1, "busy", "ended"),
+                CallRow(2, "cut-on-hold", "ended"),
+                CallRow(2, "talked", "ended"),
+                CallRow(3, "cut-talking", "ended"),
             ],
             legs=[
                 leg("busy", 1, 0, 1),
@@ -155,16 +155,27 @@ def test_attempts_burnt_are_charged_attempts_no_client_line_answered_for() -> No
 def test_open_calls_count_the_database_and_the_pbx_once_each() -> None:
     found = calls_open(
         evidence(
-            calls=[CallRow(1, "both", ended=False), CallRow(2, "db-only", ended=False), CallRow(3, "pbx-only", True)],
-            legs=[leg("both", 1, 0, None), leg("pbx-only", 3, 0, None), leg("done", 4, 0, 1)],
+            calls=[
+                CallRow(1, "both", "dialing"),
+                CallRow(2, "db-only", "holding"),
+                CallRow(3, "pbx-only", "ended"),
+                CallRow(5, "waiting", "dialing"),
+            ],
+            legs=[
+                leg("both", 1, 0, None, answered=1),  # answered while nobody listened
+                leg("pbx-only", 3, 0, None),
+                leg("done", 4, 0, 1),
+                leg("waiting", 5, 0, None),  # still ringing
+            ],
         )
     )
-    assert found.value == 3
+    assert found.value == 4
     assert (
         found.evidence["open_in_db_and_up_on_pbx"],
+        found.evidence["dialing_in_db_but_answered_on_pbx"],
         found.evidence["open_in_db_gone_from_pbx"],
         found.evidence["ended_in_db_still_up_on_pbx"],
-    ) == (1, 1, 1)
+    ) == (2, 1, 1, 1)
 
 
 def test_stuck_managers_are_free_on_the_pbx_and_busy_in_the_daemons_view_every_time() -> None:
