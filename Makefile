@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench mosquitto chromium clean
+.PHONY: demo test lint bench chaos mosquitto chromium clean
 
 demo: $(STAMP) mosquitto
 	$(BIN)/leadrouter demo
@@ -26,6 +26,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.routing_select
 	$(BIN)/python -m bench.routing_fairness
 	$(BIN)/python -m bench.stats_month
+
+# Issue 6's bar: every invariant 0 through 20 kill -9, 10 AMI faults, 3 PBX restarts, a 60 s broker outage.
+chaos: $(STAMP) mosquitto
+	$(BIN)/python -m bench.chaos --leads 5000 --kills 20 --ami-drops 10 --pbx-restarts 3 --broker-outage 60
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -10,7 +10,7 @@ sessions, what was received) are listed in :class:`Simulator`'s docstring.
 
 from .clock import ScaledClock
 from .server import Simulator
-from .switch import ChannelInfo
+from .switch import ChannelInfo, ChannelRecord
 from .wire import AmiUser, ManagerConf, read_manager_conf
 from .world import Behaviour, World
 
@@ -18,6 +18,7 @@ __all__ = [
     "AmiUser",
     "Behaviour",
     "ChannelInfo",
+    "ChannelRecord",
     "ManagerConf",
     "ScaledClock",
     "Simulator",

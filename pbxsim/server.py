@@ -14,7 +14,7 @@ from types import TracebackType
 from .channel import Channel
 from .clock import ScaledClock
 from .dialplan import Dialplan, split_args
-from .switch import DEFAULT_ORIGINATE_TIMEOUT, ChannelInfo, OriginateRequest, Switch
+from .switch import DEFAULT_ORIGINATE_TIMEOUT, ChannelInfo, ChannelRecord, OriginateRequest, Switch
 from .wire import ALL, BANNER, CLASSES, DEFAULT_USERS, SYSTEM, AmiUser, Headers, encode, parse_classes
 from .world import World
 
@@ -194,7 +194,12 @@ class Simulator:
     * ``stop_listening()`` / ``start()``: the AMI port closed and opened again (an AMI gap that
       lasts until the test says so), calls going on meanwhile;
     * ``shut_down()`` / ``boot()`` / ``restart()``: ``core stop now`` / ``core restart now``;
-    * ``live_channels()``: what ``core show channels`` would list.
+    * ``logged_in()``: how many AMI clients are logged in (``manager show connected``), so a
+      test can drop or hang a session that is really there;
+    * ``live_channels()``: what ``core show channels`` would list;
+    * ``channel_history()``: every channel since start, gone or live, with its variables and
+      when it was created, answered and ended (``shut_down`` for those ``close()`` cut off),
+      so a test can audit a run against what really happened on the PBX.
     """
 
     def __init__(
@@ -273,6 +278,12 @@ class Simulator:
 
     def live_channels(self) -> list[ChannelInfo]:
         return self.switch.live()
+
+    def channel_history(self) -> list[ChannelRecord]:
+        return list(self.switch.history)
+
+    def logged_in(self) -> int:
+        return sum(session.authenticated and not session.closed for session in self._sessions)
 
     def stall(self, on: bool) -> None:
         """A hung Asterisk: sessions stay open, actions are recorded but not run, nothing is sent."""

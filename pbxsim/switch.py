@@ -124,6 +124,23 @@ class ChannelInfo:
     bridge_id: str
 
 
+@dataclass
+class ChannelRecord:
+    """One channel's life on this PBX, kept after it is gone: what a test audits a run against."""
+
+    name: str
+    uniqueid: str
+    # The channel's own variables (the same dict while it lives: what an Originate set, the
+    # DIALSTATUS its last Dial left...), as they were when it ended.
+    variables: dict[str, str]
+    created: datetime
+    answered: datetime | None = None
+    ended: datetime | None = None  # None while it lives
+    cause: int = 0  # its hangup cause
+    # It never hung up: the PBX stopped under it (Simulator.close, a restart's first half).
+    shut_down: bool = False
+
+
 App = Callable[[Channel, str], Awaitable[Flow]]
 
 
@@ -136,6 +153,8 @@ class Switch:
         self.globals = dict(dialplan.globals)
         self.channels: dict[str, Channel] = {}
         self._by_uniqueid: dict[str, Channel] = {}
+        self.history: list[ChannelRecord] = []  # every channel ever made, in order
+        self._records: dict[str, ChannelRecord] = {}  # the live channels' entries in history, by name
         self._local_seq = 0
         self._channel_seq = 0
         self._in_use: dict[str, int] = {}
@@ -228,6 +247,10 @@ class Switch:
 
     async def close(self) -> None:
         """Stop every call without further events (the AMI sessions are already gone)."""
+        stopped = self.clock.now()
+        for record in self._records.values():
+            record.ended, record.shut_down = stopped, True
+        self._records.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -348,6 +371,9 @@ class Switch:
         for chan in (one, two):
             self.channels[chan.name] = chan
             self._by_uniqueid[chan.uniqueid] = chan
+            record = ChannelRecord(chan.name, chan.uniqueid, chan.variables, self.clock.now())
+            self.history.append(record)
+            self._records[chan.name] = record
             self._chan_event("Newchannel", chan)
         return one, two
 
@@ -396,6 +422,9 @@ class Switch:
 
     def _mark_answered(self, chan: Channel) -> None:
         chan.answered_mono = self.clock.monotonic()
+        record = self._records.get(chan.name)  # None once close() has ended every record
+        if record is not None and record.answered is None:
+            record.answered = self.clock.now()
         if chan.cdr is not None and chan.cdr.answer is None:
             chan.cdr.answer = self.clock.now()
             chan.cdr.answer_mono = chan.answered_mono
@@ -467,6 +496,9 @@ class Switch:
         )
         del self.channels[chan.name]
         self._by_uniqueid.pop(chan.uniqueid, None)
+        record = self._records.pop(chan.name, None)
+        if record is not None:  # None once close() has ended every record
+            record.ended, record.cause = self.clock.now(), chan.cause
         # The pair stops being in use as soon as either half is gone (its ;2 no longer runs the dialplan).
         for half in (chan, chan.partner):
             if half is not None and half.in_use:

@@ -183,3 +183,23 @@ exten => _X.,1,Set(CDR(userfield)=lead)
         assert (cdr["UserField"], cdr["Disposition"]) == ("lead", "ANSWERED")
         await wait_until(lambda: not sim.live_channels())
         await ami.close()
+
+
+async def test_channel_history_keeps_every_leg_and_the_ones_a_shutdown_cut_off(sim: Simulator, ami: RawAmi) -> None:
+    busy = await ami.action("Originate", *originate("79160000007", "hist-busy"), ("Variable", "LEADROUTER_LEAD=7"))
+    assert busy["Response"] == "Success"
+    await ami.event("Hangup", Uniqueid="hist-busy")
+    await _answered(ami, "79160000001", "hist-held")
+
+    records = {record.uniqueid: record for record in sim.channel_history()}
+    gone = records["hist-busy"]
+    assert gone.variables["LEADROUTER_LEAD"] == "7"
+    assert (gone.answered, gone.shut_down) == (None, False)
+    assert gone.ended is not None and gone.ended >= gone.created
+    assert records["hist-busy;2"].cause == 17  # the client's half says why
+    held = records["hist-held"]
+    assert held.answered is not None and held.ended is None
+
+    await sim.close()
+    assert held.ended is not None and held.shut_down
+    assert [r.name for r in sim.channel_history()][:2] == [gone.name, gone.name.replace(";1", ";2")]

@@ -146,12 +146,16 @@ async def test_stalled_asterisk_records_actions_but_answers_nothing(sim: Simulat
 async def test_dropped_sessions_leave_calls_running(sim: Simulator, ami: RawAmi) -> None:
     await ami.action("Originate", *originate("79160000001", "drop-1"))
     await ami.event("OriginateResponse", Uniqueid="drop-1")
+    assert sim.logged_in() == 1
     await sim.drop_connections()
     await asyncio.wait_for(ami.closed.wait(), 5)
+    assert sim.logged_in() == 0
     assert {c.uniqueid for c in sim.live_channels()} == {"drop-1", "drop-1;2"}
 
     again = await RawAmi.connect(sim.port)
+    assert sim.logged_in() == 0  # connected, not yet logged in
     await again.login()
+    assert sim.logged_in() == 1
     listed = await again.action("CoreShowChannels")
     assert (listed["EventList"], listed["Message"]) == ("start", "Channels will follow")
     complete = await again.event("CoreShowChannelsComplete")

@@ -1,0 +1,45 @@
+"""The chaos harness's small run (issue 6): ~300 leads through the real daemon process under every kind of fault.
+
+One run serves both tests: whether the harness did what it was asked (hard), and whether the
+daemon kept every promise through it (xfail until issue 6's fixes merge; then a hard test).
+The settle time is shorter than the CLI's default to keep ``make test`` near a minute; a
+daemon that keeps its promises finishes these leads well within it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from bench.chaos import INVARIANTS, ChaosPlan, Report, run_chaos
+
+# Seed 10 strikes while leads are live: an early kill -9, then a PBX restart and a hang after the last kill.
+PLAN = ChaosPlan(leads=300, kills=3, ami_drops=2, pbx_restarts=1, broker_outage=3.0, seed=10, settle=25.0)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    return asyncio.run(run_chaos(dataclasses.replace(PLAN, workdir=tmp_path_factory.mktemp("chaos"))))
+
+
+def test_the_small_run_does_every_fault_it_was_asked_for(report: Report) -> None:
+    done = (report.kills_done, report.ami_drops_done, report.pbx_restarts_done, report.broker_outage_done)
+    assert done == (3, 2, 1, 3.0)
+    # Each witness saw the run (how much they saw is the daemon's part, judged by the invariants).
+    seen = report.witnessed
+    assert seen["leads_posted"] == 300
+    assert seen["client_legs_on_pbx"] > 0 and seen["originates_read_by_pbx"] > 0
+    assert seen["outbox_rows"] > 0 and seen["messages_received"] > 0
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 6 defects being fixed: double dial after a client answers while the daemon is down, "
+    "managers stuck busy after an AMI gap, PBX failures burning attempts; MQTT copies re-sent after a kill -9",
+)
+def test_the_small_run_breaks_no_invariant(report: Report) -> None:
+    broken = {name: report.findings[name].value for name in INVARIANTS if report.findings[name].value}
+    evidence = {name: report.findings[name].evidence for name in broken}
+    assert broken == {}, evidence
