@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -63,7 +64,9 @@ def _build(path: Path) -> None:
     t0 = datetime.combine(FIRST_DAY, datetime.min.time(), tzinfo=ZONE).astimezone(UTC)
     con = sqlite3.connect(path)
     con.execute("PRAGMA synchronous=OFF")
-    lead_rows, call_rows, leg_rows = [], [], []
+    lead_rows: list[tuple[Any, ...]] = []
+    call_rows: list[tuple[Any, ...]] = []
+    leg_rows: list[tuple[Any, ...]] = []
     for lead_id in range(1, CALLS // 2 + 1):
         created = t0 + timedelta(seconds=rng.uniform(0, span))
         owner = None
@@ -202,17 +205,21 @@ async def naive(db: Database, period: Period, managers: list[Manager]) -> list[M
             owned[owner_id][2] += outcome == "lost"
     return [
         ManagerFigures(
-            m.id,
-            m.name,
-            m.weight,
-            *offers[m.id],
-            int(talk[m.id][0]),
-            round(talk[m.id][1], 3),
-            round(talk[m.id][2] / talk[m.id][0], 3) if talk[m.id][0] else 0.0,
-            round(talk[m.id][3], 3),
-            first.get(m.id),
-            last.get(m.id),
-            *owned[m.id],
+            manager_id=m.id,
+            name=m.name,
+            weight=m.weight,
+            offers=offers[m.id][0],
+            answered=offers[m.id][1],
+            missed=offers[m.id][2],
+            calls=int(talk[m.id][0]),
+            talk_seconds=round(talk[m.id][1], 3),
+            average_talk_seconds=round(talk[m.id][2] / talk[m.id][0], 3) if talk[m.id][0] else 0.0,
+            longest_talk_seconds=round(talk[m.id][3], 3),
+            first_call=first.get(m.id),
+            last_call=last.get(m.id),
+            leads_owned=owned[m.id][0],
+            won=owned[m.id][1],
+            lost=owned[m.id][2],
         )
         for m in managers
     ]
