@@ -39,8 +39,14 @@ class Pbx:
         self._originated: set[str] = set()
 
     async def start(self) -> None:
+        # record=True: the Originates the PBX read are evidence (what reached it, not what we sent).
         sim = Simulator(
-            clock=self.clock, dialplan=SHIPPED_DIALPLAN, world=self.world, port=self.port, timestamp_events=True
+            clock=self.clock,
+            dialplan=SHIPPED_DIALPLAN,
+            world=self.world,
+            port=self.port,
+            timestamp_events=True,
+            record=True,
         )
         await sim.start()
         self.port, self.sim = sim.port, sim
