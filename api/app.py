@@ -17,13 +17,13 @@ from datetime import date, datetime, tzinfo
 from typing import Annotated, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dialer.intake import LeadInput
+from dialer.intake import InvalidPayload, LeadInput
 from router.model import Call, Lead, Outcome
 from router.phone import InvalidPhone
 from router.stats import DayStats
@@ -40,6 +40,11 @@ class LeadQueriesPort(Protocol):
 class LeadOutcomesPort(Protocol):
     async def report(self, lead_id: int, outcome: Outcome, *, reason: str, author: str) -> Lead | None: ...
 
+
+# Lead ids are SQL BIGINTs; a larger one is a 422, not an overflow deep in the driver.
+LeadId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# A day whose next day and UTC bounds exist in every zone (date.max + 1 day overflows).
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)
 
 # Seconds a client is asked to wait: a full or read-only disk takes a person to fix; a
 # stopping daemon is back (or another one answers) within seconds.
@@ -244,10 +249,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
             )
         except InvalidPhone as exc:
             return _problem(422, "invalid_lead", [("phone", str(exc))])
+        except InvalidPayload as exc:
+            return _problem(422, "invalid_lead", [("payload", str(exc))])
         return JSONResponse(_jsonable(_lead_json(lead)), status_code=201 if created else 200)
 
     @app.get("/leads/{lead_id}", dependencies=auth)
-    async def get_lead(lead_id: int) -> JSONResponse:
+    async def get_lead(lead_id: LeadId) -> JSONResponse:
         found = await deps.queries.lead_with_calls(lead_id)
         if found is None:
             return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
@@ -255,7 +262,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return JSONResponse(_jsonable({**_lead_json(lead), "calls": [_call_json(call) for call in calls]}))
 
     @app.patch("/leads/{lead_id}", dependencies=auth)
-    async def report_outcome(lead_id: int, body: OutcomeIn) -> JSONResponse:
+    async def report_outcome(lead_id: LeadId, body: OutcomeIn) -> JSONResponse:
         """Report what became of a lead: stored with time and author, published as ``lead.outcome``.
 
         ``won`` and ``lost`` credit the lead's owner in the scenario he took it in (the
@@ -268,7 +275,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @app.get("/stats/managers", dependencies=auth)
     async def manager_stats(
-        day: Annotated[date | None, Query(alias="date", description="YYYY-MM-DD; today by default")] = None,
+        day: Annotated[
+            date | None, Query(alias="date", ge=FIRST_DAY, le=LAST_DAY, description="YYYY-MM-DD; today by default")
+        ] = None,
         tz: Annotated[str | None, Query(description="IANA zone, e.g. Europe/Moscow; the server's by default")] = None,
     ) -> JSONResponse:
         try:

@@ -7,6 +7,7 @@ already stored instead of creating a second one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,32 @@ from typing import Any
 from dialer.ports import Clock, UnitOfWorkFactory
 from router.model import Lead
 from router.phone import normalize_phone
+
+# Deeper than any CRM's custom fields need, shallow enough that storing, rendering and
+# publishing the payload never approaches Python's recursion limit.
+MAX_PAYLOAD_DEPTH = 32
+
+
+class InvalidPayload(ValueError):
+    """The payload cannot be stored and published as JSON as it is; the message says where and why."""
+
+
+def check_payload(payload: dict[str, Any]) -> None:
+    """Raise InvalidPayload for NaN, ±Infinity (1e999 parses as one) or nesting deeper than MAX_PAYLOAD_DEPTH.
+
+    Python's json reads them, but they have no JSON form: stored, such a lead could be
+    neither answered, nor shown, nor published. Iterative, so no payload can exhaust the stack.
+    """
+    pending: list[tuple[str, Any, int]] = [("payload", payload, 1)]
+    while pending:
+        where, value, depth = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidPayload(f"{where}: {value} is not a JSON number (NaN and infinities cannot be stored)")
+        if isinstance(value, dict | list):
+            if depth > MAX_PAYLOAD_DEPTH:
+                raise InvalidPayload(f"{where}: nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            pending.extend((f"{where}.{key}", item, depth + 1) for key, item in items)
 
 
 @dataclass(frozen=True)
@@ -35,7 +62,8 @@ class LeadIntake:
         self._on_new_lead = on_new_lead
 
     async def submit(self, data: LeadInput) -> tuple[Lead, bool]:
-        """Store the lead; returns it and whether it is new. Raises InvalidPhone."""
+        """Store the lead; returns it and whether it is new. Raises InvalidPhone or InvalidPayload."""
+        check_payload(data.payload)
         phone = normalize_phone(data.phone, self._region)
         async with self._uow() as uow:
             if data.external_id is not None:

@@ -23,11 +23,13 @@ def normalize_phone(raw: str, default_region: str) -> str:
     stripped = raw.strip()
     if not stripped:
         raise InvalidPhone("empty")
-    bad = sorted({ch for ch in stripped if not (ch.isdigit() or ch in "+-() .")})
+    # ASCII digits only: fullwidth or Arabic-Indic digits would be folded to ASCII by
+    # phonenumbers, so a look-alike string would dial; people's phone fields send ASCII.
+    bad = sorted({ch for ch in stripped if not ((ch.isascii() and ch.isdigit()) or ch in "+-() .")})
     if bad:
         shown = ", ".join(repr(ch) for ch in bad)
         raise InvalidPhone(f"contains characters that are not part of a phone number: {shown}")
-    if not any(ch.isascii() and ch.isdigit() for ch in stripped):
+    if not any(ch.isdigit() for ch in stripped):
         raise InvalidPhone("has no digits")
     try:
         parsed = phonenumbers.parse(stripped, default_region)

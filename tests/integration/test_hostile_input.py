@@ -1,0 +1,65 @@
+"""Input that Python's json reads but nothing downstream can store, render or publish is
+refused with a 4xx before anything is stored; odd ids and dates are 422, never 500."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pbxsim import Behaviour, World
+from tests.integration.rig import running
+
+ROUTING = {
+    "version": 1,
+    "managers": [{"id": "anna", "name": "Anna", "extension": "101"}],
+    "scenarios": [{"name": "default"}],
+}
+
+UNSTORABLE_PAYLOADS = [
+    '{"score": NaN}',
+    '{"score": Infinity}',
+    '{"score": -Infinity}',
+    '{"score": 1e999}',
+    '{"utm": {"list": [1, 2, {"x": -1e999}]}}',
+    "[" * 40 + "]" * 40,  # under the body limit, deeper than any CRM needs
+    "[" * 5000 + "]" * 5000,  # deeper than Python's recursion limit
+]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
+    world = World(clients={"79161234567": Behaviour(answer_after=None)})
+    async with running(tmp_path, world=world, routing=ROUTING) as rig:
+        yield rig
+
+
+async def test_unstorable_payloads_are_refused_before_anything_is_stored(rig) -> None:  # type: ignore[no-untyped-def]
+    for payload in UNSTORABLE_PAYLOADS:
+        body = '{"phone": "+79161234567", "payload": {"p": ' + payload + "}}"
+        response = await rig.http.post("/leads", content=body, headers={"Content-Type": "application/json"})
+        assert 400 <= response.status_code < 500, (payload[:40], response.status_code, response.text)
+    assert await rig.daemon.queries.lead_status_counts() == {}
+    assert b"Originate" not in rig.sim.raw_received
+
+    nested = {"level": 1}
+    for level in range(2, 31):  # 31 levels with the payload itself: under the limit, stored and rendered
+        nested = {"level": level, "inner": nested}
+    stored = await rig.post(phone="+79161234567", payload={"crm": nested, "big": 2**70, "small": -1.5e-300})
+    assert stored.status_code == 201, stored.text
+    shown = await rig.http.get(f"/leads/{stored.json()['id']}")
+    assert shown.status_code == 200 and shown.json()["payload"]["big"] == 2**70
+
+
+async def test_ids_and_dates_out_of_range_are_422(rig) -> None:  # type: ignore[no-untyped-def]
+    for lead_id in (2**63, 10**30, 0, -1):
+        got = await rig.http.get(f"/leads/{lead_id}")
+        assert got.status_code == 422 and got.json()["problems"][0]["field"] == "lead_id", got.text
+        patched = await rig.http.patch(f"/leads/{lead_id}", json={"outcome": "won", "author": "crm"})
+        assert patched.status_code == 422, patched.text
+    assert (await rig.http.get(f"/leads/{2**63 - 1}")).status_code == 404
+    for day in ("9999-12-31", "0001-01-01"):
+        stats = await rig.http.get("/stats/managers", params={"date": day, "tz": "Pacific/Kiritimati"})
+        assert stats.status_code == 422 and stats.json()["problems"][0]["field"] == "date", stats.text
+    for day, tz in (("9999-12-30", "Pacific/Kiritimati"), ("9999-12-30", "Etc/GMT+12"), ("1970-01-01", "Asia/Tokyo")):
+        assert (await rig.http.get("/stats/managers", params={"date": day, "tz": tz})).status_code == 200
