@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ami_ingest
 	$(BIN)/python -m bench.simulator_load
 	$(BIN)/python -m bench.routing_select
+	$(BIN)/python -m bench.api_idle
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

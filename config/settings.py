@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ami_adapter.client import AmiSettings
 from ami_adapter.pbx import AsteriskPbxSettings
+from api.server import ConnectionLimits
 from config.document import Document
 from config.fields import (
     AmiText,
@@ -245,6 +246,20 @@ class HttpSection(_Strict):
     port: ListenPort = 8080
     token: Annotated[SecretStr, AfterValidator(_token)] | None = None  # None: the API is not started
     max_body_bytes: Count = 65536
+    # Against stalling (api/server.py): more connections are closed at accept; a request header
+    # not complete this long after connecting (or after the last response) closes the connection.
+    max_connections: Count = 4096
+    header_timeout: Duration = 10
+    keep_alive: WholeSeconds = 5
+    max_header_bytes: Count = 16384
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            max_connections=self.max_connections,
+            header_timeout=self.header_timeout,
+            keep_alive=self.keep_alive,
+            max_header_bytes=self.max_header_bytes,
+        )
 
 
 class PhonesSection(_Strict):

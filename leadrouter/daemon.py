@@ -209,7 +209,9 @@ class Daemon:
             token=settings.http.token.get_secret_value(),
             max_body_bytes=settings.http.max_body_bytes,
         )
-        server = await stack.enter_async_context(ApiServer(create_app(api), settings.http.host, settings.http.port))
+        server = await stack.enter_async_context(
+            ApiServer(create_app(api), settings.http.host, settings.http.port, settings.http.connection_limits())
+        )
         self.tasks.watch("http", server.task)
         stack.callback(self.tasks.stopping, "http")  # runs before the server stops: that end is no death
         self.http_port = server.port
