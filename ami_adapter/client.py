@@ -21,7 +21,7 @@ import structlog
 from panoramisk import Manager
 from panoramisk.message import Message
 
-from ami_adapter.protocol import AmiDisconnected, AmiProtocol
+from ami_adapter.protocol import AmiDisconnected, AmiProtocol, AmiUnsafeAction
 
 log = structlog.get_logger("ami")
 
@@ -186,7 +186,10 @@ class AmiClient:
     async def _send(self, action: Mapping[str, str | list[str]], *, as_list: bool) -> Any:
         if not self.connected or self._manager is None:
             raise AmiNotConnected(f"{action['Action']} not sent: AMI is not connected")
-        future = self._manager.send_action(dict(action), as_list=as_list)
+        try:
+            future = self._manager.send_action(dict(action), as_list=as_list)
+        except AmiUnsafeAction as exc:
+            raise AmiError(str(exc)) from None
         try:
             return await asyncio.wait_for(future, self.settings.action_timeout)
         except TimeoutError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -52,6 +52,23 @@ class _Throttled:
             self._held_back += 1
 
 
+class AmiUnsafeAction(ValueError):
+    """An action header holds CR, LF or NUL: sent, it would end the header or the action early."""
+
+
+def check_action(action: Mapping[str, Any]) -> None:
+    """Raise AmiUnsafeAction when a key or value could inject headers or actions.
+
+    Defence in depth: everything we send is validated where it enters (digits-only numbers,
+    config fields), but this is the one place every byte passes. The message names the header,
+    never its value, which may be the secret.
+    """
+    for key, value in action.items():
+        for text in (key, *(value if isinstance(value, list) else [value])):
+            if isinstance(text, str) and any(char in text for char in "\r\n\0"):
+                raise AmiUnsafeAction(f"{action.get('Action')}: header {key!r} contains CR, LF or NUL; not sent")
+
+
 class AmiDisconnected(ConnectionError):
     """The AMI connection closed before the action was answered; it was not re-sent."""
 
@@ -73,6 +90,10 @@ class AmiProtocol(AMIProtocol):
 
     on_event: Callable[[str, dict[str, str]], None]
     wanted_events: frozenset[str]
+
+    def send(self, data: Any, as_list: bool = False) -> Any:
+        check_action(data)
+        return super().send(data, as_list=as_list)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
