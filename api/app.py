@@ -10,8 +10,8 @@ CRM tries again later or elsewhere, and nothing is lost on either side.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Awaitable, Callable, Sequence
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from typing import Annotated, Any, Protocol
@@ -23,7 +23,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dialer.intake import InvalidPayload, LeadInput
+from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized, require_scope
+from dialer.intake import InvalidPayload, LeadInput, TooManyLeads
 from router.model import Call, Lead, Outcome
 from router.phone import InvalidPhone
 from router.stats import DayStats
@@ -62,7 +63,8 @@ class ApiDeps:
     metrics: Callable[[], Awaitable[tuple[bytes, str]]]  # the exposition and its content type
     intake_open: Callable[[], bool]  # False while the daemon stops
     unavailable: tuple[type[Exception], ...]  # what the storage raises when it cannot serve now
-    token: str
+    tokens: Mapping[TokenScope, Sequence[str]]  # several per scope, for rotation; admin may do everything
+    auth_limits: AuthLimits
     max_body_bytes: int
 
 
@@ -202,19 +204,27 @@ def create_app(deps: ApiDeps) -> FastAPI:
             problems.append((".".join(loc) or "body", reason))
         return _problem(422, "invalid_request", problems)
 
-    def authorized(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), deps.token.encode()):
-            raise _Unauthorized
+    app.state.authenticator = Authenticator(deps.tokens, deps.auth_limits)
 
-    @app.exception_handler(_Unauthorized)
-    async def unauthorized(_request: Request, _exc: _Unauthorized) -> JSONResponse:
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_request: Request, _exc: Unauthorized) -> JSONResponse:
         response = _problem(401, "unauthorized", [("authorization", "send 'Authorization: Bearer <token>'")])
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    auth = [Depends(authorized)]
+    @app.exception_handler(Forbidden)
+    async def forbidden(_request: Request, _exc: Forbidden) -> JSONResponse:
+        return _problem(403, "forbidden", [("authorization", "this token's scope does not include this endpoint")])
+
+    @app.exception_handler(TooManyFailures)
+    async def too_many_failures(_request: Request, exc: TooManyFailures) -> JSONResponse:
+        response = _problem(429, "too_many_failures", [("authorization", str(exc))])
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        return response
+
+    intake = [Depends(require_scope(TokenScope.INTAKE))]
+    readers = [Depends(require_scope(TokenScope.INTAKE, TokenScope.SUPERVISOR))]
+    supervisor = [Depends(require_scope(TokenScope.SUPERVISOR))]
 
     async def storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         # The storage has logged the outage once; a line per refused request would flood the log.
@@ -235,7 +245,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         response.headers["Retry-After"] = str(RETRY_AFTER_STOPPING)
         return response
 
-    @app.post("/leads", dependencies=[*auth, Depends(open_for_leads)], status_code=201)
+    @app.post("/leads", dependencies=[*intake, Depends(open_for_leads)], status_code=201)
     async def post_lead(body: LeadIn) -> JSONResponse:
         try:
             lead, created = await deps.intake.submit(
@@ -251,9 +261,13 @@ def create_app(deps: ApiDeps) -> FastAPI:
             return _problem(422, "invalid_lead", [("phone", str(exc))])
         except InvalidPayload as exc:
             return _problem(422, "invalid_lead", [("payload", str(exc))])
+        except TooManyLeads as exc:
+            response = _problem(429, "too_many_leads", [("phone", str(exc))])
+            response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+            return response
         return JSONResponse(_jsonable(_lead_json(lead)), status_code=201 if created else 200)
 
-    @app.get("/leads/{lead_id}", dependencies=auth)
+    @app.get("/leads/{lead_id}", dependencies=readers)
     async def get_lead(lead_id: LeadId) -> JSONResponse:
         found = await deps.queries.lead_with_calls(lead_id)
         if found is None:
@@ -261,7 +275,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         lead, calls = found
         return JSONResponse(_jsonable({**_lead_json(lead), "calls": [_call_json(call) for call in calls]}))
 
-    @app.patch("/leads/{lead_id}", dependencies=auth)
+    @app.patch("/leads/{lead_id}", dependencies=intake)
     async def report_outcome(lead_id: LeadId, body: OutcomeIn) -> JSONResponse:
         """Report what became of a lead: stored with time and author, published as ``lead.outcome``.
 
@@ -273,7 +287,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
         return JSONResponse(_jsonable(_lead_json(lead)))
 
-    @app.get("/stats/managers", dependencies=auth)
+    @app.get("/stats/managers", dependencies=supervisor)
     async def manager_stats(
         day: Annotated[
             date | None, Query(alias="date", ge=FIRST_DAY, le=LAST_DAY, description="YYYY-MM-DD; today by default")
@@ -318,10 +332,6 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return Response(body, media_type=content_type)
 
     return app
-
-
-class _Unauthorized(Exception):
-    pass
 
 
 class _Stopping(Exception):

@@ -174,6 +174,8 @@ class Daemon:
             uow=unit_of_work,
             clock=self.clock,
             default_region=settings.phones.default_region,
+            policy=settings.phones.policy(),
+            per_number=settings.phones.per_number(),
             on_new_lead=self.dialer.leads_added,
         )
         self.outcomes = LeadOutcomes(uow=unit_of_work, clock=self.clock, on_reported=self._outcome_reported)
@@ -194,8 +196,9 @@ class Daemon:
             watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)
             await self._run("watchdog", watchdog.run())
         await stack.enter_async_context(self.ami)
-        if settings.http.token is None:
-            log.warning("http.disabled", reason="http.token is not set")
+        tokens = settings.http.tokens_by_scope()
+        if not tokens:
+            log.warning("http.disabled", reason="no http.token, http.tokens or http.token_files")
             return
         api = ApiDeps(
             intake=TimedIntake(self.intake, timings),
@@ -206,8 +209,9 @@ class Daemon:
             metrics=self.metrics.exposition,
             intake_open=lambda: not self.stopping,
             unavailable=(StorageUnavailable,),
-            token=settings.http.token.get_secret_value(),
+            tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
+            auth_limits=settings.http.auth_limits(),
         )
         server = await stack.enter_async_context(
             ApiServer(create_app(api), settings.http.host, settings.http.port, settings.http.connection_limits())

@@ -63,3 +63,38 @@ async def test_ids_and_dates_out_of_range_are_422(rig) -> None:  # type: ignore[
         assert stats.status_code == 422 and stats.json()["problems"][0]["field"] == "date", stats.text
     for day, tz in (("9999-12-30", "Pacific/Kiritimati"), ("9999-12-30", "Etc/GMT+12"), ("1970-01-01", "Asia/Tokyo")):
         assert (await rig.http.get("/stats/managers", params={"date": day, "tz": tz})).status_code == 200
+
+
+TOLL_FRAUD = [
+    ("+19005551234", "number in US"),  # US premium rate
+    ("+449012345678", "number in GB"),  # UK premium rate
+    ("+499001234567", "number in DE"),  # German premium rate
+    ("+78091234567", "type premium_rate"),  # Russian premium rate: the company's own country
+    ("+78001234567", "type toll_free"),  # free for the caller, paid by the company
+    ("+88216123456", "non-geographic"),  # satellite / international networks
+]
+
+
+async def test_premium_foreign_and_satellite_numbers_are_refused_with_the_reason(rig) -> None:  # type: ignore[no-untyped-def]
+    for phone, reason in TOLL_FRAUD:
+        response = await rig.post(phone=phone)
+        assert response.status_code == 422, (phone, response.text)
+        problem = response.json()["problems"][0]
+        assert problem["field"] == "phone" and reason in problem["reason"], (phone, problem)
+    assert await rig.daemon.queries.lead_status_counts() == {}
+    assert (await rig.post(phone="+74951234567")).status_code == 201  # a Moscow landline
+    assert (await rig.post(phone="+79161234567")).status_code == 201  # a Russian mobile
+
+
+async def test_one_number_gets_a_bounded_number_of_new_leads(rig) -> None:  # type: ignore[no-untyped-def]
+    limit = rig.settings.phones.max_leads_per_number
+    for index in range(limit):
+        assert (await rig.post(phone="+79161234567", external_id=f"form-{index}")).status_code == 201
+    again = await rig.post(phone="+7 916 123-45-67", external_id="form-flood")
+    assert again.status_code == 429 and again.json()["problems"][0]["field"] == "phone"
+    assert 0 < int(again.headers["Retry-After"]) <= rig.settings.phones.per_number_window
+    # A repeat of a lead already taken is still answered (idempotent), and other numbers go on.
+    assert (await rig.post(phone="+79161234567", external_id="form-0")).status_code == 200
+    assert (await rig.post(phone="+79161234568")).status_code == 201
+    counts = await rig.daemon.queries.lead_status_counts()
+    assert sum(counts.values()) == limit + 1
