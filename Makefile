@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.simulator_load
 	$(BIN)/python -m bench.routing_select
 	$(BIN)/python -m bench.api_idle
+	$(BIN)/python -m bench.reload_stall
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -355,6 +355,9 @@ class Settings(_Strict):
     phones: Annotated[PhonesSection, _NullIsDefaults] = Field(default_factory=PhonesSection)
     recordings: Annotated[RecordingsSection, _NullIsDefaults] = Field(default_factory=RecordingsSection)
     routing_file: Path = Path("routing.yaml")
+    # A reload (SIGHUP) refuses a bigger file unread, and gives up a check that takes longer.
+    routing_max_bytes: Count = 1 << 20
+    routing_reload_timeout: Duration = 10
     log: Annotated[LogSection, _NullIsDefaults] = Field(default_factory=LogSection)
     shutdown: Annotated[ShutdownSection, _NullIsDefaults] = Field(default_factory=ShutdownSection)
 

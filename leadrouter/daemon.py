@@ -336,9 +336,12 @@ class Daemon:
         self.board.outcome(report)
         self.dialer.leads_added()  # a decided lead may bring its owner back under his max_open_leads
 
-    def reload_routing(self) -> bool:
+    async def reload_routing(self) -> bool:
         """SIGHUP: take a fixed routing.yaml, or keep the running one and say why not."""
-        problems = self.routing.reload()
+        settings = self.settings
+        problems = await self.routing.reload_off_loop(
+            max_bytes=settings.routing_max_bytes, time_cap=settings.routing_reload_timeout
+        )
         if problems:
             for problem in problems:
                 log.error("routing.reload_refused", problem=str(problem))
