@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -46,7 +46,7 @@ class AmiSettings:
     host: str
     port: int
     username: str
-    secret: str
+    secret: str = field(repr=False)  # kept out of every log line and traceback that shows the settings
     events: str = "call,cdr,system"  # DialBegin, Bridge*, Hangup, DeviceStateChange...; Cdr; FullyBooted, Shutdown
     ping_interval: float = 10.0
     ping_timeout: float = 5.0

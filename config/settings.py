@@ -8,6 +8,7 @@ them by the section's methods, so the composition root only hands them over.
 from __future__ import annotations
 
 import os
+import ssl
 import string
 from collections.abc import Mapping
 from datetime import timedelta
@@ -234,6 +235,20 @@ class MqttSection(_Strict):
     client_id: Annotated[str, only(string.ascii_letters + string.digits + "_-", "letters, digits and _ -")] = (
         "leadrouter"
     )
+    # TLS (port 8883 by convention): the broker's certificate is checked against tls_ca_file, or
+    # the system's CAs when unset; tls_cert_file/tls_key_file present a client certificate.
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.tls_ca_file)
+        if self.tls_cert_file is not None:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        return context
 
     def publisher_settings(self) -> MqttSettings:
         return MqttSettings(
@@ -243,6 +258,7 @@ class MqttSection(_Strict):
             client_id=self.client_id,
             username=self.username,
             password=self.password.get_secret_value() if self.password else None,
+            tls=self.tls_context(),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from datetime import date, tzinfo
@@ -36,12 +37,34 @@ async def _run(config: str, log_format: LogFormat | None) -> int:
 
     settings, routing = _load(config)
     configure_logging(settings.log.level, log_format or settings.log.format)
+    # Files the daemon creates (the database, its WAL and journal) are its own, also outside
+    # systemd (whose unit sets UMask=0077 as well): they hold every lead's phone and name.
+    os.umask(0o077)
+    for path in (Path(config), *settings.http.token_files.values()):
+        warn_if_readable_by_others(path)
     try:
         return await serve(settings, routing, SystemClock(), Notifier())
     except Exception:
         # One line that says why, for journald; systemd restarts the daemon.
         structlog.get_logger("daemon").critical("daemon.failed", exc_info=True)
         return 1
+
+
+def warn_if_readable_by_others(path: Path) -> bool:
+    """Log ``config.readable_by_others`` when anyone on the machine may read ``path`` (it may hold secrets)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if not mode & stat.S_IROTH:
+        return False
+    structlog.get_logger("daemon").warning(
+        "config.readable_by_others",
+        path=str(path),
+        mode=oct(stat.S_IMODE(mode)),
+        hint="chmod o-rwx; keep secrets in /etc/leadrouter/secrets.env (0600) or systemd credentials",
+    )
+    return True
 
 
 async def _stats(config: str, day: date | None, zone: tzinfo | None) -> int:

@@ -87,6 +87,8 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
         stack.push_async_callback(_killed, daemon)
         await until(lambda: systemd.said("READY=1"), 20, "READY=1")
         await until(lambda: systemd.said("WATCHDOG=1"), 5, "a watchdog ping")
+        created = list(tmp_path.glob("lr.db*"))  # the database, its WAL and shared memory: the daemon's own
+        assert created and all(path.stat().st_mode & 0o077 == 0 for path in created), created
 
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", headers={"Authorization": f"Bearer {TOKEN}"})
