@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pbxsim import Behaviour, World
-from tests.integration.rig import running
+from tests.integration.rig import actions_received, running, until
 
 ROUTING = {
     "version": 1,
@@ -98,3 +98,66 @@ async def test_one_number_gets_a_bounded_number_of_new_leads(rig) -> None:  # ty
     assert (await rig.post(phone="+79161234568")).status_code == 201
     counts = await rig.daemon.queries.lead_status_counts()
     assert sum(counts.values()) == limit + 1
+
+
+# Everything that has ever turned data into dialplan or AMI: separators of Dial() and channel
+# strings, dialplan expressions and functions, header and action breaks, look-alike digits,
+# and sheer length.
+INJECTIONS = [
+    "&PJSIP/666@evil",
+    ",,,666",
+    "|666",
+    ";666",
+    "@evil",
+    "/666",
+    "\r\nAction: Originate\r\nChannel: Local/666@evil",
+    "\n666",
+    "\0666",
+    "${SHELL(id)}",
+    "$[1+1]",
+    "${EXTEN:1}",
+    "７９１６１２３４５６７",
+    "٧٩١٦١٢٣٤٥٦٧",
+    "x" * 10_000,
+]
+# What the daemon sends and nothing else, whatever the leads say.
+SENT_ACTIONS = {"Login", "Events", "Originate", "Redirect", "Hangup", "CoreShowChannels", "DeviceStateList", "Ping"}
+
+
+async def test_an_injection_corpus_reaches_the_pbx_as_nothing_but_digits(rig) -> None:  # type: ignore[no-untyped-def]
+    answers: list[int] = []
+    accepted = 0
+    for index, text in enumerate(INJECTIONS):
+        phone = f"+7916100{index:04d}"  # a number of its own for each: the per-number limit stays out of it
+        attempts: list[dict[str, object]] = [
+            {"phone": "+7916" + text + "1234567"},
+            {"phone": text},
+            {"phone": phone, "name": text},
+            {"phone": phone, "source": text},
+            {"phone": phone, "external_id": text},
+            {"phone": phone, "payload": {"note": text, text[:50]: 1}},
+        ]
+        for body in attempts:
+            response = await rig.http.post("/leads", json=body)
+            answers.append(response.status_code)
+            accepted += response.status_code == 201
+            if response.status_code == 201:
+                outcome = {"outcome": "won", "reason": text, "author": text}
+                answers.append((await rig.http.patch(f"/leads/{response.json()['id']}", json=outcome)).status_code)
+    assert all(status < 500 for status in answers), answers
+    await until(lambda: len(actions_received(rig.sim, "Originate")) >= accepted, 10, "every accepted lead dialled")
+
+    # Markers no legitimate action holds (";" does: Local channels end in ";1"; ids are hex, so no "666").
+    markers = ["evil", "SHELL", "$[", "${EXTEN", "|", "&", "\0", "７", "٧", "xxxxxxxxxx"]
+    injected = [
+        headers
+        for headers in rig.sim.received
+        if dict(headers).get("Action") not in SENT_ACTIONS
+        or any(marker in key + value for key, value in headers for marker in markers)
+    ]
+    originates = actions_received(rig.sim, "Originate")
+    print(f"injection corpus: {len(answers)} requests, {accepted} leads dialled, {len(injected)} actions injected")
+    assert injected == [] and accepted > 0 and len(originates) == accepted
+    for originate in originates:
+        channel = originate["Channel"].removeprefix("Local/").removesuffix("@sim-clients")
+        assert channel.isascii() and channel.isdigit(), originate
