@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Annotated, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized, require_scope
-from dialer.intake import InvalidPayload, LeadInput, TooManyLeads
+from dialer.intake import InvalidPayload, KeyedWindow, LeadInput, RateLimit, TooManyLeads
 from router.model import Call, Lead, Outcome
 from router.phone import InvalidPhone
 from router.stats import DayStats
@@ -66,6 +66,8 @@ class ApiDeps:
     tokens: Mapping[TokenScope, Sequence[str]]  # several per scope, for rotation; admin may do everything
     auth_limits: AuthLimits
     max_body_bytes: int
+    # POST /leads per client address; None: unlimited (behind a proxy every client is the proxy)
+    leads_per_address: RateLimit | None = None
 
 
 def _no_control_characters(value: str | None) -> str | None:
@@ -138,6 +140,12 @@ class BodyLimit:
                 await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+
+def _too_many_leads(exc: TooManyLeads, field: str) -> JSONResponse:
+    response = _problem(429, "too_many_leads", [(field, str(exc))])
+    response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+    return response
 
 
 def _lead_json(lead: Lead) -> dict[str, Any]:
@@ -245,7 +253,26 @@ def create_app(deps: ApiDeps) -> FastAPI:
         response.headers["Retry-After"] = str(RETRY_AFTER_STOPPING)
         return response
 
-    @app.post("/leads", dependencies=[*intake, Depends(open_for_leads)], status_code=201)
+    per_address = KeyedWindow(deps.leads_per_address) if deps.leads_per_address else None
+
+    def within_address_limit(request: Request) -> None:
+        if per_address is None:
+            return
+        address, now = request.client.host if request.client else "unknown", datetime.now(UTC)
+        wait = per_address.wait(address, now)
+        if wait:
+            raise TooManyLeads("this address posted its share of leads; try later", wait)
+        per_address.add(address, now)
+
+    @app.exception_handler(TooManyLeads)
+    async def too_many_leads(_request: Request, exc: TooManyLeads) -> JSONResponse:
+        return _too_many_leads(exc, "source")
+
+    @app.post(
+        "/leads",
+        dependencies=[*intake, Depends(within_address_limit), Depends(open_for_leads)],
+        status_code=201,
+    )
     async def post_lead(body: LeadIn) -> JSONResponse:
         try:
             lead, created = await deps.intake.submit(
@@ -262,9 +289,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         except InvalidPayload as exc:
             return _problem(422, "invalid_lead", [("payload", str(exc))])
         except TooManyLeads as exc:
-            response = _problem(429, "too_many_leads", [("phone", str(exc))])
-            response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
-            return response
+            return _too_many_leads(exc, "phone")
         return JSONResponse(_jsonable(_lead_json(lead)), status_code=201 if created else 200)
 
     @app.get("/leads/{lead_id}", dependencies=readers)

@@ -291,6 +291,10 @@ class HttpSection(_Strict):
     # Failed authentications one address may make within auth_window; then 429 until it has room.
     max_auth_failures: Count = 20
     auth_window: Duration = 60
+    # POST /leads one client address may make within per_address_window; None: unlimited. Off by
+    # default: behind a proxy (or for a CRM backend) every lead comes from one address.
+    max_leads_per_address: Count | None = None
+    per_address_window: Duration = 60
     max_body_bytes: Count = 65536
     # Against stalling (api/server.py): more connections are closed at accept; a request header
     # not complete this long after connecting (or after the last response) closes the connection.
@@ -309,6 +313,11 @@ class HttpSection(_Strict):
         for scope, path in self.token_files.items():
             scopes.setdefault(scope, []).extend(_token_file(path))
         return {scope: tokens for scope, tokens in scopes.items() if tokens}
+
+    def leads_per_address(self) -> RateLimit | None:
+        if self.max_leads_per_address is None:
+            return None
+        return RateLimit(self.max_leads_per_address, timedelta(seconds=self.per_address_window))
 
     def auth_limits(self) -> AuthLimits:
         return AuthLimits(max_failures=self.max_auth_failures, window=self.auth_window)

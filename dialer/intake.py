@@ -59,7 +59,7 @@ class RateLimit:
     window: timedelta
 
 
-class _PerKeyWindow:
+class KeyedWindow:
     """At most ``limit.count`` events per key within ``limit.window``; memory bounded by the keys seen in it."""
 
     def __init__(self, limit: RateLimit) -> None:
@@ -109,7 +109,7 @@ class LeadIntake:
         """``policy``: which numbers may be dialled, by default fixed and mobile ones of the default
         region; ``per_number``: new leads a number may get in a window (a callback flood aimed at
         one person, or at the company's bill), unlimited by default."""
-        self._per_number = _PerKeyWindow(per_number) if per_number else None
+        self._per_number = KeyedWindow(per_number) if per_number else None
         self._uow = uow
         self._clock = clock
         self._region = default_region

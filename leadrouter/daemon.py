@@ -212,6 +212,7 @@ class Daemon:
             tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
             auth_limits=settings.http.auth_limits(),
+            leads_per_address=settings.http.leads_per_address(),
         )
         server = await stack.enter_async_context(
             ApiServer(create_app(api), settings.http.host, settings.http.port, settings.http.connection_limits())

@@ -161,3 +161,15 @@ async def test_an_injection_corpus_reaches_the_pbx_as_nothing_but_digits(rig) ->
     for originate in originates:
         channel = originate["Channel"].removeprefix("Local/").removesuffix("@sim-clients")
         assert channel.isascii() and channel.isdigit(), originate
+
+
+async def test_one_address_gets_a_bounded_number_of_posts_when_configured(tmp_path: Path) -> None:
+    sections = {"http": {"max_leads_per_address": 3, "per_address_window": "1h"}}
+    async with running(tmp_path, world=World(), routing=ROUTING, sections=sections) as rig:
+        statuses = [(await rig.post(phone=f"+7916200000{n}")).status_code for n in range(3)]
+        assert statuses == [201, 201, 201]
+        refused = await rig.post(phone="+79162000009")
+        assert refused.status_code == 429 and refused.json()["problems"][0]["field"] == "source"
+        assert 3500 < int(refused.headers["Retry-After"]) <= 3600
+        assert (await rig.http.get("/stats/managers")).status_code == 200  # reading is not posting
+        assert sum((await rig.daemon.queries.lead_status_counts()).values()) == 3
