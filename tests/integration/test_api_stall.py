@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -104,3 +105,16 @@ async def test_silent_and_dribbling_clients_are_closed_after_the_header_timeout(
             dribbling.cancel()
         finally:
             _close([(silent, silent_writer), (dribbler, dribbler_writer), (fair, fair_writer)])
+
+
+async def test_failed_accepts_are_logged_once_per_burst(json_log: JsonLog) -> None:
+    async with _server(ConnectionLimits()):
+        loop = asyncio.get_running_loop()
+        for _ in range(500):  # what asyncio reports on every accept() while file descriptors are out
+            loop.call_exception_handler(
+                {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")}
+            )
+        loop.call_exception_handler({"message": "something else entirely"})  # still reaches the usual handler
+    failures = json_log.events("http.accept_failed")
+    assert len(failures) == 1 and "Too many open files" in failures[0]["error"]
+    assert any("something else entirely" in json.dumps(line) for line in json_log.lines())
