@@ -68,7 +68,6 @@ class Authenticator:
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
         self._burst_end: dict[str, float] = {}
-        self.failed = 0  # every refused token since the start, for metrics and tests
 
     def check(self, header: str, address: str, scopes: frozenset[TokenScope]) -> None:
         """Raise Unauthorized, Forbidden or TooManyFailures unless ``header`` carries a token of ``scopes`` or admin."""
@@ -100,7 +99,6 @@ class Authenticator:
         return stamps[0] + self._limits.window - now
 
     def _failed(self, address: str, now: float, scopes: frozenset[TokenScope]) -> None:
-        self.failed += 1
         self._failures.setdefault(address, deque()).append(now)
         if now >= self._burst_end.get(address, 0.0):
             log.warning("http.auth_failed", address=address, scopes=sorted(scopes), burst_quiet=BURST_QUIET)
