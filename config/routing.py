@@ -352,6 +352,17 @@ def load_routing(path: Path) -> RoutingPlan:
     return _plan_v1(document.validate(_RoutingV1, _cross_check_v1))
 
 
+def oversized(path: Path, max_bytes: int) -> Problem | None:
+    """Why ``path`` is not to be read (over ``max_bytes``, or unreadable), or None; it is not opened."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return Problem(str(path), 0, 0, "", f"cannot read the file: {exc.strerror or exc}")
+    if size > max_bytes:
+        return Problem(str(path), 0, 0, "", f"is {size} bytes, over the cap of {max_bytes} (routing_max_bytes)")
+    return None
+
+
 # The folder holding the config package: the reload process imports it from there.
 _PACKAGES = Path(__file__).resolve().parent.parent
 
@@ -383,12 +394,9 @@ class RoutingSource:
         ``time_cap`` seconds is killed and the running plan stays.
         """
         source = str(self.path)
-        try:
-            size = self.path.stat().st_size
-        except OSError as exc:
-            return [Problem(source, 0, 0, "", f"cannot read the file: {exc.strerror or exc}")]
-        if size > max_bytes:
-            return [Problem(source, 0, 0, "", f"is {size} bytes, over the cap of {max_bytes} (routing_max_bytes)")]
+        too_big = oversized(self.path, max_bytes)
+        if too_big is not None:
+            return [too_big]
         worker = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from config.problems import ConfigError
-from config.routing import RoutingSource
+from config.routing import RoutingSource, oversized
 from config.settings import Settings, load_settings
 from leadrouter.logs import LogFormat, configure_logging
 from router.routing import RoutingPlan, Scenario, Strategy
@@ -27,6 +27,10 @@ POOL_SHOWN = 8  # manager ids listed per pool in check-config's summary
 
 def _load(config: str) -> tuple[Settings, RoutingSource]:
     settings = load_settings(Path(config))
+    # The files a reload would refuse are refused at start and by check-config too.
+    too_big = oversized(settings.routing_file, settings.routing_max_bytes)
+    if too_big is not None:
+        raise ConfigError([too_big])
     return settings, RoutingSource.load(settings.routing_file)
 
 
@@ -104,6 +108,7 @@ def _zone(name: str) -> ZoneInfo:
 def _check(config: str) -> int:
     try:
         settings, routing = _load(config)
+        settings.http.tokens_by_scope()  # token files are read at start: one missing or bad is named here first
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
