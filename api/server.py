@@ -111,8 +111,7 @@ class _Server(uvicorn.Server):
 
 
 class ApiServer:
-    def __init__(self, app: FastAPI, host: str, port: int, limits: ConnectionLimits | None = None) -> None:
-        limits = limits or ConnectionLimits()
+    def __init__(self, app: FastAPI, host: str, port: int, limits: ConnectionLimits) -> None:
         files = raise_open_file_limit()
         if limits.max_connections > files - RESERVED_FILES:
             log.warning("http.max_connections_lowered", configured=limits.max_connections, open_file_limit=files)
