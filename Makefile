@@ -26,6 +26,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.routing_select
 	$(BIN)/python -m bench.routing_fairness
 	$(BIN)/python -m bench.stats_month
+	$(BIN)/python -m bench.api_idle
+	$(BIN)/python -m bench.reload_stall
 
 # Issue 6's bar: every invariant 0 through 20 kill -9, 10 AMI faults, 3 PBX restarts, a 60 s broker outage.
 chaos: $(STAMP) mosquitto

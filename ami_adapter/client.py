@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,7 +21,7 @@ import structlog
 from panoramisk import Manager
 from panoramisk.message import Message
 
-from ami_adapter.protocol import AmiDisconnected, AmiProtocol
+from ami_adapter.protocol import AmiDisconnected, AmiProtocol, AmiUnsafeAction
 
 log = structlog.get_logger("ami")
 
@@ -46,7 +46,7 @@ class AmiSettings:
     host: str
     port: int
     username: str
-    secret: str
+    secret: str = field(repr=False)  # kept out of every log line and traceback that shows the settings
     events: str = "call,cdr,system"  # DialBegin, Bridge*, Hangup, DeviceStateChange...; Cdr; FullyBooted, Shutdown
     ping_interval: float = 10.0
     ping_timeout: float = 5.0
@@ -186,7 +186,10 @@ class AmiClient:
     async def _send(self, action: Mapping[str, str | list[str]], *, as_list: bool) -> Any:
         if not self.connected or self._manager is None:
             raise AmiNotConnected(f"{action['Action']} not sent: AMI is not connected")
-        future = self._manager.send_action(dict(action), as_list=as_list)
+        try:
+            future = self._manager.send_action(dict(action), as_list=as_list)
+        except AmiUnsafeAction as exc:
+            raise AmiError(str(exc)) from None
         try:
             return await asyncio.wait_for(future, self.settings.action_timeout)
         except TimeoutError:

@@ -122,7 +122,7 @@ class AsteriskPbx:
         )
 
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
-        if not extension.isdigit():
+        if not (extension.isascii() and extension.isdigit()):  # "１０１".isdigit() is True too
             raise PbxError(f"extension {extension!r} is not digits")
         await self._send(
             {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -24,6 +24,49 @@ EOL = "\r\n"
 FRAME_END = "\r\n\r\n"
 BANNER = "Asterisk Call Manager/"
 _MAX_PENDING = 1 << 20  # a frame this long without a blank line is not AMI
+
+
+class _Throttled:
+    """At most ``per_minute`` warnings a minute; then how many were held back, once the minute is over.
+
+    The reader must stay cheap and the log small when a PBX (or whatever sits at its port)
+    sends a stream of garbage.
+    """
+
+    def __init__(self, per_minute: int = 10) -> None:
+        self._per_minute = per_minute
+        self._window_start = -60.0
+        self._logged = 0
+        self._held_back = 0
+
+    def warning(self, event: str, **fields: Any) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= 60:
+            if self._held_back:
+                log.warning("ami.warnings_held_back", count=self._held_back)
+            self._window_start, self._logged, self._held_back = now, 0, 0
+        if self._logged < self._per_minute:
+            self._logged += 1
+            log.warning(event, **fields)
+        else:
+            self._held_back += 1
+
+
+class AmiUnsafeAction(ValueError):
+    """An action header holds CR, LF or NUL: sent, it would end the header or the action early."""
+
+
+def check_action(action: Mapping[str, Any]) -> None:
+    """Raise AmiUnsafeAction when a key or value could inject headers or actions.
+
+    Defence in depth: everything we send is validated where it enters (digits-only numbers,
+    config fields), but this is the one place every byte passes. The message names the header,
+    never its value, which may be the secret.
+    """
+    for key, value in action.items():
+        for text in (key, *(value if isinstance(value, list) else [value])):
+            if isinstance(text, str) and any(char in text for char in "\r\n\0"):
+                raise AmiUnsafeAction(f"{action.get('Action')}: header {key!r} contains CR, LF or NUL; not sent")
 
 
 class AmiDisconnected(ConnectionError):
@@ -48,11 +91,17 @@ class AmiProtocol(AMIProtocol):
     on_event: Callable[[str, dict[str, str]], None]
     wanted_events: frozenset[str]
 
+    def send(self, data: Any, as_list: bool = False) -> Any:
+        check_action(data)
+        return super().send(data, as_list=as_list)
+
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
+        self._skipping = False  # inside a frame too long to keep: everything up to its end goes
         self._banner_done = False
+        self._warnings = _Throttled()
         self.opened_at = time.monotonic()
         self.last_received = self.opened_at
 
@@ -62,18 +111,37 @@ class AmiProtocol(AMIProtocol):
         if not self._banner_done:
             end = text.find(EOL)
             if end < 0:
-                self._pending = text
+                self._pending = self._bounded(text)
                 return
             self.version = text[:end].removeprefix(BANNER).strip()
             self._banner_done = True
             text = text[end + 2 :]
+        if self._skipping:
+            end = text.find(FRAME_END)
+            if end < 0:
+                self._pending = text[-3:]  # a blank line may be split across reads
+                return
+            self._skipping = False
+            text = text[end + len(FRAME_END) :]
         frames = text.split(FRAME_END)
-        self._pending = frames.pop()
-        if len(self._pending) > _MAX_PENDING:
-            log.warning("ami.frame_dropped", reason="no frame end", size=len(self._pending))
-            self._pending = ""
+        self._pending = self._bounded(frames.pop())
         for frame in frames:
-            self._frame(frame)
+            try:
+                self._frame(frame)
+            except Exception as exc:
+                # One event we cannot make sense of (a header missing, a value out of range) must
+                # not end the session: an exception here would close the connection, and every
+                # live call would wait for a reconnect and a resync. Framing is intact: skip it.
+                self._warnings.warning("ami.event_skipped", error=repr(exc), frame=frame[:200])
+
+    def _bounded(self, pending: str) -> str:
+        # A frame this long without a blank line is not AMI. It is dropped whole, up to its
+        # blank line, so no line inside it can pass for the start of a frame.
+        if len(pending) > _MAX_PENDING:
+            self._warnings.warning("ami.frame_dropped", reason="no frame end", size=len(pending))
+            self._skipping = True
+            return pending[-3:]  # the blank line that ends it may have begun already
+        return pending
 
     def _frame(self, frame: str) -> None:
         frame = frame.strip(EOL)  # tolerate a stray single EOL between frames
@@ -92,7 +160,7 @@ class AmiProtocol(AMIProtocol):
         elif frame.startswith("Response: "):
             self._to_action(frame)
         elif frame:
-            log.warning("ami.frame_skipped", reason="neither Event nor Response", frame=frame[:200])
+            self._warnings.warning("ami.frame_skipped", reason="neither Event nor Response", frame=frame[:200])
 
     def _to_action(self, frame: str) -> None:
         message = Message(parse_headers(frame))

@@ -162,7 +162,7 @@ class EventTranslator:
             self._sink(event)
 
     def _newchannel(self, headers: dict[str, str]) -> None:
-        if self.is_ours(headers.get("Uniqueid")):
+        if self.is_ours(headers.get("Uniqueid")) and "Channel" in headers:
             self._names[headers["Uniqueid"]] = headers["Channel"]
 
     def _rename(self, headers: dict[str, str]) -> None:

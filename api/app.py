@@ -10,23 +10,25 @@ CRM tries again later or elsewhere, and nothing is lost on either side.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dialer.intake import LeadInput
+from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized, require_scope
+from dialer.intake import InvalidPayload, KeyedWindow, LeadInput, RateLimit, TooManyLeads
 from recordings.access import RecordingLinks, resolve
 from router.model import Call, Lead, Outcome
 from router.phone import InvalidPhone
@@ -71,6 +73,11 @@ class StatsPort(Protocol):
 
 DASHBOARD = Path(__file__).parent / "dashboard"  # vendored static files: nothing to build
 
+# Lead ids are SQL BIGINTs; a larger one is a 422, not an overflow deep in the driver.
+LeadId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+# A day whose next day and UTC bounds exist in every zone (date.max + 1 day overflows).
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)
+
 # Seconds a client is asked to wait: a full or read-only disk takes a person to fix; a
 # stopping daemon is back (or another one answers) within seconds.
 RETRY_AFTER_STORAGE = 30
@@ -91,8 +98,11 @@ class ApiDeps:
     metrics: Callable[[], Awaitable[tuple[bytes, str]]]  # the exposition and its content type
     intake_open: Callable[[], bool]  # False while the daemon stops
     unavailable: tuple[type[Exception], ...]  # what the storage raises when it cannot serve now
-    token: str
+    tokens: Mapping[TokenScope, Sequence[str]]  # several per scope, for rotation; admin may do everything
+    auth_limits: AuthLimits
     max_body_bytes: int
+    # POST /leads per client address; None: unlimited (behind a proxy every client is the proxy)
+    leads_per_address: RateLimit | None = None
 
 
 def _no_control_characters(value: str | None) -> str | None:
@@ -165,6 +175,12 @@ class BodyLimit:
                 await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+
+def _too_many_leads(exc: TooManyLeads, field: str) -> JSONResponse:
+    response = _problem(429, "too_many_leads", [(field, str(exc))])
+    response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+    return response
 
 
 def _lead_json(lead: Lead) -> dict[str, Any]:
@@ -258,21 +274,27 @@ def create_app(deps: ApiDeps) -> FastAPI:
             problems.append((".".join(loc) or "body", reason))
         return _problem(422, "invalid_request", problems)
 
-    def authorized(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), deps.token.encode()):
-            raise _Unauthorized
+    app.state.authenticator = Authenticator(deps.tokens, deps.auth_limits)
 
-    @app.exception_handler(_Unauthorized)
-    async def unauthorized(_request: Request, _exc: _Unauthorized) -> JSONResponse:
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_request: Request, _exc: Unauthorized) -> JSONResponse:
         response = _problem(401, "unauthorized", [("authorization", "send 'Authorization: Bearer <token>'")])
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    auth = [Depends(authorized)]
-    # Supervisors' endpoints (stats, live board, recordings): a supervisor scope goes here.
-    supervisor = auth
+    @app.exception_handler(Forbidden)
+    async def forbidden(_request: Request, _exc: Forbidden) -> JSONResponse:
+        return _problem(403, "forbidden", [("authorization", "this token's scope does not include this endpoint")])
+
+    @app.exception_handler(TooManyFailures)
+    async def too_many_failures(_request: Request, exc: TooManyFailures) -> JSONResponse:
+        response = _problem(429, "too_many_failures", [("authorization", str(exc))])
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        return response
+
+    intake = [Depends(require_scope(TokenScope.INTAKE))]
+    readers = [Depends(require_scope(TokenScope.INTAKE, TokenScope.SUPERVISOR))]
+    supervisor = [Depends(require_scope(TokenScope.SUPERVISOR))]
 
     async def storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         # The storage has logged the outage once; a line per refused request would flood the log.
@@ -293,7 +315,26 @@ def create_app(deps: ApiDeps) -> FastAPI:
         response.headers["Retry-After"] = str(RETRY_AFTER_STOPPING)
         return response
 
-    @app.post("/leads", dependencies=[*auth, Depends(open_for_leads)], status_code=201)
+    per_address = KeyedWindow(deps.leads_per_address) if deps.leads_per_address else None
+
+    def within_address_limit(request: Request) -> None:
+        if per_address is None:
+            return
+        address, now = request.client.host if request.client else "unknown", datetime.now(UTC)
+        wait = per_address.wait(address, now)
+        if wait:
+            raise TooManyLeads("this address posted its share of leads; try later", wait)
+        per_address.add(address, now)
+
+    @app.exception_handler(TooManyLeads)
+    async def too_many_leads(_request: Request, exc: TooManyLeads) -> JSONResponse:
+        return _too_many_leads(exc, "source")
+
+    @app.post(
+        "/leads",
+        dependencies=[*intake, Depends(within_address_limit), Depends(open_for_leads)],
+        status_code=201,
+    )
     async def post_lead(body: LeadIn) -> JSONResponse:
         try:
             lead, created = await deps.intake.submit(
@@ -307,18 +348,22 @@ def create_app(deps: ApiDeps) -> FastAPI:
             )
         except InvalidPhone as exc:
             return _problem(422, "invalid_lead", [("phone", str(exc))])
+        except InvalidPayload as exc:
+            return _problem(422, "invalid_lead", [("payload", str(exc))])
+        except TooManyLeads as exc:
+            return _too_many_leads(exc, "phone")
         return JSONResponse(_jsonable(_lead_json(lead)), status_code=201 if created else 200)
 
-    @app.get("/leads/{lead_id}", dependencies=auth)
-    async def get_lead(lead_id: int) -> JSONResponse:
+    @app.get("/leads/{lead_id}", dependencies=readers)
+    async def get_lead(lead_id: LeadId) -> JSONResponse:
         found = await deps.queries.lead_with_calls(lead_id)
         if found is None:
             return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
         lead, calls = found
         return JSONResponse(_jsonable({**_lead_json(lead), "calls": [_call_json(call) for call in calls]}))
 
-    @app.patch("/leads/{lead_id}", dependencies=auth)
-    async def report_outcome(lead_id: int, body: OutcomeIn) -> JSONResponse:
+    @app.patch("/leads/{lead_id}", dependencies=intake)
+    async def report_outcome(lead_id: LeadId, body: OutcomeIn) -> JSONResponse:
         """Report what became of a lead: stored with time and author, published as ``lead.outcome``.
 
         ``won`` and ``lost`` credit the lead's owner in the scenario he took it in (the
@@ -436,7 +481,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     ) -> Response:
         """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token."""
         if expires is None or signature is None:
-            authorized(request)  # as `supervisor` does
+            require_scope(TokenScope.SUPERVISOR)(request)  # as `supervisor` does
         elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
             return _problem(403, "forbidden", [("signature", refused)])
         return FileResponse(await recording(name), media_type="audio/wav")
@@ -457,10 +502,6 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return Response(body, media_type=content_type)
 
     return app
-
-
-class _Unauthorized(Exception):
-    pass
 
 
 class _Stopping(Exception):

@@ -1,15 +1,105 @@
-"""uvicorn inside the daemon's own event loop, leaving signals to the daemon."""
+"""uvicorn inside the daemon's own event loop, leaving signals to the daemon, and hard to stall.
+
+Idle or slow connections are what stalls an HTTP server that has no limits: each holds a
+file descriptor forever, and once the process runs out, accept() fails on every loop turn
+and nothing answers, not even /health. So: at most ``max_connections`` are open (more are
+closed at once, logged once per burst); a connection that has not sent a whole request
+header within ``header_timeout`` is closed (slowloris, idle sockets); the open-file limit is
+raised to its hard limit, and the connection cap kept below it; accept errors that still
+happen are logged once per burst.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 from collections.abc import Generator
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, ClassVar, Self
 
+import h11
+import structlog
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = structlog.get_logger("api")
+
+# File descriptors kept for everything but HTTP clients: the database, AMI, MQTT, logs.
+RESERVED_FILES = 256
+# A burst ends when nothing was refused for this long; the next refusal is logged again.
+BURST_QUIET = 60.0
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int = 4096
+    header_timeout: float = 10.0  # seconds from connect (or the last response) to a complete request header
+    keep_alive: int = 5  # seconds an idle keep-alive connection stays open
+    max_header_bytes: int = 16384
+
+
+class _Bursts:
+    """Logs repeated trouble once per burst: at its first occurrence, with the previous burst's count."""
+
+    def __init__(self, event: str) -> None:
+        self._event = event
+        self._count = 0
+        self._last = 0.0
+
+    def happened(self, **fields: Any) -> None:
+        now = asyncio.get_running_loop().time()
+        if not self._count or now - self._last > BURST_QUIET:
+            log.warning(self._event, previous_burst=self._count, **fields)
+            self._count = 0
+        self._count += 1
+        self._last = now
+
+
+class _GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol with a connection cap and a deadline for each request header."""
+
+    limits: ClassVar[ConnectionLimits]
+    refusals: ClassVar[_Bursts]
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.refusals.happened(max_connections=self.limits.max_connections)
+            transport.close()
+            return
+        self._arm_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_deadline()  # the next request's header is due within header_timeout too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.limits.header_timeout, self._header_overdue)
+
+    def _header_overdue(self) -> None:
+        # IDLE: the client has not finished a request header (nothing sent, or dribbling).
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (systemd's LimitNOFILE); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
 
 
 class _Server(uvicorn.Server):
@@ -21,10 +111,26 @@ class _Server(uvicorn.Server):
 
 
 class ApiServer:
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    def __init__(self, app: FastAPI, host: str, port: int, limits: ConnectionLimits) -> None:
+        files = raise_open_file_limit()
+        if limits.max_connections > files - RESERVED_FILES:
+            log.warning("http.max_connections_lowered", configured=limits.max_connections, open_file_limit=files)
+            limits = ConnectionLimits(**{**limits.__dict__, "max_connections": max(1, files - RESERVED_FILES)})
+        protocol = type("LeadrouterH11", (_GuardedH11,), {"limits": limits, "refusals": _Bursts("http.refused")})
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            http=protocol,
+            timeout_keep_alive=limits.keep_alive,
+            h11_max_incomplete_event_size=limits.max_header_bytes,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
+        self._accept_errors = _Bursts("http.accept_failed")
 
     @property
     def task(self) -> asyncio.Task[None]:
@@ -37,7 +143,25 @@ class ApiServer:
         """The bound port (useful with port 0)."""
         return int(self._server.servers[0].sockets[0].getsockname()[1])
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, idle ones included: what max_connections counts."""
+        return len(self._server.server_state.connections)
+
+    def _exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # asyncio reports every failed accept() (out of file descriptors, say) and retries a
+        # second later; one line per burst says the same without filling the disk.
+        if context.get("message") == "socket.accept() out of system resource":
+            self._accept_errors.happened(error=str(context.get("exception")))
+        elif self._previous_handler is not None:
+            self._previous_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
     async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        self._previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._exception)
         self._task = asyncio.create_task(self._server.serve(), name="http")
         while not self._server.started:
             if self._task.done():
@@ -52,3 +176,4 @@ class ApiServer:
         self._server.should_exit = True
         if self._task is not None:
             await self._task
+        asyncio.get_running_loop().set_exception_handler(self._previous_handler)

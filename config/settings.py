@@ -8,8 +8,10 @@ them by the section's methods, so the composition root only hands them over.
 from __future__ import annotations
 
 import os
+import ssl
 import string
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,6 +23,8 @@ from sqlalchemy.exc import ArgumentError
 from ami_adapter.client import AmiSettings
 from ami_adapter.pbx import AsteriskPbxSettings
 from ami_adapter.translate import TranslatorSettings
+from api.auth import AuthLimits, TokenScope
+from api.server import ConnectionLimits
 from config.document import Document
 from config.fields import (
     AmiText,
@@ -35,9 +39,12 @@ from config.fields import (
     only,
     template,
 )
+from config.problems import ConfigError, Problem
+from dialer.intake import RateLimit
 from dialer.settings import DialerSettings
 from events.publisher import MqttSettings
 from router.breaker import BreakerSettings
+from router.phone import NumberType, PhonePolicy
 
 # Environment variables win over the file so secrets can live in a systemd
 # EnvironmentFile or a vault instead of a file that gets copied around.
@@ -245,6 +252,20 @@ class MqttSection(_Strict):
     client_id: Annotated[str, only(string.ascii_letters + string.digits + "_-", "letters, digits and _ -")] = (
         "leadrouter"
     )
+    # TLS (port 8883 by convention): the broker's certificate is checked against tls_ca_file, or
+    # the system's CAs when unset; tls_cert_file/tls_key_file present a client certificate.
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.tls_ca_file)
+        if self.tls_cert_file is not None:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        return context
 
     def publisher_settings(self) -> MqttSettings:
         return MqttSettings(
@@ -254,18 +275,98 @@ class MqttSection(_Strict):
             client_id=self.client_id,
             username=self.username,
             password=self.password.get_secret_value() if self.password else None,
+            tls=self.tls_context(),
         )
+
+
+Token = Annotated[SecretStr, AfterValidator(_token)]
+
+
+def _token_file(path: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), 0, 0, "", f"cannot read tokens: {exc.strerror}")]) from None
+    tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    for number, token in enumerate(tokens, 1):
+        try:
+            _token(SecretStr(token))  # the same rule as tokens written in the config
+        except ValueError as exc:  # the message names the token's position, never the token
+            raise ConfigError([Problem(str(path), 0, 0, f"token {number}", str(exc))]) from None
+    return tokens
 
 
 class HttpSection(_Strict):
     host: Host = "127.0.0.1"
     port: ListenPort = 8080
-    token: Annotated[SecretStr, AfterValidator(_token)] | None = None  # None: the API is not started
+    token: Token | None = None  # one token with every scope (admin); kept for existing configs
+    # Several tokens per scope (intake, supervisor, admin) so one can be rotated in before the
+    # old one goes; token_files: one token a line, e.g. systemd credentials under /run/credentials.
+    # No token at all: the API is not started.
+    tokens: dict[TokenScope, list[Token]] = Field(default_factory=dict)
+    token_files: dict[TokenScope, Path] = Field(default_factory=dict)
+    # Failed authentications one address may make within auth_window; then 429 until it has room.
+    max_auth_failures: Count = 20
+    auth_window: Duration = 60
+    # POST /leads one client address may make within per_address_window; None: unlimited. Off by
+    # default: behind a proxy (or for a CRM backend) every lead comes from one address.
+    max_leads_per_address: Count | None = None
+    per_address_window: Duration = 60
     max_body_bytes: Count = 65536
+    # Against stalling (api/server.py): more connections are closed at accept; a request header
+    # not complete this long after connecting (or after the last response) closes the connection.
+    max_connections: Count = 4096
+    header_timeout: Duration = 10
+    keep_alive: WholeSeconds = 5
+    max_header_bytes: Count = 16384
+
+    def tokens_by_scope(self) -> dict[TokenScope, list[str]]:
+        """Every token, by scope, from the config and the token files (read now; raises ConfigError)."""
+        scopes: dict[TokenScope, list[str]] = {
+            scope: [token.get_secret_value() for token in tokens] for scope, tokens in self.tokens.items()
+        }
+        if self.token is not None:
+            scopes.setdefault(TokenScope.ADMIN, []).append(self.token.get_secret_value())
+        for scope, path in self.token_files.items():
+            scopes.setdefault(scope, []).extend(_token_file(path))
+        return {scope: tokens for scope, tokens in scopes.items() if tokens}
+
+    def leads_per_address(self) -> RateLimit | None:
+        if self.max_leads_per_address is None:
+            return None
+        return RateLimit(self.max_leads_per_address, timedelta(seconds=self.per_address_window))
+
+    def auth_limits(self) -> AuthLimits:
+        return AuthLimits(max_failures=self.max_auth_failures, window=self.auth_window)
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            max_connections=self.max_connections,
+            header_timeout=self.header_timeout,
+            keep_alive=self.keep_alive,
+            max_header_bytes=self.max_header_bytes,
+        )
+
+
+Region = Annotated[str, AfterValidator(_region)]
 
 
 class PhonesSection(_Strict):
-    default_region: Annotated[str, AfterValidator(_region)] = "RU"
+    default_region: Region = "RU"
+    # Numbers outside these are refused with 422 (toll fraud, callback floods): empty means
+    # default_region only; types as phonenumbers names them (premium_rate, voip, ...).
+    allowed_regions: list[Region] = Field(default_factory=list)
+    allowed_types: list[NumberType] = Field(default_factory=lambda: [NumberType.FIXED_LINE, NumberType.MOBILE])
+
+    # New leads one number may get within per_number_window; more are 429 (callback floods).
+    max_leads_per_number: Count = 5
+    per_number_window: Duration = 3600
+
+    def per_number(self) -> RateLimit:
+        return RateLimit(self.max_leads_per_number, timedelta(seconds=self.per_number_window))
+
+    def policy(self) -> PhonePolicy:
+        return PhonePolicy(self.default_region, frozenset(self.allowed_regions), frozenset(self.allowed_types))
 
 
 class RecordingsSection(_Strict):
@@ -300,6 +401,9 @@ class Settings(_Strict):
     phones: Annotated[PhonesSection, _NullIsDefaults] = Field(default_factory=PhonesSection)
     recordings: Annotated[RecordingsSection, _NullIsDefaults] = Field(default_factory=RecordingsSection)
     routing_file: Path = Path("routing.yaml")
+    # A reload (SIGHUP) refuses a bigger file unread, and gives up a check that takes longer.
+    routing_max_bytes: Count = 1 << 20
+    routing_reload_timeout: Duration = 10
     log: Annotated[LogSection, _NullIsDefaults] = Field(default_factory=LogSection)
     shutdown: Annotated[ShutdownSection, _NullIsDefaults] = Field(default_factory=ShutdownSection)
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -50,7 +51,10 @@ class MqttSettings:
     topic_prefix: str
     client_id: str
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line or traceback
+    # TLS to the broker: None is plain TCP; a context checks the broker's certificate (and may
+    # carry our client certificate).
+    tls: ssl.SSLContext | None = None
     reconnect_delay: float = 2.0  # the first retry; each failure doubles it up to reconnect_max_delay
     reconnect_max_delay: float = 30.0
     poll_interval: float = 5.0  # a safety net; commits wake the publisher at once
@@ -173,6 +177,7 @@ class OutboxPublisher:
                     identifier=mqtt.client_id,
                     username=mqtt.username,
                     password=mqtt.password,
+                    tls_context=mqtt.tls,
                     timeout=mqtt.ack_timeout,
                     max_inflight_messages=mqtt.max_inflight,
                 ) as client:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from config.problems import ConfigError
-from config.routing import RoutingSource, load_routing
+from config.routing import RoutingSource, load_routing, oversized
 from config.settings import Settings, load_settings
 from leadrouter.logs import LogFormat, configure_logging
 from router.routing import RoutingPlan, Scenario, Strategy
@@ -27,6 +28,10 @@ POOL_SHOWN = 8  # manager ids listed per pool in check-config's summary
 
 def _load(config: str) -> tuple[Settings, RoutingSource]:
     settings = load_settings(Path(config))
+    # The files a reload would refuse are refused at start and by check-config too.
+    too_big = oversized(settings.routing_file, settings.routing_max_bytes)
+    if too_big is not None:
+        raise ConfigError([too_big])
     return settings, RoutingSource.load(settings.routing_file)
 
 
@@ -37,12 +42,34 @@ async def _run(config: str, log_format: LogFormat | None) -> int:
 
     settings, routing = _load(config)
     configure_logging(settings.log.level, log_format or settings.log.format)
+    # Files the daemon creates (the database, its WAL and journal) are its own, also outside
+    # systemd (whose unit sets UMask=0077 as well): they hold every lead's phone and name.
+    os.umask(0o077)
+    for path in (Path(config), *settings.http.token_files.values()):
+        warn_if_readable_by_others(path)
     try:
         return await serve(settings, routing, SystemClock(), Notifier())
     except Exception:
         # One line that says why, for journald; systemd restarts the daemon.
         structlog.get_logger("daemon").critical("daemon.failed", exc_info=True)
         return 1
+
+
+def warn_if_readable_by_others(path: Path) -> bool:
+    """Log ``config.readable_by_others`` when anyone on the machine may read ``path`` (it may hold secrets)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if not mode & stat.S_IROTH:
+        return False
+    structlog.get_logger("daemon").warning(
+        "config.readable_by_others",
+        path=str(path),
+        mode=oct(stat.S_IMODE(mode)),
+        hint="chmod o-rwx; keep secrets in /etc/leadrouter/secrets.env (0600) or systemd credentials",
+    )
+    return True
 
 
 async def _stats(config: str, args: argparse.Namespace) -> int:
@@ -183,6 +210,7 @@ def _win_rate(text: str) -> tuple[str, float]:
 def _check(config: str) -> int:
     try:
         settings, routing = _load(config)
+        settings.http.tokens_by_scope()  # token files are read at start: one missing or bad is named here first
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -242,6 +242,8 @@ class Daemon:
             uow=unit_of_work,
             clock=self.clock,
             default_region=settings.phones.default_region,
+            policy=settings.phones.policy(),
+            per_number=settings.phones.per_number(),
             on_new_lead=self.dialer.leads_added,
         )
         self.live = LiveBoard(
@@ -270,10 +272,13 @@ class Daemon:
             watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)
             await self._run("watchdog", watchdog.run())
         await stack.enter_async_context(self.ami)
-        if settings.http.token is None:
-            log.warning("http.disabled", reason="http.token is not set")
+        tokens = settings.http.tokens_by_scope()
+        if not tokens:
+            log.warning("http.disabled", reason="no http.token, http.tokens or http.token_files")
             return
-        token = settings.http.token.get_secret_value()
+        # Links to recordings are signed with a key derived from every token: a rotation voids them
+        # (they live minutes), and a leaked signature says nothing of any token.
+        every_token = "\n".join(sorted(token for scoped in tokens.values() for token in scoped))
         api = ApiDeps(
             intake=TimedIntake(self.intake, timings),
             queries=self.queries,
@@ -281,16 +286,20 @@ class Daemon:
             stats=self.stats,
             live=self.live.stream,
             recordings=settings.recordings.directory,
-            recording_links=RecordingLinks(signing_key(token), settings.recordings.link_ttl),
+            recording_links=RecordingLinks(signing_key(every_token), settings.recordings.link_ttl),
             now=time.time,
             health=self.health,
             metrics=self.metrics.exposition,
             intake_open=lambda: not self.stopping,
             unavailable=(StorageUnavailable,),
-            token=token,
+            tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
+            auth_limits=settings.http.auth_limits(),
+            leads_per_address=settings.http.leads_per_address(),
         )
-        server = await stack.enter_async_context(ApiServer(create_app(api), settings.http.host, settings.http.port))
+        server = await stack.enter_async_context(
+            ApiServer(create_app(api), settings.http.host, settings.http.port, settings.http.connection_limits())
+        )
         self.tasks.watch("http", server.task)
         stack.callback(self.tasks.stopping, "http")  # runs before the server stops: that end is no death
         stack.callback(self.live.close)  # the server waits for open responses; dashboards' streams end now
@@ -425,9 +434,12 @@ class Daemon:
         self.board.outcome(report)
         self.dialer.leads_added()  # a decided lead may bring its owner back under his max_open_leads
 
-    def reload_routing(self) -> bool:
+    async def reload_routing(self) -> bool:
         """SIGHUP: take a fixed routing.yaml, or keep the running one and say why not."""
-        problems = self.routing.reload()
+        settings = self.settings
+        problems = await self.routing.reload_off_loop(
+            max_bytes=settings.routing_max_bytes, time_cap=settings.routing_reload_timeout
+        )
         if problems:
             for problem in problems:
                 log.error("routing.reload_refused", problem=str(problem))

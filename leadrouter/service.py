@@ -46,11 +46,20 @@ async def serve(settings: Settings, routing: RoutingSource, clock: Clock, notifi
         async with Daemon(settings, routing, clock, notifier) as daemon:
             running = daemon
 
-            def reload() -> None:
-                if running.reload_routing():
+            reloading: asyncio.Task[None] | None = None
+
+            async def apply_reload() -> None:
+                if await running.reload_routing():
                     notifier.status(_ready_status(running))
                 else:
                     notifier.status("routing.yaml refused (see the log); the previous rules run on")
+
+            def reload() -> None:
+                nonlocal reloading
+                if reloading is not None and not reloading.done():
+                    log.warning("routing.reload_busy", hint="a reload is still being checked; send SIGHUP again after")
+                    return
+                reloading = asyncio.create_task(apply_reload(), name="routing-reload")
 
             loop.add_signal_handler(signal.SIGHUP, reload)
             if await _pbx_up(daemon, notifier, stop):

@@ -742,6 +742,9 @@ class Switch:
                 return chan.caller_num
             case "CALLERID(name)":
                 return chan.caller_name
+            case _ if name.startswith("FILTER(") and name.endswith(")"):
+                allowed, _, text = name[len("FILTER(") : -1].partition(",")
+                return "".join(char for char in text if char in _character_class(allowed))
         value = chan.variables.get(name)
         return value if value is not None else self.globals.get(name, "")
 
@@ -1021,3 +1024,17 @@ def _seconds(text: str) -> float | None:
 
 def _cdr_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _character_class(spec: str) -> set[str]:
+    """FILTER()'s allowed characters: single ones and ranges such as ``0-9``."""
+    allowed: set[str] = set()
+    index = 0
+    while index < len(spec):
+        if index + 2 < len(spec) and spec[index + 1] == "-":
+            allowed.update(chr(code) for code in range(ord(spec[index]), ord(spec[index + 2]) + 1))
+            index += 3
+        else:
+            allowed.add(spec[index])
+            index += 1
+    return allowed

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
+
 import phonenumbers
+from phonenumbers import PhoneNumberType
 
 MAX_RAW_LENGTH = 32
 
@@ -23,11 +27,13 @@ def normalize_phone(raw: str, default_region: str) -> str:
     stripped = raw.strip()
     if not stripped:
         raise InvalidPhone("empty")
-    bad = sorted({ch for ch in stripped if not (ch.isdigit() or ch in "+-() .")})
+    # ASCII digits only: fullwidth or Arabic-Indic digits would be folded to ASCII by
+    # phonenumbers, so a look-alike string would dial; people's phone fields send ASCII.
+    bad = sorted({ch for ch in stripped if not ((ch.isascii() and ch.isdigit()) or ch in "+-() .")})
     if bad:
         shown = ", ".join(repr(ch) for ch in bad)
         raise InvalidPhone(f"contains characters that are not part of a phone number: {shown}")
-    if not any(ch.isascii() and ch.isdigit() for ch in stripped):
+    if not any(ch.isdigit() for ch in stripped):
         raise InvalidPhone("has no digits")
     try:
         parsed = phonenumbers.parse(stripped, default_region)
@@ -44,3 +50,47 @@ def dial_digits(e164: str) -> str:
     if not (digits.isascii() and digits.isdigit()) or not 6 <= len(digits) <= 15:
         raise InvalidPhone(f"not an E.164 number: {e164!r}")
     return digits
+
+
+class NumberType(StrEnum):
+    """phonenumbers' number types, by the names ops write in the config."""
+
+    FIXED_LINE = "fixed_line"
+    MOBILE = "mobile"
+    FIXED_LINE_OR_MOBILE = "fixed_line_or_mobile"  # where the plan cannot tell (US, CA...)
+    TOLL_FREE = "toll_free"
+    PREMIUM_RATE = "premium_rate"
+    SHARED_COST = "shared_cost"
+    VOIP = "voip"  # +882/+883 satellite and international networks are among these
+    PERSONAL_NUMBER = "personal_number"
+    PAGER = "pager"
+    UAN = "uan"
+    VOICEMAIL = "voicemail"
+    UNKNOWN = "unknown"
+
+
+_TYPES = {getattr(PhoneNumberType, kind.name): kind for kind in NumberType}
+
+
+@dataclass(frozen=True)
+class PhonePolicy:
+    """Which numbers the daemon will dial: callback floods and toll fraud aim at other countries
+    and at premium-rate, shared-cost and satellite numbers, which cost the company per minute."""
+
+    default_region: str
+    regions: frozenset[str] = frozenset()  # empty: the default region only
+    types: frozenset[NumberType] = frozenset({NumberType.FIXED_LINE, NumberType.MOBILE})
+
+    def refusal(self, e164: str) -> str | None:
+        """Why this number may not be dialled, or None."""
+        parsed = phonenumbers.parse(e164)
+        region = phonenumbers.region_code_for_number(parsed) or "001"
+        allowed = self.regions or {self.default_region}
+        if region not in allowed:
+            country = "a non-geographic number" if region == "001" else f"a number in {region}"
+            return f"is {country}; allowed: {', '.join(sorted(allowed))}"
+        kind = _TYPES.get(phonenumbers.number_type(parsed), NumberType.UNKNOWN)
+        either = {NumberType.FIXED_LINE, NumberType.MOBILE}
+        if kind in self.types or (kind is NumberType.FIXED_LINE_OR_MOBILE and either & self.types):
+            return None
+        return f"is of type {kind.value}; allowed types: {', '.join(sorted(self.types))}"

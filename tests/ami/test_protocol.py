@@ -91,6 +91,6 @@ def test_a_frame_that_never_ends_is_dropped_instead_of_growing_forever() -> None
     proto, seen = _protocol(frozenset({"Hangup"}))
     proto.data_received(b"Asterisk Call Manager/13.0.0\r\n")
     proto.data_received(b"Event: Hangup\r\n" + b"X: " + b"y" * (1 << 20) + b"\r\n")
-    proto.data_received(b"\r\n")  # the end of that monster frame: its tail is now a broken frame
+    proto.data_received(b"\r\n")  # the end of that monster frame: dropped up to here
     proto.data_received(b"Event: Hangup\r\nUniqueid: lr-2\r\n\r\n")
     assert seen == [("Hangup", {"Event": "Hangup", "Uniqueid": "lr-2"})]

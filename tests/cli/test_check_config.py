@@ -69,3 +69,18 @@ def test_a_bad_routing_lists_every_problem_and_exits_1(tmp_path: Path, capsys: p
         and ": managers[1].weight: must be greater than or equal to 1" in problems[0]
     )
     assert ": scenarios[2].strategy: must be 'longest_idle', 'round_robin'," in problems[1]
+
+
+def test_what_a_reload_would_refuse_is_refused_here_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    routing = tmp_path / "routing.yaml"
+    routing.write_text((REPO / "routing.yaml").read_text() + "#" * (1 << 20))  # valid YAML, over the 1 MB cap
+    assert main(["check-config", "--config", _config(tmp_path, routing)]) == 1
+    assert "over the cap of 1048576 (routing_max_bytes)" in capsys.readouterr().err
+
+    config = tmp_path / "with-tokens.yaml"
+    tokens = {"token_files": {"supervisor": str(tmp_path / "missing-tokens")}}
+    config.write_text(
+        yaml.safe_dump({"ami": {"secret": "unused"}, "routing_file": str(REPO / "routing.yaml"), "http": tokens})
+    )
+    assert main(["check-config", "--config", str(config)]) == 1
+    assert "missing-tokens: cannot read tokens" in capsys.readouterr().err

@@ -88,9 +88,9 @@ async def test_a_restarted_daemon_adopts_the_call_in_progress_and_records_its_en
 async def test_routing_reload_takes_a_good_file_and_keeps_running_on_a_broken_one(tmp_path: Path) -> None:
     async with running(tmp_path, world=World(), routing=_routing("101"), scale=20) as rig:
         rig.routing_file.write_text(yaml.safe_dump(_routing("101", "102")))
-        assert rig.daemon.reload_routing() is True
+        assert await rig.daemon.reload_routing() is True
         assert len(rig.daemon.board) == 2
         rig.routing_file.write_text("managers: [\n")
-        assert rig.daemon.reload_routing() is False
+        assert await rig.daemon.reload_routing() is False
         assert [manager.id for manager in rig.daemon.routing.plan.managers] == ["m101", "m102"]
         assert (await rig.http.get("/health")).json()["managers"] == 2

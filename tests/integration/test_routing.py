@@ -117,11 +117,11 @@ async def test_a_reload_applies_new_options_and_refuses_a_broken_file(tmp_path: 
     async with running(tmp_path, world=World(), routing=ROUTING, scale=20) as rig:
         changed = {**ROUTING, "scenarios": [*ROUTING["scenarios"][:-1], {"name": "default", "strategy": "weighted"}]}
         rig.routing_file.write_text(yaml.safe_dump(changed))
-        assert rig.daemon.reload_routing() is True
+        assert await rig.daemon.reload_routing() is True
         assert rig.daemon.routing.plan.scenarios[-1].strategy is Strategy.WEIGHTED
 
         rig.routing_file.write_text(yaml.safe_dump({**changed, "timezone": "Mars/Olympus"}))
-        assert rig.daemon.reload_routing() is False
+        assert await rig.daemon.reload_routing() is False
         assert rig.daemon.routing.plan.scenarios[-1].strategy is Strategy.WEIGHTED
         lead_id = (await rig.post(phone="+79161234567", payload=VIP)).json()["id"]
         assert (await _ended(rig, lead_id))["calls"][0]["scenario"] == "vip"  # the running rules route on

@@ -88,6 +88,7 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
         stack.push_async_callback(_killed, daemon)
         await wait_until(lambda: systemd.said("READY=1"), 20, "READY=1")
         await wait_until(lambda: systemd.said("WATCHDOG=1"), 5, "a watchdog ping")
+        assert _owner_only(tmp_path, "lr.db*")  # the database, its WAL and shared memory (umask 077)
 
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -158,3 +159,10 @@ async def _killed(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.kill()
         await process.wait()
+
+
+def _owner_only(folder: Path, pattern: str) -> list[Path]:
+    """The files matching ``pattern``; fails when one of them is open to group or others."""
+    created = list(folder.glob(pattern))
+    assert all(path.stat().st_mode & 0o077 == 0 for path in created), [(p, oct(p.stat().st_mode)) for p in created]
+    return created
