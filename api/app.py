@@ -236,9 +236,16 @@ def _call_json(call: Call) -> dict[str, Any]:
 
 def _stats_period(
     request: Request,
-    day: Annotated[date | None, Query(alias="date", description="YYYY-MM-DD: one day (as from=to=)")] = None,
-    first: Annotated[date | None, Query(alias="from", description="YYYY-MM-DD, the first day")] = None,
-    last: Annotated[date | None, Query(alias="to", description="YYYY-MM-DD, the last day, inclusive")] = None,
+    day: Annotated[
+        date | None,
+        Query(alias="date", ge=FIRST_DAY, le=LAST_DAY, description="YYYY-MM-DD: one day (as from=to=)"),
+    ] = None,
+    first: Annotated[
+        date | None, Query(alias="from", ge=FIRST_DAY, le=LAST_DAY, description="YYYY-MM-DD, the first day")
+    ] = None,
+    last: Annotated[
+        date | None, Query(alias="to", ge=FIRST_DAY, le=LAST_DAY, description="YYYY-MM-DD, the last day, inclusive")
+    ] = None,
     period: Annotated[str | None, Query(description="today, week or month (the calendar one)")] = None,
     tz: Annotated[str | None, Query(description="IANA zone; routing.yaml's timezone by default")] = None,
 ) -> Period:

@@ -14,8 +14,8 @@ import httpx
 from fastapi import FastAPI
 
 from api.server import ApiServer, ConnectionLimits
+from pbxsim.tests.amitools import wait_until
 from tests.conftest import JsonLog
-from tests.integration.rig import until
 
 IDLE_CONNECTIONS = 2000
 
@@ -60,7 +60,7 @@ async def test_health_answers_within_a_second_beside_two_thousand_idle_connectio
         idle = await _connect(server.port, IDLE_CONNECTIONS)
         try:
             # Every idle socket is accepted and held by the server before the measurement.
-            await until(lambda: server.open_connections >= IDLE_CONNECTIONS, 30, "accepts")
+            await wait_until(lambda: server.open_connections >= IDLE_CONNECTIONS, 30, "accepts")
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
                 started = time.perf_counter()
                 response = await client.get("/health", timeout=5)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pbxsim import Behaviour, World
-from tests.integration.rig import actions_received, running, until
+from pbxsim.tests.amitools import wait_until
+from tests.integration.rig import actions_received, running
 
 ROUTING = {
     "version": 1,
@@ -145,7 +146,7 @@ async def test_an_injection_corpus_reaches_the_pbx_as_nothing_but_digits(rig) ->
                 outcome = {"outcome": "won", "reason": text, "author": text}
                 answers.append((await rig.http.patch(f"/leads/{response.json()['id']}", json=outcome)).status_code)
     assert all(status < 500 for status in answers), answers
-    await until(lambda: len(actions_received(rig.sim, "Originate")) >= accepted, 10, "every accepted lead dialled")
+    await wait_until(lambda: len(actions_received(rig.sim, "Originate")) >= accepted, 10, "every accepted lead dialled")
 
     # Markers no legitimate action holds (";" does: Local channels end in ";1"; ids are hex, so no "666").
     markers = ["evil", "SHELL", "$[", "${EXTEN", "|", "&", "\0", "７", "٧", "xxxxxxxxxx"]
