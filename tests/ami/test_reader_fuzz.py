@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from ami_adapter.protocol import AmiProtocol
-from ami_adapter.translate import EventTranslator
+from ami_adapter.translate import EventTranslator, TranslatorSettings
 from router.pbx_events import PbxEvent
 from tests.transcripts import CALL_TRANSCRIPTS, load
 
@@ -144,7 +144,7 @@ def test_mangled_events_reach_the_translator_without_ending_the_session(
         at = position % len(frames)
         frames[at] = _mangle(frames[at], edits)
     events: list[PbxEvent] = []
-    translator = EventTranslator(channel_id_prefix="lr", manager_device=("Local/", "@sim-managers"), sink=events.append)
+    translator = EventTranslator(TranslatorSettings("lr", ("Local/", "@sim-managers")), sink=events.append)
     transport = _Transport()
     proto = AmiProtocol()
     proto.connection_made(transport)
