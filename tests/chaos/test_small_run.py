@@ -18,6 +18,8 @@ from bench.chaos import INVARIANTS, ChaosPlan, Report, run_chaos
 from events.publisher import MqttSettings
 
 # Seed 10 strikes while leads are live: an early kill -9, then a PBX restart and a hang after the last kill.
+pytestmark = pytest.mark.timeout(400)  # the run itself is bounded: posting, faults, then at most `settle`
+
 PLAN = ChaosPlan(leads=300, kills=3, ami_drops=2, pbx_restarts=1, broker_outage=3.0, seed=10, settle=90.0)
 
 

@@ -122,7 +122,12 @@ async def test_a_reload_mid_call_leaves_the_waiting_client_his_rules_and_routes_
     tmp_path: Path,
 ) -> None:
     world = World(
-        clients={"79161234510": Behaviour(answer_after=1, talk=40)},
+        # The waiting client talks long enough to be seen bridged after the reload, which is
+        # checked in a process of its own (a second of real time is 20 s here).
+        clients={
+            "79161234510": Behaviour(answer_after=1, talk=400),
+            "79161234511": Behaviour(answer_after=1, talk=120),
+        },
         default_client=lambda _number: Behaviour(answer_after=1, talk=12),
         default_manager=lambda _extension: Behaviour(answer_after=1),
     )
@@ -136,7 +141,7 @@ async def test_a_reload_mid_call_leaves_the_waiting_client_his_rules_and_routes_
         vip, default = ROUTING["scenarios"]
         strict = {key: value for key, value in vip.items() if key != "overflow"} | {"hold_limit": "5s"}
         rig.routing_file.write_text(yaml.safe_dump({**ROUTING, "scenarios": [strict, default]}))
-        assert rig.daemon.reload_routing() is True
+        assert await rig.daemon.reload_routing() is True
 
         # The client on hold keeps the overflow he started with: Boris takes him after 3 s.
         kept = await _call(rig, waiting, CallState.BRIDGED)
