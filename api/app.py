@@ -468,7 +468,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return _problem(404, "not_found", [("name", f"no recording {str(exc)!r} here")])
 
     @app.get("/leads/{lead_id}/events", dependencies=supervisor)
-    async def lead_events(lead_id: int) -> JSONResponse:
+    async def lead_events(lead_id: LeadId) -> JSONResponse:
         """The events about the lead, as published to MQTT (``published_at`` null: still in the
         outbox): its arrival, every call, owner changes, outcomes."""
         return JSONResponse(_jsonable({"lead_id": lead_id, "events": await deps.stats.lead_events(lead_id)}))

@@ -93,7 +93,7 @@ async def test_an_unanswered_originate_is_failed_not_resent_after_reconnect(sim:
         await wait_until(lambda: ami.connected, 5, "a fresh login")
         # panoramisk re-sends right after the login; the simulator answers actions in the order
         # they arrive, so once this Ping is answered a re-sent Originate would have been read.
-        await ami.send({"Action": "Ping"})
+        await asyncio.wait_for(ami.send({"Action": "Ping"}), 5)
     assert [originate["ChannelId"] for originate in actions_received(sim, "Originate")] == ["once-1"]
 
 
