@@ -33,6 +33,8 @@ from recordings.access import RecordingLinks, resolve
 from router.model import Call, Lead, Outcome
 from router.phone import InvalidPhone
 from router.stats import (
+    FIRST_DAY,
+    LAST_DAY,
     PERIODS,
     ManagerFigures,
     Period,
@@ -75,8 +77,6 @@ DASHBOARD = Path(__file__).parent / "dashboard"  # vendored static files: nothin
 
 # Lead ids are SQL BIGINTs; a larger one is a 422, not an overflow deep in the driver.
 LeadId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
-# A day whose next day and UTC bounds exist in every zone (date.max + 1 day overflows).
-FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)
 
 # Seconds a client is asked to wait: a full or read-only disk takes a person to fix; a
 # stopping daemon is back (or another one answers) within seconds.

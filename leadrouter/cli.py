@@ -246,6 +246,16 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
         print(f"       overflow: after {step.after:g}s also {managers} ({step.pool.describe()})")
 
 
+def _day(text: str) -> date:
+    """A day for --date/--from/--to: YYYY-MM-DD within the range any period may cover."""
+    from router.stats import FIRST_DAY, LAST_DAY
+
+    day = date.fromisoformat(text)
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise argparse.ArgumentTypeError(f"{text}: outside {FIRST_DAY}..{LAST_DAY}")
+    return day
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leadrouter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -281,9 +291,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stats = commands.add_parser("stats", help="supervisors' figures for a day, week, month or any days")
     stats.add_argument("--config", default=DEFAULT_CONFIG)
-    stats.add_argument("--date", type=date.fromisoformat, default=None, help="YYYY-MM-DD: one day")
-    stats.add_argument("--from", dest="first", type=date.fromisoformat, default=None, help="YYYY-MM-DD, first day")
-    stats.add_argument("--to", dest="last", type=date.fromisoformat, default=None, help="YYYY-MM-DD, last day")
+    stats.add_argument("--date", type=_day, default=None, help="YYYY-MM-DD: one day")
+    stats.add_argument("--from", dest="first", type=_day, default=None, help="YYYY-MM-DD, first day")
+    stats.add_argument("--to", dest="last", type=_day, default=None, help="YYYY-MM-DD, last day")
     stats.add_argument("--period", choices=PERIODS, default=None, help="the calendar day, week or month; today")
     stats.add_argument("--tz", type=_zone, default=None, help="IANA time zone; routing.yaml's, else the server's")
     stats.add_argument("--manager", default=None, help="one manager's id")

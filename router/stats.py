@@ -13,6 +13,10 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from router.routing import Manager
 
+# The days a period may cover: each one's next day and UTC bounds exist in every zone
+# (date.max + 1 day overflows).
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)
+
 
 @dataclass(frozen=True, slots=True)
 class ManagerStats:

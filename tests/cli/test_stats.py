@@ -115,3 +115,11 @@ def test_an_unknown_time_zone_is_refused_by_name(tmp_path: Path, capsys: pytest.
         main(["stats", "--config", str(_config(tmp_path)), "--tz", "Mars/Olympus"])
     assert exited.value.code == 2
     assert "unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
+
+
+def test_a_day_no_period_can_cover_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for option in ("--date", "--from", "--to"):
+        with pytest.raises(SystemExit) as exited:
+            main(["stats", "--config", str(_config(tmp_path)), option, "9999-12-31"])
+        assert exited.value.code == 2
+        assert "9999-12-31: outside 1970-01-01..9999-12-30" in capsys.readouterr().err
