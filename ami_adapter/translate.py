@@ -99,7 +99,7 @@ class EventTranslator:
             "Hangup": self._hangup,
             "Cdr": self._cdr,
             "DeviceStateChange": self._device_state,
-            "FullyBooted": lambda _headers: PbxBooted(),
+            "FullyBooted": lambda headers: PbxBooted(_uptime(headers)),
             "Shutdown": lambda headers: PbxShuttingDown(restart=headers.get("Restart") == "True"),
         }
 
@@ -251,3 +251,9 @@ def _stamped(headers: dict[str, str]) -> datetime | None:
         return datetime.fromtimestamp(float(stamp), UTC)
     except (ValueError, OverflowError, OSError):
         return None  # a broken stamp is no reason to lose the event: our own clock stands in
+
+
+def _uptime(headers: dict[str, str]) -> float | None:
+    """FullyBooted's ``Uptime``: how long ago the PBX started, so a restart during a gap shows."""
+    uptime = headers.get("Uptime", "")
+    return float(uptime) if uptime.isascii() and uptime.isdigit() else None

@@ -72,6 +72,7 @@ _STEP_MARGIN = 0.01
 
 # Why a call was a PBX failure, as stored with it (Call.pbx_failure).
 _CHANNEL_NOT_CREATED = "the PBX could not create the client's channel (OriginateResponse Reason 0)"
+_PBX_RESTARTED = "the PBX restarted while the call was up (FullyBooted's Uptime), which ended it"
 _ORIGINATE_LOST = "the link dropped before the PBX answered the Originate, and the PBX has no such call"
 
 _ORIGINATE_DISPOSITIONS = {
@@ -248,6 +249,7 @@ class Dialer:
         self._breaker = PbxBreaker(settings.breaker)
         self._pbx_failures = 0
         self._stamps_trusted = True
+        self._pbx_started_at: datetime | None = None  # when the PBX last (re)started, by its FullyBooted
         self._stamp_window = timedelta(seconds=settings.stamp_window)
 
     # -- inputs ---------------------------------------------------------------------------
@@ -590,7 +592,9 @@ class Dialer:
             case _LinkDown():
                 self._breaker_changed(self._breaker.link_down(self._clock.monotonic()))
                 return
-            case PbxBooted():
+            case PbxBooted(uptime=uptime):
+                if uptime is not None:
+                    self._pbx_started_at = now - timedelta(seconds=uptime)
                 self._breaker_changed(self._breaker.booted(self._clock.monotonic()))
                 return
             case PbxShuttingDown(restart=restart):
@@ -939,6 +943,12 @@ class Dialer:
         call = live.call
         if live.fate_unknown and call.state is CallState.DIALING:
             self._pbx_failed(live, _ORIGINATE_LOST, now, breaker=False)
+            return
+        restarted = self._pbx_started_at
+        if restarted is not None and call.started_at < restarted and call.state is not CallState.BRIDGED:
+            # The PBX restarted since the call began (its FullyBooted says how long ago), which
+            # ended every call on it: the client's line decided nothing, so it costs no attempt.
+            self._pbx_failed(live, _PBX_RESTARTED, now, breaker=False)
             return
         ended = call.vanished(now)
         if ended is None:

@@ -90,6 +90,8 @@ class ExtensionState:
 class PbxBooted:
     """The PBX says it is fully booted (on login, or when a boot completes)."""
 
+    uptime: float | None = None  # seconds since the PBX (re)started, as it says (whole seconds)
+
 
 @dataclass(frozen=True, slots=True)
 class PbxShuttingDown:

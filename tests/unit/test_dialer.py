@@ -199,6 +199,35 @@ async def test_a_reconnect_closes_calls_whose_client_vanished_meanwhile(rig: Rig
     assert rig.board.free_count == 1  # only the vanished call's manager came back
 
 
+async def test_calls_a_pbx_restart_ended_during_a_gap_cost_no_attempt(rig: Rig) -> None:
+    """FullyBooted's Uptime shows the PBX restarted while we were away: that ended the calls."""
+    lead_id = await rig.lead(phone="+79161234560")
+    (holding,) = await rig.dialled(1)
+    rig.dialer.pbx_event(OriginateResult(holding, OriginateOutcome.ANSWERED))
+    await rig.settle()
+    rig.clock.advance(30)
+    rig.dialer.pbx_event(PbxBooted(uptime=10))  # up for 10 s: it restarted 20 s after the dial
+    await rig.dialer.pbx_connected()  # the listing no longer has the client
+    await rig.settle()
+    call = rig.call(holding)
+    assert call.disposition is Disposition.PBX_FAILED and call.pbx_failure is not None
+    assert "restarted" in call.pbx_failure
+    lead = rig.db.leads[lead_id]
+    assert lead.attempts == 0 and lead.status is LeadStatus.NEW  # the attempt is given back: due again soon
+
+
+async def test_a_pbx_up_since_before_the_call_leaves_a_vanished_call_unobserved(rig: Rig) -> None:
+    await rig.lead(phone="+79161234560")
+    (holding,) = await rig.dialled(1)
+    rig.dialer.pbx_event(OriginateResult(holding, OriginateOutcome.ANSWERED))
+    await rig.settle()
+    rig.clock.advance(30)
+    rig.dialer.pbx_event(PbxBooted(uptime=3600))  # no restart: the client may have hung up unheard
+    await rig.dialer.pbx_connected()
+    await rig.settle()
+    assert rig.call(holding).disposition is Disposition.ENDED_UNOBSERVED
+
+
 async def test_after_a_restart_live_calls_are_adopted_and_finish_normally() -> None:
     async with make_rig(plan()) as first:
         lead_id = await first.lead(phone="+79161234560")
