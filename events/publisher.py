@@ -262,7 +262,8 @@ class OutboxPublisher:
                     publish.cancel()
                 raise
             self._acked.extend(record.seq for record in records)
-        if self._acked:
+            # Marked window by window: a kill -9 re-sends at most the window it was marking and
+            # the one in flight (at-least-once), not the rest of a 200-row batch.
             await self._mark_acked()
         return len(batch)
 

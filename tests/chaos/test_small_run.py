@@ -43,9 +43,9 @@ def test_the_small_run_breaks_no_invariant(report: Report) -> None:
     evidence = {name: report.findings[name].evidence for name in broken}
     # Delivery is at least once: a kill -9 between the broker's PUBACK and the row being marked
     # sends those rows again after the restart (consumers deduplicate on the id). Copies are
-    # allowed only there, and no more than the publisher keeps in flight per kill.
+    # allowed only there: per kill, the window being marked and the one in flight.
     copies = broken.pop("duplicates_delivered", 0)
     assert broken == {}, evidence
     if copies:
         assert set(evidence["duplicates_delivered"]["copies_after"]) == {"daemon_killed"}, evidence
-        assert copies <= report.kills_done * MqttSettings.max_inflight
+        assert copies <= report.kills_done * 2 * MqttSettings.max_inflight
