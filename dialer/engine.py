@@ -716,6 +716,10 @@ class Dialer:
 
     def _connect_waiting(self, now: datetime) -> None:
         """Ring the managers the hold queue gives to waiting clients."""
+        if not self._pbx.connected:
+            # A Redirect could not be sent: no manager would be tried, yet each would be marked
+            # as failed in turn. The clients wait; the resync after the next login connects them.
+            return
         for connection in self._holding.connect(self._board, now):
             channel_id, manager = connection.call.channel_id, connection.manager
             self._emit(self._live[channel_id])
@@ -927,6 +931,10 @@ class Dialer:
                 self._start_hold_timer(live, now)
             case CallState.CONNECTING:
                 self._start_hold_timer(live, now)  # the manager may yet not answer
+            case CallState.HOLDING if call.hold_expired and stage is LegStage.ON_HOLD:
+                # Its apology could not be sent (the link was down): the PBX still has the client
+                # on hold, so the apology is known not to have happened; send it now.
+                self._spawn(self._apologize(call.channel_id))
 
     def _start_hold_timer(self, live: _Live, now: datetime) -> None:
         """The hold limit counts from the client's answer, also across a restart of ours; so do the

@@ -523,3 +523,20 @@ async def test_stamps_from_a_pbx_clock_out_of_step_give_way_to_ours(rig: Rig) ->
     # The retry is scheduled from our clock, not from a stamp in the past.
     lead = rig.db.leads[busy.lead_id]
     assert lead.next_attempt_at == now + timedelta(seconds=SCENARIO.retry_delays[0])
+
+
+async def test_a_client_answering_while_the_link_is_down_waits_and_no_manager_is_marked_failed(rig: Rig) -> None:
+    await rig.lead()
+    (channel,) = await rig.dialled()
+    rig.pbx.connected = False
+    rig.dialer.pbx_disconnected()
+    rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))  # read just before the drop
+    await rig.settle()
+    # No Redirect could be sent, so none was tried, and no manager is charged with a missed call.
+    assert rig.pbx.of_kind("connect") == [] and rig.call(channel).legs == []
+    rig.pbx.connected = True
+    rig.pbx.lists(channel, LegStage.ON_HOLD)
+    rig.dialer.pbx_event(PbxBooted())
+    await rig.dialer.pbx_connected()
+    await rig.settle()
+    assert rig.pbx.of_kind("connect") == [("connect", channel, "101")]  # put through after the login
