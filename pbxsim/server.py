@@ -663,28 +663,33 @@ class Simulator:
         )
         return True
 
-    async def _setvar(self, session: Session, message: Headers) -> bool:
+    def _variable_target(self, session: Session, message: Headers) -> tuple[str, Channel | None] | None:
+        """Setvar's and Getvar's variable and channel (None: a global), or None once refused."""
         variable = _header(message, "Variable")
         if not variable:
-            return self._error(session, message, "No variable specified")
+            self._error(session, message, "No variable specified")
+            return None
         name = _header(message, "Channel")
         chan = self.switch.find(name) if name else None
         if name and chan is None:
-            return self._error(session, message, "No such channel")
-        self.switch.set_variable(chan, variable, _header(message, "Value") or "")
-        self._reply(session, message, "Success", ("Message", "Variable Set"))
+            self._error(session, message, "No such channel")
+            return None
+        return variable, chan
+
+    async def _setvar(self, session: Session, message: Headers) -> bool:
+        target = self._variable_target(session, message)
+        if target is not None:
+            variable, chan = target
+            self.switch.set_variable(chan, variable, _header(message, "Value") or "")
+            self._reply(session, message, "Success", ("Message", "Variable Set"))
         return True
 
     async def _getvar(self, session: Session, message: Headers) -> bool:
-        variable = _header(message, "Variable")
-        if not variable:
-            return self._error(session, message, "No variable specified")
-        name = _header(message, "Channel")
-        chan = self.switch.find(name) if name else None
-        if name and chan is None:
-            return self._error(session, message, "No such channel")
-        value = self.switch.get_variable(chan, variable)
-        self._reply(session, message, "Success", ("Variable", variable), ("Value", value))
+        target = self._variable_target(session, message)
+        if target is not None:
+            variable, chan = target
+            value = self.switch.get_variable(chan, variable)
+            self._reply(session, message, "Success", ("Variable", variable), ("Value", value))
         return True
 
     async def _command(self, session: Session, message: Headers) -> bool:
