@@ -252,6 +252,10 @@ class MqttSection(_Strict):
     client_id: Annotated[str, only(string.ascii_letters + string.digits + "_-", "letters, digits and _ -")] = (
         "leadrouter"
     )
+    # Hear our own events back through a persistent session (client id "<client_id>-receipts",
+    # which needs read access to "<topic_prefix>/#" and "<topic_prefix>_fence/#"), so that a
+    # crash never publishes an event twice. Off: at-least-once, consumers deduplicate by id.
+    receipts: bool = True
     # TLS (port 8883 by convention): the broker's certificate is checked against tls_ca_file, or
     # the system's CAs when unset; tls_cert_file/tls_key_file present a client certificate.
     tls: bool = False
@@ -276,6 +280,7 @@ class MqttSection(_Strict):
             username=self.username,
             password=self.password.get_secret_value() if self.password else None,
             tls=self.tls_context(),
+            receipts=self.receipts,
         )
 
 

@@ -1,8 +1,11 @@
 """The one place where events leave: outbox rows -> MQTT, QoS 1, in commit order.
 
 A row is marked published only after the broker acknowledged it, so a broker outage or a
-crash delays events and never drops them; the price is that a message can arrive twice,
-which consumers handle by its ``id``. aiomqtt does not reconnect by itself: the loop here does.
+crash delays events and never drops them. A crash between the acknowledgement and the mark
+would send the row again; ``Receipts`` (events/receipts.py) hears our events back from the
+broker and marks them first, so with it on, each event reaches the broker once. Consumers
+still get an ``id`` to deduplicate by, for brokers that lose sessions. aiomqtt does not
+reconnect by itself: the loop here does.
 
 Outages are survived, not logged per failure: a broker that goes away is one line, a
 reminder every ``reminder_interval`` while it stays away, and one line when it is back; the
@@ -24,12 +27,17 @@ from typing import Protocol
 import aiomqtt
 import structlog
 
+from events.receipts import Receipts
+
 log = structlog.get_logger("events")
 
 
 class OutboxRecord(Protocol):
     @property
     def seq(self) -> int: ...
+
+    @property
+    def id(self) -> str: ...
 
     @property
     def type(self) -> str: ...
@@ -42,6 +50,8 @@ class OutboxFeed(Protocol):
     async def pending_outbox(self, limit: int) -> Sequence[OutboxRecord]: ...
 
     async def mark_published(self, seqs: list[int], at: datetime) -> None: ...
+
+    async def mark_published_ids(self, ids: Sequence[str], at: datetime) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,9 @@ class MqttSettings:
     ack_timeout: float = 10.0  # a broker that acknowledges nothing for this long is reconnected
     reminder_interval: float = 300.0  # a "still unavailable" line this often while an outage lasts
     max_inflight: int = 20  # publishes awaiting their PUBACK at once
+    # Hear our own events back (a persistent session subscribed to the topic prefix) so that a
+    # crash never sends one twice. Needs read access to the prefix in the broker's ACL.
+    receipts: bool = True
 
 
 class PublisherState(enum.StrEnum):
@@ -144,7 +157,8 @@ class OutboxPublisher:
         self._batch_size = batch_size
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # the outbox was read empty and nothing was committed since
-        self._acked: list[int] = []  # acknowledged by the broker, not yet marked in the outbox
+        self._acked: list[OutboxRecord] = []  # acknowledged by the broker, not yet marked in the outbox
+        self._receipts = Receipts(feed, settings, now, feed_outages=feed_outages) if settings.receipts else None
         self._broker = _Outage("mqtt", settings.reminder_interval)
         self._database = _Outage("outbox.database", settings.reminder_interval)
         self.state = PublisherState.STARTING
@@ -167,6 +181,19 @@ class OutboxPublisher:
         await self._idle.wait()
 
     async def run(self) -> None:
+        if self._receipts is None:
+            await self._publish_forever()
+            return
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._receipts.run())
+            await self._publish_forever()
+
+    @property
+    def receipts_marked(self) -> int:
+        """Events marked from their echo: ones a crash or a lost PUBACK would have sent again."""
+        return self._receipts.marked_here if self._receipts else 0
+
+    async def _publish_forever(self) -> None:
         mqtt = self._settings
         backoff = _Backoff(mqtt.reconnect_delay, mqtt.reconnect_max_delay)
         while True:
@@ -208,6 +235,10 @@ class OutboxPublisher:
         # watching it tells a broker that went away at once, not at the next publish.
         gone = asyncio.ensure_future(anext(aiter(client.messages)))
         try:
+            if self._receipts is not None:
+                # Whatever the broker took before a crash or a broken connection is marked now,
+                # so the first batch holds only events it never had.
+                await self._receipts.settle(client)
             while True:
                 self._wake.clear()
                 try:
@@ -255,19 +286,26 @@ class OutboxPublisher:
                 )
                 for record in records
             ]
+            ids = [record.id for record in records]
+            if self._receipts is not None:
+                self._receipts.sending(ids)
             try:
                 await asyncio.gather(*publishes)
             except BaseException:
                 for publish in publishes:
                     publish.cancel()
+                if self._receipts is not None:
+                    self._receipts.abandoned(ids)
                 raise
-            self._acked.extend(record.seq for record in records)
+            self._acked.extend(records)
             # Marked window by window: a kill -9 re-sends at most the window it was marking and
             # the one in flight (at-least-once), not the rest of a 200-row batch.
             await self._mark_acked()
         return len(batch)
 
     async def _mark_acked(self) -> None:
-        await self._feed.mark_published(self._acked, self._now())
+        await self._feed.mark_published([record.seq for record in self._acked], self._now())
+        if self._receipts is not None:
+            self._receipts.marked(record.id for record in self._acked)
         self.published += len(self._acked)
         self._acked = []

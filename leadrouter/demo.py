@@ -176,9 +176,10 @@ class CrmListener:
     CRM that must not miss any; the demo's listener is transient, so no run inherits another's.
     """
 
-    def __init__(self, identifier: str, *, persistent_session: bool = False) -> None:
+    def __init__(self, identifier: str, *, persistent_session: bool = False, topics: str = "leadrouter/#") -> None:
         self.identifier = identifier
         self.persistent_session = persistent_session
+        self.topics_filter = topics
         self.received: list[dict[str, Any]] = []
         self.topics: list[str] = []
         self.subscribed = asyncio.Event()
@@ -187,7 +188,7 @@ class CrmListener:
         async with aiomqtt.Client(
             "127.0.0.1", port, identifier=self.identifier, clean_session=not self.persistent_session
         ) as client:
-            await client.subscribe("leadrouter/#", qos=1)
+            await client.subscribe(self.topics_filter, qos=1)
             self.subscribed.set()
             async for message in client.messages:
                 self.topics.append(str(message.topic))

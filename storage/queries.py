@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -203,4 +204,11 @@ class SqlQueries:
     async def mark_published(self, seqs: list[int], at: datetime) -> None:
         async with self._db.write() as conn:
             await conn.execute(update(outbox).where(outbox.c.seq.in_(seqs)).values(published_at=at))
+            await conn.commit()
+
+    async def mark_published_ids(self, ids: Sequence[str], at: datetime) -> None:
+        """Mark by event id what the broker is known to hold; rows already marked keep their time."""
+        pending = outbox.c.published_at.is_(None)
+        async with self._db.write() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id.in_(ids), pending).values(published_at=at))
             await conn.commit()

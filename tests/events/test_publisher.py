@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event as sqlalchemy_event
 
-from events.publisher import MqttSettings, OutboxPublisher, PublisherState
+from events.publisher import MqttSettings, OutboxPublisher, OutboxRecord, PublisherState
 from leadrouter.broker import free_port, private_mosquitto
 from leadrouter.demo import CrmListener
 from pbxsim.tests.amitools import wait_until
@@ -119,8 +121,9 @@ async def test_a_broker_outage_delays_events_loses_none_and_does_not_flood_the_l
     assert ours == ["mqtt.connected", "mqtt.unavailable", *["mqtt.still_unavailable"] * len(reminders), "mqtt.back"]
     # paho says once that the socket was reset; aiomqtt would warn when publishes pile up
     # unacknowledged, which the publisher's window never lets happen.
-    library = [line["event"] for line in json_log.lines() if line["logger"] == "mqtt"]
-    assert len(library) <= 1 and not any("pending publish" in event for event in library)
+    for client in ("mqtt", "mqtt.receipts"):
+        library = [line["event"] for line in json_log.lines() if line["logger"] == client]
+        assert len(library) <= 1 and not any("pending publish" in event for event in library)
 
 
 async def test_the_publisher_survives_database_errors_and_resumes(
@@ -195,3 +198,62 @@ async def test_events_acknowledged_while_the_database_is_read_only_are_not_sent_
     assert [event["lead_id"] for event in crm.received] == list(range(1, 11))
     assert await queries.pending_outbox(100) == []
     assert len(json_log.events("outbox.database.unavailable")) == 1
+
+
+class _DiesBeforeMarking:
+    """The outbox as a daemon killed right after the broker's PUBACK sees it: the mark never lands."""
+
+    def __init__(self, queries: SqlQueries) -> None:
+        self._queries = queries
+        self.acknowledged = asyncio.Event()
+
+    async def pending_outbox(self, limit: int) -> Sequence[OutboxRecord]:
+        return await self._queries.pending_outbox(limit)
+
+    async def mark_published(self, seqs: list[int], at: datetime) -> None:
+        self.acknowledged.set()
+        await asyncio.Event().wait()  # the kill: nothing after the PUBACK is written
+
+    async def mark_published_ids(self, ids: Sequence[str], at: datetime) -> None:
+        await self._queries.mark_published_ids(ids, at)
+
+
+@pytest.mark.parametrize("receipts", [True, False], ids=["receipts", "no_receipts"])
+async def test_a_crash_between_the_puback_and_the_mark_sends_nothing_twice_with_receipts(
+    db: Database, mosquitto_port: int, receipts: bool
+) -> None:
+    queries = SqlQueries(db)
+    settings = MqttSettings(
+        host="127.0.0.1",
+        port=mosquitto_port,
+        topic_prefix="crash",
+        client_id=f"pub-crash-{receipts}",
+        receipts=receipts,
+        max_inflight=20,
+    )
+    crm = CrmListener(f"crm-crash-{receipts}", persistent_session=True, topics="crash/#")
+    dying = _DiesBeforeMarking(queries)
+    first = OutboxPublisher(dying, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
+    await _commit_leads(db, first, 0, 30)
+    async with asyncio.TaskGroup() as group:
+        listening = group.create_task(crm.run(mosquitto_port))
+        await asyncio.wait_for(crm.subscribed.wait(), 5)
+        killed = group.create_task(first.run())
+        await asyncio.wait_for(dying.acknowledged.wait(), 10)
+        await wait_until(lambda: len(crm.received) >= 20, 10, "the first window at the CRM")
+        killed.cancel()  # with its first 20 events at the broker and none marked
+
+        second = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
+        publishing = group.create_task(second.run())
+        await wait_until(lambda: len({event["id"] for event in crm.received}) >= 30, 10, "30 distinct events")
+        await wait_until(lambda: not second._acked and second.published + second.receipts_marked >= 30, 10, "marked")
+        listening.cancel()
+        publishing.cancel()
+    assert await queries.pending_outbox(100) == []
+    lead_ids = [event["lead_id"] for event in crm.received]
+    if receipts:
+        # The 20 the broker had were marked from their echo; only the last 10 were sent.
+        assert lead_ids == list(range(1, 31))
+        assert (second.receipts_marked, second.published) == (20, 10)
+    else:
+        assert lead_ids == list(range(1, 21)) + list(range(1, 31))  # at least once: the window again
