@@ -157,6 +157,7 @@ class OutboxPublisher:
         self._batch_size = batch_size
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # the outbox was read empty and nothing was committed since
+        self._settled = False  # since this connection began, the receipts fence came back
         self._acked: list[OutboxRecord] = []  # acknowledged by the broker, not yet marked in the outbox
         self._receipts = Receipts(feed, settings, now, feed_outages=feed_outages) if settings.receipts else None
         self._broker = _Outage("mqtt", settings.reminder_interval)
@@ -234,11 +235,8 @@ class OutboxPublisher:
         # Nothing is subscribed, so the message stream ends only when the connection does:
         # watching it tells a broker that went away at once, not at the next publish.
         gone = asyncio.ensure_future(anext(aiter(client.messages)))
+        self._settled = self._receipts is None
         try:
-            if self._receipts is not None:
-                # Whatever the broker took before a crash or a broken connection is marked now,
-                # so the first batch holds only events it never had.
-                await self._receipts.settle(client)
             while True:
                 self._wake.clear()
                 try:
@@ -273,6 +271,12 @@ class OutboxPublisher:
         if self._acked:
             # Acknowledged before the database failed: mark them, or they would be sent again.
             await self._mark_acked()
+        if not self._settled and self._receipts is not None:
+            # Whatever the broker took before a crash or a broken connection is marked now, so
+            # the first batch holds only events it never had. After the marks above: their
+            # echoes are held unacknowledged until then, and the fence queues behind them.
+            await self._receipts.settle(client)
+            self._settled = True
         batch = await self._feed.pending_outbox(self._batch_size)
         window = self._settings.max_inflight
         for start in range(0, len(batch), window):
