@@ -24,7 +24,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import aiomqtt
 import structlog
@@ -85,7 +85,7 @@ class Receipts:
         self._fences: dict[str, asyncio.Future[None]] = {}
         # Echoes of events the publisher has in flight: acknowledged once it marks them.
         self._in_flight: set[str] = set()
-        self._held: dict[str, aiomqtt.Message] = {}
+        self._held: dict[str, _Echo] = {}
         self._marked: OrderedDict[str, None] = OrderedDict()
         self._client: aiomqtt.Client | None = None
         self._marking: set[asyncio.Task[None]] = set()  # echoes of abandoned events being marked
@@ -100,9 +100,9 @@ class Receipts:
         for event_id in ids:
             self._in_flight.discard(event_id)
             self._marked[event_id] = None
-            message = self._held.pop(event_id, None)
-            if message is not None:
-                self._ack(message)
+            echo = self._held.pop(event_id, None)
+            if echo is not None:
+                self._ack(echo)
         while len(self._marked) > _RECENTLY_MARKED:
             self._marked.popitem(last=False)
 
@@ -184,27 +184,25 @@ class Receipts:
             batch = [await anext(aiter(messages))]
             while len(messages) and len(batch) < _BATCH:
                 batch.append(await anext(aiter(messages)))
-            await self._take(batch)
+            await self._take([_Echo(client, message) for message in batch])
 
-    async def _take(self, batch: list[aiomqtt.Message]) -> None:
+    async def _take(self, batch: list[_Echo]) -> None:
         fence = fence_topic(self._settings.topic_prefix, self._settings.client_id)
-        to_mark: dict[str, aiomqtt.Message] = {}
+        to_mark: dict[str, _Echo] = {}
         fences: list[str] = []
-        done: list[aiomqtt.Message] = []
-        for message in batch:
+        for echo in batch:
+            message = echo.message
             if message.topic.value == fence:
                 fences.append(bytes(message.payload).decode(errors="replace"))
-                done.append(message)
+                self._ack(echo)
                 continue
             event_id = _event_id(message)
             if event_id is None or event_id in self._marked:
-                done.append(message)
+                self._ack(echo)
             elif event_id in self._in_flight:
-                self._held[event_id] = message  # the publisher marks it when its PUBACK comes
+                self._held[event_id] = echo  # the publisher marks it when its PUBACK comes
             else:
-                to_mark[event_id] = message
-        for message in done:
-            self._ack(message)
+                to_mark[event_id] = echo
         if to_mark:
             await self._mark_and_ack(to_mark)
         for token in fences:
@@ -212,7 +210,7 @@ class Receipts:
             if arrived is not None and not arrived.done():
                 arrived.set_result(None)
 
-    async def _mark_and_ack(self, echoes: dict[str, aiomqtt.Message]) -> None:
+    async def _mark_and_ack(self, echoes: dict[str, _Echo]) -> None:
         delay = self._settings.reconnect_delay
         while True:
             try:
@@ -223,13 +221,19 @@ class Receipts:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         self.marked_here += len(echoes)
-        for message in echoes.values():
-            self._ack(message)
+        for echo in echoes.values():
+            self._ack(echo)
 
-    def _ack(self, message: aiomqtt.Message) -> None:
-        # A connection that broke meanwhile takes no acknowledgement: the broker sends it again.
-        if self._client is not None and message.qos > 0 and self._client._client.is_connected():
-            self._client._client.ack(message.mid, message.qos)
+    def _ack(self, echo: _Echo) -> None:
+        # Only on the connection it came by: once that broke, the broker sends it again.
+        client = echo.client
+        if client is self._client and echo.message.qos > 0 and client._client.is_connected():
+            client._client.ack(echo.message.mid, echo.message.qos)
+
+
+class _Echo(NamedTuple):
+    client: aiomqtt.Client
+    message: aiomqtt.Message
 
 
 def _event_id(message: aiomqtt.Message) -> str | None:
