@@ -287,6 +287,9 @@ class _Run:
         await self.broker.stop()
         await asyncio.sleep(self.plan.broker_outage)
         await self.broker.start()
+        # A restarted broker re-sends QoS 1 messages the subscriber had not acknowledged before
+        # the stop: a copy after this mark is the broker's, not a second publish of ours.
+        self.mark("broker_back")
         self.broker_outage_done = self.plan.broker_outage
 
     async def subscribe(self) -> None:
