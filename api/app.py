@@ -24,14 +24,21 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized, require_scope
-from dialer.intake import InvalidPayload, KeyedWindow, LeadInput, RateLimit, TooManyLeads
+from dialer.intake import KeyedWindow, RateLimit, TooManyLeads
+from dialer.requests import (
+    RETRY_AFTER_STOPPING,
+    RETRY_AFTER_STORAGE,
+    Accepted,
+    LeadIn,
+    OutcomeIn,
+    Refused,
+    validation_problems,
+)
 from recordings.access import RecordingLinks, resolve
-from router.model import Call, Lead, Outcome
-from router.phone import InvalidPhone
+from router.model import Call, Lead
 from router.stats import (
     FIRST_DAY,
     LAST_DAY,
@@ -47,16 +54,16 @@ from router.stats import (
 )
 
 
-class LeadIntakePort(Protocol):
-    async def submit(self, data: LeadInput) -> tuple[Lead, bool]: ...
+class LeadRequestsPort(Protocol):
+    """dialer.requests.LeadRequests: the validation and answers every channel shares."""
+
+    async def submit(self, lead: LeadIn) -> Accepted | Refused: ...
+
+    async def report_valid(self, lead_id: int, report: OutcomeIn) -> Accepted | Refused: ...
 
 
 class LeadQueriesPort(Protocol):
     async def lead_with_calls(self, lead_id: int) -> tuple[Lead, list[Call]] | None: ...
-
-
-class LeadOutcomesPort(Protocol):
-    async def report(self, lead_id: int, outcome: Outcome, *, reason: str, author: str) -> Lead | None: ...
 
 
 class StatsPort(Protocol):
@@ -78,17 +85,11 @@ DASHBOARD = Path(__file__).parent / "dashboard"  # vendored static files: nothin
 # Lead ids are SQL BIGINTs; a larger one is a 422, not an overflow deep in the driver.
 LeadId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
-# Seconds a client is asked to wait: a full or read-only disk takes a person to fix; a
-# stopping daemon is back (or another one answers) within seconds.
-RETRY_AFTER_STORAGE = 30
-RETRY_AFTER_STOPPING = 5
-
 
 @dataclass(frozen=True)
 class ApiDeps:
-    intake: LeadIntakePort
+    requests: LeadRequestsPort
     queries: LeadQueriesPort
-    outcomes: LeadOutcomesPort
     stats: StatsPort
     live: Callable[[], AsyncIterator[str]]  # the live board as server-sent events, until the daemon stops
     recordings: Path | None  # the PBX's recording folder, when the daemon serves the files
@@ -103,34 +104,6 @@ class ApiDeps:
     max_body_bytes: int
     # POST /leads per client address; None: unlimited (behind a proxy every client is the proxy)
     leads_per_address: RateLimit | None = None
-
-
-def _no_control_characters(value: str | None) -> str | None:
-    if value is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("must not contain control characters (CR, LF, TAB...)")
-    return value
-
-
-class LeadIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    phone: str = Field(min_length=1, max_length=32, description="as typed; normalised to E.164")
-    name: str = Field("", max_length=200)
-    source: str = Field("", max_length=100, description="site, landing or campaign; scenarios match on it")
-    external_id: str | None = Field(None, min_length=1, max_length=200, description="your id; repeats are idempotent")
-    payload: dict[str, Any] = Field(default_factory=dict, description="free-form, stored and published as is")
-
-    _plain_text = field_validator("name", "source", "external_id")(_no_control_characters)
-
-
-class OutcomeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    outcome: Outcome = Field(description="worked (in progress), won or lost; the latest report is in force")
-    reason: str = Field("", max_length=500, description="why, in the CRM's words")
-    author: str = Field(min_length=1, max_length=200, description="who in the CRM reported it")
-
-    _plain_text = field_validator("reason", "author")(_no_control_characters)
 
 
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
@@ -175,6 +148,17 @@ class BodyLimit:
                 await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+
+_STATUS = {"not_found": 404, "too_many_leads": 429, "storage_unavailable": 503, "stopping": 503}
+
+
+def _refused(refused: Refused) -> JSONResponse:
+    """The shared answer as HTTP: 422 for what is wrong with the request, else as the kind says."""
+    response = _problem(_STATUS.get(refused.error, 422), refused.error, refused.problems)
+    if refused.retry_after is not None:
+        response.headers["Retry-After"] = str(math.ceil(refused.retry_after))
+    return response
 
 
 def _too_many_leads(exc: TooManyLeads, field: str) -> JSONResponse:
@@ -274,12 +258,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            loc = [str(part) for part in err["loc"] if part not in ("body", "query", "path")]
-            reason = str(err["msg"]).removeprefix("Value error, ")
-            problems.append((".".join(loc) or "body", reason))
-        return _problem(422, "invalid_request", problems)
+        return _problem(422, "invalid_request", validation_problems(exc.errors(), skip=("body", "query", "path")))
 
     app.state.authenticator = Authenticator(deps.tokens, deps.auth_limits)
 
@@ -343,23 +322,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
         status_code=201,
     )
     async def post_lead(body: LeadIn) -> JSONResponse:
-        try:
-            lead, created = await deps.intake.submit(
-                LeadInput(
-                    phone=body.phone,
-                    name=body.name,
-                    source=body.source,
-                    external_id=body.external_id,
-                    payload=body.payload,
-                )
-            )
-        except InvalidPhone as exc:
-            return _problem(422, "invalid_lead", [("phone", str(exc))])
-        except InvalidPayload as exc:
-            return _problem(422, "invalid_lead", [("payload", str(exc))])
-        except TooManyLeads as exc:
-            return _too_many_leads(exc, "phone")
-        return JSONResponse(_jsonable(_lead_json(lead)), status_code=201 if created else 200)
+        answer = await deps.requests.submit(body)
+        if isinstance(answer, Refused):
+            return _refused(answer)
+        return JSONResponse(_jsonable(_lead_json(answer.lead)), status_code=201 if answer.created else 200)
 
     @app.get("/leads/{lead_id}", dependencies=readers)
     async def get_lead(lead_id: LeadId) -> JSONResponse:
@@ -376,10 +342,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
         ``won`` and ``lost`` credit the lead's owner in the scenario he took it in (the
         ``closing_rate`` strategy) and take it off his open leads (``max_open_leads``).
         """
-        lead = await deps.outcomes.report(lead_id, body.outcome, reason=body.reason, author=body.author)
-        if lead is None:
-            return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
-        return JSONResponse(_jsonable(_lead_json(lead)))
+        answer = await deps.requests.report_valid(lead_id, body)
+        if isinstance(answer, Refused):
+            return _refused(answer)
+        return JSONResponse(_jsonable(_lead_json(answer.lead)))
 
     def table(name: str, period: Period, rows: list[dict[str, object]], form: str) -> Response:
         if form == "csv":

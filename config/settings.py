@@ -43,6 +43,7 @@ from config.problems import ConfigError, Problem
 from dialer.intake import RateLimit
 from dialer.settings import DialerSettings
 from events.publisher import MqttSettings
+from events.subscriber import CommandSettings
 from router.breaker import BreakerSettings
 from router.phone import NumberType, PhonePolicy
 
@@ -258,6 +259,10 @@ class MqttSection(_Strict):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Commands in (events/subscriber.py): leads and outcomes on <topic_prefix>/commands/..., answered
+    # under <topic_prefix>/replies/; a bigger command is refused unread.
+    commands: bool = True
+    max_command_bytes: Count = 65536
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:
@@ -277,6 +282,9 @@ class MqttSection(_Strict):
             password=self.password.get_secret_value() if self.password else None,
             tls=self.tls_context(),
         )
+
+    def command_settings(self) -> CommandSettings:
+        return CommandSettings(mqtt=self.publisher_settings(), max_bytes=self.max_command_bytes)
 
 
 Token = Annotated[SecretStr, AfterValidator(_token)]

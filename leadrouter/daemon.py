@@ -33,7 +33,9 @@ from dialer.engine import Dialer, DialerStopped
 from dialer.intake import LeadIntake
 from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
+from dialer.requests import LeadRequests
 from events.publisher import OutboxPublisher, PublisherState
+from events.subscriber import CommandSubscriber
 from leadrouter.health import Check, Severity, assess
 from leadrouter.live import LiveBoard
 from leadrouter.metrics import DialTimings, Metrics, Readings, TimedAsteriskPbx, TimedIntake
@@ -255,6 +257,18 @@ class Daemon:
             today=self.stats.today,
         )
         self.outcomes = LeadOutcomes(uow=unit_of_work, clock=self.clock, on_reported=self._outcome_reported)
+        # Leads and outcomes from HTTP, MQTT commands and CSV imports: one validation, one set of answers.
+        self.requests = LeadRequests(
+            TimedIntake(self.intake, timings),
+            self.outcomes,
+            is_open=lambda: not self.stopping,
+            unavailable=(StorageUnavailable,),
+        )
+        self.commands = (
+            CommandSubscriber(self.requests, settings.mqtt.command_settings())
+            if settings.mqtt.enabled and settings.mqtt.commands
+            else None
+        )
 
         # Stopped in reverse: the API first (no new leads), then the AMI session, then the
         # dialer (it stores what it was told), then the publisher. Without a drain first (a
@@ -267,6 +281,8 @@ class Daemon:
         if self.publisher is not None:
             await self._run("publisher", self.publisher.run())
         await self._run("dialer", self.dialer.run())
+        if self.commands is not None:  # after the dialer, so stopped before it
+            await self._run("mqtt-commands", self.commands.run())
         await self._run("loop-lag", self.metrics.watch_loop_lag())
         if self.notifier.watchdog_interval is not None:
             watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)
@@ -280,9 +296,8 @@ class Daemon:
         # (they live minutes), and a leaked signature says nothing of any token.
         every_token = "\n".join(sorted(token for scoped in tokens.values() for token in scoped))
         api = ApiDeps(
-            intake=TimedIntake(self.intake, timings),
+            requests=self.requests,
             queries=self.queries,
-            outcomes=self.outcomes,
             stats=self.stats,
             live=self.live.stream,
             recordings=settings.recordings.directory,
