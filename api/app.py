@@ -24,9 +24,11 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized, require_scope
+from dialer.importing import BatchIntake, Columns, ImportRefused, import_csv
 from dialer.intake import KeyedWindow, RateLimit, TooManyLeads
 from dialer.requests import (
     RETRY_AFTER_STOPPING,
@@ -66,6 +68,16 @@ class LeadQueriesPort(Protocol):
     async def lead_with_calls(self, lead_id: int) -> tuple[Lead, list[Call]] | None: ...
 
 
+class ManagersPort(Protocol):
+    """The managers in routing.yaml: listed as in force, changed by an edit of the file applied as a reload."""
+
+    def managers(self) -> list[dict[str, Any]]: ...
+
+    async def change_manager(
+        self, manager_id: str, changes: dict[str, Any] | None, *, create: bool = False
+    ) -> dict[str, Any] | Refused: ...
+
+
 class StatsPort(Protocol):
     async def lead_events(self, lead_id: int) -> list[dict[str, Any]]: ...
 
@@ -90,6 +102,7 @@ LeadId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 class ApiDeps:
     requests: LeadRequestsPort
     queries: LeadQueriesPort
+    managers: ManagersPort
     stats: StatsPort
     live: Callable[[], AsyncIterator[str]]  # the live board as server-sent events, until the daemon stops
     recordings: Path | None  # the PBX's recording folder, when the daemon serves the files
@@ -102,6 +115,8 @@ class ApiDeps:
     tokens: Mapping[TokenScope, Sequence[str]]  # several per scope, for rotation; admin may do everything
     auth_limits: AuthLimits
     max_body_bytes: int
+    importer: BatchIntake  # POST /leads/import stores its rows through it
+    max_import_bytes: int  # the largest CSV POST /leads/import takes
     # POST /leads per client address; None: unlimited (behind a proxy every client is the proxy)
     leads_per_address: RateLimit | None = None
 
@@ -116,17 +131,20 @@ def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JS
 class BodyLimit:
     """Refuse bodies over the limit before they are read into memory, with or without Content-Length."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None) -> None:
+        """``per_path``: other limits for some paths (a CSV import is bigger than a lead)."""
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = _problem(413, "body_too_large", [("body", f"larger than {self.max_bytes} bytes")])
+        max_bytes = self.per_path.get(scope["path"], self.max_bytes)
+        too_big = _problem(413, "body_too_large", [("body", f"larger than {max_bytes} bytes")])
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+        if length is not None and (not length.isdigit() or int(length) > max_bytes):
             await too_big(scope, receive, send)
             return
         seen = 0
@@ -136,7 +154,7 @@ class BodyLimit:
             nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes and not refused:
+            if seen > max_bytes and not refused:
                 refused = True
                 await too_big(scope, receive, send)
                 # The app sees the client go away and stops; whatever it answers is dropped below.
@@ -150,7 +168,46 @@ class BodyLimit:
         await self.app(scope, limited_receive, guarded_send)
 
 
-_STATUS = {"not_found": 404, "too_many_leads": 429, "storage_unavailable": 503, "stopping": 503}
+_STATUS = {
+    "not_found": 404,
+    "manager_exists": 409,
+    "too_many_leads": 429,
+    "storage_unavailable": 503,
+    "stopping": 503,
+    "routing_file_unavailable": 503,
+}
+
+
+class ManagerPatch(BaseModel):
+    """Fields to change: given ones replace routing.yaml's, null removes one (its default applies),
+    omitted ones stay. The values are checked by routing.yaml's own rules, as a reload checks them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    extension: str | None = Field(None, max_length=32, description="digits; the PBX dials it")
+    groups: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
+    skills: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
+    weight: int | None = Field(None, description="1..100, default 50; version 2 files")
+    max_open_leads: int | None = Field(None, description="capacity: undecided leads he may own; null: no limit")
+    shift: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        None, max_length=50, description='e.g. ["mon-fri 09:00-18:00"]; null: always on shift'
+    )
+
+    def changes(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.model_fields_set}
+
+
+class ManagerNew(ManagerPatch):
+    id: str = Field(min_length=1, max_length=100, description="lowercase letters, digits, _ . -")
+    name: str = Field(max_length=200)  # required when adding
+    extension: str = Field(max_length=32, description="digits; the PBX dials it")
+
+    def changes(self) -> dict[str, Any]:
+        return {key: value for key, value in super().changes().items() if key != "id"}
+
+
+ManagerId = Annotated[str, PathParam(min_length=1, max_length=100)]
 
 
 def _refused(refused: Refused) -> JSONResponse:
@@ -246,6 +303,8 @@ def _stats_period(
         raise _BadQuery("to", str(exc)) from None
 
 
+DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t"}
+ColumnName = Annotated[str, Query(min_length=1, max_length=200, description="the CSV column holding this field")]
 StatsPeriod = Annotated[Period, Depends(_stats_period)]
 Manager = Annotated[str | None, Query(alias="manager", description="one manager's id")]
 Format = Annotated[Literal["json", "csv"], Query(alias="format", description="csv: a download")]
@@ -253,7 +312,7 @@ Format = Annotated[Literal["json", "csv"], Query(alias="format", description="cs
 
 def create_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(title="leadrouter", version="0.1.0", docs_url="/docs", redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=deps.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=deps.max_body_bytes, per_path={"/leads/import": deps.max_import_bytes})
     app.state.stats = deps.stats  # for _stats_period, a dependency declared outside this closure
 
     @app.exception_handler(RequestValidationError)
@@ -281,6 +340,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     intake = [Depends(require_scope(TokenScope.INTAKE))]
     readers = [Depends(require_scope(TokenScope.INTAKE, TokenScope.SUPERVISOR))]
     supervisor = [Depends(require_scope(TokenScope.SUPERVISOR))]
+    admin = [Depends(require_scope(TokenScope.ADMIN))]
 
     async def storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         # The storage has logged the outage once; a line per refused request would flood the log.
@@ -326,6 +386,69 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if isinstance(answer, Refused):
             return _refused(answer)
         return JSONResponse(_jsonable(_lead_json(answer.lead)), status_code=201 if answer.created else 200)
+
+    @app.post("/leads/import", dependencies=[*intake, Depends(open_for_leads)])
+    async def import_leads(
+        request: Request,
+        dry_run: Annotated[bool, Query(description="check every row as for real, store nothing")] = False,
+        phone_column: ColumnName = "phone",
+        name_column: ColumnName = "name",
+        source_column: ColumnName = "source",
+        external_id_column: ColumnName = "external_id",
+        source: Annotated[str, Query(max_length=100, description="the source of rows without one")] = "",
+        delimiter: Annotated[Literal["comma", "semicolon", "tab"], Query(description="between cells")] = "comma",
+        first_row: Annotated[
+            int, Query(ge=2, le=2**31, description="the number of the body's first data row, for the report")
+        ] = 2,
+    ) -> JSONResponse:
+        """Leads from a CSV file (UTF-8, a header line naming the columns; other columns go into each
+        lead's payload), validated row by row as ``POST /leads`` validates one lead. Answers 200 with
+        the counts and every bad row's number, column and reason; 413 over ``http.max_import_bytes``."""
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8-sig")  # spreadsheets save a byte-order mark
+        except UnicodeDecodeError as exc:
+            return _problem(422, "invalid_file", [("body", f"not UTF-8 (byte {exc.start})")])
+        columns = Columns(
+            phone=phone_column,
+            name=name_column,
+            source=source_column,
+            external_id=external_id_column,
+            default_source=source,
+            delimiter=DELIMITERS[delimiter],
+        )
+        try:
+            report = await import_csv(text, columns, deps.importer, dry_run=dry_run, first_row=first_row)
+        except ImportRefused as exc:
+            return _problem(422, "invalid_file", [("body", str(exc))])
+        return JSONResponse(report.as_json())
+
+    @app.get("/managers", dependencies=admin)
+    async def list_managers() -> JSONResponse:
+        """The managers in force (routing.yaml as last loaded)."""
+        return JSONResponse({"managers": deps.managers.managers()})
+
+    async def manager_change(manager_id: str, changes: dict[str, Any] | None, *, create: bool) -> JSONResponse:
+        answer = await deps.managers.change_manager(manager_id, changes, create=create)
+        if isinstance(answer, Refused):
+            return _refused(answer)
+        return JSONResponse(answer, status_code=201 if create else 200)
+
+    @app.post("/managers", dependencies=admin, status_code=201)
+    async def add_manager(body: ManagerNew) -> JSONResponse:
+        """Add a manager to routing.yaml; checked as a reload checks the file, then in force at once
+        and published as ``manager.changed``. 422 names the field and the file's rule it breaks."""
+        return await manager_change(body.id, body.changes(), create=True)
+
+    @app.patch("/managers/{manager_id}", dependencies=admin)
+    async def change_manager(manager_id: ManagerId, body: ManagerPatch) -> JSONResponse:
+        """Change a manager's fields in routing.yaml (as POST /managers applies them)."""
+        return await manager_change(manager_id, body.changes(), create=False)
+
+    @app.delete("/managers/{manager_id}", dependencies=admin)
+    async def remove_manager(manager_id: ManagerId) -> JSONResponse:
+        """Remove a manager from routing.yaml; refused while a scenario's pool names him."""
+        return await manager_change(manager_id, None, create=False)
 
     @app.get("/leads/{lead_id}", dependencies=readers)
     async def get_lead(lead_id: LeadId) -> JSONResponse:

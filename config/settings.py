@@ -321,6 +321,7 @@ class HttpSection(_Strict):
     max_leads_per_address: Count | None = None
     per_address_window: Duration = 60
     max_body_bytes: Count = 65536
+    max_import_bytes: Count = 8 << 20  # POST /leads/import: about 100,000 rows of a CRM export
     # Against stalling (api/server.py): more connections are closed at accept; a request header
     # not complete this long after connecting (or after the last response) closes the connection.
     max_connections: Count = 4096

@@ -127,12 +127,8 @@ class LeadRequests:
             return _stopping()
         try:
             stored, created = await self._intake.submit(lead.as_input())
-        except InvalidPhone as exc:
-            return Refused("invalid_lead", [("phone", str(exc))])
-        except InvalidPayload as exc:
-            return Refused("invalid_lead", [("payload", str(exc))])
-        except TooManyLeads as exc:
-            return Refused("too_many_leads", [("phone", str(exc))], exc.retry_after)
+        except (InvalidPhone, InvalidPayload, TooManyLeads) as exc:
+            return intake_refusal(exc)
         except self._unavailable as exc:
             return _storage_unavailable(exc)
         return Accepted(stored, created)
@@ -155,6 +151,13 @@ class LeadRequests:
         if lead is None:
             return Refused("not_found", [("lead_id", f"no lead {lead_id}")])
         return Accepted(lead)
+
+
+def intake_refusal(exc: InvalidPhone | InvalidPayload | TooManyLeads) -> Refused:
+    """Why the intake refused a lead, with the field it names."""
+    if isinstance(exc, TooManyLeads):
+        return Refused("too_many_leads", [("phone", str(exc))], exc.retry_after)
+    return Refused("invalid_lead", [("payload" if isinstance(exc, InvalidPayload) else "phone", str(exc))])
 
 
 def _stopping() -> Refused:

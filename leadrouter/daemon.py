@@ -22,18 +22,20 @@ from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
+from ruamel.yaml import YAMLError
 
 from ami_adapter.client import AmiClient
 from ami_adapter.translate import WANTED_EVENTS, EventTranslator
 from api.app import ApiDeps, create_app
 from api.server import ApiServer
+from config.managers import ManagerExists, NoSuchManager, checked_write, edited, field_of
 from config.routing import RoutingSource
 from config.settings import Settings
 from dialer.engine import Dialer, DialerStopped
 from dialer.intake import LeadIntake
 from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
-from dialer.requests import LeadRequests
+from dialer.requests import LeadRequests, Refused
 from events.publisher import OutboxPublisher, PublisherState
 from events.subscriber import CommandSubscriber
 from leadrouter.health import Check, Severity, assess
@@ -45,7 +47,9 @@ from recordings.access import RecordingLinks, signing_key
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.breaker import BreakerState
+from router.events import ManagerChanged
 from router.model import OutcomeReport
+from router.routing import manager_json
 from router.stats import (
     ManagerFigures,
     ManagerStats,
@@ -179,6 +183,7 @@ class Daemon:
         self.tasks = BackgroundTasks()
         self.stopping = False  # set by drain: no new leads, no new dials
         self._hurry = asyncio.Event()
+        self._routing_lock = asyncio.Lock()  # a SIGHUP reload and a change from the API, one at a time
         self._stack = AsyncExitStack()
         self.http_port: int | None = None
 
@@ -215,6 +220,8 @@ class Daemon:
 
         def unit_of_work() -> SqlUnitOfWork:
             return SqlUnitOfWork(database, on_events_committed=wake_publisher)
+
+        self._unit_of_work = unit_of_work
 
         self.board = ManagerBoard(self.routing.plan, self._rng)
         now = self.clock.now()
@@ -258,8 +265,9 @@ class Daemon:
         )
         self.outcomes = LeadOutcomes(uow=unit_of_work, clock=self.clock, on_reported=self._outcome_reported)
         # Leads and outcomes from HTTP, MQTT commands and CSV imports: one validation, one set of answers.
+        self.timed_intake = TimedIntake(self.intake, timings)
         self.requests = LeadRequests(
-            TimedIntake(self.intake, timings),
+            self.timed_intake,
             self.outcomes,
             is_open=lambda: not self.stopping,
             unavailable=(StorageUnavailable,),
@@ -298,6 +306,7 @@ class Daemon:
         api = ApiDeps(
             requests=self.requests,
             queries=self.queries,
+            managers=self,
             stats=self.stats,
             live=self.live.stream,
             recordings=settings.recordings.directory,
@@ -309,6 +318,8 @@ class Daemon:
             unavailable=(StorageUnavailable,),
             tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
+            importer=self.timed_intake,
+            max_import_bytes=settings.http.max_import_bytes,
             auth_limits=settings.http.auth_limits(),
             leads_per_address=settings.http.leads_per_address(),
         )
@@ -451,6 +462,57 @@ class Daemon:
 
     async def reload_routing(self) -> bool:
         """SIGHUP: take a fixed routing.yaml, or keep the running one and say why not."""
+        async with self._routing_lock:
+            return await self._reload_routing()
+
+    def managers(self) -> list[dict[str, Any]]:
+        """The managers in force, as GET /managers shows them."""
+        return [manager_json(manager) for manager in self.routing.plan.managers]
+
+    async def change_manager(
+        self, manager_id: str, changes: dict[str, Any] | None, *, create: bool = False
+    ) -> dict[str, Any] | Refused:
+        """Add (``create``), change or remove (``changes`` None) a manager: routing.yaml edited, checked
+        as a reload checks it, written, reloaded as on SIGHUP, and published as ``manager.changed``."""
+        settings = self.settings
+        path = self.routing.path
+        async with self._routing_lock:
+            try:
+                text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+                candidate, change = edited(text, manager_id, changes, create=create)
+            except NoSuchManager:
+                return Refused("not_found", [("manager_id", f"no manager {manager_id!r} in {path}")])
+            except ManagerExists:
+                return Refused("manager_exists", [("id", f"{manager_id!r} is in {path} already")])
+            except OSError as exc:
+                return Refused("routing_file_unavailable", [("routing_file", f"cannot read {path}: {exc.strerror}")])
+            except (ValueError, YAMLError) as exc:
+                return Refused("invalid_manager", [("routing_file", f"{path} cannot be edited: {exc}")])
+            try:
+                problems = await checked_write(
+                    self.routing,
+                    candidate,
+                    max_bytes=settings.routing_max_bytes,
+                    time_cap=settings.routing_reload_timeout,
+                )
+            except OSError as exc:
+                reason = f"cannot write beside {path}: {exc.strerror} (see README, Managers from outside)"
+                return Refused("routing_file_unavailable", [("routing_file", reason)])
+            if problems:
+                return Refused("invalid_manager", [(field_of(problem), problem.message) for problem in problems])
+            if not await self._reload_routing():
+                # Checked a moment ago: only a hand edit in between can make this happen; the log says what.
+                return Refused("invalid_manager", [("routing_file", f"{path} changed meanwhile and was refused")])
+            found = [m for m in self.routing.plan.managers if m.id == manager_id]
+            manager = manager_json(found[0]) if found else None
+            now = self.clock.now()
+            async with self._unit_of_work() as uow:
+                uow.outbox.add([ManagerChanged(manager_id=manager_id, change=change.value, manager=manager)], now)
+                await uow.commit()
+        log.info("managers.changed", manager_id=manager_id, change=change.value)
+        return {"change": change.value, "manager": manager}
+
+    async def _reload_routing(self) -> bool:
         settings = self.settings
         problems = await self.routing.reload_off_loop(
             max_bytes=settings.routing_max_bytes, time_cap=settings.routing_reload_timeout
