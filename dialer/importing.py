@@ -22,11 +22,10 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from dialer.intake import LeadInput, Submitted
+from dialer.intake import YIELD_EVERY, LeadInput, Submitted
 from dialer.requests import LeadIn, intake_refusal, validation_problems
 
 BATCH_SIZE = 50  # rows per transaction: a few milliseconds of phone parsing and SQL each
-YIELD_EVERY = 10  # rows validated between two turns of the event loop
 
 
 class BatchIntake(Protocol):

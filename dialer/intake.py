@@ -7,6 +7,7 @@ already stored instead of creating a second one.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -17,6 +18,8 @@ from typing import Any
 from dialer.ports import Clock, UnitOfWorkFactory
 from router.model import Lead
 from router.phone import InvalidPhone, PhonePolicy, normalize_phone
+
+YIELD_EVERY = 10  # leads of a batch checked between two turns of the event loop
 
 # Deeper than any CRM's custom fields need, shallow enough that storing, rendering and
 # publishing the payload never approaches Python's recursion limit.
@@ -143,6 +146,8 @@ class LeadIntake:
         results: list[Submitted | None] = []
         checked: list[tuple[int, LeadInput, str]] = []
         for index, data in enumerate(batch):
+            if index and index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # parsing numbers is pure CPU: the loop's turn every few
             try:
                 check_payload(data.payload)
                 phone = normalize_phone(data.phone, self._region)
