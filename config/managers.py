@@ -25,6 +25,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from config.problems import Problem
 from config.routing import RoutingSource
+from router.routing import RoutingPlan
 
 
 class Change(enum.StrEnum):
@@ -88,8 +89,11 @@ def edited(text: str, manager_id: str, changes: dict[str, Any] | None, *, create
     return out.getvalue(), change
 
 
-async def checked_write(routing: RoutingSource, text: str, *, max_bytes: int, time_cap: float) -> list[Problem]:
-    """Replace the routing file with ``text`` if it passes the reload's check; else its problems.
+async def checked_write(
+    routing: RoutingSource, text: str, *, max_bytes: int, time_cap: float
+) -> RoutingPlan | list[Problem]:
+    """Replace the routing file with ``text`` if it passes the reload's check, and return its plan;
+    else its problems.
 
     The candidate is written beside the file and checked by the reload process; the rename that
     puts it in place is atomic, so a crash leaves the old file or the new one, never half of one.
@@ -98,12 +102,13 @@ async def checked_write(routing: RoutingSource, text: str, *, max_bytes: int, ti
     path = routing.path
     candidate = await asyncio.to_thread(_write_candidate, path, text)
     try:
-        problems = await RoutingSource(candidate, routing.plan).reload_off_loop(max_bytes=max_bytes, time_cap=time_cap)
+        checked = RoutingSource(candidate, routing.plan)
+        problems = await checked.reload_off_loop(max_bytes=max_bytes, time_cap=time_cap)
         if problems:
             # Named as the file they would have been in.
             return [replace(problem, file=str(path)) for problem in problems]
         await asyncio.to_thread(os.replace, candidate, path)
-        return []
+        return checked.plan
     finally:
         await asyncio.to_thread(_remove, candidate)
 

@@ -159,6 +159,8 @@ class LeadIntake:
                 continue
             results.append(None)
             checked.append((index, data, phone))
+        if not checked:  # refused before the database: no transaction for nothing (nor a 503 when it is away)
+            return [result for result in results if result is not None]
         created: list[Lead] = []
         per_phone: Counter[str] = Counter()  # new leads of this batch, not yet in the rate window
         now = self._clock.now()

@@ -82,21 +82,23 @@ class CommandSubscriber:
         connect = Properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = self._settings.session_expiry
         while True:
+            client = aiomqtt.Client(
+                mqtt.host,
+                mqtt.port,
+                identifier=f"{mqtt.client_id}-commands",
+                username=mqtt.username,
+                password=mqtt.password,
+                tls_context=mqtt.tls,
+                timeout=mqtt.ack_timeout,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=connect,
+            )
+            # paho acknowledges a message as it arrives; we acknowledge once it is answered. Set before
+            # connecting: the session's queued commands may arrive with the CONNACK.
+            client._client.manual_ack_set(True)
             try:
-                async with aiomqtt.Client(
-                    mqtt.host,
-                    mqtt.port,
-                    identifier=f"{mqtt.client_id}-commands",
-                    username=mqtt.username,
-                    password=mqtt.password,
-                    tls_context=mqtt.tls,
-                    timeout=mqtt.ack_timeout,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    clean_start=False,
-                    properties=connect,
-                ) as client:
-                    # paho acknowledges a message as it arrives; we acknowledge once it is answered.
-                    client._client.manual_ack_set(True)
+                async with client:
                     for topic in (self._create, self._outcome):
                         await client.subscribe(topic, qos=1)
                     self.connected = True

@@ -489,7 +489,7 @@ class Daemon:
             except (ValueError, YAMLError) as exc:
                 return Refused("invalid_manager", [("routing_file", f"{path} cannot be edited: {exc}")])
             try:
-                problems = await checked_write(
+                checked = await checked_write(
                     self.routing,
                     candidate,
                     max_bytes=settings.routing_max_bytes,
@@ -498,11 +498,11 @@ class Daemon:
             except OSError as exc:
                 reason = f"cannot write beside {path}: {exc.strerror} (see README, Managers from outside)"
                 return Refused("routing_file_unavailable", [("routing_file", reason)])
-            if problems:
-                return Refused("invalid_manager", [(field_of(problem), problem.message) for problem in problems])
-            if not await self._reload_routing():
-                # Checked a moment ago: only a hand edit in between can make this happen; the log says what.
-                return Refused("invalid_manager", [("routing_file", f"{path} changed meanwhile and was refused")])
+            if isinstance(checked, list):
+                return Refused("invalid_manager", [(field_of(problem), problem.message) for problem in checked])
+            # What a SIGHUP reload does once the file passed its check (this one was checked as it).
+            self.routing.adopt(checked)
+            self._apply_routing()
             found = [m for m in self.routing.plan.managers if m.id == manager_id]
             manager = manager_json(found[0]) if found else None
             now = self.clock.now()
@@ -521,10 +521,14 @@ class Daemon:
             for problem in problems:
                 log.error("routing.reload_refused", problem=str(problem))
             return False
-        self.board.replace(self.routing.plan)
-        self.dialer.leads_added()  # the new plan may free capacity
-        log.info("routing.reloaded", managers=len(self.routing.plan.managers))
+        self._apply_routing()
         return True
+
+    def _apply_routing(self) -> None:
+        """The plan in force is new: the board takes it, and it may free capacity."""
+        self.board.replace(self.routing.plan)
+        self.dialer.leads_added()
+        log.info("routing.reloaded", managers=len(self.routing.plan.managers))
 
 
 @contextlib.asynccontextmanager

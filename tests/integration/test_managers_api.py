@@ -6,6 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -38,6 +39,8 @@ async def test_managers_are_added_changed_and_removed_through_the_file_with_its_
 ) -> None:
     routing = yaml.safe_load(ROUTING_TEXT)
     async with running(tmp_path, world=WORLD, routing=routing, mqtt_port=mosquitto_port) as rig:
+        # Each change is checked in the reload process: seconds on a loaded machine, not the default 5.
+        rig.http.timeout = httpx.Timeout(60)
         rig.routing_file.write_text(ROUTING_TEXT)  # the same rules, with an ops' comments
         assert await rig.daemon.reload_routing()
 
