@@ -24,14 +24,23 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized, require_scope
-from dialer.intake import InvalidPayload, KeyedWindow, LeadInput, RateLimit, TooManyLeads
+from dialer.importing import BatchIntake, Columns, ImportRefused, import_csv
+from dialer.intake import KeyedWindow, RateLimit, TooManyLeads
+from dialer.requests import (
+    RETRY_AFTER_STOPPING,
+    RETRY_AFTER_STORAGE,
+    Accepted,
+    LeadIn,
+    OutcomeIn,
+    Refused,
+    validation_problems,
+)
 from recordings.access import RecordingLinks, resolve
-from router.model import Call, Lead, Outcome
-from router.phone import InvalidPhone
+from router.model import Call, Lead
 from router.stats import (
     FIRST_DAY,
     LAST_DAY,
@@ -47,16 +56,26 @@ from router.stats import (
 )
 
 
-class LeadIntakePort(Protocol):
-    async def submit(self, data: LeadInput) -> tuple[Lead, bool]: ...
+class LeadRequestsPort(Protocol):
+    """dialer.requests.LeadRequests: the validation and answers every channel shares."""
+
+    async def submit(self, lead: LeadIn) -> Accepted | Refused: ...
+
+    async def report_valid(self, lead_id: int, report: OutcomeIn) -> Accepted | Refused: ...
 
 
 class LeadQueriesPort(Protocol):
     async def lead_with_calls(self, lead_id: int) -> tuple[Lead, list[Call]] | None: ...
 
 
-class LeadOutcomesPort(Protocol):
-    async def report(self, lead_id: int, outcome: Outcome, *, reason: str, author: str) -> Lead | None: ...
+class ManagersPort(Protocol):
+    """The managers in routing.yaml: listed as in force, changed by an edit of the file applied as a reload."""
+
+    def managers(self) -> list[dict[str, Any]]: ...
+
+    async def change_manager(
+        self, manager_id: str, changes: dict[str, Any] | None, *, create: bool = False
+    ) -> dict[str, Any] | Refused: ...
 
 
 class StatsPort(Protocol):
@@ -78,17 +97,12 @@ DASHBOARD = Path(__file__).parent / "dashboard"  # vendored static files: nothin
 # Lead ids are SQL BIGINTs; a larger one is a 422, not an overflow deep in the driver.
 LeadId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
-# Seconds a client is asked to wait: a full or read-only disk takes a person to fix; a
-# stopping daemon is back (or another one answers) within seconds.
-RETRY_AFTER_STORAGE = 30
-RETRY_AFTER_STOPPING = 5
-
 
 @dataclass(frozen=True)
 class ApiDeps:
-    intake: LeadIntakePort
+    requests: LeadRequestsPort
     queries: LeadQueriesPort
-    outcomes: LeadOutcomesPort
+    managers: ManagersPort
     stats: StatsPort
     live: Callable[[], AsyncIterator[str]]  # the live board as server-sent events, until the daemon stops
     recordings: Path | None  # the PBX's recording folder, when the daemon serves the files
@@ -101,36 +115,10 @@ class ApiDeps:
     tokens: Mapping[TokenScope, Sequence[str]]  # several per scope, for rotation; admin may do everything
     auth_limits: AuthLimits
     max_body_bytes: int
+    importer: BatchIntake  # POST /leads/import stores its rows through it
+    max_import_bytes: int  # the largest CSV POST /leads/import takes
     # POST /leads per client address; None: unlimited (behind a proxy every client is the proxy)
     leads_per_address: RateLimit | None = None
-
-
-def _no_control_characters(value: str | None) -> str | None:
-    if value is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("must not contain control characters (CR, LF, TAB...)")
-    return value
-
-
-class LeadIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    phone: str = Field(min_length=1, max_length=32, description="as typed; normalised to E.164")
-    name: str = Field("", max_length=200)
-    source: str = Field("", max_length=100, description="site, landing or campaign; scenarios match on it")
-    external_id: str | None = Field(None, min_length=1, max_length=200, description="your id; repeats are idempotent")
-    payload: dict[str, Any] = Field(default_factory=dict, description="free-form, stored and published as is")
-
-    _plain_text = field_validator("name", "source", "external_id")(_no_control_characters)
-
-
-class OutcomeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    outcome: Outcome = Field(description="worked (in progress), won or lost; the latest report is in force")
-    reason: str = Field("", max_length=500, description="why, in the CRM's words")
-    author: str = Field(min_length=1, max_length=200, description="who in the CRM reported it")
-
-    _plain_text = field_validator("reason", "author")(_no_control_characters)
 
 
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
@@ -143,17 +131,20 @@ def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JS
 class BodyLimit:
     """Refuse bodies over the limit before they are read into memory, with or without Content-Length."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None) -> None:
+        """``per_path``: other limits for some paths (a CSV import is bigger than a lead)."""
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = _problem(413, "body_too_large", [("body", f"larger than {self.max_bytes} bytes")])
+        max_bytes = self.per_path.get(scope["path"], self.max_bytes)
+        too_big = _problem(413, "body_too_large", [("body", f"larger than {max_bytes} bytes")])
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+        if length is not None and (not length.isdigit() or int(length) > max_bytes):
             await too_big(scope, receive, send)
             return
         seen = 0
@@ -163,7 +154,7 @@ class BodyLimit:
             nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes and not refused:
+            if seen > max_bytes and not refused:
                 refused = True
                 await too_big(scope, receive, send)
                 # The app sees the client go away and stops; whatever it answers is dropped below.
@@ -175,6 +166,56 @@ class BodyLimit:
                 await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+
+_STATUS = {
+    "not_found": 404,
+    "manager_exists": 409,
+    "too_many_leads": 429,
+    "storage_unavailable": 503,
+    "stopping": 503,
+    "routing_file_unavailable": 503,
+}
+
+
+class ManagerPatch(BaseModel):
+    """Fields to change: given ones replace routing.yaml's, null removes one (its default applies),
+    omitted ones stay. The values are checked by routing.yaml's own rules, as a reload checks them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    extension: str | None = Field(None, max_length=32, description="digits; the PBX dials it")
+    groups: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
+    skills: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
+    weight: int | None = Field(None, description="1..100, default 50; version 2 files")
+    max_open_leads: int | None = Field(None, description="capacity: undecided leads he may own; null: no limit")
+    shift: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        None, max_length=50, description='e.g. ["mon-fri 09:00-18:00"]; null: always on shift'
+    )
+
+    def changes(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.model_fields_set}
+
+
+class ManagerNew(ManagerPatch):
+    id: str = Field(min_length=1, max_length=100, description="lowercase letters, digits, _ . -")
+    name: str = Field(max_length=200)  # required when adding
+    extension: str = Field(max_length=32, description="digits; the PBX dials it")
+
+    def changes(self) -> dict[str, Any]:
+        return {key: value for key, value in super().changes().items() if key != "id"}
+
+
+ManagerId = Annotated[str, PathParam(min_length=1, max_length=100)]
+
+
+def _refused(refused: Refused) -> JSONResponse:
+    """The shared answer as HTTP: 422 for what is wrong with the request, else as the kind says."""
+    response = _problem(_STATUS.get(refused.error, 422), refused.error, refused.problems)
+    if refused.retry_after is not None:
+        response.headers["Retry-After"] = str(math.ceil(refused.retry_after))
+    return response
 
 
 def _too_many_leads(exc: TooManyLeads, field: str) -> JSONResponse:
@@ -262,6 +303,8 @@ def _stats_period(
         raise _BadQuery("to", str(exc)) from None
 
 
+DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t"}
+ColumnName = Annotated[str, Query(min_length=1, max_length=200, description="the CSV column holding this field")]
 StatsPeriod = Annotated[Period, Depends(_stats_period)]
 Manager = Annotated[str | None, Query(alias="manager", description="one manager's id")]
 Format = Annotated[Literal["json", "csv"], Query(alias="format", description="csv: a download")]
@@ -269,17 +312,12 @@ Format = Annotated[Literal["json", "csv"], Query(alias="format", description="cs
 
 def create_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(title="leadrouter", version="0.1.0", docs_url="/docs", redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=deps.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=deps.max_body_bytes, per_path={"/leads/import": deps.max_import_bytes})
     app.state.stats = deps.stats  # for _stats_period, a dependency declared outside this closure
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            loc = [str(part) for part in err["loc"] if part not in ("body", "query", "path")]
-            reason = str(err["msg"]).removeprefix("Value error, ")
-            problems.append((".".join(loc) or "body", reason))
-        return _problem(422, "invalid_request", problems)
+        return _problem(422, "invalid_request", validation_problems(exc.errors(), skip=("body", "query", "path")))
 
     app.state.authenticator = Authenticator(deps.tokens, deps.auth_limits)
 
@@ -302,6 +340,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     intake = [Depends(require_scope(TokenScope.INTAKE))]
     readers = [Depends(require_scope(TokenScope.INTAKE, TokenScope.SUPERVISOR))]
     supervisor = [Depends(require_scope(TokenScope.SUPERVISOR))]
+    admin = [Depends(require_scope(TokenScope.ADMIN))]
 
     async def storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         # The storage has logged the outage once; a line per refused request would flood the log.
@@ -343,23 +382,73 @@ def create_app(deps: ApiDeps) -> FastAPI:
         status_code=201,
     )
     async def post_lead(body: LeadIn) -> JSONResponse:
+        answer = await deps.requests.submit(body)
+        if isinstance(answer, Refused):
+            return _refused(answer)
+        return JSONResponse(_jsonable(_lead_json(answer.lead)), status_code=201 if answer.created else 200)
+
+    @app.post("/leads/import", dependencies=[*intake, Depends(open_for_leads)])
+    async def import_leads(
+        request: Request,
+        dry_run: Annotated[bool, Query(description="check every row as for real, store nothing")] = False,
+        phone_column: ColumnName = "phone",
+        name_column: ColumnName = "name",
+        source_column: ColumnName = "source",
+        external_id_column: ColumnName = "external_id",
+        source: Annotated[str, Query(max_length=100, description="the source of rows without one")] = "",
+        delimiter: Annotated[Literal["comma", "semicolon", "tab"], Query(description="between cells")] = "comma",
+        first_row: Annotated[
+            int, Query(ge=2, le=2**31, description="the number of the body's first data row, for the report")
+        ] = 2,
+    ) -> JSONResponse:
+        """Leads from a CSV file (UTF-8, a header line naming the columns; other columns go into each
+        lead's payload), validated row by row as ``POST /leads`` validates one lead. Answers 200 with
+        the counts and every bad row's number, column and reason; 413 over ``http.max_import_bytes``."""
+        raw = await request.body()
         try:
-            lead, created = await deps.intake.submit(
-                LeadInput(
-                    phone=body.phone,
-                    name=body.name,
-                    source=body.source,
-                    external_id=body.external_id,
-                    payload=body.payload,
-                )
-            )
-        except InvalidPhone as exc:
-            return _problem(422, "invalid_lead", [("phone", str(exc))])
-        except InvalidPayload as exc:
-            return _problem(422, "invalid_lead", [("payload", str(exc))])
-        except TooManyLeads as exc:
-            return _too_many_leads(exc, "phone")
-        return JSONResponse(_jsonable(_lead_json(lead)), status_code=201 if created else 200)
+            text = raw.decode("utf-8-sig")  # spreadsheets save a byte-order mark
+        except UnicodeDecodeError as exc:
+            return _problem(422, "invalid_file", [("body", f"not UTF-8 (byte {exc.start})")])
+        columns = Columns(
+            phone=phone_column,
+            name=name_column,
+            source=source_column,
+            external_id=external_id_column,
+            default_source=source,
+            delimiter=DELIMITERS[delimiter],
+        )
+        try:
+            report = await import_csv(text, columns, deps.importer, dry_run=dry_run, first_row=first_row)
+        except ImportRefused as exc:
+            return _problem(422, "invalid_file", [("body", str(exc))])
+        return JSONResponse(report.as_json())
+
+    @app.get("/managers", dependencies=admin)
+    async def list_managers() -> JSONResponse:
+        """The managers in force (routing.yaml as last loaded)."""
+        return JSONResponse({"managers": deps.managers.managers()})
+
+    async def manager_change(manager_id: str, changes: dict[str, Any] | None, *, create: bool) -> JSONResponse:
+        answer = await deps.managers.change_manager(manager_id, changes, create=create)
+        if isinstance(answer, Refused):
+            return _refused(answer)
+        return JSONResponse(answer, status_code=201 if create else 200)
+
+    @app.post("/managers", dependencies=admin, status_code=201)
+    async def add_manager(body: ManagerNew) -> JSONResponse:
+        """Add a manager to routing.yaml; checked as a reload checks the file, then in force at once
+        and published as ``manager.changed``. 422 names the field and the file's rule it breaks."""
+        return await manager_change(body.id, body.changes(), create=True)
+
+    @app.patch("/managers/{manager_id}", dependencies=admin)
+    async def change_manager(manager_id: ManagerId, body: ManagerPatch) -> JSONResponse:
+        """Change a manager's fields in routing.yaml (as POST /managers applies them)."""
+        return await manager_change(manager_id, body.changes(), create=False)
+
+    @app.delete("/managers/{manager_id}", dependencies=admin)
+    async def remove_manager(manager_id: ManagerId) -> JSONResponse:
+        """Remove a manager from routing.yaml; refused while a scenario's pool names him."""
+        return await manager_change(manager_id, None, create=False)
 
     @app.get("/leads/{lead_id}", dependencies=readers)
     async def get_lead(lead_id: LeadId) -> JSONResponse:
@@ -376,10 +465,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
         ``won`` and ``lost`` credit the lead's owner in the scenario he took it in (the
         ``closing_rate`` strategy) and take it off his open leads (``max_open_leads``).
         """
-        lead = await deps.outcomes.report(lead_id, body.outcome, reason=body.reason, author=body.author)
-        if lead is None:
-            return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
-        return JSONResponse(_jsonable(_lead_json(lead)))
+        answer = await deps.requests.report_valid(lead_id, body)
+        if isinstance(answer, Refused):
+            return _refused(answer)
+        return JSONResponse(_jsonable(_lead_json(answer.lead)))
 
     def table(name: str, period: Period, rows: list[dict[str, object]], form: str) -> Response:
         if form == "csv":

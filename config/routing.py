@@ -485,6 +485,10 @@ class RoutingSource:
         self._plan = result
         return []
 
+    def adopt(self, plan: RoutingPlan) -> None:
+        """Put in force a plan checked from exactly what the file now holds (config/managers.py wrote it)."""
+        self._plan = plan
+
     def reload(self) -> list[Problem]:
         """Re-read the file (on SIGHUP); return its problems, or [] once the new plan is in force."""
         try:

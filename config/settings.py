@@ -43,6 +43,7 @@ from config.problems import ConfigError, Problem
 from dialer.intake import RateLimit
 from dialer.settings import DialerSettings
 from events.publisher import MqttSettings
+from events.subscriber import CommandSettings
 from router.breaker import BreakerSettings
 from router.phone import NumberType, PhonePolicy
 
@@ -262,6 +263,10 @@ class MqttSection(_Strict):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Commands in (events/subscriber.py): leads and outcomes on <topic_prefix>/commands/..., answered
+    # under <topic_prefix>/replies/; a bigger command is refused unread.
+    commands: bool = True
+    max_command_bytes: Count = 65536
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:
@@ -282,6 +287,9 @@ class MqttSection(_Strict):
             tls=self.tls_context(),
             receipts=self.receipts,
         )
+
+    def command_settings(self) -> CommandSettings:
+        return CommandSettings(mqtt=self.publisher_settings(), max_bytes=self.max_command_bytes)
 
 
 Token = Annotated[SecretStr, AfterValidator(_token)]
@@ -318,6 +326,7 @@ class HttpSection(_Strict):
     max_leads_per_address: Count | None = None
     per_address_window: Duration = 60
     max_body_bytes: Count = 65536
+    max_import_bytes: Count = 8 << 20  # POST /leads/import: about 100,000 rows of a CRM export
     # Against stalling (api/server.py): more connections are closed at accept; a request header
     # not complete this long after connecting (or after the last response) closes the connection.
     max_connections: Count = 4096

@@ -7,7 +7,7 @@ unit tests hand in fakes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Protocol, Self
 
@@ -77,6 +77,12 @@ class Pbx(Protocol):
 class LeadRepository(Protocol):
     async def add(self, lead: Lead) -> None:
         """Insert and set ``lead.id``."""
+
+    async def add_many(self, new: Sequence[Lead]) -> None:
+        """Insert in one statement and set each ``lead.id`` (an import's batch)."""
+
+    async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
+        """The stored leads among these external ids, by external id."""
 
     async def get(self, lead_id: int) -> Lead | None: ...
 

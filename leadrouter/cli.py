@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
@@ -246,6 +247,80 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
         print(f"       overflow: after {step.after:g}s also {managers} ({step.pool.describe()})")
 
 
+MANAGER_FIELDS = ("name", "extension", "groups", "skills", "weight", "max_open_leads", "shift")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _capacity(text: str) -> int | None:
+    if text == "none":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of leads, or none")
+    return int(text)
+
+
+def _managers(args: argparse.Namespace) -> int:
+    from api.auth import TokenScope
+    from leadrouter.api_client import ApiFailed, ApiTarget
+
+    try:
+        target = ApiTarget.from_settings(load_settings(Path(args.config)), args.url, args.token, (TokenScope.ADMIN,))
+        if args.managers_command == "list":
+            print_table([_manager_row(manager) for manager in target.call("GET", "/managers")["managers"]])
+            return 0
+        if args.managers_command == "remove":
+            target.call("DELETE", f"/managers/{quote(args.id, safe='')}")
+            print(f"{args.id}: removed")
+            return 0
+        fields = {key: getattr(args, key) for key in MANAGER_FIELDS if hasattr(args, key)}
+        if args.managers_command == "add":
+            answer = target.call("POST", "/managers", json_body={"id": args.id, **fields})
+        else:
+            answer = target.call("PATCH", f"/managers/{quote(args.id, safe='')}", json_body=fields)
+    except ApiFailed as exc:
+        print(f"leadrouter managers {args.managers_command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.id}: {answer['change']}")
+    print_table([_manager_row(answer["manager"])])
+    return 0
+
+
+def _manager_row(manager: dict[str, object]) -> dict[str, object]:
+    return {key: ",".join(value) if isinstance(value, list) else value for key, value in manager.items()}
+
+
+def _import_leads(args: argparse.Namespace) -> int:
+    from api.auth import TokenScope
+    from leadrouter.api_client import ApiFailed, ApiTarget
+    from leadrouter.lead_import import ImportFailed, import_file, print_report, progress_bar, write_errors
+
+    query = {
+        "phone_column": args.phone,
+        "name_column": args.name,
+        "source_column": args.source_column,
+        "external_id_column": args.external_id,
+        "source": args.source,
+        "delimiter": args.delimiter,
+        "dry_run": "true" if args.dry_run else "false",
+    }
+    try:
+        scopes = (TokenScope.INTAKE, TokenScope.ADMIN)
+        target = ApiTarget.from_settings(load_settings(Path(args.config)), args.url, args.token, scopes)
+        report = import_file(
+            args.file, target, query, chunk_rows=max(args.chunk_rows, 1), progress=progress_bar(sys.stderr)
+        )
+    except (ImportFailed, ApiFailed) as exc:
+        print(f"leadrouter leads import: {exc}", file=sys.stderr)
+        return 2
+    print_report(report)
+    if args.errors is not None:
+        write_errors(report, args.errors)
+    return 1 if report.errors else 0
+
+
 def _day(text: str) -> date:
     """A day for --date/--from/--to: YYYY-MM-DD within the range any period may cover."""
     from router.stats import FIRST_DAY, LAST_DAY
@@ -313,6 +388,63 @@ def main(argv: list[str] | None = None) -> int:
     db = commands.add_parser("db-upgrade", help="bring the database schema up to date")
     db.add_argument("--config", default=DEFAULT_CONFIG)
 
+    leads = commands.add_parser("leads", help="leads in bulk")
+    leads_commands = leads.add_subparsers(dest="leads_command", required=True)
+    lead_import = leads_commands.add_parser(
+        "import",
+        help="import a CSV file (UTF-8, header line) into the running daemon; other columns go to the payload",
+    )
+    lead_import.add_argument("file", type=Path)
+    lead_import.add_argument("--config", default=DEFAULT_CONFIG)
+    lead_import.add_argument("--url", default=None, help="the daemon's API; by default http.host:http.port")
+    lead_import.add_argument(
+        "--token", default=os.environ.get("LEADROUTER_API_TOKEN"), help="intake or admin; by default the config's"
+    )
+    lead_import.add_argument("--phone", default="phone", metavar="COLUMN", help="the column with the phone")
+    lead_import.add_argument("--name", default="name", metavar="COLUMN")
+    lead_import.add_argument("--source-column", default="source", metavar="COLUMN")
+    lead_import.add_argument("--external-id", default="external_id", metavar="COLUMN", help="repeats are duplicates")
+    lead_import.add_argument("--source", default="", help="the source of rows without one")
+    lead_import.add_argument("--delimiter", choices=["comma", "semicolon", "tab"], default="comma")
+    lead_import.add_argument("--dry-run", action="store_true", help="check every row as for real, store nothing")
+    lead_import.add_argument("--errors", type=Path, default=None, help="also write the bad rows to this CSV file")
+    lead_import.add_argument("--chunk-rows", type=int, default=1000, help="rows per request to the daemon")
+
+    managers = commands.add_parser(
+        "managers", help="list, add, change or remove managers in the running daemon (routing.yaml is rewritten)"
+    )
+    managers_commands = managers.add_subparsers(dest="managers_command", required=True)
+    for name, help_text in [
+        ("list", "the managers in force"),
+        ("add", "add a manager (--name and --extension needed)"),
+        ("set", "change a manager's fields; the others stay"),
+        ("remove", "remove a manager (refused while a scenario's pool names him)"),
+    ]:
+        sub = managers_commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", default=DEFAULT_CONFIG)
+        sub.add_argument("--url", default=None, help="the daemon's API; by default http.host:http.port")
+        sub.add_argument(
+            "--token", default=os.environ.get("LEADROUTER_API_TOKEN"), help="admin; by default the config's"
+        )
+        if name == "list":
+            continue
+        sub.add_argument("id")
+        if name == "remove":
+            continue
+        # Left out: the field stays as it is (absent from args, not None: None removes a limit).
+        unset = argparse.SUPPRESS
+        sub.add_argument("--name", default=unset)
+        sub.add_argument("--extension", default=unset)
+        sub.add_argument("--groups", type=_names, default=unset, help="comma-separated; '' for none")
+        sub.add_argument("--skills", type=_names, default=unset, help="comma-separated; '' for none")
+        sub.add_argument("--weight", type=int, default=unset, help="1..100")
+        sub.add_argument(
+            "--capacity", dest="max_open_leads", type=_capacity, default=unset, help="max_open_leads; 'none': no limit"
+        )
+        sub.add_argument(
+            "--shift", type=_names, default=unset, help="comma-separated windows, e.g. 'mon-fri 09:00-18:00'"
+        )
+
     sim = commands.add_parser("simulator", help="run the PBX simulator alone (a fake Asterisk on AMI)")
     sim.add_argument("--port", type=int, default=5038)
     sim.add_argument("--scale", type=float, default=1.0)
@@ -350,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_what_if(args.config, args.routing, args.since))
         if args.command == "db-upgrade":
             return asyncio.run(_upgrade(args.config))
+        if args.command == "managers":
+            return _managers(args)
+        if args.command == "leads":
+            return _import_leads(args)
         if args.command == "simulator":
             from ami_adapter.asterisk import SHIPPED_DIALPLAN
             from pbxsim.__main__ import main as simulator_main

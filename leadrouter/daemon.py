@@ -22,18 +22,22 @@ from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
+from ruamel.yaml import YAMLError
 
 from ami_adapter.client import AmiClient
 from ami_adapter.translate import WANTED_EVENTS, EventTranslator
 from api.app import ApiDeps, create_app
 from api.server import ApiServer
+from config.managers import ManagerExists, NoSuchManager, checked_write, edited, field_of
 from config.routing import RoutingSource
 from config.settings import Settings
 from dialer.engine import Dialer, DialerStopped
 from dialer.intake import LeadIntake
 from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
+from dialer.requests import LeadRequests, Refused
 from events.publisher import OutboxPublisher, PublisherState
+from events.subscriber import CommandSubscriber
 from leadrouter.health import Check, Severity, assess
 from leadrouter.live import LiveBoard
 from leadrouter.metrics import DialTimings, Metrics, Readings, TimedAsteriskPbx, TimedIntake
@@ -43,7 +47,9 @@ from recordings.access import RecordingLinks, signing_key
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard
 from router.breaker import BreakerState
+from router.events import ManagerChanged
 from router.model import OutcomeReport
+from router.routing import manager_json
 from router.stats import (
     ManagerFigures,
     ManagerStats,
@@ -177,6 +183,7 @@ class Daemon:
         self.tasks = BackgroundTasks()
         self.stopping = False  # set by drain: no new leads, no new dials
         self._hurry = asyncio.Event()
+        self._routing_lock = asyncio.Lock()  # a SIGHUP reload and a change from the API, one at a time
         self._stack = AsyncExitStack()
         self.http_port: int | None = None
 
@@ -213,6 +220,8 @@ class Daemon:
 
         def unit_of_work() -> SqlUnitOfWork:
             return SqlUnitOfWork(database, on_events_committed=wake_publisher)
+
+        self._unit_of_work = unit_of_work
 
         self.board = ManagerBoard(self.routing.plan, self._rng)
         now = self.clock.now()
@@ -255,6 +264,19 @@ class Daemon:
             today=self.stats.today,
         )
         self.outcomes = LeadOutcomes(uow=unit_of_work, clock=self.clock, on_reported=self._outcome_reported)
+        # Leads and outcomes from HTTP, MQTT commands and CSV imports: one validation, one set of answers.
+        self.timed_intake = TimedIntake(self.intake, timings)
+        self.requests = LeadRequests(
+            self.timed_intake,
+            self.outcomes,
+            is_open=lambda: not self.stopping,
+            unavailable=(StorageUnavailable,),
+        )
+        self.commands = (
+            CommandSubscriber(self.requests, settings.mqtt.command_settings())
+            if settings.mqtt.enabled and settings.mqtt.commands
+            else None
+        )
 
         # Stopped in reverse: the API first (no new leads), then the AMI session, then the
         # dialer (it stores what it was told), then the publisher. Without a drain first (a
@@ -267,6 +289,8 @@ class Daemon:
         if self.publisher is not None:
             await self._run("publisher", self.publisher.run())
         await self._run("dialer", self.dialer.run())
+        if self.commands is not None:  # after the dialer, so stopped before it
+            await self._run("mqtt-commands", self.commands.run())
         await self._run("loop-lag", self.metrics.watch_loop_lag())
         if self.notifier.watchdog_interval is not None:
             watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)
@@ -280,9 +304,9 @@ class Daemon:
         # (they live minutes), and a leaked signature says nothing of any token.
         every_token = "\n".join(sorted(token for scoped in tokens.values() for token in scoped))
         api = ApiDeps(
-            intake=TimedIntake(self.intake, timings),
+            requests=self.requests,
             queries=self.queries,
-            outcomes=self.outcomes,
+            managers=self,
             stats=self.stats,
             live=self.live.stream,
             recordings=settings.recordings.directory,
@@ -294,6 +318,8 @@ class Daemon:
             unavailable=(StorageUnavailable,),
             tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
+            importer=self.timed_intake,
+            max_import_bytes=settings.http.max_import_bytes,
             auth_limits=settings.http.auth_limits(),
             leads_per_address=settings.http.leads_per_address(),
         )
@@ -436,6 +462,57 @@ class Daemon:
 
     async def reload_routing(self) -> bool:
         """SIGHUP: take a fixed routing.yaml, or keep the running one and say why not."""
+        async with self._routing_lock:
+            return await self._reload_routing()
+
+    def managers(self) -> list[dict[str, Any]]:
+        """The managers in force, as GET /managers shows them."""
+        return [manager_json(manager) for manager in self.routing.plan.managers]
+
+    async def change_manager(
+        self, manager_id: str, changes: dict[str, Any] | None, *, create: bool = False
+    ) -> dict[str, Any] | Refused:
+        """Add (``create``), change or remove (``changes`` None) a manager: routing.yaml edited, checked
+        as a reload checks it, written, reloaded as on SIGHUP, and published as ``manager.changed``."""
+        settings = self.settings
+        path = self.routing.path
+        async with self._routing_lock:
+            try:
+                text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+                candidate, change = edited(text, manager_id, changes, create=create)
+            except NoSuchManager:
+                return Refused("not_found", [("manager_id", f"no manager {manager_id!r} in {path}")])
+            except ManagerExists:
+                return Refused("manager_exists", [("id", f"{manager_id!r} is in {path} already")])
+            except OSError as exc:
+                return Refused("routing_file_unavailable", [("routing_file", f"cannot read {path}: {exc.strerror}")])
+            except (ValueError, YAMLError) as exc:
+                return Refused("invalid_manager", [("routing_file", f"{path} cannot be edited: {exc}")])
+            try:
+                checked = await checked_write(
+                    self.routing,
+                    candidate,
+                    max_bytes=settings.routing_max_bytes,
+                    time_cap=settings.routing_reload_timeout,
+                )
+            except OSError as exc:
+                reason = f"cannot write beside {path}: {exc.strerror} (see README, Managers from outside)"
+                return Refused("routing_file_unavailable", [("routing_file", reason)])
+            if isinstance(checked, list):
+                return Refused("invalid_manager", [(field_of(problem), problem.message) for problem in checked])
+            # What a SIGHUP reload does once the file passed its check (this one was checked as it).
+            self.routing.adopt(checked)
+            self._apply_routing()
+            found = [m for m in self.routing.plan.managers if m.id == manager_id]
+            manager = manager_json(found[0]) if found else None
+            now = self.clock.now()
+            async with self._unit_of_work() as uow:
+                uow.outbox.add([ManagerChanged(manager_id=manager_id, change=change.value, manager=manager)], now)
+                await uow.commit()
+        log.info("managers.changed", manager_id=manager_id, change=change.value)
+        return {"change": change.value, "manager": manager}
+
+    async def _reload_routing(self) -> bool:
         settings = self.settings
         problems = await self.routing.reload_off_loop(
             max_bytes=settings.routing_max_bytes, time_cap=settings.routing_reload_timeout
@@ -444,10 +521,14 @@ class Daemon:
             for problem in problems:
                 log.error("routing.reload_refused", problem=str(problem))
             return False
-        self.board.replace(self.routing.plan)
-        self.dialer.leads_added()  # the new plan may free capacity
-        log.info("routing.reloaded", managers=len(self.routing.plan.managers))
+        self._apply_routing()
         return True
+
+    def _apply_routing(self) -> None:
+        """The plan in force is new: the board takes it, and it may free capacity."""
+        self.board.replace(self.routing.plan)
+        self.dialer.leads_added()
+        log.info("routing.reloaded", managers=len(self.routing.plan.managers))
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from ami_adapter.client import AmiClient
 from ami_adapter.pbx import AsteriskPbx, AsteriskPbxSettings
 from ami_adapter.translate import EventTranslator
-from dialer.intake import LeadInput, LeadIntake
+from dialer.intake import LeadInput, LeadIntake, Submitted
 from dialer.ports import Clock
 from router.breaker import BreakerState
 from router.model import Lead, LeadStatus
@@ -218,6 +218,14 @@ class TimedIntake:
         if created:
             self._timings.arrived(lead)
         return lead, created
+
+    async def submit_batch(self, batch: Sequence[LeadInput], *, dry_run: bool = False) -> list[Submitted]:
+        results = await self._intake.submit_batch(batch, dry_run=dry_run)
+        if not dry_run:
+            for result in results:
+                if isinstance(result, tuple) and result[1]:
+                    self._timings.arrived(result[0])
+        return results
 
 
 class TimedAsteriskPbx(AsteriskPbx):

@@ -20,7 +20,7 @@ def _plain(value: Any) -> Any:
 @dataclass(frozen=True, kw_only=True)
 class DomainEvent:
     type: ClassVar[str]
-    lead_id: int
+    lead_id: int | None  # None: about no lead (manager.changed)
 
     def data(self) -> dict[str, Any]:
         return {field.name: _plain(getattr(self, field.name)) for field in fields(self)}
@@ -120,3 +120,14 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     LeadFailed,
     LeadOutcome,
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManagerChanged(DomainEvent):
+    """A manager added, changed or removed from outside (API, CLI) and in force."""
+
+    type: ClassVar[str] = "manager.changed"
+    lead_id: None = None
+    manager_id: str
+    change: str  # added, changed, removed
+    manager: dict[str, Any] | None  # as in force now (GET /managers); None once removed

@@ -28,6 +28,20 @@ class Manager:
     shift: Schedule | None = None  # None: always on shift
 
 
+def manager_json(manager: Manager) -> dict[str, object]:
+    """A manager as the API lists him and ``manager.changed`` carries him."""
+    return {
+        "id": manager.id,
+        "name": manager.name,
+        "extension": manager.extension,
+        "groups": sorted(manager.groups),
+        "skills": sorted(manager.skills),
+        "weight": manager.weight,
+        "max_open_leads": manager.max_open_leads,
+        "on_shift_always": manager.shift is None,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Pool:
     """Who may take a scenario's clients: the managers and groups named (everyone if none), with every skill."""

@@ -27,7 +27,7 @@ class OutboxMessage:
     seq: int
     id: str
     type: str
-    lead_id: int
+    lead_id: int | None  # None: an event about no lead
     payload: str  # the JSON body, as published
 
 

@@ -154,7 +154,7 @@ outbox = Table(
     Column("seq", _Id, primary_key=True, autoincrement=True),
     Column("id", String(36), nullable=False, unique=True),
     Column("type", String(32), nullable=False),
-    Column("lead_id", _Id, nullable=False),
+    Column("lead_id", _Id, nullable=True),  # null: an event about no lead (manager.changed)
     Column("payload", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("published_at", UtcDateTime, nullable=True),

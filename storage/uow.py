@@ -69,6 +69,21 @@ class SqlLeads:
         )
         lead.id = result.scalar_one()
 
+    async def add_many(self, new: Sequence[Lead]) -> None:
+        if not new:
+            return
+        statement = insert(leads).returning(leads.c.id, sort_by_parameter_order=True)
+        result = await self._conn.execute(statement, [_row(leads, lead, _ASSIGNED_BY_INSERT) for lead in new])
+        for lead, lead_id in zip(new, result.scalars(), strict=True):
+            lead.id = lead_id
+
+    async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
+        if not external_ids:
+            return {}
+        query = select(leads).where(leads.c.external_id.in_(external_ids))
+        found = [lead_from_row(row) for row in (await self._conn.execute(query)).mappings()]
+        return {lead.external_id: lead for lead in found if lead.external_id is not None}
+
     async def get(self, lead_id: int) -> Lead | None:
         row = (await self._conn.execute(select(leads).where(leads.c.id == lead_id))).mappings().first()
         return lead_from_row(row) if row else None

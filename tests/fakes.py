@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -134,6 +134,17 @@ class _Leads:
     async def add(self, lead: Lead) -> None:
         lead.id = len(self._db.leads) + 1
         self._db.leads[lead.id] = copy.deepcopy(lead)
+
+    async def add_many(self, new: Sequence[Lead]) -> None:
+        for lead in new:
+            await self.add(lead)
+
+    async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
+        return {
+            lead.external_id: copy.deepcopy(lead)
+            for lead in self._db.leads.values()
+            if lead.external_id is not None and lead.external_id in external_ids
+        }
 
     async def get(self, lead_id: int) -> Lead | None:
         lead = self._db.leads.get(lead_id)

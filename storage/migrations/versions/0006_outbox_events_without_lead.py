@@ -1,0 +1,28 @@
+"""Outbox rows about no lead (``manager.changed``, issue 12): ``lead_id`` may be null.
+
+Revision ID: 0006
+Revises: 0004
+Create Date: 2026-11-26
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # SQLite cannot alter a column: batch mode copies the table (the outbox is small once published).
+    with op.batch_alter_table("outbox") as batch:
+        batch.alter_column("lead_id", existing_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True)
+
+
+def downgrade() -> None:
+    op.execute("DELETE FROM outbox WHERE lead_id IS NULL")
+    with op.batch_alter_table("outbox") as batch:
+        batch.alter_column(
+            "lead_id", existing_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        )
