@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -16,10 +17,16 @@ from ami_adapter.client import AmiClient, AmiError, AmiNotConnected
 from ami_adapter.protocol import AmiDisconnected
 from ami_adapter.translate import EventTranslator
 from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
-from router.pbx_events import PbxSnapshot
+from router.pbx_events import CallEndRecord, PbxSnapshot
 from router.phone import dial_digits
 
 log = structlog.get_logger("ami")
+
+# Where the shipped dialplan's hangup handler notes how each answered client leg ended: AstDB
+# family leadrouter-call-end/<UTC day of the hangup>, key the leg's Uniqueid. The dialplan drops
+# the day three days back at the first hangup of each day: only today's and the two days' before remain.
+CALL_END_FAMILY = "leadrouter-call-end"
+CALL_END_DAYS = 3
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,26 @@ class AsteriskPbx:
 
     async def hang_up(self, channel_id: str) -> None:
         await self._send({"Action": "Hangup", "Channel": self._channel(channel_id)})
+
+    async def call_end(self, channel_id: str, *, since: datetime, until: datetime) -> CallEndRecord | None:
+        """The PBX's note of how the client leg ended, if it ended between ``since`` and ``until``
+        and the PBX kept one. DBGet needs write=reporting (or system), which the AMI user has."""
+        first = max(since.astimezone(UTC).date(), until.astimezone(UTC).date() - timedelta(days=CALL_END_DAYS - 1))
+        day = until.astimezone(UTC).date()
+        while day >= first:  # the newest day first: the call ended there unless it began before midnight
+            action = {"Action": "DBGet", "Family": f"{CALL_END_FAMILY}/{day:%Y%m%d}", "Key": channel_id}
+            with _as_pbx_errors():
+                try:
+                    items = await self._client.send_list(action)
+                except AmiError as exc:
+                    if "not found" not in str(exc):  # "Database entry not found": try the day before
+                        raise
+                    items = []
+            for item in items:
+                if item.get("Event") == "DBGetResponse" and "Val" in item:
+                    return self._translator.call_end_record(channel_id, item["Val"])
+            day -= timedelta(days=1)
+        return None
 
     async def snapshot(self) -> PbxSnapshot:
         with _as_pbx_errors():

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from router.pbx_events import (
     Billed,
     Bridged,
+    CallEndRecord,
     DeviceState,
     DialEnded,
     DialOutcome,
@@ -146,6 +147,18 @@ class EventTranslator:
             if states.get(extension, DeviceState.UNKNOWN) in (DeviceState.FREE, DeviceState.UNKNOWN):
                 states[extension] = DeviceState.IN_USE
         return PbxSnapshot(legs=legs, devices=states)
+
+    def call_end_record(self, channel_id: str, value: str) -> CallEndRecord | None:
+        """The shipped dialplan's hangup handler's note (``leadrouter-call-end`` in
+        extensions_leadrouter.conf), as DBGet's ``Val`` gives it: "<end epoch.ms>,<cause>,<DIALSTATUS>"."""
+        end, cause, dial_status = [*value.split(","), "", ""][:3]
+        try:
+            ended_at = datetime.fromtimestamp(float(end), UTC)
+        except (ValueError, OverflowError, OSError):
+            return None  # not a note of ours: the call closes as if there were none
+        return CallEndRecord(
+            channel_id, ended_at, int(cause) if cause.isdigit() else None, talked=dial_status == "ANSWER"
+        )
 
     def _manager_extension(self, device: str) -> str | None:
         head, tail = self._device_head, self._device_tail

@@ -47,6 +47,7 @@ from router.model import Call, CallState, Disposition, Lead, LegResult
 from router.pbx_events import (
     Billed,
     Bridged,
+    CallEndRecord,
     CallProgress,
     DialEnded,
     DialOutcome,
@@ -170,6 +171,7 @@ class _Resynced:
     snapshot: PbxSnapshot
     asked_at: datetime  # calls started just before this may be missing from the listing
     adopted: list[tuple[Call, Lead]]
+    ended: dict[str, CallEndRecord]  # the PBX's notes of how answered calls it no longer lists ended
 
 
 _Event = (
@@ -282,6 +284,7 @@ class Dialer:
                 snapshot = await self._pbx.snapshot()
                 # Before the first resync: the calls a previous run left open, to adopt or close.
                 adopted = [] if self._resynced_once else await self._load_unfinished()
+                ended = await self._read_call_ends(snapshot, [call for call, _ in adopted], asked_at)
                 break
             except PbxError as exc:
                 problem, hint = str(exc), "the AMI user needs write=reporting"
@@ -293,7 +296,29 @@ class Dialer:
             if not retry or not self._pbx.connected:
                 return  # the next login (or dial deadline) tries again
             await asyncio.sleep(RESYNC_RETRY)
-        self._queue.put_nowait(_Resynced(snapshot, asked_at, adopted))
+        self._queue.put_nowait(_Resynced(snapshot, asked_at, adopted, ended))
+
+    async def _read_call_ends(
+        self, snapshot: PbxSnapshot, adopted: list[Call], asked_at: datetime
+    ) -> dict[str, CallEndRecord]:
+        """How the answered calls the listing no longer has ended, as the PBX noted it: their
+        Hangup went unheard, and the moment we noticed is not when they ended."""
+        ended: dict[str, CallEndRecord] = {}
+        calls = [live.call for live in self._live.values() if not live.manager_first] + adopted
+        for call in calls:
+            answered = call.answered_at
+            if call.channel_id in snapshot.legs or call.state in (CallState.DIALING, CallState.ENDED):
+                continue
+            try:
+                record = await self._pbx.call_end(call.channel_id, since=answered or call.started_at, until=asked_at)
+            except (PbxNotSent, PbxNoAnswer):
+                raise  # the link went: the next login reads everything again
+            except PbxError as exc:
+                log.warning("dialer.call_ends_unreadable", error=str(exc), hint="the AMI user needs write=reporting")
+                return ended  # the rest close as if the PBX kept no note
+            if record is not None:
+                ended[call.channel_id] = record
+        return ended
 
     async def _recheck(self) -> None:
         try:
@@ -880,7 +905,7 @@ class Dialer:
         for call in decision.adopt:
             log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=call.channel_id not in closing)
         for call in decision.close:
-            self._close_vanished(self._live[call.channel_id], now)
+            self._close_vanished(self._live[call.channel_id], event.ended.get(call.channel_id), now)
         freed = self._board.devices_listed(event.snapshot.devices, keep=self._fresh_devices)
         self._resynced_once = True
         self._breaker_changed(self._breaker.synced(self._clock.monotonic()))
@@ -947,20 +972,27 @@ class Dialer:
             self._start_timer(live, change - held + _STEP_MARGIN, _WhoMayTakeChanged)
             change = live.scenario.next_change(change)
 
-    def _close_vanished(self, live: _Live, now: datetime) -> None:
+    def _close_vanished(self, live: _Live, record: CallEndRecord | None, now: datetime) -> None:
         call = live.call
         if live.fate_unknown and call.state is CallState.DIALING:
             self._pbx_failed(live, _ORIGINATE_LOST, now, breaker=False)
             return
         restarted = self._pbx_started_at
-        if restarted is not None and call.started_at < restarted and call.state is not CallState.BRIDGED:
+        if (
+            record is None
+            and restarted is not None
+            and call.started_at < restarted
+            and call.state is not CallState.BRIDGED
+        ):
             # The PBX restarted since the call began (its FullyBooted says how long ago), which
             # ended every call on it: the client's line decided nothing, so it costs no attempt.
             self._pbx_failed(live, _PBX_RESTARTED, now, breaker=False)
             return
-        ended = call.vanished(now)
+        ended = call.vanished(now, record)
         if ended is None:
             return
+        if record is not None:
+            log.info("dialer.closed_as_pbx_noted", call_id=call.id, disposition=call.disposition, cause=record.cause)
         if call.disposition is Disposition.LOST_TRACK:
             log.warning("dialer.lost_track", channel_id=call.channel_id, lead_id=call.lead_id)
         self._finish(live, ended, now)

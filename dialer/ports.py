@@ -13,7 +13,7 @@ from typing import Protocol, Self
 
 from router.events import DomainEvent
 from router.model import Call, Lead, OutcomeReport
-from router.pbx_events import PbxSnapshot
+from router.pbx_events import CallEndRecord, PbxSnapshot
 
 
 class Clock(Protocol):
@@ -72,6 +72,10 @@ class Pbx(Protocol):
 
     async def snapshot(self) -> PbxSnapshot:
         """Our client legs the PBX has right now, the stage of each, and the managers' phones."""
+
+    async def call_end(self, channel_id: str, *, since: datetime, until: datetime) -> CallEndRecord | None:
+        """The PBX's own note of how an answered client leg that ended between ``since`` and
+        ``until`` ended, if it kept one. Raises PbxError when it cannot be asked."""
 
 
 class LeadRepository(Protocol):

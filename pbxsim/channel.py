@@ -102,6 +102,7 @@ class Channel:
         "dialplan_task",
         "exten",
         "gone",
+        "hangup_handlers",
         "hangup_pending",
         "in_use",
         "linkedid",
@@ -157,6 +158,7 @@ class Channel:
         self.waker: asyncio.Future[None] | None = None  # completed to interrupt a blocking app
         self.pending_goto: tuple[str, str, int] | None = None
         self.hangup_pending = False
+        self.hangup_handlers: list[str] = []  # "context,exten,priority", run at hangup, last pushed first
         self.soft_requested = False
         self.gone = False
         self.cause = 0

@@ -228,7 +228,8 @@ class Simulator:
         self.shutting_down = False
         # manager.conf [general] timestampevents = yes: every event says when the PBX sent it.
         self.timestamp_events = timestamp_events
-        self.switch = Switch(clock=clock, dialplan=self.dialplan, world=self.world, bus=self)
+        self.astdb: dict[str, str] = {}  # AstDB lives on disk: a restart keeps it
+        self.switch = Switch(clock=clock, dialplan=self.dialplan, world=self.world, bus=self, astdb=self.astdb)
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
         self._listeners: dict[str, list[Session]] = {}
         self._server: asyncio.Server | None = None
@@ -250,6 +251,8 @@ class Simulator:
             "setvar": (self._setvar, frozenset({"call"})),
             "getvar": (self._getvar, frozenset({"call", "reporting"})),
             "command": (self._command, frozenset({"command"})),
+            "dbget": (self._dbget, frozenset({"system", "reporting"})),
+            "dbdel": (self._dbdel, frozenset({"system"})),
         }
 
     async def __aenter__(self) -> Simulator:
@@ -321,7 +324,7 @@ class Simulator:
     async def boot(self) -> None:
         """Asterisk starting afresh: no calls, channel numbers from the start, the port open again,
         and ``FullyBooted`` (``Uptime: 0``) right behind every login's response."""
-        self.switch = Switch(clock=self.clock, dialplan=self.dialplan, world=self.world, bus=self)
+        self.switch = Switch(clock=self.clock, dialplan=self.dialplan, world=self.world, bus=self, astdb=self.astdb)
         self.shutting_down = False
         self._started = None
         await self.start()
@@ -690,6 +693,48 @@ class Simulator:
             variable, chan = target
             value = self.switch.get_variable(chan, variable)
             self._reply(session, message, "Success", ("Variable", variable), ("Value", value))
+        return True
+
+    def _db_key(self, session: Session, message: Headers) -> str | None:
+        """DBGet's and DBDel's "/family/key", or None once refused."""
+        family, key = _header(message, "Family"), _header(message, "Key")
+        if not family:
+            self._error(session, message, "No family specified.")
+            return None
+        if not key:
+            self._error(session, message, "No key specified.")
+            return None
+        return f"/{family}/{key}"
+
+    async def _dbget(self, session: Session, message: Headers) -> bool:
+        key = self._db_key(session, message)
+        if key is None:
+            return True
+        value = self.switch.astdb.get(key)
+        if value is None:
+            return self._error(session, message, "Database entry not found")
+        self._reply(session, message, "Success", ("EventList", "start"), ("Message", "Result will follow"))
+        # Written straight to the session, not published: no Privilege, no Timestamp, ActionID last.
+        headers = [
+            ("Event", "DBGetResponse"),
+            ("Family", _header(message, "Family") or ""),
+            ("Key", _header(message, "Key") or ""),
+            ("Val", value),
+        ]
+        action_id = _header(message, "ActionID")
+        if action_id is not None:
+            headers.append(("ActionID", action_id))
+        session.send(encode(headers))
+        self._list_item(session, message, "DBGetComplete", ("EventList", "Complete"), ("ListItems", "1"))
+        return True
+
+    async def _dbdel(self, session: Session, message: Headers) -> bool:
+        key = self._db_key(session, message)
+        if key is None:
+            return True
+        if self.switch.astdb.pop(key, None) is None:
+            return self._error(session, message, "Database entry could not be deleted")
+        self._reply(session, message, "Success", ("Message", "Key deleted successfully"))
         return True
 
     async def _command(self, session: Session, message: Headers) -> bool:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .channel import (
@@ -145,12 +146,22 @@ App = Callable[[Channel, str], Awaitable[Flow]]
 
 
 class Switch:
-    def __init__(self, *, clock: ScaledClock, dialplan: Dialplan, world: World, bus: EventBus) -> None:
+    def __init__(
+        self,
+        *,
+        clock: ScaledClock,
+        dialplan: Dialplan,
+        world: World,
+        bus: EventBus,
+        astdb: dict[str, str] | None = None,
+    ) -> None:
         self.clock = clock
         self.dialplan = dialplan
         self.world = world
         self.bus = bus
         self.globals = dict(dialplan.globals)
+        # AstDB ("/family/key" -> value): on disk in Asterisk, so the Simulator keeps it across restarts.
+        self.astdb = astdb if astdb is not None else {}
         self.channels: dict[str, Channel] = {}
         self._by_uniqueid: dict[str, Channel] = {}
         self.history: list[ChannelRecord] = []  # every channel ever made, in order
@@ -178,6 +189,7 @@ class Switch:
             "playback": self._app_playback,
             "simclient": self._app_simclient,
             "simmanager": self._app_simmanager,
+            "dbdeltree": self._app_dbdeltree,
         }
 
     # ---- what the AMI actions use ----
@@ -718,7 +730,43 @@ class Switch:
             log.exception("%s: simulator failure, hanging up", chan.name)
         chan.dialplan_task = None
         self._soft_request(chan)
+        try:
+            await self._run_hangup_handlers(chan)
+        except Exception:
+            log.exception("%s: simulator failure in a hangup handler", chan.name)
         self._hangup(chan)
+
+    async def _run_hangup_handlers(self, chan: Channel) -> None:
+        """A hung-up channel runs its hangup handlers (last pushed first), each as a Gosub, before
+        its Hangup; that Hangup shows the channel where it was when it hung up
+        (shipped/call_end_record.txt)."""
+        where = chan.context, chan.exten, chan.priority
+        while chan.hangup_handlers:
+            handler = chan.hangup_handlers.pop()
+            self._publish(DIALPLAN, "HangupHandlerRun", [*chan.snapshot(), ("Handler", handler)])
+            self._setvar(chan, "LOCAL(ARGC)", "0")
+            if self._jump(chan, handler) is not Flow.JUMPED:
+                continue
+            for _ in range(STEPS_BEFORE_YIELD):
+                step = self.dialplan.step(chan.context, chan.exten, chan.priority)
+                if step is None:
+                    break
+                data = substitute(step.args, lambda name: self._resolve(chan, name))
+                self._newexten(chan, step.app, data)
+                if step.app.lower() == "return":
+                    self._setvar(chan, "ARGC", "")
+                    self._setvar(chan, "GOSUB_RETVAL", "")
+                    break
+                app = self._apps.get(step.app.lower())
+                if app is None:
+                    log.warning("%s: no application %r in a hangup handler", chan.name, step.app)
+                    break
+                flow = await app(chan, data)
+                if flow is Flow.HANGUP:
+                    break
+                if flow is Flow.NEXT:
+                    chan.priority += 1
+        chan.context, chan.exten, chan.priority = where
 
     def _resolve(self, chan: Channel, name: str) -> str:
         match name:
@@ -742,6 +790,16 @@ class Switch:
                 return chan.caller_num
             case "CALLERID(name)":
                 return chan.caller_name
+            case "EPOCH":
+                return str(int(self.clock.now().timestamp()))
+            case _ if name.startswith("STRFTIME(") and name.endswith(")"):
+                return _strftime(name[len("STRFTIME(") : -1], self.clock.now())
+            case _ if name.startswith("DB_EXISTS(") and name.endswith(")"):
+                value = self.astdb.get("/" + name[len("DB_EXISTS(") : -1])
+                if value is None:
+                    return "0"
+                self._setvar(chan, "DB_RESULT", value)  # func_db sets it only for a key that exists
+                return "1"
             case _ if name.startswith("FILTER(") and name.endswith(")"):
                 allowed, _, text = name[len("FILTER(") : -1].partition(",")
                 return "".join(char for char in text if char in _character_class(allowed))
@@ -835,10 +893,25 @@ class Switch:
             log.warning("%s: Set(%s) without '=', ignored", chan.name, data)
         elif name.upper() == "CDR(USERFIELD)":
             chan.userfield = value
+        elif name.upper() == "CHANNEL(HANGUP_HANDLER_WIPE)":
+            # Pops the handlers pushed so far, then pushes this one (shipped/manager_noanswer.txt).
+            while chan.hangup_handlers:
+                self._publish(DIALPLAN, "HangupHandlerPop", [*chan.snapshot(), ("Handler", chan.hangup_handlers.pop())])
+            if value:
+                chan.hangup_handlers.append(value)
+                self._publish(DIALPLAN, "HangupHandlerPush", [*chan.snapshot(), ("Handler", value)])
+        elif name.startswith("DB(") and name.endswith(")"):
+            self.astdb["/" + name[len("DB(") : -1]] = value
         elif "(" in name:
             log.warning("%s: Set(%s): the simulator has no such function", chan.name, name)
         else:
             self._setvar(chan, name, value)
+        return Flow.NEXT
+
+    async def _app_dbdeltree(self, chan: Channel, data: str) -> Flow:
+        tree = "/" + data.strip()
+        for key in [key for key in self.astdb if key == tree or key.startswith(tree + "/")]:
+            del self.astdb[key]
         return Flow.NEXT
 
     async def _app_mixmonitor(self, chan: Channel, data: str) -> Flow:
@@ -1013,6 +1086,27 @@ def _status_for_cause(cause: int) -> str:
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _strftime(args: str, now: datetime) -> str:
+    """STRFTIME(epoch,zone,format): empty epoch is now; ``%s`` and ``%[n]q`` (fractions of a
+    second, truncated) as Asterisk's ast_strftime has them. The simulator keeps UTC only."""
+    epoch, _, rest = args.partition(",")
+    zone, _, text = rest.partition(",")
+    if zone.strip() not in ("", "UTC"):
+        log.warning("STRFTIME: the simulator knows no zone but UTC, not %r", zone)
+    try:
+        moment = datetime.fromtimestamp(float(epoch), UTC) if epoch.strip() else now
+    except ValueError:
+        moment = now
+
+    def special(match: re.Match[str]) -> str:
+        if match.group(0) == "%s":
+            return str(int(moment.timestamp()))
+        digits = int(match.group(1) or 3)
+        return f"{moment.microsecond:06d}"[:digits]
+
+    return moment.strftime(re.sub(r"%(\d?)q|%s", special, text or "%c"))
 
 
 def _seconds(text: str) -> float | None:

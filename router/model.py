@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from router import events as ev
+from router.pbx_events import CallEndRecord
 from router.routing import Scenario
 
 
@@ -394,21 +395,36 @@ class Call:
         self.pbx_failure = reason
         return self.end(Disposition.PBX_FAILED, now)
 
-    def vanished(self, now: datetime) -> ev.CallEnded | None:
-        """The PBX no longer has the client leg and we missed how it ended: close with what we know.
+    def vanished(self, now: datetime, record: CallEndRecord | None = None) -> ev.CallEnded | None:
+        """The PBX no longer has the client leg and we missed its Hangup: close with what we know.
 
-        Unlike a hangup, no originate result will follow for an unanswered call, so it ends here.
-        Whether an unanswered client's phone rang out, was busy or was answered then hung up is
-        not known, so that costs the lead no attempt; an answered client who was never bridged
-        as far as we saw may have left, or talked to the manager we sent them to.
+        ``record``: the PBX's own note of how an answered client leg ended (when, the cause,
+        whether the client talked to a manager), if it kept one. With it an answered call ends as
+        if its Hangup had been heard: at the PBX's time, with its cause, so talk time is true.
+        Without it the call ends ``now`` (when we noticed). Unlike a hangup, no originate result
+        follows for an unanswered call, so it ends here. Whether an unanswered client's phone rang
+        out, was busy or was answered then hung up is not known, so that costs the lead no attempt;
+        an answered client who was never bridged as far as we saw may have left, or talked to the
+        manager we sent them to.
         """
         match self.state:
             case CallState.DIALING:
                 return self.end(Disposition.LOST_TRACK, now)
-            case CallState.BRIDGED:
-                return self.end(Disposition.COMPLETED, now)
             case CallState.ENDED:
                 return None
+        if record is not None:
+            # Never before what we saw ourselves (the two clocks may differ by a little).
+            seen = max(moment for moment in (self.started_at, self.answered_at, self.bridged_at) if moment)
+            at = max(record.ended_at, seen)
+            if self.state is CallState.BRIDGED:
+                return self.end(Disposition.COMPLETED, at, record.cause)
+            if not record.talked:
+                # Never put through: the leg ended as a Hangup we heard would have ended it.
+                return self.hung_up(at, record.cause)
+            # Put through to a manager unheard: when the bridge began is not known, nor who owns the lead.
+            return self.end(Disposition.ENDED_UNOBSERVED, at, record.cause)
+        if self.state is CallState.BRIDGED:
+            return self.end(Disposition.COMPLETED, now)
         return self.end(Disposition.NO_MANAGER if self.hold_expired else Disposition.ENDED_UNOBSERVED, now)
 
     # -- durations -------------------------------------------------------------------------

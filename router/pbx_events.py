@@ -100,6 +100,17 @@ class PbxShuttingDown:
     restart: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CallEndRecord:
+    """How a client leg ended, as the PBX noted it at the hangup itself (the shipped dialplan's
+    hangup handler): read after a gap in which its Hangup went unheard."""
+
+    channel_id: str
+    ended_at: datetime  # the PBX's own clock, to the millisecond
+    cause: int | None  # the hangup cause
+    talked: bool  # the client's last Dial to a manager was answered: they talked, and that ended the call
+
+
 class LegStage(enum.StrEnum):
     """Where one of our client legs stands, as the PBX's listing of live channels shows it."""
 

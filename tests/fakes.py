@@ -12,7 +12,7 @@ from typing import Any, Self
 from dialer.ports import PbxError
 from router.events import DomainEvent
 from router.model import Call, CallState, Lead, LeadStatus
-from router.pbx_events import DeviceState, LegStage, LiveLeg, PbxSnapshot
+from router.pbx_events import CallEndRecord, DeviceState, LegStage, LiveLeg, PbxSnapshot
 
 
 class ManualClock:
@@ -59,8 +59,9 @@ class _Timer:
 class FakePbx:
     """Records each action; the answer comes a turn of the event loop later, as over a socket.
 
-    ``legs`` and ``devices`` are what its listing shows; ``originate_error``, if set, is what
-    every Originate raises after it was recorded.
+    ``legs`` and ``devices`` are what its listing shows; ``ended`` the notes it kept of how
+    client legs ended (by channel id); ``originate_error``, if set, is what every Originate raises
+    after it was recorded.
     """
 
     def __init__(self) -> None:
@@ -68,6 +69,7 @@ class FakePbx:
         self.actions: list[tuple[str, ...]] = []
         self.legs: dict[str, LiveLeg] = {}
         self.devices: dict[str, DeviceState] = {}
+        self.ended: dict[str, CallEndRecord] = {}
         self.originate_error: PbxError | None = None
         self.listings = 0
 
@@ -113,6 +115,11 @@ class FakePbx:
         self.listings += 1
         await asyncio.sleep(0)
         return PbxSnapshot(legs=dict(self.legs), devices=dict(self.devices))
+
+    async def call_end(self, channel_id: str, *, since: datetime, until: datetime) -> CallEndRecord | None:
+        await asyncio.sleep(0)
+        record = self.ended.get(channel_id)
+        return record if record is not None and since <= record.ended_at <= until else None
 
     def of_kind(self, kind: str) -> list[tuple[str, ...]]:
         return [a for a in self.actions if a[0] == kind]

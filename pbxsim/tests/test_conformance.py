@@ -115,6 +115,9 @@ class Normaliser:
     """Rename what Asterisk invents (ids, channel-name counters, bridge ids) by order of first appearance."""
 
     _UNIQUEID = re.compile(r"\b\d{9,11}\.\d+\b")
+    # The call-end hangup handler's AstDB keys and notes name the day and the moment it ran.
+    _CALL_END_DAY = re.compile(r"(?<=leadrouter-call-end/)\d{8}")
+    _CALL_END_NOTE = re.compile(r"(?<=\)=)\d{9,11}\.\d{3}(?=,)")
     _COUNTER = re.compile(r"-([0-9a-f]{8})(?=;[12]\b)")
     _BRIDGE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
     # Where recordings go is asterisk.conf's astspooldir: the capture's private Asterisk had its own.
@@ -130,6 +133,8 @@ class Normaliser:
         return self.names[original]
 
     def value(self, text: str) -> str:
+        text = self._CALL_END_DAY.sub("<day>", text)
+        text = self._CALL_END_NOTE.sub("<end>", text)
         text = self._UNIQUEID.sub(lambda m: self._rename("uid", m), text)
         text = self._BRIDGE.sub(lambda m: self._rename("bridge", m), text)
         text = self._SPOOL.sub("<spool>/monitor/", text)
@@ -183,6 +188,7 @@ async def replay(flow: str) -> list[Message]:
 
         def send(writer: asyncio.StreamWriter, fields: list[tuple[str, str]]) -> None:
             fields = [(k, re.sub(r"\$\{chan:([^}]+)\}", lambda m: channels.get(m.group(1), "?"), v)) for k, v in fields]
+            fields = [(k, v.replace("${day}", f"{clock.now():%Y%m%d}")) for k, v in fields]  # as capture.py
             writer.write(("".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\n").encode())
 
         writers: dict[str, asyncio.StreamWriter] = {}

@@ -40,14 +40,35 @@ def test_there_are_shipped_transcripts() -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_the_least_privilege_user_may_run_every_action_the_daemon_sends(name: str) -> None:
     transcript = load(name)
-    sent = {b.get("ActionID"): b.get("Action") for b in transcript.session("") if b.sent}
+    # DBDel is recorded only to show that this user may not run it (see the next test).
+    sent = {b.get("ActionID"): b.get("Action") for b in transcript.session("") if b.sent and b.get("Action") != "DBDel"}
     # An OriginateResponse event carries the action's ActionID and its own Response (Failure when
     # the phone was not answered): the action's reply is the block that is no event.
     replies = {
-        b.get("ActionID"): b.get("Response") for b in transcript.received if b.get("Response") and not b.get("Event")
+        b.get("ActionID"): (b.get("Response"), b.get("Message"))
+        for b in transcript.received
+        if b.get("Response") and not b.get("Event")
     }
     assert set(sent.values()) >= {"Login", "Originate"}
-    assert {action_id: replies.get(action_id) for action_id in sent} == dict.fromkeys(sent, "Success")
+    for action_id, action in sent.items():
+        response, message = replies.get(action_id, (None, None))
+        # A DBGet for a key the PBX does not have is answered, not refused.
+        allowed = response == "Success" or (action == "DBGet" and message == "Database entry not found")
+        assert allowed, (action_id, action, response, message)
+
+
+def test_the_least_privilege_user_may_read_but_not_delete_the_call_end_notes() -> None:
+    """DBDel needs write=system, which the daemon's user must not have: the dialplan expires the
+    notes itself (``leadrouter-call-end``), the daemon only reads them with DBGet (reporting)."""
+    transcript = load("shipped/call_end_record")
+    sent = {b.get("ActionID"): b.get("Action") for b in transcript.session("") if b.sent}
+    replies = {
+        b.get("ActionID"): (b.get("Response"), b.get("Message")) for b in transcript.received if not b.get("Event")
+    }
+    dbget = [replies[action_id] for action_id, action in sent.items() if action == "DBGet"]
+    assert dbget == [("Success", "Result will follow")] * 2 + [("Error", "Database entry not found")]
+    (dbdel,) = [replies[action_id] for action_id, action in sent.items() if action == "DBDel"]
+    assert dbdel == ("Error", "Permission denied")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -11,6 +11,9 @@ from router.model import CallState, Disposition, LeadStatus
 from tests.integration.rig import Rig, actions_received, running, scrape_metrics
 from tests.router.plans import offered
 
+# The PBX notes a call's end to the millisecond as its hangup handler runs, an instant before the
+# channel is gone (the simulator's history): at 50x, a few real milliseconds of simulated time.
+PBX_NOTE_SLACK = 0.25
 SCENARIO = {"name": "default", "hold_limit": "120s", "ring_timeout": "60s", "max_attempts": 1, "retry_delays": ["5m"]}
 
 
@@ -214,9 +217,67 @@ async def test_calls_that_ended_during_an_ami_gap_are_closed_with_what_is_known(
         lead, (call,) = results[talking]
         assert call.disposition is Disposition.COMPLETED and lead.owner_id == "m101"
         lead, (call,) = results[leaving]
-        # The client had answered: never "unreachable"; how it ended nobody saw.
-        assert call.disposition is Disposition.ENDED_UNOBSERVED and lead.status is LeadStatus.FAILED
+        # The client had answered: never "unreachable". The PBX noted that they hung up (cause 16)
+        # while the manager's phone rang, and when.
+        assert call.disposition is Disposition.ABANDONED and lead.status is LeadStatus.FAILED
+        (leg,) = (record for record in rig.sim.channel_history() if record.uniqueid == call.channel_id)
+        assert leg.ended is not None and call.ended_at is not None and call.hangup_cause == leg.cause == 16
+        assert abs((call.ended_at - leg.ended).total_seconds()) < PBX_NOTE_SLACK
         assert rig.daemon.board.free_count == 2
+
+
+async def _gap_with_a_bridged_call(tmp_path: Path, *, daemon_down: bool) -> None:
+    """A call bridged when the daemon stops (or the AMI link goes) ends during the gap; the gap
+    goes on 30 s before the daemon is back. The call is closed at the PBX's end, with its cause."""
+    phone = _phone(1)
+    world = World(clients={phone[1:]: Behaviour(answer_after=1, talk=20)}, managers={"101": Behaviour(answer_after=1)})
+    async with running(tmp_path, world=world, routing=_routing("101"), scale=50) as rig:
+        lead_id = await _post(rig, phone)
+
+        async def bridged() -> bool:
+            return await _call_state(rig, lead_id) is CallState.BRIDGED
+
+        await wait_until(bridged, 10, "the call to be bridged")
+        (channel_id,) = _originated(rig, phone)
+        if daemon_down:
+            await rig.stop_daemon()
+        else:
+            await rig.sim.stop_listening()
+        await wait_until(lambda: _leg(rig, channel_id) is None, 10, "the call to end during the gap")
+        await rig.clock.sleep(30)
+        if daemon_down:
+            await rig.start_daemon()
+        else:
+            await rig.sim.start()
+
+        async def ended() -> bool:
+            return await _call_state(rig, lead_id) is CallState.ENDED
+
+        await wait_until(ended, 10, "the call to be closed after the gap")
+        found = await rig.daemon.queries.lead_with_calls(lead_id)
+        assert found is not None
+        lead, (call,) = found
+        (leg,) = (record for record in rig.sim.channel_history() if record.uniqueid == channel_id)
+        assert leg.ended is not None and call.ended_at is not None and call.bridged_at is not None
+        assert call.disposition is Disposition.COMPLETED and lead.owner_id == "m101"
+        # The PBX's end, not the moment the daemon noticed (30 s and more later).
+        assert abs((call.ended_at - leg.ended).total_seconds()) < PBX_NOTE_SLACK
+        assert call.talk_seconds is not None
+        assert abs(call.talk_seconds - (leg.ended - call.bridged_at).total_seconds()) < PBX_NOTE_SLACK
+        assert 17 < call.talk_seconds < 20  # the client talks 20 s from their answer, 2 s before the bridge
+        assert call.hangup_cause == leg.cause == 16
+
+
+async def test_a_bridged_call_that_ended_while_the_daemon_was_down_closes_at_the_pbxs_end_with_its_cause(
+    tmp_path: Path,
+) -> None:
+    await _gap_with_a_bridged_call(tmp_path, daemon_down=True)
+
+
+async def test_a_bridged_call_that_ended_during_an_ami_gap_closes_at_the_pbxs_end_with_its_cause(
+    tmp_path: Path,
+) -> None:
+    await _gap_with_a_bridged_call(tmp_path, daemon_down=False)
 
 
 async def test_a_client_ringing_through_an_ami_gap_costs_no_attempt_and_one_answering_in_it_is_put_through(

@@ -15,6 +15,7 @@ after 1 s and hangs up 3.5 s after answering (Answer() waits 0.5 s for audio, th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -33,7 +34,7 @@ from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import Settings
 from leadrouter.daemon import Daemon, SystemClock
-from pbxsim.tests.amitools import wait_until
+from pbxsim.tests.amitools import RawAmi, wait_until
 from router.model import Call, Disposition, LeadStatus, LegResult
 from tests.integration.rig import load_written
 
@@ -238,3 +239,57 @@ async def _only_call(daemon: Daemon, lead_id: int) -> Call:
     assert found is not None
     (call,) = found[1]
     return call
+
+
+@pytest.mark.timeout(360)
+async def test_a_call_that_ended_while_the_daemon_was_down_closes_at_asterisks_end(
+    tmp_path: Path, asterisk: Asterisk
+) -> None:
+    """The daemon stops while a client talks; the call ends while it is away, and it starts again
+    3 s later: the call closes at Asterisk's own end (its hangup handler's note, read with DBGet
+    by the least-privilege user), not when the daemon noticed, with Asterisk's cause."""
+    settings = _settings(tmp_path, asterisk.port)
+    routing = {**ROUTING, "scenarios": [{"name": "default", "managers": ["m101"], "hold_limit": "20s", **RULES}]}
+    settings.routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
+    watcher = await RawAmi.connect(asterisk.port)
+    await watcher.login("leadrouter", SECRET, events="call")
+    try:
+        async with AsyncExitStack() as stack:
+            daemon = await stack.enter_async_context(
+                Daemon(settings, RoutingSource.load(settings.routing_file), SystemClock())
+            )
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{daemon.http_port}", headers={"Authorization": f"Bearer {TOKEN}"}
+                )
+            )
+            await wait_until(lambda: daemon.ami.connected, 10, "AMI login")
+            response = await http.post("/leads", json={"phone": ANSWERS[0], "source": "site"})
+            assert response.status_code == 201, response.text
+            lead_id = response.json()["id"]
+
+            async def bridged() -> bool:
+                found = await daemon.queries.lead_with_calls(lead_id)
+                return found is not None and any(call.bridged_at for call in found[1])
+
+            await wait_until(bridged, 15, "the client to be put through")
+            channel_id = (await _only_call(daemon, lead_id)).channel_id
+        hangup = await watcher.event("Hangup", limit=TALK + 5, Uniqueid=channel_id)
+        await asyncio.sleep(3)  # the daemon stays away a while after the call ended
+        async with Daemon(settings, RoutingSource.load(settings.routing_file), SystemClock()) as daemon:
+
+            async def closed() -> bool:
+                return (await _only_call(daemon, lead_id)).ended_at is not None
+
+            await wait_until(closed, 15, "the adopted call to be closed")
+            found = await daemon.queries.lead_with_calls(lead_id)
+    finally:
+        await watcher.close()
+    assert found is not None
+    lead, (call,) = found
+    ended = datetime.fromtimestamp(float(hangup["Timestamp"]), UTC)
+    assert call.disposition is Disposition.COMPLETED and lead.owner_id == "m101"
+    assert call.ended_at is not None and call.hangup_cause == int(hangup["Cause"]) == 16
+    # The handler notes the end (to the millisecond) as the leg hangs up, just before its Hangup event.
+    assert 0 <= (ended - call.ended_at).total_seconds() < 0.1
+    assert call.talk_seconds == pytest.approx(TALK, abs=0.5)

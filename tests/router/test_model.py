@@ -6,6 +6,7 @@ import pytest
 
 from router import events as ev
 from router.model import MAX_PBX_FAILURES, PBX_RETRY_DELAY, Call, CallState, Disposition, Lead, LeadStatus, LegResult
+from router.pbx_events import CallEndRecord
 from tests.router.plans import T0, at, scenario
 
 SCENARIO = scenario("default", retry_delays=(60, 300))
@@ -195,6 +196,48 @@ def test_a_vanished_call_is_closed_with_what_is_known_of_it() -> None:
     ended = talking.vanished(at(60))
     assert ended is not None and talking.disposition is Disposition.COMPLETED and talking.hangup_cause is None
     assert talking.vanished(at(61)) is None
+
+
+def test_a_vanished_call_the_pbx_kept_a_note_of_ends_when_and_as_the_pbx_says() -> None:
+    talking = holding()
+    talking.connect_to("m1", at(4))
+    talking.bridged(at(5))
+    # The daemon noticed at 90 s; the call ended at 42.5 s, the client's side hanging up (16).
+    ended = talking.vanished(at(90), CallEndRecord("lr-1", at(42.5), 16, talked=True))
+    assert ended is not None and talking.disposition is Disposition.COMPLETED
+    assert (talking.ended_at, talking.hangup_cause, ended.talk_seconds) == (at(42.5), 16, 37.5)
+    assert talking.legs[0].ended_at == at(42.5)
+    # Never put through: ended as its Hangup would have ended it, had it been heard.
+    left = holding()
+    left.vanished(at(90), CallEndRecord("lr-1", at(20), 16, talked=False))
+    assert (left.disposition, left.ended_at, left.hangup_cause, left.hold_seconds) == (
+        Disposition.ABANDONED,
+        at(20),
+        16,
+        17.0,
+    )
+    dropped = holding()  # the PBX itself hung up the waiting client (cause 0): its failure
+    dropped.vanished(at(90), CallEndRecord("lr-1", at(20), 0, talked=False))
+    assert dropped.disposition is Disposition.PBX_FAILED and dropped.ended_at == at(20)
+    apologised = holding()
+    apologised.hold_expired = True
+    apologised.vanished(at(90), CallEndRecord("lr-1", at(31), 16, talked=False))
+    assert apologised.disposition is Disposition.NO_MANAGER and apologised.ended_at == at(31)
+    # Put through unheard: it talked, but when the bridge began (and so who owns the lead) is not known.
+    sent = holding()
+    sent.connect_to("m1", at(4))
+    sent.vanished(at(90), CallEndRecord("lr-1", at(50), 16, talked=True))
+    assert (sent.disposition, sent.ended_at, sent.bridged_at) == (Disposition.ENDED_UNOBSERVED, at(50), None)
+    # A PBX clock a little behind ours never ends a call before what we saw of it.
+    skewed = holding()
+    skewed.connect_to("m1", at(4))
+    skewed.bridged(at(5))
+    skewed.vanished(at(90), CallEndRecord("lr-1", at(4.9), 16, talked=True))
+    assert skewed.ended_at == at(5) and skewed.talk_seconds == 0.0
+    # A call not known to be answered keeps what is known of it: nothing.
+    ringing = call()
+    ringing.vanished(at(90), CallEndRecord("lr-1", at(20), 16, talked=False))
+    assert ringing.disposition is Disposition.LOST_TRACK
 
 
 def test_the_pbx_hanging_up_a_waiting_client_is_its_failure_not_the_clients() -> None:

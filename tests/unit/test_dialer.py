@@ -15,6 +15,7 @@ from router.model import PBX_RETRY_DELAY, CallState, Disposition, LeadStatus, Le
 from router.pbx_events import (
     Billed,
     Bridged,
+    CallEndRecord,
     DeviceState,
     DialEnded,
     DialOutcome,
@@ -197,6 +198,32 @@ async def test_a_reconnect_closes_calls_whose_client_vanished_meanwhile(rig: Rig
     assert rig.call(gone).disposition is Disposition.ENDED_UNOBSERVED
     assert rig.call(alive).state is CallState.BRIDGED
     assert rig.board.free_count == 1  # only the vanished call's manager came back
+
+
+async def test_a_reconnect_closes_a_vanished_call_as_the_pbx_noted_its_end(rig: Rig) -> None:
+    lead_id = await rig.lead(phone="+79161234560")
+    await rig.lead(phone="+79161234561")
+    talked, left = await rig.dialled(2)
+    for channel in (talked, left):
+        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+    await rig.settle()
+    rig.dialer.pbx_event(DialEnded(talked, DialOutcome.ANSWER))
+    rig.dialer.pbx_event(Bridged(talked))
+    await rig.settle()
+    bridged_at = rig.call(talked).bridged_at
+    assert bridged_at is not None
+    rig.pbx.ended[talked] = CallEndRecord(talked, bridged_at + timedelta(seconds=12.345), 16, talked=True)
+    rig.pbx.ended[left] = CallEndRecord(left, bridged_at + timedelta(seconds=3), 16, talked=False)
+    rig.clock.advance(60)  # noticed a minute later
+    await rig.dialer.pbx_connected()
+    await rig.settle()
+    call = rig.call(talked)
+    assert (call.disposition, call.hangup_cause, call.talk_seconds) == (Disposition.COMPLETED, 16, 12.345)
+    assert rig.db.leads[lead_id].status is LeadStatus.ASSIGNED
+    # Sent to a manager whose phone rang, never put through: the client hung up (cause 16).
+    call = rig.call(left)
+    assert (call.disposition, call.ended_at) == (Disposition.ABANDONED, bridged_at + timedelta(seconds=3))
+    assert rig.board.free_count == 2
 
 
 async def test_calls_a_pbx_restart_ended_during_a_gap_cost_no_attempt(rig: Rig) -> None:
