@@ -75,7 +75,7 @@ def topic_for(prefix: str, event_type: str) -> str:
     return f"{prefix}/{event_type.replace('.', '/')}"
 
 
-class _Backoff:
+class Backoff:
     def __init__(self, first: float, most: float) -> None:
         self._first = first
         self._most = most
@@ -90,7 +90,7 @@ class _Backoff:
         self._next = self._first
 
 
-class _Outage:
+class Outage:
     """One line when something goes, a reminder now and then while it stays gone, one when it is back."""
 
     def __init__(self, what: str, reminder_interval: float) -> None:
@@ -145,8 +145,8 @@ class OutboxPublisher:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # the outbox was read empty and nothing was committed since
         self._acked: list[int] = []  # acknowledged by the broker, not yet marked in the outbox
-        self._broker = _Outage("mqtt", settings.reminder_interval)
-        self._database = _Outage("outbox.database", settings.reminder_interval)
+        self._broker = Outage("mqtt", settings.reminder_interval)
+        self._database = Outage("outbox.database", settings.reminder_interval)
         self.state = PublisherState.STARTING
         self.connected = False
         self.published = 0
@@ -168,7 +168,7 @@ class OutboxPublisher:
 
     async def run(self) -> None:
         mqtt = self._settings
-        backoff = _Backoff(mqtt.reconnect_delay, mqtt.reconnect_max_delay)
+        backoff = Backoff(mqtt.reconnect_delay, mqtt.reconnect_max_delay)
         while True:
             try:
                 async with aiomqtt.Client(
@@ -203,7 +203,7 @@ class OutboxPublisher:
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
         settings = self._settings
-        backoff = _Backoff(settings.reconnect_delay, settings.reconnect_max_delay)
+        backoff = Backoff(settings.reconnect_delay, settings.reconnect_max_delay)
         # Nothing is subscribed, so the message stream ends only when the connection does:
         # watching it tells a broker that went away at once, not at the next publish.
         gone = asyncio.ensure_future(anext(aiter(client.messages)))
