@@ -104,8 +104,11 @@ class _Recorder(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.requests.append((dict(self.headers), body))
-        self.send_response(200)
+        if json.loads(body)["lead_id"] in self.server.failing_leads:
+            self.send_response(500)
+        else:
+            self.server.requests.append((dict(self.headers), body))
+            self.send_response(200)
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -114,7 +117,8 @@ class _Recorder(BaseHTTPRequestHandler):
 
 class _RecordingServer(HTTPServer):
     def __init__(self, port: int) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.requests: list[tuple[dict[str, str], bytes]] = []  # taken (200), in arrival order
+        self.failing_leads: set[int] = set()  # these leads' events get 500
         super().__init__(("127.0.0.1", port), _Recorder)
 
 
@@ -207,6 +211,34 @@ async def test_a_receiver_down_for_a_while_gets_every_event_in_order_per_lead(
         assert {event["id"] for event in rig.mqtt} >= {event["id"] for event in committed}
     assert {event["id"] for event in cards.events} == {event["id"] for event in committed}  # no loss
     assert _per_lead(cards.events) == _per_lead(committed)  # in commit order per lead
+
+
+@pytest.mark.timeout(90)
+async def test_a_failing_event_holds_back_its_lead_only(tmp_path: Path) -> None:
+    port = free_port()
+    async with (
+        recording(port) as server,
+        running(tmp_path, world=_world(3), routing=ROUTING, sections=_webhooks(port, retry_first="1s")) as rig,
+    ):
+        # The receiver chokes on the first lead (say a field its CRM cannot map) until it is fixed;
+        # a fresh database numbers the leads from 1.
+        server.failing_leads.add(1)
+        ids = await _post_leads(rig, 3)
+        assert ids[0] == 1
+        await _settled(rig, 3)
+        committed = await _outbox(rig)
+        others = {event["id"] for event in committed if event["lead_id"] != 1}
+
+        def taken() -> list[dict[str, Any]]:
+            return [json.loads(body) for _, body in server.requests]
+
+        await wait_until(lambda: {event["id"] for event in taken()} == others, 20, "the other leads' events")
+        sender = rig.daemon.webhooks.senders["crm"]
+        await wait_until(lambda: sender.failures >= 3, 20, "the first lead's event retried")
+        assert all(event["lead_id"] != 1 for event in taken())  # its later events waited behind it
+        server.failing_leads.clear()
+        await wait_until(lambda: len(server.requests) == len(committed), 20, "the first lead's events")
+    assert _per_lead(taken()) == _per_lead(committed)
 
 
 async def _admin_get(rig: Rig) -> dict[str, Any]:
