@@ -449,8 +449,6 @@ class WebhooksSection(_Strict):
     retry_max: Duration = 900
     dead_after: Duration = 86400  # an event still failing this long after its first failure is dead
     parallel: Count = 8  # leads sent to at once, per subscriber
-    # Receivers should refuse a signature older than this (README); the daemon does not use it.
-    replay_window: Duration = 300
 
     @model_validator(mode="after")
     def _names_once(self) -> Self:

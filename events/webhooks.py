@@ -138,12 +138,17 @@ class _SubscriberSender:
         owner = self._owner
         feed, clock = owner.feed, owner.clock
         database = Backoff(1.0, 30.0)
+        enrolled = False
+        # Redirects are not followed: a receiver that moved is a configuration to fix, and a
+        # signed body must not be handed on to wherever a Location header points.
         async with httpx.AsyncClient(timeout=owner.settings.timeout, follow_redirects=False) as http:
-            await feed.enroll(self.subscriber.name, clock.now())
             while True:
                 self.wake.clear()
                 settings = owner.settings
                 try:
+                    if not enrolled:
+                        await feed.enroll(self.subscriber.name, clock.now())
+                        enrolled = True
                     taken = await feed.fan_out(self.subscriber.name, self.subscriber.events, clock.now(), 500)
                     batch = await feed.due(self.subscriber.name, clock.now(), settings.parallel * 4, 500)
                     if batch:

@@ -32,6 +32,7 @@ def _load(config: str) -> tuple[Settings, RoutingSource]:
     too_big = oversized(settings.routing_file, settings.routing_max_bytes)
     if too_big is not None:
         raise ConfigError([too_big])
+    settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
     return settings, RoutingSource.load(settings.routing_file)
 
 

@@ -126,3 +126,17 @@ def test_the_examples_check_refuses_a_forged_stale_or_unsigned_request() -> None
         "timestamp outside the replay window"
     )
     assert verify(secret, {}, body, now) == "no timestamp"
+
+
+def test_the_readmes_signed_example_verifies() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    request = readme[readme.index("POST /hooks/leadrouter HTTP/1.1") :]
+    head, _, rest = request.partition("\n\n")
+    body = rest.split("\n", 1)[0].encode()
+    headers = dict(line.split(": ", 1) for line in head.splitlines()[1:])
+    secret = b"whsec-amber-0123456789abcdef"
+    assert f"`{secret.decode()}`" in readme
+    timestamp = int(headers["X-Leadrouter-Timestamp"])
+    assert headers["X-Leadrouter-Signature"] == signature(secret, timestamp, body)
+    assert verify(secret, headers, body, now=timestamp + 1) is None
+    assert json.loads(body)["id"] == headers["X-Leadrouter-Event-Id"]
