@@ -66,7 +66,8 @@ def test_mistakes_are_refused_where_they_are(tmp_path: Path) -> None:
         "4:12: webhooks.subscribers[0].url: must be an http:// or https:// URL without spaces",
         "5:15: webhooks.subscribers[0].secret: must be at least 16 characters",
         "6:16: webhooks.subscribers[0].events[0]: matches no event; the events are lead.created, call.dialing, "
-        "call.answered, lead.assigned, call.ended, lead.scheduled, lead.failed, lead.outcome (patterns like lead.* work)",
+        "call.answered, lead.assigned, call.ended, lead.scheduled, lead.failed, lead.outcome "
+        "(patterns like lead.* work)",
         "7:7: webhooks.subscribers[1]: set exactly one of secret and secret_file",
     ]
     twice = f"webhooks:\n  subscribers:\n    - {{name: a, url: {GOOD}, secret: s-0123456789abcdef}}\n"
