@@ -141,7 +141,7 @@ class WebhookRetryIn(BaseModel):
     event_ids: list[Annotated[str, Field(max_length=36)]] = Field(
         default_factory=list,
         max_length=1000,
-        description="only these events (and the later dead events of their leads); none: every dead event",
+        description="only these events' leads (all their dead events, in order); none: every dead event",
     )
 
 

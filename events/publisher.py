@@ -113,7 +113,9 @@ class Outage:
         elif now - self._reminded >= self._reminder_interval:
             self._reminded = now
             down_for = round(now - self._started, 1)
-            log.warning(f"{self._what}.still_unavailable", error=error, down_for=down_for, failures=self.failures)
+            log.warning(
+                f"{self._what}.still_unavailable", error=error, down_for=down_for, failures=self.failures, **context
+            )
 
     def ended(self, **context: object) -> None:
         if self._started is not None:

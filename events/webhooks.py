@@ -38,6 +38,9 @@ EVENT_HEADER = "X-Leadrouter-Event"  # the event's type, e.g. lead.assigned
 EVENT_ID_HEADER = "X-Leadrouter-Event-Id"  # the event's id: the same on every attempt, dedupe by it
 ATTEMPT_HEADER = "X-Leadrouter-Attempt"  # 1 on the first attempt
 
+BATCH = 500  # outbox rows taken, and events sent, per round at most
+REMINDER_INTERVAL = 300.0  # a "still unavailable" line this often while a receiver stays away
+
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
     """The value of X-Leadrouter-Signature for a body signed at ``timestamp``."""
@@ -132,7 +135,9 @@ class _SubscriberSender:
         self.wake = asyncio.Event()
         self.delivered = 0
         self.failures = 0
-        self._outage = Outage(f"webhook.{subscriber.name}", 300.0)
+        # One line when the receiver (or the database) goes, a reminder every 5 minutes, one when back.
+        self._receiver = Outage("webhook.receiver", REMINDER_INTERVAL)
+        self._database = Outage("webhook.database", REMINDER_INTERVAL)
 
     async def run(self) -> None:
         owner = self._owner
@@ -141,27 +146,29 @@ class _SubscriberSender:
         enrolled = False
         # Redirects are not followed: a receiver that moved is a configuration to fix, and a
         # signed body must not be handed on to wherever a Location header points.
-        async with httpx.AsyncClient(timeout=owner.settings.timeout, follow_redirects=False) as http:
+        async with httpx.AsyncClient(follow_redirects=False) as http:
             while True:
                 self.wake.clear()
                 settings = owner.settings
+                name = self.subscriber.name
                 try:
                     if not enrolled:
-                        await feed.enroll(self.subscriber.name, clock.now())
+                        await feed.enroll(name, clock.now())
                         enrolled = True
-                    taken = await feed.fan_out(self.subscriber.name, self.subscriber.events, clock.now(), 500)
-                    batch = await feed.due(self.subscriber.name, clock.now(), settings.parallel * 4, 500)
+                    taken = await feed.fan_out(name, self.subscriber.events, clock.now(), BATCH)
+                    batch = await feed.due(name, clock.now(), settings.parallel * 4, BATCH)
                     if batch:
                         await self._send(http, batch)
-                        continue
-                    if taken:
-                        continue
-                    next_at = await feed.next_due_at(self.subscriber.name)
+                    next_at = None if batch or taken else await feed.next_due_at(name)
                 except owner.feed_outages as exc:
-                    log.warning("webhooks.database_unavailable", subscriber=self.subscriber.name, error=str(exc))
+                    self._database.failed(str(exc), subscriber=name)
                     await clock.sleep(database.next())
                     continue
-                database.reset()
+                if self._database.ongoing:
+                    self._database.ended(subscriber=name)
+                    database.reset()
+                if batch or taken:
+                    continue
                 wait = settings.poll_interval
                 if next_at is not None:
                     wait = min(wait, max((next_at - clock.now()).total_seconds(), 0.0))
@@ -193,13 +200,19 @@ class _SubscriberSender:
         await self._owner.feed.record(self.subscriber.name, delivered, failed, self._owner.clock.now())
         self.delivered += len(delivered)
         self.failures += len(failed)
+        context = {"subscriber": self.subscriber.name, "url": self.subscriber.url}
         if failed and not delivered:
-            self._outage.failed(failed[0].error, url=self.subscriber.url)
+            self._receiver.failed(failed[0].error, **context)
         elif delivered:
-            self._outage.ended(url=self.subscriber.url)
+            self._receiver.ended(**context)
+            # The receiver is up but refused these: a line each (their backoff bounds how many).
+            for failure in failed:
+                log.warning(
+                    "webhook.refused", seq=failure.seq, attempts=failure.attempts, error=failure.error, **context
+                )
         for failure in failed:
             if failure.dead:
-                log.error("webhook.dead", subscriber=self.subscriber.name, seq=failure.seq, attempts=failure.attempts)
+                log.error("webhook.dead", seq=failure.seq, attempts=failure.attempts, error=failure.error, **context)
 
     async def _post(self, http: httpx.AsyncClient, delivery: Delivery) -> str | None:
         """None when the receiver took the event (2xx), else why not."""
@@ -215,7 +228,9 @@ class _SubscriberSender:
             SIGNATURE_HEADER: signature(self.subscriber.secret, timestamp, body),
         }
         try:
-            response = await http.post(self.subscriber.url, content=body, headers=headers)
+            response = await http.post(
+                self.subscriber.url, content=body, headers=headers, timeout=self._owner.settings.timeout
+            )
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if 200 <= response.status_code < 300:

@@ -380,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     webhooks.add_argument("--config", default=DEFAULT_CONFIG)
     webhooks.add_argument("--subscriber", default=None, help="only this subscriber's events")
     webhooks.add_argument(
-        "--event", action="append", default=[], metavar="ID", help="retry: only this event (and its lead's later ones)"
+        "--event",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="retry: only this event's lead (all its dead events, in order)",
     )
     webhooks.add_argument("--limit", type=int, default=100, help="list: dead events shown at most")
     webhooks.add_argument("--json", action="store_true", help="list: as JSON")

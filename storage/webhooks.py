@@ -195,37 +195,27 @@ class SqlWebhooks:
         )
 
     async def retry(self, subscriber: str | None, event_ids: Collection[str], now: datetime) -> int:
-        """Send dead events again from now: all of them (or the subscriber's), or the ones named
-        and the later dead events of their leads. How many were re-queued."""
+        """Send dead events again from now: all of them (or the subscriber's), or those of the leads
+        of the events named (all of a lead's, as its order demands). How many were re-queued."""
         chosen: list[ColumnElement[bool]] = [_wd.c.state == DEAD]
         if subscriber is not None:
             chosen.append(_wd.c.subscriber == subscriber)
         async with self._db.write() as conn:
             if event_ids:
                 named = (
-                    select(_wd.c.subscriber, _wd.c.lead_id, func.min(_wd.c.seq))
+                    select(_wd.c.subscriber, _wd.c.lead_id)
                     .join(outbox, outbox.c.seq == _wd.c.seq)
                     .where(*chosen, outbox.c.id.in_(event_ids))
-                    .group_by(_wd.c.subscriber, _wd.c.lead_id)
+                    .distinct()
                 )
-                starts = (await conn.execute(named)).all()
-                if not starts:
+                leads = (await conn.execute(named)).all()
+                if not leads:
                     return 0
-                from_named = [
-                    and_(_wd.c.subscriber == name, _wd.c.lead_id == lead_id, _wd.c.seq >= seq)
-                    for name, lead_id, seq in starts
-                ]
-                chosen.append(or_(*from_named))
+                chosen.append(or_(*(and_(_wd.c.subscriber == name, _wd.c.lead_id == lead) for name, lead in leads)))
             result = await conn.execute(
                 update(_wd)
                 .where(*chosen)
-                .values(
-                    state=PENDING,
-                    attempts=0,
-                    next_attempt_at=now,
-                    first_failed_at=None,
-                    dead_at=None,
-                )
+                .values(state=PENDING, attempts=0, next_attempt_at=now, first_failed_at=None, dead_at=None)
             )
             await conn.commit()
             return result.rowcount
