@@ -1,14 +1,14 @@
-"""What webhook delivery costs the intake and the dialer: 200 leads/s with no subscriber, with
-one whose receiver is up, and with one whose receiver is down (every attempt refused).
+"""What webhook delivery costs the intake: leads at a steady rate with no subscriber, with one whose
+receiver is up, and with one whose receiver is down (every attempt refused, retried).
 
-The whole daemon on SQLite against the PBX simulator over AMI (clock at real speed), MQTT off so
-that only webhooks differ. Every client is busy: each lead is created, dialled, ended and failed
-(4 events). The receiver is examples/crm_subscriber.py in webhook mode, a process of its own.
-Per run: POST /leads latency, lead created -> call started (the claim that sends the Originate,
-from the database), the event loop's lag (a 1 ms ticker), and for the receiver that is up, how
-long after the last lead every event had arrived. Interleaved rounds, medians of the runs.
-
-Bars (DESIGN.md): lead POST -> Originate p50 <= 3 ms, p99 <= 20 ms at 200 leads/s; loop lag p99 <= 5 ms.
+The whole daemon on SQLite, MQTT off so that only webhooks differ, the PBX away (the AMI port
+refuses): leads are taken and wait, so each lead is one commit and one event (lead.created),
+and the dialer's share of the machine is the same in every run. The receiver is
+examples/crm_subscriber.py in webhook mode, a process of its own. Per run: POST /leads latency
+(the commit every lead waits for, on the SQLite writer the senders share), the event loop's lag
+(a 1 ms ticker), the CPU time of this process per lead (the daemon and the posting client; the
+receiver is another process), and with the receiver up, how long after the last lead every
+event had arrived. Interleaved rounds; the medians of the runs' figures.
 
 Run: .venv/bin/python -m bench.webhook_load
 """
@@ -29,18 +29,16 @@ from pathlib import Path
 import httpx
 import yaml
 
-from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import load_settings
 from leadrouter.broker import free_port
-from leadrouter.daemon import Daemon
+from leadrouter.daemon import Daemon, SystemClock
 from leadrouter.demo import simulator_settings
-from pbxsim import Behaviour, ScaledClock, Simulator, World
+from leadrouter.logs import configure_logging
 from pbxsim.tests.amitools import wait_until
-from storage.schema import calls, leads
 
-RATE = 200  # leads per second
-SECONDS = 3
+RATE = 50  # leads per second: this shared 2-core machine serves ~200 with nothing else on it
+SECONDS = 4
 ROUNDS = 3
 TOKEN = "bench-token-0123456789abcdef"
 SECRET = "bench-secret-0123456789"
@@ -48,7 +46,7 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "crm_subscriber.py"
 ROUTING = {
     "version": 1,
     "managers": [{"id": "m101", "name": "M", "extension": "101"}],
-    "scenarios": [{"name": "default", "max_attempts": 1}],
+    "scenarios": [{"name": "default"}],
 }
 
 
@@ -90,14 +88,10 @@ async def _ticker(lags: list[float], stop: asyncio.Event) -> None:
 async def one_run(mode: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
-        clock = ScaledClock(1.0)
         phones = [f"+7916{3000000 + index:07d}" for index in range(RATE * SECONDS)]
-        world = World(clients={phone[1:]: Behaviour(busy=True) for phone in phones})
         port = free_port()
         async with contextlib.AsyncExitStack() as stack:
-            sim = await stack.enter_async_context(Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world))
-            config = simulator_settings(ami_port=sim.port, database=workdir / "lr.db", mqtt_port=None, token=TOKEN)
-            config["log"] = {"level": "warning"}
+            config = simulator_settings(ami_port=free_port(), database=workdir / "lr.db", mqtt_port=None, token=TOKEN)
             if mode != "none":
                 subscriber = {"name": "crm", "url": f"http://127.0.0.1:{port}/", "secret": SECRET}
                 config["webhooks"] = {"subscribers": [subscriber]}
@@ -106,11 +100,13 @@ async def one_run(mode: str) -> dict[str, float]:
             settings = load_settings(workdir / "leadrouter.yaml", env={})
             if mode == "up":
                 await stack.enter_async_context(_receiver(port, workdir / "cards.json"))
-            daemon = await stack.enter_async_context(Daemon(settings, RoutingSource.load(settings.routing_file), clock))
-            await wait_until(lambda: daemon.ami.connected, 5, "AMI login")
+            routing = RoutingSource.load(settings.routing_file)
+            daemon = await stack.enter_async_context(Daemon(settings, routing, SystemClock()))
             http = await stack.enter_async_context(
                 httpx.AsyncClient(
-                    base_url=f"http://127.0.0.1:{daemon.http_port}", headers={"Authorization": f"Bearer {TOKEN}"}
+                    base_url=f"http://127.0.0.1:{daemon.http_port}",
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                    timeout=30,
                 )
             )
             lags: list[float] = []
@@ -123,7 +119,7 @@ async def one_run(mode: str) -> dict[str, float]:
                 (await http.post("/leads", json={"phone": phone, "source": "bench"})).raise_for_status()
                 posts.append(time.perf_counter() - started)
 
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             sent = []
             for index, phone in enumerate(phones):
                 sent.append(asyncio.create_task(post(phone)))
@@ -131,10 +127,6 @@ async def one_run(mode: str) -> dict[str, float]:
             await asyncio.gather(*sent)
             last_post = time.perf_counter()
 
-            async def settled() -> bool:
-                return (await daemon.queries.lead_status_counts()).get("failed", 0) == len(phones)
-
-            await wait_until(settled, 60, "every lead dialled and failed")
             delivered_after = float("nan")
             if mode == "up":
                 cards = workdir / "cards.json"
@@ -144,34 +136,31 @@ async def one_run(mode: str) -> dict[str, float]:
                         known = json.loads(cards.read_text())
                     except (FileNotFoundError, json.JSONDecodeError):
                         return False
-                    return len(known) == len(phones) and all(card.get("status") == "failed" for card in known.values())
+                    return len(known) == len(phones)
 
                 await wait_until(all_arrived, 60, "every event at the receiver")
                 delivered_after = time.perf_counter() - last_post
             stop.set()
             await ticker
-            query = calls.join(leads, leads.c.id == calls.c.lead_id).select()
-            async with daemon.database.read() as conn:
-                rows = (await conn.execute(query.with_only_columns(leads.c.created_at, calls.c.started_at))).all()
-            to_dial = [(started - created).total_seconds() for created, started in rows]
+            cpu = time.process_time() - cpu
     return {
+        "cpu_per_lead": cpu / len(phones),
         "post_p50": statistics.median(posts),
         "post_p99": _percentile(posts, 0.99),
-        "dial_p50": statistics.median(to_dial),
-        "dial_p99": _percentile(to_dial, 0.99),
         "lag_p99": _percentile(lags, 0.99),
         "delivered_after": delivered_after,
     }
 
 
 async def main() -> None:
+    configure_logging("error")  # a line per refused attempt would measure the terminal
     modes = {"none": "no subscriber", "up": "receiver up", "down": "receiver down"}
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     for _ in range(ROUNDS):
         for mode in modes:
             results[mode].append(await one_run(mode))
-    print(f"{RATE} leads/s for {SECONDS} s, 4 events a lead, SQLite; medians of {ROUNDS} interleaved runs (ms)")
-    print(f"{'':16}{'POST p50':>10}{'POST p99':>10}{'->dial p50':>12}{'->dial p99':>12}{'lag p99':>10}{'all in':>10}")
+    print(f"{RATE} leads/s for {SECONDS} s, one event a lead, SQLite; medians of {ROUNDS} interleaved runs (ms)")
+    print(f"{'':16}{'CPU/lead':>10}{'POST p50':>10}{'POST p99':>10}{'lag p99':>10}{'all in':>10}")
     base: dict[str, float] = {}
     for mode, label in modes.items():
         figures = {key: statistics.median(run[key] for run in results[mode]) for key in results[mode][0]}
@@ -181,14 +170,16 @@ async def main() -> None:
             f"{label:16}"
             + "".join(
                 f"{figures[key] * 1000:>{width}.1f}"
-                for key, width in (("post_p50", 10), ("post_p99", 10), ("dial_p50", 12), ("dial_p99", 12))
+                for key, width in (("cpu_per_lead", 10), ("post_p50", 10), ("post_p99", 10))
             )
             + f"{figures['lag_p99'] * 1000:>10.1f}"
             + (f"{delivered:>9.2f}s" if delivered == delivered else f"{'-':>10}")
         )
         if mode != "none":
-            ratio = figures["dial_p99"] / base["dial_p99"]
-            print(f"{'':16}lead -> dial p99 {ratio:.2f}x of no subscriber's")
+            print(
+                f"{'':16}CPU/lead {figures['cpu_per_lead'] / base['cpu_per_lead']:.2f}x, "
+                f"POST p99 {figures['post_p99'] / base['post_p99']:.2f}x of no subscriber's"
+            )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ ATTEMPT_HEADER = "X-Leadrouter-Attempt"  # 1 on the first attempt
 
 BATCH = 500  # outbox rows taken, and events sent, per round at most
 REMINDER_INTERVAL = 300.0  # a "still unavailable" line this often while a receiver stays away
+# Real seconds a woken sender waits for more commits before it reads the outbox: under load one
+# round then takes many leads' events, so the senders' transactions stay few beside the intake's
+# and the dialer's on the one SQLite writer (bench/webhook_load.py); MQTT is the channel for speed.
+LINGER = 0.2
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -177,6 +181,7 @@ class _SubscriberSender:
                     await self.wake.wait()
                 finally:
                     timer.cancel()
+                await asyncio.sleep(LINGER)
 
     async def _send(self, http: httpx.AsyncClient, batch: Sequence[Delivery]) -> None:
         by_lead: dict[int, list[Delivery]] = {}
@@ -185,11 +190,19 @@ class _SubscriberSender:
         delivered: list[int] = []
         failed: list[Failure] = []
         gate = asyncio.Semaphore(self._owner.settings.parallel)
+        unreachable: str | None = None  # the receiver could not be reached in this round: why
 
         async def lead_in_order(deliveries: list[Delivery]) -> None:
+            nonlocal unreachable
             async with gate:
                 for delivery in deliveries:
-                    error = await self._post(http, delivery)
+                    # A receiver that is down fails every lead alike: the leads still waiting in
+                    # this round fail with it (each its own attempt and backoff) without a request.
+                    error = unreachable
+                    if error is None:
+                        error, transport = await self._post(http, delivery)
+                        if transport:
+                            unreachable = error
                     if error is None:
                         delivered.append(delivery.seq)
                         continue
@@ -214,8 +227,9 @@ class _SubscriberSender:
             if failure.dead:
                 log.error("webhook.dead", seq=failure.seq, attempts=failure.attempts, error=failure.error, **context)
 
-    async def _post(self, http: httpx.AsyncClient, delivery: Delivery) -> str | None:
-        """None when the receiver took the event (2xx), else why not."""
+    async def _post(self, http: httpx.AsyncClient, delivery: Delivery) -> tuple[str | None, bool]:
+        """Why the receiver did not take the event (None: it answered 2xx), and whether it could
+        not be reached at all (no connection, no answer in time)."""
         body = delivery.payload.encode()
         timestamp = int(self._owner.wall())
         headers = {
@@ -231,11 +245,13 @@ class _SubscriberSender:
             response = await http.post(
                 self.subscriber.url, content=body, headers=headers, timeout=self._owner.settings.timeout
             )
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except httpx.TransportError as exc:
+            return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), True
+        except httpx.HTTPError as exc:  # an answer it could not read
+            return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), False
         if 200 <= response.status_code < 300:
-            return None
-        return f"HTTP {response.status_code}"
+            return None, False
+        return f"HTTP {response.status_code}", False
 
     def _failure(self, delivery: Delivery, error: str) -> Failure:
         owner = self._owner

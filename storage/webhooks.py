@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
@@ -161,18 +161,34 @@ class SqlWebhooks:
         async with self._db.write() as conn:
             if delivered:
                 await conn.execute(delete(_wd).where(_wd.c.subscriber == subscriber, _wd.c.seq.in_(delivered)))
-            for failure in failed:
-                await conn.execute(
+            if failed:
+                # One statement for the whole round's failures (executemany).
+                statement = (
                     update(_wd)
-                    .where(_wd.c.subscriber == subscriber, _wd.c.seq == failure.seq)
+                    .where(_wd.c.subscriber == subscriber, _wd.c.seq == bindparam("b_seq"))
                     .values(
-                        attempts=failure.attempts,
-                        last_error=failure.error[:500],
-                        first_failed_at=failure.first_failed_at,
-                        next_attempt_at=failure.next_attempt_at,
-                        state=DEAD if failure.dead else PENDING,
-                        dead_at=now if failure.dead else None,
+                        attempts=bindparam("b_attempts"),
+                        last_error=bindparam("b_error"),
+                        first_failed_at=bindparam("b_first_failed_at", type_=_wd.c.first_failed_at.type),
+                        next_attempt_at=bindparam("b_next_attempt_at", type_=_wd.c.next_attempt_at.type),
+                        state=bindparam("b_state"),
+                        dead_at=bindparam("b_dead_at", type_=_wd.c.dead_at.type),
                     )
+                )
+                await conn.execute(
+                    statement,
+                    [
+                        {
+                            "b_seq": failure.seq,
+                            "b_attempts": failure.attempts,
+                            "b_error": failure.error[:500],
+                            "b_first_failed_at": failure.first_failed_at,
+                            "b_next_attempt_at": failure.next_attempt_at,
+                            "b_state": DEAD if failure.dead else PENDING,
+                            "b_dead_at": now if failure.dead else None,
+                        }
+                        for failure in failed
+                    ],
                 )
             if any(failure.dead for failure in failed):
                 await self._hold_behind_dead(conn, subscriber, now)
