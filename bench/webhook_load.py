@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from sqlalchemy import func, select
 
 from config.routing import RoutingSource
 from config.settings import load_settings
@@ -36,6 +36,7 @@ from leadrouter.daemon import Daemon, SystemClock
 from leadrouter.demo import simulator_settings
 from leadrouter.logs import configure_logging
 from pbxsim.tests.amitools import wait_until
+from storage.schema import outbox
 
 RATE = 50  # leads per second: this shared 2-core machine serves ~200 with nothing else on it
 SECONDS = 4
@@ -56,15 +57,13 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 @contextlib.asynccontextmanager
-async def _receiver(port: int, cards: Path) -> AsyncIterator[None]:
+async def _receiver(port: int) -> AsyncIterator[None]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLE),
         "webhook",
         "--port",
         str(port),
-        "--cards",
-        str(cards),
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "LEADROUTER_WEBHOOK_SECRET": SECRET},
     )
@@ -99,7 +98,7 @@ async def one_run(mode: str) -> dict[str, float]:
             (workdir / "leadrouter.yaml").write_text(yaml.safe_dump(config))
             settings = load_settings(workdir / "leadrouter.yaml", env={})
             if mode == "up":
-                await stack.enter_async_context(_receiver(port, workdir / "cards.json"))
+                await stack.enter_async_context(_receiver(port))
             routing = RoutingSource.load(settings.routing_file)
             daemon = await stack.enter_async_context(Daemon(settings, routing, SystemClock()))
             http = await stack.enter_async_context(
@@ -129,16 +128,14 @@ async def one_run(mode: str) -> dict[str, float]:
 
             delivered_after = float("nan")
             if mode == "up":
-                cards = workdir / "cards.json"
 
-                def all_arrived() -> bool:
-                    try:
-                        known = json.loads(cards.read_text())
-                    except (FileNotFoundError, json.JSONDecodeError):
-                        return False
-                    return len(known) == len(phones)
+                async def all_delivered() -> bool:
+                    (crm,) = await daemon.webhook_state.overview()
+                    async with daemon.database.read() as conn:
+                        last = (await conn.execute(select(func.max(outbox.c.seq)))).scalar_one()
+                    return bool(crm["cursor"] == last and crm["pending"] == 0)
 
-                await wait_until(all_arrived, 60, "every event at the receiver")
+                await wait_until(all_delivered, 60, "every event delivered")
                 delivered_after = time.perf_counter() - last_post
             stop.set()
             await ticker

@@ -109,7 +109,7 @@ class SqlWebhooks:
             ]
             if taken:
                 await conn.execute(insert(_wd), taken)
-                await self._hold_behind_dead(conn, subscriber, now)
+                await self._hold_behind_dead(conn, subscriber, now, {row["lead_id"] for row in taken})
             await conn.execute(
                 update(webhook_subscribers).where(webhook_subscribers.c.name == subscriber).values(cursor=rows[-1][0])
             )
@@ -195,8 +195,12 @@ class SqlWebhooks:
             await conn.commit()
 
     @staticmethod
-    async def _hold_behind_dead(conn: AsyncConnection, subscriber: str, now: datetime) -> None:
-        """A lead's events after a dead one are dead too: sent now they would arrive out of order."""
+    async def _hold_behind_dead(
+        conn: AsyncConnection, subscriber: str, now: datetime, leads: Collection[int] | None = None
+    ) -> None:
+        """A lead's events after a dead one are dead too: sent now they would arrive out of order.
+
+        ``leads``: only these leads' events may have come behind a dead one (None: any lead's)."""
         earlier = _wd.alias("earlier")
         behind = exists().where(
             earlier.c.subscriber == subscriber,
@@ -206,7 +210,12 @@ class SqlWebhooks:
         )
         await conn.execute(
             update(_wd)
-            .where(_wd.c.subscriber == subscriber, _wd.c.state == PENDING, behind)
+            .where(
+                _wd.c.subscriber == subscriber,
+                _wd.c.state == PENDING,
+                *([_wd.c.lead_id.in_(leads)] if leads is not None else []),
+                behind,
+            )
             .values(state=DEAD, dead_at=now, last_error=BEHIND_DEAD)
         )
 
