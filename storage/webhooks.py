@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
@@ -25,6 +25,11 @@ DEAD = "dead"
 BEHIND_DEAD = "held back: an earlier event of this lead is dead"
 
 _wd = webhook_deliveries
+
+# On PostgreSQL, transactions commit outbox rows out of seq order: a seq missing after the
+# cursor may be a transaction still committing. The cursor waits at such a gap until the row
+# after it is this old (clock seconds); then the gap is a rollback's (or a probe's) and skipped.
+GAP_WAIT = timedelta(seconds=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +87,17 @@ class SqlWebhooks:
                 await conn.commit()
 
     async def fan_out(self, subscriber: str, wanted: Collection[str] | None, now: datetime, limit: int) -> int:
-        """Take the outbox rows after the subscriber's cursor that it wants; how many rows were read."""
+        """Take the outbox rows after the subscriber's cursor that it wants; how many rows the cursor passed."""
         async with self._db.write() as conn:
             cursor_query = select(webhook_subscribers.c.cursor).where(webhook_subscribers.c.name == subscriber)
             cursor = (await conn.execute(cursor_query)).scalar_one()
             query = (
-                select(outbox.c.seq, outbox.c.type, outbox.c.lead_id)
+                select(outbox.c.seq, outbox.c.type, outbox.c.lead_id, outbox.c.created_at)
                 .where(outbox.c.seq > cursor)
                 .order_by(outbox.c.seq)
                 .limit(limit)
             )
-            rows = (await conn.execute(query)).all()
+            rows = _without_gaps((await conn.execute(query)).all(), cursor, now)
             if not rows:
                 return 0
             taken = [
@@ -104,7 +109,7 @@ class SqlWebhooks:
                     "attempts": 0,
                     "next_attempt_at": now,
                 }
-                for seq, event_type, lead_id in rows
+                for seq, event_type, lead_id, _ in rows
                 if wanted is None or event_type in wanted
             ]
             if taken:
@@ -294,3 +299,15 @@ class SqlWebhooks:
         )
         async with self._db.read() as conn:
             return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
+def _without_gaps(rows: Sequence[Any], cursor: int, now: datetime) -> list[Any]:
+    """The rows from the cursor on, up to the first gap that may still fill."""
+    taken = []
+    expected = cursor + 1
+    for row in rows:
+        if row.seq != expected and row.created_at > now - GAP_WAIT:
+            break
+        taken.append(row)
+        expected = row.seq + 1
+    return taken

@@ -24,12 +24,14 @@ class Failed:
     dead: bool
 
 
-async def _commit(db: Database, *events: tuple[str, str, int]) -> None:
+async def _commit(db: Database, *events: tuple[str, str, int], seqs: list[int] | None = None) -> None:
     async with db.write() as conn:
         rows = [
             {"id": event_id, "type": kind, "lead_id": lead, "payload": "{}", "created_at": NOW}
             for event_id, kind, lead in events
         ]
+        for row, seq in zip(rows, seqs or [], strict=False):
+            row["seq"] = seq  # as PostgreSQL's sequence handed it out
         await conn.execute(insert(outbox), rows)
         await conn.commit()
 
@@ -82,3 +84,19 @@ async def test_dead_events_hold_their_lead_and_a_retry_brings_the_whole_lead_bac
     assert await _due(state) == ["a1", "a2", "b1", "a3"]  # in outbox order
     assert await state.retry("crm", ["a2"], NOW) == 0  # nothing dead any more
     assert await state.retry("other", [], NOW) == 0
+
+
+async def test_the_cursor_waits_at_a_gap_a_slower_transaction_may_still_fill(db: Database) -> None:
+    state = SqlWebhooks(db)
+    await state.enroll("crm", NOW)
+    await _commit(db, ("a", "lead.created", 1), ("c", "lead.created", 3), seqs=[1, 3])
+    assert await state.fan_out("crm", None, NOW, 100) == 1  # seq 2 may be committing
+    assert await state.fan_out("crm", None, NOW + timedelta(seconds=5), 100) == 0
+    await _commit(db, ("b", "lead.created", 2), seqs=[2])
+    assert await state.fan_out("crm", None, NOW + timedelta(seconds=5), 100) == 2
+    assert await _due(state, NOW + timedelta(seconds=5)) == ["a", "b", "c"]
+    # A gap nobody fills (a rolled-back transaction) is passed once the row after it is old.
+    await _commit(db, ("e", "lead.created", 5), seqs=[5])
+    assert await state.fan_out("crm", None, NOW + timedelta(seconds=5), 100) == 0
+    assert await state.fan_out("crm", None, NOW + timedelta(seconds=11), 100) == 1
+    assert await _due(state, NOW + timedelta(seconds=11)) == ["a", "b", "c", "e"]
