@@ -380,6 +380,10 @@ class Daemon:
             pbx_failures=lambda: self.dialer.pbx_failures,
             mqtt_connected=(lambda: publisher.connected) if publisher else None,
             published=(lambda: publisher.published) if publisher else None,
+            webhook_backlog=self.webhook_state.overview,
+            webhook_sent=lambda: {
+                name: (sender.delivered, sender.failures) for name, sender in self.webhooks.senders.items()
+            },
         )
 
     async def drain(self) -> None:

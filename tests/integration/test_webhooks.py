@@ -25,7 +25,7 @@ from leadrouter.service import reload_webhooks_from
 from pbxsim import Behaviour, World
 from pbxsim.tests.amitools import wait_until
 from storage.schema import outbox
-from tests.integration.rig import Rig, running
+from tests.integration.rig import Rig, running, scrape_metrics
 
 SECRET = "webhook-secret-0123456789"
 MANAGERS = [("m101", "101"), ("m102", "102")]
@@ -277,6 +277,12 @@ async def test_dead_events_are_listed_and_sent_again_in_order_on_retry(tmp_path:
         assert [entry["id"] for entry in dead] == [event["id"] for event in committed]
         # A lead's first event died of the receiver; the ones after it are held back behind it.
         assert {entry["last_error"].split(":")[0] for entry in dead} >= {"ConnectError", "held back"}
+
+        metrics = await scrape_metrics(rig)
+        assert metrics[("leadrouter_webhook_events", (("state", "dead"), ("subscriber", "crm")))] == len(committed)
+        assert metrics[("leadrouter_webhook_events", (("state", "pending"), ("subscriber", "crm")))] == 0
+        assert metrics[("leadrouter_webhook_failures_total", (("subscriber", "crm"),))] >= 2  # each lead's first event
+        assert metrics[("leadrouter_webhook_delivered_total", (("subscriber", "crm"),))] == 0
 
         # The CLI reads the same state from the database.
         config = str(tmp_path / "leadrouter.yaml")
