@@ -278,6 +278,9 @@ def _check(config: str) -> int:
         return 1
     plan = routing.plan
     print(f"{config}: ok")
+    for subscriber in settings.webhooks.webhook_settings().subscribers:
+        events = ", ".join(sorted(subscriber.events)) if subscriber.events is not None else "every event"
+        print(f"  webhook {subscriber.name}: {subscriber.url} ({events})")
     print(
         f"{settings.routing_file}: ok ({len(plan.managers)} managers, {len(plan.scenarios)} scenarios, "
         f"days and hours in {plan.timezone}); first match wins:"

@@ -80,3 +80,21 @@ def test_an_unreadable_secret_file_is_refused_by_name(tmp_path: Path) -> None:
     settings = load_settings(path, SECRET_ENV)
     with pytest.raises(ConfigError, match="/nonexistent/x: cannot read: No such file"):
         settings.webhooks.webhook_settings()
+
+
+def test_check_config_names_the_subscribers_and_refuses_a_missing_secret_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leadrouter.cli import main
+
+    routing = Path(__file__).parents[2] / "routing.yaml"
+    subscriber = f"{{name: amber, url: {GOOD}, secret: inline-secret-0123456789, events: [lead.assigned]}}"
+    path = write(
+        tmp_path, f"ami: {{secret: x}}\nrouting_file: {routing}\nwebhooks:\n  subscribers:\n    - {subscriber}\n"
+    )
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert f"  webhook amber: {GOOD} (lead.assigned)" in capsys.readouterr().out.splitlines()
+
+    path.write_text(path.read_text().replace("secret: inline-secret-0123456789", "secret_file: /nonexistent/s"))
+    assert main(["check-config", "--config", str(path)]) == 1
+    assert "/nonexistent/s: cannot read" in capsys.readouterr().err
