@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.api_idle
 	$(BIN)/python -m bench.reload_stall
 	$(BIN)/python -m bench.lead_import
+	$(BIN)/python -m bench.webhook_load
 
 # Issue 6's bar: every invariant 0 through 20 kill -9, 10 AMI faults, 3 PBX restarts, a 60 s broker outage.
 chaos: $(STAMP) mosquitto

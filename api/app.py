@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -78,6 +78,14 @@ class ManagersPort(Protocol):
     ) -> dict[str, Any] | Refused: ...
 
 
+class WebhooksPort(Protocol):
+    async def overview(self) -> list[dict[str, Any]]: ...
+
+    async def dead(self, subscriber: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    async def retry(self, subscriber: str | None, event_ids: list[str]) -> int: ...
+
+
 class StatsPort(Protocol):
     async def lead_events(self, lead_id: int) -> list[dict[str, Any]]: ...
 
@@ -119,6 +127,20 @@ class ApiDeps:
     max_import_bytes: int  # the largest CSV POST /leads/import takes
     # POST /leads per client address; None: unlimited (behind a proxy every client is the proxy)
     leads_per_address: RateLimit | None = None
+    webhooks: WebhooksPort | None = None  # delivery state and retries, for admins
+    # The event contract, by path under /schema/: asyncapi.json, events/<type>.json
+    schemas: Mapping[str, bytes] = field(default_factory=dict)
+
+
+class WebhookRetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subscriber: str | None = Field(None, max_length=64, description="only this subscriber's dead events")
+    event_ids: list[Annotated[str, Field(max_length=36)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="only these events' leads (all their dead events, in order); none: every dead event",
+    )
 
 
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
@@ -581,6 +603,44 @@ def create_app(deps: ApiDeps) -> FastAPI:
         elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
             return _problem(403, "forbidden", [("signature", refused)])
         return FileResponse(await recording(name), media_type="audio/wav")
+
+    admin = [Depends(require_scope(TokenScope.ADMIN))]
+
+    @app.get("/webhooks", dependencies=admin)
+    async def webhooks(
+        subscriber: Annotated[str | None, Query(max_length=64, description="one subscriber's dead events")] = None,
+        limit: Annotated[int, Query(ge=1, le=10000, description="dead events listed at most")] = 100,
+    ) -> JSONResponse:
+        """Each webhook subscriber (configured, or only in the database since a reload removed it):
+        events pending and dead, since when its oldest waiting event fails; then the dead events,
+        oldest first, with their last error."""
+        if deps.webhooks is None:
+            return _problem(404, "not_found", [("webhooks", "not available")])
+        return JSONResponse(
+            _jsonable(
+                {
+                    "subscribers": await deps.webhooks.overview(),
+                    "dead": await deps.webhooks.dead(subscriber, limit),
+                }
+            )
+        )
+
+    @app.post("/webhooks/retry", dependencies=admin)
+    async def webhooks_retry(body: WebhookRetryIn) -> JSONResponse:
+        """Send dead events again from now, in order per lead; answers how many were re-queued."""
+        if deps.webhooks is None:
+            return _problem(404, "not_found", [("webhooks", "not available")])
+        return JSONResponse({"requeued": await deps.webhooks.retry(body.subscriber, body.event_ids)})
+
+    # The event contract is public like the API's own OpenAPI document: it names no lead or person.
+    @app.get("/schema/{path:path}")
+    async def schema(path: str) -> Response:
+        """The event contract: ``asyncapi.json`` (the MQTT topics), ``events/<type>.json`` (a JSON
+        Schema per event, also the webhook bodies')."""
+        document = deps.schemas.get(path)
+        if document is None:
+            return _problem(404, "not_found", [("path", f"no schema {path!r}; start at asyncapi.json")])
+        return Response(document, media_type="application/json")
 
     # Static files only, no data: the page asks for the token and sends it with every request.
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")

@@ -7,16 +7,17 @@ them by the section's methods, so the composition root only hands them over.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import ssl
 import string
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -44,7 +45,9 @@ from dialer.intake import RateLimit
 from dialer.settings import DialerSettings
 from events.publisher import MqttSettings
 from events.subscriber import CommandSettings
+from events.webhooks import Subscriber, WebhookSettings
 from router.breaker import BreakerSettings
+from router.events import EVENT_TYPES
 from router.phone import NumberType, PhonePolicy
 
 # Environment variables win over the file so secrets can live in a systemd
@@ -254,7 +257,7 @@ class MqttSection(_Strict):
         "leadrouter"
     )
     # Hear our own events back through a persistent session (client id "<client_id>-receipts",
-    # which needs read access to "<topic_prefix>/#" and "<topic_prefix>_fence/#"), so that a
+    # which needs read access to "<topic_prefix>/+/+" and "<topic_prefix>_fence/#"), so that a
     # crash never publishes an event twice. Off: at-least-once, consumers deduplicate by id.
     receipts: bool = True
     # TLS (port 8883 by convention): the broker's certificate is checked against tls_ca_file, or
@@ -397,6 +400,90 @@ class ShutdownSection(_Strict):
     outbox_flush: Duration = 10  # then events still in the outbox get this long to reach the broker
 
 
+def _webhook_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or not value.isprintable() or " " in value:
+        raise ValueError("must be an http:// or https:// URL without spaces")
+    return value
+
+
+def _event_pattern(value: str) -> str:
+    known = [event.type for event in EVENT_TYPES]
+    if not fnmatch.filter(known, value):
+        raise ValueError(f"matches no event; the events are {', '.join(known)} (patterns like lead.* work)")
+    return value
+
+
+def _webhook_secret(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters")
+    return value
+
+
+class WebhookSubscriberSection(_Strict):
+    # The subscriber's identity in the database: renaming one starts it afresh at the outbox's end.
+    name: Annotated[str, Field(max_length=64), only(string.ascii_lowercase + string.digits + "_.-", "a-z 0-9 _ . -")]
+    url: Annotated[str, AfterValidator(_webhook_url)]
+    # The HMAC key, shared with the receiver; or secret_file (e.g. a systemd credential), one line.
+    secret: Annotated[SecretStr, AfterValidator(_webhook_secret)] | None = None
+    secret_file: Path | None = None
+    # Event types or patterns (lead.*); none: every event, including those added in later versions.
+    events: list[Annotated[str, AfterValidator(_event_pattern)]] | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Self:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError("set exactly one of secret and secret_file")
+        return self
+
+    def subscriber(self) -> Subscriber:
+        """Reads secret_file now; raises ConfigError."""
+        if self.secret is not None:
+            secret = self.secret.get_secret_value()
+        else:
+            assert self.secret_file is not None
+            try:
+                secret = self.secret_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError([Problem(str(self.secret_file), 0, 0, "", f"cannot read: {exc.strerror}")]) from None
+            try:
+                _webhook_secret(SecretStr(secret))
+            except ValueError as exc:
+                raise ConfigError([Problem(str(self.secret_file), 0, 0, "", str(exc))]) from None
+        events = None
+        if self.events is not None:
+            known = [event.type for event in EVENT_TYPES]
+            events = frozenset(name for pattern in self.events for name in fnmatch.filter(known, pattern))
+        return Subscriber(name=self.name, url=self.url, secret=secret.encode(), events=events)
+
+
+class WebhooksSection(_Strict):
+    subscribers: list[WebhookSubscriberSection] = Field(default_factory=list)
+    timeout: Duration = 10  # per request
+    retry_first: Duration = 5  # the first retry; each failure doubles it (with jitter) up to retry_max
+    retry_max: Duration = 900
+    dead_after: Duration = 86400  # an event still failing this long after its first failure is dead
+    parallel: Count = 8  # leads sent to at once, per subscriber
+
+    @model_validator(mode="after")
+    def _names_once(self) -> Self:
+        names = [subscriber.name for subscriber in self.subscribers]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"subscriber names used twice: {', '.join(twice)}")
+        return self
+
+    def webhook_settings(self) -> WebhookSettings:
+        """The subscribers with their secrets (secret_file is read now; raises ConfigError)."""
+        return WebhookSettings(
+            subscribers=tuple(subscriber.subscriber() for subscriber in self.subscribers),
+            timeout=self.timeout,
+            retry_first=self.retry_first,
+            retry_max=self.retry_max,
+            dead_after=self.dead_after,
+            parallel=self.parallel,
+        )
+
+
 class LogSection(_Strict):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     format: Literal["console", "json"] = "console"
@@ -414,6 +501,7 @@ class Settings(_Strict):
     http: Annotated[HttpSection, _NullIsDefaults] = Field(default_factory=HttpSection)
     phones: Annotated[PhonesSection, _NullIsDefaults] = Field(default_factory=PhonesSection)
     recordings: Annotated[RecordingsSection, _NullIsDefaults] = Field(default_factory=RecordingsSection)
+    webhooks: Annotated[WebhooksSection, _NullIsDefaults] = Field(default_factory=WebhooksSection)
     routing_file: Path = Path("routing.yaml")
     # A reload (SIGHUP) refuses a bigger file unread, and gives up a check that takes longer.
     routing_max_bytes: Count = 1 << 20

@@ -88,7 +88,7 @@ def topic_for(prefix: str, event_type: str) -> str:
     return f"{prefix}/{event_type.replace('.', '/')}"
 
 
-class _Backoff:
+class Backoff:
     def __init__(self, first: float, most: float) -> None:
         self._first = first
         self._most = most
@@ -103,7 +103,7 @@ class _Backoff:
         self._next = self._first
 
 
-class _Outage:
+class Outage:
     """One line when something goes, a reminder now and then while it stays gone, one when it is back."""
 
     def __init__(self, what: str, reminder_interval: float) -> None:
@@ -126,7 +126,9 @@ class _Outage:
         elif now - self._reminded >= self._reminder_interval:
             self._reminded = now
             down_for = round(now - self._started, 1)
-            log.warning(f"{self._what}.still_unavailable", error=error, down_for=down_for, failures=self.failures)
+            log.warning(
+                f"{self._what}.still_unavailable", error=error, down_for=down_for, failures=self.failures, **context
+            )
 
     def ended(self, **context: object) -> None:
         if self._started is not None:
@@ -160,8 +162,8 @@ class OutboxPublisher:
         self._settled = False  # since this connection began, the receipts fence came back
         self._acked: list[OutboxRecord] = []  # acknowledged by the broker, not yet marked in the outbox
         self._receipts = Receipts(feed, settings, now, feed_outages=feed_outages) if settings.receipts else None
-        self._broker = _Outage("mqtt", settings.reminder_interval)
-        self._database = _Outage("outbox.database", settings.reminder_interval)
+        self._broker = Outage("mqtt", settings.reminder_interval)
+        self._database = Outage("outbox.database", settings.reminder_interval)
         self.state = PublisherState.STARTING
         self.connected = False
         self.published = 0
@@ -196,7 +198,7 @@ class OutboxPublisher:
 
     async def _publish_forever(self) -> None:
         mqtt = self._settings
-        backoff = _Backoff(mqtt.reconnect_delay, mqtt.reconnect_max_delay)
+        backoff = Backoff(mqtt.reconnect_delay, mqtt.reconnect_max_delay)
         while True:
             try:
                 async with aiomqtt.Client(
@@ -231,7 +233,7 @@ class OutboxPublisher:
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
         settings = self._settings
-        backoff = _Backoff(settings.reconnect_delay, settings.reconnect_max_delay)
+        backoff = Backoff(settings.reconnect_delay, settings.reconnect_max_delay)
         # Nothing is subscribed, so the message stream ends only when the connection does:
         # watching it tells a broker that went away at once, not at the next publish.
         gone = asyncio.ensure_future(anext(aiter(client.messages)))

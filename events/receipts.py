@@ -163,7 +163,8 @@ class Receipts:
             client._client.manual_ack_set(True)
             try:
                 async with client:
-                    await client.subscribe(f"{settings.topic_prefix}/#", qos=1)
+                    # Event topics are <prefix>/<entity>/<event>: commands and replies lie deeper.
+                    await client.subscribe(f"{settings.topic_prefix}/+/+", qos=1)
                     await client.subscribe(fence_topic(settings.topic_prefix, settings.client_id), qos=1)
                     self._client = client
                     self._subscribed.set()
@@ -196,7 +197,7 @@ class Receipts:
                 fences.append(bytes(message.payload).decode(errors="replace"))
                 self._ack(echo)
                 continue
-            event_id = _event_id(message)
+            event_id = _event_id(message, self._settings.topic_prefix)
             if event_id is None or event_id in self._marked:
                 self._ack(echo)
             elif event_id in self._in_flight:
@@ -236,10 +237,15 @@ class _Echo(NamedTuple):
     message: aiomqtt.Message
 
 
-def _event_id(message: aiomqtt.Message) -> str | None:
+def _event_id(message: aiomqtt.Message, prefix: str) -> str | None:
+    """The id of an event of ours: its type must be the one its topic names, as the publisher sends it."""
     try:
         event = json.loads(bytes(message.payload))
     except (ValueError, TypeError):
         return None
-    event_id = event.get("id") if isinstance(event, dict) else None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return None
+    if message.topic.value != f"{prefix}/{event['type'].replace('.', '/')}":
+        return None
+    event_id = event.get("id")
     return event_id if isinstance(event_id, str) else None

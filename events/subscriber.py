@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from dialer.requests import Accepted, Refused
-from events.publisher import MqttSettings, _Backoff, _Outage
+from events.publisher import Backoff, MqttSettings, Outage
 
 log = structlog.get_logger("events")
 
@@ -77,8 +77,8 @@ class CommandSubscriber:
 
     async def run(self) -> None:
         mqtt = self._settings.mqtt
-        backoff = _Backoff(mqtt.reconnect_delay, mqtt.reconnect_max_delay)
-        outage = _Outage("mqtt.commands", mqtt.reminder_interval)
+        backoff = Backoff(mqtt.reconnect_delay, mqtt.reconnect_max_delay)
+        outage = Outage("mqtt.commands", mqtt.reminder_interval)
         connect = Properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = self._settings.session_expiry
         while True:

@@ -33,6 +33,7 @@ def _load(config: str) -> tuple[Settings, RoutingSource]:
     too_big = oversized(settings.routing_file, settings.routing_max_bytes)
     if too_big is not None:
         raise ConfigError([too_big])
+    settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
     return settings, RoutingSource.load(settings.routing_file)
 
 
@@ -49,7 +50,7 @@ async def _run(config: str, log_format: LogFormat | None) -> int:
     for path in (Path(config), *settings.http.token_files.values()):
         warn_if_readable_by_others(path)
     try:
-        return await serve(settings, routing, SystemClock(), Notifier())
+        return await serve(settings, routing, SystemClock(), Notifier(), Path(config))
     except Exception:
         # One line that says why, for journald; systemd restarts the daemon.
         structlog.get_logger("daemon").critical("daemon.failed", exc_info=True)
@@ -102,6 +103,67 @@ async def _stats(config: str, args: argparse.Namespace) -> int:
         print(f"By {args.by}, {days} ({period.zone})")
         print_table(rows)
     return 0
+
+
+async def _webhooks(config: str, args: argparse.Namespace) -> int:
+    from leadrouter.daemon import webhook_admin
+
+    settings = load_settings(Path(config))
+    async with webhook_admin(settings) as admin:
+        if args.action == "retry":
+            count = await admin.retry(args.subscriber, args.event)
+            print(f"{count} dead events queued again; the daemon sends them within seconds, in order per lead")
+            return 0
+        subscribers = await admin.overview()
+        dead = await admin.dead(args.subscriber, args.limit)
+    if args.json:
+        listing = {"subscribers": subscribers, "dead": dead}
+        print(json.dumps(listing, ensure_ascii=False, indent=2, default=lambda value: value.isoformat()))
+        return 0
+    print("Subscribers")
+    _print_rows(
+        [
+            {
+                "name": entry["name"],
+                "url": entry["url"] or "(not in leadrouter.yaml)",
+                "pending": entry["pending"],
+                "dead": entry["dead"],
+                "failing_since": entry["failing_since"],
+            }
+            for entry in subscribers
+        ]
+    )
+    print(f"\nDead events (oldest first, {len(dead)} shown); send them again: leadrouter webhooks retry")
+    _print_rows(
+        [
+            {
+                "subscriber": entry["subscriber"],
+                "event": entry["id"],
+                "type": entry["type"],
+                "lead": entry["lead_id"],
+                "attempts": entry["attempts"],
+                "dead_at": entry["dead_at"],
+                "last_error": entry["last_error"],
+            }
+            for entry in dead
+        ]
+    )
+    return 0
+
+
+def _print_rows(rows: list[dict[str, object]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    print_table(
+        [
+            {
+                key: value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
+                for key, value in row.items()
+            }
+            for row in rows
+        ]
+    )
 
 
 def print_table(rows: Sequence[dict[str, object]]) -> None:
@@ -217,6 +279,9 @@ def _check(config: str) -> int:
         return 1
     plan = routing.plan
     print(f"{config}: ok")
+    for subscriber in settings.webhooks.webhook_settings().subscribers:
+        events = ", ".join(sorted(subscriber.events)) if subscriber.events is not None else "every event"
+        print(f"  webhook {subscriber.name}: {subscriber.url} ({events})")
     print(
         f"{settings.routing_file}: ok ({len(plan.managers)} managers, {len(plan.scenarios)} scenarios, "
         f"days and hours in {plan.timezone}); first match wins:"
@@ -444,6 +509,19 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument(
             "--shift", type=_names, default=unset, help="comma-separated windows, e.g. 'mon-fri 09:00-18:00'"
         )
+    webhooks = commands.add_parser("webhooks", help="webhook delivery: subscribers, dead events, retry")
+    webhooks.add_argument("action", choices=["list", "retry"])
+    webhooks.add_argument("--config", default=DEFAULT_CONFIG)
+    webhooks.add_argument("--subscriber", default=None, help="only this subscriber's events")
+    webhooks.add_argument(
+        "--event",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="retry: only this event's lead (all its dead events, in order)",
+    )
+    webhooks.add_argument("--limit", type=int, default=100, help="list: dead events shown at most")
+    webhooks.add_argument("--json", action="store_true", help="list: as JSON")
 
     sim = commands.add_parser("simulator", help="run the PBX simulator alone (a fake Asterisk on AMI)")
     sim.add_argument("--port", type=int, default=5038)
@@ -480,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args.config)
         if args.command == "what-if":
             return asyncio.run(_what_if(args.config, args.routing, args.since))
+        if args.command == "webhooks":
+            return asyncio.run(_webhooks(args.config, args))
         if args.command == "db-upgrade":
             return asyncio.run(_upgrade(args.config))
         if args.command == "managers":

@@ -36,8 +36,10 @@ from dialer.intake import LeadIntake
 from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
 from dialer.requests import LeadRequests, Refused
+from events.contract import served_documents
 from events.publisher import OutboxPublisher, PublisherState
 from events.subscriber import CommandSubscriber
+from events.webhooks import WebhookDispatcher, WebhookSettings
 from leadrouter.health import Check, Severity, assess
 from leadrouter.live import LiveBoard
 from leadrouter.metrics import DialTimings, Metrics, Readings, TimedAsteriskPbx, TimedIntake
@@ -64,6 +66,7 @@ from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.stats import SqlStats
 from storage.uow import SqlUnitOfWork
+from storage.webhooks import SqlWebhooks
 
 log = structlog.get_logger("daemon")
 
@@ -157,6 +160,40 @@ def server_zone() -> tzinfo:
     return zone
 
 
+class WebhookAdmin:
+    """What admins see of webhook delivery and what they can do (the API, ``leadrouter webhooks``):
+    the database's state joined with the subscribers configured now."""
+
+    def __init__(
+        self, state: SqlWebhooks, configured: Callable[[], WebhookSettings], clock: Clock, wake: Callable[[], None]
+    ) -> None:
+        self._state = state
+        self._configured = configured
+        self._clock = clock
+        self._wake = wake
+
+    async def overview(self) -> list[dict[str, Any]]:
+        stored = {entry["name"]: entry for entry in await self._state.overview()}
+        listed = []
+        for subscriber in self._configured().subscribers:
+            entry = stored.pop(subscriber.name, {"cursor": None, "pending": 0, "dead": 0, "failing_since": None})
+            events = sorted(subscriber.events) if subscriber.events is not None else None
+            listed.append(
+                {**entry, "name": subscriber.name, "url": subscriber.url, "events": events, "configured": True}
+            )
+        # Removed from leadrouter.yaml: kept in the database, sent again if the name comes back.
+        listed.extend({**entry, "url": None, "events": None, "configured": False} for entry in stored.values())
+        return listed
+
+    async def dead(self, subscriber: str | None, limit: int) -> list[dict[str, Any]]:
+        return await self._state.dead(subscriber, limit)
+
+    async def retry(self, subscriber: str | None, event_ids: list[str]) -> int:
+        count = await self._state.retry(subscriber, event_ids, self._clock.now())
+        self._wake()
+        return count
+
+
 # A publisher in these states has no broker to publish to, or no outbox to read, right now.
 _PUBLISHER_WAITING = {PublisherState.BROKER_UNAVAILABLE, PublisherState.DATABASE_FAILING, PublisherState.STARTING}
 
@@ -216,10 +253,24 @@ class Daemon:
             if settings.mqtt.enabled
             else None
         )
-        wake_publisher = self.publisher.wake if self.publisher else None
+        self.webhook_state = SqlWebhooks(database)
+        # Always running, with no subscriber too: a SIGHUP may add the first one.
+        self.webhooks = WebhookDispatcher(
+            self.webhook_state,
+            settings.webhooks.webhook_settings(),
+            self.clock,
+            wall=time.time,
+            feed_outages=(StorageUnavailable,),
+        )
+        publisher, webhooks = self.publisher, self.webhooks
+
+        def events_committed() -> None:
+            if publisher is not None:
+                publisher.wake()
+            webhooks.wake()
 
         def unit_of_work() -> SqlUnitOfWork:
-            return SqlUnitOfWork(database, on_events_committed=wake_publisher)
+            return SqlUnitOfWork(database, on_events_committed=events_committed)
 
         self._unit_of_work = unit_of_work
 
@@ -288,6 +339,7 @@ class Daemon:
         await self._run("database-recovery", database.recover(settings.database.probe_interval))
         if self.publisher is not None:
             await self._run("publisher", self.publisher.run())
+        await self._run("webhooks", self.webhooks.run())
         await self._run("dialer", self.dialer.run())
         if self.commands is not None:  # after the dialer, so stopped before it
             await self._run("mqtt-commands", self.commands.run())
@@ -322,6 +374,10 @@ class Daemon:
             max_import_bytes=settings.http.max_import_bytes,
             auth_limits=settings.http.auth_limits(),
             leads_per_address=settings.http.leads_per_address(),
+            webhooks=WebhookAdmin(
+                self.webhook_state, lambda: self.webhooks.settings, self.clock, wake=self.webhooks.wake
+            ),
+            schemas=served_documents(settings.mqtt.topic_prefix),
         )
         server = await stack.enter_async_context(
             ApiServer(create_app(api), settings.http.host, settings.http.port, settings.http.connection_limits())
@@ -350,6 +406,10 @@ class Daemon:
             pbx_failures=lambda: self.dialer.pbx_failures,
             mqtt_connected=(lambda: publisher.connected) if publisher else None,
             published=(lambda: publisher.published) if publisher else None,
+            webhook_backlog=self.webhook_state.overview,
+            webhook_sent=lambda: {
+                name: (sender.delivered, sender.failures) for name, sender in self.webhooks.senders.items()
+            },
         )
 
     async def drain(self) -> None:
@@ -460,6 +520,11 @@ class Daemon:
         self.board.outcome(report)
         self.dialer.leads_added()  # a decided lead may bring its owner back under his max_open_leads
 
+    def reload_webhooks(self, webhooks: WebhookSettings) -> None:
+        """SIGHUP: the subscriber list from leadrouter.yaml read again."""
+        self.webhooks.apply(webhooks)
+        log.info("webhooks.reloaded", subscribers=[subscriber.name for subscriber in webhooks.subscribers])
+
     async def reload_routing(self) -> bool:
         """SIGHUP: take a fixed routing.yaml, or keep the running one and say why not."""
         async with self._routing_lock:
@@ -529,6 +594,15 @@ class Daemon:
         self.board.replace(self.routing.plan)
         self.dialer.leads_added()
         log.info("routing.reloaded", managers=len(self.routing.plan.managers))
+
+
+@contextlib.asynccontextmanager
+async def webhook_admin(settings: Settings) -> AsyncIterator[WebhookAdmin]:
+    """``leadrouter webhooks``: the delivery state, from a database opened for it alone. A retry
+    is picked up by the running daemon within its poll interval."""
+    configured = settings.webhooks.webhook_settings()
+    async with Database(settings.database.url) as database:
+        yield WebhookAdmin(SqlWebhooks(database), lambda: configured, SystemClock(), wake=lambda: None)
 
 
 @contextlib.asynccontextmanager

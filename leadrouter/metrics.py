@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -70,6 +71,10 @@ class Readings:
     pbx_failures: Callable[[], int]  # calls the PBX failed (refused, not placed, lost) since the start
     mqtt_connected: Callable[[], bool] | None = None  # None: MQTT is disabled
     published: Callable[[], int] | None = None
+    # Per webhook subscriber: its events pending and dead (the database), and since the start
+    # the events it took and the attempts that failed (subscriber -> (delivered, failures)).
+    webhook_backlog: Callable[[], Awaitable[Iterable[Mapping[str, Any]]]] | None = None
+    webhook_sent: Callable[[], Mapping[str, tuple[int, int]]] | None = None
 
 
 @dataclass
@@ -77,6 +82,7 @@ class _Stored:
     leads: Mapping[str, int]
     backlog: int
     oldest: datetime | None
+    webhooks: list[Mapping[str, Any]]
 
 
 class _Gauges(Collector):
@@ -89,12 +95,13 @@ class _Gauges(Collector):
         try:
             leads = await readings.lead_counts()
             backlog, oldest = await readings.outbox_backlog()
+            webhooks = list(await readings.webhook_backlog()) if readings.webhook_backlog else []
         except StorageUnavailable:
             # The database is failing (its own log line and leadrouter_database_writable say so):
             # leave these series out rather than report stale or made-up values.
             self.stored = None
             return
-        self.stored = _Stored(leads, backlog, oldest)
+        self.stored = _Stored(leads, backlog, oldest, webhooks)
 
     def collect(self) -> Iterator[Metric]:
         readings = self._readings
@@ -121,9 +128,32 @@ class _Gauges(Collector):
         if readings.published is not None:
             published = readings.published()
             yield CounterMetricFamily("leadrouter_events_published", "Events the broker acknowledged", value=published)
+        if readings.webhook_sent is not None:
+            sent = readings.webhook_sent()
+            delivered = CounterMetricFamily(
+                "leadrouter_webhook_delivered", "Events a webhook receiver took (2xx)", labels=["subscriber"]
+            )
+            failed = CounterMetricFamily(
+                "leadrouter_webhook_failures", "Webhook attempts that failed (retried later)", labels=["subscriber"]
+            )
+            for name, (took, failures) in sent.items():
+                delivered.add_metric([name], took)
+                failed.add_metric([name], failures)
+            yield delivered
+            yield failed
         stored = self.stored
         if stored is None:
             return
+        if readings.webhook_backlog is not None:
+            waiting = GaugeMetricFamily(
+                "leadrouter_webhook_events",
+                "Webhook events not delivered: pending or dead",
+                labels=["subscriber", "state"],
+            )
+            for entry in stored.webhooks:
+                for state in ("pending", "dead"):
+                    waiting.add_metric([entry["name"], state], float(entry[state]))
+            yield waiting
         leads = {status.value: stored.leads.get(status.value, 0) for status in LeadStatus}
         yield _labelled("leadrouter_leads", "Leads by state", "state", leads)
         yield _gauge("leadrouter_outbox_backlog", "Events committed, not yet acked by the broker", stored.backlog)

@@ -8,19 +8,23 @@
 - SIGTERM or SIGINT: ``STOPPING=1``, then ``Daemon.drain`` (no new leads or dials, live
   calls end within the grace period, the outbox is flushed), then exit 0. A second one cuts
   the waiting short.
-- SIGHUP: re-read routing.yaml; a broken file is refused and the running rules stay.
+- SIGHUP: re-read routing.yaml, and leadrouter.yaml's webhook subscribers; a broken file is
+  refused and the running rules (or subscribers) stay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 
 import structlog
 
+from config.problems import ConfigError
 from config.routing import RoutingSource
-from config.settings import Settings
+from config.settings import Settings, load_settings
 from dialer.ports import Clock
+from events.webhooks import WebhookSettings
 from leadrouter.daemon import Daemon
 from leadrouter.systemd import Notifier
 
@@ -30,7 +34,10 @@ PBX_WAIT_REPORT = 10.0  # seconds between "still waiting for the PBX" notices at
 START_EXTENSION = 30.0  # each notice gives the start this much more time
 
 
-async def serve(settings: Settings, routing: RoutingSource, clock: Clock, notifier: Notifier) -> int:
+async def serve(
+    settings: Settings, routing: RoutingSource, clock: Clock, notifier: Notifier, config_file: Path | None = None
+) -> int:
+    """``config_file``: leadrouter.yaml, read again on SIGHUP for its webhook subscribers."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     daemon: Daemon | None = None
@@ -49,6 +56,8 @@ async def serve(settings: Settings, routing: RoutingSource, clock: Clock, notifi
             reloading: asyncio.Task[None] | None = None
 
             async def apply_reload() -> None:
+                if config_file is not None:
+                    await reload_webhooks_from(running, config_file)
                 if await running.reload_routing():
                     notifier.status(_ready_status(running))
                 else:
@@ -75,6 +84,23 @@ async def serve(settings: Settings, routing: RoutingSource, clock: Clock, notifi
         notifier.close()
     log.info("daemon.stopped")
     return 0
+
+
+async def reload_webhooks_from(daemon: Daemon, config_file: Path) -> bool:
+    """SIGHUP: the webhook subscribers from leadrouter.yaml (the rest of it needs a restart); a
+    refused file leaves the running subscribers as they are."""
+
+    def read() -> WebhookSettings:
+        return load_settings(config_file).webhooks.webhook_settings()
+
+    try:
+        webhooks = await asyncio.to_thread(read)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("webhooks.reload_refused", problem=str(problem))
+        return False
+    daemon.reload_webhooks(webhooks)
+    return True
 
 
 async def _pbx_up(daemon: Daemon, notifier: Notifier, stop: asyncio.Event) -> bool:

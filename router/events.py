@@ -10,6 +10,11 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
+# In every event as ``schema_version``; events/schema/ describes this version. It changes only when
+# a field is removed, renamed or changes meaning: new fields come without it, and consumers
+# ignore fields they do not know.
+SCHEMA_VERSION = 1
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):

@@ -176,3 +176,29 @@ Index(
     sqlite_where=outbox.c.published_at.is_(None),
     postgresql_where=outbox.c.published_at.is_(None),
 )
+
+# Outgoing webhooks (events.webhooks): each subscriber's place in the outbox, and its events
+# not delivered yet. A delivered event's row is deleted; the outbox keeps the event itself.
+webhook_subscribers = Table(
+    "webhook_subscribers",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("cursor", BigInteger, nullable=False),  # the last outbox seq taken into webhook_deliveries
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("subscriber", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),  # the outbox row's
+    Column("lead_id", _Id, nullable=False),
+    Column("state", String(16), nullable=False),  # pending or dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("first_failed_at", UtcDateTime, nullable=True),  # dead_after counts from here
+    Column("last_error", String(500), nullable=True),
+    Column("dead_at", UtcDateTime, nullable=True),
+    # A lead's events in order: only the first one not delivered may be sent.
+    Index("ix_webhook_deliveries_lead", "subscriber", "lead_id", "seq"),
+)

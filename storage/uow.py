@@ -12,7 +12,7 @@ from typing import Any, Self
 from sqlalchemy import RowMapping, Table, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from router.events import DomainEvent
+from router.events import SCHEMA_VERSION, DomainEvent
 from router.model import Call, CallState, Lead, LeadStatus, ManagerLeg, OutcomeReport
 from storage.engine import Database
 from storage.schema import call_legs, calls, lead_outcomes, leads, outbox
@@ -224,7 +224,13 @@ class SqlOutbox:
     def add(self, events: Sequence[DomainEvent], at: datetime) -> None:
         for event in events:
             event_id = str(uuid.uuid4())
-            message = {"id": event_id, "type": event.type, "ts": at.isoformat(), **event.data()}
+            message = {
+                "id": event_id,
+                "type": event.type,
+                "schema_version": SCHEMA_VERSION,
+                "ts": at.isoformat(),
+                **event.data(),
+            }
             self._rows.append(
                 {
                     "id": event_id,

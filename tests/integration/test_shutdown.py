@@ -139,6 +139,9 @@ async def test_sigterm_refuses_new_leads_lets_live_calls_end_flushes_the_outbox_
 
     events = [line["event"] for line in log]
     assert "routing.reload_refused" in events
+    # The same SIGHUP re-read leadrouter.yaml's webhook subscribers (none here), whatever routing.yaml said.
+    (webhooks,) = [line for line in log if line["event"] == "webhooks.reloaded"]
+    assert webhooks["subscribers"] == []
     assert events.index("daemon.ready") < events.index("daemon.stopping") < events.index("daemon.drained")
     assert events[-1] == "daemon.stopped"
     (drained,) = [line for line in log if line["event"] == "daemon.drained"]
