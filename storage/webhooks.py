@@ -104,7 +104,9 @@ class SqlWebhooks:
                 {
                     "subscriber": subscriber,
                     "seq": seq,
-                    "lead_id": lead_id,
+                    # Events about no lead (manager.changed) keep their order among themselves
+                    # under 0, an id no lead has.
+                    "lead_id": lead_id if lead_id is not None else 0,
                     "state": PENDING,
                     "attempts": 0,
                     "next_attempt_at": now,

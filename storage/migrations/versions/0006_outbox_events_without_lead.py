@@ -1,7 +1,7 @@
 """Outbox rows about no lead (``manager.changed``, issue 12): ``lead_id`` may be null.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-26
 """
 
@@ -15,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # SQLite cannot alter a column: batch mode copies the table (the outbox is small once published).
+    # SQLite cannot alter a column: batch mode copies the table, once, at the upgrade.
     with op.batch_alter_table("outbox") as batch:
         batch.alter_column("lead_id", existing_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True)
 
