@@ -107,15 +107,20 @@ async def _stats(config: str, args: argparse.Namespace) -> int:
 
 async def _webhooks(config: str, args: argparse.Namespace) -> int:
     from leadrouter.daemon import webhook_admin
+    from storage.engine import StorageUnavailable
 
     settings = load_settings(Path(config))
-    async with webhook_admin(settings) as admin:
-        if args.action == "retry":
-            count = await admin.retry(args.subscriber, args.event)
-            print(f"{count} dead events queued again; the daemon sends them within seconds, in order per lead")
-            return 0
-        subscribers = await admin.overview()
-        dead = await admin.dead(args.subscriber, args.limit)
+    try:
+        async with webhook_admin(settings) as admin:
+            if args.action == "retry":
+                count = await admin.retry(args.subscriber, args.event)
+                print(f"{count} dead events queued again; the daemon sends them within seconds, in order per lead")
+                return 0
+            subscribers = await admin.overview()
+            dead = await admin.dead(args.subscriber, args.limit)
+    except StorageUnavailable as exc:
+        print(f"leadrouter webhooks: cannot read the database: {exc} (leadrouter db-upgrade?)", file=sys.stderr)
+        return 1
     if args.json:
         listing = {"subscribers": subscribers, "dead": dead}
         print(json.dumps(listing, ensure_ascii=False, indent=2, default=lambda value: value.isoformat()))

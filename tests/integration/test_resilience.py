@@ -264,7 +264,9 @@ async def _gap_with_a_bridged_call(tmp_path: Path, *, daemon_down: bool) -> None
         assert abs((call.ended_at - leg.ended).total_seconds()) < PBX_NOTE_SLACK
         assert call.talk_seconds is not None
         assert abs(call.talk_seconds - (leg.ended - call.bridged_at).total_seconds()) < PBX_NOTE_SLACK
-        assert 17 < call.talk_seconds < 20  # the client talks 20 s from their answer, 2 s before the bridge
+        # About 18 s (the client hangs up 20 s after answering, 2 s before the bridge), stretched a
+        # little by a loaded machine; closed when the daemon noticed it would be over 30 s.
+        assert 15 < call.talk_seconds < 25
         assert call.hangup_cause == leg.cause == 16
 
 

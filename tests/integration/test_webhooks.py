@@ -296,6 +296,13 @@ async def test_dead_events_are_listed_and_sent_again_in_order_on_retry(tmp_path:
             assert (await anonymous.get("/webhooks")).status_code == 401
 
         with receiving(port, cards):
+            # By the API, one event: its whole lead comes back, from its first dead event, in order.
+            first_lead = [event for event in committed if event["lead_id"] == committed[0]["lead_id"]]
+            response = await rig.http.post("/webhooks/retry", json={"event_ids": [first_lead[-1]["id"]]})
+            assert response.status_code == 200 and response.json() == {"requeued": len(first_lead)}
+            await wait_until(lambda: len(cards.events) == len(first_lead), 30, "the first lead's events")
+            assert cards.events == first_lead
+            # By the CLI, the rest.
             assert await asyncio.to_thread(cli_main, ["webhooks", "retry", "--config", config]) == 0
             await wait_until(lambda: len(cards.events) == len(committed), 30, "every dead event sent again")
             assert (await _admin_get(rig))["subscribers"][0]["dead"] == 0
