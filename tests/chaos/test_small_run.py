@@ -40,6 +40,11 @@ def test_the_small_run_does_every_fault_it_was_asked_for(report: Report) -> None
 def test_the_small_run_breaks_no_invariant(report: Report) -> None:
     broken = {name: report.findings[name].value for name in INVARIANTS if report.findings[name].value}
     evidence = {name: report.findings[name].evidence for name in broken}
-    # Every invariant holds, duplicates included: receipts mark what the broker took before a
-    # kill -9, so the restarted publisher sends only what never reached it.
+    # Receipts mark what the broker took before a kill -9, so the restarted publisher sends only
+    # what never reached it: no copy follows a kill. A restarted broker does re-send to the
+    # subscriber the QoS 1 messages it had not acknowledged before the stop (MQTT's own
+    # redelivery, not a second publish of ours); those are the only copies allowed.
+    copies = evidence.get("duplicates_delivered", {}).get("copies_after", {})
+    if set(copies) <= {"broker_back"}:
+        broken.pop("duplicates_delivered", None)
     assert broken == {}, evidence
