@@ -38,7 +38,7 @@ SPEED_TO_DIAL_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 *
 ORIGINATE_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # How late the event loop runs a timer: the AMI reader must never wait ~100 ms.
 LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5)
-LOOP_LAG_EVERY = 0.5  # seconds between two lag samples
+LOOP_LAG_EVERY = 0.05  # seconds between two lag samples
 
 MANAGER_STATES = ("free", "busy", "unavailable", "unknown")
 
