@@ -312,7 +312,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     for error in deps.unavailable:
         app.add_exception_handler(error, storage_unavailable)
 
-    def open_for_leads() -> None:
+    async def open_for_leads() -> None:
         if not deps.intake_open():
             raise _Stopping
 
@@ -324,7 +324,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     per_address = KeyedWindow(deps.leads_per_address) if deps.leads_per_address else None
 
-    def within_address_limit(request: Request) -> None:
+    async def within_address_limit(request: Request) -> None:
         if per_address is None:
             return
         address, now = request.client.host if request.client else "unknown", datetime.now(UTC)

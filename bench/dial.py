@@ -29,7 +29,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -45,6 +44,12 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -107,9 +112,8 @@ def routing_yaml(managers: int) -> str:
     return yaml.safe_dump({"version": 1, "managers": listed, "scenarios": [scenario]}, sort_keys=False)
 
 
-@contextlib.asynccontextmanager
-async def daemon(folder: Path, ami_port: int, *, managers: int = 50) -> AsyncIterator[tuple[Child, int, float]]:
-    """``leadrouter run`` on its own SQLite file: (process, HTTP port, seconds from exec to a healthy /health)."""
+def write_daemon_config(folder: Path, ami_port: int, managers: int) -> int:
+    """leadrouter.yaml and routing.yaml for a daemon in ``folder``; returns its HTTP port."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "routing.yaml").write_text(routing_yaml(managers))
     port = free_port()
@@ -117,8 +121,15 @@ async def daemon(folder: Path, ami_port: int, *, managers: int = 50) -> AsyncIte
     settings |= {"routing_file": "routing.yaml", "log": {"level": "error"}}
     settings["http"] |= {"port": port}
     settings["phones"] = {"max_leads_per_number": 1000}
-    settings["pbx"] |= {"max_channels": 1000}
+    settings["pbx"] |= {"max_channels": 2000}
     (folder / "leadrouter.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    return port
+
+
+@contextlib.asynccontextmanager
+async def daemon(folder: Path, ami_port: int, *, managers: int = 50) -> AsyncIterator[tuple[Child, int, float]]:
+    """``leadrouter run`` on its own SQLite file: (process, HTTP port, seconds from exec to a healthy /health)."""
+    port = write_daemon_config(folder, ami_port, managers)
     started = time.perf_counter()
     command = ["-c", "from leadrouter.cli import main; raise SystemExit(main())", "run", "--config", "leadrouter.yaml"]
     if profile := os.environ.get("BENCH_PROFILE"):  # py-spy's collapsed stacks of the daemon, into this file
@@ -282,6 +293,7 @@ class DialFigures:
     answers: list[float]  # POST to its 201, ours
     naive: list[float]
     lag_p99_s: float
+    cpu_per_lead_s: float  # the daemon's CPU time over the 200 leads/s run, per lead
     intake_max: float
     startup_s: float
 
@@ -306,15 +318,17 @@ async def run(*, rate: float, seconds: float, intake_rates: list[float], intake_
     with tempfile.TemporaryDirectory(prefix="lr-bench-dial-") as tmp:
         folder = Path(tmp)
         async with fake_pbx() as (pbx, ami_port), naive(folder, ami_port) as naive_port:
-            async with daemon(folder / "daemon", ami_port) as (_process, port, startup):
+            async with daemon(folder / "daemon", ami_port) as (process, port, startup):
                 # Warm both (connections, caches) with a few leads, then alternate: ours, naive.
                 await post_leads(port, numbers(900, 20), 50)
                 await post_leads(naive_port, numbers(901, 20), 50)
                 await originate_stamps(pbx, set(), 0)
                 _, text = await http_get(port, "/metrics")
                 before = lag_buckets(text.decode())
+                cpu = cpu_seconds(process.process.pid)
                 ours_posted = await post_leads(port, numbers(100, count), rate)
                 ours_stamps = await originate_stamps(pbx, set(ours_posted.sent))
+                cpu = (cpu_seconds(process.process.pid) - cpu) / count
                 _, text = await http_get(port, "/metrics")
                 lag = lag_p99(before, lag_buckets(text.decode()))
                 naive_posted = await post_leads(naive_port, numbers(200, count), rate)
@@ -324,7 +338,7 @@ async def run(*, rate: float, seconds: float, intake_rates: list[float], intake_
         missing = count - len(ours)
         if missing or len(theirs) != count:
             raise RuntimeError(f"Originates missing: ours {missing}, naive {count - len(theirs)} of {count}")
-    return DialFigures(ours, list(ours_posted.answered.values()), theirs, lag, intake, startup)
+    return DialFigures(ours, list(ours_posted.answered.values()), theirs, lag, cpu, intake, startup)
 
 
 def summary(figures: DialFigures) -> dict[str, float]:
@@ -336,6 +350,7 @@ def summary(figures: DialFigures) -> dict[str, float]:
         "naive_dial_p50_ms_200": round(statistics.median(figures.naive) * ms, 3),
         "naive_dial_p99_ms_200": round(percentile(figures.naive, 0.99) * ms, 3),
         "loop_lag_p99_ms_200": round(figures.lag_p99_s * ms, 3),
+        "daemon_cpu_ms_per_lead_200": round(figures.cpu_per_lead_s * ms, 3),
         "intake_max_leads_per_s": figures.intake_max,
     }
 

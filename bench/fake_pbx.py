@@ -25,6 +25,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Sequence
 
 from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from pbxsim import Behaviour, ScaledClock, Simulator, World
@@ -38,7 +39,7 @@ class StampingSimulator(Simulator):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.stamps: dict[str, float] = {}
 
-    async def handle(self, session: Session, message: list[tuple[str, str]]) -> bool:
+    async def handle(self, session: Session, message: Sequence[tuple[str, str]]) -> bool:
         if message and message[0][0].lower() == "action" and message[0][1].strip().lower() == "originate":
             at = time.perf_counter()
             channel = next((value for key, value in message if key.lower() == "channel"), "")
@@ -51,7 +52,8 @@ class StampingSimulator(Simulator):
 async def main(clients: str) -> None:
     client = Behaviour(busy=True) if clients == "busy" else Behaviour(answer_after=0.1, talk=3600.0)
     world = World(default_client=lambda _number: client, default_manager=lambda _ext: Behaviour(answer_after=0.1))
-    async with StampingSimulator(clock=ScaledClock(1.0), dialplan=SHIPPED_DIALPLAN, world=world) as sim:
+    sim = StampingSimulator(clock=ScaledClock(1.0), dialplan=SHIPPED_DIALPLAN, world=world)
+    async with sim:
         print(sim.port, flush=True)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()

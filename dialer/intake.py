@@ -188,10 +188,12 @@ class LeadIntake:
         new: list[Lead] = []
         async with self._uow() as uow:
             now = self._clock.now()
+            given = [pending.data.external_id for pending in batch if pending.data.external_id is not None]
+            stored = await uow.leads.by_external_ids(given) if given else {}
             for pending in batch:
                 data, phone = pending.data, pending.phone
                 if data.external_id is not None:
-                    existing = created.get(data.external_id) or await uow.leads.by_external_id(data.external_id)
+                    existing = created.get(data.external_id) or stored.get(data.external_id)
                     if existing is not None:
                         answers.append((existing, False))
                         continue
@@ -206,13 +208,13 @@ class LeadIntake:
                     payload=data.payload,
                     created_at=now,
                 )
-                await uow.leads.add(lead)
                 new.append(lead)
                 counted[phone] = counted.get(phone, 0) + 1
                 if data.external_id is not None:
                     created[data.external_id] = lead
                 answers.append((lead, True))
             if new:
+                await uow.leads.add(new)
                 uow.outbox.add([lead.created() for lead in new], now)
                 await uow.commit()
         if self._per_number is not None:

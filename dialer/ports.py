@@ -7,7 +7,7 @@ unit tests hand in fakes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Protocol, Self
 
@@ -75,12 +75,13 @@ class Pbx(Protocol):
 
 
 class LeadRepository(Protocol):
-    async def add(self, lead: Lead) -> None:
-        """Insert and set ``lead.id``."""
+    async def add(self, new: Sequence[Lead]) -> None:
+        """Insert (one statement for all) and set each lead's ``id``, in order."""
 
     async def get(self, lead_id: int) -> Lead | None: ...
 
-    async def by_external_id(self, external_id: str) -> Lead | None: ...
+    async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
+        """The stored leads among these external ids, by external id (one query)."""
 
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         """Atomically move up to ``limit`` due leads to DIALING (attempts + 1) and return them."""

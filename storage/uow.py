@@ -63,20 +63,21 @@ class SqlLeads:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, lead: Lead) -> None:
-        result = await self._conn.execute(
-            insert(leads).values(_row(leads, lead, _ASSIGNED_BY_INSERT)).returning(leads.c.id)
-        )
-        lead.id = result.scalar_one()
+    async def add(self, new: Sequence[Lead]) -> None:
+        if not new:
+            return
+        statement = insert(leads).returning(leads.c.id, sort_by_parameter_order=True)
+        result = await self._conn.execute(statement, [_row(leads, lead, _ASSIGNED_BY_INSERT) for lead in new])
+        for lead, lead_id in zip(new, result.scalars(), strict=True):
+            lead.id = lead_id
 
     async def get(self, lead_id: int) -> Lead | None:
         row = (await self._conn.execute(select(leads).where(leads.c.id == lead_id))).mappings().first()
         return lead_from_row(row) if row else None
 
-    async def by_external_id(self, external_id: str) -> Lead | None:
-        query = select(leads).where(leads.c.external_id == external_id)
-        row = (await self._conn.execute(query)).mappings().first()
-        return lead_from_row(row) if row else None
+    async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
+        query = select(leads).where(leads.c.external_id.in_(list(external_ids)))
+        return {row["external_id"]: lead_from_row(row) for row in (await self._conn.execute(query)).mappings()}
 
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         # One statement, so two dialers can never claim the same lead: SQLite serialises
