@@ -35,7 +35,7 @@ import yaml
 from leadrouter.demo import simulator_settings
 
 TOKEN = "bench-token-0123456789"
-INTAKE_P99_BOUND = 0.1  # seconds: above this, intake is no longer "bounded latency"
+INTAKE_P99_BOUND = 0.25  # seconds: a 201 slower than this at p99 is no longer "bounded latency"
 LAG_METRIC = "leadrouter_event_loop_lag_seconds"
 
 
@@ -60,11 +60,12 @@ def percentile(values: list[float], share: float) -> float:
 class Child:
     """A child process of the benchmark, spoken to over its stdin and stdout lines."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, stop_signal: int = signal.SIGTERM) -> None:
         self.process = process
+        self.stop_signal = stop_signal
 
     @classmethod
-    async def start(cls, *args: str, cwd: Path | None = None) -> Child:
+    async def start(cls, *args: str, cwd: Path | None = None, stop_signal: int = signal.SIGTERM) -> Child:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             *args,
@@ -72,7 +73,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             cwd=cwd,
         )
-        return cls(process)
+        return cls(process, stop_signal)
 
     async def line(self) -> str:
         assert self.process.stdout is not None
@@ -87,8 +88,7 @@ class Child:
     async def stop(self) -> None:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                # SIGINT: py-spy (BENCH_PROFILE) writes its profile and passes it on to the daemon.
-                self.process.send_signal(signal.SIGINT)
+                self.process.send_signal(self.stop_signal)
             try:
                 await asyncio.wait_for(self.process.wait(), 30)
             except TimeoutError:
@@ -148,9 +148,13 @@ async def daemon(folder: Path, ami_port: int, *, managers: int = 50) -> AsyncIte
             sys.executable,
             *command,
         ]
-        child = Child(await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE, cwd=folder))
+        # SIGINT: py-spy writes its profile and passes the signal on to the daemon.
+        child = Child(
+            await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE, cwd=folder), signal.SIGINT
+        )
     else:
-        child = await Child.start(*command, cwd=folder)
+        # Killed: a drain would wait for the benchmark's live calls, and nothing of the stop is measured.
+        child = await Child.start(*command, cwd=folder, stop_signal=signal.SIGKILL)
     try:
         for _ in range(6000):
             if child.process.returncode is not None:

@@ -6,7 +6,7 @@ line, then answers commands on stdin, one a line:
 * ``stamps``: one JSON line ``{"<digits>": <perf_counter of the Originate's arrival>, ...}``
   of the Originates read since the last ``stamps`` (keyed by the digits of the client's
   number in the Channel header, or the Exten of a manager-first call);
-* ``bridged``: one line with the number of channels that are up in a bridge right now;
+* ``bridged``: one line with the number of bridges up right now (a client talking to a manager);
 * end of input: the simulator stops.
 
 ``time.perf_counter`` is CLOCK_MONOTONIC on Linux, one clock for every process of the
@@ -64,7 +64,7 @@ async def main(clients: str) -> None:
                 stamps, sim.stamps = sim.stamps, {}
                 print(json.dumps(stamps), flush=True)
             elif command == "bridged":
-                print(sum(channel.application == "Bridge" for channel in sim.live_channels()), flush=True)
+                print(len({channel.bridge_id for channel in sim.live_channels() if channel.bridge_id}), flush=True)
 
 
 if __name__ == "__main__":
