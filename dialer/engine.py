@@ -232,6 +232,9 @@ class Dialer:
         self._settings = settings
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
         self._live: dict[str, _Live] = {}
+        # The live client-first calls dialling or on hold: each will want a free manager. Kept as
+        # calls change (every change goes through _emit), so a dispatch pass counts without a scan.
+        self._wanting: set[_Live] = set()
         self._holding = HoldQueue()
         self._writes = WriteBehind(uow=uow, clock=clock)
         self._wake = asyncio.Event()
@@ -345,6 +348,8 @@ class Dialer:
                 cause = None if ended.cancelled() else ended.exception()
                 raise DialerStopped(f"{ended.get_name()} has ended ({cause!r}): the dialer no longer runs") from cause
             if self._is_idle():
+                # Tests wait here: each checks that the count kept as calls change is the scan's.
+                assert self._wanting == {live for live in self._live.values() if self._wants_manager(live)}
                 return
             self._maybe_idle.clear()
             await self._maybe_idle.wait()
@@ -442,12 +447,20 @@ class Dialer:
 
     def _capacity(self) -> int:
         # Clients dialled or on hold will each want a free manager; a manager-first call has his already.
-        waiting = sum(
-            1
-            for live in self._live.values()
-            if live.call.state in (CallState.DIALING, CallState.HOLDING) and not live.manager_first
+        return min(self._board.free_count - len(self._wanting), self._settings.max_channels - len(self._live))
+
+    def _wants_manager(self, live: _Live) -> bool:
+        return (
+            not live.manager_first
+            and live.call.state in (CallState.DIALING, CallState.HOLDING)
+            and self._live.get(live.call.channel_id) is live
         )
-        return min(self._board.free_count - waiting, self._settings.max_channels - len(self._live))
+
+    def _recount(self, live: _Live) -> None:
+        if self._wants_manager(live):
+            self._wanting.add(live)
+        else:
+            self._wanting.discard(live)
 
     async def _dispatch_once(self) -> float | None:
         """Claim and dial what is due; return seconds until the next lead falls due (0 = go on)."""
@@ -493,6 +506,8 @@ class Dialer:
             # Known as live from the commit on, before anything else can run (closing the
             # unit of work awaits), so no one sees a dialing lead without its live call.
             self._live.update((live.call.channel_id, live) for live in started)
+            for live in started:
+                self._recount(live)
         self._breaker.dialling(len(started))
         dial_time = self._clock.now()
         for live in started:
@@ -575,6 +590,7 @@ class Dialer:
 
     def _emit(self, live: _Live, *events: DomainEvent | None) -> None:
         self._writes.changed(live.call, live.lead, *events)
+        self._recount(live)
 
     def _apply(self, event: _Event, now: datetime) -> None:
         match event:
@@ -881,6 +897,8 @@ class Dialer:
             log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=call.channel_id not in closing)
         for call in decision.close:
             self._close_vanished(self._live[call.channel_id], now)
+        # Calls were adopted, caught up and closed above, not all through _emit: count afresh (rare).
+        self._wanting = {live for live in self._live.values() if self._wants_manager(live)}
         freed = self._board.devices_listed(event.snapshot.devices, keep=self._fresh_devices)
         self._resynced_once = True
         self._breaker_changed(self._breaker.synced(self._clock.monotonic()))
