@@ -83,6 +83,11 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+async def ticker_alone(seconds: float = 2.0) -> float:
+    """The longest gap the ticker sees with nothing else to do: what the machine's scheduling costs."""
+    return await _stall(asyncio.sleep(seconds))
+
+
 async def reload_stall(managers: int, size: int = RELOAD_BYTES, rounds: int = 3) -> float:
     """The median over ``rounds`` reloads of the longest loop stall (seconds) one causes."""
     with tempfile.TemporaryDirectory(prefix="lr-bench-reload-") as tmp:
@@ -94,6 +99,7 @@ async def reload_stall(managers: int, size: int = RELOAD_BYTES, rounds: int = 3)
         async def reload() -> None:
             problems = await source.reload_off_loop(max_bytes=size + 1024, time_cap=60)
             assert problems == [], problems
+            await asyncio.sleep(0)  # as Daemon.reload_routing does
             board.replace(source.plan)
 
         stalls = sorted([await _stall(reload()) for _ in range(rounds)])

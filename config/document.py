@@ -75,7 +75,7 @@ class _FastLoader(_CoreScalars, yaml.CSafeLoader):
     4-5x faster on a big routing.yaml. A file it refuses is read again by ``_Loader``, whose
     messages say more (libyaml's are terser), so a broken file is reported the same either way."""
 
-    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers  # noqa: RUF012 (as above)
+    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 
 @dataclass(frozen=True)
