@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, UnitOfWorkFactory
+from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, UnitOfWork, UnitOfWorkFactory
 from dialer.resync import CatchUp, Missed, decide_resync
 from dialer.settings import DialerSettings
 from dialer.write_behind import WriteBehind
@@ -477,37 +477,85 @@ class Dialer:
             # A breaker change wakes us, or a shift starting (which matters once it closes).
             breaker_in = self._breaker.next_change_in(moment)
             return shift_change if breaker_in is None else min(breaker_in, shift_change)
-        capacity = self._capacity() if allowed is None else min(self._capacity(), allowed)
-        if capacity <= 0:
+        if self._capacity() <= 0:
             return shift_change  # or a call ending or a manager getting free wakes us
+        async with self._uow() as uow:
+            # Counted again inside the transaction: the intake may have claimed leads (claim_new)
+            # while this pass waited for the database.
+            capacity = self._capacity() if allowed is None else min(self._capacity(), allowed)
+            if capacity <= 0:
+                return shift_change
+            started, claimed = await self._claim(uow, now, capacity)
+            next_due = None if claimed == capacity else await uow.leads.next_due_at()
+            await uow.commit()
+            self._register(started)
+        self._dial(started)
+        if claimed == capacity:
+            return 0
+        if next_due is None:
+            return shift_change
+        return max(min((next_due - now).total_seconds(), shift_change), 0.001)
+
+    async def claim_new(self, uow: UnitOfWork, now: datetime) -> Callable[[], None] | None:
+        """The intake's transaction, once its new leads are in it: claim what is due there, as a
+        dispatch pass would, so that their Originates leave as soon as it commits, with no second
+        transaction. Returns what to run right after the commit (None: nothing was claimed, the
+        dispatch loop is to be woken as usual).
+
+        Only in the plain case: dialing, the breaker closed (a probing or open breaker, and
+        shift changes, are the dispatch loop's).
+        """
+        if self._dialing_stopped or not self._pbx.connected or not self._resynced_once:
+            return None
+        if self._breaker.allowed() is not None:
+            return None
+        capacity = self._capacity()
+        if capacity <= 0:
+            return None
+        started, claimed = await self._claim(uow, now, capacity)
+        if not started:
+            return None
+
+        def committed() -> None:
+            self._register(started)
+            self._dial(started)
+            if claimed == capacity:
+                self._wake.set()  # more may be due than there was room for
+
+        return committed
+
+    async def _claim(self, uow: UnitOfWork, now: datetime, capacity: int) -> tuple[list[_Live], int]:
+        """Claim up to ``capacity`` due leads in ``uow`` and add their calls; (the calls, leads claimed)."""
         plan = self._routing()
         started: list[_Live] = []
-        async with self._uow() as uow:
-            leads = await uow.leads.claim_due(now, capacity)
-            for lead in leads:
-                assert lead.id is not None
-                scenario = plan.scenario_for(lead, now)
-                call = Call(
-                    lead_id=lead.id,
-                    attempt=lead.attempts,
-                    scenario=scenario.name,
-                    channel_id=f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}",
-                    phone=lead.phone,
-                    started_at=now,
-                )
-                owner = None
-                if scenario.owner_first is not None:
-                    owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
-                started.append(_Live(call, lead, scenario, owner))
-            await uow.calls.add([live.call for live in started])
-            uow.outbox.add([live.call.dialing() for live in started], now)
-            next_due = None if len(leads) == capacity else await uow.leads.next_due_at()
-            await uow.commit()
-            # Known as live from the commit on, before anything else can run (closing the
-            # unit of work awaits), so no one sees a dialing lead without its live call.
-            self._live.update((live.call.channel_id, live) for live in started)
-            for live in started:
-                self._recount(live)
+        leads = await uow.leads.claim_due(now, capacity)
+        for lead in leads:
+            assert lead.id is not None
+            scenario = plan.scenario_for(lead, now)
+            call = Call(
+                lead_id=lead.id,
+                attempt=lead.attempts,
+                scenario=scenario.name,
+                channel_id=f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}",
+                phone=lead.phone,
+                started_at=now,
+            )
+            owner = None
+            if scenario.owner_first is not None:
+                owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
+            started.append(_Live(call, lead, scenario, owner))
+        await uow.calls.add([live.call for live in started])
+        uow.outbox.add([live.call.dialing() for live in started], now)
+        return started, len(leads)
+
+    def _register(self, started: list[_Live]) -> None:
+        """Right after the claim's commit, before anything else can run (closing the unit of work
+        awaits), so no one sees a dialing lead without its live call."""
+        self._live.update((live.call.channel_id, live) for live in started)
+        for live in started:
+            self._recount(live)
+
+    def _dial(self, started: list[_Live]) -> None:
         self._breaker.dialling(len(started))
         dial_time = self._clock.now()
         for live in started:
@@ -520,11 +568,6 @@ class Dialer:
             self._spawn(self._originate(live))
         if started:
             log.info("dialer.dialing", leads=[live.lead.id for live in started])
-        if len(leads) == capacity:
-            return 0
-        if next_due is None:
-            return shift_change
-        return max(min((next_due - now).total_seconds(), shift_change), 0.001)
 
     # -- PBX commands ---------------------------------------------------------------------
 

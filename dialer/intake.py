@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from dialer.ports import Clock, UnitOfWorkFactory
+from dialer.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from router.model import Lead
 from router.phone import InvalidPhone, PhonePolicy, normalize_phone
 
@@ -115,6 +115,10 @@ class _Pending:
     answer: asyncio.Future[tuple[Lead, bool]]
 
 
+# The dialer's Dialer.claim_new: claims due leads within the intake's transaction, returns what to
+# run once it committed (None: nothing claimed).
+ClaimNew = Callable[[UnitOfWork, datetime], Awaitable[Callable[[], None] | None]]
+
 # A transaction holds at most this many leads: a huge burst still commits in steps of bounded length.
 MAX_BATCH = 200
 
@@ -129,6 +133,7 @@ class LeadIntake:
         on_new_lead: Callable[[], None],
         policy: PhonePolicy | None = None,
         per_number: RateLimit | None = None,
+        claim: ClaimNew | None = None,
     ) -> None:
         """``policy``: which numbers may be dialled, by default fixed and mobile ones of the default
         region; ``per_number``: new leads a number may get in a window (a callback flood aimed at
@@ -139,6 +144,7 @@ class LeadIntake:
         self._region = default_region
         self._policy = policy or PhonePolicy(default_region)
         self._on_new_lead = on_new_lead
+        self._claim = claim
         self._pending: list[_Pending] = []  # checked leads waiting for the next transaction
         self._writer: asyncio.Task[None] | None = None  # commits batches while leads are pending
 
@@ -213,13 +219,17 @@ class LeadIntake:
                 if data.external_id is not None:
                     created[data.external_id] = lead
                 answers.append((lead, True))
+            committed = None
             if new:
                 await uow.leads.add(new)
                 uow.outbox.add([lead.created() for lead in new], now)
+                committed = await self._claim(uow, now) if self._claim is not None else None
                 await uow.commit()
+                if committed is not None:
+                    committed()  # the claimed leads' Originates leave now
         if self._per_number is not None:
             for lead in new:
                 self._per_number.add(lead.phone, now)
-        if new:
+        if new and committed is None:
             self._on_new_lead()
         return answers

@@ -245,6 +245,7 @@ class Daemon:
             policy=settings.phones.policy(),
             per_number=settings.phones.per_number(),
             on_new_lead=self.dialer.leads_added,
+            claim=self.dialer.claim_new,  # a new lead is claimed in the transaction that stores it
         )
         self.live = LiveBoard(
             self.board,
