@@ -488,7 +488,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     ) -> Response:
         """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token."""
         if expires is None or signature is None:
-            require_scope(TokenScope.SUPERVISOR)(request)  # as `supervisor` does
+            await require_scope(TokenScope.SUPERVISOR)(request)  # as `supervisor` does
         elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
             return _problem(403, "forbidden", [("signature", refused)])
         return FileResponse(await recording(name), media_type="audio/wav")
