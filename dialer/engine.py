@@ -480,11 +480,12 @@ class Dialer:
         if self._capacity() <= 0:
             return shift_change  # or a call ending or a manager getting free wakes us
         async with self._uow() as uow:
-            # Counted again inside the transaction: the intake may have claimed leads (claim_new)
-            # while this pass waited for the database.
+            # Asked again inside the transaction: while this pass waited for the database, the
+            # intake may have claimed leads (claim_new) and PBX failures may have opened the breaker.
+            allowed = self._breaker.allowed()
             capacity = self._capacity() if allowed is None else min(self._capacity(), allowed)
             if capacity <= 0:
-                return shift_change
+                return 0 if allowed == 0 else shift_change
             started, claimed = await self._claim(uow, now, capacity)
             next_due = None if claimed == capacity else await uow.leads.next_due_at()
             await uow.commit()
