@@ -20,14 +20,10 @@ test: $(STAMP) mosquitto chromium
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+# Issue 11's figures in one run (python -m bench --json for the JSON, --quick for a short one);
+# the modules under bench/ each run alone too, with more detail.
 bench: $(STAMP)
-	$(BIN)/python -m bench.ami_ingest
-	$(BIN)/python -m bench.simulator_load
-	$(BIN)/python -m bench.routing_select
-	$(BIN)/python -m bench.routing_fairness
-	$(BIN)/python -m bench.stats_month
-	$(BIN)/python -m bench.api_idle
-	$(BIN)/python -m bench.reload_stall
+	$(BIN)/python -m bench
 	$(BIN)/python -m bench.lead_import
 	$(BIN)/python -m bench.webhook_load
 

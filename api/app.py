@@ -373,7 +373,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     for error in deps.unavailable:
         app.add_exception_handler(error, storage_unavailable)
 
-    def open_for_leads() -> None:
+    async def open_for_leads() -> None:
         if not deps.intake_open():
             raise _Stopping
 
@@ -385,7 +385,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     per_address = KeyedWindow(deps.leads_per_address) if deps.leads_per_address else None
 
-    def within_address_limit(request: Request) -> None:
+    async def within_address_limit(request: Request) -> None:
         if per_address is None:
             return
         address, now = request.client.host if request.client else "unknown", datetime.now(UTC)
@@ -599,7 +599,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     ) -> Response:
         """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token."""
         if expires is None or signature is None:
-            require_scope(TokenScope.SUPERVISOR)(request)  # as `supervisor` does
+            await require_scope(TokenScope.SUPERVISOR)(request)  # as `supervisor` does
         elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
             return _problem(403, "forbidden", [("signature", refused)])
         return FileResponse(await recording(name), media_type="audio/wav")

@@ -53,14 +53,19 @@ def _managers(count: int, rng: random.Random) -> list[Manager]:
     ]
 
 
-def _scenario(strategy: Strategy) -> Scenario:
+SENIORS = Pool(groups=frozenset({"senior"}))
+EVERYONE = Pool()
+FEW = Pool(managers=frozenset({"m0", "m4", "m8", "m12"}))  # a scenario naming a handful of managers
+
+
+def _scenario(strategy: Strategy, pool: Pool = SENIORS) -> Scenario:
     return Scenario(
         name="s",
         hold_limit=45,
         ring_timeout=20,
         max_attempts=3,
         retry_delays=(300,),
-        pool=Pool(groups=frozenset({"senior"})),
+        pool=pool,
         strategy=strategy,
         closing_rate=ClosingRate(fairness_floor=0.5),
     )
@@ -69,10 +74,10 @@ def _scenario(strategy: Strategy) -> Scenario:
 class _Bench:
     """One board at one size under one strategy, and the naive peer over the same state."""
 
-    def __init__(self, count: int, strategy: Strategy) -> None:
+    def __init__(self, count: int, strategy: Strategy, pool: Pool = SENIORS) -> None:
         self.rng = random.Random(count)
         self.managers = _managers(count, self.rng)
-        self.scenario = _scenario(strategy)
+        self.scenario = _scenario(strategy, pool)
         self.board = ManagerBoard(RoutingPlan(tuple(self.managers), (self.scenario,)), rng=random.Random(1))
         self.by_id = {manager.id: manager for manager in self.managers}
         self.calls = {manager.id: self.rng.randint(0, 40) for manager in self.managers}
@@ -91,8 +96,8 @@ class _Bench:
         if strategy is Strategy.CLOSING_RATE:
             # A full window with everyone at his fair share: every pick takes the Thompson draw,
             # the dearer path (below the floor, a pick is the head of an index).
-            pool = [manager.id for manager in self.managers if self.scenario.pool.admits(manager)]
-            self.board.restore(History(offers={"s": pool * 20}), T0)
+            admitted = [manager.id for manager in self.managers if self.scenario.pool.admits(manager)]
+            self.board.restore(History(offers={"s": admitted * 20}), T0)
         # Four in ten phones in use; the rest are free (no shifts, no capacity limits here).
         self.free: list[str] = []
         for manager in self.managers:
@@ -156,6 +161,16 @@ def _median_us(bench: _Bench, rounds: int, indexed: bool) -> float:
         times.append(time.perf_counter_ns() - started)
         bench.after_pick(manager_id, now)
     return statistics.median(times) / 1000
+
+
+def worst_us(size: int = SIZES[-1], rounds: int = ROUNDS) -> float:
+    """``python -m bench``'s figure: the slowest median pick at ``size`` managers over every strategy
+    and three pools (everyone, a quarter of them by group, four named managers)."""
+    return max(
+        _median_us(_Bench(size, strategy, pool), rounds, indexed=True)
+        for strategy in Strategy
+        for pool in (EVERYONE, SENIORS, FEW)
+    )
 
 
 def main() -> None:

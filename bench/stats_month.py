@@ -25,6 +25,7 @@ import asyncio
 import random
 import sqlite3
 import statistics
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -58,7 +59,7 @@ def _fmt(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _build(path: Path) -> None:
+def _build(path: Path, total_calls: int = CALLS) -> None:
     rng = random.Random(9)
     span = (date(2026, 12, 1) - FIRST_DAY).days * 86400
     t0 = datetime.combine(FIRST_DAY, datetime.min.time(), tzinfo=ZONE).astimezone(UTC)
@@ -67,7 +68,7 @@ def _build(path: Path) -> None:
     lead_rows: list[tuple[Any, ...]] = []
     call_rows: list[tuple[Any, ...]] = []
     leg_rows: list[tuple[Any, ...]] = []
-    for lead_id in range(1, CALLS // 2 + 1):
+    for lead_id in range(1, total_calls // 2 + 1):
         created = t0 + timedelta(seconds=rng.uniform(0, span))
         owner = None
         for attempt in (1, 2):
@@ -155,14 +156,16 @@ def _build(path: Path) -> None:
     con.close()
 
 
-async def _database() -> Database:
-    fresh = PATH.with_suffix(f".{REVISION}.db")
+async def _database(total_calls: int = CALLS) -> Database:
+    size = "" if total_calls == CALLS else f".{total_calls}"
+    fresh = PATH.with_suffix(f"{size}.{REVISION}.db")
     db = Database(f"sqlite+aiosqlite:///{fresh}")
     if not fresh.exists():
-        print(f"building {fresh} ({CALLS:,} calls; once)...", flush=True)
+        print(f"building {fresh} ({total_calls:,} calls; once)...", file=sys.stderr, flush=True)
+        fresh.parent.mkdir(parents=True, exist_ok=True)
         await db.migrate()
         await db.engine.dispose()
-        _build(fresh)
+        _build(fresh, total_calls)
         db = Database(f"sqlite+aiosqlite:///{fresh}")
     return db
 
@@ -233,6 +236,23 @@ async def _median_ms(work: Callable[[], Awaitable[object]]) -> tuple[float, obje
         result = await work()
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times), result
+
+
+async def month_ms(total_calls: int = CALLS) -> float:
+    """``python -m bench``'s figure: the median milliseconds of a month of per-manager stats."""
+    db = await _database(total_calls)
+    try:
+        managers = [Manager(f"m{n}", f"Manager {n}", str(100 + n)) for n in range(MANAGERS)]
+        period = Period.of_days(*MONTH, ZONE)
+        sql = SqlStats(db)
+        ms, _ = await _median_ms(lambda: _figures(sql, managers, period))
+        return ms
+    finally:
+        await db.engine.dispose()
+
+
+async def _figures(sql: SqlStats, managers: list[Manager], period: Period) -> list[ManagerFigures]:
+    return manager_figures(managers, *await sql.manager_rows(period))
 
 
 async def main() -> None:

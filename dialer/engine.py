@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, UnitOfWorkFactory
+from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, UnitOfWork, UnitOfWorkFactory
 from dialer.resync import CatchUp, Missed, decide_resync
 from dialer.settings import DialerSettings
 from dialer.write_behind import WriteBehind
@@ -234,6 +234,9 @@ class Dialer:
         self._settings = settings
         self._queue: asyncio.Queue[_Event] = asyncio.Queue()
         self._live: dict[str, _Live] = {}
+        # The live client-first calls dialling or on hold: each will want a free manager. Kept as
+        # calls change (every change goes through _emit), so a dispatch pass counts without a scan.
+        self._wanting: set[_Live] = set()
         self._holding = HoldQueue()
         self._writes = WriteBehind(uow=uow, clock=clock)
         self._wake = asyncio.Event()
@@ -370,6 +373,8 @@ class Dialer:
                 cause = None if ended.cancelled() else ended.exception()
                 raise DialerStopped(f"{ended.get_name()} has ended ({cause!r}): the dialer no longer runs") from cause
             if self._is_idle():
+                # Tests wait here: each checks that the count kept as calls change is the scan's.
+                assert self._wanting == {live for live in self._live.values() if self._wants_manager(live)}
                 return
             self._maybe_idle.clear()
             await self._maybe_idle.wait()
@@ -467,12 +472,20 @@ class Dialer:
 
     def _capacity(self) -> int:
         # Clients dialled or on hold will each want a free manager; a manager-first call has his already.
-        waiting = sum(
-            1
-            for live in self._live.values()
-            if live.call.state in (CallState.DIALING, CallState.HOLDING) and not live.manager_first
+        return min(self._board.free_count - len(self._wanting), self._settings.max_channels - len(self._live))
+
+    def _wants_manager(self, live: _Live) -> bool:
+        return (
+            not live.manager_first
+            and live.call.state in (CallState.DIALING, CallState.HOLDING)
+            and self._live.get(live.call.channel_id) is live
         )
-        return min(self._board.free_count - waiting, self._settings.max_channels - len(self._live))
+
+    def _recount(self, live: _Live) -> None:
+        if self._wants_manager(live):
+            self._wanting.add(live)
+        else:
+            self._wanting.discard(live)
 
     async def _dispatch_once(self) -> float | None:
         """Claim and dial what is due; return seconds until the next lead falls due (0 = go on)."""
@@ -489,35 +502,86 @@ class Dialer:
             # A breaker change wakes us, or a shift starting (which matters once it closes).
             breaker_in = self._breaker.next_change_in(moment)
             return shift_change if breaker_in is None else min(breaker_in, shift_change)
-        capacity = self._capacity() if allowed is None else min(self._capacity(), allowed)
-        if capacity <= 0:
+        if self._capacity() <= 0:
             return shift_change  # or a call ending or a manager getting free wakes us
+        async with self._uow() as uow:
+            # Asked again inside the transaction: while this pass waited for the database, the
+            # intake may have claimed leads (claim_new) and PBX failures may have opened the breaker.
+            allowed = self._breaker.allowed()
+            capacity = self._capacity() if allowed is None else min(self._capacity(), allowed)
+            if capacity <= 0:
+                return 0 if allowed == 0 else shift_change
+            started, claimed = await self._claim(uow, now, capacity)
+            next_due = None if claimed == capacity else await uow.leads.next_due_at()
+            await uow.commit()
+            self._register(started)
+        self._dial(started)
+        if claimed == capacity:
+            return 0
+        if next_due is None:
+            return shift_change
+        return max(min((next_due - now).total_seconds(), shift_change), 0.001)
+
+    async def claim_new(self, uow: UnitOfWork, now: datetime) -> Callable[[], None] | None:
+        """The intake's transaction, once its new leads are in it: claim what is due there, as a
+        dispatch pass would, so that their Originates leave as soon as it commits, with no second
+        transaction. Returns what to run right after the commit (None: nothing was claimed, the
+        dispatch loop is to be woken as usual).
+
+        Only in the plain case: dialing, the breaker closed (a probing or open breaker, and
+        shift changes, are the dispatch loop's).
+        """
+        if self._dialing_stopped or not self._pbx.connected or not self._resynced_once:
+            return None
+        if self._breaker.allowed() is not None:
+            return None
+        capacity = self._capacity()
+        if capacity <= 0:
+            return None
+        started, claimed = await self._claim(uow, now, capacity)
+        if not started:
+            return None
+
+        def committed() -> None:
+            self._register(started)
+            self._dial(started)
+            if claimed == capacity:
+                self._wake.set()  # more may be due than there was room for
+
+        return committed
+
+    async def _claim(self, uow: UnitOfWork, now: datetime, capacity: int) -> tuple[list[_Live], int]:
+        """Claim up to ``capacity`` due leads in ``uow`` and add their calls; (the calls, leads claimed)."""
         plan = self._routing()
         started: list[_Live] = []
-        async with self._uow() as uow:
-            leads = await uow.leads.claim_due(now, capacity)
-            for lead in leads:
-                assert lead.id is not None
-                scenario = plan.scenario_for(lead, now)
-                call = Call(
-                    lead_id=lead.id,
-                    attempt=lead.attempts,
-                    scenario=scenario.name,
-                    channel_id=f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}",
-                    phone=lead.phone,
-                    started_at=now,
-                )
-                owner = None
-                if scenario.owner_first is not None:
-                    owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
-                started.append(_Live(call, lead, scenario, owner))
-            await uow.calls.add([live.call for live in started])
-            uow.outbox.add([live.call.dialing() for live in started], now)
-            next_due = None if len(leads) == capacity else await uow.leads.next_due_at()
-            await uow.commit()
-            # Known as live from the commit on, before anything else can run (closing the
-            # unit of work awaits), so no one sees a dialing lead without its live call.
-            self._live.update((live.call.channel_id, live) for live in started)
+        leads = await uow.leads.claim_due(now, capacity)
+        for lead in leads:
+            assert lead.id is not None
+            scenario = plan.scenario_for(lead, now)
+            call = Call(
+                lead_id=lead.id,
+                attempt=lead.attempts,
+                scenario=scenario.name,
+                channel_id=f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}",
+                phone=lead.phone,
+                started_at=now,
+            )
+            owner = None
+            if scenario.owner_first is not None:
+                owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
+            started.append(_Live(call, lead, scenario, owner))
+        await uow.calls.add([live.call for live in started])
+        uow.outbox.add([live.call.dialing() for live in started], now)
+        return started, len(leads)
+
+    def _register(self, started: list[_Live]) -> None:
+        """Right after the claim's commit, before anything else can run (closing the unit of work
+        awaits), so no one sees a dialing lead without its live call."""
+        self._live.update((live.call.channel_id, live) for live in started)
+        for live in started:
+            self._recount(live)
+
+    def _dial(self, started: list[_Live]) -> None:
         self._breaker.dialling(len(started))
         dial_time = self._clock.now()
         for live in started:
@@ -530,11 +594,6 @@ class Dialer:
             self._spawn(self._originate(live))
         if started:
             log.info("dialer.dialing", leads=[live.lead.id for live in started])
-        if len(leads) == capacity:
-            return 0
-        if next_due is None:
-            return shift_change
-        return max(min((next_due - now).total_seconds(), shift_change), 0.001)
 
     # -- PBX commands ---------------------------------------------------------------------
 
@@ -600,6 +659,7 @@ class Dialer:
 
     def _emit(self, live: _Live, *events: DomainEvent | None) -> None:
         self._writes.changed(live.call, live.lead, *events)
+        self._recount(live)
 
     def _apply(self, event: _Event, now: datetime) -> None:
         match event:
@@ -906,6 +966,8 @@ class Dialer:
             log.info("dialer.adopted", call_id=call.id, state=call.state.value, live=call.channel_id not in closing)
         for call in decision.close:
             self._close_vanished(self._live[call.channel_id], event.ended.get(call.channel_id), now)
+        # Calls were adopted, caught up and closed above, not all through _emit: count afresh (rare).
+        self._wanting = {live for live in self._live.values() if self._wants_manager(live)}
         freed = self._board.devices_listed(event.snapshot.devices, keep=self._fresh_devices)
         self._resynced_once = True
         self._breaker_changed(self._breaker.synced(self._clock.monotonic()))

@@ -79,18 +79,13 @@ class Pbx(Protocol):
 
 
 class LeadRepository(Protocol):
-    async def add(self, lead: Lead) -> None:
-        """Insert and set ``lead.id``."""
-
-    async def add_many(self, new: Sequence[Lead]) -> None:
-        """Insert in one statement and set each ``lead.id`` (an import's batch)."""
-
-    async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
-        """The stored leads among these external ids, by external id."""
+    async def add(self, new: Sequence[Lead]) -> None:
+        """Insert (one statement for all) and set each lead's ``id``, in order."""
 
     async def get(self, lead_id: int) -> Lead | None: ...
 
-    async def by_external_id(self, external_id: str) -> Lead | None: ...
+    async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
+        """The stored leads among these external ids, by external id (one query)."""
 
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         """Atomically move up to ``limit`` due leads to DIALING (attempts + 1) and return them."""

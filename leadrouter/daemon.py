@@ -305,6 +305,7 @@ class Daemon:
             policy=settings.phones.policy(),
             per_number=settings.phones.per_number(),
             on_new_lead=self.dialer.leads_added,
+            claim=self.dialer.claim_new,  # a new lead is claimed in the transaction that stores it
         )
         self.live = LiveBoard(
             self.board,
@@ -586,6 +587,9 @@ class Daemon:
             for problem in problems:
                 log.error("routing.reload_refused", problem=str(problem))
             return False
+        # Unpickling the plan and rebuilding the board take ~20 ms each at 10,000 managers: the
+        # loop gets a turn between them, so the longest stall is one of them, not both.
+        await asyncio.sleep(0)
         self._apply_routing()
         return True
 

@@ -63,13 +63,7 @@ class SqlLeads:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, lead: Lead) -> None:
-        result = await self._conn.execute(
-            insert(leads).values(_row(leads, lead, _ASSIGNED_BY_INSERT)).returning(leads.c.id)
-        )
-        lead.id = result.scalar_one()
-
-    async def add_many(self, new: Sequence[Lead]) -> None:
+    async def add(self, new: Sequence[Lead]) -> None:
         if not new:
             return
         statement = insert(leads).returning(leads.c.id, sort_by_parameter_order=True)
@@ -88,10 +82,6 @@ class SqlLeads:
         row = (await self._conn.execute(select(leads).where(leads.c.id == lead_id))).mappings().first()
         return lead_from_row(row) if row else None
 
-    async def by_external_id(self, external_id: str) -> Lead | None:
-        query = select(leads).where(leads.c.external_id == external_id)
-        row = (await self._conn.execute(query)).mappings().first()
-        return lead_from_row(row) if row else None
 
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         # One statement, so two dialers can never claim the same lead: SQLite serialises

@@ -138,30 +138,22 @@ class _Leads:
     def __init__(self, db: FakeDb) -> None:
         self._db = db
 
-    async def add(self, lead: Lead) -> None:
-        lead.id = len(self._db.leads) + 1
-        self._db.leads[lead.id] = copy.deepcopy(lead)
-
-    async def add_many(self, new: Sequence[Lead]) -> None:
+    async def add(self, new: Sequence[Lead]) -> None:
         for lead in new:
-            await self.add(lead)
-
-    async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
-        return {
-            lead.external_id: copy.deepcopy(lead)
-            for lead in self._db.leads.values()
-            if lead.external_id is not None and lead.external_id in external_ids
-        }
+            lead.id = len(self._db.leads) + 1
+            self._db.leads[lead.id] = copy.deepcopy(lead)
 
     async def get(self, lead_id: int) -> Lead | None:
         lead = self._db.leads.get(lead_id)
         return copy.deepcopy(lead) if lead else None
 
-    async def by_external_id(self, external_id: str) -> Lead | None:
-        for lead in self._db.leads.values():
-            if lead.external_id == external_id:
-                return copy.deepcopy(lead)
-        return None
+    async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
+        wanted = set(external_ids)
+        return {
+            lead.external_id: copy.deepcopy(lead)
+            for lead in self._db.leads.values()
+            if lead.external_id is not None and lead.external_id in wanted
+        }
 
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         due = sorted(

@@ -38,7 +38,7 @@ def _config(tmp_path: Path) -> Path:
 async def _one_talk(url: str) -> None:
     async with Database(url) as db, SqlUnitOfWork(db) as uow:
         lead = Lead(phone="+79161234567", name="", source="", external_id=None, payload={}, created_at=TALK_STARTED)
-        await uow.leads.add(lead)
+        await uow.leads.add([lead])
         assert lead.id is not None
         call = Call(lead_id=lead.id, attempt=1, scenario="default", channel_id="lr-1", phone=lead.phone,
                     started_at=TALK_STARTED)  # fmt: skip

@@ -23,7 +23,7 @@ async def _store(db: Database, lead_id: int, ago: timedelta, manager: str, vip: 
                 payload={"tags": ["vip"]} if vip else {}, created_at=start, status=LeadStatus.ASSIGNED,
                 owner_id=manager)  # fmt: skip
     async with SqlUnitOfWork(db) as uow:
-        await uow.leads.add(lead)
+        await uow.leads.add([lead])
         assert lead.id is not None
         call = Call(lead_id=lead.id, attempt=1, scenario="default", channel_id=f"lr-{lead.id}", phone=lead.phone,
                     started_at=start, state=CallState.ENDED, answered_at=start + timedelta(seconds=5),

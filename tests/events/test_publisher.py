@@ -30,7 +30,7 @@ async def _commit_leads(db: Database, publisher: OutboxPublisher, first: int, co
             lead = Lead(
                 phone=f"+7916000{number:04d}", name="x", source="web", external_id=None, payload={}, created_at=NOW
             )
-            await uow.leads.add(lead)
+            await uow.leads.add([lead])
             uow.outbox.add([lead.created()], NOW)
             await uow.commit()
 

@@ -20,7 +20,7 @@ async def _lead(db: Database, owner: str | None = None) -> Lead:
     async with SqlUnitOfWork(db) as uow:
         lead = Lead(phone="+79161234567", name="", source="site", external_id=None, payload={}, created_at=NOW)
         lead.owner_id = owner
-        await uow.leads.add(lead)
+        await uow.leads.add([lead])
         await uow.commit()
     return lead
 

@@ -32,7 +32,7 @@ async def test_migrations_build_exactly_the_tables_the_code_uses(db: Database) -
 async def test_concurrent_claimers_never_get_the_same_lead(db: Database) -> None:
     async with SqlUnitOfWork(db) as uow:
         for number in range(300):
-            await uow.leads.add(_lead(number))
+            await uow.leads.add([_lead(number)])
         await uow.commit()
     claimed: list[int] = []
 
@@ -53,9 +53,9 @@ async def test_concurrent_claimers_never_get_the_same_lead(db: Database) -> None
 
 async def test_claim_takes_due_leads_oldest_first_and_counts_the_attempt(db: Database) -> None:
     async with SqlUnitOfWork(db) as uow:
-        await uow.leads.add(_lead(1, status=LeadStatus.SCHEDULED, next_attempt_at=NOW + timedelta(minutes=5)))
-        await uow.leads.add(_lead(2))
-        await uow.leads.add(_lead(3, status=LeadStatus.FAILED))
+        await uow.leads.add([_lead(1, status=LeadStatus.SCHEDULED, next_attempt_at=NOW + timedelta(minutes=5))])
+        await uow.leads.add([_lead(2)])
+        await uow.leads.add([_lead(3, status=LeadStatus.FAILED)])
         await uow.commit()
     async with SqlUnitOfWork(db) as uow:
         (lead,) = await uow.leads.claim_due(NOW, 10)
@@ -67,7 +67,7 @@ async def test_claim_takes_due_leads_oldest_first_and_counts_the_attempt(db: Dat
 async def test_nothing_is_kept_without_a_commit(db: Database) -> None:
     async with SqlUnitOfWork(db) as uow:
         lead = _lead(1)
-        await uow.leads.add(lead)
+        await uow.leads.add([lead])
         uow.outbox.add([lead.created()], NOW)
     assert await SqlQueries(db).lead_status_counts() == {}
     assert await SqlQueries(db).pending_outbox(10) == []
@@ -76,7 +76,7 @@ async def test_nothing_is_kept_without_a_commit(db: Database) -> None:
 async def test_a_call_with_its_legs_round_trips(db: Database) -> None:
     async with SqlUnitOfWork(db) as uow:
         lead = _lead(1)
-        await uow.leads.add(lead)
+        await uow.leads.add([lead])
         assert lead.id is not None
         call = Call(lead_id=lead.id, attempt=1, scenario="default", channel_id="lr-abc", phone=lead.phone,
                     started_at=NOW)  # fmt: skip
@@ -107,7 +107,7 @@ async def test_outbox_keeps_commit_order_and_marks_published(db: Database) -> No
     for number in range(3):
         async with SqlUnitOfWork(db) as uow:
             lead = _lead(number)
-            await uow.leads.add(lead)
+            await uow.leads.add([lead])
             uow.outbox.add([lead.created()], NOW)
             await uow.commit()
     queries = SqlQueries(db)
@@ -121,7 +121,7 @@ async def test_outbox_keeps_commit_order_and_marks_published(db: Database) -> No
 async def test_manager_stats_count_only_talks_in_the_period(db: Database) -> None:
     async with SqlUnitOfWork(db) as uow:
         lead = _lead(1)
-        await uow.leads.add(lead)
+        await uow.leads.add([lead])
         assert lead.id is not None
         for attempt, (start, talk) in enumerate([(0, 60), (10, 120), (-3600 * 30, 50)], start=1):
             t0 = NOW + timedelta(seconds=start)
@@ -144,10 +144,10 @@ async def test_manager_stats_count_only_talks_in_the_period(db: Database) -> Non
 async def test_a_phones_owner_is_the_owner_of_its_newest_owned_lead(db: Database) -> None:
     phone = _lead(1).phone
     async with SqlUnitOfWork(db) as uow:
-        await uow.leads.add(_lead(1, owner_id="anna"))
-        await uow.leads.add(_lead(1, owner_id="boris"))
-        await uow.leads.add(_lead(1))  # the new repeat lead itself: no owner yet
-        await uow.leads.add(_lead(2, owner_id="vera"))
+        await uow.leads.add([_lead(1, owner_id="anna")])
+        await uow.leads.add([_lead(1, owner_id="boris")])
+        await uow.leads.add([_lead(1)])  # the new repeat lead itself: no owner yet
+        await uow.leads.add([_lead(2, owner_id="vera")])
         await uow.commit()
     async with SqlUnitOfWork(db) as uow:
         assert await uow.leads.owner_of_phone(phone) == "boris"

@@ -567,3 +567,37 @@ async def test_a_client_answering_while_the_link_is_down_waits_and_no_manager_is
     await rig.dialer.pbx_connected()
     await rig.settle()
     assert rig.pbx.of_kind("connect") == [("connect", channel, "101")]  # put through after the login
+
+
+async def test_a_new_lead_is_claimed_in_the_transaction_that_stores_it(rig: Rig) -> None:
+    await rig.settle()
+    commits = rig.db.commits
+    lead_id = await rig.lead()
+    # By the time the intake answers, the lead is stored already dialing, its call and both
+    # events in the same commit, and its Originate is on its way: no dispatch pass was needed.
+    assert rig.db.commits == commits + 1
+    assert rig.db.leads[lead_id].status is LeadStatus.DIALING and rig.db.leads[lead_id].attempts == 1
+    assert [event.type for event in rig.db.outbox] == ["lead.created", "call.dialing"]
+    (channel,) = await rig.dialled()
+    assert rig.call(channel).lead_id == lead_id
+
+
+async def test_a_burst_beyond_the_free_managers_claims_only_as_many_and_the_rest_waits(rig: Rig) -> None:
+    await rig.settle()
+    ids = await asyncio.gather(*(rig.lead(phone=f"+7916123456{n}") for n in range(5)))
+    await rig.settle()
+    # Two free managers: two dialled (the oldest), three left due for when a manager frees up.
+    assert len(rig.originated()) == 2
+    assert [rig.db.leads[lead_id].status for lead_id in sorted(ids)] == [LeadStatus.DIALING] * 2 + [LeadStatus.NEW] * 3
+
+
+async def test_while_the_breaker_is_open_the_intake_stores_a_lead_without_claiming_it() -> None:
+    async with make_rig(plan(3), breaker=BREAKER) as rig:
+        rig.pbx.originate_error = PbxError("Originate: Asterisk is shutting down")
+        await rig.lead(phone="+79161234560")
+        await rig.lead(phone="+79161234561")
+        await rig.dialled(2)
+        assert rig.dialer.breaker_state == "open"
+        lead_id = await rig.lead(phone="+79161234562")
+        await rig.settle()
+        assert rig.db.leads[lead_id].status is LeadStatus.NEW and len(rig.originated()) == 2
