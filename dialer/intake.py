@@ -203,8 +203,9 @@ class LeadIntake:
         try:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                answers: list[tuple[Lead, bool] | Exception]
                 try:
-                    answers = await self._store([(pending.data, pending.phone) for pending in batch])
+                    answers = [*await self._store([(pending.data, pending.phone) for pending in batch])]
                 except Exception as exc:  # the database: every caller of this batch hears why
                     answers = [exc] * len(batch)
                 for pending, answer in zip(batch, answers, strict=True):

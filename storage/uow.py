@@ -82,7 +82,6 @@ class SqlLeads:
         row = (await self._conn.execute(select(leads).where(leads.c.id == lead_id))).mappings().first()
         return lead_from_row(row) if row else None
 
-
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         # One statement, so two dialers can never claim the same lead: SQLite serialises
         # writers (BEGIN IMMEDIATE); PostgreSQL skips rows another transaction holds.
