@@ -27,7 +27,21 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized, require_scope
+from api.auth import (
+    SESSION_COOKIE,
+    Authenticator,
+    AuthLimits,
+    CsrfRefused,
+    Forbidden,
+    Session,
+    Sessions,
+    TokenScope,
+    TooManyFailures,
+    Unauthorized,
+    authenticate,
+    require_scope,
+    session_key,
+)
 from dialer.intake import InvalidPayload, KeyedWindow, LeadInput, RateLimit, TooManyLeads
 from recordings.access import RecordingLinks, resolve
 from router.model import Call, Lead, Outcome
@@ -101,6 +115,7 @@ class ApiDeps:
     tokens: Mapping[TokenScope, Sequence[str]]  # several per scope, for rotation; admin may do everything
     auth_limits: AuthLimits
     max_body_bytes: int
+    session_ttl: float  # seconds a dashboard login lasts
     # POST /leads per client address; None: unlimited (behind a proxy every client is the proxy)
     leads_per_address: RateLimit | None = None
 
@@ -121,6 +136,12 @@ class LeadIn(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict, description="free-form, stored and published as is")
 
     _plain_text = field_validator("name", "source", "external_id")(_no_control_characters)
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=1000, description="a supervisor or admin API token")
 
 
 class OutcomeIn(BaseModel):
@@ -281,7 +302,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
             problems.append((".".join(loc) or "body", reason))
         return _problem(422, "invalid_request", problems)
 
-    app.state.authenticator = Authenticator(deps.tokens, deps.auth_limits)
+    every_token = "\n".join(sorted(token for scoped in deps.tokens.values() for token in scoped))
+    sessions = Sessions(session_key(every_token), deps.session_ttl, deps.now)
+    app.state.authenticator = authenticator = Authenticator(deps.tokens, deps.auth_limits, sessions=sessions)
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(_request: Request, _exc: Unauthorized) -> JSONResponse:
@@ -292,6 +315,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.exception_handler(Forbidden)
     async def forbidden(_request: Request, _exc: Forbidden) -> JSONResponse:
         return _problem(403, "forbidden", [("authorization", "this token's scope does not include this endpoint")])
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(_request: Request, _exc: CsrfRefused) -> JSONResponse:
+        reason = "missing or wrong; the dashboard sends the one GET /session gives"
+        return _problem(403, "csrf", [("x-csrf-token", reason)])
 
     @app.exception_handler(TooManyFailures)
     async def too_many_failures(_request: Request, exc: TooManyFailures) -> JSONResponse:
@@ -437,6 +465,52 @@ def create_app(deps: ApiDeps) -> FastAPI:
             )
         )
 
+    def session_json(session: Session) -> JSONResponse:
+        body = {"csrf_token": session.csrf_token(sessions.key), "expires": session.expires}
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    @app.post("/session")
+    async def login(request: Request, body: LoginIn) -> JSONResponse:
+        """The dashboard's login: a supervisor or admin token in, a session cookie out (HttpOnly,
+        SameSite=Strict, Secure over TLS) that grants the supervisor scope until ``expires``
+        (``http.session_ttl``). State-changing requests riding the cookie send ``csrf_token`` as
+        ``X-CSRF-Token``. Wrong tokens count towards the address's failed authentications."""
+        address = request.client.host if request.client else "unknown"
+        authenticator.check(f"Bearer {body.token}", address, frozenset({TokenScope.SUPERVISOR}))
+        session, cookie = sessions.open()
+        response = session_json(session)
+        # Behind a TLS-terminating proxy the scheme arrives as X-Forwarded-Proto; trusting it
+        # can only add the Secure flag, never take it away.
+        over_tls = request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
+        response.set_cookie(
+            SESSION_COOKIE,
+            cookie,
+            max_age=int(deps.session_ttl),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=over_tls,
+        )
+        return response
+
+    @app.get("/session")
+    async def session_info(request: Request) -> JSONResponse:
+        """The current session's CSRF token and expiry (the dashboard asks after a page reload)."""
+        session = authenticate(request, frozenset({TokenScope.SUPERVISOR}))
+        if session is None:
+            return _problem(404, "no_session", [("cookie", "a bearer token has no session; POST /session opens one")])
+        return session_json(session)
+
+    @app.delete("/session", status_code=204)
+    async def logout(request: Request) -> Response:
+        """Log out: the cookie is cleared and refused from now on, even if a copy survives."""
+        session = authenticate(request, frozenset({TokenScope.SUPERVISOR}))
+        response = Response(status_code=204, headers={"Cache-Control": "no-store"})
+        if session is not None:
+            sessions.close(session)
+            response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
     @app.get("/live", dependencies=supervisor, response_class=StreamingResponse)
     async def live() -> StreamingResponse:
         """The live board as server-sent events (``event: board``, JSON data) whenever it changes:
@@ -493,7 +567,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             return _problem(403, "forbidden", [("signature", refused)])
         return FileResponse(await recording(name), media_type="audio/wav")
 
-    # Static files only, no data: the page asks for the token and sends it with every request.
+    # Static files only, no data: the page logs in (POST /session) and rides the session cookie.
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
 
     @app.get("/health")

@@ -308,6 +308,7 @@ class HttpSection(_Strict):
     # Failed authentications one address may make within auth_window; then 429 until it has room.
     max_auth_failures: Count = 20
     auth_window: Duration = 60
+    session_ttl: Duration = 43200  # seconds a dashboard login lasts: a working day
     # POST /leads one client address may make within per_address_window; None: unlimited. Off by
     # default: behind a proxy (or for a CRM backend) every lead comes from one address.
     max_leads_per_address: Count | None = None

@@ -294,6 +294,7 @@ class Daemon:
             unavailable=(StorageUnavailable,),
             tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
+            session_ttl=settings.http.session_ttl,
             auth_limits=settings.http.auth_limits(),
             leads_per_address=settings.http.leads_per_address(),
         )

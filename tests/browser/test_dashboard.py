@@ -1,5 +1,6 @@
-"""The dashboard in a real headless Chromium (Debian's, driven by Playwright): the live board
-follows a simulated call, the stats page draws its charts. Screenshots land in var/screenshots/."""
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright): login trades a
+token for an HttpOnly session cookie, the live board follows a simulated call, the stats page
+draws its charts. Screenshots land in var/screenshots/."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from api.auth import SESSION_COOKIE
 from pbxsim import Behaviour, World
 from tests.integration.rig import TOKEN, running
 from tests.integration.test_recordings_api import write_wav
@@ -65,14 +67,36 @@ async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browse
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         base = f"http://127.0.0.1:{rig.daemon.http_port}"
-        # Without a token the page asks for one; a wrong one is refused.
+        # Without a session the page asks for a token; a wrong one is refused.
         await page.goto(f"{base}/dashboard/")
         await expect(page.locator("#login")).to_be_visible()
         await page.fill("#token", "wrong-token-0123456789")
         await page.click("#login-form button")
         await expect(page.locator("#login-error")).to_have_text("That token was refused.")
+        assert await page.context.cookies() == []
 
+        # The right one opens a session: a cookie no script can read, and the token kept nowhere.
+        await page.fill("#token", TOKEN)
+        await page.click("#login-form button")
+        await expect(page.locator("#board")).to_be_visible()
+        (cookie,) = await page.context.cookies()
+        assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (SESSION_COOKIE, True, "Strict")
+        stored = await page.evaluate(
+            "() => [document.cookie, JSON.stringify(sessionStorage), JSON.stringify(localStorage)]"
+        )
+        assert not any(TOKEN in kept or cookie["value"] in kept for kept in stored), stored
+        assert TOKEN not in page.url
+
+        # Log out: the login form again, and the cookie no longer opens anything.
+        await page.click("#logout")
+        await expect(page.locator("#login")).to_be_visible()
+        live = await page.request.get(f"{base}/live", headers={"Cookie": f"{SESSION_COOKIE}={cookie['value']}"})
+        assert live.status == 401
+
+        # The login link `leadrouter demo` prints: the token goes from the address bar at once.
         await page.goto(f"{base}/dashboard/#token={TOKEN}")
+        await expect(page.locator("#board")).to_be_visible()
+        assert TOKEN not in page.url
         anna = page.locator('#managers tr[data-manager="anna"] .state')
         # Idle: free, or unknown until the PBX reports his phone's state.
         await expect(anna).to_have_text(IDLE, timeout=10_000)
