@@ -276,9 +276,15 @@ class Daemon:
         if not tokens:
             log.warning("http.disabled", reason="no http.token, http.tokens or http.token_files")
             return
-        # Links to recordings are signed with a key derived from every token: a rotation voids them
-        # (they live minutes), and a leaked signature says nothing of any token.
-        every_token = "\n".join(sorted(token for scoped in tokens.values() for token in scoped))
+        # Links to recordings are signed with recordings.signing_key, else with a key derived from
+        # every token: a rotation voids them (they live minutes). Either way the key is derived, so a
+        # leaked signature says nothing of the secret behind it.
+        configured = settings.recordings.signing_key
+        link_key = (
+            configured.get_secret_value()
+            if configured is not None
+            else "\n".join(sorted(token for scoped in tokens.values() for token in scoped))
+        )
         api = ApiDeps(
             intake=TimedIntake(self.intake, timings),
             queries=self.queries,
@@ -286,7 +292,7 @@ class Daemon:
             stats=self.stats,
             live=self.live.stream,
             recordings=settings.recordings.directory,
-            recording_links=RecordingLinks(signing_key(every_token), settings.recordings.link_ttl),
+            recording_links=RecordingLinks(signing_key(link_key), settings.recordings.link_ttl),
             now=time.time,
             health=self.health,
             metrics=self.metrics.exposition,
