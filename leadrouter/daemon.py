@@ -243,6 +243,7 @@ class Daemon:
             clock=self.clock,
             default_region=settings.phones.default_region,
             policy=settings.phones.policy(),
+            routing=lambda: self.routing.plan,
             per_number=settings.phones.per_number(),
             on_new_lead=self.dialer.leads_added,
         )
