@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,7 +43,7 @@ from api.auth import (
     session_key,
 )
 from dialer.intake import InvalidPayload, KeyedWindow, LeadInput, RateLimit, TooManyLeads
-from recordings.access import RecordingLinks, resolve
+from recordings.access import RecordingLinks, redirect_url, resolve
 from router.model import Call, Lead, Outcome
 from router.phone import InvalidPhone
 from router.stats import (
@@ -106,6 +106,7 @@ class ApiDeps:
     stats: StatsPort
     live: Callable[[], AsyncIterator[str]]  # the live board as server-sent events, until the daemon stops
     recordings: Path | None  # the PBX's recording folder, when the daemon serves the files
+    recording_redirect: str | None  # "https://files.example.com/{file}": links redirect there instead
     recording_links: RecordingLinks
     now: Callable[[], float]  # wall-clock seconds, for links' expiry
     health: Callable[[], tuple[bool, dict[str, Any]]]  # serving (200, else 503), and the body
@@ -242,6 +243,7 @@ def _call_json(call: Call) -> dict[str, Any]:
         "pbx_billable_seconds": call.pbx_billable_seconds,
         "recording_file": call.recording_file,
         "recording_url": call.recording_url,
+        "recording_deleted_at": call.recording_deleted_at,
         "managers_tried": [
             {
                 "manager_id": leg.manager_id,
@@ -521,13 +523,17 @@ def create_app(deps: ApiDeps) -> FastAPI:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def recording(name: str) -> Path:
-        path = resolve(deps.recordings, name) if deps.recordings else None
-        if path is None:
+    async def recording(name: str) -> Path | str:
+        """The file to serve, or the URL to send the player to; raises when there is neither."""
+        if deps.recording_redirect is not None:
+            found: Path | str | None = redirect_url(deps.recording_redirect, name)
+        else:
+            found = resolve(deps.recordings, name) if deps.recordings else None
+        if found is None:
             raise _NoRecording(name)
         if await deps.stats.recording_in_progress(name):
             raise _RecordingInProgress(name)
-        return path
+        return found
 
     @app.exception_handler(_RecordingInProgress)
     async def recording_in_progress(_request: Request, exc: _RecordingInProgress) -> JSONResponse:
@@ -560,12 +566,16 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def recording_file(
         request: Request, name: str, expires: int | None = None, signature: str | None = None
     ) -> Response:
-        """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token."""
+        """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token. With
+        ``recordings.redirect_template`` a 302 to where the files are kept, after the same checks."""
         if expires is None or signature is None:
             require_scope(TokenScope.SUPERVISOR)(request)  # as `supervisor` does
         elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
             return _problem(403, "forbidden", [("signature", refused)])
-        return FileResponse(await recording(name), media_type="audio/wav")
+        found = await recording(name)
+        if isinstance(found, str):
+            return RedirectResponse(found, status_code=302, headers={"Cache-Control": "no-store"})
+        return FileResponse(found, media_type="audio/wav")
 
     # Static files only, no data: the page logs in (POST /session) and rides the session cookie.
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")

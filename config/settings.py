@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -409,6 +409,20 @@ class RecordingsSection(_Strict):
     link_ttl: Duration = 3600  # seconds a signed link to a recording stays valid
     # The key signing those links; unset: derived from every API token, so rotating a token voids them.
     signing_key: Annotated[SecretStr, AfterValidator(_signing_key)] | None = None
+    # Where the files are kept when not in `directory` (an S3 bucket, the PBX's web server): the
+    # signed link, once checked, answers 302 to this with {file} filled in.
+    redirect_template: Annotated[str, AfterValidator(_url_template)] | None = None
+    # Recordings of calls that ended more than this many days ago are deleted (from `directory`)
+    # by a daily job, and their calls marked; None: kept forever.
+    retention_days: Count | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Self:
+        if self.directory is not None and self.redirect_template is not None:
+            raise ValueError("set `directory` (the daemon serves the files) or `redirect_template`, not both")
+        if self.retention_days is not None and self.directory is None:
+            raise ValueError("`retention_days` deletes files from `directory`: set it too")
+        return self
 
 
 class ShutdownSection(_Strict):

@@ -41,6 +41,7 @@ from leadrouter.systemd import Notifier, Watchdog
 from leadrouter.tasks import BackgroundTasks
 from recordings.access import RecordingLinks, signing_key
 from recordings.naming import RecordingNamer
+from recordings.retention import run_daily
 from router.board import ManagerBoard
 from router.breaker import BreakerState
 from router.model import OutcomeReport
@@ -56,6 +57,7 @@ from router.stats import (
 )
 from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
+from storage.recordings import SqlRecordings
 from storage.stats import SqlStats
 from storage.uow import SqlUnitOfWork
 
@@ -272,6 +274,11 @@ class Daemon:
         if self.notifier.watchdog_interval is not None:
             watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)
             await self._run("watchdog", watchdog.run())
+        folder, days = settings.recordings.directory, settings.recordings.retention_days
+        if folder is not None and days is not None:
+            store = SqlRecordings(database)
+            retention = run_daily(store, folder, days, self.clock.now, self.clock.sleep, (StorageUnavailable,))
+            await self._run("recordings-retention", retention)
         await stack.enter_async_context(self.ami)
         tokens = settings.http.tokens_by_scope()
         if not tokens:
@@ -293,6 +300,7 @@ class Daemon:
             stats=self.stats,
             live=self.live.stream,
             recordings=settings.recordings.directory,
+            recording_redirect=settings.recordings.redirect_template,
             recording_links=RecordingLinks(signing_key(link_key), settings.recordings.link_ttl),
             now=time.time,
             health=self.health,

@@ -247,8 +247,9 @@ async function loadLead(id) {
     }
     if (call.bridged_at) steps.push([call.bridged_at, `Talking to ${call.manager_id}`, `owner is ${call.manager_id}`]);
     if (call.ended_at) {
-      const source = await recordingSource(call);
-      const audio = source ? h("audio", { controls: "", preload: "metadata", src: source }) : "";
+      const source = call.recording_deleted_at ? null : await recordingSource(call);
+      const audio = source ? h("audio", { controls: "", preload: "metadata", src: source })
+        : call.recording_deleted_at ? h("span", { class: "muted" }, `(recording deleted ${call.recording_deleted_at.slice(0, 10)}, retention)`) : "";
       steps.push([call.ended_at, `Call ${call.attempt} ended: ${call.disposition}`,
         h("span", {}, `talk ${hms(call.talk_seconds)}, hold ${hms(call.hold_seconds)} `, audio)]);
     }
