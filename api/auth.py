@@ -100,7 +100,9 @@ class Sessions:
         self._closed: dict[str, int] = {}  # nonce -> expiry: after it the cookie is dead anyway
 
     def _signature(self, expires: int, nonce: str) -> str:
-        return hmac.new(self.key, f"session\n{expires}\n{nonce}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(
+            self.key, f"session\n{expires}\n{nonce}".encode(errors="surrogatepass"), hashlib.sha256
+        ).hexdigest()
 
     def open(self) -> tuple[Session, str]:
         """A new session and its cookie value."""
@@ -111,7 +113,7 @@ class Sessions:
         """The session a cookie stands for, or None when it is forged, expired or logged out."""
         expires, _, rest = cookie.partition(".")
         nonce, _, signature = rest.partition(".")
-        if not expires.isdigit() or not nonce:
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or not nonce:
             return None
         good = hmac.compare_digest(signature.encode(), self._signature(int(expires), nonce).encode())
         if not good or int(expires) < self._clock() or nonce in self._closed:
@@ -147,7 +149,7 @@ class Authenticator:
             raise TooManyFailures(wait)
         scheme, _, given = header.partition(" ")
         granted: set[TokenScope] = set()
-        presented = given.strip().encode()
+        presented = given.strip().encode(errors="surrogatepass")  # a JSON login may carry lone surrogates
         for token, token_scope in self._tokens:  # every one, always: no early exit to time
             if secrets.compare_digest(presented, token):
                 granted.add(token_scope)

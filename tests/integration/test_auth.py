@@ -164,3 +164,12 @@ def test_a_session_expires_and_a_token_rotation_ends_it() -> None:
     now[0] += 3601
     assert sessions.find(cookie) is None
     assert sessions.find("9999999999.nonce.signature") is None
+
+
+def test_odd_cookies_and_tokens_are_refused_not_crashed_on() -> None:
+    sessions = Sessions(session_key("token-a"), ttl=3600, clock=lambda: 1_000_000.0)
+    for cookie in ("9" * 5000 + ".n.s", "١٢٣.n.s", "", "..", "12.\udcff.s"):
+        assert sessions.find(cookie) is None
+    authenticator = Authenticator({TokenScope.SUPERVISOR: ["supervisor-token-0123456789"]})
+    with pytest.raises(Unauthorized):
+        authenticator.check("Bearer \ud800", "10.0.0.1", frozenset({TokenScope.SUPERVISOR}))
