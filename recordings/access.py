@@ -54,7 +54,7 @@ def safe_name(name: str) -> PurePosixPath | None:
 
 def redirect_url(template: str, name: str) -> str | None:
     """Where ``recordings.redirect_template`` sends a player for ``name``; None for a name that climbs out."""
-    return None if safe_name(name) is None else template.format(file=quote(name))
+    return None if safe_name(name) is None else template.replace("{file}", quote(name))
 
 
 def resolve(folder: Path, name: str) -> Path | None:
