@@ -879,7 +879,9 @@ class Switch:
         filename, since = started
         if filename.startswith("/") or ".." in filename.split("/"):
             return  # only what lands inside the folder, as MixMonitor's relative names do
-        write_tone_wav(self.recordings / filename, self.clock.monotonic() - since)
+        # A long call's file is a megabyte: written off the loop, which the daemon may share in tests.
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, write_tone_wav, self.recordings / filename, self.clock.monotonic() - since)
 
     async def _app_musiconhold(self, chan: Channel, data: str) -> Flow:
         args = split_args(data)

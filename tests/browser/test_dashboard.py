@@ -58,7 +58,7 @@ async def _screenshot(page: Page, name: str) -> None:
 
 
 async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browser: Browser) -> None:
-    async with running(tmp_path, world=WORLD, routing=ROUTING) as rig:
+    async with running(tmp_path, world=WORLD, routing=ROUTING, recordings=True) as rig:
         await company_day(rig.daemon.database)
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
         errors: list[str] = []

@@ -76,8 +76,10 @@ async def running(
     mqtt_port: int | None = None,
     scale: float = 50.0,
     sections: dict[str, dict[str, Any]] | None = None,
+    recordings: bool = False,
 ) -> AsyncIterator[Rig]:
-    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}}."""
+    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}};
+    ``recordings``: the simulator writes real WAVs into the daemon's recordings folder."""
     clock = ScaledClock(scale)
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
@@ -89,7 +91,7 @@ async def running(
             world=world,
             timestamp_events=True,
             record=True,
-            recordings=monitor_folder(tmp_path),
+            recordings=monitor_folder(tmp_path) if recordings else None,
         ) as sim,
         contextlib.AsyncExitStack() as stack,
     ):
