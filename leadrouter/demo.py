@@ -238,7 +238,8 @@ async def run_demo(
             dialplan=SHIPPED_DIALPLAN,
             world=world,
             timestamp_events=True,
-            recordings=monitor_folder(workdir),
+            # Fairness runs (--quick-clients) measure routing: nobody listens, no files to write.
+            recordings=None if trial is not None and trial.quick_clients else monitor_folder(workdir),
         ) as sim:
             routing_file = None if trial is None else trial.file
             settings = load_settings(write_config(workdir, sim.port, mqtt_port, run_id, routing_file), env={})
