@@ -22,12 +22,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized, require_scope
+from api.auth import (
+    SESSION_COOKIE,
+    Authenticator,
+    AuthLimits,
+    CsrfRefused,
+    Forbidden,
+    Session,
+    Sessions,
+    TokenScope,
+    TooManyFailures,
+    Unauthorized,
+    authenticate,
+    require_scope,
+    session_key,
+)
 from dialer.importing import BatchIntake, Columns, ImportRefused, import_csv
 from dialer.intake import KeyedWindow, RateLimit, TooManyLeads
 from dialer.requests import (
@@ -39,7 +53,7 @@ from dialer.requests import (
     Refused,
     validation_problems,
 )
-from recordings.access import RecordingLinks, resolve
+from recordings.access import RecordingLinks, redirect_url, resolve
 from router.model import Call, Lead
 from router.stats import (
     FIRST_DAY,
@@ -114,6 +128,7 @@ class ApiDeps:
     stats: StatsPort
     live: Callable[[], AsyncIterator[str]]  # the live board as server-sent events, until the daemon stops
     recordings: Path | None  # the PBX's recording folder, when the daemon serves the files
+    recording_redirect: str | None  # "https://files.example.com/{file}": links redirect there instead
     recording_links: RecordingLinks
     now: Callable[[], float]  # wall-clock seconds, for links' expiry
     health: Callable[[], tuple[bool, dict[str, Any]]]  # serving (200, else 503), and the body
@@ -125,6 +140,7 @@ class ApiDeps:
     max_body_bytes: int
     importer: BatchIntake  # POST /leads/import stores its rows through it
     max_import_bytes: int  # the largest CSV POST /leads/import takes
+    session_ttl: float  # seconds a dashboard login lasts
     # POST /leads per client address; None: unlimited (behind a proxy every client is the proxy)
     leads_per_address: RateLimit | None = None
     webhooks: WebhooksPort | None = None  # delivery state and retries, for admins
@@ -141,6 +157,12 @@ class WebhookRetryIn(BaseModel):
         max_length=1000,
         description="only these events' leads (all their dead events, in order); none: every dead event",
     )
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=1000, description="a supervisor or admin API token")
 
 
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
@@ -284,6 +306,7 @@ def _call_json(call: Call) -> dict[str, Any]:
         "pbx_billable_seconds": call.pbx_billable_seconds,
         "recording_file": call.recording_file,
         "recording_url": call.recording_url,
+        "recording_deleted_at": call.recording_deleted_at,
         "managers_tried": [
             {
                 "manager_id": leg.manager_id,
@@ -341,7 +364,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return _problem(422, "invalid_request", validation_problems(exc.errors(), skip=("body", "query", "path")))
 
-    app.state.authenticator = Authenticator(deps.tokens, deps.auth_limits)
+    every_token = "\n".join(sorted(token for scoped in deps.tokens.values() for token in scoped))
+    sessions = Sessions(session_key(every_token), deps.session_ttl, deps.now)
+    app.state.authenticator = authenticator = Authenticator(deps.tokens, deps.auth_limits, sessions=sessions)
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(_request: Request, _exc: Unauthorized) -> JSONResponse:
@@ -352,6 +377,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.exception_handler(Forbidden)
     async def forbidden(_request: Request, _exc: Forbidden) -> JSONResponse:
         return _problem(403, "forbidden", [("authorization", "this token's scope does not include this endpoint")])
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(_request: Request, _exc: CsrfRefused) -> JSONResponse:
+        reason = "missing or wrong; the dashboard sends the one GET /session gives"
+        return _problem(403, "csrf", [("x-csrf-token", reason)])
 
     @app.exception_handler(TooManyFailures)
     async def too_many_failures(_request: Request, exc: TooManyFailures) -> JSONResponse:
@@ -548,6 +578,52 @@ def create_app(deps: ApiDeps) -> FastAPI:
             )
         )
 
+    def session_json(session: Session) -> JSONResponse:
+        body = {"csrf_token": session.csrf_token(sessions.key), "expires": session.expires}
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    @app.post("/session")
+    async def login(request: Request, body: LoginIn) -> JSONResponse:
+        """The dashboard's login: a supervisor or admin token in, a session cookie out (HttpOnly,
+        SameSite=Strict, Secure over TLS) that grants the supervisor scope until ``expires``
+        (``http.session_ttl``). State-changing requests riding the cookie send ``csrf_token`` as
+        ``X-CSRF-Token``. Wrong tokens count towards the address's failed authentications."""
+        address = request.client.host if request.client else "unknown"
+        authenticator.check(f"Bearer {body.token}", address, frozenset({TokenScope.SUPERVISOR}))
+        session, cookie = sessions.open()
+        response = session_json(session)
+        # Behind a TLS-terminating proxy the scheme arrives as X-Forwarded-Proto; trusting it
+        # can only add the Secure flag, never take it away.
+        over_tls = request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
+        response.set_cookie(
+            SESSION_COOKIE,
+            cookie,
+            max_age=int(deps.session_ttl),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=over_tls,
+        )
+        return response
+
+    @app.get("/session")
+    async def session_info(request: Request) -> JSONResponse:
+        """The current session's CSRF token and expiry (the dashboard asks after a page reload)."""
+        session = authenticate(request, frozenset({TokenScope.SUPERVISOR}))
+        if session is None:
+            return _problem(404, "no_session", [("cookie", "a bearer token has no session; POST /session opens one")])
+        return session_json(session)
+
+    @app.delete("/session", status_code=204)
+    async def logout(request: Request) -> Response:
+        """Log out: the cookie is cleared and refused from now on, even if a copy survives."""
+        session = authenticate(request, frozenset({TokenScope.SUPERVISOR}))
+        response = Response(status_code=204, headers={"Cache-Control": "no-store"})
+        if session is not None:
+            sessions.close(session)
+            response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
     @app.get("/live", dependencies=supervisor, response_class=StreamingResponse)
     async def live() -> StreamingResponse:
         """The live board as server-sent events (``event: board``, JSON data) whenever it changes:
@@ -558,13 +634,17 @@ def create_app(deps: ApiDeps) -> FastAPI:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def recording(name: str) -> Path:
-        path = resolve(deps.recordings, name) if deps.recordings else None
-        if path is None:
+    async def recording(name: str) -> Path | str:
+        """The file to serve, or the URL to send the player to; raises when there is neither."""
+        if deps.recording_redirect is not None:
+            found: Path | str | None = redirect_url(deps.recording_redirect, name)
+        else:
+            found = resolve(deps.recordings, name) if deps.recordings else None
+        if found is None:
             raise _NoRecording(name)
         if await deps.stats.recording_in_progress(name):
             raise _RecordingInProgress(name)
-        return path
+        return found
 
     @app.exception_handler(_RecordingInProgress)
     async def recording_in_progress(_request: Request, exc: _RecordingInProgress) -> JSONResponse:
@@ -597,12 +677,16 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def recording_file(
         request: Request, name: str, expires: int | None = None, signature: str | None = None
     ) -> Response:
-        """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token."""
+        """The recording (WAV), seekable with HTTP Range: with a signed link, or with the token. With
+        ``recordings.redirect_template`` a 302 to where the files are kept, after the same checks."""
         if expires is None or signature is None:
             await require_scope(TokenScope.SUPERVISOR)(request)  # as `supervisor` does
         elif refused := deps.recording_links.check(name, expires, signature, deps.now()):
             return _problem(403, "forbidden", [("signature", refused)])
-        return FileResponse(await recording(name), media_type="audio/wav")
+        found = await recording(name)
+        if isinstance(found, str):
+            return RedirectResponse(found, status_code=302, headers={"Cache-Control": "no-store"})
+        return FileResponse(found, media_type="audio/wav")
 
     admin = [Depends(require_scope(TokenScope.ADMIN))]
 
@@ -642,7 +726,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             return _problem(404, "not_found", [("path", f"no schema {path!r}; start at asyncapi.json")])
         return Response(document, media_type="application/json")
 
-    # Static files only, no data: the page asks for the token and sends it with every request.
+    # Static files only, no data: the page logs in (POST /session) and rides the session cookie.
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
 
     @app.get("/health")

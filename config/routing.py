@@ -33,6 +33,7 @@ from config.fields import (
 )
 from config.problems import ConfigError, Problem
 from router.matching import Match, Patterns
+from router.phone import NumberType
 from router.routing import (
     DEFAULT_WEIGHT,
     ClosingRate,
@@ -56,6 +57,7 @@ class _Entry(BaseModel):
 
 
 EntryT = TypeVar("EntryT", bound=_Entry)
+T = TypeVar("T")
 
 
 class _ManagerEntry(_Entry):
@@ -133,6 +135,12 @@ class _OverflowEntry(_Entry):
     pool: _PoolEntry
 
 
+class _PhonesEntry(_Entry):
+    # In place of the daemon's phones.allowed_regions / allowed_types for this scenario's leads.
+    allowed_regions: OneOrMore[Country] | None = None
+    allowed_types: OneOrMore[NumberType] | None = None
+
+
 class _ScenarioV2(_CallPolicy):
     match: _MatchEntry | None = None
     pool: _PoolEntry | None = None
@@ -143,6 +151,7 @@ class _ScenarioV2(_CallPolicy):
     dial_order: DialOrder = DialOrder.CLIENT_FIRST
     client_ring_timeout: Duration | None = None
     managers_to_try: Count | None = None
+    phones: _PhonesEntry | None = None
 
 
 class _RoutingV2(_Entry):
@@ -255,7 +264,20 @@ def _cross_check_v2(data: object) -> Iterator[tuple[Loc, str]]:
         if not manager_first and scenario.client_ring_timeout is not None:
             message = "is read only by `dial_order: manager_first`; client_first rings for pbx.originate_timeout"
             yield (*here, "client_ring_timeout"), message
+        yield from _refused_countries(here, scenario)
     yield from _match_order(scenarios)
+
+
+def _refused_countries(here: Loc, scenario: _ScenarioV2) -> Iterator[tuple[Loc, str]]:
+    """A country the scenario matches on but does not allow: every lead it takes from there is refused."""
+    allowed = scenario.phones.allowed_regions if scenario.phones is not None else None
+    countries = scenario.match.countries if scenario.match is not None else None
+    if allowed is None or countries is None:
+        return
+    for item, country in enumerate(countries):
+        if country not in allowed:
+            message = f"matches {country} leads, but phones.allowed_regions refuses every one; add {country} there"
+            yield (*here, "match", "countries", item), message
 
 
 def _pool_problems(loc: Loc, pool: _PoolEntry, managers: list[_ManagerV2]) -> Iterator[tuple[Loc, str]]:
@@ -396,11 +418,17 @@ def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
                 dial_order=entry.dial_order,
                 client_ring_timeout=entry.client_ring_timeout,
                 managers_to_try=entry.managers_to_try,
+                allowed_regions=_listed(entry.phones.allowed_regions if entry.phones else None),
+                allowed_types=_listed(entry.phones.allowed_types if entry.phones else None),
             )
             for entry in routing.scenarios
         ),
         timezone=ZoneInfo(routing.timezone),
     )
+
+
+def _listed(values: Sequence[T] | None) -> frozenset[T] | None:
+    return None if values is None else frozenset(values)
 
 
 def _version(data: Any) -> object:

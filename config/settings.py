@@ -12,6 +12,7 @@ import os
 import ssl
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -50,12 +51,30 @@ from router.breaker import BreakerSettings
 from router.events import EVENT_TYPES
 from router.phone import NumberType, PhonePolicy
 
-# Environment variables win over the file so secrets can live in a systemd
-# EnvironmentFile or a vault instead of a file that gets copied around.
-ENV_OVERRIDES: dict[tuple[str, str], str] = {
-    ("ami", "secret"): "LEADROUTER_AMI_SECRET",
-    ("mqtt", "password"): "LEADROUTER_MQTT_PASSWORD",
-    ("http", "token"): "LEADROUTER_API_TOKEN",
+
+@dataclass(frozen=True)
+class _Secret:
+    """Where a secret may come from besides the config file, first found wins: the environment
+    variable itself; ``<variable>_FILE`` naming a file that holds it (Docker and vault agents
+    write those); a systemd credential (``LoadCredential=<credential>:...``), which systemd puts
+    under ``$CREDENTIALS_DIRECTORY``. So secrets can live outside a file that gets copied around."""
+
+    loc: tuple[str, ...]
+    variable: str
+    credential: str
+
+
+SECRETS = (
+    _Secret(("ami", "secret"), "LEADROUTER_AMI_SECRET", "ami-secret"),
+    _Secret(("mqtt", "password"), "LEADROUTER_MQTT_PASSWORD", "mqtt-password"),
+    _Secret(("http", "token"), "LEADROUTER_API_TOKEN", "api-token"),
+    _Secret(("recordings", "signing_key"), "LEADROUTER_RECORDING_KEY", "recording-key"),
+)
+# Tokens per scope, several separated by spaces or lines (a file may have # comments); they are
+# added to the scope's tokens in the config, so one can be rotated in without editing it.
+TOKEN_LISTS = {
+    scope: _Secret(("http", "tokens", scope.value), f"LEADROUTER_{scope.value.upper()}_TOKENS", f"{scope.value}-tokens")
+    for scope in TokenScope
 }
 
 MIN_TOKEN_LENGTH = 16
@@ -300,15 +319,20 @@ Token = Annotated[SecretStr, AfterValidator(_token)]
 
 def _token_file(path: Path) -> list[str]:
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except OSError as exc:
         raise ConfigError([Problem(str(path), 0, 0, "", f"cannot read tokens: {exc.strerror}")]) from None
-    tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return _tokens_in(text, str(path))
+
+
+def _tokens_in(text: str, origin: str) -> list[str]:
+    """Tokens separated by spaces or lines, ``#`` lines skipped; a bad one raises ConfigError."""
+    tokens = [token for line in text.splitlines() if not line.lstrip().startswith("#") for token in line.split()]
     for number, token in enumerate(tokens, 1):
         try:
             _token(SecretStr(token))  # the same rule as tokens written in the config
         except ValueError as exc:  # the message names the token's position, never the token
-            raise ConfigError([Problem(str(path), 0, 0, f"token {number}", str(exc))]) from None
+            raise ConfigError([Problem(origin, 0, 0, f"token {number}", str(exc))]) from None
     return tokens
 
 
@@ -324,6 +348,7 @@ class HttpSection(_Strict):
     # Failed authentications one address may make within auth_window; then 429 until it has room.
     max_auth_failures: Count = 20
     auth_window: Duration = 60
+    session_ttl: Duration = 43200  # seconds a dashboard login lasts: a working day
     # POST /leads one client address may make within per_address_window; None: unlimited. Off by
     # default: behind a proxy (or for a CRM backend) every lead comes from one address.
     max_leads_per_address: Count | None = None
@@ -386,6 +411,12 @@ class PhonesSection(_Strict):
         return PhonePolicy(self.default_region, frozenset(self.allowed_regions), frozenset(self.allowed_types))
 
 
+def _signing_key(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 32:
+        raise ValueError("must be at least 32 characters, e.g. from `openssl rand -hex 32`")
+    return value
+
+
 class RecordingsSection(_Strict):
     file_template: Annotated[str, template("channel_id", "leadrouter/{channel_id}.wav")] = "leadrouter/{channel_id}.wav"
     url_template: Annotated[str, AfterValidator(_url_template)] | None = None
@@ -393,6 +424,22 @@ class RecordingsSection(_Strict):
     # PBX host: the dashboard's player then gets the files from the daemon, by signed links.
     directory: Path | None = None
     link_ttl: Duration = 3600  # seconds a signed link to a recording stays valid
+    # The key signing those links; unset: derived from every API token, so rotating a token voids them.
+    signing_key: Annotated[SecretStr, AfterValidator(_signing_key)] | None = None
+    # Where the files are kept when not in `directory` (an S3 bucket, the PBX's web server): the
+    # signed link, once checked, answers 302 to this with {file} filled in.
+    redirect_template: Annotated[str, AfterValidator(_url_template)] | None = None
+    # Recordings of calls that ended more than this many days ago are deleted (from `directory`)
+    # by a daily job, and their calls marked; None: kept forever.
+    retention_days: Count | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Self:
+        if self.directory is not None and self.redirect_template is not None:
+            raise ValueError("set `directory` (the daemon serves the files) or `redirect_template`, not both")
+        if self.retention_days is not None and self.directory is None:
+            raise ValueError("`retention_days` deletes files from `directory`: set it too")
+        return self
 
 
 class ShutdownSection(_Strict):
@@ -513,12 +560,39 @@ class Settings(_Strict):
 def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:
     """Read the settings file; raise ConfigError listing every problem.
 
-    Non-empty ENV_OVERRIDES variables replace the file's values. A relative
-    routing_file is resolved against the settings file's directory.
+    Secrets found in the environment (SECRETS) replace the file's values; tokens found there
+    (TOKEN_LISTS) are added to the file's. A relative routing_file is resolved against the
+    settings file's directory.
     """
     document = Document.read(path)
-    for loc, variable in ENV_OVERRIDES.items():
-        if env.get(variable):
-            document.override(loc, env[variable], origin=f"${variable}")
+    for secret in SECRETS:
+        if (found := _from_environment(secret, env)) is not None:
+            document.override(secret.loc, found[0], origin=found[1])
     settings = document.validate(Settings)
-    return settings.model_copy(update={"routing_file": path.parent / settings.routing_file})
+    tokens = dict(settings.http.tokens)
+    for scope, secret in TOKEN_LISTS.items():
+        if (found := _from_environment(secret, env)) is not None:
+            tokens[scope] = [*tokens.get(scope, []), *map(SecretStr, _tokens_in(*found))]
+    return settings.model_copy(
+        update={
+            "routing_file": path.parent / settings.routing_file,
+            "http": settings.http.model_copy(update={"tokens": tokens}),
+        }
+    )
+
+
+def _from_environment(secret: _Secret, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The secret's text and where it came from, or None when the environment does not give it."""
+    if env.get(secret.variable):
+        return env[secret.variable], f"${secret.variable}"
+    if env.get(f"{secret.variable}_FILE"):
+        path = Path(env[f"{secret.variable}_FILE"])
+    elif env.get("CREDENTIALS_DIRECTORY") and (Path(env["CREDENTIALS_DIRECTORY"]) / secret.credential).exists():
+        path = Path(env["CREDENTIALS_DIRECTORY"]) / secret.credential
+    else:
+        return None
+    try:
+        # One trailing line break is the editor's (or echo's), not the secret's.
+        return path.read_text().removesuffix("\n").removesuffix("\r"), str(path)
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), 0, 0, ".".join(secret.loc), f"cannot read: {exc.strerror}")]) from None

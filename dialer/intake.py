@@ -23,6 +23,7 @@ from typing import Any
 from dialer.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from router.model import Lead
 from router.phone import InvalidPhone, PhonePolicy, normalize_phone
+from router.routing import RoutingPlan
 
 YIELD_EVERY = 10  # leads of an import's batch checked between two turns of the event loop
 
@@ -139,12 +140,15 @@ class LeadIntake:
         default_region: str,
         on_new_lead: Callable[[], None],
         policy: PhonePolicy | None = None,
+        routing: Callable[[], RoutingPlan] | None = None,
         per_number: RateLimit | None = None,
         claim: ClaimNew | None = None,
     ) -> None:
         """``policy``: which numbers may be dialled, by default fixed and mobile ones of the default
-        region; ``per_number``: new leads a number may get in a window (a callback flood aimed at
-        one person, or at the company's bill), unlimited by default."""
+        region, unless the lead's scenario in ``routing`` has its own lists; ``per_number``: new
+        leads a number may get in a window (a callback flood aimed at one person, or at the
+        company's bill), unlimited by default."""
+        self._routing = routing
         self._per_number = KeyedWindow(per_number) if per_number else None
         self._uow = uow
         self._clock = clock
@@ -159,9 +163,7 @@ class LeadIntake:
         """Store the lead; returns it and whether it is new. Raises InvalidPhone or InvalidPayload."""
         check_payload(data.payload)
         phone = normalize_phone(data.phone, self._region)
-        refusal = self._policy.refusal(phone)
-        if refusal is not None:
-            raise InvalidPhone(refusal)
+        self._check_number(phone, data)
         answer: asyncio.Future[tuple[Lead, bool]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(data, phone, answer))
         if self._writer is None:
@@ -183,9 +185,7 @@ class LeadIntake:
             try:
                 check_payload(data.payload)
                 phone = normalize_phone(data.phone, self._region)
-                refusal = self._policy.refusal(phone)
-                if refusal is not None:
-                    raise InvalidPhone(refusal)
+                self._check_number(phone, data)
             except (InvalidPhone, InvalidPayload) as exc:
                 results.append(exc)
                 continue
@@ -275,3 +275,12 @@ class LeadIntake:
         if new and committed is None:
             self._on_new_lead()
         return answers
+
+    def _check_number(self, phone: str, data: LeadInput) -> None:
+        policy, scenario = self._policy, None
+        if self._routing is not None:
+            facts = Lead(phone, data.name, data.source, data.external_id, data.payload, self._clock.now())
+            policy, scenario = self._routing().phone_policy(facts, self._policy)
+        refusal = policy.refusal(phone)
+        if refusal is not None:
+            raise InvalidPhone(refusal if scenario is None else f"{refusal} (scenario {scenario!r})")

@@ -29,11 +29,15 @@ def reachable(host: str, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def private_mosquitto(port: int | None = None, state_dir: Path | None = None) -> Iterator[int]:
+def private_mosquitto(
+    port: int | None = None, state_dir: Path | None = None, listener: str = "", password_file: Path | None = None
+) -> Iterator[int]:
     """Run mosquitto on a loopback port (a free one by default) for the block's lifetime.
 
     With ``state_dir`` the broker keeps sessions and queued messages across restarts, like
-    a production broker would. Blocking on purpose: it is started before anything needs it.
+    a production broker would. ``listener``: more lines for the listener (TLS: cafile,
+    certfile, keyfile); ``password_file``: only its users may connect. Blocking on purpose: it
+    is started before anything needs it.
     """
     # Debian installs it in /usr/sbin, which is not on every user's PATH.
     binary = shutil.which("mosquitto", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
@@ -46,7 +50,10 @@ def private_mosquitto(port: int | None = None, state_dir: Path | None = None) ->
         # Run as whoever started us: as root, mosquitto would switch to its own user, which
         # cannot write a state directory we made.
         user = f"user {getpass.getuser()}\n"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{user}{persistence}")
+        access = (
+            f"allow_anonymous false\npassword_file {password_file}\n" if password_file else "allow_anonymous true\n"
+        )
+        conf.write_text(f"listener {port} 127.0.0.1\n{listener}{access}{user}{persistence}")
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 5

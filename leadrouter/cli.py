@@ -311,6 +311,10 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
         first = scenario.owner_first
         keeps = "whoever talks becomes the owner" if first.owner_changes else "the phone keeps its owner"
         print(f"       owner first: a repeat lead's owner alone for {first.wait:g}s after the answer; {keeps}")
+    if scenario.allowed_regions is not None or scenario.allowed_types is not None:
+        regions = ", ".join(sorted(scenario.allowed_regions)) if scenario.allowed_regions is not None else "as phones:"
+        kinds = ", ".join(sorted(scenario.allowed_types)) if scenario.allowed_types is not None else "as phones:"
+        print(f"       numbers:  from {regions}; of type {kinds} (in place of the daemon's phones: settings)")
     for level, step in enumerate(scenario.overflow, start=1):
         size = len(plan.pool(scenario, level))
         managers = f"{size} manager{'s' if size != 1 else ''}"

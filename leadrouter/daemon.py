@@ -47,6 +47,7 @@ from leadrouter.systemd import Notifier, Watchdog
 from leadrouter.tasks import BackgroundTasks
 from recordings.access import RecordingLinks, signing_key
 from recordings.naming import RecordingNamer
+from recordings.retention import run_daily
 from router.board import ManagerBoard
 from router.breaker import BreakerState
 from router.events import ManagerChanged
@@ -64,6 +65,7 @@ from router.stats import (
 )
 from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
+from storage.recordings import SqlRecordings
 from storage.stats import SqlStats
 from storage.uow import SqlUnitOfWork
 from storage.webhooks import SqlWebhooks
@@ -303,6 +305,7 @@ class Daemon:
             clock=self.clock,
             default_region=settings.phones.default_region,
             policy=settings.phones.policy(),
+            routing=lambda: self.routing.plan,
             per_number=settings.phones.per_number(),
             on_new_lead=self.dialer.leads_added,
             claim=self.dialer.claim_new,  # a new lead is claimed in the transaction that stores it
@@ -348,14 +351,25 @@ class Daemon:
         if self.notifier.watchdog_interval is not None:
             watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)
             await self._run("watchdog", watchdog.run())
+        folder, days = settings.recordings.directory, settings.recordings.retention_days
+        if folder is not None and days is not None:
+            store = SqlRecordings(database)
+            retention = run_daily(store, folder, days, self.clock.now, self.clock.sleep, (StorageUnavailable,))
+            await self._run("recordings-retention", retention)
         await stack.enter_async_context(self.ami)
         tokens = settings.http.tokens_by_scope()
         if not tokens:
             log.warning("http.disabled", reason="no http.token, http.tokens or http.token_files")
             return
-        # Links to recordings are signed with a key derived from every token: a rotation voids them
-        # (they live minutes), and a leaked signature says nothing of any token.
-        every_token = "\n".join(sorted(token for scoped in tokens.values() for token in scoped))
+        # Links to recordings are signed with recordings.signing_key, else with a key derived from
+        # every token: a rotation voids them (they live minutes). Either way the key is derived, so a
+        # leaked signature says nothing of the secret behind it.
+        configured = settings.recordings.signing_key
+        link_key = (
+            configured.get_secret_value()
+            if configured is not None
+            else "\n".join(sorted(token for scoped in tokens.values() for token in scoped))
+        )
         api = ApiDeps(
             requests=self.requests,
             queries=self.queries,
@@ -363,7 +377,8 @@ class Daemon:
             stats=self.stats,
             live=self.live.stream,
             recordings=settings.recordings.directory,
-            recording_links=RecordingLinks(signing_key(every_token), settings.recordings.link_ttl),
+            recording_redirect=settings.recordings.redirect_template,
+            recording_links=RecordingLinks(signing_key(link_key), settings.recordings.link_ttl),
             now=time.time,
             health=self.health,
             metrics=self.metrics.exposition,
@@ -373,6 +388,7 @@ class Daemon:
             max_body_bytes=settings.http.max_body_bytes,
             importer=self.timed_intake,
             max_import_bytes=settings.http.max_import_bytes,
+            session_ttl=settings.http.session_ttl,
             auth_limits=settings.http.auth_limits(),
             leads_per_address=settings.http.leads_per_address(),
             webhooks=WebhookAdmin(

@@ -108,8 +108,17 @@ def simulator_settings(
         "database": {"url": f"sqlite+aiosqlite:///{database.resolve()}"},
         "mqtt": {"enabled": mqtt_port is not None, "port": mqtt_port or 1883, "client_id": mqtt_client_id},
         "http": {"port": 0, "token": token},
-        "recordings": {"url_template": "https://pbx.example.com/recordings/{file}"},
+        # The simulator writes its recordings here (next to the database), as MixMonitor would
+        # into the PBX's monitor folder: the dashboard's player plays them.
+        "recordings": {
+            "url_template": "https://pbx.example.com/recordings/{file}",
+            "directory": str(monitor_folder(database.parent)),
+        },
     }
+
+
+def monitor_folder(workdir: Path) -> Path:
+    return (workdir / "monitor").resolve()
 
 
 def write_config(
@@ -225,7 +234,14 @@ async def run_demo(
     else:
         world = routing_world(rng, numbers, load_routing(trial.file), quick=trial.quick_clients)
     with broker() as mqtt_port:
-        async with Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world, timestamp_events=True) as sim:
+        async with Simulator(
+            clock=clock,
+            dialplan=SHIPPED_DIALPLAN,
+            world=world,
+            timestamp_events=True,
+            # Fairness runs (--quick-clients) measure routing: nobody listens, no files to write.
+            recordings=None if trial is not None and trial.quick_clients else monitor_folder(workdir),
+        ) as sim:
             routing_file = None if trial is None else trial.file
             settings = load_settings(write_config(workdir, sim.port, mqtt_port, run_id, routing_file), env={})
             routing = RoutingSource.load(settings.routing_file)

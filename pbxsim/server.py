@@ -213,8 +213,11 @@ class Simulator:
         port: int = 0,
         timestamp_events: bool = False,
         record: bool = False,
+        recordings: Path | None = None,
     ) -> None:
+        """``recordings``: the folder MixMonitor writes real WAV files to; None: none are written."""
         self.clock = clock
+        self.recordings = recordings
         self.world = world if world is not None else World()
         self.dialplan = load_dialplan(dialplan)
         self.users = {name.lower(): user for name, user in (DEFAULT_USERS if users is None else users).items()}
@@ -229,7 +232,9 @@ class Simulator:
         # manager.conf [general] timestampevents = yes: every event says when the PBX sent it.
         self.timestamp_events = timestamp_events
         self.astdb: dict[str, str] = {}  # AstDB lives on disk: a restart keeps it
-        self.switch = Switch(clock=clock, dialplan=self.dialplan, world=self.world, bus=self, astdb=self.astdb)
+        self.switch = Switch(
+            clock=clock, dialplan=self.dialplan, world=self.world, bus=self, astdb=self.astdb, recordings=recordings
+        )
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
         self._listeners: dict[str, list[Session]] = {}
         self._server: asyncio.Server | None = None
@@ -324,7 +329,14 @@ class Simulator:
     async def boot(self) -> None:
         """Asterisk starting afresh: no calls, channel numbers from the start, the port open again,
         and ``FullyBooted`` (``Uptime: 0``) right behind every login's response."""
-        self.switch = Switch(clock=self.clock, dialplan=self.dialplan, world=self.world, bus=self, astdb=self.astdb)
+        self.switch = Switch(
+            clock=self.clock,
+            dialplan=self.dialplan,
+            world=self.world,
+            bus=self,
+            astdb=self.astdb,
+            recordings=self.recordings,
+        )
         self.shutting_down = False
         self._started = None
         await self.start()

@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import re
 import uuid
+import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from .channel import (
@@ -154,8 +157,13 @@ class Switch:
         world: World,
         bus: EventBus,
         astdb: dict[str, str] | None = None,
+        recordings: Path | None = None,
     ) -> None:
         self.clock = clock
+        # MixMonitor's folder (Asterisk's /var/spool/asterisk/monitor): with one, each recording
+        # is written there as a real WAV when it stops; without, only its events are sent.
+        self.recordings = recordings
+        self._recording: dict[str, tuple[str, float]] = {}  # channel name -> file, clock start
         self.dialplan = dialplan
         self.world = world
         self.bus = bus
@@ -506,6 +514,7 @@ class Switch:
         self._chan_event(
             "Hangup", chan, ("Cause", str(chan.cause)), ("Cause-txt", CAUSE_TEXT.get(chan.cause, "Unknown"))
         )
+        self._recording_stopped(chan)  # MixMonitor closes its file when the channel goes
         del self.channels[chan.name]
         self._by_uniqueid.pop(chan.uniqueid, None)
         record = self._records.pop(chan.name, None)
@@ -918,6 +927,7 @@ class Switch:
         filename = split_args(data)[0]
         self._setvar(chan, "MIXMONITOR_FILENAME", filename if filename.startswith("/") else MONITOR_DIR + filename)
         chan.mixmonitor = True
+        self._recording[chan.name] = (filename, self.clock.monotonic())
         self._chan_event("MixMonitorStart", chan)
         return Flow.NEXT
 
@@ -925,7 +935,19 @@ class Switch:
         if chan.mixmonitor:
             chan.mixmonitor = False
             self._chan_event("MixMonitorStop", chan)
+        self._recording_stopped(chan)
         return Flow.NEXT
+
+    def _recording_stopped(self, chan: Channel) -> None:
+        started = self._recording.pop(chan.name, None)
+        if started is None or self.recordings is None:
+            return
+        filename, since = started
+        if filename.startswith("/") or ".." in filename.split("/"):
+            return  # only what lands inside the folder, as MixMonitor's relative names do
+        # A long call's file is a megabyte: written off the loop, which the daemon may share in tests.
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, write_tone_wav, self.recordings / filename, self.clock.monotonic() - since)
 
     async def _app_musiconhold(self, chan: Channel, data: str) -> Flow:
         args = split_args(data)
@@ -1118,6 +1140,23 @@ def _seconds(text: str) -> float | None:
 
 def _cdr_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# A quiet 440 Hz tone, 8 kHz 8-bit mono (8 kB a second): something for a player to play.
+_RATE = 8000
+_TONE_SECOND = bytes(128 + round(24 * math.sin(2 * math.pi * 440 * i / _RATE)) for i in range(_RATE))
+
+
+def write_tone_wav(path: Path, seconds: float) -> None:
+    """A real WAV of ``seconds``, as long as the recording it stands for."""
+    frames = max(0, round(seconds * _RATE))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(1)
+        out.setframerate(_RATE)
+        whole, part = divmod(frames, _RATE)
+        out.writeframes(_TONE_SECOND * whole + _TONE_SECOND[:part])
 
 
 def _character_class(spec: str) -> set[str]:

@@ -4,6 +4,9 @@ A browser's ``<audio>`` cannot send the API token, so the dashboard asks (with t
 link signed for one file and a short time; the link carries an HMAC of the name and its expiry
 under a key derived from the token. A name is a path relative to the recordings folder: one
 that is absolute, climbs out with ``..`` or leads out through a symlink is never served.
+
+Where the files live elsewhere (an S3 bucket, the PBX's web server), the same signed link
+answers with a redirect there instead (``recordings.redirect_template``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 
 def signing_key(api_token: str) -> bytes:
@@ -40,10 +44,23 @@ class RecordingLinks:
         return None
 
 
-def resolve(folder: Path, name: str) -> Path | None:
-    """The file ``name`` means inside ``folder``, or None when it would be anything outside it."""
+def safe_name(name: str) -> PurePosixPath | None:
+    """``name`` as a path that stays inside whatever folder it is read from, or None."""
     relative = PurePosixPath(name)
     if not name or "\\" in name or "\0" in name or relative.is_absolute() or ".." in relative.parts:
+        return None
+    return relative
+
+
+def redirect_url(template: str, name: str) -> str | None:
+    """Where ``recordings.redirect_template`` sends a player for ``name``; None for a name that climbs out."""
+    return None if safe_name(name) is None else template.replace("{file}", quote(name))
+
+
+def resolve(folder: Path, name: str) -> Path | None:
+    """The file ``name`` means inside ``folder``, or None when it would be anything outside it."""
+    relative = safe_name(name)
+    if relative is None:
         return None
     root = folder.resolve()
     path = (root / relative).resolve()  # follows symlinks: one pointing out is caught below

@@ -106,11 +106,12 @@ class Match:
     def takes_everything(self) -> bool:
         return self == Match()
 
-    def matches(self, lead: LeadFacts, local_now: datetime) -> bool:
+    def matches(self, lead: LeadFacts, local_now: datetime | None) -> bool:
+        """``local_now`` None: at some hour, whatever ``when`` says."""
         # Cheapest first: the phone lookups run only for leads every other rule let through.
         if self.sources is not None and not self.sources.matches(lead.source):
             return False
-        if self.when is not None and not self.when.contains(local_now):
+        if self.when is not None and local_now is not None and not self.when.contains(local_now):
             return False
         for name, patterns in self.payload:
             if not any(patterns.matches(text) for text in _as_texts(lead.payload.get(name))):

@@ -248,6 +248,7 @@ class Call:
     hangup_cause: int | None = None
     recording_file: str | None = None
     recording_url: str | None = None
+    recording_deleted_at: datetime | None = None  # the recording was deleted then (retention)
     pbx_billable_seconds: int | None = None
     pbx_failure: str | None = None  # why the PBX failed the call, when it did
     legs: list[ManagerLeg] = field(default_factory=list)

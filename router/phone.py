@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import phonenumbers
@@ -94,3 +94,11 @@ class PhonePolicy:
         if kind in self.types or (kind is NumberType.FIXED_LINE_OR_MOBILE and either & self.types):
             return None
         return f"is of type {kind.value}; allowed types: {', '.join(sorted(self.types))}"
+
+    def with_lists(self, regions: frozenset[str] | None, types: frozenset[NumberType] | None) -> PhonePolicy:
+        """This policy with a scenario's own lists in place of these, where the scenario has them."""
+        return replace(
+            self,
+            regions=self.regions if regions is None else regions,
+            types=self.types if types is None else types,
+        )

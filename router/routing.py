@@ -8,6 +8,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING
 
 from router.matching import LeadFacts, Match
+from router.phone import NumberType, PhonePolicy
 from router.schedule import Schedule
 
 if TYPE_CHECKING:
@@ -140,6 +141,9 @@ class Scenario:
     dial_order: DialOrder = DialOrder.CLIENT_FIRST
     client_ring_timeout: float | None = None  # manager first: seconds the client's phone rings; None: the PBX's
     managers_to_try: int | None = None  # manager legs per attempt before giving up on it; None: no limit
+    # Numbers this scenario's leads may have, in place of the daemon's `phones` settings; None: those.
+    allowed_regions: frozenset[str] | None = None
+    allowed_types: frozenset[NumberType] | None = None
 
     @property
     def pools(self) -> tuple[Pool, ...]:
@@ -175,6 +179,18 @@ class RoutingPlan:
             if scenario.match.matches(facts, local):
                 return scenario
         return self.scenarios[-1]
+
+    def phone_policy(self, lead: Lead, default: PhonePolicy) -> tuple[PhonePolicy, str | None]:
+        """The numbers ``lead`` may have, and the scenario whose own lists say so (None: ``default``'s).
+
+        Judged by the first scenario the lead matches at some hour: its time windows are left
+        out, so a lead that comes in after hours is judged by the scenario that calls it during them.
+        """
+        facts = LeadFacts(lead.source, lead.payload, lead.phone)
+        scenario = next((s for s in self.scenarios if s.match.matches(facts, None)), self.scenarios[-1])
+        if scenario.allowed_regions is None and scenario.allowed_types is None:
+            return default, None
+        return default.with_lists(scenario.allowed_regions, scenario.allowed_types), scenario.name
 
     def scenario(self, name: str) -> Scenario:
         for scenario in self.scenarios:

@@ -111,6 +111,7 @@ calls = Table(
     Column("total_seconds", Float, nullable=True),
     Column("recording_file", String(255), nullable=True),
     Column("recording_url", Text, nullable=True),
+    Column("recording_deleted_at", UtcDateTime, nullable=True),  # by the retention job
     Column("pbx_billable_seconds", Integer, nullable=True),
     Column("pbx_failure", String(200), nullable=True),
     # Supervisors' stats read talk time per manager over a period: keep it in the index.
@@ -168,6 +169,14 @@ Index(
     calls.c.id,
     sqlite_where=calls.c.ended_at.is_(None),
     postgresql_where=calls.c.ended_at.is_(None),
+)
+
+# The recordings' retention job reads ended calls whose recording is still kept, oldest first.
+Index(
+    "ix_calls_recordings_kept",
+    calls.c.ended_at,
+    sqlite_where=calls.c.recording_file.is_not(None) & calls.c.recording_deleted_at.is_(None),
+    postgresql_where=calls.c.recording_file.is_not(None) & calls.c.recording_deleted_at.is_(None),
 )
 
 Index(

@@ -27,6 +27,7 @@ _LEG_KEY = {"call_id", "leg_no"}  # which call, and the leg's place in call.legs
 # The CRM's outcome is written by SqlOutcomes alone: the dialer's copy of a lead in a live call
 # must not overwrite one reported meanwhile.
 _SET_BY_OUTCOMES = {"outcome"}
+_SET_BY_RETENTION = {"recording_deleted_at"}  # SqlRecordings alone, long after the call ended
 
 
 def _row(table: Table, record: object, leave_out: Collection[str] = ()) -> dict[str, Any]:
@@ -134,7 +135,7 @@ class SqlCalls:
         if not new:
             return
         statement = insert(calls).returning(calls.c.id, sort_by_parameter_order=True)
-        rows = [_row(calls, call, _ASSIGNED_BY_INSERT | _ADDED_BY_CDRS) for call in new]
+        rows = [_row(calls, call, _ASSIGNED_BY_INSERT | _ADDED_BY_CDRS | _SET_BY_RETENTION) for call in new]
         result = await self._conn.execute(statement, rows)
         for call, call_id in zip(new, result.scalars(), strict=True):
             call.id = call_id
@@ -142,7 +143,7 @@ class SqlCalls:
 
     async def update(self, changed: Sequence[Call]) -> None:
         if changed:
-            rows = [_row(calls, call, _ADDED_BY_CDRS) for call in changed]
+            rows = [_row(calls, call, _ADDED_BY_CDRS | _SET_BY_RETENTION) for call in changed]
             await self._conn.execute(*_update_many(calls, "id", rows))
             await self._store_legs(changed)
 

@@ -1,10 +1,11 @@
 // The supervisors' dashboard: plain JavaScript, no build step, no third-party code.
-// Every request carries the API token (kept in this tab's sessionStorage); the live board
-// is a server-sent event stream read with fetch, so it can carry the token too.
+// The login form trades the API token for a session cookie (HttpOnly: this script never sees
+// it, and the token is not kept anywhere); requests ride the cookie. The one request that
+// changes state (logout) sends the session's CSRF token, which lives in this variable only.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const tokenKey = "leadrouter.token";
+let csrfToken = null; // null: not logged in (or not known yet)
 let stream = null; // the live board's AbortController
 let serverOffset = 0; // server clock minus browser clock, from the last board push
 let board = null;
@@ -29,14 +30,40 @@ function since(iso) { return (Date.now() + serverOffset - Date.parse(iso)) / 100
 function leadLink(id) { return h("a", { href: `#lead/${id}` }, `#${id}`); }
 
 async function api(path, accept) {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${sessionStorage.getItem(tokenKey)}`, Accept: accept || "application/json" } });
-  if (response.status === 401) { logout("That token was refused."); throw new Error("unauthorized"); }
+  const response = await fetch(path, { headers: { Accept: accept || "application/json" } });
+  if (response.status === 401) { loggedOut("Your session has ended; log in again."); throw new Error("unauthorized"); }
   if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
   return response;
 }
 
-function logout(message) {
-  sessionStorage.removeItem(tokenKey);
+// Trade a token for the session cookie; true when it was accepted.
+async function login(token) {
+  const response = await fetch("/session", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }),
+  });
+  if (!response.ok) {
+    const refused = { 401: "That token was refused.", 403: "That token may not read the dashboard.", 429: "Too many failed logins; wait a minute." };
+    loggedOut(refused[response.status] || `Login failed: ${response.status}`);
+    return false;
+  }
+  csrfToken = (await response.json()).csrf_token;
+  return true;
+}
+
+// After a page reload the cookie may still hold a session: learn its CSRF token.
+async function resume() {
+  const response = await fetch("/session");
+  csrfToken = response.ok ? (await response.json()).csrf_token : null;
+  return csrfToken !== null;
+}
+
+async function logout() {
+  await fetch("/session", { method: "DELETE", headers: { "X-CSRF-Token": csrfToken || "" } });
+  loggedOut("");
+}
+
+function loggedOut(message) {
+  csrfToken = null;
   if (stream) stream.abort();
   $("login-error").textContent = message || "";
   show("login");
@@ -53,8 +80,8 @@ async function follow() {
   if (stream) return;
   stream = new AbortController();
   try {
-    const response = await fetch("/live", { headers: { Authorization: `Bearer ${sessionStorage.getItem(tokenKey)}` }, signal: stream.signal });
-    if (response.status === 401) { logout("That token was refused."); return; }
+    const response = await fetch("/live", { signal: stream.signal });
+    if (response.status === 401) { loggedOut("Your session has ended; log in again."); return; }
     $("link-state").textContent = "live";
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
@@ -201,8 +228,7 @@ async function downloadCsv(tableName) {
 // The daemon's own signed link when it holds the PBX's recordings, else the configured external URL.
 async function recordingSource(call) {
   if (!call.recording_file) return call.recording_url;
-  const response = await fetch(`/recording-links/${encodeURI(call.recording_file)}`,
-    { headers: { Authorization: `Bearer ${sessionStorage.getItem(tokenKey)}` } });
+  const response = await fetch(`/recording-links/${encodeURI(call.recording_file)}`);
   if (response.status === 409) return null; // the call is still up: the file is not finished
   return response.ok ? (await response.json()).url : call.recording_url;
 }
@@ -221,8 +247,9 @@ async function loadLead(id) {
     }
     if (call.bridged_at) steps.push([call.bridged_at, `Talking to ${call.manager_id}`, `owner is ${call.manager_id}`]);
     if (call.ended_at) {
-      const source = await recordingSource(call);
-      const audio = source ? h("audio", { controls: "", preload: "metadata", src: source }) : "";
+      const source = call.recording_deleted_at ? null : await recordingSource(call);
+      const audio = source ? h("audio", { controls: "", preload: "metadata", src: source })
+        : call.recording_deleted_at ? h("span", { class: "muted" }, `(recording deleted ${call.recording_deleted_at.slice(0, 10)}, retention)`) : "";
       steps.push([call.ended_at, `Call ${call.attempt} ended: ${call.disposition}`,
         h("span", {}, `talk ${hms(call.talk_seconds)}, hold ${hms(call.hold_seconds)} `, audio)]);
     }
@@ -247,12 +274,13 @@ async function loadLead(id) {
 async function route() {
   const fragment = location.hash.slice(1);
   // A login link (leadrouter demo prints one) carries the token in the fragment, which never
-  // reaches a server or a log: keep it in this tab and drop it from the address bar.
+  // reaches a server or a log: drop it from the address bar and history at once, trade it for
+  // the session cookie, forget it.
   if (fragment.startsWith("token=")) {
-    sessionStorage.setItem(tokenKey, decodeURIComponent(fragment.slice(6)));
     history.replaceState(null, "", "#board");
+    if (!await login(decodeURIComponent(fragment.slice(6)))) return;
   }
-  if (!sessionStorage.getItem(tokenKey)) { show("login"); return; }
+  if (csrfToken === null && !await resume()) { show("login"); return; }
   const [page, arg] = location.hash.slice(1).split("/");
   if (page !== "board" && page !== "" && stream) stream.abort(); // the stream lives while the board is shown
   if (page === "stats") { show("stats"); await loadStats(); }
@@ -260,14 +288,14 @@ async function route() {
   else { show("board"); follow(); }
 }
 
-$("login-form").addEventListener("submit", (event) => {
+$("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  sessionStorage.setItem(tokenKey, $("token").value);
+  const token = $("token").value;
   $("token").value = "";
-  location.hash = "#board";
-  route();
+  if (!await login(token)) return;
+  if (location.hash === "#board") route(); else location.hash = "#board";
 });
-$("logout").addEventListener("click", () => logout(""));
+$("logout").addEventListener("click", logout);
 $("lead-search").addEventListener("submit", (event) => { event.preventDefault(); location.hash = `#lead/${$("lead-id").value}`; });
 $("period-name").addEventListener("change", () => { for (const id of ["from", "to"]) $(id).hidden = $("period-name").value !== "custom"; });
 $("period").addEventListener("submit", (event) => { event.preventDefault(); loadStats(); });

@@ -1,5 +1,6 @@
-"""The dashboard in a real headless Chromium (Debian's, driven by Playwright): the live board
-follows a simulated call, the stats page draws its charts. Screenshots land in var/screenshots/."""
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright): login trades a
+token for an HttpOnly session cookie, the live board follows a simulated call, the stats page
+draws its charts. Screenshots land in var/screenshots/."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from api.auth import SESSION_COOKIE
 from pbxsim import Behaviour, World
 from tests.integration.rig import TOKEN, running
-from tests.integration.test_recordings_api import write_wav
 from tests.storage.test_stats import company_day
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -57,22 +58,42 @@ async def _screenshot(page: Page, name: str) -> None:
 
 
 async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browser: Browser) -> None:
-    monitor = tmp_path / "monitor"
-    recordings = {"recordings": {"directory": str(monitor)}}
-    async with running(tmp_path, world=WORLD, routing=ROUTING, sections=recordings) as rig:
+    async with running(tmp_path, world=WORLD, routing=ROUTING, recordings=True) as rig:
         await company_day(rig.daemon.database)
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         base = f"http://127.0.0.1:{rig.daemon.http_port}"
-        # Without a token the page asks for one; a wrong one is refused.
+        # Without a session the page asks for a token; a wrong one is refused.
         await page.goto(f"{base}/dashboard/")
         await expect(page.locator("#login")).to_be_visible()
         await page.fill("#token", "wrong-token-0123456789")
         await page.click("#login-form button")
         await expect(page.locator("#login-error")).to_have_text("That token was refused.")
+        assert await page.context.cookies() == []
 
+        # The right one opens a session: a cookie no script can read, and the token kept nowhere.
+        await page.fill("#token", TOKEN)
+        await page.click("#login-form button")
+        await expect(page.locator("#board")).to_be_visible()
+        (cookie,) = await page.context.cookies()
+        assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (SESSION_COOKIE, True, "Strict")
+        stored = await page.evaluate(
+            "() => [document.cookie, JSON.stringify(sessionStorage), JSON.stringify(localStorage)]"
+        )
+        assert not any(TOKEN in kept or cookie["value"] in kept for kept in stored), stored
+        assert TOKEN not in page.url
+
+        # Log out: the login form again, and the cookie no longer opens anything.
+        await page.click("#logout")
+        await expect(page.locator("#login")).to_be_visible()
+        live = await page.request.get(f"{base}/live", headers={"Cookie": f"{SESSION_COOKIE}={cookie['value']}"})
+        assert live.status == 401
+
+        # The login link `leadrouter demo` prints: the token goes from the address bar at once.
         await page.goto(f"{base}/dashboard/#token={TOKEN}")
+        await expect(page.locator("#board")).to_be_visible()
+        assert TOKEN not in page.url
         anna = page.locator('#managers tr[data-manager="anna"] .state')
         # Idle: free, or unknown until the PBX reports his phone's state.
         await expect(anna).to_have_text(IDLE, timeout=10_000)
@@ -86,10 +107,9 @@ async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browse
         await expect(anna).to_have_text(IDLE, timeout=15_000)
         await expect(call_row).to_have_count(0)
 
-        # The lead's id on the board opens its timeline, with the call's recording to play (the
-        # simulator records nothing: the file MixMonitor would have left is written here).
+        # The lead's id on the board opens its timeline, with the call's recording to play: the
+        # WAV the simulator's MixMonitor wrote, as long as the call's talk.
         (call,) = (await rig.http.get(f"/leads/{lead['id']}")).json()["calls"]
-        write_wav(monitor / call["recording_file"], 3.5)
         await page.goto(f"{base}/dashboard/#lead/{lead['id']}")
         await expect(page.locator("#timeline")).to_contain_text("Talking to anna")
         await expect(page.locator("#timeline")).to_contain_text("ended: completed")
@@ -100,7 +120,7 @@ async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browse
             "a => a.readyState >= 1 ? a.duration"
             " : new Promise(ok => a.addEventListener('loadedmetadata', () => ok(a.duration)))"
         )
-        assert duration == pytest.approx(3.5, abs=0.01)
+        assert duration == pytest.approx(call["talk_seconds"], abs=3.0)  # recorded from the redirect on
         await _screenshot(page, "timeline")
 
         await page.goto(f"{base}/dashboard/#stats")

@@ -24,8 +24,10 @@ def test_a_good_routing_is_summarised_scenario_by_scenario(tmp_path: Path, capsy
     assert lines[1].endswith(
         "routing.yaml: ok (4 managers, 4 scenarios, days and hours in Europe/Moscow); first match wins:"
     )
-    assert lines[6:9] == [
+    assert lines[6:10] == [
         "       owner first: a repeat lead's owner alone for 15s after the answer; the phone keeps its owner",
+        "       numbers:  from DE, GB, US; of type fixed_line, fixed_line_or_mobile, mobile "
+        "(in place of the daemon's phones: settings)",
         "       overflow: after 20s also 2 managers (groups junior)",
         "       overflow: after 35s also 4 managers (every manager)",
     ]

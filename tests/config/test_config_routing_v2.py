@@ -315,3 +315,51 @@ def test_manager_first_has_no_overflow_and_client_first_no_client_ring_timeout(t
         "43:26: scenarios[2].client_ring_timeout: is read only by `dial_order: manager_first`; "
         "client_first rings for pbx.originate_timeout",
     ]
+
+
+PER_SCENARIO_PHONES = """\
+version: 2
+timezone: Europe/Moscow
+managers:
+  - {id: anna, name: Anna, extension: 101}
+scenarios:
+  - name: english
+    match: {sources: landing-en, countries: [GB, US, DE], when: mon-fri 09:00-18:00}
+    phones: {allowed_regions: [gb, US, DE], allowed_types: [mobile, fixed_line_or_mobile]}
+  - name: default
+"""
+
+
+def test_a_scenario_allows_its_own_countries_and_types_at_any_hour(tmp_path: Path) -> None:
+    from router.phone import NumberType, PhonePolicy
+
+    plan = load(tmp_path, PER_SCENARIO_PHONES)
+    english = plan.scenario("english")
+    assert english.allowed_regions == {"GB", "US", "DE"}
+    assert english.allowed_types == {NumberType.MOBILE, NumberType.FIXED_LINE_OR_MOBILE}
+    default = PhonePolicy("RU")
+    # A Sunday-night lead is judged by the scenario that will call it on Monday.
+    policy, scenario = plan.phone_policy(lead("+447400123456", source="landing-en"), default)
+    assert scenario == "english" and policy.refusal("+447400123456") is None
+    assert policy.refusal("+442071234567") is not None  # a London landline: fixed_line, not listed
+    policy, scenario = plan.phone_policy(lead("+447400123456", source="site"), default)
+    assert (policy, scenario) == (default, None)  # the catch-all has no lists: the daemon's settings
+
+
+def test_per_scenario_phone_lists_are_checked_where_they_are_written(tmp_path: Path) -> None:
+    text = PER_SCENARIO_PHONES.replace("allowed_regions: [gb, US, DE]", "allowed_regions: [GB, XX]")
+    text = text.replace("fixed_line_or_mobile]", "premium]")
+    assert problems(tmp_path, text) == [
+        "8:36: scenarios[0].phones.allowed_regions[1]: 'XX' is not a country code: "
+        "write ISO 3166 codes such as RU, KZ, US",
+        "8:65: scenarios[0].phones.allowed_types[1]: must be 'fixed_line', 'mobile', 'fixed_line_or_mobile', "
+        "'toll_free', 'premium_rate', 'shared_cost', 'voip', 'personal_number', 'pager', 'uan', 'voicemail' "
+        "or 'unknown'",
+    ]
+    narrow = PER_SCENARIO_PHONES.replace("allowed_regions: [gb, US, DE]", "allowed_regions: GB")
+    assert problems(tmp_path, narrow) == [
+        "7:50: scenarios[0].match.countries[1]: matches US leads, but phones.allowed_regions refuses every one; "
+        "add US there",
+        "7:54: scenarios[0].match.countries[2]: matches DE leads, but phones.allowed_regions refuses every one; "
+        "add DE there",
+    ]

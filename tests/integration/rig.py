@@ -17,7 +17,7 @@ from ami_adapter.asterisk import SHIPPED_DIALPLAN
 from config.routing import RoutingSource
 from config.settings import Settings, load_settings
 from leadrouter.daemon import Daemon
-from leadrouter.demo import CrmListener, simulator_settings
+from leadrouter.demo import CrmListener, monitor_folder, simulator_settings
 from pbxsim import ScaledClock, Simulator, World
 from pbxsim.tests.amitools import wait_until
 
@@ -76,14 +76,23 @@ async def running(
     mqtt_port: int | None = None,
     scale: float = 50.0,
     sections: dict[str, dict[str, Any]] | None = None,
+    recordings: bool = False,
 ) -> AsyncIterator[Rig]:
-    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}}."""
+    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}};
+    ``recordings``: the simulator writes real WAVs into the daemon's recordings folder."""
     clock = ScaledClock(scale)
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
     crm = CrmListener("crm-e2e")
     async with (
-        Simulator(clock=clock, dialplan=SHIPPED_DIALPLAN, world=world, timestamp_events=True, record=True) as sim,
+        Simulator(
+            clock=clock,
+            dialplan=SHIPPED_DIALPLAN,
+            world=world,
+            timestamp_events=True,
+            record=True,
+            recordings=monitor_folder(tmp_path) if recordings else None,
+        ) as sim,
         contextlib.AsyncExitStack() as stack,
     ):
         if mqtt_port is not None:

@@ -9,7 +9,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized
+from api.auth import (
+    SESSION_COOKIE,
+    Authenticator,
+    AuthLimits,
+    Forbidden,
+    Sessions,
+    TokenScope,
+    TooManyFailures,
+    Unauthorized,
+    session_key,
+)
 from pbxsim import Behaviour, World
 from tests.conftest import JsonLog
 from tests.integration.rig import running
@@ -94,3 +104,73 @@ def test_the_window_frees_up_and_other_addresses_are_not_blocked() -> None:
         with pytest.raises(Forbidden):
             auth.check(f"Bearer {INTAKE_OLD}", "10.0.0.4", frozenset({TokenScope.SUPERVISOR}))
     auth.check(f"Bearer {INTAKE_OLD}", "10.0.0.4", frozenset({TokenScope.INTAKE}))
+
+
+# -- the dashboard's session cookie -------------------------------------------------------------
+
+
+async def _login(rig, token: str, **headers: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+    async with _client(rig, None) as anonymous:
+        return await anonymous.post("/session", json={"token": token}, headers=headers)
+
+
+def _cookie(response: httpx.Response) -> str:
+    name, _, rest = response.headers["set-cookie"].partition("=")
+    assert name == SESSION_COOKIE
+    return rest.partition(";")[0]
+
+
+async def test_a_supervisor_token_opens_an_httponly_strict_session_that_reads_stats_only(rig) -> None:  # type: ignore[no-untyped-def]
+    assert (await _login(rig, "wrong-token-0123456789")).status_code == 401
+    assert (await _login(rig, INTAKE_OLD)).status_code == 403  # a CRM's token opens no dashboard
+    response = await _login(rig, SUPERVISOR)
+    assert response.status_code == 200
+    flags = {part.strip().lower() for part in response.headers["set-cookie"].split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/", "max-age=43200"} <= flags
+    assert "secure" not in flags  # plain HTTP here: a Secure cookie would never come back
+    behind_tls = await _login(rig, SUPERVISOR, **{"X-Forwarded-Proto": "https"})
+    assert "secure" in {part.strip().lower() for part in behind_tls.headers["set-cookie"].split(";")}
+    csrf = response.json()["csrf_token"]
+    cookie = {"Cookie": f"{SESSION_COOKIE}={_cookie(response)}"}
+
+    async with _client(rig, None) as browser:
+        assert (await browser.get("/stats/managers", headers=cookie)).status_code == 200
+        assert (await browser.get("/session", headers=cookie)).json()["csrf_token"] == csrf
+        # A state-changing request riding the cookie needs the CSRF token, and even with it the
+        # session is a supervisor's: no leads, no outcomes.
+        post = await browser.post("/leads", json={"phone": "+79161234567"}, headers=cookie)
+        assert (post.status_code, post.json()["error"]) == (403, "csrf")
+        post = await browser.post("/leads", json={"phone": "+79161234567"}, headers={**cookie, "X-CSRF-Token": csrf})
+        assert (post.status_code, post.json()["error"]) == (403, "forbidden")
+        value = _cookie(response)
+        forged = {"Cookie": f"{SESSION_COOKIE}={value[:-1]}{'1' if value.endswith('0') else '0'}"}  # one hex digit off
+        assert (await browser.get("/stats/managers", headers=forged)).status_code == 401
+
+        # Logging out needs the CSRF token too (another site cannot log a supervisor out), then
+        # the cookie is refused even though a copy of it survives.
+        assert (await browser.delete("/session", headers=cookie)).status_code == 403
+        assert (await browser.get("/stats/managers", headers=cookie)).status_code == 200
+        out = await browser.delete("/session", headers={**cookie, "X-CSRF-Token": csrf})
+        assert out.status_code == 204 and f'{SESSION_COOKIE}=""' in out.headers["set-cookie"]
+        assert (await browser.get("/stats/managers", headers=cookie)).status_code == 401
+        assert (await browser.get("/session", headers=cookie)).status_code == 401
+
+
+def test_a_session_expires_and_a_token_rotation_ends_it() -> None:
+    now = [1_000_000.0]
+    sessions = Sessions(session_key("token-a"), ttl=3600, clock=lambda: now[0])
+    session, cookie = sessions.open()
+    assert sessions.find(cookie) == session
+    assert Sessions(session_key("token-b"), ttl=3600, clock=lambda: now[0]).find(cookie) is None
+    now[0] += 3601
+    assert sessions.find(cookie) is None
+    assert sessions.find("9999999999.nonce.signature") is None
+
+
+def test_odd_cookies_and_tokens_are_refused_not_crashed_on() -> None:
+    sessions = Sessions(session_key("token-a"), ttl=3600, clock=lambda: 1_000_000.0)
+    for cookie in ("9" * 5000 + ".n.s", "١٢٣.n.s", "", "..", "12.\udcff.s"):
+        assert sessions.find(cookie) is None
+    authenticator = Authenticator({TokenScope.SUPERVISOR: ["supervisor-token-0123456789"]})
+    with pytest.raises(Unauthorized):
+        authenticator.check("Bearer \ud800", "10.0.0.1", frozenset({TokenScope.SUPERVISOR}))

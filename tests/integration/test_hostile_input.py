@@ -87,6 +87,41 @@ async def test_premium_foreign_and_satellite_numbers_are_refused_with_the_reason
     assert (await rig.post(phone="+79161234567")).status_code == 201  # a Russian mobile
 
 
+async def test_a_scenario_allows_its_own_countries_the_others_keep_the_companys(tmp_path: Path) -> None:
+    routing = {
+        "version": 2,
+        "timezone": "Europe/Moscow",
+        "managers": [{"id": "anna", "name": "Anna", "extension": "101"}],
+        "scenarios": [
+            {
+                "name": "english-b2b",
+                "match": {"sources": "landing-en", "when": "mon-fri 09:00-18:00"},
+                "phones": {"allowed_regions": ["GB", "US"], "allowed_types": ["mobile", "fixed_line_or_mobile"]},
+            },
+            {"name": "default"},
+        ],
+    }
+    world = World(default_client=lambda _number: Behaviour(answer_after=None))
+    async with running(tmp_path, world=world, routing=routing) as rig:
+        # Whatever the hour now: the lead is judged by the scenario that will call it.
+        assert (await rig.post(phone="+447400123456", source="landing-en")).status_code == 201
+        assert (await rig.post(phone="+12025550123", source="landing-en")).status_code == 201
+        for phone, source, reason in (
+            ("+447400123457", "site", "is a number in GB; allowed: RU"),  # the catch-all: the company's country
+            (
+                "+442071234567",
+                "landing-en",
+                "is of type fixed_line; allowed types: fixed_line_or_mobile, mobile (scenario 'english-b2b')",
+            ),
+            ("+449012345678", "landing-en", "type premium_rate"),
+            ("+79161234567", "landing-en", "is a number in RU; allowed: GB, US (scenario 'english-b2b')"),
+        ):
+            response = await rig.post(phone=phone, source=source)
+            assert response.status_code == 422, (phone, response.text)
+            assert reason in response.json()["problems"][0]["reason"], (phone, response.json())
+        assert sum((await rig.daemon.queries.lead_status_counts()).values()) == 2
+
+
 async def test_one_number_gets_a_bounded_number_of_new_leads(rig) -> None:  # type: ignore[no-untyped-def]
     limit = rig.settings.phones.max_leads_per_number
     for index in range(limit):
