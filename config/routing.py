@@ -11,6 +11,7 @@ import asyncio
 import pickle
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -23,6 +24,7 @@ from config.fields import (
     Country,
     Digits,
     Duration,
+    DurationOrOff,
     Identifier,
     Line,
     OneOrMore,
@@ -32,8 +34,11 @@ from config.fields import (
     TimeZoneName,
 )
 from config.problems import ConfigError, Problem
+from router.call_window import DEFAULT_CLIENT_HOURS, BacklogOrder, CallWindow
 from router.matching import Match, Patterns
+from router.retries import DEFAULT_FINAL_STATE, RetryRule
 from router.routing import (
+    DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_WEIGHT,
     ClosingRate,
     DialOrder,
@@ -46,6 +51,7 @@ from router.routing import (
     Strategy,
 )
 from router.schedule import Schedule
+from router.sla import DEFAULT_RELEASE_AFTER, SlaPolicy
 from router.strategies import MAX_HISTORY
 
 _CLOSING_RATE = ClosingRate()  # its defaults
@@ -133,6 +139,37 @@ class _OverflowEntry(_Entry):
     pool: _PoolEntry
 
 
+class _RetryEntry(_Entry):
+    max_attempts: Count
+    delays: OneOrMore[Duration]
+    final_state: Identifier = DEFAULT_FINAL_STATE
+
+
+class _RetriesEntry(_Entry):
+    """Rules per outcome; an outcome left out follows the scenario's max_attempts and retry_delays."""
+
+    busy: _RetryEntry | None = None
+    no_answer: _RetryEntry | None = None
+    unreachable: _RetryEntry | None = None
+    abandoned: _RetryEntry | None = None  # the client hung up while on hold
+    no_manager: _RetryEntry | None = None  # nobody free within the hold limit
+    ended_unobserved: _RetryEntry | None = None
+    machine: _RetryEntry | None = None  # an answering machine (AMD)
+
+
+class _CallWindowEntry(_Entry):
+    timezone: TimeZoneName | None = None  # of hours and holidays; default: the file's
+    hours: OneOrMore[TimeWindow] | None = None  # company hours; default: any time
+    holidays: OneOrMore[Annotated[date, Field(strict=False)]] | None = None
+    client_hours: OneOrMore[TimeWindow] = [str(DEFAULT_CLIENT_HOURS)]  # type: ignore[list-item]  # parsed
+    backlog: BacklogOrder = BacklogOrder.NEWEST_FIRST
+
+
+class _SlaEntry(_Entry):
+    after: DurationOrOff = DEFAULT_RELEASE_AFTER  # off: an owner keeps his leads
+    call_new_owner: Annotated[bool, Field(strict=True)] = False
+
+
 class _ScenarioV2(_CallPolicy):
     match: _MatchEntry | None = None
     pool: _PoolEntry | None = None
@@ -143,6 +180,11 @@ class _ScenarioV2(_CallPolicy):
     dial_order: DialOrder = DialOrder.CLIENT_FIRST
     client_ring_timeout: Duration | None = None
     managers_to_try: Count | None = None
+    # The lead lifecycle over time (issue 8); `off` turns duplicates or SLA release off.
+    retries: _RetriesEntry | None = None
+    call_window: _CallWindowEntry | None = None
+    duplicate_window: DurationOrOff = DEFAULT_DUPLICATE_WINDOW
+    sla_release: _SlaEntry = _SlaEntry()
 
 
 class _RoutingV2(_Entry):
@@ -373,6 +415,28 @@ def _plan_v1(routing: _RoutingV1) -> RoutingPlan:
     )
 
 
+def _retries(entry: _RetriesEntry | None) -> tuple[tuple[str, RetryRule], ...]:
+    if entry is None:
+        return ()
+    return tuple(
+        (outcome, RetryRule(rule.max_attempts, tuple(rule.delays), rule.final_state))
+        for outcome, rule in ((name, getattr(entry, name)) for name in _RetriesEntry.model_fields)
+        if rule is not None
+    )
+
+
+def _call_window(entry: _CallWindowEntry | None, zone: str) -> CallWindow | None:
+    if entry is None:
+        return None
+    return CallWindow(
+        zone=ZoneInfo(entry.timezone or zone),
+        hours=None if entry.hours is None else Schedule(tuple(entry.hours)),
+        holidays=frozenset(entry.holidays or ()),
+        client_hours=Schedule(tuple(entry.client_hours)),
+        backlog=entry.backlog,
+    )
+
+
 def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
     return RoutingPlan(
         managers=tuple(_manager(entry) for entry in routing.managers),
@@ -396,6 +460,12 @@ def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
                 dial_order=entry.dial_order,
                 client_ring_timeout=entry.client_ring_timeout,
                 managers_to_try=entry.managers_to_try,
+                retries=_retries(entry.retries),
+                call_window=_call_window(entry.call_window, routing.timezone),
+                duplicate_window=entry.duplicate_window,
+                sla=SlaPolicy(entry.sla_release.after, entry.sla_release.call_new_owner)
+                if entry.sla_release.after > 0
+                else None,
             )
             for entry in routing.scenarios
         ),

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,7 +43,7 @@ from router.board import ManagerBoard
 from router.breaker import BreakerChange, PbxBreaker
 from router.events import DomainEvent
 from router.hold_queue import HoldQueue
-from router.model import Call, CallState, Disposition, Lead, LegResult
+from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LegResult
 from router.pbx_events import (
     Billed,
     Bridged,
@@ -61,11 +61,15 @@ from router.pbx_events import (
     PbxSnapshot,
     RecordingStarted,
 )
-from router.routing import DialOrder, RoutingPlan, Scenario
+from router.routing import DialOrder, OwnerFirst, RoutingPlan, Scenario
+from router.sla import new_owner
 
 log = structlog.get_logger("dialer")
 
 RESYNC_RETRY = 5.0  # real seconds between attempts to list live channels
+# A call window that does not open within a year (every day a holiday): look again in a day.
+_NO_OPENING_RETRY = timedelta(days=1)
+_SLA_BATCH = 100  # overdue leads released per transaction
 # The owner's wait and overflow delays count from the answer's PBX stamp, a clock other than the
 # timers': look a little after the moment, so the step is surely due when looked at.
 _STEP_MARGIN = 0.01
@@ -251,6 +255,8 @@ class Dialer:
         self._stamps_trusted = True
         self._pbx_started_at: datetime | None = None  # when the PBX last (re)started, by its FullyBooted
         self._stamp_window = timedelta(seconds=settings.stamp_window)
+        self._sla_next: datetime | None = None  # the earliest SLA deadline, once read
+        self._sla_read = False
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -423,6 +429,9 @@ class Dialer:
             self._wake.clear()
             try:
                 delay = await self._dispatch_once()
+                sla_in = await self._release_overdue()
+                if delay != 0 and sla_in is not None:
+                    delay = sla_in if delay is None else min(delay, sla_in)
             except Exception:
                 log.exception("dialer.dispatch_failed")
                 delay = 1.0
@@ -469,11 +478,24 @@ class Dialer:
             return shift_change  # or a call ending or a manager getting free wakes us
         plan = self._routing()
         started: list[_Live] = []
+        deferred: list[Lead] = []
         async with self._uow() as uow:
             leads = await uow.leads.claim_due(now, capacity)
             for lead in leads:
                 assert lead.id is not None
                 scenario = plan.scenario_for(lead, now)
+                opening = scenario.next_allowed(lead.phone, now)
+                if opening != now:
+                    # Outside its call window (a retry or a reload moved it there): the claim is
+                    # given back, and the lead waits for the next allowed minute.
+                    until = opening or now + _NO_OPENING_RETRY
+                    uow.outbox.add([lead.defer(until, scenario.backlog_rank(lead.created_at), now)], now)
+                    deferred.append(lead)
+                    continue
+                if lead.owner_id is not None and scenario.owner_first is None:
+                    # Released to a new owner with a call to the client (sla.call_new_owner): the
+                    # owner is offered the client for the whole hold limit, and stays the owner.
+                    scenario = replace(scenario, owner_first=OwnerFirst(wait=scenario.hold_limit, owner_changes=False))
                 call = Call(
                     lead_id=lead.id,
                     attempt=lead.attempts,
@@ -486,6 +508,7 @@ class Dialer:
                 if scenario.owner_first is not None:
                     owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
                 started.append(_Live(call, lead, scenario, owner))
+            await uow.leads.update(deferred)
             await uow.calls.add([live.call for live in started])
             uow.outbox.add([live.call.dialing() for live in started], now)
             next_due = None if len(leads) == capacity else await uow.leads.next_due_at()
@@ -505,11 +528,65 @@ class Dialer:
             self._spawn(self._originate(live))
         if started:
             log.info("dialer.dialing", leads=[live.lead.id for live in started])
+        if deferred:
+            log.info("dialer.deferred", leads=[lead.id for lead in deferred], until=deferred[0].next_attempt_at)
         if len(leads) == capacity:
             return 0
         if next_due is None:
             return shift_change
         return max(min((next_due - now).total_seconds(), shift_change), 0.001)
+
+    # -- SLA release ----------------------------------------------------------------------
+
+    async def _release_overdue(self) -> float | None:
+        """Give each owned lead nobody worked by its deadline to another manager of its pool
+        (router.sla); return seconds until the next deadline, None if there is none."""
+        now = self._clock.now()
+        if not self._sla_read:
+            async with self._uow() as uow:
+                self._sla_next = await uow.leads.next_sla_due_at()
+            self._sla_read = True
+        if self._sla_next is None:
+            return None
+        if self._sla_next > now:
+            return max((self._sla_next - now).total_seconds(), 0.001)
+        plan = self._routing()
+        calls_again = False
+        async with self._uow() as uow:
+            overdue = await uow.leads.sla_overdue(now, _SLA_BATCH)
+            open_leads = await uow.leads.open_leads_by_owner()
+            for lead in overdue:
+                assert lead.id is not None and lead.owner_id is not None
+                calls = await uow.calls.for_lead(lead.id)
+                took_it = next((call for call in reversed(calls) if call.bridged_at is not None), None)
+                scenario = plan.scenario(took_it.scenario) if took_it else plan.scenario_for(lead, now)
+                history = await uow.history.for_lead(lead.id)
+                owned = {lead.owner_id} | {
+                    entry.details["previous_owner_id"] for entry in history if entry.kind is HistoryKind.REASSIGNED
+                }
+                chosen = None if scenario.sla is None else new_owner(plan.pool(scenario), owned, open_leads)
+                if chosen is None or scenario.sla is None:
+                    log.warning("dialer.sla_kept", lead_id=lead.id, owner_id=lead.owner_id, scenario=scenario.name)
+                    lead.keep_owner()
+                    continue
+                previous = lead.owner_id
+                reassigned = lead.release_to(chosen.id, now, scenario.sla, new_call=scenario.sla.call_new_owner)
+                details = reassigned.data() | {"scenario": scenario.name, "release_after": scenario.sla.release_after}
+                await uow.history.add(HistoryEntry(lead.id, HistoryKind.REASSIGNED, now, details))
+                uow.outbox.add([reassigned], now)
+                self._board.lead_assigned(lead, previous)
+                open_leads[chosen.id] = open_leads.get(chosen.id, 0) + 1
+                open_leads[previous] = max(open_leads.get(previous, 0) - 1, 0)
+                calls_again = calls_again or reassigned.new_call
+                log.info("dialer.sla_released", lead_id=lead.id, previous_owner=previous, owner=chosen.id)
+            await uow.leads.update(overdue)
+            self._sla_next = await uow.leads.next_sla_due_at()
+            await uow.commit()
+        if calls_again:
+            self._wake.set()
+        if len(overdue) == _SLA_BATCH:
+            return 0.001
+        return None if self._sla_next is None else max((self._sla_next - now).total_seconds(), 0.001)
 
     # -- PBX commands ---------------------------------------------------------------------
 
@@ -802,7 +879,10 @@ class Dialer:
         first = live.scenario.owner_first
         if first is not None and not first.owner_changes and live.owner_id is not None:
             owner = live.owner_id  # the phone keeps its owner, whoever talked this time
-        assigned = live.lead.assign_owner(owner, call.id, now)
+        assigned = live.lead.assign_owner(owner, call.id, now, live.scenario.sla)
+        if live.lead.sla_due_at is not None and (self._sla_next is None or live.lead.sla_due_at < self._sla_next):
+            self._sla_next = live.lead.sla_due_at
+            self._wake.set()
         self._board.lead_assigned(live.lead, assigned.previous_owner_id)
         self._emit(live, assigned)
 

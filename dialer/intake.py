@@ -3,6 +3,14 @@
 The lead and its ``lead.created`` event are committed before the caller hears "accepted",
 so an answered webhook never loses a lead. A repeated ``external_id`` returns the lead
 already stored instead of creating a second one.
+
+A lead from the phone of an open lead within the scenario's duplicate window
+(``router.duplicates``) is not a second lead: it is kept in the open lead's history with a
+``lead.duplicate`` event, and the caller gets the open lead. Its own ``external_id`` is kept
+too, so repeating that POST is answered the same way and records nothing twice.
+
+A new lead that may not be called now (the scenario's call window) is stored due at the next
+allowed minute, with its place in that opening's backlog.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dialer.ports import Clock, UnitOfWorkFactory
-from router.model import Lead
+from router.duplicates import open_duplicate
+from router.model import HistoryEntry, HistoryKind, Lead
 from router.phone import InvalidPhone, PhonePolicy, normalize_phone
+from router.routing import RoutingPlan
 
 # Deeper than any CRM's custom fields need, shallow enough that storing, rendering and
 # publishing the payload never approaches Python's recursion limit.
@@ -101,6 +111,7 @@ class LeadIntake:
         *,
         uow: UnitOfWorkFactory,
         clock: Clock,
+        routing: Callable[[], RoutingPlan],
         default_region: str,
         on_new_lead: Callable[[], None],
         policy: PhonePolicy | None = None,
@@ -112,6 +123,7 @@ class LeadIntake:
         self._per_number = KeyedWindow(per_number) if per_number else None
         self._uow = uow
         self._clock = clock
+        self._routing = routing
         self._region = default_region
         self._policy = policy or PhonePolicy(default_region)
         self._on_new_lead = on_new_lead
@@ -139,6 +151,23 @@ class LeadIntake:
                 payload=data.payload,
                 created_at=now,
             )
+            scenario = self._routing().scenario_for(lead, now)
+            if scenario.duplicate_window > 0:
+                since = now - timedelta(seconds=scenario.duplicate_window)
+                existing = open_duplicate(await uow.leads.of_phone(phone, since), phone, now, scenario.duplicate_window)
+                if existing is not None:
+                    assert existing.id is not None
+                    merged = existing.duplicate(lead)
+                    details = {key: value for key, value in merged.data().items() if key != "lead_id"}
+                    entry = HistoryEntry(existing.id, HistoryKind.DUPLICATE, now, details, data.external_id)
+                    await uow.history.add(entry)
+                    uow.outbox.add([merged], now)
+                    await uow.commit()
+                    return existing, False
+            opening = scenario.next_allowed(phone, now)
+            if opening is not None and opening > now:
+                lead.next_attempt_at = opening
+                lead.backlog_rank = scenario.backlog_rank(now)
             await uow.leads.add(lead)
             uow.outbox.add([lead.created()], now)
             await uow.commit()

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol, Self
 
 from router.events import DomainEvent
-from router.model import Call, Lead, OutcomeReport
+from router.model import Call, HistoryEntry, Lead, OutcomeReport
 from router.pbx_events import PbxSnapshot
 
 
@@ -92,6 +92,23 @@ class LeadRepository(Protocol):
     async def owner_of_phone(self, phone: str) -> str | None:
         """The owner of the newest lead from this phone that has one (owner first)."""
 
+    async def of_phone(self, phone: str, since: datetime) -> list[Lead]:
+        """The leads from this phone created since ``since``."""
+
+    async def sla_overdue(self, now: datetime, limit: int) -> list[Lead]:
+        """Up to ``limit`` owned leads past their SLA deadline that have no outcome, earliest first."""
+
+    async def next_sla_due_at(self) -> datetime | None: ...
+
+    async def open_leads_by_owner(self) -> dict[str, int]:
+        """Each owner's count of leads without a reported outcome."""
+
+
+class HistoryRepository(Protocol):
+    async def add(self, entry: HistoryEntry) -> None: ...
+
+    async def for_lead(self, lead_id: int) -> list[HistoryEntry]: ...
+
 
 class CallRepository(Protocol):
     async def add(self, new: Sequence[Call]) -> None:
@@ -127,6 +144,9 @@ class UnitOfWork(Protocol):
 
     @property
     def outcomes(self) -> OutcomeRepository: ...
+
+    @property
+    def history(self) -> HistoryRepository: ...
 
     @property
     def outbox(self) -> Outbox: ...

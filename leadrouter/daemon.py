@@ -241,6 +241,7 @@ class Daemon:
         self.intake = LeadIntake(
             uow=unit_of_work,
             clock=self.clock,
+            routing=lambda: self.routing.plan,
             default_region=settings.phones.default_region,
             policy=settings.phones.policy(),
             per_number=settings.phones.per_number(),

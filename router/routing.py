@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING
 
+from router.call_window import BacklogOrder, CallWindow, client_zones
 from router.matching import LeadFacts, Match
+from router.retries import RetryPolicy, RetryRule
 from router.schedule import Schedule
+from router.sla import SlaPolicy
 
 if TYPE_CHECKING:
     from router.model import Lead
 
 DEFAULT_WEIGHT = 50  # the middle of 1..100: a manager without a grade is average
+DEFAULT_DUPLICATE_WINDOW = 24 * 3600.0  # seconds: a second lead from an open lead's phone is merged into it
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,10 @@ class Scenario:
     dial_order: DialOrder = DialOrder.CLIENT_FIRST
     client_ring_timeout: float | None = None  # manager first: seconds the client's phone rings; None: the PBX's
     managers_to_try: int | None = None  # manager legs per attempt before giving up on it; None: no limit
+    retries: tuple[tuple[str, RetryRule], ...] = ()  # by outcome; others follow max_attempts/retry_delays
+    call_window: CallWindow | None = None  # None: any time
+    duplicate_window: float = DEFAULT_DUPLICATE_WINDOW  # seconds; 0: every lead is dialled
+    sla: SlaPolicy | None = field(default_factory=SlaPolicy)  # None: an owner keeps his leads
 
     @property
     def pools(self) -> tuple[Pool, ...]:
@@ -144,8 +152,21 @@ class Scenario:
         later = [moment for moment in moments if moment > waited]
         return min(later) if later else None
 
-    def retry_delay(self, attempts_made: int) -> float:
-        return self.retry_delays[min(attempts_made, len(self.retry_delays)) - 1]
+    def next_allowed(self, phone: str, moment: datetime) -> datetime | None:
+        """The first moment from ``moment`` on when ``phone`` may be called; None: the window never opens."""
+        if self.call_window is None:
+            return moment
+        return self.call_window.next_allowed(moment, client_zones(phone))
+
+    def backlog_rank(self, created_at: datetime) -> float:
+        """Among leads due at the same opening, the lower rank is dialled first."""
+        if self.call_window is None or self.call_window.backlog is BacklogOrder.OLDEST_FIRST:
+            return created_at.timestamp()
+        return -created_at.timestamp()
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(RetryRule(self.max_attempts, self.retry_delays), dict(self.retries))
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,7 +132,9 @@ async def make_rig(
         recordings=RecordingNamer("leadrouter/{channel_id}.wav", "https://rec.example/{file}"),
         settings=settings,
     )
-    intake = LeadIntake(uow=uow, clock=clock, default_region="RU", on_new_lead=dialer.leads_added)
+    intake = LeadIntake(
+        uow=uow, clock=clock, routing=lambda: plans[-1], default_region="RU", on_new_lead=dialer.leads_added
+    )
     running = asyncio.create_task(dialer.run())
     dialer.pbx_event(PbxBooted())  # as Asterisk says right after the login
     await dialer.pbx_connected()
