@@ -34,7 +34,7 @@ from config.fields import (
     TimeZoneName,
 )
 from config.problems import ConfigError, Problem
-from router.call_window import DEFAULT_CLIENT_HOURS, BacklogOrder, CallWindow
+from router.call_window import DEFAULT_CLIENT_HOURS, BacklogOrder, CallWindow, ClientZone
 from router.matching import Match, Patterns
 from router.retries import DEFAULT_FINAL_STATE, RetryRule
 from router.routing import (
@@ -163,6 +163,7 @@ class _CallWindowEntry(_Entry):
     holidays: OneOrMore[Annotated[date, Field(strict=False)]] | None = None
     client_hours: OneOrMore[TimeWindow] = [str(DEFAULT_CLIENT_HOURS)]  # type: ignore[list-item]  # parsed
     backlog: BacklogOrder = BacklogOrder.NEWEST_FIRST
+    client_zone: ClientZone = ClientZone.NUMBER
 
 
 class _SlaEntry(_Entry):
@@ -434,6 +435,7 @@ def _call_window(entry: _CallWindowEntry | None, zone: str) -> CallWindow | None
         holidays=frozenset(entry.holidays or ()),
         client_hours=Schedule(tuple(entry.client_hours)),
         backlog=entry.backlog,
+        client_zone=entry.client_zone,
     )
 
 

@@ -29,6 +29,13 @@ DEFAULT_CLIENT_HOURS = Schedule((Window(frozenset(range(7)), 9 * 60, 21 * 60),))
 _HORIZON = timedelta(days=366)
 
 
+class ClientZone(enum.StrEnum):
+    """Where the client hours are read."""
+
+    NUMBER = "number"  # in every zone the phone number may ring in (the strictest)
+    COMPANY = "company"  # in the company's zone: for clients known to be local whatever their number says
+
+
 class BacklogOrder(enum.StrEnum):
     """Who is dialled first among the leads that waited for the same opening."""
 
@@ -65,6 +72,7 @@ class CallWindow:
     holidays: frozenset[date] = frozenset()  # company dates on which nobody is called
     client_hours: Schedule = DEFAULT_CLIENT_HOURS  # in the client's own zone(s)
     backlog: BacklogOrder = BacklogOrder.NEWEST_FIRST
+    client_zone: ClientZone = ClientZone.NUMBER
 
     def allows(self, moment: datetime, zones: Sequence[tzinfo]) -> bool:
         local = moment.astimezone(self.zone)
@@ -89,7 +97,7 @@ class CallWindow:
 
     def _zones(self, zones: Sequence[tzinfo]) -> Sequence[tzinfo]:
         # A number phonenumbers cannot place is taken to be in the company's zone.
-        return zones or (self.zone,)
+        return zones if zones and self.client_zone is ClientZone.NUMBER else (self.zone,)
 
     def _next_edge(self, moment: datetime, zones: Sequence[tzinfo]) -> datetime:
         """The first moment after ``moment`` at which any of the clocks involved may change its
@@ -101,9 +109,18 @@ class CallWindow:
         edges = [next_day.astimezone(UTC)]
         if self.hours is not None:
             edges.append(self.hours.next_change(local).astimezone(UTC))
-        for zone in self._zones(zones):
+        involved = (self.zone, *self._zones(zones))
+        for zone in involved[1:]:
             edges.append(self.client_hours.next_change(moment.astimezone(zone)).astimezone(UTC))
         later = [edge for edge in edges if edge > moment]
-        # A wall-clock edge that falls in a skipped hour may map to a moment already past; a minute
-        # on is always progress.
-        return _minute_up(min(later)) if later else moment + timedelta(minutes=1)
+        nearest = min(later) if later else moment + timedelta(minutes=1)
+        if any(moment.astimezone(zone).utcoffset() != nearest.astimezone(zone).utcoffset() for zone in involved):
+            # A clock jumps before that edge: the wall time it jumps to may already be inside a
+            # window (an edge in the skipped hour maps past it). Clocks change on the hour or half
+            # hour in UTC, so look again at the next half hour.
+            start = moment.astimezone(UTC)
+            half_hour = start.replace(minute=30 if start.minute < 30 else 0, second=0, microsecond=0)
+            if half_hour <= start:
+                half_hour += timedelta(hours=1)
+            nearest = min(nearest, half_hour)
+        return _minute_up(nearest)
