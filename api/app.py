@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth import Authenticator, AuthLimits, Forbidden, TokenScope, TooManyFailures, Unauthorized, require_scope
 from dialer.intake import InvalidPayload, KeyedWindow, LeadInput, RateLimit, TooManyLeads
 from recordings.access import RecordingLinks, resolve
-from router.model import Call, Lead, Outcome
+from router.model import Call, HistoryEntry, Lead, Outcome
 from router.phone import InvalidPhone
 from router.stats import (
     FIRST_DAY,
@@ -53,6 +53,8 @@ class LeadIntakePort(Protocol):
 
 class LeadQueriesPort(Protocol):
     async def lead_with_calls(self, lead_id: int) -> tuple[Lead, list[Call]] | None: ...
+
+    async def lead_history(self, lead_id: int) -> list[HistoryEntry] | None: ...
 
 
 class LeadOutcomesPort(Protocol):
@@ -466,6 +468,16 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def no_recording(_request: Request, exc: _NoRecording) -> JSONResponse:
         # The same answer for a missing file and a name outside the folder: nothing to probe with.
         return _problem(404, "not_found", [("name", f"no recording {str(exc)!r} here")])
+
+    @app.get("/leads/{lead_id}/history", dependencies=readers)
+    async def lead_history(lead_id: LeadId) -> JSONResponse:
+        """What happened to the lead outside its calls: each duplicate merged into it (what that
+        form sent) and each SLA release (both owners and the reason), oldest first."""
+        history = await deps.queries.lead_history(lead_id)
+        if history is None:
+            return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
+        entries = [{"kind": entry.kind.value, "at": entry.at, **entry.details} for entry in history]
+        return JSONResponse(_jsonable({"lead_id": lead_id, "history": entries}))
 
     @app.get("/leads/{lead_id}/events", dependencies=supervisor)
     async def lead_events(lead_id: LeadId) -> JSONResponse:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,11 @@ async def running(
     mqtt_port: int | None = None,
     scale: float = 50.0,
     sections: dict[str, dict[str, Any]] | None = None,
+    start: datetime | None = None,
 ) -> AsyncIterator[Rig]:
-    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}}."""
-    clock = ScaledClock(scale)
+    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}};
+    ``start``: the moment the clock starts at (default: now)."""
+    clock = ScaledClock(scale, start=start)
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
     crm = CrmListener("crm-e2e")

@@ -122,7 +122,9 @@ def test_a_scheduled_or_dialling_lead_is_open_and_the_newest_open_one_is_merged_
 
 def test_a_duplicate_carries_what_the_second_form_sent() -> None:
     first = lead()
-    second = lead(id=None, name="Ivan P.", source="landing", external_id="crm-2", payload={"utm": "x"}, created_at=at(9))
+    second = lead(
+        id=None, name="Ivan P.", source="landing", external_id="crm-2", payload={"utm": "x"}, created_at=at(9)
+    )
     assert first.duplicate(second) == ev.LeadDuplicate(
         lead_id=7,
         phone=PHONE,
