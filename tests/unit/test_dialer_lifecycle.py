@@ -1,0 +1,111 @@
+"""The dialer applying the lifecycle rules on in-memory ports and a clock the test moves:
+retries per outcome across a restart, leads outside their call window, SLA release."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from router import events as ev
+from router.call_window import CallWindow
+from router.model import LeadStatus
+from router.pbx_events import OriginateOutcome, OriginateResult
+from router.retries import RetryRule
+from router.routing import RoutingPlan, Scenario
+from router.sla import SlaPolicy
+from tests.fakes import ManualClock
+from tests.router.plans import scenario
+from tests.unit.dialer_rig import make_rig, team
+
+HOUR = 3600.0
+MOSCOW = ZoneInfo("Europe/Moscow")
+LANDLINE = "+74951234567"  # Moscow: one zone
+
+
+def plan(chosen: Scenario, managers: int = 2) -> RoutingPlan:
+    return RoutingPlan(team(managers), (chosen,))
+
+
+async def test_a_busy_retry_keeps_its_own_delay_across_a_restart() -> None:
+    rules = scenario(retries=(("busy", RetryRule(max_attempts=4, delays=(120,))),), retry_delays=(900,))
+    async with make_rig(plan(rules)) as first:
+        lead_id = await first.lead()
+        (channel,) = await first.dialled()
+        first.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.BUSY))
+        await first.settle()
+        due = first.db.leads[lead_id].next_attempt_at
+        assert (
+            due is not None and (due - first.clock.now()).total_seconds() == 120
+        )  # the busy rule's, not retry_delays' 900
+        db, pbx, clock = first.db, first.pbx, first.clock
+    async with make_rig(plan(rules), db=db, pbx=pbx, clock=clock) as second:
+        second.clock.advance(119)
+        await second.dialled(1)  # nothing new yet
+        second.clock.advance(1)
+        await second.dialled(2)
+
+
+async def test_a_retry_due_after_closing_is_dialled_at_the_opening_not_at_night() -> None:
+    windowed = scenario(retry_delays=(HOUR,), call_window=CallWindow(zone=MOSCOW))  # 09:00-21:00
+    evening = datetime(2026, 11, 24, 20, 30, tzinfo=MOSCOW)
+    async with make_rig(plan(windowed), clock=ManualClock(evening)) as rig:
+        lead_id = await rig.lead(phone=LANDLINE)
+        (channel,) = await rig.dialled()
+        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.NO_ANSWER))
+        await rig.settle()
+        assert rig.db.leads[lead_id].next_attempt_at == datetime(2026, 11, 25, 9, 0, tzinfo=MOSCOW)
+        rig.clock.advance(12.5 * HOUR - 1)  # 08:59:59
+        await rig.dialled(1)
+        rig.clock.advance(1)
+        await rig.dialled(2)
+
+
+async def test_a_lead_outside_its_window_when_claimed_is_deferred_with_its_attempt_given_back() -> None:
+    # The window is added by a reload after the lead was stored due at once (at 22:00).
+    night = datetime(2026, 11, 24, 22, 0, tzinfo=MOSCOW)
+    async with make_rig(plan(scenario(), managers=0), clock=ManualClock(night)) as rig:
+        lead_id = await rig.lead(phone=LANDLINE)
+        rig.reload(RoutingPlan(team(1), (scenario(call_window=CallWindow(zone=MOSCOW)),)))
+        await rig.dialled(0)
+        lead = rig.db.leads[lead_id]
+        assert lead.status is LeadStatus.NEW and lead.attempts == 0
+        assert lead.next_attempt_at == datetime(2026, 11, 25, 9, 0, tzinfo=MOSCOW)
+        assert rig.events("lead.deferred") == [
+            ev.LeadDeferred(lead_id=lead_id, next_attempt_at=lead.next_attempt_at, reason="call_window")
+        ]
+        rig.clock.advance(11 * HOUR)
+        await rig.dialled(1)
+
+
+async def test_a_duplicate_makes_no_second_call() -> None:
+    async with make_rig(plan(scenario())) as rig:
+        first = await rig.lead()
+        assert await rig.lead() == first
+        await rig.dialled(1)
+        assert len(rig.events("lead.duplicate")) == 1 and len(rig.events("lead.created")) == 1
+
+
+async def test_sla_release_at_exactly_n_hours_to_another_manager_who_is_called_with_the_client() -> None:
+    sla = scenario(sla=SlaPolicy(release_after=24 * HOUR, call_new_owner=True))
+    async with make_rig(plan(sla)) as rig:
+        lead_id = await rig.lead()
+        (channel,) = await rig.dialled()
+        await rig.answered(channel)
+        await rig.talk(channel, seconds=60)
+        assert rig.db.leads[lead_id].owner_id == "m0"
+        rig.clock.advance(24 * HOUR - 60 - 1)  # a second before the deadline
+        await rig.settle()
+        assert rig.events("lead.reassigned") == []
+        rig.clock.advance(1)
+        await rig.settle()
+        assert rig.events("lead.reassigned") == [
+            ev.LeadReassigned(lead_id=lead_id, owner_id="m1", previous_owner_id="m0", reason="sla", new_call=True)
+        ]
+        (entry,) = rig.db.history
+        assert entry.details["previous_owner_id"] == "m0" and entry.details["owner_id"] == "m1"
+        # The new call: the new owner is offered the client, though m0 has been free longer.
+        _, again = await rig.dialled(2)
+        await rig.answered(again)
+        assert rig.connected() == ["101", "102"]
+        await rig.talk(again)
+        assert rig.db.leads[lead_id].owner_id == "m1"
