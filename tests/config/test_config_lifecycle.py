@@ -88,7 +88,8 @@ def test_mistakes_point_at_them(tmp_path: Path) -> None:
     found = problems(tmp_path, broken)
     assert found == [
         "8:7: scenarios[0].retries.bussy: unknown key",
-        "14:18: scenarios[0].call_window.holidays[0]: must be a valid date or datetime, day value is outside expected range",
+        "14:18: scenarios[0].call_window.holidays[0]: must be a valid date or datetime, "
+        "day value is outside expected range",
         "17:16: scenarios[0].call_window.backlog: must be 'newest_first' or 'oldest_first'",
         "18:23: scenarios[0].duplicate_window: 'never' is not a duration: write seconds or a number with s, m or h, "
         "e.g. 45s, 5m, 1h",
