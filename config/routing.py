@@ -36,6 +36,7 @@ from config.fields import (
 from config.problems import ConfigError, Problem
 from router.call_window import DEFAULT_CLIENT_HOURS, BacklogOrder, CallWindow, ClientZone
 from router.matching import Match, Patterns
+from router.pacing import Pacing, PacingMode
 from router.retries import DEFAULT_FINAL_STATE, RetryRule
 from router.routing import (
     DEFAULT_DUPLICATE_WINDOW,
@@ -55,6 +56,7 @@ from router.sla import DEFAULT_RELEASE_AFTER, SlaPolicy
 from router.strategies import MAX_HISTORY
 
 _CLOSING_RATE = ClosingRate()  # its defaults
+_PACING = Pacing()
 
 
 class _Entry(BaseModel):
@@ -188,9 +190,18 @@ class _ScenarioV2(_CallPolicy):
     sla_release: _SlaEntry = _SlaEntry()
 
 
+class _PacingEntry(_Entry):
+    mode: PacingMode = PacingMode.PROGRESSIVE
+    abandon_cap: Share = _PACING.abandon_cap
+    window: Duration = _PACING.window
+    max_ratio: Annotated[float, Field(strict=False, ge=1, le=10, allow_inf_nan=False)] = _PACING.max_ratio
+    min_sample: Count = _PACING.min_sample
+
+
 class _RoutingV2(_Entry):
     version: Literal[2]
     timezone: TimeZoneName
+    pacing: _PacingEntry = _PacingEntry()
     managers: Annotated[list[_ManagerV2], Field(min_length=1)]
     scenarios: Annotated[list[_ScenarioV2], Field(min_length=1)]
 
@@ -410,6 +421,9 @@ def _plan_v1(routing: _RoutingV1) -> RoutingPlan:
                 # Version 1 compared sources exactly: a `*` in one stays a `*`.
                 match=Match() if entry.sources is None else Match(sources=Patterns.of(entry.sources, globs=False)),
                 pool=Pool(managers=frozenset(entry.managers or ())),
+                # Version 1 files keep working unchanged: every lead is dialled, owners keep theirs.
+                duplicate_window=0.0,
+                sla=None,
             )
             for entry in routing.scenarios
         ),
@@ -472,6 +486,7 @@ def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
             for entry in routing.scenarios
         ),
         timezone=ZoneInfo(routing.timezone),
+        pacing=Pacing(**routing.pacing.model_dump()),
     )
 
 

@@ -44,6 +44,7 @@ from router.breaker import BreakerChange, PbxBreaker
 from router.events import DomainEvent
 from router.hold_queue import HoldQueue
 from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LegResult
+from router.pacing import Floor, PacingMeter, PacingMode, PacingReading, clients_to_dial
 from router.pbx_events import (
     Billed,
     Bridged,
@@ -256,6 +257,7 @@ class Dialer:
         self._pbx_started_at: datetime | None = None  # when the PBX last (re)started, by its FullyBooted
         self._stamp_window = timedelta(seconds=settings.stamp_window)
         self._sla_next: datetime | None = None  # the earliest SLA deadline, once read
+        self._pacing = PacingMeter(routing().pacing)
         self._sla_read = False
 
     # -- inputs ---------------------------------------------------------------------------
@@ -450,13 +452,35 @@ class Dialer:
         self._wake_timer = self._clock.call_later(seconds, self._wake.set)
 
     def _capacity(self) -> int:
-        # Clients dialled or on hold will each want a free manager; a manager-first call has his already.
-        waiting = sum(
-            1
-            for live in self._live.values()
-            if live.call.state in (CallState.DIALING, CallState.HOLDING) and not live.manager_first
+        """Clients to dial now: one per free manager not spoken for by a client on hold or ringing,
+        or more under predictive pacing (router.pacing). A manager-first call has its manager."""
+        holding = ringing = talking = 0
+        for live in self._live.values():
+            if live.manager_first:
+                continue
+            holding += live.call.state is CallState.HOLDING
+            ringing += live.call.state is CallState.DIALING
+            talking += live.call.state is CallState.BRIDGED
+        plan = self._routing()
+        if self._pacing.pacing != plan.pacing:  # a reload changed it; what was measured still holds
+            self._pacing.pacing = plan.pacing
+        floor = Floor(
+            free=self._board.free_count,
+            holding=holding,
+            ringing=ringing,
+            talking=talking,
+            hold_limit=min(scenario.hold_limit for scenario in plan.scenarios),
         )
-        return min(self._board.free_count - waiting, self._settings.max_channels - len(self._live))
+        if plan.pacing.mode is PacingMode.PROGRESSIVE:  # no reading needed
+            wanted = floor.free - holding - ringing
+        else:
+            wanted = clients_to_dial(plan.pacing, self.pacing, floor)
+        return min(wanted, self._settings.max_channels - len(self._live))
+
+    @property
+    def pacing(self) -> PacingReading:
+        """Attempts, answers, abandons and talks over the pacing window."""
+        return self._pacing.reading(self._clock.monotonic())
 
     async def _dispatch_once(self) -> float | None:
         """Claim and dial what is due; return seconds until the next lead falls due (0 = go on)."""
@@ -896,6 +920,11 @@ class Dialer:
         self._holding.leave(call.channel_id)
         assert call.disposition is not None and call.id is not None
         self._emit(live, ended, live.lead.finish_attempt(call.disposition, live.scenario, now))
+        if not live.manager_first and call.disposition.costs_attempt:
+            # What the client's line decided: the answer and abandon rates predictive pacing reads.
+            gave_up = call.disposition in (Disposition.NO_MANAGER, Disposition.ABANDONED)
+            answered = call.answered_at is not None
+            self._pacing.ended(self._clock.monotonic(), answered=answered, abandoned=gave_up, talk=call.talk_seconds)
         self._board.call_ended(call, now)
         freed = False
         for leg in call.legs:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from router.call_window import BacklogOrder, CallWindow, client_zones
 from router.matching import LeadFacts, Match
+from router.pacing import Pacing
 from router.retries import RetryPolicy, RetryRule
 from router.schedule import Schedule
 from router.sla import SlaPolicy
@@ -174,6 +175,7 @@ class RoutingPlan:
     managers: tuple[Manager, ...]
     scenarios: tuple[Scenario, ...]  # first match wins; the config guarantees a catch-all last
     timezone: tzinfo = UTC  # the company's: days and hours in the plan are read in it
+    pacing: Pacing = field(default_factory=Pacing)  # clients dialled per free manager (one dial queue)
 
     def scenario_for(self, lead: Lead, now: datetime) -> Scenario:
         facts = LeadFacts(lead.source, lead.payload, lead.phone)

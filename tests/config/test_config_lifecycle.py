@@ -7,6 +7,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from router.call_window import DEFAULT_CLIENT_HOURS, BacklogOrder, ClientZone
+from router.pacing import Pacing, PacingMode
 from router.retries import RetryRule
 from router.routing import DEFAULT_DUPLICATE_WINDOW
 from router.sla import DEFAULT_RELEASE_AFTER, SlaPolicy
@@ -94,3 +95,14 @@ def test_mistakes_point_at_them(tmp_path: Path) -> None:
         "18:23: scenarios[0].duplicate_window: 'never' is not a duration: write seconds or a number with s, m or h, "
         "e.g. 45s, 5m, 1h",
     ]
+
+
+def test_pacing_is_one_key_of_the_file_progressive_by_default(tmp_path: Path) -> None:
+    assert load(tmp_path, BASE).pacing == Pacing()
+    text = BASE.replace(
+        "managers:",
+        "pacing: {mode: predictive, abandon_cap: 2%, window: 10m, max_ratio: 2.5, min_sample: 30}\nmanagers:",
+    )
+    assert load(tmp_path, text).pacing == Pacing(PacingMode.PREDICTIVE, 0.02, 600, 2.5, 30)
+    (found,) = problems(tmp_path, BASE.replace("managers:", "pacing: {mode: predictve}\nmanagers:"))
+    assert found == "3:16: pacing.mode: must be 'progressive' or 'predictive'"
