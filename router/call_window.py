@@ -74,6 +74,15 @@ class CallWindow:
     backlog: BacklogOrder = BacklogOrder.NEWEST_FIRST
     client_zone: ClientZone = ClientZone.NUMBER
 
+    def describe(self) -> str:
+        hours = "any time" if self.hours is None else str(self.hours)
+        days_off = f", not on {len(self.holidays)} holiday(s)" if self.holidays else ""
+        where = "every zone of the number" if self.client_zone is ClientZone.NUMBER else f"{self.zone}"
+        return (
+            f"{hours} in {self.zone}{days_off}; clients {self.client_hours} in {where}; "
+            f"backlog {self.backlog.value.replace('_', ' ')}"
+        )
+
     def allows(self, moment: datetime, zones: Sequence[tzinfo]) -> bool:
         local = moment.astimezone(self.zone)
         if local.date() in self.holidays:

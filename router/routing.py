@@ -165,9 +165,42 @@ class Scenario:
             return created_at.timestamp()
         return -created_at.timestamp()
 
+    def describe_lifecycle(self) -> list[str]:
+        """What ``check-config`` shows ops of the lead's life over time in this scenario."""
+        lines = []
+        if self.call_window is not None:
+            lines.append(f"calls:    {self.call_window.describe()}")
+        for outcome, rule in self.retries:
+            delays = ", ".join(_duration(delay) for delay in rule.delays)
+            lines.append(
+                f"retries:  {outcome}: up to {rule.max_attempts} attempts, after {delays}; then {rule.final_state}"
+            )
+        duplicates = (
+            f"merged within {_duration(self.duplicate_window)}"
+            if self.duplicate_window
+            else "off: every lead is dialled"
+        )
+        lines.append(f"duplicates: {duplicates}")
+        if self.sla is None:
+            lines.append("SLA release: off")
+        else:
+            call = "; the new owner is called with the client" if self.sla.call_new_owner else ""
+            lines.append(
+                f"SLA release: an owned lead with no outcome {_duration(self.sla.release_after)} after assignment{call}"
+            )
+        return lines
+
     @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(RetryRule(self.max_attempts, self.retry_delays), dict(self.retries))
+
+
+def _duration(seconds: float) -> str:
+    """As ops write it in routing.yaml: ``90s``, ``15m``, ``24h``."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True, slots=True)
