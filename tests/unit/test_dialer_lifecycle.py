@@ -11,7 +11,7 @@ from router.call_window import CallWindow
 from router.model import LeadStatus
 from router.pbx_events import OriginateOutcome, OriginateResult
 from router.retries import RetryRule
-from router.routing import RoutingPlan, Scenario
+from router.routing import OwnerFirst, RoutingPlan, Scenario
 from router.sla import SlaPolicy
 from tests.fakes import ManualClock
 from tests.router.plans import scenario
@@ -109,3 +109,19 @@ async def test_sla_release_at_exactly_n_hours_to_another_manager_who_is_called_w
         assert rig.connected() == ["101", "102"]
         await rig.talk(again)
         assert rig.db.leads[lead_id].owner_id == "m1"
+
+
+async def test_the_phone_of_a_finished_lead_makes_a_new_lead_which_goes_to_its_owner_first() -> None:
+    repeat = scenario(owner_first=OwnerFirst(wait=15))
+    async with make_rig(plan(repeat)) as rig:
+        first = await rig.lead()
+        (channel,) = await rig.dialled()
+        await rig.answered(channel)
+        await rig.talk(channel)
+        assert rig.db.leads[first].status is LeadStatus.ASSIGNED and rig.db.leads[first].owner_id == "m0"
+        await rig.personal_call("101")  # m1 is now the one free longest: the pool would pick him
+        second = await rig.lead()
+        assert second != first and rig.events("lead.duplicate") == []
+        _, again = await rig.dialled(2)
+        await rig.answered(again)
+        assert rig.connected() == ["101", "101"]  # the owner, m0
