@@ -43,7 +43,7 @@ from router.board import ManagerBoard
 from router.breaker import BreakerChange, PbxBreaker
 from router.events import DomainEvent
 from router.hold_queue import HoldQueue
-from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LegResult
+from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LeadStatus, LegResult
 from router.pacing import Floor, PacingMeter, PacingMode, PacingReading, clients_to_dial
 from router.pbx_events import (
     Billed,
@@ -71,6 +71,7 @@ RESYNC_RETRY = 5.0  # real seconds between attempts to list live channels
 # A call window that does not open within a year (every day a holiday): look again in a day.
 _NO_OPENING_RETRY = timedelta(days=1)
 _SLA_BATCH = 100  # overdue leads released per transaction
+_SLA_RECHECK = 60.0  # seconds: the database is asked for the next SLA deadline at least this often
 # The owner's wait and overflow delays count from the answer's PBX stamp, a clock other than the
 # timers': look a little after the moment, so the step is surely due when looked at.
 _STEP_MARGIN = 0.01
@@ -432,7 +433,7 @@ class Dialer:
             try:
                 delay = await self._dispatch_once()
                 sla_in = await self._release_overdue()
-                if delay != 0 and sla_in is not None:
+                if delay != 0:
                     delay = sla_in if delay is None else min(delay, sla_in)
             except Exception:
                 log.exception("dialer.dispatch_failed")
@@ -562,18 +563,16 @@ class Dialer:
 
     # -- SLA release ----------------------------------------------------------------------
 
-    async def _release_overdue(self) -> float | None:
+    async def _release_overdue(self) -> float:
         """Give each owned lead nobody worked by its deadline to another manager of its pool
-        (router.sla); return seconds until the next deadline, None if there is none."""
+        (router.sla); return seconds until it is to look again."""
         now = self._clock.now()
         if not self._sla_read:
             async with self._uow() as uow:
                 self._sla_next = await uow.leads.next_sla_due_at()
             self._sla_read = True
-        if self._sla_next is None:
-            return None
-        if self._sla_next > now:
-            return max((self._sla_next - now).total_seconds(), 0.001)
+        if self._sla_next is None or self._sla_next > now:
+            return self._sla_wait(now)
         plan = self._routing()
         calls_again = False
         async with self._uow() as uow:
@@ -610,7 +609,14 @@ class Dialer:
             self._wake.set()
         if len(overdue) == _SLA_BATCH:
             return 0.001
-        return None if self._sla_next is None else max((self._sla_next - now).total_seconds(), 0.001)
+        return self._sla_wait(now)
+
+    def _sla_wait(self, now: datetime) -> float:
+        """Seconds until the next SLA deadline, or the next look at the database: a lead whose call
+        ended while a release was being read was not yet stored as assigned, so not seen."""
+        if self._sla_next is None:
+            return _SLA_RECHECK
+        return min(max((self._sla_next - now).total_seconds(), 0.001), _SLA_RECHECK)
 
     # -- PBX commands ---------------------------------------------------------------------
 
@@ -904,9 +910,6 @@ class Dialer:
         if first is not None and not first.owner_changes and live.owner_id is not None:
             owner = live.owner_id  # the phone keeps its owner, whoever talked this time
         assigned = live.lead.assign_owner(owner, call.id, now, live.scenario.sla)
-        if live.lead.sla_due_at is not None and (self._sla_next is None or live.lead.sla_due_at < self._sla_next):
-            self._sla_next = live.lead.sla_due_at
-            self._wake.set()
         self._board.lead_assigned(live.lead, assigned.previous_owner_id)
         self._emit(live, assigned)
 
@@ -919,7 +922,12 @@ class Dialer:
         self._live.pop(call.channel_id, None)
         self._holding.leave(call.channel_id)
         assert call.disposition is not None and call.id is not None
-        self._emit(live, ended, live.lead.finish_attempt(call.disposition, live.scenario, now))
+        lead = live.lead
+        self._emit(live, ended, lead.finish_attempt(call.disposition, live.scenario, now))
+        if lead.status is LeadStatus.ASSIGNED and lead.sla_due_at is not None:
+            # Its SLA deadline counts from the bridge; the lead may be released once its call is over.
+            if self._sla_next is None or lead.sla_due_at < self._sla_next:
+                self._sla_next = lead.sla_due_at
         if not live.manager_first and call.disposition.costs_attempt:
             # What the client's line decided: the answer and abandon rates predictive pacing reads.
             gave_up = call.disposition in (Disposition.NO_MANAGER, Disposition.ABANDONED)

@@ -125,3 +125,17 @@ async def test_the_phone_of_a_finished_lead_makes_a_new_lead_which_goes_to_its_o
         _, again = await rig.dialled(2)
         await rig.answered(again)
         assert rig.connected() == ["101", "101"]  # the owner, m0
+
+
+async def test_a_deadline_that_passed_during_the_call_releases_the_lead_within_a_minute_of_its_end() -> None:
+    sla = scenario(sla=SlaPolicy(release_after=60))
+    async with make_rig(plan(sla)) as rig:
+        lead_id = await rig.lead()
+        (channel,) = await rig.dialled()
+        await rig.answered(channel)
+        await rig.talk(channel, seconds=300)  # the deadline passes while they talk: not released mid-call
+        rig.clock.advance(60)
+        await rig.settle()
+        (released,) = rig.events("lead.reassigned")
+        assert isinstance(released, ev.LeadReassigned) and released.lead_id == lead_id
+        assert (released.previous_owner_id, released.owner_id) == ("m0", "m1")
