@@ -10,7 +10,7 @@ It prints, per mode, the median over the runs of talks per manager-hour and of t
 over the measured period (after a warm-up in which predictive measures its first answer rate),
 and predictive's ratio to progressive.
 
-Run: .venv/bin/python -m bench.pacing [--runs 3] [--minutes 20] [--managers 5] [--scale 60]
+Run: .venv/bin/python -m bench.pacing [--runs 3] [--minutes 20] [--managers 12] [--scale 20]  (~12 min)
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--minutes", type=float, default=20.0, help="simulated minutes per run")
-    parser.add_argument("--managers", type=int, default=5)
-    parser.add_argument("--scale", type=float, default=60.0, help="simulated seconds per real second")
+    parser.add_argument("--managers", type=int, default=12)
+    parser.add_argument("--scale", type=float, default=20.0, help="simulated seconds per real second")
     args = parser.parse_args()
     configure_logging(level="warning")
     results: dict[str, list[Figures]] = {"progressive": [], "predictive": []}

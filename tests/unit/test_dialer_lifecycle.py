@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 from router import events as ev
 from router.call_window import CallWindow
-from router.model import LeadStatus
+from router.model import CallState, LeadStatus
+from router.pacing import Pacing, PacingMode
 from router.pbx_events import OriginateOutcome, OriginateResult
 from router.retries import RetryRule
 from router.routing import OwnerFirst, RoutingPlan, Scenario
@@ -139,3 +140,24 @@ async def test_a_deadline_that_passed_during_the_call_releases_the_lead_within_a
         (released,) = rig.events("lead.reassigned")
         assert isinstance(released, ev.LeadReassigned) and released.lead_id == lead_id
         assert (released.previous_owner_id, released.owner_id) == ("m0", "m1")
+
+
+async def test_predictive_pacing_rings_more_clients_than_free_managers_once_few_are_seen_to_answer() -> None:
+    predictive = Pacing(PacingMode.PREDICTIVE, min_sample=10, window=3600)
+    async with make_rig(RoutingPlan(team(4), (scenario(max_attempts=1),), pacing=predictive)) as rig:
+        for index in range(60):
+            await rig.lead(phone=f"+7916100{index:04d}")
+        assert len(await rig.dialled(4)) == 4  # progressive until 10 attempts have ended
+        done = 0
+        while done < 12:  # every third client answers and talks, the others ring out
+            for channel in rig.originated()[done:]:
+                if done % 3 == 0:
+                    await rig.answered(channel)
+                    await rig.talk(channel, seconds=30)
+                else:
+                    rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.NO_ANSWER))
+                    await rig.settle()
+                done += 1
+        ringing = [channel for channel in rig.originated()[done:] if rig.call(channel).state is CallState.DIALING]
+        assert rig.board.free_count == 4 and len(ringing) > 4  # dialling ahead
+        assert rig.dialer.pacing.answer_rate is not None and rig.dialer.pacing.answer_rate < 0.5
