@@ -403,6 +403,9 @@ class Daemon:
             "live_calls": dialer.live_calls,
             "breaker": dialer.breaker_state,
             "pbx_failures": dialer.pbx_failures,
+            # Over routing.yaml's pacing window: what predictive pacing dials by, and answers to.
+            "answer_rate": dialer.pacing.answer_rate,
+            "abandon_rate": dialer.pacing.abandon_rate,
         }
         if "dialer" in self.tasks.died:
             return Check("dialer", "died", Severity.UNHEALTHY, detail)

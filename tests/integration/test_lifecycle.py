@@ -63,6 +63,8 @@ async def test_leads_posted_before_the_opening_are_dialled_at_it_newest_first(tm
             return statuses == ["assigned"] * len(ids)
 
         await wait_until(all_called, 60, "every lead called and assigned after the opening")
+        dialer = (await rig.http.get("/health")).json()["checks"]["dialer"]
+        assert (dialer["answer_rate"], dialer["abandon_rate"]) == (1.0, 0.0)  # all three answered and talked
         started = {lead_id: (await _lead(rig, lead_id))["calls"][0]["started_at"] for lead_id in ids}
         assert all(datetime.fromisoformat(moment) >= opening for moment in started.values())
         assert sorted(ids, key=lambda lead_id: started[lead_id]) == list(reversed(ids))  # newest first
