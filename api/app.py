@@ -54,7 +54,7 @@ from dialer.requests import (
     validation_problems,
 )
 from recordings.access import RecordingLinks, redirect_url, resolve
-from router.model import Call, Lead
+from router.model import Call, HistoryEntry, Lead
 from router.stats import (
     FIRST_DAY,
     LAST_DAY,
@@ -80,6 +80,8 @@ class LeadRequestsPort(Protocol):
 
 class LeadQueriesPort(Protocol):
     async def lead_with_calls(self, lead_id: int) -> tuple[Lead, list[Call]] | None: ...
+
+    async def lead_history(self, lead_id: int) -> list[HistoryEntry] | None: ...
 
 
 class ManagersPort(Protocol):
@@ -657,6 +659,16 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def no_recording(_request: Request, exc: _NoRecording) -> JSONResponse:
         # The same answer for a missing file and a name outside the folder: nothing to probe with.
         return _problem(404, "not_found", [("name", f"no recording {str(exc)!r} here")])
+
+    @app.get("/leads/{lead_id}/history", dependencies=readers)
+    async def lead_history(lead_id: LeadId) -> JSONResponse:
+        """What happened to the lead outside its calls: each duplicate merged into it (what that
+        form sent) and each SLA release (both owners and the reason), oldest first."""
+        history = await deps.queries.lead_history(lead_id)
+        if history is None:
+            return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
+        entries = [{"kind": entry.kind.value, "at": entry.at, **entry.details} for entry in history]
+        return JSONResponse(_jsonable({"lead_id": lead_id, "history": entries}))
 
     @app.get("/leads/{lead_id}/events", dependencies=supervisor)
     async def lead_events(lead_id: LeadId) -> JSONResponse:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from config.routing import RoutingSource
 from dialer.importing import Columns, ImportReport, import_csv
 from dialer.intake import LeadIntake
 from dialer.requests import LeadIn
@@ -66,6 +67,10 @@ def sample_csv(rows: int, bad_every: int) -> tuple[str, dict[int, str]]:
     return out.getvalue(), bad
 
 
+# The shipped routing.yaml: its scenarios decide duplicates and call windows as in production.
+SHIPPED_ROUTING = RoutingSource.load(Path(__file__).resolve().parents[1] / "routing.yaml").plan
+
+
 class _Clock:
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -75,6 +80,7 @@ def _intake(db: Database) -> LeadIntake:
     return LeadIntake(
         uow=lambda: SqlUnitOfWork(db),
         clock=_Clock(),  # type: ignore[arg-type]  # the intake reads nothing but now()
+        routing=lambda: SHIPPED_ROUTING,
         default_region="RU",
         on_new_lead=lambda: None,
     )

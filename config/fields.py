@@ -81,6 +81,14 @@ def _one_line(value: str) -> str:
 Duration = Annotated[float, BeforeValidator(_seconds), Field(strict=True, gt=0, allow_inf_nan=False)]
 """Seconds: a number, or text such as "45s", "5m", "1h"."""
 
+
+def _off_or_seconds(value: object) -> object:
+    return 0 if value is False or (isinstance(value, str) and value.strip().lower() == "off") else _seconds(value)
+
+
+DurationOrOff = Annotated[float, BeforeValidator(_off_or_seconds), Field(strict=True, ge=0, allow_inf_nan=False)]
+"""A Duration, or ``off`` (0): the feature it times is turned off."""
+
 WholeSeconds = Annotated[int, BeforeValidator(_seconds), Field(strict=True, ge=1)]
 """A Duration that must come out as a whole number of seconds (the dialplan takes integers)."""
 

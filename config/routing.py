@@ -11,6 +11,7 @@ import asyncio
 import pickle
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -23,6 +24,7 @@ from config.fields import (
     Country,
     Digits,
     Duration,
+    DurationOrOff,
     Identifier,
     Line,
     OneOrMore,
@@ -32,9 +34,13 @@ from config.fields import (
     TimeZoneName,
 )
 from config.problems import ConfigError, Problem
+from router.call_window import DEFAULT_CLIENT_HOURS, BacklogOrder, CallWindow, ClientZone
 from router.matching import Match, Patterns
+from router.pacing import Pacing, PacingMode
 from router.phone import NumberType
+from router.retries import DEFAULT_FINAL_STATE, RetryRule
 from router.routing import (
+    DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_WEIGHT,
     ClosingRate,
     DialOrder,
@@ -47,9 +53,11 @@ from router.routing import (
     Strategy,
 )
 from router.schedule import Schedule
+from router.sla import DEFAULT_RELEASE_AFTER, SlaPolicy
 from router.strategies import MAX_HISTORY
 
 _CLOSING_RATE = ClosingRate()  # its defaults
+_PACING = Pacing()
 
 
 class _Entry(BaseModel):
@@ -141,6 +149,38 @@ class _PhonesEntry(_Entry):
     allowed_types: OneOrMore[NumberType] | None = None
 
 
+class _RetryEntry(_Entry):
+    max_attempts: Count
+    delays: OneOrMore[Duration]
+    final_state: Identifier = DEFAULT_FINAL_STATE
+
+
+class _RetriesEntry(_Entry):
+    """Rules per outcome; an outcome left out follows the scenario's max_attempts and retry_delays."""
+
+    busy: _RetryEntry | None = None
+    no_answer: _RetryEntry | None = None
+    unreachable: _RetryEntry | None = None
+    abandoned: _RetryEntry | None = None  # the client hung up while on hold
+    no_manager: _RetryEntry | None = None  # nobody free within the hold limit
+    ended_unobserved: _RetryEntry | None = None
+    machine: _RetryEntry | None = None  # an answering machine (AMD)
+
+
+class _CallWindowEntry(_Entry):
+    timezone: TimeZoneName | None = None  # of hours and holidays; default: the file's
+    hours: OneOrMore[TimeWindow] | None = None  # company hours; default: any time
+    holidays: OneOrMore[Annotated[date, Field(strict=False)]] | None = None
+    client_hours: OneOrMore[TimeWindow] = [str(DEFAULT_CLIENT_HOURS)]  # type: ignore[list-item]  # parsed
+    backlog: BacklogOrder = BacklogOrder.NEWEST_FIRST
+    client_zone: ClientZone = ClientZone.NUMBER
+
+
+class _SlaEntry(_Entry):
+    after: DurationOrOff = DEFAULT_RELEASE_AFTER  # off: an owner keeps his leads
+    call_new_owner: Annotated[bool, Field(strict=True)] = False
+
+
 class _ScenarioV2(_CallPolicy):
     match: _MatchEntry | None = None
     pool: _PoolEntry | None = None
@@ -152,11 +192,25 @@ class _ScenarioV2(_CallPolicy):
     client_ring_timeout: Duration | None = None
     managers_to_try: Count | None = None
     phones: _PhonesEntry | None = None
+    # The lead lifecycle over time (issue 8); `off` turns duplicates or SLA release off.
+    retries: _RetriesEntry | None = None
+    call_window: _CallWindowEntry | None = None
+    duplicate_window: DurationOrOff = DEFAULT_DUPLICATE_WINDOW
+    sla_release: _SlaEntry = _SlaEntry()
+
+
+class _PacingEntry(_Entry):
+    mode: PacingMode = PacingMode.PROGRESSIVE
+    abandon_cap: Share = _PACING.abandon_cap
+    window: Duration = _PACING.window
+    max_ratio: Annotated[float, Field(strict=False, ge=1, le=10, allow_inf_nan=False)] = _PACING.max_ratio
+    min_sample: Count = _PACING.min_sample
 
 
 class _RoutingV2(_Entry):
     version: Literal[2]
     timezone: TimeZoneName
+    pacing: _PacingEntry = _PacingEntry()
     managers: Annotated[list[_ManagerV2], Field(min_length=1)]
     scenarios: Annotated[list[_ScenarioV2], Field(min_length=1)]
 
@@ -389,9 +443,35 @@ def _plan_v1(routing: _RoutingV1) -> RoutingPlan:
                 # Version 1 compared sources exactly: a `*` in one stays a `*`.
                 match=Match() if entry.sources is None else Match(sources=Patterns.of(entry.sources, globs=False)),
                 pool=Pool(managers=frozenset(entry.managers or ())),
+                # Version 1 files keep working unchanged: every lead is dialled, owners keep theirs.
+                duplicate_window=0.0,
+                sla=None,
             )
             for entry in routing.scenarios
         ),
+    )
+
+
+def _retries(entry: _RetriesEntry | None) -> tuple[tuple[str, RetryRule], ...]:
+    if entry is None:
+        return ()
+    return tuple(
+        (outcome, RetryRule(rule.max_attempts, tuple(rule.delays), rule.final_state))
+        for outcome, rule in ((name, getattr(entry, name)) for name in _RetriesEntry.model_fields)
+        if rule is not None
+    )
+
+
+def _call_window(entry: _CallWindowEntry | None, zone: str) -> CallWindow | None:
+    if entry is None:
+        return None
+    return CallWindow(
+        zone=ZoneInfo(entry.timezone or zone),
+        hours=None if entry.hours is None else Schedule(tuple(entry.hours)),
+        holidays=frozenset(entry.holidays or ()),
+        client_hours=Schedule(tuple(entry.client_hours)),
+        backlog=entry.backlog,
+        client_zone=entry.client_zone,
     )
 
 
@@ -420,10 +500,17 @@ def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
                 managers_to_try=entry.managers_to_try,
                 allowed_regions=_listed(entry.phones.allowed_regions if entry.phones else None),
                 allowed_types=_listed(entry.phones.allowed_types if entry.phones else None),
+                retries=_retries(entry.retries),
+                call_window=_call_window(entry.call_window, routing.timezone),
+                duplicate_window=entry.duplicate_window,
+                sla=SlaPolicy(entry.sla_release.after, entry.sla_release.call_new_owner)
+                if entry.sla_release.after > 0
+                else None,
             )
             for entry in routing.scenarios
         ),
         timezone=ZoneInfo(routing.timezone),
+        pacing=Pacing(**routing.pacing.model_dump()),
     )
 
 

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,7 +43,8 @@ from router.board import ManagerBoard
 from router.breaker import BreakerChange, PbxBreaker
 from router.events import DomainEvent
 from router.hold_queue import HoldQueue
-from router.model import Call, CallState, Disposition, Lead, LegResult
+from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LeadStatus, LegResult
+from router.pacing import Floor, PacingMeter, PacingMode, PacingReading, clients_to_dial
 from router.pbx_events import (
     Billed,
     Bridged,
@@ -62,11 +63,16 @@ from router.pbx_events import (
     PbxSnapshot,
     RecordingStarted,
 )
-from router.routing import DialOrder, RoutingPlan, Scenario
+from router.routing import DialOrder, OwnerFirst, RoutingPlan, Scenario
+from router.sla import new_owner
 
 log = structlog.get_logger("dialer")
 
 RESYNC_RETRY = 5.0  # real seconds between attempts to list live channels
+# A call window that does not open within a year (every day a holiday): look again in a day.
+_NO_OPENING_RETRY = timedelta(days=1)
+_SLA_BATCH = 100  # overdue leads released per transaction
+_SLA_RECHECK = 60.0  # seconds: the database is asked for the next SLA deadline at least this often
 # The owner's wait and overflow delays count from the answer's PBX stamp, a clock other than the
 # timers': look a little after the moment, so the step is surely due when looked at.
 _STEP_MARGIN = 0.01
@@ -256,6 +262,9 @@ class Dialer:
         self._stamps_trusted = True
         self._pbx_started_at: datetime | None = None  # when the PBX last (re)started, by its FullyBooted
         self._stamp_window = timedelta(seconds=settings.stamp_window)
+        self._sla_next: datetime | None = None  # the earliest SLA deadline, once read
+        self._pacing = PacingMeter(routing().pacing)
+        self._sla_read = False
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -453,6 +462,9 @@ class Dialer:
             self._wake.clear()
             try:
                 delay = await self._dispatch_once()
+                sla_in = await self._release_overdue()
+                if delay != 0:
+                    delay = sla_in if delay is None else min(delay, sla_in)
             except Exception:
                 log.exception("dialer.dispatch_failed")
                 delay = 1.0
@@ -471,8 +483,40 @@ class Dialer:
         self._wake_timer = self._clock.call_later(seconds, self._wake.set)
 
     def _capacity(self) -> int:
-        # Clients dialled or on hold will each want a free manager; a manager-first call has his already.
-        return min(self._board.free_count - len(self._wanting), self._settings.max_channels - len(self._live))
+        """Clients to dial now: one per free manager not spoken for by a client on hold or ringing,
+        or more under predictive pacing (router.pacing). A manager-first call has its manager."""
+        plan = self._routing()
+        if plan.pacing.mode is PacingMode.PROGRESSIVE:
+            # Counted as calls change, not by a scan of every live call on every pass.
+            wanted = self._board.free_count - len(self._wanting)
+        else:
+            wanted = self._predictive(plan)
+        return min(wanted, self._settings.max_channels - len(self._live))
+
+    def _predictive(self, plan: RoutingPlan) -> int:
+        holding = ringing = talking = 0
+        for live in self._live.values():
+            if live.manager_first:
+                continue
+            holding += live.call.state is CallState.HOLDING
+            ringing += live.call.state is CallState.DIALING
+            talking += live.call.state is CallState.BRIDGED
+        floor = Floor(
+            free=self._board.free_count,
+            holding=holding,
+            ringing=ringing,
+            talking=talking,
+            hold_limit=min(scenario.hold_limit for scenario in plan.scenarios),
+        )
+        return clients_to_dial(plan.pacing, self.pacing, floor)
+
+    @property
+    def pacing(self) -> PacingReading:
+        """Attempts, answers, abandons and talks over the pacing window."""
+        pacing = self._routing().pacing
+        if self._pacing.pacing != pacing:  # a reload changed it; what was measured still holds
+            self._pacing.pacing = pacing
+        return self._pacing.reading(self._clock.monotonic())
 
     def _wants_manager(self, live: _Live) -> bool:
         return (
@@ -554,10 +598,23 @@ class Dialer:
         """Claim up to ``capacity`` due leads in ``uow`` and add their calls; (the calls, leads claimed)."""
         plan = self._routing()
         started: list[_Live] = []
+        deferred: list[Lead] = []
         leads = await uow.leads.claim_due(now, capacity)
         for lead in leads:
             assert lead.id is not None
             scenario = plan.scenario_for(lead, now)
+            opening = scenario.next_allowed(lead.phone, now)
+            if opening != now:
+                # Outside its call window (a retry or a reload moved it there): the claim is
+                # given back, and the lead waits for the next allowed minute.
+                until = opening or now + _NO_OPENING_RETRY
+                uow.outbox.add([lead.defer(until, scenario.backlog_rank(lead.created_at), now)], now)
+                deferred.append(lead)
+                continue
+            if lead.owner_id is not None and scenario.owner_first is None:
+                # Released to a new owner with a call to the client (sla.call_new_owner): the
+                # owner is offered the client for the whole hold limit, and stays the owner.
+                scenario = replace(scenario, owner_first=OwnerFirst(wait=scenario.hold_limit, owner_changes=False))
             call = Call(
                 lead_id=lead.id,
                 attempt=lead.attempts,
@@ -570,6 +627,9 @@ class Dialer:
             if scenario.owner_first is not None:
                 owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
             started.append(_Live(call, lead, scenario, owner))
+        if deferred:
+            await uow.leads.update(deferred)
+            log.info("dialer.deferred", leads=[lead.id for lead in deferred], until=deferred[0].next_attempt_at)
         await uow.calls.add([live.call for live in started])
         uow.outbox.add([live.call.dialing() for live in started], now)
         return started, len(leads)
@@ -594,6 +654,63 @@ class Dialer:
             self._spawn(self._originate(live))
         if started:
             log.info("dialer.dialing", leads=[live.lead.id for live in started])
+
+    # -- SLA release ----------------------------------------------------------------------
+
+    async def _release_overdue(self) -> float:
+        """Give each owned lead nobody worked by its deadline to another manager of its pool
+        (router.sla); return seconds until it is to look again."""
+        now = self._clock.now()
+        if not self._sla_read:
+            async with self._uow() as uow:
+                self._sla_next = await uow.leads.next_sla_due_at()
+            self._sla_read = True
+        if self._sla_next is None or self._sla_next > now:
+            return self._sla_wait(now)
+        plan = self._routing()
+        calls_again = False
+        async with self._uow() as uow:
+            overdue = await uow.leads.sla_overdue(now, _SLA_BATCH)
+            open_leads = await uow.leads.open_leads_by_owner()
+            for lead in overdue:
+                assert lead.id is not None and lead.owner_id is not None
+                calls = await uow.calls.for_lead(lead.id)
+                took_it = next((call for call in reversed(calls) if call.bridged_at is not None), None)
+                scenario = plan.scenario(took_it.scenario) if took_it else plan.scenario_for(lead, now)
+                history = await uow.history.for_lead(lead.id)
+                owned = {lead.owner_id} | {
+                    entry.details["previous_owner_id"] for entry in history if entry.kind is HistoryKind.REASSIGNED
+                }
+                chosen = None if scenario.sla is None else new_owner(plan.pool(scenario), owned, open_leads)
+                if chosen is None or scenario.sla is None:
+                    log.warning("dialer.sla_kept", lead_id=lead.id, owner_id=lead.owner_id, scenario=scenario.name)
+                    lead.keep_owner()
+                    continue
+                previous = lead.owner_id
+                reassigned = lead.release_to(chosen.id, now, scenario.sla, new_call=scenario.sla.call_new_owner)
+                details = reassigned.data() | {"scenario": scenario.name, "release_after": scenario.sla.release_after}
+                await uow.history.add(HistoryEntry(lead.id, HistoryKind.REASSIGNED, now, details))
+                uow.outbox.add([reassigned], now)
+                self._board.lead_assigned(lead, previous)
+                open_leads[chosen.id] = open_leads.get(chosen.id, 0) + 1
+                open_leads[previous] = max(open_leads.get(previous, 0) - 1, 0)
+                calls_again = calls_again or reassigned.new_call
+                log.info("dialer.sla_released", lead_id=lead.id, previous_owner=previous, owner=chosen.id)
+            await uow.leads.update(overdue)
+            self._sla_next = await uow.leads.next_sla_due_at()
+            await uow.commit()
+        if calls_again:
+            self._wake.set()
+        if len(overdue) == _SLA_BATCH:
+            return 0.001
+        return self._sla_wait(now)
+
+    def _sla_wait(self, now: datetime) -> float:
+        """Seconds until the next SLA deadline, or the next look at the database: a lead whose call
+        ended while a release was being read was not yet stored as assigned, so not seen."""
+        if self._sla_next is None:
+            return _SLA_RECHECK
+        return min(max((self._sla_next - now).total_seconds(), 0.001), _SLA_RECHECK)
 
     # -- PBX commands ---------------------------------------------------------------------
 
@@ -887,7 +1004,7 @@ class Dialer:
         first = live.scenario.owner_first
         if first is not None and not first.owner_changes and live.owner_id is not None:
             owner = live.owner_id  # the phone keeps its owner, whoever talked this time
-        assigned = live.lead.assign_owner(owner, call.id, now)
+        assigned = live.lead.assign_owner(owner, call.id, now, live.scenario.sla)
         self._board.lead_assigned(live.lead, assigned.previous_owner_id)
         self._emit(live, assigned)
 
@@ -900,7 +1017,17 @@ class Dialer:
         self._live.pop(call.channel_id, None)
         self._holding.leave(call.channel_id)
         assert call.disposition is not None and call.id is not None
-        self._emit(live, ended, live.lead.finish_attempt(call.disposition, live.scenario, now))
+        lead = live.lead
+        self._emit(live, ended, lead.finish_attempt(call.disposition, live.scenario, now))
+        if lead.status is LeadStatus.ASSIGNED and lead.sla_due_at is not None:
+            # Its SLA deadline counts from the bridge; the lead may be released once its call is over.
+            if self._sla_next is None or lead.sla_due_at < self._sla_next:
+                self._sla_next = lead.sla_due_at
+        if not live.manager_first and call.disposition.costs_attempt:
+            # What the client's line decided: the answer and abandon rates predictive pacing reads.
+            gave_up = call.disposition in (Disposition.NO_MANAGER, Disposition.ABANDONED)
+            answered = call.answered_at is not None
+            self._pacing.ended(self._clock.monotonic(), answered=answered, abandoned=gave_up, talk=call.talk_seconds)
         self._board.call_ended(call, now)
         freed = False
         for leg in call.legs:

@@ -8,6 +8,14 @@ Group commit: leads that arrive while a transaction is being written wait for th
 and share it, so a burst costs a few transactions instead of one per lead (the begin, the
 commit and the hand-offs to the database thread were most of a lead's cost at 200 leads/s).
 Each caller still hears back only after the transaction holding its lead committed.
+
+A lead from the phone of an open lead within the scenario's duplicate window
+(``router.duplicates``) is not a second lead: it is kept in the open lead's history with a
+``lead.duplicate`` event, and the caller gets the open lead. Its own ``external_id`` is kept
+too, so repeating that POST is answered the same way and records nothing twice.
+
+A new lead that may not be called now (the scenario's call window) is stored due at the next
+allowed minute, with its place in that opening's backlog.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dialer.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from router.model import Lead
+from router.duplicates import open_duplicate
+from router.events import DomainEvent
+from router.model import HistoryEntry, HistoryKind, Lead
 from router.phone import InvalidPhone, PhonePolicy, normalize_phone
 from router.routing import RoutingPlan
 
@@ -137,10 +147,10 @@ class LeadIntake:
         *,
         uow: UnitOfWorkFactory,
         clock: Clock,
+        routing: Callable[[], RoutingPlan],
         default_region: str,
         on_new_lead: Callable[[], None],
         policy: PhonePolicy | None = None,
-        routing: Callable[[], RoutingPlan] | None = None,
         per_number: RateLimit | None = None,
         claim: ClaimNew | None = None,
     ) -> None:
@@ -148,10 +158,10 @@ class LeadIntake:
         region, unless the lead's scenario in ``routing`` has its own lists; ``per_number``: new
         leads a number may get in a window (a callback flood aimed at one person, or at the
         company's bill), unlimited by default."""
-        self._routing = routing
         self._per_number = KeyedWindow(per_number) if per_number else None
         self._uow = uow
         self._clock = clock
+        self._routing = routing
         self._region = default_region
         self._policy = policy or PhonePolicy(default_region)
         self._on_new_lead = on_new_lead
@@ -232,10 +242,20 @@ class LeadIntake:
         created: dict[str, Lead] = {}  # by external_id: a repeat within the batch gets the first
         counted: dict[str, int] = {}  # new leads per number in this batch
         new: list[Lead] = []
+        merges: list[tuple[Lead, Lead]] = []  # (the open lead, the duplicate kept in its history)
         async with self._uow() as uow:
             now = self._clock.now()
+            plan = self._routing()
             given = [data.external_id for data, _ in batch if data.external_id is not None]
             stored = await uow.leads.by_external_ids(given) if given else {}
+            # One query for the batch: the recent leads of its phones, among them any open lead a
+            # new one would duplicate (each scenario's window is applied below).
+            widest = max((scenario.duplicate_window for scenario in plan.scenarios), default=0.0)
+            recent: dict[str, list[Lead]] = {}
+            if widest > 0:
+                since = now - timedelta(seconds=widest)
+                for earlier in await uow.leads.of_phones({phone for _, phone in batch}, since):
+                    recent.setdefault(earlier.phone, []).append(earlier)
             for data, phone in batch:
                 if data.external_id is not None:
                     existing = created.get(data.external_id) or stored.get(data.external_id)
@@ -253,7 +273,21 @@ class LeadIntake:
                     payload=data.payload,
                     created_at=now,
                 )
+                scenario = plan.scenario_for(lead, now)
+                # A lead of this batch is open too: the same form sent twice in one burst is one lead.
+                open_lead = open_duplicate(recent.get(phone, []), phone, now, scenario.duplicate_window)
+                if open_lead is not None:
+                    merges.append((open_lead, lead))
+                    if data.external_id is not None:
+                        created[data.external_id] = open_lead
+                    answers.append((open_lead, False))
+                    continue
+                opening = scenario.next_allowed(phone, now)
+                if opening is not None and opening > now:
+                    lead.next_attempt_at = opening
+                    lead.backlog_rank = scenario.backlog_rank(now)
                 new.append(lead)
+                recent.setdefault(phone, []).append(lead)
                 counted[phone] = counted.get(phone, 0) + 1
                 if data.external_id is not None:
                     created[data.external_id] = lead
@@ -261,9 +295,18 @@ class LeadIntake:
             committed = None
             if new:
                 await uow.leads.add(new)
-            if new and not dry_run:
-                uow.outbox.add([lead.created() for lead in new], now)
-                committed = await self._claim(uow, now) if self._claim is not None else None
+            if (new or merges) and not dry_run:
+                events: list[DomainEvent] = [lead.created() for lead in new]
+                for existing, duplicate in merges:
+                    assert existing.id is not None  # a lead of this batch has its id since the add
+                    merged = existing.duplicate(duplicate)
+                    details = {key: value for key, value in merged.data().items() if key != "lead_id"}
+                    entry = HistoryEntry(existing.id, HistoryKind.DUPLICATE, now, details, duplicate.external_id)
+                    await uow.history.add(entry)
+                    events.append(merged)
+                uow.outbox.add(events, now)
+                if new:
+                    committed = await self._claim(uow, now) if self._claim is not None else None
                 await uow.commit()
                 if committed is not None:
                     committed()  # the claimed leads' Originates leave now
@@ -277,10 +320,8 @@ class LeadIntake:
         return answers
 
     def _check_number(self, phone: str, data: LeadInput) -> None:
-        policy, scenario = self._policy, None
-        if self._routing is not None:
-            facts = Lead(phone, data.name, data.source, data.external_id, data.payload, self._clock.now())
-            policy, scenario = self._routing().phone_policy(facts, self._policy)
+        facts = Lead(phone, data.name, data.source, data.external_id, data.payload, self._clock.now())
+        policy, scenario = self._routing().phone_policy(facts, self._policy)
         refusal = policy.refusal(phone)
         if refusal is not None:
             raise InvalidPhone(refusal if scenario is None else f"{refusal} (scenario {scenario!r})")

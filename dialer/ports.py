@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol, Self
 
 from router.events import DomainEvent
-from router.model import Call, Lead, OutcomeReport
+from router.model import Call, HistoryEntry, Lead, OutcomeReport
 from router.pbx_events import CallEndRecord, PbxSnapshot
 
 
@@ -85,7 +85,8 @@ class LeadRepository(Protocol):
     async def get(self, lead_id: int) -> Lead | None: ...
 
     async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
-        """The stored leads among these external ids, by external id (one query)."""
+        """The stored leads among these external ids, by external id, a duplicate's external id
+        giving the lead it was merged into."""
 
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         """Atomically move up to ``limit`` due leads to DIALING (attempts + 1) and return them."""
@@ -96,6 +97,23 @@ class LeadRepository(Protocol):
 
     async def owner_of_phone(self, phone: str) -> str | None:
         """The owner of the newest lead from this phone that has one (owner first)."""
+
+    async def of_phones(self, phones: Collection[str], since: datetime) -> list[Lead]:
+        """The leads from these phones created since ``since`` (one query)."""
+
+    async def sla_overdue(self, now: datetime, limit: int) -> list[Lead]:
+        """Up to ``limit`` owned leads past their SLA deadline that have no outcome, earliest first."""
+
+    async def next_sla_due_at(self) -> datetime | None: ...
+
+    async def open_leads_by_owner(self) -> dict[str, int]:
+        """Each owner's count of leads without a reported outcome."""
+
+
+class HistoryRepository(Protocol):
+    async def add(self, entry: HistoryEntry) -> None: ...
+
+    async def for_lead(self, lead_id: int) -> list[HistoryEntry]: ...
 
 
 class CallRepository(Protocol):
@@ -132,6 +150,9 @@ class UnitOfWork(Protocol):
 
     @property
     def outcomes(self) -> OutcomeRepository: ...
+
+    @property
+    def history(self) -> HistoryRepository: ...
 
     @property
     def outbox(self) -> Outbox: ...

@@ -319,6 +319,8 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
         size = len(plan.pool(scenario, level))
         managers = f"{size} manager{'s' if size != 1 else ''}"
         print(f"       overflow: after {step.after:g}s also {managers} ({step.pool.describe()})")
+    for line in scenario.describe_lifecycle():
+        print(f"       {line}")
 
 
 MANAGER_FIELDS = ("name", "extension", "groups", "skills", "weight", "max_open_leads", "shift")

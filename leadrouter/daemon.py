@@ -303,9 +303,9 @@ class Daemon:
         self.intake = LeadIntake(
             uow=unit_of_work,
             clock=self.clock,
+            routing=lambda: self.routing.plan,
             default_region=settings.phones.default_region,
             policy=settings.phones.policy(),
-            routing=lambda: self.routing.plan,
             per_number=settings.phones.per_number(),
             on_new_lead=self.dialer.leads_added,
             claim=self.dialer.claim_new,  # a new lead is claimed in the transaction that stores it
@@ -505,6 +505,9 @@ class Daemon:
             "live_calls": dialer.live_calls,
             "breaker": dialer.breaker_state,
             "pbx_failures": dialer.pbx_failures,
+            # Over routing.yaml's pacing window: what predictive pacing dials by, and answers to.
+            "answer_rate": dialer.pacing.answer_rate,
+            "abandon_rate": dialer.pacing.abandon_rate,
         }
         if "dialer" in self.tasks.died:
             return Check("dialer", "died", Severity.UNHEALTHY, detail)

@@ -101,6 +101,40 @@ class LeadFailed(DomainEvent):
     type: ClassVar[str] = "lead.failed"
     attempts: int
     last_disposition: str
+    final_state: str  # the scenario's name for how it ended (retries.<outcome>.final_state), "failed" by default
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadDeferred(DomainEvent):
+    """Calling is not allowed now (the scenario's call window): the lead is due at the next allowed minute."""
+
+    type: ClassVar[str] = "lead.deferred"
+    next_attempt_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadDuplicate(DomainEvent):
+    """The same phone sent a lead while this one is still open: merged into it, nobody is called twice."""
+
+    type: ClassVar[str] = "lead.duplicate"
+    phone: str
+    name: str
+    source: str
+    external_id: str | None
+    payload: dict[str, Any]
+    received_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadReassigned(DomainEvent):
+    """The owner did not work the lead in time (SLA): it goes to another manager of the pool."""
+
+    type: ClassVar[str] = "lead.reassigned"
+    owner_id: str
+    previous_owner_id: str
+    reason: str
+    new_call: bool  # the new owner is connected to the client with a new call
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +158,9 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     LeadScheduled,
     LeadFailed,
     LeadOutcome,
+    LeadDeferred,
+    LeadDuplicate,
+    LeadReassigned,
 )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from router import events as ev
 from router.pbx_events import CallEndRecord
 from router.routing import Scenario
+from router.sla import REASON as SLA_REASON
+from router.sla import SlaPolicy
 
 
 class LeadStatus(enum.StrEnum):
@@ -82,6 +84,22 @@ class OutcomeReport:
         return self.outcome is Outcome.WON
 
 
+class HistoryKind(enum.StrEnum):
+    DUPLICATE = "duplicate"  # a lead from the same phone merged into this one; details: what it carried
+    REASSIGNED = "reassigned"  # the owner changed without a call; details: both owners and the reason
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """Something that happened to a lead outside its calls, kept for audit."""
+
+    lead_id: int
+    kind: HistoryKind
+    at: datetime
+    details: dict[str, Any]
+    external_id: str | None = None  # a merged duplicate's own id: repeating its POST finds this lead
+
+
 class LegResult(enum.StrEnum):
     ANSWERED = "answered"
     NO_ANSWER = "no_answer"
@@ -120,6 +138,10 @@ class Lead:
     updated_at: datetime | None = None
     outcome: Outcome | None = None  # the CRM's latest report
     pbx_failures: int = 0  # PBX failures in a row since the last attempt that counted
+    # Among leads due at the same moment (a call window's opening), the lower rank is dialled first.
+    backlog_rank: float = 0.0
+    sla_due_at: datetime | None = None  # the owner must have worked it by then, or it is released
+    final_state: str | None = None  # when FAILED: the scenario's name for how it ended
 
     def __post_init__(self) -> None:
         if self.next_attempt_at is None and self.status is LeadStatus.NEW:
@@ -137,10 +159,11 @@ class Lead:
             created_at=self.created_at,
         )
 
-    def assign_owner(self, manager_id: str, call_id: int, now: datetime) -> ev.LeadAssigned:
+    def assign_owner(self, manager_id: str, call_id: int, now: datetime, sla: SlaPolicy | None) -> ev.LeadAssigned:
         assert self.id is not None
         previous, self.owner_id = self.owner_id, manager_id
         self.updated_at = now
+        self.sla_due_at = None if sla is None else sla.deadline(now)
         return ev.LeadAssigned(lead_id=self.id, call_id=call_id, owner_id=manager_id, previous_owner_id=previous)
 
     def report_outcome(
@@ -172,6 +195,59 @@ class Lead:
             reported_at=now,
         )
 
+    # -- the lifecycle over time (issue 8) -------------------------------------------------------
+
+    def sla_overdue(self, now: datetime) -> bool:
+        """It has an owner, the CRM said nothing of it (not even ``worked``), and its deadline has come."""
+        return (
+            self.status is LeadStatus.ASSIGNED
+            and self.owner_id is not None
+            and self.outcome is None
+            and self.sla_due_at is not None
+            and self.sla_due_at <= now
+        )
+
+    def release_to(self, manager_id: str, now: datetime, sla: SlaPolicy, *, new_call: bool) -> ev.LeadReassigned:
+        """SLA release: the lead goes to ``manager_id``; with ``new_call`` it is due for a call at once,
+        which its new owner is offered first."""
+        assert self.id is not None and self.owner_id is not None
+        previous, self.owner_id = self.owner_id, manager_id
+        self.updated_at = now
+        self.sla_due_at = sla.deadline(now)
+        if new_call:
+            self.status = LeadStatus.SCHEDULED
+            self.next_attempt_at = now
+        return ev.LeadReassigned(
+            lead_id=self.id, owner_id=manager_id, previous_owner_id=previous, reason=SLA_REASON, new_call=new_call
+        )
+
+    def keep_owner(self) -> None:
+        """SLA release found nobody new in the pool: the lead stays and is not looked at again."""
+        self.sla_due_at = None
+
+    def defer(self, until: datetime, rank: float, now: datetime) -> ev.LeadDeferred:
+        """A claimed lead may not be called now: give the claim's attempt back, due at ``until``."""
+        assert self.id is not None
+        self.attempts -= 1
+        self.status = LeadStatus.NEW if self.attempts == 0 else LeadStatus.SCHEDULED
+        self.next_attempt_at = until
+        self.backlog_rank = rank
+        self.updated_at = now
+        return ev.LeadDeferred(lead_id=self.id, next_attempt_at=until, reason="call_window")
+
+    def duplicate(self, other: Lead) -> ev.LeadDuplicate:
+        """``other`` came in from this lead's phone while it is open: it is kept as this lead's history."""
+        assert self.id is not None
+        return ev.LeadDuplicate(
+            lead_id=self.id,
+            phone=other.phone,
+            name=other.name,
+            source=other.source,
+            external_id=other.external_id,
+            payload=other.payload,
+            received_at=other.created_at,
+        )
+
     def finish_attempt(self, disposition: Disposition, scenario: Scenario, now: datetime) -> ev.DomainEvent | None:
         """Decide what follows an attempt: done, a retry later, or give up.
 
@@ -191,11 +267,21 @@ class Lead:
         if disposition is Disposition.COMPLETED:
             self.status = LeadStatus.ASSIGNED
             return None
-        if self.attempts >= scenario.max_attempts:
+        decision = scenario.retry_policy.after(disposition.value, self.attempts)
+        due = None if decision.retry_in is None else now + timedelta(seconds=decision.retry_in)
+        if due is not None:
+            due = scenario.next_allowed(self.phone, due)  # None: its call window never opens
+        if due is None:
             self.status = LeadStatus.FAILED
-            return ev.LeadFailed(lead_id=self.id, attempts=self.attempts, last_disposition=disposition.value)
+            self.final_state = decision.final_state
+            return ev.LeadFailed(
+                lead_id=self.id,
+                attempts=self.attempts,
+                last_disposition=disposition.value,
+                final_state=decision.final_state,
+            )
         self.status = LeadStatus.SCHEDULED
-        self.next_attempt_at = now + timedelta(seconds=scenario.retry_delay(self.attempts))
+        self.next_attempt_at = due
         return ev.LeadScheduled(
             lead_id=self.id,
             attempts=self.attempts,

@@ -7,14 +7,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING
 
+from router.call_window import BacklogOrder, CallWindow, client_zones
 from router.matching import LeadFacts, Match
+from router.pacing import Pacing
 from router.phone import NumberType, PhonePolicy
+from router.retries import RetryPolicy, RetryRule
 from router.schedule import Schedule
+from router.sla import SlaPolicy
 
 if TYPE_CHECKING:
     from router.model import Lead
 
 DEFAULT_WEIGHT = 50  # the middle of 1..100: a manager without a grade is average
+DEFAULT_DUPLICATE_WINDOW = 24 * 3600.0  # seconds: a second lead from an open lead's phone is merged into it
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,10 @@ class Scenario:
     # Numbers this scenario's leads may have, in place of the daemon's `phones` settings; None: those.
     allowed_regions: frozenset[str] | None = None
     allowed_types: frozenset[NumberType] | None = None
+    retries: tuple[tuple[str, RetryRule], ...] = ()  # by outcome; others follow max_attempts/retry_delays
+    call_window: CallWindow | None = None  # None: any time
+    duplicate_window: float = DEFAULT_DUPLICATE_WINDOW  # seconds; 0: every lead is dialled
+    sla: SlaPolicy | None = field(default_factory=SlaPolicy)  # None: an owner keeps his leads
 
     @property
     def pools(self) -> tuple[Pool, ...]:
@@ -162,8 +171,54 @@ class Scenario:
         later = [moment for moment in moments if moment > waited]
         return min(later) if later else None
 
-    def retry_delay(self, attempts_made: int) -> float:
-        return self.retry_delays[min(attempts_made, len(self.retry_delays)) - 1]
+    def next_allowed(self, phone: str, moment: datetime) -> datetime | None:
+        """The first moment from ``moment`` on when ``phone`` may be called; None: the window never opens."""
+        if self.call_window is None:
+            return moment
+        return self.call_window.next_allowed(moment, client_zones(phone))
+
+    def backlog_rank(self, created_at: datetime) -> float:
+        """Among leads due at the same opening, the lower rank is dialled first."""
+        if self.call_window is None or self.call_window.backlog is BacklogOrder.OLDEST_FIRST:
+            return created_at.timestamp()
+        return -created_at.timestamp()
+
+    def describe_lifecycle(self) -> list[str]:
+        """What ``check-config`` shows ops of the lead's life over time in this scenario."""
+        lines = []
+        if self.call_window is not None:
+            lines.append(f"calls:    {self.call_window.describe()}")
+        for outcome, rule in self.retries:
+            delays = ", ".join(_duration(delay) for delay in rule.delays)
+            lines.append(
+                f"retries:  {outcome}: up to {rule.max_attempts} attempts, after {delays}; then {rule.final_state}"
+            )
+        duplicates = (
+            f"merged within {_duration(self.duplicate_window)}"
+            if self.duplicate_window
+            else "off: every lead is dialled"
+        )
+        lines.append(f"duplicates: {duplicates}")
+        if self.sla is None:
+            lines.append("SLA release: off")
+        else:
+            call = "; the new owner is called with the client" if self.sla.call_new_owner else ""
+            lines.append(
+                f"SLA release: an owned lead with no outcome {_duration(self.sla.release_after)} after assignment{call}"
+            )
+        return lines
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(RetryRule(self.max_attempts, self.retry_delays), dict(self.retries))
+
+
+def _duration(seconds: float) -> str:
+    """As ops write it in routing.yaml: ``90s``, ``15m``, ``24h``."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +226,7 @@ class RoutingPlan:
     managers: tuple[Manager, ...]
     scenarios: tuple[Scenario, ...]  # first match wins; the config guarantees a catch-all last
     timezone: tzinfo = UTC  # the company's: days and hours in the plan are read in it
+    pacing: Pacing = field(default_factory=Pacing)  # clients dialled per free manager (one dial queue)
 
     def scenario_for(self, lead: Lead, now: datetime) -> Scenario:
         facts = LeadFacts(lead.source, lead.payload, lead.phone)

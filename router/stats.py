@@ -350,6 +350,27 @@ def hours_of_day(quarters: Iterable[tuple[datetime, int, int, int, float]], zone
 
 
 @dataclass(frozen=True, slots=True)
+class Abandons:
+    """Answered clients who never talked to a manager: given up after the hold limit, or hanging
+    up while they waited. Predictive pacing keeps their share under its cap (router.pacing)."""
+
+    answered: int
+    without_manager: int
+
+    @property
+    def rate_pct(self) -> float:
+        return _pct(self.without_manager, self.answered)
+
+
+def abandons(hours: Iterable[HourFigures]) -> Abandons:
+    answered = bridged = 0
+    for hour in hours:
+        answered += hour.answered
+        bridged += hour.bridged
+    return Abandons(answered, answered - bridged)
+
+
+@dataclass(frozen=True, slots=True)
 class StatsReport:
     period: Period
     managers: list[ManagerFigures]
@@ -359,6 +380,7 @@ class StatsReport:
     never_reached: NeverReached
     fairness: list[Fairness]
     hours: list[HourFigures]
+    abandons: Abandons
 
 
 def build_report(
@@ -376,6 +398,7 @@ def build_report(
         never_reached=never_reached(journeys),
         fairness=fairness(managers),
         hours=hours,
+        abandons=abandons(hours),
     )
 
 
@@ -466,6 +489,11 @@ def report_summary(report: StatsReport) -> dict[str, object]:
             "leads": report.never_reached.leads,
             "by_status": report.never_reached.by_status,
             "lead_ids": report.never_reached.lead_ids,
+        },
+        "abandons": {
+            "answered": report.abandons.answered,
+            "without_manager": report.abandons.without_manager,
+            "rate_pct": report.abandons.rate_pct,
         },
         "fairness": [
             {

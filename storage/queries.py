@@ -10,13 +10,13 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.board import History
-from router.model import Call, Lead, Outcome, OutcomeReport
+from router.model import Call, HistoryEntry, Lead, Outcome, OutcomeReport
 from router.routing import RoutingPlan, Strategy
 from router.stats import ManagerStats, day_bounds
 from router.strategies import MAX_HISTORY
 from storage.engine import Database
 from storage.schema import call_legs, calls, lead_outcomes, leads, outbox
-from storage.uow import SqlCalls, SqlLeads, lead_from_row
+from storage.uow import SqlCalls, SqlHistory, SqlLeads, lead_from_row
 
 # How far back a manager's last turn is looked for; whoever had none since is simply due first.
 TURNS_LOOKBACK = timedelta(days=30)
@@ -41,6 +41,13 @@ class SqlQueries:
             if lead is None:
                 return None
             return lead, await SqlCalls(conn).for_lead(lead_id)
+
+    async def lead_history(self, lead_id: int) -> list[HistoryEntry] | None:
+        """What happened to the lead outside its calls (merged duplicates, SLA releases); None: no lead."""
+        async with self._db.read() as conn:
+            if await SqlLeads(conn).get(lead_id) is None:
+                return None
+            return await SqlHistory(conn).for_lead(lead_id)
 
     async def manager_stats(self, start: datetime, end: datetime) -> list[ManagerStats]:
         """Bridged calls that started in [start, end), per manager who talked."""

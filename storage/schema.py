@@ -28,7 +28,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-from router.model import CallState, Disposition, LeadStatus, LegResult, Outcome
+from router.model import CallState, Disposition, HistoryKind, LeadStatus, LegResult, Outcome
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -80,12 +80,16 @@ leads = Table(
     Column("updated_at", UtcDateTime, nullable=True),
     Column("outcome", _stored_as_value(Outcome), nullable=True),  # written by SqlOutcomes only
     Column("pbx_failures", Integer, nullable=False, server_default="0"),
+    Column("backlog_rank", Float, nullable=False, server_default="0"),
+    Column("sla_due_at", UtcDateTime, nullable=True),
+    Column("final_state", String(64), nullable=True),
     Index("ix_leads_due", "status", "next_attempt_at"),
     Index("ix_leads_phone", "phone"),
     # Each manager's open leads (capacity) are counted at start.
     Index("ix_leads_owner", "owner_id", "outcome"),
     # Supervisors' stats: the leads created in a period, whom they went to and how they ended.
     Index("ix_leads_created", "created_at", "owner_id", "outcome"),
+    Index("ix_leads_sla", "sla_due_at"),
 )
 
 calls = Table(
@@ -147,6 +151,18 @@ lead_outcomes = Table(
     Column("manager_id", String(64), nullable=True),
     Column("scenario", String(64), nullable=True),
     Column("at", UtcDateTime, nullable=False),
+)
+
+# What happened to a lead outside its calls (router.model.HistoryEntry): merged duplicates, SLA releases.
+lead_history = Table(
+    "lead_history",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("lead_id", _Id, ForeignKey("leads.id"), nullable=False, index=True),
+    Column("kind", _stored_as_value(HistoryKind), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("external_id", String(200), nullable=True, unique=True),
 )
 
 outbox = Table(

@@ -13,9 +13,9 @@ from sqlalchemy import RowMapping, Table, Update, bindparam, delete, func, inser
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import SCHEMA_VERSION, DomainEvent
-from router.model import Call, CallState, Lead, LeadStatus, ManagerLeg, OutcomeReport
+from router.model import Call, CallState, HistoryEntry, Lead, LeadStatus, ManagerLeg, OutcomeReport
 from storage.engine import Database
-from storage.schema import call_legs, calls, lead_outcomes, leads, outbox
+from storage.schema import call_legs, calls, lead_history, lead_outcomes, leads, outbox
 
 _DUE = (LeadStatus.NEW, LeadStatus.SCHEDULED)
 
@@ -77,11 +77,56 @@ class SqlLeads:
             return {}
         query = select(leads).where(leads.c.external_id.in_(external_ids))
         found = [lead_from_row(row) for row in (await self._conn.execute(query)).mappings()]
-        return {lead.external_id: lead for lead in found if lead.external_id is not None}
+        by_id = {lead.external_id: lead for lead in found if lead.external_id is not None}
+        if missing := [external_id for external_id in external_ids if external_id not in by_id]:
+            # A duplicate's own external id answers with the lead it was merged into.
+            merged = (
+                select(leads, lead_history.c.external_id.label("merged_as"))
+                .join(lead_history, leads.c.id == lead_history.c.lead_id)
+                .where(lead_history.c.external_id.in_(missing))
+            )
+            for row in (await self._conn.execute(merged)).mappings():
+                by_id.setdefault(row["merged_as"], Lead(**{name: row[name] for name in leads.c.keys()}))
+        return by_id
 
     async def get(self, lead_id: int) -> Lead | None:
         row = (await self._conn.execute(select(leads).where(leads.c.id == lead_id))).mappings().first()
         return lead_from_row(row) if row else None
+
+    async def of_phones(self, phones: Collection[str], since: datetime) -> list[Lead]:
+        """The leads from these phones created since ``since`` (ix_leads_phone): duplicates are among them."""
+        query = select(leads).where(leads.c.phone.in_(list(phones)), leads.c.created_at >= since)
+        return [lead_from_row(row) for row in (await self._conn.execute(query)).mappings()]
+
+    async def sla_overdue(self, now: datetime, limit: int) -> list[Lead]:
+        """Owned leads past their SLA deadline that the CRM said nothing of (ix_leads_sla)."""
+        query = (
+            select(leads)
+            .where(
+                leads.c.sla_due_at <= now,
+                leads.c.status == LeadStatus.ASSIGNED,
+                leads.c.outcome.is_(None),
+                leads.c.owner_id.is_not(None),
+            )
+            .order_by(leads.c.sla_due_at, leads.c.id)
+            .limit(limit)
+        )
+        return [lead_from_row(row) for row in (await self._conn.execute(query)).mappings()]
+
+    async def next_sla_due_at(self) -> datetime | None:
+        query = select(func.min(leads.c.sla_due_at)).where(
+            leads.c.status == LeadStatus.ASSIGNED, leads.c.outcome.is_(None)
+        )
+        return (await self._conn.execute(query)).scalar_one_or_none()
+
+    async def open_leads_by_owner(self) -> dict[str, int]:
+        """Each owner's undecided leads: a released lead goes to whoever has the fewest."""
+        query = (
+            select(leads.c.owner_id, func.count())
+            .where(leads.c.owner_id.is_not(None), leads.c.outcome.is_(None))
+            .group_by(leads.c.owner_id)
+        )
+        return {owner: count for owner, count in (await self._conn.execute(query)).all()}
 
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         # One statement, so two dialers can never claim the same lead: SQLite serialises
@@ -89,7 +134,7 @@ class SqlLeads:
         due = (
             select(leads.c.id)
             .where(leads.c.status.in_(_DUE), leads.c.next_attempt_at <= now)
-            .order_by(leads.c.next_attempt_at, leads.c.id)
+            .order_by(leads.c.next_attempt_at, leads.c.backlog_rank, leads.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -105,7 +150,7 @@ class SqlLeads:
             .returning(*leads.c)
         )
         rows = (await self._conn.execute(claim)).mappings().all()
-        return sorted((lead_from_row(row) for row in rows), key=lambda lead: lead.id or 0)
+        return sorted((lead_from_row(row) for row in rows), key=lambda lead: (lead.backlog_rank, lead.id or 0))
 
     async def update(self, changed: Sequence[Lead]) -> None:
         if changed:
@@ -204,6 +249,19 @@ class SqlOutcomes:
         await self._conn.execute(update(leads).where(leads.c.id == report.lead_id).values(outcome=report.outcome))
 
 
+class SqlHistory:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, entry: HistoryEntry) -> None:
+        await self._conn.execute(insert(lead_history).values(_row(lead_history, entry, _ASSIGNED_BY_INSERT)))
+
+    async def for_lead(self, lead_id: int) -> list[HistoryEntry]:
+        query = select(lead_history).where(lead_history.c.lead_id == lead_id).order_by(lead_history.c.id)
+        rows = (await self._conn.execute(query)).mappings().all()
+        return [HistoryEntry(**_attributes(row, _ASSIGNED_BY_INSERT)) for row in rows]
+
+
 class SqlOutbox:
     """Buffers events and writes them in one INSERT just before the commit."""
 
@@ -245,6 +303,7 @@ class SqlUnitOfWork:
     leads: SqlLeads
     calls: SqlCalls
     outcomes: SqlOutcomes
+    history: SqlHistory
     outbox: SqlOutbox
 
     def __init__(self, db: Database, on_events_committed: Callable[[], None] | None = None) -> None:
@@ -258,6 +317,7 @@ class SqlUnitOfWork:
         self.leads = SqlLeads(self._conn)
         self.calls = SqlCalls(self._conn)
         self.outcomes = SqlOutcomes(self._conn)
+        self.history = SqlHistory(self._conn)
         self.outbox = SqlOutbox(self._conn)
         return self
 

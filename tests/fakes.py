@@ -11,7 +11,7 @@ from typing import Any, Self
 
 from dialer.ports import PbxError
 from router.events import DomainEvent
-from router.model import Call, CallState, Lead, LeadStatus
+from router.model import Call, CallState, HistoryEntry, Lead, LeadStatus
 from router.pbx_events import CallEndRecord, DeviceState, LegStage, LiveLeg, PbxSnapshot
 
 
@@ -131,6 +131,7 @@ class FakeDb:
     calls: dict[int, Call] = field(default_factory=dict)
     billing: dict[str, int] = field(default_factory=dict)
     outbox: list[DomainEvent] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
     commits: int = 0
 
 
@@ -149,11 +150,42 @@ class _Leads:
 
     async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
         wanted = set(external_ids)
-        return {
+        found = {
             lead.external_id: copy.deepcopy(lead)
             for lead in self._db.leads.values()
             if lead.external_id is not None and lead.external_id in wanted
         }
+        for entry in self._db.history:
+            if entry.external_id in wanted and entry.external_id not in found:
+                found[entry.external_id] = copy.deepcopy(self._db.leads[entry.lead_id])
+        return found
+
+    async def of_phones(self, phones: Collection[str], since: datetime) -> list[Lead]:
+        return [
+            copy.deepcopy(lead) for lead in self._db.leads.values() if lead.phone in phones and lead.created_at >= since
+        ]
+
+    async def sla_overdue(self, now: datetime, limit: int) -> list[Lead]:
+        overdue = sorted(
+            (lead for lead in self._db.leads.values() if lead.sla_overdue(now)),
+            key=lambda lead: (lead.sla_due_at, lead.id),
+        )
+        return [copy.deepcopy(lead) for lead in overdue[:limit]]
+
+    async def next_sla_due_at(self) -> datetime | None:
+        times = [
+            lead.sla_due_at
+            for lead in self._db.leads.values()
+            if lead.sla_due_at is not None and lead.status is LeadStatus.ASSIGNED and lead.outcome is None
+        ]
+        return min(times, default=None)
+
+    async def open_leads_by_owner(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for lead in self._db.leads.values():
+            if lead.owner_id is not None and lead.outcome is None:
+                counts[lead.owner_id] = counts.get(lead.owner_id, 0) + 1
+        return counts
 
     async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
         due = sorted(
@@ -164,7 +196,7 @@ class _Leads:
                 and lead.next_attempt_at is not None
                 and lead.next_attempt_at <= now
             ),
-            key=lambda lead: (lead.next_attempt_at, lead.id),
+            key=lambda lead: (lead.next_attempt_at, lead.backlog_rank, lead.id),
         )[:limit]
         for lead in due:
             lead.status, lead.attempts, lead.next_attempt_at = LeadStatus.DIALING, lead.attempts + 1, None
@@ -213,6 +245,17 @@ class _Calls:
         return [copy.deepcopy(c) for c in self._db.calls.values() if c.state is not CallState.ENDED]
 
 
+class _History:
+    def __init__(self, db: FakeDb) -> None:
+        self._db = db
+
+    async def add(self, entry: HistoryEntry) -> None:
+        self._db.history.append(entry)
+
+    async def for_lead(self, lead_id: int) -> list[HistoryEntry]:
+        return [entry for entry in self._db.history if entry.lead_id == lead_id]
+
+
 class _Outbox:
     def __init__(self) -> None:
         self.events: list[DomainEvent] = []
@@ -237,6 +280,7 @@ class FakeUnitOfWork:
         self._work = copy.deepcopy(self._db)
         self.leads = _Leads(self._work)
         self.calls = _Calls(self._work)
+        self.history = _History(self._work)
         self.outbox = _Outbox()
         return self
 
@@ -245,6 +289,7 @@ class FakeUnitOfWork:
 
     async def commit(self) -> None:
         self._db.leads, self._db.calls, self._db.billing = self._work.leads, self._work.calls, self._work.billing
+        self._db.history = self._work.history
         self._db.outbox.extend(self.outbox.events)
         self._db.commits += 1
         self._work = copy.deepcopy(self._db)

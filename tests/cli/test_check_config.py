@@ -39,11 +39,18 @@ def test_a_good_routing_is_summarised_scenario_by_scenario(tmp_path: Path, capsy
         "       strategy: closing_rate (prior 1 won / 1 lost, last 50 decided leads each, "
         "floor 50% of a fair share over the last 200 offers)",
     ]
-    assert lines[-4:] == [
+    assert lines[-11:] == [
         "  4. default",
         "       matches:  every lead the scenarios above did not take",
         "       pool:     4 managers (every manager): anna, boris, vera, gleb",
         "       strategy: longest_idle",
+        "       retries:  busy: up to 6 attempts, after 2m, 5m, 15m; then failed",
+        "       retries:  no_answer: up to 4 attempts, after 30m, 2h, 4h; then failed",
+        "       retries:  unreachable: up to 2 attempts, after 1h; then wrong_number",
+        "       retries:  abandoned: up to 4 attempts, after 1m; then failed",
+        "       retries:  no_manager: up to 5 attempts, after 2m, 5m; then failed",
+        "       duplicates: merged within 24h",
+        "       SLA release: an owned lead with no outcome 24h after assignment",
     ]
 
 

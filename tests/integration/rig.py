@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +78,12 @@ async def running(
     scale: float = 50.0,
     sections: dict[str, dict[str, Any]] | None = None,
     recordings: bool = False,
+    start: datetime | None = None,
 ) -> AsyncIterator[Rig]:
     """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}};
-    ``recordings``: the simulator writes real WAVs into the daemon's recordings folder."""
-    clock = ScaledClock(scale)
+    ``recordings``: the simulator writes real WAVs into the daemon's recordings folder; ``start``:
+    the moment the clock starts at (default: now)."""
+    clock = ScaledClock(scale, start=start)
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
     crm = CrmListener("crm-e2e")

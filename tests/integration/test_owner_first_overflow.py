@@ -35,6 +35,9 @@ ROUTING: dict[str, Any] = {
             "owner_first": {"owner_wait": f"{OWNER_WAIT}s", "owner_changes": False},
             "hold_limit": "20s",
             "ring_timeout": "2s",
+            # A repeat lead posted while the phone's first call is live is a duplicate, merged
+            # into it (tests/integration/test_lifecycle.py); here each is a lead of its own.
+            "duplicate_window": "off",
         },
     ],
 }

@@ -7,6 +7,7 @@ import pytest
 from router import events as ev
 from router.model import MAX_PBX_FAILURES, PBX_RETRY_DELAY, Call, CallState, Disposition, Lead, LeadStatus, LegResult
 from router.pbx_events import CallEndRecord
+from router.sla import SlaPolicy
 from tests.router.plans import T0, at, scenario
 
 SCENARIO = scenario("default", retry_delays=(60, 300))
@@ -37,9 +38,12 @@ def test_a_new_lead_is_due_at_once() -> None:
 
 def test_assigning_an_owner_reports_the_previous_one() -> None:
     subject = lead(owner_id="m1")
-    assigned = subject.assign_owner("m2", call_id=3, now=at(5))
+    assigned = subject.assign_owner("m2", call_id=3, now=at(5), sla=SlaPolicy(release_after=3600))
     assert assigned == ev.LeadAssigned(lead_id=7, call_id=3, owner_id="m2", previous_owner_id="m1")
     assert subject.owner_id == "m2" and subject.updated_at == at(5)
+    assert subject.sla_due_at == at(3605)  # the new owner has until then to work it
+    subject.assign_owner("m3", call_id=4, now=at(6), sla=None)
+    assert subject.sla_due_at is None  # a scenario with sla_release off
 
 
 def test_a_completed_attempt_assigns_the_lead_and_publishes_nothing_more() -> None:
@@ -59,13 +63,14 @@ def test_a_failed_attempt_is_retried_after_the_delay_for_that_attempt() -> None:
 
 
 def test_the_last_retry_delay_repeats() -> None:
-    assert [SCENARIO.retry_delay(attempts) for attempts in (1, 2, 3, 4)] == [60, 300, 300, 300]
+    rule = SCENARIO.retry_policy.rule("busy")
+    assert [rule.delay(attempts) for attempts in (1, 2, 3, 4)] == [60, 300, 300, 300]
 
 
 def test_the_last_allowed_attempt_fails_the_lead() -> None:
     subject = lead(status=LeadStatus.DIALING, attempts=3)
     failed = subject.finish_attempt(Disposition.NO_MANAGER, SCENARIO, at(10))
-    assert failed == ev.LeadFailed(lead_id=7, attempts=3, last_disposition="no_manager")
+    assert failed == ev.LeadFailed(lead_id=7, attempts=3, last_disposition="no_manager", final_state="failed")
     assert subject.status is LeadStatus.FAILED
 
 

@@ -133,7 +133,12 @@ async def make_rig(
         settings=settings,
     )
     intake = LeadIntake(
-        uow=uow, clock=clock, default_region="RU", on_new_lead=dialer.leads_added, claim=dialer.claim_new
+        uow=uow,
+        clock=clock,
+        routing=lambda: plans[-1],
+        default_region="RU",
+        on_new_lead=dialer.leads_added,
+        claim=dialer.claim_new,
     )
     running = asyncio.create_task(dialer.run())
     dialer.pbx_event(PbxBooted())  # as Asterisk says right after the login

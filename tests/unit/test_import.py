@@ -14,12 +14,16 @@ from storage.engine import Database
 from storage.schema import leads, outbox
 from storage.uow import SqlUnitOfWork
 from tests.fakes import ManualClock
+from tests.router.plans import manager, plan
+
+PLAN = plan(manager(1))  # one scenario for anyone: duplicates of an open lead within 24 h are merged
 
 
 def _intake(db: Database, woken: list[int], per_number: RateLimit | None = None) -> LeadIntake:
     return LeadIntake(
         uow=lambda: SqlUnitOfWork(db),
         clock=ManualClock(datetime(2026, 11, 26, 9, 0, tzinfo=UTC)),
+        routing=lambda: PLAN,
         default_region="RU",
         on_new_lead=lambda: woken.append(1),
         per_number=per_number,
