@@ -39,6 +39,9 @@ def test_subscribers_with_filters_and_a_secret_file(tmp_path: Path) -> None:
         "lead.scheduled",
         "lead.failed",
         "lead.outcome",
+        "lead.deferred",
+        "lead.duplicate",
+        "lead.reassigned",
         "call.ended",
     }
     assert amber.secret == b"from-a-file-0123456789"
