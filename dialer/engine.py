@@ -39,9 +39,9 @@ from dialer.resync import CatchUp, Missed, decide_resync
 from dialer.settings import DialerSettings
 from dialer.write_behind import WriteBehind
 from recordings.naming import RecordingNamer
-from router.board import ManagerBoard
+from router.board import ManagerBoard, ManagerState, StateChange
 from router.breaker import BreakerChange, PbxBreaker
-from router.events import DomainEvent
+from router.events import DomainEvent, ManagerStateChanged
 from router.hold_queue import HoldQueue
 from router.model import Call, CallState, Disposition, Lead, LegResult
 from router.pbx_events import (
@@ -151,6 +151,12 @@ class _ConnectRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class _BoardChanged:
+    """Managers' states changed outside the event loop (the clock ended a wrap-up, a supervisor
+    paused or resumed someone): store the changes, and connect a waiting client to whoever is free."""
+
+
+@dataclass(frozen=True, slots=True)
 class _LinkUp:
     pass
 
@@ -181,6 +187,7 @@ _Event = (
     | _OriginateRefused
     | _OriginateUnanswered
     | _ConnectRefused
+    | _BoardChanged
     | _LinkUp
     | _LinkDown
     | _Listing
@@ -260,6 +267,20 @@ class Dialer:
 
     def leads_added(self) -> None:
         self._wake.set()
+
+    def pause_manager(self, manager_id: str, reason: str) -> ManagerState:
+        """Take a manager out of rotation (API, CLI); a call he is on goes on. KeyError: no such manager."""
+        state = self._board.pause(manager_id, reason)
+        self._queue.put_nowait(_BoardChanged())
+        return state
+
+    def resume_manager(self, manager_id: str) -> ManagerState:
+        """Back in rotation. KeyError: no such manager."""
+        self._board.resume(manager_id)
+        self._queue.put_nowait(_BoardChanged())
+        state = self._board.state(manager_id)
+        assert state is not None
+        return state[0]
 
     async def pbx_connected(self) -> None:
         """After every (re)login: learn what the PBX has of our calls and managers, then dial again.
@@ -393,6 +414,24 @@ class Dialer:
                 self._apply(event, when)
             except Exception:
                 log.exception("dialer.event_failed", event=repr(event))
+        self._store_states(self._board.take_changes(), now)
+
+    def _store_states(self, changes: list[StateChange], now: datetime) -> None:
+        if not changes:
+            return
+        events = [
+            ManagerStateChanged(
+                manager_id=change.manager_id,
+                state=change.state.value,
+                previous_state=change.previous.value,
+                reason=change.reason,
+                paused=change.paused,
+                at=now,
+            )
+            for change in changes
+        ]
+        log.info("dialer.manager_states", changes={change.manager_id: change.state.value for change in changes})
+        self._writes.manager_states(events)
 
     def _event_time(self, event: _Event, now: datetime) -> datetime:
         """Call times are the PBX's when it stamps its events (manager.conf timestampevents), so
@@ -456,7 +495,9 @@ class Dialer:
         if not self._pbx.connected or not self._resynced_once:
             return None  # pbx_connected wakes us
         now = self._clock.now()
-        shift_change = self._board.tick(now)  # managers come on and go off shift by the clock
+        shift_change = self._board.tick(now)  # managers come on and go off shift, wrap-ups end, by the clock
+        if self._board.has_changes:
+            self._queue.put_nowait(_BoardChanged())
         moment = self._clock.monotonic()
         self._breaker_changed(self._breaker.tick(moment))
         allowed = self._breaker.allowed()
@@ -586,6 +627,9 @@ class Dialer:
             case Billed():
                 self._writes.billed(event.channel_id, event.billable_seconds)
                 return
+            case _BoardChanged():
+                self._connect_waiting(now)
+                return
             case _LinkUp():
                 self._breaker_changed(self._breaker.link_up(self._clock.monotonic()))
                 return
@@ -621,6 +665,8 @@ class Dialer:
                 self._breaker_changed(self._breaker.succeeded(self._clock.monotonic()))
                 if live.manager_first:
                     if live.call.manager_picked_up(now):  # the dialplan dials the client now
+                        assert live.call.manager_id is not None and live.call.id is not None
+                        self._board.answered(live.call.manager_id, live.call.id)
                         self._emit(live)
                 else:
                     self._answered(live, now)
@@ -732,6 +778,8 @@ class Dialer:
             return
         self._emit(live)
         assert call.id is not None and call.answered_at is not None
+        if result is LegResult.NO_ANSWER:
+            self._board.missed_offer(manager_id, live.scenario.auto_pause_after)
         freed = self._board.release(manager_id, call.id)
         if (now - call.answered_at).total_seconds() >= live.scenario.hold_limit:
             self._give_up(live)
@@ -773,6 +821,8 @@ class Dialer:
         manager_id = call.manager_missed(result, now)
         if manager_id is None:
             return
+        if result is LegResult.NO_ANSWER:
+            self._board.missed_offer(manager_id, live.scenario.auto_pause_after)
         freed = self._board.release(manager_id, call.id)
         limit = live.scenario.managers_to_try
         if limit is None or len(call.legs) < limit:
@@ -798,6 +848,7 @@ class Dialer:
             return
         live.cancel_timers()
         assert call.manager_id is not None and call.id is not None
+        self._board.answered(call.manager_id, call.id)
         owner = call.manager_id
         first = live.scenario.owner_first
         if first is not None and not first.owner_changes and live.owner_id is not None:
@@ -816,7 +867,7 @@ class Dialer:
         self._holding.leave(call.channel_id)
         assert call.disposition is not None and call.id is not None
         self._emit(live, ended, live.lead.finish_attempt(call.disposition, live.scenario, now))
-        self._board.call_ended(call, now)
+        self._board.call_ended(call, now, live.scenario.wrap_up)
         freed = False
         for leg in call.legs:
             freed = self._board.release(leg.manager_id, call.id) or freed

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, Self
 
-from router.events import DomainEvent
+from router.events import DomainEvent, ManagerStateChanged
 from router.model import Call, Lead, OutcomeReport
 from router.pbx_events import PbxSnapshot
 
@@ -113,6 +113,11 @@ class OutcomeRepository(Protocol):
         """Keep the report and make its outcome the lead's."""
 
 
+class ManagerStateRepository(Protocol):
+    async def add(self, changes: Sequence[ManagerStateChanged]) -> None:
+        """Keep each change of a manager's state (for stats, and a pause across a restart)."""
+
+
 class Outbox(Protocol):
     def add(self, events: Sequence[DomainEvent], at: datetime) -> None:
         """Record events to publish; written with the unit of work's commit."""
@@ -127,6 +132,9 @@ class UnitOfWork(Protocol):
 
     @property
     def outcomes(self) -> OutcomeRepository: ...
+
+    @property
+    def managers(self) -> ManagerStateRepository: ...
 
     @property
     def outbox(self) -> Outbox: ...

@@ -126,6 +126,12 @@ class Scenario:
     dial_order: DialOrder = DialOrder.CLIENT_FIRST
     client_ring_timeout: float | None = None  # manager first: seconds the client's phone rings; None: the PBX's
     managers_to_try: int | None = None  # manager legs per attempt before giving up on it; None: no limit
+    # -- the manager's side of a call (manager states, caller name, whisper, AMD) --
+    wrap_up: float = 0.0  # seconds a manager gets after each talked call before the next offer
+    auto_pause_after: int | None = None  # offers in a row he does not answer before he is paused (`missed`)
+    caller_name: str | None = None  # template of the name his phone shows, e.g. "{name} · {source}"
+    whisper: str | None = None  # a sound file played to him alone before the bridge
+    amd: bool = False  # run Asterisk's AMD() on the client's answer: a machine is hung up, never bridged
 
     @property
     def pools(self) -> tuple[Pool, ...]:

@@ -12,10 +12,10 @@ from typing import Any, Self
 from sqlalchemy import RowMapping, Table, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from router.events import DomainEvent
+from router.events import DomainEvent, ManagerStateChanged
 from router.model import Call, CallState, Lead, LeadStatus, ManagerLeg, OutcomeReport
 from storage.engine import Database
-from storage.schema import call_legs, calls, lead_outcomes, leads, outbox
+from storage.schema import call_legs, calls, lead_outcomes, leads, manager_states, outbox
 
 _DUE = (LeadStatus.NEW, LeadStatus.SCHEDULED)
 
@@ -199,6 +199,16 @@ class SqlOutcomes:
         await self._conn.execute(update(leads).where(leads.c.id == report.lead_id).values(outcome=report.outcome))
 
 
+class SqlManagerStates:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, changes: Sequence[ManagerStateChanged]) -> None:
+        """Keep each change of a manager's state."""
+        if changes:
+            await self._conn.execute(insert(manager_states), [_row(manager_states, change, ("seq",)) for change in changes])
+
+
 class SqlOutbox:
     """Buffers events and writes them in one INSERT just before the commit."""
 
@@ -234,6 +244,7 @@ class SqlUnitOfWork:
     leads: SqlLeads
     calls: SqlCalls
     outcomes: SqlOutcomes
+    managers: SqlManagerStates
     outbox: SqlOutbox
 
     def __init__(self, db: Database, on_events_committed: Callable[[], None] | None = None) -> None:
@@ -247,6 +258,7 @@ class SqlUnitOfWork:
         self.leads = SqlLeads(self._conn)
         self.calls = SqlCalls(self._conn)
         self.outcomes = SqlOutcomes(self._conn)
+        self.managers = SqlManagerStates(self._conn)
         self.outbox = SqlOutbox(self._conn)
         return self
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from dialer.ports import PbxError
-from router.events import DomainEvent
+from router.events import DomainEvent, ManagerStateChanged
 from router.model import Call, CallState, Lead, LeadStatus
 from router.pbx_events import DeviceState, LegStage, LiveLeg, PbxSnapshot
 
@@ -124,6 +124,7 @@ class FakeDb:
     calls: dict[int, Call] = field(default_factory=dict)
     billing: dict[str, int] = field(default_factory=dict)
     outbox: list[DomainEvent] = field(default_factory=list)
+    manager_states: list[ManagerStateChanged] = field(default_factory=list)
     commits: int = 0
 
 
@@ -203,6 +204,14 @@ class _Calls:
         return [copy.deepcopy(c) for c in self._db.calls.values() if c.state is not CallState.ENDED]
 
 
+class _Managers:
+    def __init__(self) -> None:
+        self.changes: list[ManagerStateChanged] = []
+
+    async def add(self, changes: Sequence[ManagerStateChanged]) -> None:
+        self.changes.extend(changes)
+
+
 class _Outbox:
     def __init__(self) -> None:
         self.events: list[DomainEvent] = []
@@ -227,6 +236,7 @@ class FakeUnitOfWork:
         self._work = copy.deepcopy(self._db)
         self.leads = _Leads(self._work)
         self.calls = _Calls(self._work)
+        self.managers = _Managers()
         self.outbox = _Outbox()
         return self
 
@@ -236,7 +246,9 @@ class FakeUnitOfWork:
     async def commit(self) -> None:
         self._db.leads, self._db.calls, self._db.billing = self._work.leads, self._work.calls, self._work.billing
         self._db.outbox.extend(self.outbox.events)
+        self._db.manager_states.extend(self.managers.changes)
         self._db.commits += 1
         self._work = copy.deepcopy(self._db)
         self.leads, self.calls = _Leads(self._work), _Calls(self._work)
+        self.managers = _Managers()
         self.outbox = _Outbox()
