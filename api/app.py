@@ -77,11 +77,22 @@ DASHBOARD = Path(__file__).parent / "dashboard"  # vendored static files: nothin
 
 # Lead ids are SQL BIGINTs; a larger one is a 422, not an overflow deep in the driver.
 LeadId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+ManagerPath = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")]
 
 # Seconds a client is asked to wait: a full or read-only disk takes a person to fix; a
 # stopping daemon is back (or another one answers) within seconds.
 RETRY_AFTER_STORAGE = 30
 RETRY_AFTER_STOPPING = 5
+
+
+class ManagersPort(Protocol):
+    """Managers' states as the board has them now; pause and resume (None: no such manager)."""
+
+    def states(self) -> list[dict[str, Any]]: ...
+
+    def pause(self, manager_id: str, reason: str) -> dict[str, Any] | None: ...
+
+    def resume(self, manager_id: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class ApiDeps:
     health: Callable[[], tuple[bool, dict[str, Any]]]  # serving (200, else 503), and the body
     metrics: Callable[[], Awaitable[tuple[bytes, str]]]  # the exposition and its content type
     intake_open: Callable[[], bool]  # False while the daemon stops
+    managers: ManagersPort
     unavailable: tuple[type[Exception], ...]  # what the storage raises when it cannot serve now
     tokens: Mapping[TokenScope, Sequence[str]]  # several per scope, for rotation; admin may do everything
     auth_limits: AuthLimits
@@ -121,6 +133,14 @@ class LeadIn(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict, description="free-form, stored and published as is")
 
     _plain_text = field_validator("name", "source", "external_id")(_no_control_characters)
+
+
+class PauseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(min_length=1, max_length=100, description="why: lunch, training, meeting...")
+
+    _plain_text = field_validator("reason")(_no_control_characters)
 
 
 class OutcomeIn(BaseModel):
@@ -380,6 +400,27 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if lead is None:
             return _problem(404, "not_found", [("lead_id", f"no lead {lead_id}")])
         return JSONResponse(_jsonable(_lead_json(lead)))
+
+    @app.get("/managers", dependencies=supervisor)
+    async def managers() -> JSONResponse:
+        """Each manager's state now: available, ringing, on_call, wrap_up, paused (with its reason) or offline."""
+        return JSONResponse({"managers": deps.managers.states()})
+
+    @app.post("/managers/{manager_id}/pause", dependencies=supervisor)
+    async def pause(manager_id: ManagerPath, body: PauseIn) -> JSONResponse:
+        """Take a manager out of rotation until resumed (a call he is on goes on); ``manager.state`` is published."""
+        state = deps.managers.pause(manager_id, body.reason)
+        if state is None:
+            return _problem(404, "not_found", [("manager_id", f"no manager {manager_id!r} in routing.yaml")])
+        return JSONResponse(state)
+
+    @app.post("/managers/{manager_id}/resume", dependencies=supervisor)
+    async def resume(manager_id: ManagerPath) -> JSONResponse:
+        """Back in rotation, whatever paused him (a supervisor, himself, or missed offers)."""
+        state = deps.managers.resume(manager_id)
+        if state is None:
+            return _problem(404, "not_found", [("manager_id", f"no manager {manager_id!r} in routing.yaml")])
+        return JSONResponse(state)
 
     def table(name: str, period: Period, rows: list[dict[str, object]], form: str) -> Response:
         if form == "csv":

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from config.document import Document, Loc
 from config.fields import (
+    AmiText,
     Count,
     Country,
     Digits,
@@ -32,6 +33,7 @@ from config.fields import (
     TimeZoneName,
 )
 from config.problems import ConfigError, Problem
+from router.caller_name import check_template
 from router.matching import Match, Patterns
 from router.routing import (
     DEFAULT_WEIGHT,
@@ -133,7 +135,27 @@ class _OverflowEntry(_Entry):
     pool: _PoolEntry
 
 
-class _ScenarioV2(_CallPolicy):
+def _template(value: str) -> str:
+    problem = check_template(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+CallerNameTemplate = Annotated[Line, AfterValidator(_template)]
+
+
+class _ManagerSideV2(_CallPolicy):
+    """The manager's side of a call (issue 8): states, caller name, whisper, answering machines."""
+
+    wrap_up: Duration | None = None
+    auto_pause_after: Count | None = None
+    caller_name: CallerNameTemplate | None = None
+    whisper: AmiText | None = None
+    amd: Annotated[bool, Field(strict=True)] = False
+
+
+class _ScenarioV2(_ManagerSideV2):
     match: _MatchEntry | None = None
     pool: _PoolEntry | None = None
     strategy: Strategy = Strategy.LONGEST_IDLE
@@ -252,6 +274,9 @@ def _cross_check_v2(data: object) -> Iterator[tuple[Loc, str]]:
         if manager_first and scenario.overflow is not None:
             message = "waits for nobody under `dial_order: manager_first`: no client is on hold to overflow"
             yield (*here, "overflow"), message
+        if manager_first and scenario.amd:
+            message = "runs on a client_first answer only: under manager_first the manager is already on the line"
+            yield (*here, "amd"), message
         if not manager_first and scenario.client_ring_timeout is not None:
             message = "is read only by `dial_order: manager_first`; client_first rings for pbx.originate_timeout"
             yield (*here, "client_ring_timeout"), message
@@ -396,6 +421,11 @@ def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
                 dial_order=entry.dial_order,
                 client_ring_timeout=entry.client_ring_timeout,
                 managers_to_try=entry.managers_to_try,
+                wrap_up=entry.wrap_up or 0.0,
+                auto_pause_after=entry.auto_pause_after,
+                caller_name=entry.caller_name,
+                whisper=entry.whisper,
+                amd=entry.amd,
             )
             for entry in routing.scenarios
         ),

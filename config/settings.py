@@ -128,6 +128,21 @@ ClientChannel = Annotated[str, template("phone", "PJSIP/{phone}@trunk"), AfterVa
 ManagerChannel = Annotated[str, template("extension", "PJSIP/{extension}"), AfterValidator(_channel)]
 
 
+_EXTENSION = template("extension", "PJSIP/{extension}")
+
+
+def _device(value: str) -> str:
+    # A custom device state (DEVICE_STATE(Custom:101), set by a presence key or a script) may stand
+    # for a manager's phone too. Device names are only compared with the PBX's events, never sent.
+    if value.startswith("Custom:"):
+        _EXTENSION.func(value.removeprefix("Custom:"))  # type: ignore[call-arg]
+        return value
+    return _channel(_EXTENSION.func(value))  # type: ignore[call-arg]
+
+
+ManagerDevice = Annotated[str, AfterValidator(_device)]
+
+
 class AmiSection(_Strict):
     host: Host = "127.0.0.1"
     port: Port = 5038
@@ -156,7 +171,7 @@ class AmiSection(_Strict):
 class PbxSection(_Strict):
     client_channel: ClientChannel = "PJSIP/{phone}@trunk"
     manager_channel: ManagerChannel = "PJSIP/{extension}"
-    manager_device: ManagerChannel = "PJSIP/{extension}"
+    manager_device: ManagerDevice = "PJSIP/{extension}"
     hold_context: AmiText = "leadrouter-hold"
     connect_context: AmiText = "leadrouter-connect"
     dial_client_context: AmiText = "leadrouter-dial-client"

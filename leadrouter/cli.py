@@ -256,6 +256,45 @@ def _day(text: str) -> date:
     return day
 
 
+def _manager_state(config: str, manager_id: str | None, reason: str | None) -> int:
+    """Pause, resume (or list) managers in the RUNNING daemon, through its API with a supervisor token."""
+    import urllib.error
+    import urllib.request
+
+    from api.auth import TokenScope
+
+    settings, _ = _load(config)
+    tokens = settings.http.tokens_by_scope()
+    token = next(iter(tokens.get(TokenScope.SUPERVISOR, []) + tokens.get(TokenScope.ADMIN, [])), None)
+    if token is None:
+        print("no supervisor or admin token in the config (http.tokens / http.token_files)", file=sys.stderr)
+        return 2
+    host = settings.http.host if settings.http.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{settings.http.port}"
+    if manager_id is None:
+        url, body = f"{base}/managers", None
+    elif reason is None:
+        url, body = f"{base}/managers/{manager_id}/resume", b""
+    else:
+        url, body = f"{base}/managers/{manager_id}/pause", json.dumps({"reason": reason}).encode()
+    request = urllib.request.Request(url, data=body, method="GET" if body is None else "POST")
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as exc:
+        print(f"{url}: {exc.code} {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{url}: the daemon does not answer ({exc})", file=sys.stderr)
+        return 1
+    rows = answer["managers"] if manager_id is None else [answer]
+    for row in rows:
+        print(f"{row['id']}\t{row['state']}" + (f"\t{row['reason']}" if row.get("reason") else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leadrouter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     what_if.add_argument("--routing", type=Path, required=True, help="the routing file to try")
     what_if.add_argument("--since", type=_period, default=timedelta(days=7), help="how far back, e.g. 7d, 12h")
 
+    pause = commands.add_parser("pause", help="take a manager out of rotation in the running daemon")
+    pause.add_argument("manager", help="the manager's id in routing.yaml")
+    pause.add_argument("--reason", required=True, help="lunch, training, meeting...")
+    pause.add_argument("--config", default=DEFAULT_CONFIG)
+    resume = commands.add_parser("resume", help="put a paused manager back in rotation")
+    resume.add_argument("manager", help="the manager's id in routing.yaml")
+    resume.add_argument("--config", default=DEFAULT_CONFIG)
+    managers = commands.add_parser("managers", help="each manager's state in the running daemon")
+    managers.add_argument("--config", default=DEFAULT_CONFIG)
+
     db = commands.add_parser("db-upgrade", help="bring the database schema up to date")
     db.add_argument("--config", default=DEFAULT_CONFIG)
 
@@ -348,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args.config)
         if args.command == "what-if":
             return asyncio.run(_what_if(args.config, args.routing, args.since))
+        if args.command == "pause":
+            return _manager_state(args.config, args.manager, args.reason)
+        if args.command == "resume":
+            return _manager_state(args.config, args.manager, None)
+        if args.command == "managers":
+            return _manager_state(args.config, None, None)
         if args.command == "db-upgrade":
             return asyncio.run(_upgrade(args.config))
         if args.command == "simulator":

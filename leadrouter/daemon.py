@@ -291,6 +291,7 @@ class Daemon:
             health=self.health,
             metrics=self.metrics.exposition,
             intake_open=lambda: not self.stopping,
+            managers=ManagerStates(self.board, self.dialer),
             unavailable=(StorageUnavailable,),
             tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
@@ -448,6 +449,40 @@ class Daemon:
         self.dialer.leads_added()  # the new plan may free capacity
         log.info("routing.reloaded", managers=len(self.routing.plan.managers))
         return True
+
+
+class ManagerStates:
+    """The API's view of managers' states: read from the board, changed through the dialer (which
+    stores and publishes every change)."""
+
+    def __init__(self, board: ManagerBoard, dialer: Dialer) -> None:
+        self._board = board
+        self._dialer = dialer
+
+    def states(self) -> list[dict[str, Any]]:
+        return [
+            {"id": slot["id"], "extension": slot["extension"], "state": slot["state"], "reason": slot["reason"]}
+            for slot in self._board.snapshot()
+        ]
+
+    def _one(self, manager_id: str) -> dict[str, Any]:
+        state = self._board.state(manager_id)
+        assert state is not None
+        return {"id": manager_id, "state": state[0].value, "reason": state[1]}
+
+    def pause(self, manager_id: str, reason: str) -> dict[str, Any] | None:
+        try:
+            self._dialer.pause_manager(manager_id, reason)
+        except KeyError:
+            return None
+        return self._one(manager_id)
+
+    def resume(self, manager_id: str) -> dict[str, Any] | None:
+        try:
+            self._dialer.resume_manager(manager_id)
+        except KeyError:
+            return None
+        return self._one(manager_id)
 
 
 @contextlib.asynccontextmanager

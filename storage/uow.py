@@ -206,7 +206,9 @@ class SqlManagerStates:
     async def add(self, changes: Sequence[ManagerStateChanged]) -> None:
         """Keep each change of a manager's state."""
         if changes:
-            await self._conn.execute(insert(manager_states), [_row(manager_states, change, ("seq",)) for change in changes])
+            await self._conn.execute(
+                insert(manager_states), [_row(manager_states, change, ("seq",)) for change in changes]
+            )
 
 
 class SqlOutbox:

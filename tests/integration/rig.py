@@ -76,8 +76,10 @@ async def running(
     mqtt_port: int | None = None,
     scale: float = 50.0,
     sections: dict[str, dict[str, Any]] | None = None,
+    device_states: dict[str, str] | None = None,
 ) -> AsyncIterator[Rig]:
-    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}}."""
+    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}};
+    ``device_states`` are the simulator's cached device states (``Custom:101``) before the daemon logs in."""
     clock = ScaledClock(scale)
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
@@ -94,6 +96,8 @@ async def running(
             config[section] = config.get(section, {}) | keys
         settings = load_written(tmp_path, config | {"routing_file": str(routing_file)})
         rig = Rig(sim, clock, settings, routing_file, crm.received)
+        for device, state in (device_states or {}).items():
+            sim.set_device_state(device, state)
         await rig.start_daemon()
         try:
             yield rig
