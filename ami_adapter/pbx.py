@@ -55,7 +55,16 @@ class AsteriskPbx:
         return self._translator.channel_name(channel_id) or channel_id
 
     async def originate_client(
-        self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
+        self,
+        *,
+        channel_id: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        caller_name: str = "",
+        amd: bool = False,
+        whisper: str = "",
     ) -> None:
         settings = self._settings
         action: dict[str, str | list[str]] = {
@@ -74,6 +83,10 @@ class AsteriskPbx:
                 f"LEADROUTER_MANAGER_SUFFIX={settings.manager_channel[1]}",
                 f"LEADROUTER_RING_TIMEOUT={max(int(ring_timeout), 1)}",
                 f"LEADROUTER_HOLD_MAX={max(int(settings.hold_max), 1)}",
+                # router.caller_name made it safe: no comma (Asterisk splits Variable on them), CR/LF or $.
+                f"LEADROUTER_CALLER_NAME={caller_name}",
+                f"LEADROUTER_WHISPER={whisper}",  # a sound file (the config allows letters, digits and / _ - .)
+                f"LEADROUTER_AMD={1 if amd else 0}",
             ],
         }
         if settings.caller_id:
@@ -90,6 +103,8 @@ class AsteriskPbx:
         call_id: int,
         ring_timeout: float,
         client_ring_timeout: float | None,
+        caller_name: str = "",
+        whisper: str = "",
     ) -> None:
         if not extension.isdigit():
             raise PbxError(f"extension {extension!r} is not digits")
@@ -108,8 +123,8 @@ class AsteriskPbx:
                 "Async": "true",
                 "Timeout": str(int(ring_timeout * 1000)),
                 "ChannelId": channel_id,
-                # The manager's phone shows whom he is about to talk to.
-                "CallerID": digits,
+                # The manager's phone shows whom he is about to talk to (caller_name has no quotes or <>).
+                "CallerID": f'"{caller_name}" <{digits}>' if caller_name else digits,
                 "Variable": [
                     f"LEADROUTER_LEAD={lead_id}",
                     f"LEADROUTER_CALL={call_id}",
@@ -117,6 +132,7 @@ class AsteriskPbx:
                     f"LEADROUTER_CLIENT_PREFIX={settings.client_channel_parts[0]}",
                     f"LEADROUTER_CLIENT_SUFFIX={settings.client_channel_parts[1]}",
                     f"LEADROUTER_CLIENT_RING_TIMEOUT={max(int(client_ring), 1)}",
+                    f"LEADROUTER_WHISPER={whisper}",
                 ],
             }
         )

@@ -21,6 +21,7 @@ from router.pbx_events import (
     HungUp,
     LegStage,
     LiveLeg,
+    MachineDetected,
     OriginateOutcome,
     OriginateResult,
     PbxBooted,
@@ -72,8 +73,11 @@ WANTED_EVENTS = frozenset(
         "DeviceStateChange",
         "FullyBooted",
         "Shutdown",
+        "UserEvent",
     }
 )
+# The shipped dialplan's UserEvent(LeadrouterAMD,Status: ...,Cause: ...) after AMD() on the client leg.
+_AMD_EVENT = "LeadrouterAMD"
 _UP = "6"  # CoreShowChannel ChannelState of an answered channel
 
 
@@ -101,6 +105,7 @@ class EventTranslator:
             "DeviceStateChange": self._device_state,
             "FullyBooted": lambda headers: PbxBooted(_uptime(headers)),
             "Shutdown": lambda headers: PbxShuttingDown(restart=headers.get("Restart") == "True"),
+            "UserEvent": self._user_event,
         }
 
     def is_ours(self, uniqueid: str | None) -> bool:
@@ -204,6 +209,15 @@ class EventTranslator:
         self._names.pop(channel_id, None)
         cause = headers.get("Cause", "")
         return HungUp(channel_id, int(cause) if cause.isdigit() else None, _stamped(headers))
+
+    def _user_event(self, headers: dict[str, str]) -> PbxEvent | None:
+        channel_id = headers.get("Uniqueid")
+        if headers.get("UserEvent") != _AMD_EVENT or not self.is_ours(channel_id):
+            return None
+        assert channel_id is not None
+        status = headers.get("Status", "")
+        detail = f"{status} {headers.get('Cause', '')}".strip()
+        return MachineDetected(channel_id, status == "MACHINE", detail, _stamped(headers))
 
     def _cdr(self, headers: dict[str, str]) -> PbxEvent | None:
         channel_id = headers.get("UniqueID")

@@ -41,6 +41,7 @@ from dialer.write_behind import WriteBehind
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard, ManagerState, StateChange
 from router.breaker import BreakerChange, PbxBreaker
+from router.caller_name import caller_name
 from router.events import DomainEvent, ManagerStateChanged
 from router.hold_queue import HoldQueue
 from router.model import Call, CallState, Disposition, Lead, LegResult
@@ -53,6 +54,7 @@ from router.pbx_events import (
     ExtensionState,
     HungUp,
     LegStage,
+    MachineDetected,
     OriginateOutcome,
     OriginateResult,
     PbxBooted,
@@ -203,10 +205,17 @@ class _Live:
     owner_id: str | None = None  # the phone's owner, when the scenario offers him the client first
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     fate_unknown: bool = False  # the Originate went out and its answer never came
+    screening: bool = False  # answered, and the PBX's AMD() has not said whether a person did
 
     @property
     def manager_first(self) -> bool:
         return self.scenario.dial_order is DialOrder.MANAGER_FIRST
+
+    @property
+    def caller_name(self) -> str:
+        """What the manager's phone shows for this client, by the scenario's template; "" for none."""
+        template = self.scenario.caller_name
+        return "" if template is None else caller_name(template, self.lead)
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -573,6 +582,9 @@ class Dialer:
                 lead_id=call.lead_id,
                 call_id=call.id,
                 ring_timeout=live.scenario.ring_timeout,
+                caller_name=live.caller_name,
+                amd=live.scenario.amd,
+                whisper=live.scenario.whisper or "",
             )
         except PbxNoAnswer as exc:
             self._queue.put_nowait(_OriginateUnanswered(call.channel_id, str(exc)))
@@ -592,6 +604,8 @@ class Dialer:
                 call_id=call.id,
                 ring_timeout=live.scenario.ring_timeout,
                 client_ring_timeout=live.scenario.client_ring_timeout,
+                caller_name=live.caller_name,
+                whisper=live.scenario.whisper or "",
             )
         except PbxNoAnswer as exc:
             self._queue.put_nowait(_OriginateUnanswered(channel_id, str(exc)))
@@ -691,6 +705,8 @@ class Dialer:
                 if live.manager_first:
                     self._emit(live, live.call.client_picked_up(now))
                 self._bridged(live, now)
+            case MachineDetected():
+                self._screened(live, event, now)
             case RecordingStarted():
                 live.call.recording_file = self._recordings.file(live.call.channel_id)
                 live.call.recording_url = self._recordings.url(live.call.recording_file)
@@ -753,6 +769,22 @@ class Dialer:
             return
         self._emit(live, answered)
         self._start_hold_timer(live, now)
+        if live.scenario.amd:
+            # AMD() listens first: nobody is rung for a voicemail. Its verdict (MachineDetected)
+            # puts a person in line; a machine is hung up by the dialplan.
+            live.screening = True
+            return
+        self._holding.join(live.call, live.scenario, live.owner_id)
+        self._connect_waiting(now)
+
+    def _screened(self, live: _Live, event: MachineDetected, now: datetime) -> None:
+        if not live.screening or live.call.state is not CallState.HOLDING:
+            return
+        live.screening = False
+        log.info("dialer.amd", channel_id=live.call.channel_id, lead_id=live.lead.id, verdict=event.status)
+        if event.machine:
+            live.call.machine = True  # its hangup, which the dialplan sends now, ends the call as `machine`
+            return
         self._holding.join(live.call, live.scenario, live.owner_id)
         self._connect_waiting(now)
 

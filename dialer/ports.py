@@ -44,9 +44,21 @@ class Pbx(Protocol):
     def connected(self) -> bool: ...
 
     async def originate_client(
-        self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
+        self,
+        *,
+        channel_id: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        caller_name: str = "",
+        amd: bool = False,
+        whisper: str = "",
     ) -> None:
-        """Dial the client; the answer arrives later as an OriginateResult. Raises PbxError."""
+        """Dial the client; the answer arrives later as an OriginateResult. ``caller_name`` is what
+        the manager's phone will show (router.caller_name), ``whisper`` a sound file played to him
+        alone before the bridge; with ``amd`` the PBX runs AMD() on the answer and reports its
+        verdict (MachineDetected) before the client may be sent to a manager. Raises PbxError."""
 
     async def originate_manager(
         self,
@@ -58,6 +70,8 @@ class Pbx(Protocol):
         call_id: int,
         ring_timeout: float,
         client_ring_timeout: float | None,
+        caller_name: str = "",
+        whisper: str = "",
     ) -> None:
         """Manager first: ring the manager; once he answers the PBX dials the client (for
         ``client_ring_timeout`` seconds, None: its own default). Raises PbxError."""

@@ -73,6 +73,16 @@ class RecordingStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class MachineDetected:
+    """Asterisk's AMD() on the answered client leg has decided (the shipped dialplan's UserEvent)."""
+
+    channel_id: str
+    machine: bool  # AMDSTATUS MACHINE; HUMAN and NOTSURE are a person as far as we go
+    status: str  # AMDSTATUS and AMDCAUSE as the PBX gave them, for the log
+    at: datetime | None = None  # when the PBX says it happened, if it stamps its events
+
+
+@dataclass(frozen=True, slots=True)
 class Billed:
     """One CDR segment of the client leg; a leg redirected twice has several."""
 
@@ -127,5 +137,5 @@ class PbxSnapshot:
 
 
 # What happened to one of our calls, at a moment the PBX may state.
-CallProgress = OriginateResult | DialEnded | Bridged | HungUp | RecordingStarted
+CallProgress = OriginateResult | DialEnded | Bridged | HungUp | RecordingStarted | MachineDetected
 PbxEvent = CallProgress | Billed | ExtensionState | PbxBooted | PbxShuttingDown

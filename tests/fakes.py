@@ -79,7 +79,16 @@ class FakePbx:
         await asyncio.sleep(0)
 
     async def originate_client(
-        self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
+        self,
+        *,
+        channel_id: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        caller_name: str = "",
+        amd: bool = False,
+        whisper: str = "",
     ) -> None:
         await self._send("originate", channel_id, phone)
         if self.originate_error is not None:
@@ -95,6 +104,8 @@ class FakePbx:
         call_id: int,
         ring_timeout: float,
         client_ring_timeout: float | None,
+        caller_name: str = "",
+        whisper: str = "",
     ) -> None:
         await self._send("originate_manager", channel_id, extension, phone)
         if self.originate_error is not None:
