@@ -6,6 +6,7 @@ value comes from the validated config or from ids we generated.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,6 +136,29 @@ class AsteriskPbx:
                     f"LEADROUTER_WHISPER={whisper}",
                 ],
             }
+        )
+
+    async def take_inbound(
+        self, *, channel_id: str, lead_id: int, call_id: int, ring_timeout: float, caller_name: str, whisper: str
+    ) -> None:
+        settings = self._settings
+        channel = self._channel(channel_id)
+        variables = {
+            "LEADROUTER_LEAD": str(lead_id),
+            "LEADROUTER_CALL": str(call_id),
+            "LEADROUTER_MANAGER_PREFIX": settings.manager_channel[0],
+            "LEADROUTER_MANAGER_SUFFIX": settings.manager_channel[1],
+            "LEADROUTER_RING_TIMEOUT": str(max(int(ring_timeout), 1)),
+            "LEADROUTER_HOLD_MAX": str(max(int(settings.hold_max), 1)),
+            "LEADROUTER_CALLER_NAME": caller_name,
+            "LEADROUTER_WHISPER": whisper,
+        }
+        # One session runs its actions in order: all are set before the Redirect that follows.
+        await asyncio.gather(
+            *(
+                self._send({"Action": "Setvar", "Channel": channel, "Variable": name, "Value": value})
+                for name, value in variables.items()
+            )
         )
 
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:

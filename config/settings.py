@@ -184,6 +184,9 @@ class PbxSection(_Strict):
     ] = "lr"
     originate_timeout: Duration = 30
     hold_max: WholeSeconds = 600
+    # Company numbers whose calls the shipped dialplan's leadrouter-inbound hands to the daemon:
+    # a known caller goes to his owner first, an unknown one becomes a lead `inbound:<number>`.
+    inbound_numbers: list[Digits] = Field(default_factory=list)
     max_channels: Count = 100
     # The circuit breaker (router/breaker.py): this many PBX failures within breaker_window stop new
     # dials for breaker_pause, then one dial probes; boot_wait: how long to wait for FullyBooted.
@@ -243,6 +246,7 @@ class PbxSection(_Strict):
             max_channels=self.max_channels,
             dial_deadline=self.originate_timeout + DIAL_DEADLINE_MARGIN,
             stamp_window=self.stamp_window,
+            inbound_numbers=frozenset(self.inbound_numbers),
             breaker=BreakerSettings(
                 failures=self.breaker_failures,
                 window=self.breaker_window,

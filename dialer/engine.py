@@ -44,7 +44,7 @@ from router.breaker import BreakerChange, PbxBreaker
 from router.caller_name import caller_name
 from router.events import DomainEvent, ManagerStateChanged
 from router.hold_queue import HoldQueue
-from router.model import Call, CallState, Disposition, Lead, LegResult
+from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult
 from router.pbx_events import (
     Billed,
     Bridged,
@@ -53,6 +53,7 @@ from router.pbx_events import (
     DialOutcome,
     ExtensionState,
     HungUp,
+    InboundCall,
     LegStage,
     MachineDetected,
     OriginateOutcome,
@@ -63,6 +64,7 @@ from router.pbx_events import (
     PbxSnapshot,
     RecordingStarted,
 )
+from router.phone import InvalidPhone, normalize_phone
 from router.routing import DialOrder, RoutingPlan, Scenario
 
 log = structlog.get_logger("dialer")
@@ -153,6 +155,13 @@ class _ConnectRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class _InboundTaken:
+    """An inbound caller's lead and call are committed and his channel is set up: route him."""
+
+    live: _Live
+
+
+@dataclass(frozen=True, slots=True)
 class _BoardChanged:
     """Managers' states changed outside the event loop (the clock ended a wrap-up, a supervisor
     paused or resumed someone): store the changes, and connect a waiting client to whoever is free."""
@@ -189,6 +198,7 @@ _Event = (
     | _OriginateRefused
     | _OriginateUnanswered
     | _ConnectRefused
+    | _InboundTaken
     | _BoardChanged
     | _LinkUp
     | _LinkDown
@@ -262,6 +272,8 @@ class Dialer:
         # Since the last listing was asked for: extensions whose state changed, calls we heard of.
         self._fresh_devices: set[str] = set()
         self._fresh_calls: set[str] = set()
+        # Inbound callers being taken (their lead and call stored): what the PBX says of them meanwhile.
+        self._inbound: dict[str, list[PbxEvent]] = {}
         self._breaker = PbxBreaker(settings.breaker)
         self._pbx_failures = 0
         self._stamps_trusted = True
@@ -644,6 +656,12 @@ class Dialer:
             case _BoardChanged():
                 self._connect_waiting(now)
                 return
+            case InboundCall():
+                self._inbound_call(event, now)
+                return
+            case _InboundTaken():
+                self._inbound_taken(event.live, now)
+                return
             case _LinkUp():
                 self._breaker_changed(self._breaker.link_up(self._clock.monotonic()))
                 return
@@ -668,6 +686,8 @@ class Dialer:
                 return
         live = self._live.get(event.channel_id)
         if live is None:
+            if event.channel_id in self._inbound and isinstance(event, CallProgress | Billed):
+                self._inbound[event.channel_id].append(event)  # applied once the caller is taken
             return
         if isinstance(event, CallProgress):
             self._fresh_calls.add(event.channel_id)
@@ -910,6 +930,77 @@ class Dialer:
     def _manager_freed(self, now: datetime) -> None:
         self._connect_waiting(now)
         self._wake.set()
+
+    # -- inbound calls ---------------------------------------------------------------------
+
+    def _inbound_call(self, event: InboundCall, now: datetime) -> None:
+        """A caller the PBX holds for us: store him as a lead's call (a new lead if his number is
+        unknown), then route him like an answered client, owner first."""
+        if event.number not in self._settings.inbound_numbers:
+            log.warning("dialer.inbound_not_ours", number=event.number, hint="list it in pbx.inbound_numbers")
+            self._spawn(self._apologize(event.channel_id))
+            return
+        try:
+            phone = normalize_phone(event.caller, self._settings.default_region)
+        except InvalidPhone as exc:
+            # A withheld or foreign-format number: no lead can be kept for him, nor called back.
+            log.warning("dialer.inbound_caller_unknown", number=event.number, caller=event.caller, reason=str(exc))
+            self._spawn(self._apologize(event.channel_id))
+            return
+        self._inbound[event.channel_id] = []
+        self._spawn(self._take_inbound(event, phone, now))
+
+    async def _take_inbound(self, event: InboundCall, phone: str, now: datetime) -> None:
+        plan = self._routing()
+        try:
+            async with self._uow() as uow:
+                lead = await uow.leads.newest_by_phone(phone)
+                events: list[DomainEvent] = []
+                if lead is None or lead.status is LeadStatus.DIALING:
+                    # Unknown (or being dialled this very moment): a lead of its own.
+                    lead = Lead(phone, "", f"inbound:{event.number}", None, {"inbound": event.number}, now)
+                    lead.called_in(now)
+                    await uow.leads.add(lead)
+                    events.append(lead.created())
+                else:
+                    lead.called_in(now)
+                    await uow.leads.update([lead])
+                assert lead.id is not None
+                scenario = plan.scenario_for(lead, now)
+                owner = None
+                if scenario.owner_first is not None:
+                    owner = lead.owner_id or await uow.leads.owner_of_phone(phone)
+                call = Call(lead.id, lead.attempts, scenario.name, event.channel_id, phone, started_at=now)
+                await uow.calls.add([call])
+                answered = call.client_answered(now)
+                await uow.calls.update([call])
+                uow.outbox.add([*events, call.dialing(), *([answered] if answered else [])], now)
+                await uow.commit()
+            live = _Live(call, lead, scenario, owner)
+            await self._pbx.take_inbound(
+                channel_id=event.channel_id,
+                lead_id=lead.id,
+                call_id=call.id or 0,
+                ring_timeout=scenario.ring_timeout,
+                caller_name=live.caller_name,
+                whisper=scenario.whisper or "",
+            )
+        except Exception as exc:  # the database or the PBX failed him: he hears the apology
+            log.error("dialer.inbound_failed", channel_id=event.channel_id, error=repr(exc))
+            self._inbound.pop(event.channel_id, None)
+            await self._apologize(event.channel_id)
+            return
+        log.info("dialer.inbound", lead_id=lead.id, number=event.number, owner=owner, known=not events)
+        self._queue.put_nowait(_InboundTaken(live))
+
+    def _inbound_taken(self, live: _Live, now: datetime) -> None:
+        channel_id = live.call.channel_id
+        self._live[channel_id] = live
+        self._start_hold_timer(live, now)
+        self._holding.join(live.call, live.scenario, live.owner_id)
+        for missed in self._inbound.pop(channel_id, []):  # e.g. he hung up meanwhile
+            self._apply(missed, now)
+        self._connect_waiting(now)
 
     # -- resync after (re)connect ---------------------------------------------------------
 

@@ -76,6 +76,12 @@ class Pbx(Protocol):
         """Manager first: ring the manager; once he answers the PBX dials the client (for
         ``client_ring_timeout`` seconds, None: its own default). Raises PbxError."""
 
+    async def take_inbound(
+        self, *, channel_id: str, lead_id: int, call_id: int, ring_timeout: float, caller_name: str, whisper: str
+    ) -> None:
+        """An inbound caller held by the PBX becomes one of our client legs: give his channel what
+        the connect context reads (our client legs get it with their Originate). Raises PbxError."""
+
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
         """Send the answered client to a manager's phone."""
 
@@ -105,6 +111,9 @@ class LeadRepository(Protocol):
 
     async def owner_of_phone(self, phone: str) -> str | None:
         """The owner of the newest lead from this phone that has one (owner first)."""
+
+    async def newest_by_phone(self, phone: str) -> Lead | None:
+        """The newest lead from this phone, if any (an inbound caller's)."""
 
 
 class CallRepository(Protocol):

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from types import TracebackType
 from typing import Any, Self
@@ -236,7 +237,7 @@ class Daemon:
             routing=lambda: self.routing.plan,
             board=self.board,
             recordings=RecordingNamer(settings.recordings.file_template, settings.recordings.url_template),
-            settings=settings.pbx.dialer_settings(),
+            settings=replace(settings.pbx.dialer_settings(), default_region=settings.phones.default_region),
         )
         self.intake = LeadIntake(
             uow=unit_of_work,

@@ -26,6 +26,9 @@ exten => _X.,1,SimClient()
 
 [sim-managers]
 exten => _X.,1,SimManager()
+
+[sim-callers]
+exten => _X.,1,SimCaller()
 """
 
 READ_LIMIT = 1 << 20
@@ -333,6 +336,31 @@ class Simulator:
         """``core restart now``: the calls are gone, the sessions dropped; the next login finds a fresh PBX."""
         await self.shut_down(restart=True)
         await self.boot()
+
+    def place_inbound(self, caller: str, number: str, context: str = "leadrouter-inbound") -> None:
+        """A caller dials a company number: the trunk's channel enters ``context`` (the shipped
+        dialplan's leadrouter-inbound) at ``number``, its caller ID ``caller``; the caller then
+        behaves as the World's client ``caller`` (talks ``talk`` seconds, then hangs up).
+
+        Like the recorded flow (shipped/inbound.txt), which stood an Originate of
+        ``Local/<number>@leadrouter-inbound`` in for the trunk: the caller's channel is its ;2 half.
+        """
+        self.switch.originate(
+            OriginateRequest(
+                channel=f"Local/{number}@{context}",
+                context="sim-callers",
+                exten=caller.removeprefix("+"),
+                priority=1,
+                timeout=DEFAULT_ORIGINATE_TIMEOUT,
+                caller_num=caller,
+                caller_name="",
+                variables=(),
+                channel_id="",
+                other_channel_id="",
+                action_id=None,
+                asynchronous=True,
+            )
+        )
 
     def set_device_state(self, device: str, state: str) -> None:
         """A cached device's state changes (a phone registers or drops, a presence key): what

@@ -192,6 +192,7 @@ class Switch:
             "userevent": self._app_userevent,
             "simclient": self._app_simclient,
             "simmanager": self._app_simmanager,
+            "simcaller": self._app_simcaller,
         }
 
     # ---- what the AMI actions use ----
@@ -504,6 +505,10 @@ class Switch:
         if partner is not None and partner.gone:
             partner = None
         if partner is not None:
+            dialled = chan.variables.get("DIALSTATUS")
+            if chan.name.endswith(";2") and dialled is not None:
+                # core_local.c: a ;2 that ran Dial tells its ;1 how (shipped/inbound.txt).
+                self._setvar(partner, "CHANLOCALSTATUS", dialled)
             self._chan_event("HangupRequest", partner, ("Cause", str(chan.cause)))
             if not partner.cause:
                 partner.cause = chan.cause
@@ -966,6 +971,13 @@ class Switch:
 
     async def _app_simclient(self, chan: Channel, data: str) -> Flow:
         return await self._play(chan, self.world.client(chan.exten))
+
+    async def _app_simcaller(self, chan: Channel, data: str) -> Flow:
+        """An inbound caller, once the PBX answered him: talks the World's ``talk`` seconds, hangs up."""
+        if not await self._block(chan, self.world.client(chan.exten).talk):
+            return Flow.NEXT
+        chan.cause = chan.cause or NORMAL_CLEARING
+        return Flow.HANGUP
 
     async def _app_simmanager(self, chan: Channel, data: str) -> Flow:
         return await self._play(chan, self.world.manager(chan.exten))

@@ -203,6 +203,12 @@ class Lead:
             last_disposition=disposition.value,
         )
 
+    def called_in(self, now: datetime) -> None:
+        """The lead's phone called the company: that call is its attempt in flight, as a dial is."""
+        self.status = LeadStatus.DIALING
+        self.attempts += 1
+        self.updated_at = now
+
     def _again_soon(self, disposition: Disposition, now: datetime) -> ev.LeadScheduled:
         """The attempt is given back and the lead is due again within seconds."""
         assert self.id is not None

@@ -83,6 +83,19 @@ class MachineDetected:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundCall:
+    """A caller dialled a company number; the shipped dialplan answered and holds him for us.
+
+    ``channel_id`` is the caller's channel (its Uniqueid, chosen by the PBX), ours from now on.
+    """
+
+    channel_id: str
+    number: str  # the company number called, digits
+    caller: str  # the caller's number as the trunk gave it (digits, maybe a +); "" when withheld
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Billed:
     """One CDR segment of the client leg; a leg redirected twice has several."""
 
@@ -138,4 +151,4 @@ class PbxSnapshot:
 
 # What happened to one of our calls, at a moment the PBX may state.
 CallProgress = OriginateResult | DialEnded | Bridged | HungUp | RecordingStarted | MachineDetected
-PbxEvent = CallProgress | Billed | ExtensionState | PbxBooted | PbxShuttingDown
+PbxEvent = CallProgress | Billed | ExtensionState | PbxBooted | PbxShuttingDown | InboundCall

@@ -121,6 +121,11 @@ class SqlLeads:
         )
         return (await self._conn.execute(query)).scalar_one_or_none()
 
+    async def newest_by_phone(self, phone: str) -> Lead | None:
+        query = select(leads).where(leads.c.phone == phone).order_by(leads.c.id.desc()).limit(1)
+        row = (await self._conn.execute(query)).mappings().first()
+        return lead_from_row(row) if row else None
+
 
 class SqlCalls:
     def __init__(self, conn: AsyncConnection) -> None:

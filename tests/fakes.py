@@ -111,6 +111,11 @@ class FakePbx:
         if self.originate_error is not None:
             raise self.originate_error
 
+    async def take_inbound(
+        self, *, channel_id: str, lead_id: int, call_id: int, ring_timeout: float, caller_name: str, whisper: str
+    ) -> None:
+        await self._send("take_inbound", channel_id, caller_name)
+
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
         await self._send("connect", channel_id, extension)
 
@@ -188,6 +193,10 @@ class _Leads:
     async def owner_of_phone(self, phone: str) -> str | None:
         owned = [lead for lead in self._db.leads.values() if lead.phone == phone and lead.owner_id is not None]
         return max(owned, key=lambda lead: lead.id or 0).owner_id if owned else None
+
+    async def newest_by_phone(self, phone: str) -> Lead | None:
+        found = [lead for lead in self._db.leads.values() if lead.phone == phone]
+        return copy.deepcopy(max(found, key=lambda lead: lead.id or 0)) if found else None
 
 
 class _Calls:
