@@ -654,7 +654,7 @@ class Dialer:
                 self._writes.billed(event.channel_id, event.billable_seconds)
                 return
             case _BoardChanged():
-                self._connect_waiting(now)
+                self._manager_freed(now)  # maybe: a waiting client is connected, a due lead dialled
                 return
             case InboundCall():
                 self._inbound_call(event, now)

@@ -1033,9 +1033,10 @@ class Switch:
         one.exten = chan.exten
         self._setvar(one, "DIALEDPEERNUMBER", resource)
         # Dial gives the new leg its ids before it shows up in the dialplan, and announces them after:
-        # the dialled number as its caller, the caller's ids as its connected line (so the phone on
-        # the ;2 half shows the caller's name, shipped/connect_caller_name.txt).
-        changed = self._assign_caller(one, (exten, ""), (chan.caller_num, chan.caller_name))
+        # as caller the dialled number with the name of the caller's connected line (client_first.txt:
+        # an Originate's CallerID; shipped/connect_caller_name.txt: none), as connected line the
+        # caller's ids, so the phone on the ;2 half shows the caller's name.
+        changed = self._assign_caller(one, (exten, chan.conn_name), (chan.caller_num, chan.caller_name))
         self._newexten(one, "AppDial", "(Outgoing Line)")
         self._announce_caller(one, *changed)
         loop = asyncio.get_running_loop()
