@@ -156,9 +156,11 @@ class _ConnectRefused:
 
 @dataclass(frozen=True, slots=True)
 class _InboundTaken:
-    """An inbound caller's lead and call are committed and his channel is set up: route him."""
+    """An inbound caller's lead and call are committed: route him, or (his channel could not be
+    set up) apologise, so that his call ends and his lead is called back."""
 
     live: _Live
+    ready: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,7 +453,7 @@ class Dialer:
             )
             for change in changes
         ]
-        log.info("dialer.manager_states", changes={change.manager_id: change.state.value for change in changes})
+        log.debug("dialer.manager_states", changes={change.manager_id: change.state.value for change in changes})
         self._writes.manager_states(events)
 
     def _event_time(self, event: _Event, now: datetime) -> datetime:
@@ -660,7 +662,7 @@ class Dialer:
                 self._inbound_call(event, now)
                 return
             case _InboundTaken():
-                self._inbound_taken(event.live, now)
+                self._inbound_taken(event.live, event.ready, now)
                 return
             case _LinkUp():
                 self._breaker_changed(self._breaker.link_up(self._clock.monotonic()))
@@ -976,28 +978,37 @@ class Dialer:
                 await uow.calls.update([call])
                 uow.outbox.add([*events, call.dialing(), *([answered] if answered else [])], now)
                 await uow.commit()
-            live = _Live(call, lead, scenario, owner)
-            await self._pbx.take_inbound(
-                channel_id=event.channel_id,
-                lead_id=lead.id,
-                call_id=call.id or 0,
-                ring_timeout=scenario.ring_timeout,
-                caller_name=live.caller_name,
-                whisper=scenario.whisper or "",
-            )
-        except Exception as exc:  # the database or the PBX failed him: he hears the apology
+        except Exception as exc:  # nothing was stored: he hears the apology
             log.error("dialer.inbound_failed", channel_id=event.channel_id, error=repr(exc))
             self._inbound.pop(event.channel_id, None)
             await self._apologize(event.channel_id)
             return
+        live = _Live(call, lead, scenario, owner)
+        assert call.id is not None
+        ready = True
+        try:
+            await self._pbx.take_inbound(
+                channel_id=event.channel_id,
+                lead_id=lead.id,
+                call_id=call.id,
+                ring_timeout=scenario.ring_timeout,
+                caller_name=live.caller_name,
+                whisper=scenario.whisper or "",
+            )
+        except PbxError as exc:
+            log.error("dialer.inbound_setup_failed", channel_id=event.channel_id, error=str(exc))
+            ready = False
         log.info("dialer.inbound", lead_id=lead.id, number=event.number, owner=owner, known=not events)
-        self._queue.put_nowait(_InboundTaken(live))
+        self._queue.put_nowait(_InboundTaken(live, ready))
 
-    def _inbound_taken(self, live: _Live, now: datetime) -> None:
+    def _inbound_taken(self, live: _Live, ready: bool, now: datetime) -> None:
         channel_id = live.call.channel_id
         self._live[channel_id] = live
-        self._start_hold_timer(live, now)
-        self._holding.join(live.call, live.scenario, live.owner_id)
+        if ready:
+            self._start_hold_timer(live, now)
+            self._holding.join(live.call, live.scenario, live.owner_id)
+        else:
+            self._give_up(live)  # ends as no_manager: his lead is called back by the retry rules
         for missed in self._inbound.pop(channel_id, []):  # e.g. he hung up meanwhile
             self._apply(missed, now)
         self._connect_waiting(now)
