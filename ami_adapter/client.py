@@ -47,7 +47,8 @@ class AmiSettings:
     port: int
     username: str
     secret: str = field(repr=False)  # kept out of every log line and traceback that shows the settings
-    events: str = "call,cdr,system"  # DialBegin, Bridge*, Hangup, DeviceStateChange...; Cdr; FullyBooted, Shutdown
+    # DialBegin, Bridge*, Hangup, DeviceStateChange...; Cdr; FullyBooted, Shutdown; the dialplan's UserEvents
+    events: str = "call,cdr,system,user"
     ping_interval: float = 10.0
     ping_timeout: float = 5.0
     reconnect_delay: int = 2

@@ -6,6 +6,7 @@ value comes from the validated config or from ids we generated.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,7 +63,16 @@ class AsteriskPbx:
         return self._translator.channel_name(channel_id) or channel_id
 
     async def originate_client(
-        self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
+        self,
+        *,
+        channel_id: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        caller_name: str = "",
+        amd: bool = False,
+        whisper: str = "",
     ) -> None:
         settings = self._settings
         action: dict[str, str | list[str]] = {
@@ -81,6 +91,10 @@ class AsteriskPbx:
                 f"LEADROUTER_MANAGER_SUFFIX={settings.manager_channel[1]}",
                 f"LEADROUTER_RING_TIMEOUT={max(int(ring_timeout), 1)}",
                 f"LEADROUTER_HOLD_MAX={max(int(settings.hold_max), 1)}",
+                # router.caller_name made it safe: no comma (Asterisk splits Variable on them), CR/LF or $.
+                f"LEADROUTER_CALLER_NAME={caller_name}",
+                f"LEADROUTER_WHISPER={whisper}",  # a sound file (the config allows letters, digits and / _ - .)
+                f"LEADROUTER_AMD={1 if amd else 0}",
             ],
         }
         if settings.caller_id:
@@ -97,6 +111,8 @@ class AsteriskPbx:
         call_id: int,
         ring_timeout: float,
         client_ring_timeout: float | None,
+        caller_name: str = "",
+        whisper: str = "",
     ) -> None:
         if not extension.isdigit():
             raise PbxError(f"extension {extension!r} is not digits")
@@ -115,8 +131,8 @@ class AsteriskPbx:
                 "Async": "true",
                 "Timeout": str(int(ring_timeout * 1000)),
                 "ChannelId": channel_id,
-                # The manager's phone shows whom he is about to talk to.
-                "CallerID": digits,
+                # The manager's phone shows whom he is about to talk to (caller_name has no quotes or <>).
+                "CallerID": f'"{caller_name}" <{digits}>' if caller_name else digits,
                 "Variable": [
                     f"LEADROUTER_LEAD={lead_id}",
                     f"LEADROUTER_CALL={call_id}",
@@ -124,8 +140,32 @@ class AsteriskPbx:
                     f"LEADROUTER_CLIENT_PREFIX={settings.client_channel_parts[0]}",
                     f"LEADROUTER_CLIENT_SUFFIX={settings.client_channel_parts[1]}",
                     f"LEADROUTER_CLIENT_RING_TIMEOUT={max(int(client_ring), 1)}",
+                    f"LEADROUTER_WHISPER={whisper}",
                 ],
             }
+        )
+
+    async def take_inbound(
+        self, *, channel_id: str, lead_id: int, call_id: int, ring_timeout: float, caller_name: str, whisper: str
+    ) -> None:
+        settings = self._settings
+        channel = self._channel(channel_id)
+        variables = {
+            "LEADROUTER_LEAD": str(lead_id),
+            "LEADROUTER_CALL": str(call_id),
+            "LEADROUTER_MANAGER_PREFIX": settings.manager_channel[0],
+            "LEADROUTER_MANAGER_SUFFIX": settings.manager_channel[1],
+            "LEADROUTER_RING_TIMEOUT": str(max(int(ring_timeout), 1)),
+            "LEADROUTER_HOLD_MAX": str(max(int(settings.hold_max), 1)),
+            "LEADROUTER_CALLER_NAME": caller_name,
+            "LEADROUTER_WHISPER": whisper,
+        }
+        # One session runs its actions in order: all are set before the Redirect that follows.
+        await asyncio.gather(
+            *(
+                self._send({"Action": "Setvar", "Channel": channel, "Variable": name, "Value": value})
+                for name, value in variables.items()
+            )
         )
 
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:

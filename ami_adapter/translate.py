@@ -20,8 +20,10 @@ from router.pbx_events import (
     DialOutcome,
     ExtensionState,
     HungUp,
+    InboundCall,
     LegStage,
     LiveLeg,
+    MachineDetected,
     OriginateOutcome,
     OriginateResult,
     PbxBooted,
@@ -73,8 +75,13 @@ WANTED_EVENTS = frozenset(
         "DeviceStateChange",
         "FullyBooted",
         "Shutdown",
+        "UserEvent",
     }
 )
+# The shipped dialplan's UserEvent(LeadrouterAMD,Status: ...,Cause: ...) after AMD() on the client leg.
+_AMD_EVENT = "LeadrouterAMD"
+# ... and UserEvent(LeadrouterInbound,Number: ...,Caller: ...) from a caller it holds in leadrouter-inbound.
+_INBOUND_EVENT = "LeadrouterInbound"
 _UP = "6"  # CoreShowChannel ChannelState of an answered channel
 
 
@@ -90,6 +97,8 @@ class EventTranslator:
         self._device_head, self._device_tail = settings.manager_device
         self._sink = sink
         self._names: dict[str, str] = {}
+        # Inbound callers' channels: named by the PBX, ours since the dialplan handed them over.
+        self._inbound: set[str] = set()
         self._handlers: dict[str, Callable[[dict[str, str]], PbxEvent | None]] = {
             "Newchannel": self._newchannel,
             "Rename": self._rename,
@@ -102,10 +111,13 @@ class EventTranslator:
             "DeviceStateChange": self._device_state,
             "FullyBooted": lambda headers: PbxBooted(_uptime(headers)),
             "Shutdown": lambda headers: PbxShuttingDown(restart=headers.get("Restart") == "True"),
+            "UserEvent": self._user_event,
         }
 
     def is_ours(self, uniqueid: str | None) -> bool:
-        return uniqueid is not None and uniqueid.startswith(self._prefix) and ";" not in uniqueid
+        if uniqueid is None:
+            return False
+        return (uniqueid.startswith(self._prefix) and ";" not in uniqueid) or uniqueid in self._inbound
 
     def channel_name(self, channel_id: str) -> str | None:
         """The channel's current name: Redirect and Hangup address channels by name."""
@@ -215,8 +227,23 @@ class EventTranslator:
             return None
         assert channel_id is not None
         self._names.pop(channel_id, None)
+        self._inbound.discard(channel_id)
         cause = headers.get("Cause", "")
         return HungUp(channel_id, int(cause) if cause.isdigit() else None, _stamped(headers))
+
+    def _user_event(self, headers: dict[str, str]) -> PbxEvent | None:
+        channel_id = headers.get("Uniqueid")
+        if headers.get("UserEvent") == _INBOUND_EVENT and channel_id:
+            self._inbound.add(channel_id)
+            if "Channel" in headers:
+                self._names[channel_id] = headers["Channel"]
+            return InboundCall(channel_id, headers.get("Number", ""), headers.get("Caller", ""), _stamped(headers))
+        if headers.get("UserEvent") != _AMD_EVENT or not self.is_ours(channel_id):
+            return None
+        assert channel_id is not None
+        status = headers.get("Status", "")
+        detail = f"{status} {headers.get('Cause', '')}".strip()
+        return MachineDetected(channel_id, status == "MACHINE", detail, _stamped(headers))
 
     def _cdr(self, headers: dict[str, str]) -> PbxEvent | None:
         channel_id = headers.get("UniqueID")

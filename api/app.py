@@ -24,7 +24,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import (
@@ -51,6 +51,7 @@ from dialer.requests import (
     LeadIn,
     OutcomeIn,
     Refused,
+    no_control_characters,
     validation_problems,
 )
 from recordings.access import RecordingLinks, redirect_url, resolve
@@ -120,6 +121,17 @@ DASHBOARD = Path(__file__).parent / "dashboard"  # vendored static files: nothin
 
 # Lead ids are SQL BIGINTs; a larger one is a 422, not an overflow deep in the driver.
 LeadId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+ManagerPath = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")]
+
+
+class ManagerStatesPort(Protocol):
+    """Managers' states as the board has them now; pause and resume (None: no such manager)."""
+
+    def states(self) -> list[dict[str, Any]]: ...
+
+    def pause(self, manager_id: str, reason: str) -> dict[str, Any] | None: ...
+
+    def resume(self, manager_id: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,7 @@ class ApiDeps:
     health: Callable[[], tuple[bool, dict[str, Any]]]  # serving (200, else 503), and the body
     metrics: Callable[[], Awaitable[tuple[bytes, str]]]  # the exposition and its content type
     intake_open: Callable[[], bool]  # False while the daemon stops
+    manager_states: ManagerStatesPort
     unavailable: tuple[type[Exception], ...]  # what the storage raises when it cannot serve now
     tokens: Mapping[TokenScope, Sequence[str]]  # several per scope, for rotation; admin may do everything
     auth_limits: AuthLimits
@@ -165,6 +178,14 @@ class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     token: str = Field(min_length=1, max_length=1000, description="a supervisor or admin API token")
+
+
+class PauseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(min_length=1, max_length=100, description="why: lunch, training, meeting...")
+
+    _plain_text = field_validator("reason")(no_control_characters)
 
 
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
@@ -477,11 +498,6 @@ def create_app(deps: ApiDeps) -> FastAPI:
             return _problem(422, "invalid_file", [("body", str(exc))])
         return JSONResponse(report.as_json())
 
-    @app.get("/managers", dependencies=admin)
-    async def list_managers() -> JSONResponse:
-        """The managers in force (routing.yaml as last loaded)."""
-        return JSONResponse({"managers": deps.managers.managers()})
-
     async def manager_change(manager_id: str, changes: dict[str, Any] | None, *, create: bool) -> JSONResponse:
         answer = await deps.managers.change_manager(manager_id, changes, create=create)
         if isinstance(answer, Refused):
@@ -523,6 +539,30 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if isinstance(answer, Refused):
             return _refused(answer)
         return JSONResponse(_jsonable(_lead_json(answer.lead)))
+
+    @app.get("/managers", dependencies=supervisor)
+    async def managers() -> JSONResponse:
+        """The managers in force (routing.yaml as last loaded), each with his state now: available,
+        ringing, on_call, wrap_up, paused (with its reason) or offline."""
+        states = {state["id"]: state for state in deps.manager_states.states()}
+        listed = [{**manager, **states.get(manager["id"], {})} for manager in deps.managers.managers()]
+        return JSONResponse({"managers": listed})
+
+    @app.post("/managers/{manager_id}/pause", dependencies=supervisor)
+    async def pause(manager_id: ManagerPath, body: PauseIn) -> JSONResponse:
+        """Take a manager out of rotation until resumed (a call he is on goes on); ``manager.state`` is published."""
+        state = deps.manager_states.pause(manager_id, body.reason)
+        if state is None:
+            return _problem(404, "not_found", [("manager_id", f"no manager {manager_id!r} in routing.yaml")])
+        return JSONResponse(state)
+
+    @app.post("/managers/{manager_id}/resume", dependencies=supervisor)
+    async def resume(manager_id: ManagerPath) -> JSONResponse:
+        """Back in rotation, whatever paused him (a supervisor, himself, or missed offers)."""
+        state = deps.manager_states.resume(manager_id)
+        if state is None:
+            return _problem(404, "not_found", [("manager_id", f"no manager {manager_id!r} in routing.yaml")])
+        return JSONResponse(state)
 
     def table(name: str, period: Period, rows: list[dict[str, object]], form: str) -> Response:
         if form == "csv":

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from config.document import Document, Loc
 from config.fields import (
+    AmiText,
     Count,
     Country,
     Digits,
@@ -35,6 +36,7 @@ from config.fields import (
 )
 from config.problems import ConfigError, Problem
 from router.call_window import DEFAULT_CLIENT_HOURS, BacklogOrder, CallWindow, ClientZone
+from router.caller_name import check_template
 from router.matching import Match, Patterns
 from router.pacing import Pacing, PacingMode
 from router.phone import NumberType
@@ -181,7 +183,27 @@ class _SlaEntry(_Entry):
     call_new_owner: Annotated[bool, Field(strict=True)] = False
 
 
-class _ScenarioV2(_CallPolicy):
+def _template(value: str) -> str:
+    problem = check_template(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+CallerNameTemplate = Annotated[Line, AfterValidator(_template)]
+
+
+class _ManagerSideV2(_CallPolicy):
+    """The manager's side of a call (issue 8): states, caller name, whisper, answering machines."""
+
+    wrap_up: Duration | None = None
+    auto_pause_after: Count | None = None
+    caller_name: CallerNameTemplate | None = None
+    whisper: AmiText | None = None
+    amd: Annotated[bool, Field(strict=True)] = False
+
+
+class _ScenarioV2(_ManagerSideV2):
     match: _MatchEntry | None = None
     pool: _PoolEntry | None = None
     strategy: Strategy = Strategy.LONGEST_IDLE
@@ -315,6 +337,9 @@ def _cross_check_v2(data: object) -> Iterator[tuple[Loc, str]]:
         if manager_first and scenario.overflow is not None:
             message = "waits for nobody under `dial_order: manager_first`: no client is on hold to overflow"
             yield (*here, "overflow"), message
+        if manager_first and scenario.amd:
+            message = "runs on a client_first answer only: under manager_first the manager is already on the line"
+            yield (*here, "amd"), message
         if not manager_first and scenario.client_ring_timeout is not None:
             message = "is read only by `dial_order: manager_first`; client_first rings for pbx.originate_timeout"
             yield (*here, "client_ring_timeout"), message
@@ -506,6 +531,11 @@ def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
                 sla=SlaPolicy(entry.sla_release.after, entry.sla_release.call_new_owner)
                 if entry.sla_release.after > 0
                 else None,
+                wrap_up=entry.wrap_up or 0.0,
+                auto_pause_after=entry.auto_pause_after,
+                caller_name=entry.caller_name,
+                whisper=entry.whisper,
+                amd=entry.amd,
             )
             for entry in routing.scenarios
         ),

@@ -151,6 +151,21 @@ ClientChannel = Annotated[str, template("phone", "PJSIP/{phone}@trunk"), AfterVa
 ManagerChannel = Annotated[str, template("extension", "PJSIP/{extension}"), AfterValidator(_channel)]
 
 
+_EXTENSION = template("extension", "PJSIP/{extension}")
+
+
+def _device(value: str) -> str:
+    # A custom device state (DEVICE_STATE(Custom:101), set by a presence key or a script) may stand
+    # for a manager's phone too. Device names are only compared with the PBX's events, never sent.
+    if value.startswith("Custom:"):
+        _EXTENSION.func(value.removeprefix("Custom:"))  # type: ignore[call-arg]
+        return value
+    return _channel(_EXTENSION.func(value))  # type: ignore[call-arg]
+
+
+ManagerDevice = Annotated[str, AfterValidator(_device)]
+
+
 class AmiSection(_Strict):
     host: Host = "127.0.0.1"
     port: Port = 5038
@@ -179,7 +194,7 @@ class AmiSection(_Strict):
 class PbxSection(_Strict):
     client_channel: ClientChannel = "PJSIP/{phone}@trunk"
     manager_channel: ManagerChannel = "PJSIP/{extension}"
-    manager_device: ManagerChannel = "PJSIP/{extension}"
+    manager_device: ManagerDevice = "PJSIP/{extension}"
     hold_context: AmiText = "leadrouter-hold"
     connect_context: AmiText = "leadrouter-connect"
     dial_client_context: AmiText = "leadrouter-dial-client"
@@ -192,6 +207,9 @@ class PbxSection(_Strict):
     ] = "lr"
     originate_timeout: Duration = 30
     hold_max: WholeSeconds = 600
+    # Company numbers whose calls the shipped dialplan's leadrouter-inbound hands to the daemon:
+    # a known caller goes to his owner first, an unknown one becomes a lead `inbound:<number>`.
+    inbound_numbers: list[Digits] = Field(default_factory=list)
     max_channels: Count = 100
     # The circuit breaker (router/breaker.py): this many PBX failures within breaker_window stop new
     # dials for breaker_pause, then one dial probes; boot_wait: how long to wait for FullyBooted.
@@ -251,6 +269,7 @@ class PbxSection(_Strict):
             max_channels=self.max_channels,
             dial_deadline=self.originate_timeout + DIAL_DEADLINE_MARGIN,
             stamp_window=self.stamp_window,
+            inbound_numbers=frozenset(self.inbound_numbers),
             breaker=BreakerSettings(
                 failures=self.breaker_failures,
                 window=self.breaker_window,

@@ -39,9 +39,10 @@ from dialer.resync import CatchUp, Missed, decide_resync
 from dialer.settings import DialerSettings
 from dialer.write_behind import WriteBehind
 from recordings.naming import RecordingNamer
-from router.board import ManagerBoard
+from router.board import ManagerBoard, ManagerState, StateChange
 from router.breaker import BreakerChange, PbxBreaker
-from router.events import DomainEvent
+from router.caller_name import caller_name
+from router.events import DomainEvent, ManagerStateChanged
 from router.hold_queue import HoldQueue
 from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LeadStatus, LegResult
 from router.pacing import Floor, PacingMeter, PacingMode, PacingReading, clients_to_dial
@@ -54,7 +55,9 @@ from router.pbx_events import (
     DialOutcome,
     ExtensionState,
     HungUp,
+    InboundCall,
     LegStage,
+    MachineDetected,
     OriginateOutcome,
     OriginateResult,
     PbxBooted,
@@ -63,6 +66,7 @@ from router.pbx_events import (
     PbxSnapshot,
     RecordingStarted,
 )
+from router.phone import InvalidPhone, normalize_phone
 from router.routing import DialOrder, OwnerFirst, RoutingPlan, Scenario
 from router.sla import new_owner
 
@@ -158,6 +162,21 @@ class _ConnectRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class _InboundTaken:
+    """An inbound caller's lead and call are committed: route him, or (his channel could not be
+    set up) apologise, so that his call ends and his lead is called back."""
+
+    live: _Live
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _BoardChanged:
+    """Managers' states changed outside the event loop (the clock ended a wrap-up, a supervisor
+    paused or resumed someone): store the changes, and connect a waiting client to whoever is free."""
+
+
+@dataclass(frozen=True, slots=True)
 class _LinkUp:
     pass
 
@@ -189,6 +208,8 @@ _Event = (
     | _OriginateRefused
     | _OriginateUnanswered
     | _ConnectRefused
+    | _InboundTaken
+    | _BoardChanged
     | _LinkUp
     | _LinkDown
     | _Listing
@@ -204,10 +225,17 @@ class _Live:
     owner_id: str | None = None  # the phone's owner, when the scenario offers him the client first
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     fate_unknown: bool = False  # the Originate went out and its answer never came
+    screening: bool = False  # answered, and the PBX's AMD() has not said whether a person did
 
     @property
     def manager_first(self) -> bool:
         return self.scenario.dial_order is DialOrder.MANAGER_FIRST
+
+    @property
+    def caller_name(self) -> str:
+        """What the manager's phone shows for this client, by the scenario's template; "" for none."""
+        template = self.scenario.caller_name
+        return "" if template is None else caller_name(template, self.lead)
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -257,6 +285,8 @@ class Dialer:
         # Since the last listing was asked for: extensions whose state changed, calls we heard of.
         self._fresh_devices: set[str] = set()
         self._fresh_calls: set[str] = set()
+        # Inbound callers being taken (their lead and call stored): what the PBX says of them meanwhile.
+        self._inbound: dict[str, list[PbxEvent]] = {}
         self._breaker = PbxBreaker(settings.breaker)
         self._pbx_failures = 0
         self._stamps_trusted = True
@@ -274,6 +304,20 @@ class Dialer:
 
     def leads_added(self) -> None:
         self._wake.set()
+
+    def pause_manager(self, manager_id: str, reason: str) -> ManagerState:
+        """Take a manager out of rotation (API, CLI); a call he is on goes on. KeyError: no such manager."""
+        state = self._board.pause(manager_id, reason)
+        self._queue.put_nowait(_BoardChanged())
+        return state
+
+    def resume_manager(self, manager_id: str) -> ManagerState:
+        """Back in rotation. KeyError: no such manager."""
+        self._board.resume(manager_id)
+        self._queue.put_nowait(_BoardChanged())
+        state = self._board.state(manager_id)
+        assert state is not None
+        return state[0]
 
     async def pbx_connected(self) -> None:
         """After every (re)login: learn what the PBX has of our calls and managers, then dial again.
@@ -432,6 +476,24 @@ class Dialer:
                 self._apply(event, when)
             except Exception:
                 log.exception("dialer.event_failed", event=repr(event))
+        self._store_states(self._board.take_changes(), now)
+
+    def _store_states(self, changes: list[StateChange], now: datetime) -> None:
+        if not changes:
+            return
+        events = [
+            ManagerStateChanged(
+                manager_id=change.manager_id,
+                state=change.state.value,
+                previous_state=change.previous.value,
+                reason=change.reason,
+                paused=change.paused,
+                at=now,
+            )
+            for change in changes
+        ]
+        log.debug("dialer.manager_states", changes={change.manager_id: change.state.value for change in changes})
+        self._writes.manager_states(events)
 
     def _event_time(self, event: _Event, now: datetime) -> datetime:
         """Call times are the PBX's when it stamps its events (manager.conf timestampevents), so
@@ -538,7 +600,9 @@ class Dialer:
         if not self._pbx.connected or not self._resynced_once:
             return None  # pbx_connected wakes us
         now = self._clock.now()
-        shift_change = self._board.tick(now)  # managers come on and go off shift by the clock
+        shift_change = self._board.tick(now)  # managers come on and go off shift, wrap-ups end, by the clock
+        if self._board.has_changes:
+            self._queue.put_nowait(_BoardChanged())
         moment = self._clock.monotonic()
         self._breaker_changed(self._breaker.tick(moment))
         allowed = self._breaker.allowed()
@@ -733,6 +797,9 @@ class Dialer:
                 lead_id=call.lead_id,
                 call_id=call.id,
                 ring_timeout=live.scenario.ring_timeout,
+                caller_name=live.caller_name,
+                amd=live.scenario.amd,
+                whisper=live.scenario.whisper or "",
             )
         except PbxNoAnswer as exc:
             self._queue.put_nowait(_OriginateUnanswered(call.channel_id, str(exc)))
@@ -752,6 +819,8 @@ class Dialer:
                 call_id=call.id,
                 ring_timeout=live.scenario.ring_timeout,
                 client_ring_timeout=live.scenario.client_ring_timeout,
+                caller_name=live.caller_name,
+                whisper=live.scenario.whisper or "",
             )
         except PbxNoAnswer as exc:
             self._queue.put_nowait(_OriginateUnanswered(channel_id, str(exc)))
@@ -788,6 +857,15 @@ class Dialer:
             case Billed():
                 self._writes.billed(event.channel_id, event.billable_seconds)
                 return
+            case _BoardChanged():
+                self._manager_freed(now)  # maybe: a waiting client is connected, a due lead dialled
+                return
+            case InboundCall():
+                self._inbound_call(event, now)
+                return
+            case _InboundTaken():
+                self._inbound_taken(event.live, event.ready, now)
+                return
             case _LinkUp():
                 self._breaker_changed(self._breaker.link_up(self._clock.monotonic()))
                 return
@@ -812,6 +890,8 @@ class Dialer:
                 return
         live = self._live.get(event.channel_id)
         if live is None:
+            if event.channel_id in self._inbound and isinstance(event, CallProgress | Billed):
+                self._inbound[event.channel_id].append(event)  # applied once the caller is taken
             return
         if isinstance(event, CallProgress):
             self._fresh_calls.add(event.channel_id)
@@ -823,6 +903,8 @@ class Dialer:
                 self._breaker_changed(self._breaker.succeeded(self._clock.monotonic()))
                 if live.manager_first:
                     if live.call.manager_picked_up(now):  # the dialplan dials the client now
+                        assert live.call.manager_id is not None and live.call.id is not None
+                        self._board.answered(live.call.manager_id, live.call.id)
                         self._emit(live)
                 else:
                     self._answered(live, now)
@@ -847,6 +929,8 @@ class Dialer:
                 if live.manager_first:
                     self._emit(live, live.call.client_picked_up(now))
                 self._bridged(live, now)
+            case MachineDetected():
+                self._screened(live, event, now)
             case RecordingStarted():
                 live.call.recording_file = self._recordings.file(live.call.channel_id)
                 live.call.recording_url = self._recordings.url(live.call.recording_file)
@@ -909,6 +993,22 @@ class Dialer:
             return
         self._emit(live, answered)
         self._start_hold_timer(live, now)
+        if live.scenario.amd:
+            # AMD() listens first: nobody is rung for a voicemail. Its verdict (MachineDetected)
+            # puts a person in line; a machine is hung up by the dialplan.
+            live.screening = True
+            return
+        self._holding.join(live.call, live.scenario, live.owner_id)
+        self._connect_waiting(now)
+
+    def _screened(self, live: _Live, event: MachineDetected, now: datetime) -> None:
+        if not live.screening or live.call.state is not CallState.HOLDING:
+            return
+        live.screening = False
+        log.info("dialer.amd", channel_id=live.call.channel_id, lead_id=live.lead.id, verdict=event.status)
+        if event.machine:
+            live.call.machine = True  # its hangup, which the dialplan sends now, ends the call as `machine`
+            return
         self._holding.join(live.call, live.scenario, live.owner_id)
         self._connect_waiting(now)
 
@@ -934,6 +1034,8 @@ class Dialer:
             return
         self._emit(live)
         assert call.id is not None and call.answered_at is not None
+        if result is LegResult.NO_ANSWER:
+            self._board.missed_offer(manager_id, live.scenario.auto_pause_after)
         freed = self._board.release(manager_id, call.id)
         if (now - call.answered_at).total_seconds() >= live.scenario.hold_limit:
             self._give_up(live)
@@ -975,6 +1077,8 @@ class Dialer:
         manager_id = call.manager_missed(result, now)
         if manager_id is None:
             return
+        if result is LegResult.NO_ANSWER:
+            self._board.missed_offer(manager_id, live.scenario.auto_pause_after)
         freed = self._board.release(manager_id, call.id)
         limit = live.scenario.managers_to_try
         if limit is None or len(call.legs) < limit:
@@ -1000,6 +1104,7 @@ class Dialer:
             return
         live.cancel_timers()
         assert call.manager_id is not None and call.id is not None
+        self._board.answered(call.manager_id, call.id)
         owner = call.manager_id
         first = live.scenario.owner_first
         if first is not None and not first.owner_changes and live.owner_id is not None:
@@ -1028,7 +1133,7 @@ class Dialer:
             gave_up = call.disposition in (Disposition.NO_MANAGER, Disposition.ABANDONED)
             answered = call.answered_at is not None
             self._pacing.ended(self._clock.monotonic(), answered=answered, abandoned=gave_up, talk=call.talk_seconds)
-        self._board.call_ended(call, now)
+        self._board.call_ended(call, now, live.scenario.wrap_up)
         freed = False
         for leg in call.legs:
             freed = self._board.release(leg.manager_id, call.id) or freed
@@ -1039,6 +1144,86 @@ class Dialer:
     def _manager_freed(self, now: datetime) -> None:
         self._connect_waiting(now)
         self._wake.set()
+
+    # -- inbound calls ---------------------------------------------------------------------
+
+    def _inbound_call(self, event: InboundCall, now: datetime) -> None:
+        """A caller the PBX holds for us: store him as a lead's call (a new lead if his number is
+        unknown), then route him like an answered client, owner first."""
+        if event.number not in self._settings.inbound_numbers:
+            log.warning("dialer.inbound_not_ours", number=event.number, hint="list it in pbx.inbound_numbers")
+            self._spawn(self._apologize(event.channel_id))
+            return
+        try:
+            phone = normalize_phone(event.caller, self._settings.default_region)
+        except InvalidPhone as exc:
+            # A withheld or foreign-format number: no lead can be kept for him, nor called back.
+            log.warning("dialer.inbound_caller_unknown", number=event.number, caller=event.caller, reason=str(exc))
+            self._spawn(self._apologize(event.channel_id))
+            return
+        self._inbound[event.channel_id] = []
+        self._spawn(self._take_inbound(event, phone, now))
+
+    async def _take_inbound(self, event: InboundCall, phone: str, now: datetime) -> None:
+        plan = self._routing()
+        try:
+            async with self._uow() as uow:
+                lead = await uow.leads.newest_by_phone(phone)
+                events: list[DomainEvent] = []
+                if lead is None or lead.status is LeadStatus.DIALING:
+                    # Unknown (or being dialled this very moment): a lead of its own.
+                    lead = Lead(phone, "", f"inbound:{event.number}", None, {"inbound": event.number}, now)
+                    lead.called_in(now)
+                    await uow.leads.add([lead])
+                    events.append(lead.created())
+                else:
+                    lead.called_in(now)
+                    await uow.leads.update([lead])
+                assert lead.id is not None
+                scenario = plan.scenario_for(lead, now)
+                owner = None
+                if scenario.owner_first is not None:
+                    owner = lead.owner_id or await uow.leads.owner_of_phone(phone)
+                call = Call(lead.id, lead.attempts, scenario.name, event.channel_id, phone, started_at=now)
+                await uow.calls.add([call])
+                answered = call.client_answered(now)
+                await uow.calls.update([call])
+                uow.outbox.add([*events, call.dialing(), *([answered] if answered else [])], now)
+                await uow.commit()
+        except Exception as exc:  # nothing was stored: he hears the apology
+            log.error("dialer.inbound_failed", channel_id=event.channel_id, error=repr(exc))
+            self._inbound.pop(event.channel_id, None)
+            await self._apologize(event.channel_id)
+            return
+        live = _Live(call, lead, scenario, owner)
+        assert call.id is not None
+        ready = True
+        try:
+            await self._pbx.take_inbound(
+                channel_id=event.channel_id,
+                lead_id=lead.id,
+                call_id=call.id,
+                ring_timeout=scenario.ring_timeout,
+                caller_name=live.caller_name,
+                whisper=scenario.whisper or "",
+            )
+        except PbxError as exc:
+            log.error("dialer.inbound_setup_failed", channel_id=event.channel_id, error=str(exc))
+            ready = False
+        log.info("dialer.inbound", lead_id=lead.id, number=event.number, owner=owner, known=not events)
+        self._queue.put_nowait(_InboundTaken(live, ready))
+
+    def _inbound_taken(self, live: _Live, ready: bool, now: datetime) -> None:
+        channel_id = live.call.channel_id
+        self._live[channel_id] = live
+        if ready:
+            self._start_hold_timer(live, now)
+            self._holding.join(live.call, live.scenario, live.owner_id)
+        else:
+            self._give_up(live)  # ends as no_manager: his lead is called back by the retry rules
+        for missed in self._inbound.pop(channel_id, []):  # e.g. he hung up meanwhile
+            self._apply(missed, now)
+        self._connect_waiting(now)
 
     # -- resync after (re)connect ---------------------------------------------------------
 

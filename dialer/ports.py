@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Protocol, Self
 
-from router.events import DomainEvent
+from router.events import DomainEvent, ManagerStateChanged
 from router.model import Call, HistoryEntry, Lead, OutcomeReport
 from router.pbx_events import CallEndRecord, PbxSnapshot
 
@@ -44,9 +44,21 @@ class Pbx(Protocol):
     def connected(self) -> bool: ...
 
     async def originate_client(
-        self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
+        self,
+        *,
+        channel_id: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        caller_name: str = "",
+        amd: bool = False,
+        whisper: str = "",
     ) -> None:
-        """Dial the client; the answer arrives later as an OriginateResult. Raises PbxError."""
+        """Dial the client; the answer arrives later as an OriginateResult. ``caller_name`` is what
+        the manager's phone will show (router.caller_name), ``whisper`` a sound file played to him
+        alone before the bridge; with ``amd`` the PBX runs AMD() on the answer and reports its
+        verdict (MachineDetected) before the client may be sent to a manager. Raises PbxError."""
 
     async def originate_manager(
         self,
@@ -58,9 +70,17 @@ class Pbx(Protocol):
         call_id: int,
         ring_timeout: float,
         client_ring_timeout: float | None,
+        caller_name: str = "",
+        whisper: str = "",
     ) -> None:
         """Manager first: ring the manager; once he answers the PBX dials the client (for
         ``client_ring_timeout`` seconds, None: its own default). Raises PbxError."""
+
+    async def take_inbound(
+        self, *, channel_id: str, lead_id: int, call_id: int, ring_timeout: float, caller_name: str, whisper: str
+    ) -> None:
+        """An inbound caller held by the PBX becomes one of our client legs: give his channel what
+        the connect context reads (our client legs get it with their Originate). Raises PbxError."""
 
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
         """Send the answered client to a manager's phone."""
@@ -97,6 +117,9 @@ class LeadRepository(Protocol):
 
     async def owner_of_phone(self, phone: str) -> str | None:
         """The owner of the newest lead from this phone that has one (owner first)."""
+
+    async def newest_by_phone(self, phone: str) -> Lead | None:
+        """The newest lead from this phone, if any (an inbound caller's)."""
 
     async def of_phones(self, phones: Collection[str], since: datetime) -> list[Lead]:
         """The leads from these phones created since ``since`` (one query)."""
@@ -136,6 +159,11 @@ class OutcomeRepository(Protocol):
         """Keep the report and make its outcome the lead's."""
 
 
+class ManagerStateRepository(Protocol):
+    async def add(self, changes: Sequence[ManagerStateChanged]) -> None:
+        """Keep each change of a manager's state (for stats, and a pause across a restart)."""
+
+
 class Outbox(Protocol):
     def add(self, events: Sequence[DomainEvent], at: datetime) -> None:
         """Record events to publish; written with the unit of work's commit."""
@@ -153,6 +181,9 @@ class UnitOfWork(Protocol):
 
     @property
     def history(self) -> HistoryRepository: ...
+
+    @property
+    def managers(self) -> ManagerStateRepository: ...
 
     @property
     def outbox(self) -> Outbox: ...

@@ -26,7 +26,7 @@ RETRY_AFTER_STORAGE = 30
 RETRY_AFTER_STOPPING = 5
 
 
-def _no_control_characters(value: str | None) -> str | None:
+def no_control_characters(value: str | None) -> str | None:
     if value is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ValueError("must not contain control characters (CR, LF, TAB...)")
     return value
@@ -41,7 +41,7 @@ class LeadIn(BaseModel):
     external_id: str | None = Field(None, min_length=1, max_length=200, description="your id; repeats are idempotent")
     payload: dict[str, Any] = Field(default_factory=dict, description="free-form, stored and published as is")
 
-    _plain_text = field_validator("name", "source", "external_id")(_no_control_characters)
+    _plain_text = field_validator("name", "source", "external_id")(no_control_characters)
 
     def as_input(self) -> LeadInput:
         return LeadInput(
@@ -56,7 +56,7 @@ class OutcomeIn(BaseModel):
     reason: str = Field("", max_length=500, description="why, in the CRM's words")
     author: str = Field(min_length=1, max_length=200, description="who in the CRM reported it")
 
-    _plain_text = field_validator("reason", "author")(_no_control_characters)
+    _plain_text = field_validator("reason", "author")(no_control_characters)
 
 
 Problem = tuple[str, str]  # (field, reason)

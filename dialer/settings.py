@@ -16,3 +16,7 @@ class DialerSettings:
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     # Seconds a PBX event stamp may lie behind our clock and still be taken as the event's time.
     stamp_window: float = 5.0
+    # Inbound calls (the shipped dialplan's leadrouter-inbound): the company numbers we take, and
+    # the region a caller's number is read in when the trunk gives it without a country code.
+    inbound_numbers: frozenset[str] = frozenset()
+    default_region: str = "RU"

@@ -14,7 +14,7 @@ import asyncio
 import structlog
 
 from dialer.ports import Clock, UnitOfWorkFactory
-from router.events import DomainEvent
+from router.events import DomainEvent, ManagerStateChanged
 from router.model import Call, Lead
 
 log = structlog.get_logger("dialer")
@@ -30,10 +30,11 @@ class WriteBehind:
         self._leads: dict[int, Lead] = {}
         self._events: list[DomainEvent] = []
         self._billing: list[tuple[str, int]] = []
+        self._states: list[ManagerStateChanged] = []
 
     @property
     def pending(self) -> bool:
-        return bool(self._calls or self._leads or self._events or self._billing)
+        return bool(self._calls or self._leads or self._events or self._billing or self._states)
 
     def changed(self, call: Call, lead: Lead, *events: DomainEvent | None) -> None:
         """Store this call and its lead with the next flush, and publish these events."""
@@ -45,16 +46,22 @@ class WriteBehind:
     def billed(self, channel_id: str, billable_seconds: int) -> None:
         self._billing.append((channel_id, billable_seconds))
 
+    def manager_states(self, changes: list[ManagerStateChanged]) -> None:
+        """Keep these changes of managers' states with the next flush, and publish them."""
+        self._states.extend(changes)
+        self._events.extend(changes)
+
     async def flush(self, *, retry: bool = True) -> None:
         """Commit everything pending; on a database error keep it and, with ``retry``, try again."""
         while self.pending:
             calls, leads = list(self._calls.values()), list(self._leads.values())
-            events, billing = self._events, self._billing
+            events, billing, states = self._events, self._billing, self._states
             try:
                 async with self._uow() as uow:
                     await uow.calls.update(calls)
                     await uow.leads.update(leads)
                     await uow.calls.add_billing(billing)
+                    await uow.managers.add(states)
                     uow.outbox.add(events, self._clock.now())
                     await uow.commit()
             except Exception:
@@ -68,3 +75,4 @@ class WriteBehind:
             self._leads.clear()
             self._events = []
             self._billing = []
+            self._states = []

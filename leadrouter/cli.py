@@ -407,6 +407,24 @@ def _day(text: str) -> date:
     return day
 
 
+def _pause_or_resume(args: argparse.Namespace) -> int:
+    """Pause or resume a manager in the RUNNING daemon, through its API with a supervisor token."""
+    from api.auth import TokenScope
+    from leadrouter.api_client import ApiFailed, ApiTarget
+
+    action = "pause" if args.command == "pause" else "resume"
+    try:
+        scopes = (TokenScope.SUPERVISOR, TokenScope.ADMIN)
+        target = ApiTarget.from_settings(load_settings(Path(args.config)), None, None, scopes)
+        body = {"reason": args.reason} if action == "pause" else {}
+        answer = target.call("POST", f"/managers/{quote(args.manager, safe='')}/{action}", json_body=body)
+    except ApiFailed as exc:
+        print(f"leadrouter {action}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{answer['id']}\t{answer['state']}" + (f"\t{answer['reason']}" if answer.get("reason") else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leadrouter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -461,6 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     what_if.add_argument("--routing", type=Path, required=True, help="the routing file to try")
     what_if.add_argument("--since", type=_period, default=timedelta(days=7), help="how far back, e.g. 7d, 12h")
 
+    pause = commands.add_parser("pause", help="take a manager out of rotation in the running daemon")
+    pause.add_argument("manager", help="the manager's id in routing.yaml")
+    pause.add_argument("--reason", required=True, help="lunch, training, meeting...")
+    pause.add_argument("--config", default=DEFAULT_CONFIG)
+    resume = commands.add_parser("resume", help="put a paused manager back in rotation")
+    resume.add_argument("manager", help="the manager's id in routing.yaml")
+    resume.add_argument("--config", default=DEFAULT_CONFIG)
     db = commands.add_parser("db-upgrade", help="bring the database schema up to date")
     db.add_argument("--config", default=DEFAULT_CONFIG)
 
@@ -571,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_what_if(args.config, args.routing, args.since))
         if args.command == "webhooks":
             return asyncio.run(_webhooks(args.config, args))
+        if args.command in ("pause", "resume"):
+            return _pause_or_resume(args)
         if args.command == "db-upgrade":
             return asyncio.run(_upgrade(args.config))
         if args.command == "managers":

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from types import TracebackType
 from typing import Any, Self
@@ -298,7 +299,7 @@ class Daemon:
             routing=lambda: self.routing.plan,
             board=self.board,
             recordings=RecordingNamer(settings.recordings.file_template, settings.recordings.url_template),
-            settings=settings.pbx.dialer_settings(),
+            settings=replace(settings.pbx.dialer_settings(), default_region=settings.phones.default_region),
         )
         self.intake = LeadIntake(
             uow=unit_of_work,
@@ -383,6 +384,7 @@ class Daemon:
             health=self.health,
             metrics=self.metrics.exposition,
             intake_open=lambda: not self.stopping,
+            manager_states=ManagerStates(self.board, self.dialer),
             unavailable=(StorageUnavailable,),
             tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
@@ -626,6 +628,40 @@ async def webhook_admin(settings: Settings) -> AsyncIterator[WebhookAdmin]:
     configured = settings.webhooks.webhook_settings()
     async with Database(settings.database.url) as database:
         yield WebhookAdmin(SqlWebhooks(database), lambda: configured, SystemClock(), wake=lambda: None)
+
+
+class ManagerStates:
+    """The API's view of managers' states: read from the board, changed through the dialer (which
+    stores and publishes every change)."""
+
+    def __init__(self, board: ManagerBoard, dialer: Dialer) -> None:
+        self._board = board
+        self._dialer = dialer
+
+    def states(self) -> list[dict[str, Any]]:
+        return [
+            {"id": slot["id"], "extension": slot["extension"], "state": slot["state"], "reason": slot["reason"]}
+            for slot in self._board.snapshot()
+        ]
+
+    def _one(self, manager_id: str) -> dict[str, Any]:
+        state = self._board.state(manager_id)
+        assert state is not None
+        return {"id": manager_id, "state": state[0].value, "reason": state[1]}
+
+    def pause(self, manager_id: str, reason: str) -> dict[str, Any] | None:
+        try:
+            self._dialer.pause_manager(manager_id, reason)
+        except KeyError:
+            return None
+        return self._one(manager_id)
+
+    def resume(self, manager_id: str) -> dict[str, Any] | None:
+        try:
+            self._dialer.resume_manager(manager_id)
+        except KeyError:
+            return None
+        return self._one(manager_id)
 
 
 @contextlib.asynccontextmanager

@@ -56,12 +56,19 @@ class LiveBoard:
         managers = []
         for slot in self._board.snapshot():
             manager_id = str(slot["id"])
-            state = "on_call" if slot["call_id"] else str(slot["device"])
+            # The manager's state (router.board.ManagerState), with a pause's reason beside it.
+            state = str(slot["state"])
             seen = self._since.get(manager_id)
             if seen is None or seen[0] != state:
                 seen = self._since[manager_id] = (state, now)
             managers.append(
-                {"id": manager_id, "name": names.get(manager_id, ""), "state": state, "since": seen[1].isoformat()}
+                {
+                    "id": manager_id,
+                    "name": names.get(manager_id, ""),
+                    "state": state,
+                    "reason": slot["reason"],
+                    "since": seen[1].isoformat(),
+                }
             )
         if self._clock.monotonic() - self._counted_at >= COUNTERS_EVERY:
             self._counted_at = self._clock.monotonic()

@@ -290,12 +290,28 @@ class TimedAsteriskPbx(AsteriskPbx):
         self._timings = timings
 
     async def originate_client(
-        self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
+        self,
+        *,
+        channel_id: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        caller_name: str = "",
+        amd: bool = False,
+        whisper: str = "",
     ) -> None:
         self._timings.originating(lead_id)
         started = time.perf_counter()
         await super().originate_client(
-            channel_id=channel_id, phone=phone, lead_id=lead_id, call_id=call_id, ring_timeout=ring_timeout
+            channel_id=channel_id,
+            phone=phone,
+            lead_id=lead_id,
+            call_id=call_id,
+            ring_timeout=ring_timeout,
+            caller_name=caller_name,
+            amd=amd,
+            whisper=whisper,
         )
         # Refusals are the dialer's PBX failures to count; this is how long a queued one took.
         self._timings.originate_queued(time.perf_counter() - started)
@@ -310,6 +326,8 @@ class TimedAsteriskPbx(AsteriskPbx):
         call_id: int,
         ring_timeout: float,
         client_ring_timeout: float | None,
+        caller_name: str = "",
+        whisper: str = "",
     ) -> None:
         # Manager first: a lead's first Originate rings a manager; it is timed the same way.
         self._timings.originating(lead_id)
@@ -322,5 +340,7 @@ class TimedAsteriskPbx(AsteriskPbx):
             call_id=call_id,
             ring_timeout=ring_timeout,
             client_ring_timeout=client_ring_timeout,
+            caller_name=caller_name,
+            whisper=whisper,
         )
         self._timings.originate_queued(time.perf_counter() - started)

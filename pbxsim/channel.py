@@ -113,6 +113,7 @@ class Channel:
         "pending_goto",
         "playing",
         "priority",
+        "silent",
         "soft_requested",
         "state",
         "uniqueid",
@@ -167,6 +168,7 @@ class Channel:
         self.mixmonitor = False
         self.in_use = False  # a Local ;1 while its ;2 runs the dialplan: the device reads INUSE
         self.playing = False  # music on hold or a prompt is playing to this channel's Local partner
+        self.silent = False  # it sends its partner silent frames (Playtones(0), a simulated phone talking)
         self.media_waiter: asyncio.Future[None] | None = None  # Answer() waiting for the first voice frame
 
     def snapshot(self) -> list[tuple[str, str]]:

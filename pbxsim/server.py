@@ -15,7 +15,7 @@ from .channel import Channel
 from .clock import ScaledClock
 from .dialplan import Dialplan, split_args
 from .switch import DEFAULT_ORIGINATE_TIMEOUT, ChannelInfo, ChannelRecord, OriginateRequest, Switch
-from .wire import ALL, BANNER, CLASSES, DEFAULT_USERS, SYSTEM, AmiUser, Headers, encode, parse_classes
+from .wire import ALL, BANNER, CALL, CLASSES, DEFAULT_USERS, SYSTEM, AmiUser, Headers, encode, parse_classes
 from .world import World
 
 # Stand-ins for the trunk and the managers' phones, driven by the World, for dialplans that
@@ -26,6 +26,9 @@ exten => _X.,1,SimClient()
 
 [sim-managers]
 exten => _X.,1,SimManager()
+
+[sim-callers]
+exten => _X.,1,SimCaller()
 """
 
 READ_LIMIT = 1 << 20
@@ -239,6 +242,9 @@ class Simulator:
         self._listeners: dict[str, list[Session]] = {}
         self._server: asyncio.Server | None = None
         self._started: float | None = None  # when the simulated Asterisk (re)booted: Uptime counts from it
+        # Cached device states (Custom: devices; a real PBX caches PJSIP endpoints' too): listed by
+        # DeviceStateList, as tests/fixtures/ami/resilience/resync_listing.txt shows.
+        self.device_states: dict[str, str] = {}
         self._actions: dict[str, tuple[Handler, frozenset[str]]] = {
             "login": (self._login, frozenset()),
             "logoff": (self._logoff, frozenset()),
@@ -345,6 +351,40 @@ class Simulator:
         """``core restart now``: the calls are gone, the sessions dropped; the next login finds a fresh PBX."""
         await self.shut_down(restart=True)
         await self.boot()
+
+    def place_inbound(self, caller: str, number: str, context: str = "leadrouter-inbound") -> None:
+        """A caller dials a company number: the trunk's channel enters ``context`` (the shipped
+        dialplan's leadrouter-inbound) at ``number``, its caller ID ``caller``; the caller then
+        behaves as the World's client ``caller`` (talks ``talk`` seconds, then hangs up).
+
+        Like the recorded flow (shipped/inbound.txt), which stood an Originate of
+        ``Local/<number>@leadrouter-inbound`` in for the trunk: the caller's channel is its ;2 half.
+        """
+        self.switch.originate(
+            OriginateRequest(
+                channel=f"Local/{number}@{context}",
+                context="sim-callers",
+                exten=caller.removeprefix("+"),
+                priority=1,
+                timeout=DEFAULT_ORIGINATE_TIMEOUT,
+                caller_num=caller,
+                caller_name="",
+                variables=(),
+                channel_id="",
+                other_channel_id="",
+                action_id=None,
+                asynchronous=True,
+            )
+        )
+
+    def set_device_state(self, device: str, state: str) -> None:
+        """A cached device's state changes (a phone registers or drops, a presence key): what
+        ``Setvar DEVICE_STATE(Custom:101)=UNAVAILABLE`` does on Asterisk (resync_listing.txt):
+        a ``DeviceStateChange``, and the device listed by ``DeviceStateList`` from then on."""
+        if not device.startswith("Custom:"):
+            raise ValueError(f"{device}: only Custom: devices have a cached state here")
+        self.device_states[device] = state
+        self.publish(CALL, "DeviceStateChange", [("Device", device), ("State", state)])
 
     # ---- the event bus the PBX publishes on ----
 
@@ -624,12 +664,15 @@ class Simulator:
         return True
 
     async def _device_state_list(self, session: Session, message: Headers) -> bool:
-        # Asterisk lists the device states it caches, and Local devices (the only ones here) are
-        # never cached: the list is empty, however busy the simulated phones.
+        # Asterisk lists the device states it caches, and Local devices are never cached: only
+        # the Custom: devices set here are listed, however busy the simulated phones.
         self._reply(
             session, message, "Success", ("EventList", "start"), ("Message", "Device State Changes will follow")
         )
-        self._list_item(session, message, "DeviceStateListComplete", ("EventList", "Complete"), ("ListItems", "0"))
+        for device, state in self.device_states.items():
+            self._list_item(session, message, "DeviceStateChange", ("Device", device), ("State", state))
+        count = str(len(self.device_states))
+        self._list_item(session, message, "DeviceStateListComplete", ("EventList", "Complete"), ("ListItems", count))
         return True
 
     async def _extension_state_list(self, session: Session, message: Headers) -> bool:
@@ -695,8 +738,13 @@ class Simulator:
         target = self._variable_target(session, message)
         if target is not None:
             variable, chan = target
-            self.switch.set_variable(chan, variable, _header(message, "Value") or "")
+            value = _header(message, "Value") or ""
+            device = variable.removeprefix("DEVICE_STATE(").removesuffix(")")
             self._reply(session, message, "Success", ("Message", "Variable Set"))
+            if chan is None and variable.startswith("DEVICE_STATE(Custom:") and variable.endswith(")"):
+                self.set_device_state(device, value)
+            else:
+                self.switch.set_variable(chan, variable, value)
         return True
 
     async def _getvar(self, session: Session, message: Headers) -> bool:

@@ -44,7 +44,7 @@ from .channel import (
 )
 from .clock import ScaledClock
 from .dialplan import Dialplan, split_args, substitute, truthy
-from .wire import CALL, CDR, DIALPLAN, EventBus
+from .wire import CALL, CDR, DIALPLAN, USER, EventBus
 from .world import Behaviour, World
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,16 @@ MEDIA_FRAME = 0.02
 # How long a refusing simulated phone plays busy/congestion before hanging up (Busy(5) in the transcripts).
 REFUSE_LINGER = 5.0
 # Playback of the apology prompt: the recording Asterisk's leadrouter/all-busy lasts 1.5 s
-# (shipped/apology.txt); the simulator has no sound files to measure.
+# (shipped/apology.txt); the simulator has no sound files to measure. The others the recording
+# Asterisk had (start-asterisk makes them with sox): beep, 0.3 s (shipped/amd_human.txt).
 PLAYBACK_SECONDS = 1.5
+SOUND_SECONDS = {"beep": 0.3, "leadrouter/all-busy": 1.5}
+# AMD() with amd.conf's defaults (the recording Asterisk's): milliseconds.
+AMD_GREETING = 1500  # voice longer than this: a machine's greeting (LONGGREETING)
+AMD_AFTER_GREETING_SILENCE = 800  # this much silence after a short greeting: a person (HUMAN)
+AMD_INITIAL_SILENCE = 2500  # silence before any voice: a machine (INITIALSILENCE)
+AMD_TOTAL = 5000  # no verdict by then: NOTSURE (TOOLONG); with no frames at all after 5.0 s, "TOOLONG-4900"
+AMD_NO_FRAME_WAIT = 100  # AMD waits twice maxWaitTimeForFrame (50 ms) for a frame, then counts the wait
 MONITOR_DIR = "/var/spool/asterisk/monitor/"
 DEFAULT_ORIGINATE_TIMEOUT = 30.0
 # Dialplan steps run back to back without awaiting; yield now and then so a Goto loop cannot freeze the loop.
@@ -126,6 +134,8 @@ class ChannelInfo:
     priority: int
     application: str
     bridge_id: str
+    caller_num: str = ""
+    caller_name: str = ""  # what the phone on this channel shows
 
 
 @dataclass
@@ -195,9 +205,13 @@ class Switch:
             "dial": self._app_dial,
             "musiconhold": self._app_musiconhold,
             "playback": self._app_playback,
+            "playtones": self._app_playtones,
+            "amd": self._app_amd,
+            "userevent": self._app_userevent,
             "simclient": self._app_simclient,
             "simmanager": self._app_simmanager,
             "dbdeltree": self._app_dbdeltree,
+            "simcaller": self._app_simcaller,
         }
 
     # ---- what the AMI actions use ----
@@ -220,6 +234,8 @@ class Switch:
                 priority=chan.priority,
                 application=chan.app,
                 bridge_id=chan.bridge.uniqueid if chan.bridge else "",
+                caller_num=chan.caller_num,
+                caller_name=chan.caller_name,
             )
             for chan in self.channels.values()
         ]
@@ -508,6 +524,10 @@ class Switch:
         if partner is not None and partner.gone:
             partner = None
         if partner is not None:
+            dialled = chan.variables.get("DIALSTATUS")
+            if chan.name.endswith(";2") and dialled is not None:
+                # core_local.c: a ;2 that ran Dial tells its ;1 how (shipped/inbound.txt).
+                self._setvar(partner, "CHANLOCALSTATUS", dialled)
             self._chan_event("HangupRequest", partner, ("Cause", str(chan.cause)))
             if not partner.cause:
                 partner.cause = chan.cause
@@ -839,13 +859,27 @@ class Switch:
             self._answer(chan)
             heard: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             chan.media_waiter = heard
-            if chan.partner is not None and chan.partner.playing:
+            if self._fed(chan):
                 self._media_arrives(chan)
             try:
                 await self._block(chan, ANSWER_MEDIA_WAIT, heard)
             finally:
                 chan.media_waiter = None
         return Flow.NEXT
+
+    @staticmethod
+    def _fed(chan: Channel) -> bool:
+        """Whether frames reach ``chan`` as it answers: its Local partner plays or sends silence, or
+        the partner is a leg being dialled by a caller whose partner does, which app_dial passes on
+        (a client saying nothing in PlayTones(0) feeds the manager's Answer(), shipped/amd_human.txt)."""
+        partner = chan.partner
+        if partner is None:
+            return False
+        if partner.playing or partner.silent:
+            return True
+        caller = partner.dialing.dialer if partner.dialing is not None else None
+        source = caller.partner if caller is not None else None
+        return source is not None and not source.gone and (source.playing or source.silent)
 
     def _sending_media(self, chan: Channel, on: bool) -> None:
         """Music on hold or a prompt plays on `chan`: its Local partner hears it."""
@@ -911,6 +945,9 @@ class Switch:
                 self._publish(DIALPLAN, "HangupHandlerPush", [*chan.snapshot(), ("Handler", value)])
         elif name.startswith("DB(") and name.endswith(")"):
             self.astdb["/" + name[len("DB(") : -1]] = value
+        elif name.upper() in ("CALLERID(NAME)", "CALLERID(NUM)"):
+            caller = (chan.caller_num, value) if name.upper() == "CALLERID(NAME)" else (value, chan.caller_name)
+            self._announce_caller(chan, *self._assign_caller(chan, caller, (chan.conn_num, chan.conn_name)))
         elif "(" in name:
             log.warning("%s: Set(%s): the simulator has no such function", chan.name, name)
         else:
@@ -962,18 +999,79 @@ class Switch:
         return Flow.NEXT
 
     async def _app_playback(self, chan: Channel, data: str) -> Flow:
-        options = split_args(data)[1:]
+        args = split_args(data)
+        options = args[1:]
         if chan.state != UP and "noanswer" not in options:
             self._answer(chan)
+        chan.silent = False  # a prompt stops the tones a Playtones left playing
         self._sending_media(chan, True)
-        finished = await self._block(chan, PLAYBACK_SECONDS)
+        finished = await self._block(chan, SOUND_SECONDS.get(args[0].strip(), PLAYBACK_SECONDS))
         self._sending_media(chan, False)
         if finished:
             self._setvar(chan, "PLAYBACKSTATUS", "SUCCESS")
         return Flow.NEXT
 
+    async def _app_playtones(self, chan: Channel, data: str) -> Flow:
+        # Tones go on while the dialplan moves on; "0" is silence: frames AMD counts as silence.
+        if data.strip() == "0":
+            chan.silent = True
+        else:
+            self._sending_media(chan, True)
+        return Flow.NEXT
+
+    async def _app_amd(self, chan: Channel, data: str) -> Flow:
+        """AMD() with amd.conf's defaults, on what the Local partner sends, frame by frame (20 ms):
+        voice (a prompt, music), silent frames (Playtones(0)) or nothing at all (shipped/amd_*.txt)."""
+        status, cause = await self._detect(chan)
+        self._setvar(chan, "AMDSTATUS", status)
+        self._setvar(chan, "AMDCAUSE", cause)
+        return Flow.NEXT
+
+    async def _detect(self, chan: Channel) -> tuple[str, str]:
+        # Looked at frame by frame, timed by the clock (a busy loop must not stretch the analysis);
+        # durations are counted in whole frames, as AMD counts them.
+        frame = int(MEDIA_FRAME * 1000)
+        started = last = self.clock.monotonic()
+        voice = silence = 0.0
+        while True:
+            partner = chan.partner
+            playing = partner is not None and not partner.gone and partner.playing
+            silent = partner is not None and not partner.gone and partner.silent and not playing
+            if not await self._block(chan, MEDIA_FRAME) or chan.pending_goto is not None:
+                return "HANGUP", ""
+            now = self.clock.monotonic()
+            step, last = (now - last) * 1000, now
+            total = (now - started) * 1000
+            if playing:
+                voice, silence = voice + step, 0.0
+                if voice >= AMD_GREETING:
+                    return "MACHINE", f"LONGGREETING-{_frames(voice, frame)}-{AMD_GREETING}"
+            elif silent:
+                silence += step
+                if voice and silence >= AMD_AFTER_GREETING_SILENCE:
+                    return "HUMAN", f"HUMAN-{_frames(silence, frame)}-{AMD_AFTER_GREETING_SILENCE}"
+                if not voice and silence >= AMD_INITIAL_SILENCE:
+                    return "MACHINE", f"INITIALSILENCE-{_frames(silence, frame)}-{AMD_INITIAL_SILENCE}"
+            if total >= AMD_TOTAL:
+                # With no frames at all AMD counts its waits for one, and says so a wait short.
+                counted = total if playing or silent else total - AMD_NO_FRAME_WAIT
+                return "NOTSURE", f"TOOLONG-{_frames(counted, AMD_NO_FRAME_WAIT)}"
+
+    async def _app_userevent(self, chan: Channel, data: str) -> Flow:
+        name, _, rest = data.partition(",")
+        headers = [tuple(part.split(": ", 1)) for part in rest.split(",") if ": " in part] if rest else []
+        self._publish(USER, "UserEvent", [*chan.snapshot(), ("UserEvent", name), *headers])  # type: ignore[list-item]
+        return Flow.NEXT
+
     async def _app_simclient(self, chan: Channel, data: str) -> Flow:
         return await self._play(chan, self.world.client(chan.exten))
+
+    async def _app_simcaller(self, chan: Channel, data: str) -> Flow:
+        """An inbound caller, once the PBX answered him: talks the World's ``talk`` seconds, hangs up."""
+        if not await self._block(chan, self.world.client(chan.exten).talk):
+            return Flow.NEXT
+        chan.cause = chan.cause or NORMAL_CLEARING
+        return Flow.HANGUP
 
     async def _app_simmanager(self, chan: Channel, data: str) -> Flow:
         return await self._play(chan, self.world.manager(chan.exten))
@@ -994,7 +1092,17 @@ class Switch:
         if not await self._block(chan, behaviour.answer_after):
             return Flow.NEXT
         self._answer(chan)
-        if not await self._block(chan, behaviour.talk):
+        talk = behaviour.talk
+        if behaviour.greeting is not None:
+            # It speaks first, then listens in silence: what AMD() tells a person from a machine by.
+            self._sending_media(chan, True)
+            spoke = await self._block(chan, behaviour.greeting)
+            self._sending_media(chan, False)
+            chan.silent = True
+            if not spoke:
+                return Flow.NEXT
+            talk = None if talk is None else max(talk - behaviour.greeting, 0.0)
+        if not await self._block(chan, talk):
             return Flow.NEXT
         chan.cause = chan.cause or NORMAL_CLEARING
         return Flow.HANGUP
@@ -1018,8 +1126,11 @@ class Switch:
         # exten s shows s on the dialled leg (shipped/manager_first.txt).
         one.exten = chan.exten
         self._setvar(one, "DIALEDPEERNUMBER", resource)
-        # Dial gives the new leg its ids before it shows up in the dialplan, and announces them after.
-        changed = self._assign_caller(one, (exten, chan.caller_name), (chan.caller_num, chan.caller_name))
+        # Dial gives the new leg its ids before it shows up in the dialplan, and announces them after:
+        # as caller the dialled number with the name of the caller's connected line (client_first.txt:
+        # an Originate's CallerID; shipped/connect_caller_name.txt: none), as connected line the
+        # caller's ids, so the phone on the ;2 half shows the caller's name.
+        changed = self._assign_caller(one, (exten, chan.conn_name), (chan.caller_num, chan.caller_name))
         self._newexten(one, "AppDial", "(Outgoing Line)")
         self._announce_caller(one, *changed)
         loop = asyncio.get_running_loop()
@@ -1037,7 +1148,9 @@ class Switch:
         else:
             outcome = "NOANSWER" if timed_out else "CANCEL"
         if outcome == "ANSWER":
-            return await self._bridge_call(chan, one, resource, started)
+            options = args[2] if len(args) > 2 else ""
+            announcement = _ANNOUNCE.search(options)
+            return await self._bridge_call(chan, one, resource, started, announcement and announcement.group(1))
         if outcome == "HANGUP":
             outcome = _status_for_cause(one.cause)
         if chan.hangup_pending and not one.cause:
@@ -1053,10 +1166,18 @@ class Switch:
         self._setvar(chan, "DIALSTATUS", outcome)
         return Flow.NEXT
 
-    async def _bridge_call(self, chan: Channel, peer: Channel, dialed: str, started: float) -> Flow:
+    async def _bridge_call(
+        self, chan: Channel, peer: Channel, dialed: str, started: float, announcement: str | None = None
+    ) -> Flow:
         self._setvar(chan, "DIALSTATUS", "ANSWER")
         self._setvar(chan, "DIALEDPEERNAME", peer.name)
         self._setvar(chan, "DIALEDPEERNUMBER", dialed)
+        if announcement:
+            # Dial's A(): the prompt plays to the answered leg alone; the bridge follows it
+            # (shipped/connect_caller_name.txt: DialEnd and BridgeEnter 0.3 s, a beep, after the answer).
+            self._sending_media(peer, True)
+            await self._block(chan, SOUND_SECONDS.get(announcement.strip(), PLAYBACK_SECONDS))
+            self._sending_media(peer, False)
         peer.exten = ""
         self._dial_event("DialEnd", chan, peer, ("DialStatus", "ANSWER"))
         if not peer.hangup_pending:
@@ -1103,6 +1224,14 @@ def _status_for_cause(cause: int) -> str:
     if cause in (0, NORMAL_CLEARING, NO_ANSWER):
         return "NOANSWER"
     return "CHANUNAVAIL"
+
+
+_ANNOUNCE = re.compile(r"A\(([^):]*)")  # Dial's A(x[:y]): x is played to the called party
+
+
+def _frames(milliseconds: float, frame: int) -> int:
+    """Milliseconds counted in whole frames."""
+    return int(milliseconds // frame) * frame
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -33,6 +33,7 @@ SYSTEM = "system"
 CALL = "call"
 CDR = "cdr"
 DIALPLAN = "dialplan"
+USER = "user"
 
 
 def parse_classes(text: str) -> frozenset[str]:

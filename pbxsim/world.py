@@ -19,6 +19,9 @@ class Behaviour:
     talk: float | None = None  # seconds after answer until THIS side hangs up; None = until the other side does
     busy: bool = False  # rejects at once (BUSY)
     unavailable: bool = False  # cannot be reached (congestion)
+    # Seconds it speaks on answering ("hello?" or a voicemail greeting), then silence while it listens;
+    # None: no audio at all (a Local channel in Wait() sends no frames: AMD gives up, NOTSURE).
+    greeting: float | None = None
 
 
 CLIENT_ANSWERS = Behaviour(answer_after=1.0, talk=60.0)

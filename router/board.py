@@ -1,16 +1,21 @@
 """Which managers are free right now, and who gets the next client.
 
 A manager is offered a client only when the PBX says the phone is idle, no call of ours holds
-them, their shift is on, and they own fewer undecided leads than their ``max_open_leads``. Among
+them, their shift is on, they are neither paused nor in their wrap-up after a call, and they own
+fewer undecided leads than their ``max_open_leads``. Among
 the free managers of a scenario's pool, the scenario's strategy picks (router.strategies); each
 scenario keeps its own index of them, so a pick does not walk every free manager.
 
-Times come in from the caller (``now``): shifts start and end, and "today" for fewest_calls and
-least_talk_time turns over at midnight, in the plan's time zone.
+Times come in from the caller (``now``): shifts start and end, wrap-ups end, and "today" for
+fewest_calls and least_talk_time turns over at midnight, in the plan's time zone.
+
+Each manager has one state a supervisor reads (``ManagerState``); every change of it is kept in
+``changes`` until the caller takes them (``take_changes``) to store and publish.
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import random
@@ -30,11 +35,41 @@ _AT_ONCE = datetime.min.replace(tzinfo=UTC)  # a shift to look at on the next ti
 _DAILY = frozenset({Strategy.FEWEST_CALLS, Strategy.LEAST_TALK_TIME})
 
 
+class ManagerState(enum.StrEnum):
+    """What a manager is doing, as supervisors and CRMs see it."""
+
+    AVAILABLE = "available"  # may be offered a client (capacity permitting)
+    RINGING = "ringing"  # his phone rings: a client of ours, or a personal call
+    ON_CALL = "on_call"  # talking: to a client of ours, or on a personal call
+    WRAP_UP = "wrap_up"  # the seconds after a call his scenario gives him
+    PAUSED = "paused"  # by himself or a supervisor (with a reason), or for missed offers (`missed`)
+    OFFLINE = "offline"  # phone unregistered (the PBX says unavailable) or off shift
+
+
+MISSED = "missed"  # the pause reason after too many offers in a row not answered
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    manager_id: str
+    state: ManagerState
+    previous: ManagerState
+    reason: str | None  # why he is paused or offline; None otherwise
+    paused: str | None  # his pause's reason while paused, also when a call shows over the pause
+
+
 @dataclass(slots=True)
 class _Slot:
     manager: Manager
     device: DeviceState = DeviceState.UNKNOWN
     call_id: int | None = None  # the call of ours this manager is reserved for
+    talking: bool = False  # he answered the call of ours he is reserved for
+    paused: str | None = None  # the reason, while paused
+    wrap_until: datetime | None = None  # in wrap-up after a call until then
+    missed: int = 0  # offers in a row he did not answer
+    state: ManagerState = ManagerState.AVAILABLE  # as last reported
+    reason: str | None = None
+    reported_pause: str | None = None
     on_shift: bool = True
     shift_due: datetime | None = None  # when his shift is next looked at
     open_leads: int = 0  # owned leads without a decided outcome
@@ -49,8 +84,28 @@ class _Slot:
             self.call_id is None
             and self.device in _IDLE_STATES
             and self.on_shift
+            and self.paused is None
+            and self.wrap_until is None
             and (limit is None or self.open_leads < limit)
         )
+
+    def current(self) -> tuple[ManagerState, str | None]:
+        """His state now. A call (ours or personal) shows over a pause or a wrap-up: he is on it."""
+        if self.device is DeviceState.UNAVAILABLE:
+            return ManagerState.OFFLINE, "unregistered"
+        if not self.on_shift:
+            return ManagerState.OFFLINE, "off_shift"
+        if self.call_id is not None:
+            return (ManagerState.ON_CALL if self.talking else ManagerState.RINGING), None
+        if self.device is DeviceState.IN_USE:
+            return ManagerState.ON_CALL, None
+        if self.device is DeviceState.RINGING:
+            return ManagerState.RINGING, None
+        if self.paused is not None:
+            return ManagerState.PAUSED, self.paused
+        if self.wrap_until is not None:
+            return ManagerState.WRAP_UP, None
+        return ManagerState.AVAILABLE, None
 
 
 @dataclass(frozen=True)
@@ -64,6 +119,7 @@ class History:
     today: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # per manager: calls, talk seconds
     open_leads: Mapping[str, int] = field(default_factory=dict)
     outcomes: Sequence[OutcomeReport] = ()  # the decided ones in force, oldest first
+    paused: Mapping[str, str] = field(default_factory=dict)  # per manager paused when the last run ended: why
 
 
 class ManagerBoard:
@@ -75,6 +131,8 @@ class ManagerBoard:
         self._free: dict[str, None] = {}  # insertion order: longest free first
         self._idle_seq = itertools.count(1)
         self._shifts: list[tuple[datetime, str]] = []  # heap of (shift_due, manager id)
+        self._wrap_ups: list[tuple[datetime, str]] = []  # heap of (wrap_until, manager id)
+        self._changes: list[StateChange] = []
         self._day_end: datetime | None = None  # set by the first tick or restore
         # By scenario name, so they outlive reloads: what each scenario remembers, and each
         # manager's decided leads in it (lead id -> won), oldest first.
@@ -146,6 +204,7 @@ class ManagerBoard:
         for manager_id, slot in self._slots.items():
             slot.calls_today, slot.talk_today = history.today.get(manager_id, (0, 0.0))
             slot.open_leads = history.open_leads.get(manager_id, 0)
+            slot.paused = history.paused.get(manager_id)
         for report in history.outcomes:
             self._record(report)
         for name in {*history.turns, *history.offers}:
@@ -183,7 +242,16 @@ class ManagerBoard:
             slot.on_shift, slot.shift_due = looked_at[shift]
             heapq.heappush(self._shifts, (slot.shift_due, manager_id))
             self._refresh(manager_id)
-        upcoming = min(self._day_end, self._shifts[0][0]) if self._shifts else self._day_end
+        while self._wrap_ups and self._wrap_ups[0][0] <= now:
+            due, manager_id = heapq.heappop(self._wrap_ups)
+            slot = self._slots.get(manager_id)
+            if slot is not None and slot.wrap_until == due:  # else gone, or a later call's wrap-up stands
+                slot.wrap_until = None
+                self._refresh(manager_id)
+        upcoming = self._day_end
+        for heap in (self._shifts, self._wrap_ups):
+            if heap:
+                upcoming = min(upcoming, heap[0][0])
         return max((upcoming - now).total_seconds(), 0.0)
 
     def _new_day(self) -> None:
@@ -211,8 +279,13 @@ class ManagerBoard:
         return manager_id in self._free
 
     def _refresh(self, manager_id: str) -> bool:
-        """Keep the free list and the indexes in step with one slot; True if he just became free."""
+        """Keep the free list, the indexes and his reported state in step with one slot; True if he
+        just became free."""
         slot = self._slots[manager_id]
+        state, reason = slot.current()
+        if (state, reason, slot.paused) != (slot.state, slot.reason, slot.reported_pause):
+            self._changes.append(StateChange(manager_id, state, slot.state, reason, slot.paused))
+            slot.state, slot.reason, slot.reported_pause = state, reason, slot.paused
         if slot.free:
             if manager_id not in self._free:
                 slot.idle_seq = next(self._idle_seq)
@@ -287,7 +360,7 @@ class ManagerBoard:
         """Whether he could take a client soon: on shift with a registered phone, under capacity,
         though maybe on a call now (owner first waits for such a manager, not for one who is away)."""
         slot = self._slots.get(manager_id)
-        if slot is None or not slot.on_shift or slot.device is DeviceState.UNAVAILABLE:
+        if slot is None or not slot.on_shift or slot.device is DeviceState.UNAVAILABLE or slot.paused is not None:
             return False
         limit = slot.manager.max_open_leads
         return limit is None or slot.open_leads < limit
@@ -309,12 +382,64 @@ class ManagerBoard:
         if slot is None or slot.call_id != call_id:
             return False
         slot.call_id = None
+        slot.talking = False
         return self._refresh(manager_id)
+
+    # -- the manager's own state: talking, pauses, wrap-up, missed offers ---------------------
+
+    def answered(self, manager_id: str, call_id: int) -> None:
+        """He picked up the call of ours he was reserved for: on a call, and his missed offers start over."""
+        slot = self._slots.get(manager_id)
+        if slot is None or slot.call_id != call_id:
+            return
+        slot.talking = True
+        slot.missed = 0
+        self._refresh(manager_id)
+
+    def missed_offer(self, manager_id: str, limit: int | None) -> bool:
+        """He let an offer ring out; at ``limit`` in a row he is paused (reason ``missed``). True if he was."""
+        slot = self._slots.get(manager_id)
+        if slot is None:
+            return False
+        slot.missed += 1
+        if limit is None or slot.missed < limit or slot.paused is not None:
+            return False
+        slot.paused = MISSED
+        self._refresh(manager_id)
+        return True
+
+    def pause(self, manager_id: str, reason: str) -> ManagerState:
+        """Take him out of rotation until resumed; a call he is on goes on. Raises KeyError for no such manager."""
+        slot = self._slots[manager_id]
+        slot.paused = reason
+        self._refresh(manager_id)
+        return slot.state
+
+    def resume(self, manager_id: str) -> bool:
+        """Back in rotation (his missed offers start over); True if he just became free. KeyError: no such manager."""
+        slot = self._slots[manager_id]
+        slot.paused = None
+        slot.missed = 0
+        return self._refresh(manager_id)
+
+    def state(self, manager_id: str) -> tuple[ManagerState, str | None] | None:
+        slot = self._slots.get(manager_id)
+        return None if slot is None else (slot.state, slot.reason)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._changes)
+
+    def take_changes(self) -> list[StateChange]:
+        """The state changes since the last call, oldest first, for the caller to store and publish."""
+        changes, self._changes = self._changes, []
+        return changes
 
     # -- what happened: calls, owners, outcomes ---------------------------------------------------
 
-    def call_ended(self, call: Call, now: datetime) -> None:
-        """Count a talked call for today's fewest_calls and least_talk_time."""
+    def call_ended(self, call: Call, now: datetime, wrap_up: float = 0.0) -> None:
+        """Count a talked call for today's fewest_calls and least_talk_time, and start the
+        manager's ``wrap_up`` seconds (he is released from the call separately)."""
         self.tick(now)
         slot = self._slots.get(call.manager_id or "")
         if slot is None or call.bridged_at is None:
@@ -322,6 +447,10 @@ class ManagerBoard:
         slot.calls_today += 1
         slot.talk_today += call.talk_seconds or 0.0
         self._reorder(slot.manager.id)
+        if wrap_up > 0:
+            slot.wrap_until = now + timedelta(seconds=wrap_up)
+            heapq.heappush(self._wrap_ups, (slot.wrap_until, slot.manager.id))
+            self._refresh(slot.manager.id)
 
     def lead_assigned(self, lead: Lead, previous_owner_id: str | None) -> None:
         """The lead has a new owner: an undecided lead moves to his count of open leads."""
@@ -375,6 +504,8 @@ class ManagerBoard:
                 "extension": slot.manager.extension,
                 "device": slot.device.value,
                 "call_id": slot.call_id,
+                "state": slot.state.value,
+                "reason": slot.reason,
             }
             for manager_id, slot in self._slots.items()
         ]

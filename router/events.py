@@ -149,6 +149,23 @@ class LeadOutcome(DomainEvent):
     reported_at: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class ManagerStateChanged(DomainEvent):
+    """A manager's state changed (router.board.ManagerState); kept for stats and published.
+
+    It is about no lead: ``lead_id`` is 0, so every manager's changes keep their order on the wire.
+    """
+
+    type: ClassVar[str] = "manager.state"
+    lead_id: int = 0
+    manager_id: str
+    state: str  # available, ringing, on_call, wrap_up, paused or offline
+    previous_state: str
+    reason: str | None  # a pause's reason (`missed` when paused for missed offers); offline: unregistered, off_shift
+    paused: str | None  # his pause's reason while he is paused, also when a call shows over the pause
+    at: datetime
+
+
 EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     LeadCreated,
     CallDialing,
@@ -161,6 +178,7 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     LeadDeferred,
     LeadDuplicate,
     LeadReassigned,
+    ManagerStateChanged,
 )
 
 

@@ -43,6 +43,7 @@ class Disposition(enum.StrEnum):
     ABANDONED = "abandoned"  # client hung up before a manager took the call
     NO_MANAGER = "no_manager"  # nobody free within the hold limit; we hung up
     ENDED_UNOBSERVED = "ended_unobserved"  # the client answered; how it ended was not seen (daemon or AMI away)
+    MACHINE = "machine"  # an answering machine answered (the scenario's amd): hung up, never bridged
     # The three below are not the client's doing, so they cost the lead no attempt:
     PBX_FAILED = "pbx_failed"  # the PBX refused, failed or lost the call (Call.pbx_failure says why)
     LOST_TRACK = "lost_track"  # gone before we learned whether the client answered (daemon or AMI away)
@@ -289,6 +290,12 @@ class Lead:
             last_disposition=disposition.value,
         )
 
+    def called_in(self, now: datetime) -> None:
+        """The lead's phone called the company: that call is its attempt in flight, as a dial is."""
+        self.status = LeadStatus.DIALING
+        self.attempts += 1
+        self.updated_at = now
+
     def _again_soon(self, disposition: Disposition, now: datetime) -> ev.LeadScheduled:
         """The attempt is given back and the lead is due again within seconds."""
         assert self.id is not None
@@ -339,6 +346,7 @@ class Call:
     pbx_failure: str | None = None  # why the PBX failed the call, when it did
     legs: list[ManagerLeg] = field(default_factory=list)
     hold_expired: bool = False
+    machine: bool = False  # Asterisk's AMD() said an answering machine answered: the dialplan hangs up
     # Manager first: the manager's phone rings first, and the dialplan dials the client once he
     # answers; how the client's phone ended when it did not answer (Dial's outcome).
     manager_first: bool = False
@@ -465,6 +473,8 @@ class Call:
             return None
         if self.state is CallState.BRIDGED:
             disposition = Disposition.COMPLETED
+        elif self.machine:
+            disposition = Disposition.MACHINE
         elif self.manager_first:
             # The client's phone did not answer (Dial said how), or the manager hung up first.
             disposition = self.client_result or Disposition.MANAGER_MISSED

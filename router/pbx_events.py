@@ -73,6 +73,29 @@ class RecordingStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class MachineDetected:
+    """Asterisk's AMD() on the answered client leg has decided (the shipped dialplan's UserEvent)."""
+
+    channel_id: str
+    machine: bool  # AMDSTATUS MACHINE; HUMAN and NOTSURE are a person as far as we go
+    status: str  # AMDSTATUS and AMDCAUSE as the PBX gave them, for the log
+    at: datetime | None = None  # when the PBX says it happened, if it stamps its events
+
+
+@dataclass(frozen=True, slots=True)
+class InboundCall:
+    """A caller dialled a company number; the shipped dialplan answered and holds him for us.
+
+    ``channel_id`` is the caller's channel (its Uniqueid, chosen by the PBX), ours from now on.
+    """
+
+    channel_id: str
+    number: str  # the company number called, digits
+    caller: str  # the caller's number as the trunk gave it (digits, maybe a +); "" when withheld
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Billed:
     """One CDR segment of the client leg; a leg redirected twice has several."""
 
@@ -138,5 +161,5 @@ class PbxSnapshot:
 
 
 # What happened to one of our calls, at a moment the PBX may state.
-CallProgress = OriginateResult | DialEnded | Bridged | HungUp | RecordingStarted
-PbxEvent = CallProgress | Billed | ExtensionState | PbxBooted | PbxShuttingDown
+CallProgress = OriginateResult | DialEnded | Bridged | HungUp | RecordingStarted | MachineDetected
+PbxEvent = CallProgress | Billed | ExtensionState | PbxBooted | PbxShuttingDown | InboundCall

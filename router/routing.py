@@ -153,6 +153,12 @@ class Scenario:
     call_window: CallWindow | None = None  # None: any time
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW  # seconds; 0: every lead is dialled
     sla: SlaPolicy | None = field(default_factory=SlaPolicy)  # None: an owner keeps his leads
+    # -- the manager's side of a call (manager states, caller name, whisper, AMD) --
+    wrap_up: float = 0.0  # seconds a manager gets after each talked call before the next offer
+    auto_pause_after: int | None = None  # offers in a row he does not answer before he is paused (`missed`)
+    caller_name: str | None = None  # template of the name his phone shows, e.g. "{name} · {source}"
+    whisper: str | None = None  # a sound file played to him alone before the bridge
+    amd: bool = False  # run Asterisk's AMD() on the client's answer: a machine is hung up, never bridged
 
     @property
     def pools(self) -> tuple[Pool, ...]:

@@ -15,7 +15,7 @@ from router.routing import RoutingPlan, Strategy
 from router.stats import ManagerStats, day_bounds
 from router.strategies import MAX_HISTORY
 from storage.engine import Database
-from storage.schema import call_legs, calls, lead_outcomes, leads, outbox
+from storage.schema import call_legs, calls, lead_outcomes, leads, manager_states, outbox
 from storage.uow import SqlCalls, SqlHistory, SqlLeads, lead_from_row
 
 # How far back a manager's last turn is looked for; whoever had none since is simply due first.
@@ -120,7 +120,20 @@ class SqlQueries:
                 .group_by(leads.c.owner_id)
             )
             open_leads = {owner_id: count for owner_id, count in await conn.execute(open_query)}
+            # Who was paused when the last run ended stays paused: each manager's last stored change.
+            last = (
+                select(manager_states.c.manager_id, func.max(manager_states.c.seq).label("seq"))
+                .group_by(manager_states.c.manager_id)
+                .subquery()
+            )
+            paused_query = (
+                select(manager_states.c.manager_id, manager_states.c.paused)
+                .join(last, manager_states.c.seq == last.c.seq)
+                .where(manager_states.c.paused.is_not(None))
+            )
+            paused = {manager_id: reason for manager_id, reason in await conn.execute(paused_query)}
             return History(
+                paused=paused,
                 turns=turns,
                 offers=offers,
                 today=today,

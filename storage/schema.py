@@ -165,6 +165,22 @@ lead_history = Table(
     Column("external_id", String(200), nullable=True, unique=True),
 )
 
+# Every change of a manager's state (router.events.ManagerStateChanged), for stats and so that a
+# pause outlives a restart.
+manager_states = Table(
+    "manager_states",
+    metadata,
+    Column("seq", _Id, primary_key=True, autoincrement=True),
+    Column("manager_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("previous_state", String(16), nullable=False),
+    Column("reason", String(200), nullable=True),
+    Column("paused", String(200), nullable=True),  # his pause's reason, also while a call shows over it
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_manager_states_manager", "manager_id", "seq"),
+    Index("ix_manager_states_at", "at"),
+)
+
 outbox = Table(
     "outbox",
     metadata,

@@ -12,10 +12,10 @@ from typing import Any, Self
 from sqlalchemy import RowMapping, Table, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from router.events import SCHEMA_VERSION, DomainEvent
+from router.events import SCHEMA_VERSION, DomainEvent, ManagerStateChanged
 from router.model import Call, CallState, HistoryEntry, Lead, LeadStatus, ManagerLeg, OutcomeReport
 from storage.engine import Database
-from storage.schema import call_legs, calls, lead_history, lead_outcomes, leads, outbox
+from storage.schema import call_legs, calls, lead_history, lead_outcomes, leads, manager_states, outbox
 
 _DUE = (LeadStatus.NEW, LeadStatus.SCHEDULED)
 
@@ -171,6 +171,11 @@ class SqlLeads:
         )
         return (await self._conn.execute(query)).scalar_one_or_none()
 
+    async def newest_by_phone(self, phone: str) -> Lead | None:
+        query = select(leads).where(leads.c.phone == phone).order_by(leads.c.id.desc()).limit(1)
+        row = (await self._conn.execute(query)).mappings().first()
+        return lead_from_row(row) if row else None
+
 
 class SqlCalls:
     def __init__(self, conn: AsyncConnection) -> None:
@@ -262,6 +267,18 @@ class SqlHistory:
         return [HistoryEntry(**_attributes(row, _ASSIGNED_BY_INSERT)) for row in rows]
 
 
+class SqlManagerStates:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, changes: Sequence[ManagerStateChanged]) -> None:
+        """Keep each change of a manager's state."""
+        if changes:
+            await self._conn.execute(
+                insert(manager_states), [_row(manager_states, change, ("seq",)) for change in changes]
+            )
+
+
 class SqlOutbox:
     """Buffers events and writes them in one INSERT just before the commit."""
 
@@ -304,6 +321,7 @@ class SqlUnitOfWork:
     calls: SqlCalls
     outcomes: SqlOutcomes
     history: SqlHistory
+    managers: SqlManagerStates
     outbox: SqlOutbox
 
     def __init__(self, db: Database, on_events_committed: Callable[[], None] | None = None) -> None:
@@ -318,6 +336,7 @@ class SqlUnitOfWork:
         self.calls = SqlCalls(self._conn)
         self.outcomes = SqlOutcomes(self._conn)
         self.history = SqlHistory(self._conn)
+        self.managers = SqlManagerStates(self._conn)
         self.outbox = SqlOutbox(self._conn)
         return self
 

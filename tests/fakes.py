@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from dialer.ports import PbxError
-from router.events import DomainEvent
+from router.events import DomainEvent, ManagerStateChanged
 from router.model import Call, CallState, HistoryEntry, Lead, LeadStatus
 from router.pbx_events import CallEndRecord, DeviceState, LegStage, LiveLeg, PbxSnapshot
 
@@ -81,7 +81,16 @@ class FakePbx:
         await asyncio.sleep(0)
 
     async def originate_client(
-        self, *, channel_id: str, phone: str, lead_id: int, call_id: int, ring_timeout: float
+        self,
+        *,
+        channel_id: str,
+        phone: str,
+        lead_id: int,
+        call_id: int,
+        ring_timeout: float,
+        caller_name: str = "",
+        amd: bool = False,
+        whisper: str = "",
     ) -> None:
         await self._send("originate", channel_id, phone)
         if self.originate_error is not None:
@@ -97,10 +106,17 @@ class FakePbx:
         call_id: int,
         ring_timeout: float,
         client_ring_timeout: float | None,
+        caller_name: str = "",
+        whisper: str = "",
     ) -> None:
         await self._send("originate_manager", channel_id, extension, phone)
         if self.originate_error is not None:
             raise self.originate_error
+
+    async def take_inbound(
+        self, *, channel_id: str, lead_id: int, call_id: int, ring_timeout: float, caller_name: str, whisper: str
+    ) -> None:
+        await self._send("take_inbound", channel_id, caller_name)
 
     async def connect_to_manager(self, *, channel_id: str, extension: str) -> None:
         await self._send("connect", channel_id, extension)
@@ -132,6 +148,7 @@ class FakeDb:
     billing: dict[str, int] = field(default_factory=dict)
     outbox: list[DomainEvent] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
+    manager_states: list[ManagerStateChanged] = field(default_factory=list)
     commits: int = 0
 
 
@@ -219,6 +236,10 @@ class _Leads:
         owned = [lead for lead in self._db.leads.values() if lead.phone == phone and lead.owner_id is not None]
         return max(owned, key=lambda lead: lead.id or 0).owner_id if owned else None
 
+    async def newest_by_phone(self, phone: str) -> Lead | None:
+        found = [lead for lead in self._db.leads.values() if lead.phone == phone]
+        return copy.deepcopy(max(found, key=lambda lead: lead.id or 0)) if found else None
+
 
 class _Calls:
     def __init__(self, db: FakeDb) -> None:
@@ -256,6 +277,14 @@ class _History:
         return [entry for entry in self._db.history if entry.lead_id == lead_id]
 
 
+class _Managers:
+    def __init__(self) -> None:
+        self.changes: list[ManagerStateChanged] = []
+
+    async def add(self, changes: Sequence[ManagerStateChanged]) -> None:
+        self.changes.extend(changes)
+
+
 class _Outbox:
     def __init__(self) -> None:
         self.events: list[DomainEvent] = []
@@ -281,6 +310,7 @@ class FakeUnitOfWork:
         self.leads = _Leads(self._work)
         self.calls = _Calls(self._work)
         self.history = _History(self._work)
+        self.managers = _Managers()
         self.outbox = _Outbox()
         return self
 
@@ -291,7 +321,9 @@ class FakeUnitOfWork:
         self._db.leads, self._db.calls, self._db.billing = self._work.leads, self._work.calls, self._work.billing
         self._db.history = self._work.history
         self._db.outbox.extend(self.outbox.events)
+        self._db.manager_states.extend(self.managers.changes)
         self._db.commits += 1
         self._work = copy.deepcopy(self._db)
         self.leads, self.calls = _Leads(self._work), _Calls(self._work)
+        self.managers = _Managers()
         self.outbox = _Outbox()

@@ -118,7 +118,7 @@ function renderBoard(data) {
       .map(([label, value]) => h("div", { class: "card" }, h("b", {}, value), h("span", {}, label))));
   const perManager = today.per_manager || {};
   $("managers").tBodies[0].replaceChildren(...data.managers.map((m) => h("tr", { "data-manager": m.id },
-    h("td", {}, m.name || m.id), h("td", {}, h("span", { class: `state ${m.state}` }, m.state.replace("_", " "))),
+    h("td", {}, m.name || m.id), h("td", {}, h("span", { class: `state ${m.state}` }, m.state.replace("_", " ") + (m.reason ? ` (${m.reason})` : ""))),
     h("td", { class: "num timer", "data-since": m.since }, hms(since(m.since))),
     h("td", { class: "num" }, (perManager[m.id] || {}).calls || 0), h("td", { class: "num" }, hms((perManager[m.id] || {}).talk_seconds)))));
   const names = Object.fromEntries(data.managers.map((m) => [m.id, m.name || m.id]));

@@ -255,13 +255,19 @@ def _progress_key(m: Message, role: str) -> tuple[str, ...]:
             return ("Hangup", f["Cause"], f["Cause-txt"], f["ChannelState"], f["Context"], f["Exten"], f["Priority"])
 
 
+_AMD_MEASURED = re.compile(r"\b(HUMAN|LONGGREETING|INITIALSILENCE|MAXWORDS|LONGNUMBER|TOOLONG)-\d+")
+
+
 def _dialplan_key(m: Message) -> tuple[str, ...]:
     f = m.fields
     if m.event == "Newexten":
-        return ("Newexten", f["Context"], f["Exten"], f["Priority"], f["Application"], f["AppData"])
+        data = _AMD_MEASURED.sub(r"\1-<ms>", f["AppData"]) if f["Application"] == "UserEvent" else f["AppData"]
+        return ("Newexten", f["Context"], f["Exten"], f["Priority"], f["Application"], data)
     value = f["Value"]
     if f["Variable"].endswith("_MS") and value:
         value = "<ms>"  # milliseconds differ from run to run
+    if f["Variable"] == "AMDCAUSE":
+        value = _AMD_MEASURED.sub(r"\1-<ms>", value)  # AMD's measured milliseconds too; its thresholds stay
     return ("VarSet", f["Variable"], value)
 
 

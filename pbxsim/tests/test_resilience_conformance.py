@@ -223,3 +223,34 @@ async def test_a_stop_says_shutdown_without_restart_and_the_port_stays_closed(si
     await asyncio.wait_for(ami.closed.wait(), 5)
     with pytest.raises(ConnectionRefusedError):
         await RawAmi.connect(sim.port)
+
+
+async def test_a_custom_device_state_is_announced_and_listed_as_recorded(sim: Simulator) -> None:
+    """Cached devices (Custom: here, PJSIP endpoints on a real PBX) are what DeviceStateList lists:
+    the daemon reads an unregistered or busy manager's phone from them at every login."""
+    recording = received(RESYNC)
+    ami = await logged_in(sim)
+    sent = [dict(block.headers()) for block in load(RESYNC).blocks if block.sent]
+    recorded_sets = [(m["Variable"], m["Value"]) for m in sent if m.get("Action") == "Setvar"]
+    assert ("DEVICE_STATE(Custom:103)", "UNAVAILABLE") in recorded_sets
+    for variable, value in recorded_sets:
+        mark = ami.mark()
+        reply = await ami.action("Setvar", ("Variable", variable), ("Value", value))
+        assert without(reply) == without(answer(recording, "devstate-101"))
+        device = variable.removeprefix("DEVICE_STATE(").removesuffix(")")
+        change = await ami.event("DeviceStateChange", since=mark, Device=device)
+        recorded = next(m for m in recording if m.get("Event") == "DeviceStateChange" and m.get("Device") == device)
+        assert without(change) == without(recorded)
+    mark = ami.mark()
+    await ami.action("DeviceStateList")
+    complete = await ami.event("DeviceStateListComplete", since=mark)
+    items = {m["Device"]: m["State"] for m in ami.messages[mark:] if m.get("Event") == "DeviceStateChange"}
+    recorded_items = {
+        m["Device"]: m["State"]
+        for m in recording
+        if m.get("Event") == "DeviceStateChange"
+        and m.get("ActionID") == "dsl-boot"
+        and m["Device"].startswith("Custom:")
+    }
+    assert items == recorded_items and complete["ListItems"] == str(len(items))
+    await ami.close()

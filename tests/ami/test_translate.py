@@ -17,8 +17,10 @@ from router.pbx_events import (
     DialOutcome,
     ExtensionState,
     HungUp,
+    InboundCall,
     LegStage,
     LiveLeg,
+    MachineDetected,
     OriginateOutcome,
     OriginateResult,
     PbxBooted,
@@ -216,3 +218,33 @@ def test_an_unstamped_or_garbled_stamp_leaves_the_time_to_the_daemon() -> None:
     translator("BridgeEnter", {"Uniqueid": "lr-x", "Timestamp": "nan"})
     translator("BridgeEnter", {"Uniqueid": "lr-y", "Timestamp": "1e999"})
     assert out == [Bridged("lr-x"), Bridged("lr-y")]
+
+
+@pytest.mark.parametrize(
+    ("name", "channel", "machine", "status"),
+    [
+        ("shipped/amd_machine", "lr-a2d0c6a1e9b2f43a8c72", True, "MACHINE LONGGREETING-1500-1500"),
+        ("shipped/amd_human", "lr-a1d0c6a1e9b2f43a8c71", False, "HUMAN HUMAN-800-800"),
+        ("shipped/amd_silent", "lr-a3d0c6a1e9b2f43a8c73", False, "NOTSURE TOOLONG-"),
+    ],
+)
+def test_amds_verdict_reaches_the_dialer_from_the_shipped_dialplans_user_event(
+    name: str, channel: str, machine: bool, status: str
+) -> None:
+    """Recorded with the least-privilege user (read ``user`` for UserEvent) on the real Asterisk."""
+    _, events = _translate(name, "lr")
+    (verdict,) = [event for event in events if isinstance(event, MachineDetected)]
+    assert (verdict.channel_id, verdict.machine) == (channel, machine)
+    assert verdict.status.startswith(status)  # AMD's measured milliseconds vary from run to run
+    assert verdict.at is not None
+
+
+def test_an_inbound_caller_handed_over_by_the_shipped_dialplan_becomes_ours() -> None:
+    """shipped/inbound.txt: the caller's channel (named by the PBX) is announced by UserEvent
+    LeadrouterInbound; from then on its dial, bridge and hangup reach the dialer."""
+    translator, events = _translate("shipped/inbound", "lr")
+    (inbound,) = [event for event in events if isinstance(event, InboundCall)]
+    assert (inbound.channel_id, inbound.number, inbound.caller) == ("trunk-0001;2", "74951234567", "79160000001")
+    mine = [type(event).__name__ for event in events if getattr(event, "channel_id", None) == "trunk-0001;2"]
+    assert mine[0] == "InboundCall" and {"DialEnded", "Bridged", "HungUp"} <= set(mine)
+    assert not translator.is_ours("trunk-0001;2")  # forgotten once it hung up

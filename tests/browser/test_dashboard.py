@@ -35,7 +35,7 @@ WORLD = World(
     managers={"101": Behaviour(answer_after=1.0, talk=None)},
 )
 
-IDLE = re.compile("^(free|unknown)$")
+IDLE = re.compile("^available$")
 
 
 def setup_module() -> None:
@@ -95,7 +95,7 @@ async def test_board_follows_a_call_and_stats_draw_charts(tmp_path: Path, browse
         await expect(page.locator("#board")).to_be_visible()
         assert TOKEN not in page.url
         anna = page.locator('#managers tr[data-manager="anna"] .state')
-        # Idle: free, or unknown until the PBX reports his phone's state.
+        # Idle: available (a phone whose state the PBX has not reported yet counts as free).
         await expect(anna).to_have_text(IDLE, timeout=10_000)
         lead = (await rig.post(phone="+79161234567", name="Иван", source="site")).json()
 

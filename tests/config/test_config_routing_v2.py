@@ -363,3 +363,56 @@ def test_per_scenario_phone_lists_are_checked_where_they_are_written(tmp_path: P
         "7:54: scenarios[0].match.countries[2]: matches DE leads, but phones.allowed_regions refuses every one; "
         "add DE there",
     ]
+
+
+MANAGER_SIDE = """\
+version: 2
+timezone: Europe/Moscow
+managers:
+  - {id: anna, name: Anna, extension: "101"}
+scenarios:
+  - name: calls
+    match: {sources: site}
+    wrap_up: 30s
+    auto_pause_after: 3
+    caller_name: "{name} · {source}"
+    whisper: leadrouter/new-lead
+    amd: true
+  - name: default
+"""
+
+
+def test_the_managers_side_of_a_call_is_read_per_scenario(tmp_path: Path) -> None:
+    calls, default = load(tmp_path, MANAGER_SIDE).scenarios
+    assert (calls.wrap_up, calls.auto_pause_after, calls.caller_name, calls.whisper, calls.amd) == (
+        30.0,
+        3,
+        "{name} · {source}",
+        "leadrouter/new-lead",
+        True,
+    )
+    assert (default.wrap_up, default.auto_pause_after, default.caller_name, default.whisper, default.amd) == (
+        0.0,
+        None,
+        None,
+        None,
+        False,
+    )
+
+
+def test_bad_manager_side_options_are_refused_with_their_place(tmp_path: Path) -> None:
+    text = (
+        MANAGER_SIDE.replace('"{name} · {source}"', '"{name} {payload}"')
+        .replace("leadrouter/new-lead", "new lead;rm")
+        .replace("auto_pause_after: 3", "auto_pause_after: 0")
+    )
+    assert problems(tmp_path, text) == [
+        "9:23: scenarios[0].auto_pause_after: must be greater than or equal to 1",
+        "10:18: scenarios[0].caller_name: names 'payload'; a template may name name, source, phone",
+        "11:14: scenarios[0].whisper: may contain only letters, digits and / @ . _ - (found ' ' ';')",
+    ]
+    text = MANAGER_SIDE.replace("amd: true", "amd: true\n    dial_order: manager_first")
+    assert problems(tmp_path, text) == [
+        "12:10: scenarios[0].amd: runs on a client_first answer only: under manager_first the manager is "
+        "already on the line",
+    ]

@@ -79,10 +79,12 @@ async def running(
     sections: dict[str, dict[str, Any]] | None = None,
     recordings: bool = False,
     start: datetime | None = None,
+    device_states: dict[str, str] | None = None,
 ) -> AsyncIterator[Rig]:
     """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}};
     ``recordings``: the simulator writes real WAVs into the daemon's recordings folder; ``start``:
-    the moment the clock starts at (default: now)."""
+    the moment the clock starts at (default: now); ``device_states`` are the simulator's cached
+    device states (``Custom:101``) before the daemon logs in."""
     clock = ScaledClock(scale, start=start)
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
@@ -106,6 +108,8 @@ async def running(
             config[section] = config.get(section, {}) | keys
         settings = load_written(tmp_path, config | {"routing_file": str(routing_file)})
         rig = Rig(sim, clock, settings, routing_file, crm.received)
+        for device, state in (device_states or {}).items():
+            sim.set_device_state(device, state)
         await rig.start_daemon()
         try:
             yield rig

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from router.board import History, ManagerBoard
+import pytest
+
+from router.board import MISSED, History, ManagerBoard, ManagerState
 from router.matching import Match
-from router.model import Call, Lead, Outcome, OutcomeReport
+from router.model import Call, Disposition, Lead, Outcome, OutcomeReport
 from router.pbx_events import DeviceState
 from router.routing import Strategy
 from router.schedule import Schedule, Window
@@ -259,4 +261,120 @@ def test_a_listing_leaves_phones_that_changed_since_it_was_asked_for() -> None:
     board = ManagerBoard(plan(M1, M2))
     board.device_changed("101", DeviceState.IN_USE)  # reported after the listing was asked for
     assert board.devices_listed({}, keep={"101"}) == []
+    assert offered(board) == ["m2"]
+
+
+# -- manager states: pause, wrap-up, missed offers, the PBX's device state ----------------------
+
+
+def states(board: ManagerBoard) -> list[tuple[str, str, str | None]]:
+    return [(change.manager_id, change.state.value, change.reason) for change in board.take_changes()]
+
+
+def test_a_paused_manager_is_never_offered_until_resumed_and_each_change_is_reported() -> None:
+    board = ManagerBoard(plan(M1, M2))
+    assert board.pause("m1", "lunch") is ManagerState.PAUSED
+    assert offered(board) == ["m2"] and board.free_count == 1
+    assert board.available("m1") is False  # owner first does not wait for him
+    assert states(board) == [("m1", "paused", "lunch")]
+    assert board.resume("m1") is True
+    assert "m1" in offered(board)
+    assert states(board) == [("m1", "available", None)]
+
+
+def test_pausing_someone_unknown_is_a_key_error() -> None:
+    board = ManagerBoard(plan(M1))
+    with pytest.raises(KeyError):
+        board.pause("nobody", "lunch")
+
+
+def test_a_call_shows_over_a_pause_and_the_pause_stands_after_it() -> None:
+    board = ManagerBoard(plan(M1))
+    board.reserve("m1", call_id=10)
+    board.answered("m1", call_id=10)
+    board.pause("m1", "break")
+    assert board.state("m1") == (ManagerState.ON_CALL, None)
+    board.release("m1", call_id=10)
+    assert board.state("m1") == (ManagerState.PAUSED, "break")
+    changes = board.take_changes()
+    assert [(c.state.value, c.paused) for c in changes] == [
+        ("ringing", None),
+        ("on_call", None),
+        ("on_call", "break"),  # the pause is reported (and stored) even while a call shows over it
+        ("paused", "break"),
+    ]
+
+
+def test_wrap_up_keeps_him_out_for_the_scenarios_seconds_after_a_talked_call() -> None:
+    board = ManagerBoard(plan(M1, M2))
+    call = talked("m1", 60.0, call_id=10)
+    board.reserve("m1", call_id=10)
+    board.answered("m1", call_id=10)
+    board.call_ended(call, at(60), wrap_up=30)
+    assert board.release("m1", call_id=10) is False  # not free: wrapping up
+    assert board.state("m1") == (ManagerState.WRAP_UP, None)
+    assert offered(board, now=at(60)) == ["m2"]
+    assert board.tick(at(60)) == pytest.approx(30.0)  # the dispatch loop wakes when it ends
+    board.tick(at(89.9))
+    assert board.state("m1") == (ManagerState.WRAP_UP, None)
+    board.tick(at(90))
+    assert board.state("m1") == (ManagerState.AVAILABLE, None)
+    assert offered(board, now=at(90)) == ["m2", "m1"]
+
+
+def test_no_wrap_up_after_a_call_he_never_talked_in() -> None:
+    board = ManagerBoard(plan(M1))
+    call = Call(lead_id=1, attempt=1, scenario="s", channel_id="lr-1", phone="+79161234567", started_at=T0, id=10)
+    board.reserve("m1", call_id=10)
+    call.end(Disposition.NO_ANSWER, at(5))
+    board.call_ended(call, at(5), wrap_up=30)
+    assert board.release("m1", call_id=10) is True
+
+
+def test_n_offers_in_a_row_not_answered_pause_him_with_reason_missed() -> None:
+    board = ManagerBoard(plan(M1, M2))
+    assert board.missed_offer("m1", 3) is False
+    assert board.missed_offer("m1", 3) is False
+    board.reserve("m1", call_id=10)
+    board.answered("m1", call_id=10)  # an answered offer starts the count over
+    board.release("m1", call_id=10)
+    assert board.missed_offer("m1", 3) is False
+    assert board.missed_offer("m1", 3) is False
+    assert board.missed_offer("m1", 3) is True
+    assert board.state("m1") == (ManagerState.PAUSED, MISSED)
+    assert offered(board) == ["m2"]
+    board.resume("m1")
+    assert board.missed_offer("m1", 3) is False  # resuming starts the count over too
+
+
+def test_no_auto_pause_without_a_limit() -> None:
+    board = ManagerBoard(plan(M1))
+    assert not any(board.missed_offer("m1", None) for _ in range(10))
+    assert board.state("m1") == (ManagerState.AVAILABLE, None)
+
+
+def test_the_pbx_device_state_makes_him_offline_or_on_a_personal_call() -> None:
+    board = ManagerBoard(plan(M1, M2))
+    board.device_changed("101", DeviceState.UNAVAILABLE)
+    board.device_changed("102", DeviceState.IN_USE)
+    assert board.state("m1") == (ManagerState.OFFLINE, "unregistered")
+    assert board.state("m2") == (ManagerState.ON_CALL, None)
+    assert offered(board) == []
+    assert board.available("m1") is False and board.available("m2") is True
+    board.devices_listed({"101": DeviceState.FREE})  # after a reconnect: 102 not listed is idle
+    assert offered(board) == ["m1", "m2"]
+    assert states(board)[-2:] == [("m1", "available", None), ("m2", "available", None)]
+
+
+def test_off_shift_is_offline() -> None:
+    night = Schedule((Window(days=frozenset(range(7)), start=22 * 60, end=23 * 60),))
+    board = ManagerBoard(plan(manager(1, shift=night)))
+    board.tick(T0)
+    assert board.state("m1") == (ManagerState.OFFLINE, "off_shift")
+
+
+def test_a_pause_outlives_a_restart() -> None:
+    board = ManagerBoard(plan(M1, M2))
+    board.restore(History(paused={"m1": "training"}), T0)
+    assert board.state("m1") == (ManagerState.PAUSED, "training")
     assert offered(board) == ["m2"]

@@ -2,7 +2,7 @@
 state it ended in, and its history outside calls (merged duplicates, SLA releases).
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-11-26
 """
 

@@ -1,7 +1,7 @@
 """Calls remember when the retention job deleted their recording (issue 9).
 
-Revision ID: 0010
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-26
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 
 from storage.schema import UtcDateTime
 
-revision = "0010"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,85 @@
+"""Inbound calls on the simulator: a known client calling the company number reaches his owner;
+an unknown caller becomes a lead `inbound:<number>`; a number not ours is apologised to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pbxsim import Behaviour, World
+from pbxsim.tests.amitools import wait_until
+from router.model import CallState
+from tests.integration.rig import Rig, actions_received, running
+
+ROUTING: dict[str, Any] = {
+    "version": 2,
+    "timezone": "Europe/Moscow",
+    "managers": [
+        {"id": "anna", "name": "Anna", "extension": "101"},
+        {"id": "boris", "name": "Boris", "extension": "102"},
+    ],
+    "scenarios": [{"name": "default", "owner_first": {"owner_wait": "10s"}, "caller_name": "{name} · {source}"}],
+}
+COMPANY = "74951234567"
+
+
+async def _calls(rig: Rig, lead_id: int) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = (await rig.http.get(f"/leads/{lead_id}")).json()["calls"]
+    return calls
+
+
+async def test_a_known_client_calling_in_reaches_his_owner(tmp_path: Path, mosquitto_port: int) -> None:
+    world = World(
+        default_client=lambda _number: Behaviour(answer_after=1, talk=6),
+        default_manager=lambda _extension: Behaviour(answer_after=1, talk=2),
+    )
+    sections = {"pbx": {"inbound_numbers": [COMPANY]}}
+    async with running(
+        tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=20, sections=sections
+    ) as rig:
+        lead_id = (await rig.post(phone="+79161234561", name="Иван", source="site")).json()["id"]
+
+        async def ended(count: int) -> bool:
+            calls = await _calls(rig, lead_id)
+            return len(calls) == count and calls[-1]["state"] == CallState.ENDED
+
+        await wait_until(lambda: ended(1), 15, "the first call to end")
+        owner = (await rig.http.get(f"/leads/{lead_id}")).json()["owner_id"]
+        other = {"anna": "boris", "boris": "anna"}[owner]
+        # The other manager has now been free longer, so longest idle alone would pick him.
+        rig.sim.place_inbound("79161234561", COMPANY)
+        await wait_until(lambda: ended(2), 15, "the inbound call to end")
+        call = (await _calls(rig, lead_id))[-1]
+        assert call["disposition"] == "completed" and call["manager_id"] == owner
+        assert [leg["manager_id"] for leg in call["managers_tried"]] == [owner]
+        extension = {"anna": "101", "boris": "102"}
+        assert actions_received(rig.sim, "Redirect")[-1]["Exten"] == extension[owner]
+        # His channel got what the connect context reads, the lead's name for the manager's phone.
+        setvars = {a["Variable"]: a["Value"] for a in actions_received(rig.sim, "Setvar")}
+        assert setvars["LEADROUTER_CALLER_NAME"] == "Иван · site" and setvars["LEADROUTER_LEAD"] == str(lead_id)
+
+        # An unknown caller: a new lead from the inbound number, routed by the scenarios.
+        rig.sim.place_inbound("+79161234999", COMPANY)
+
+        def created() -> list[dict[str, Any]]:
+            return [m for m in rig.mqtt if m["type"] == "lead.created" and m["phone"] == "+79161234999"]
+
+        await wait_until(lambda: bool(created()), 10, "lead.created for the unknown caller")
+        (new,) = created()
+        assert new["source"] == f"inbound:{COMPANY}"
+
+        async def new_ended() -> bool:
+            calls = await _calls(rig, new["lead_id"])
+            return bool(calls) and calls[-1]["state"] == CallState.ENDED
+
+        await wait_until(new_ended, 15, "the unknown caller's call to end")
+        assert (await rig.http.get(f"/leads/{new['lead_id']}")).json()["owner_id"] in {owner, other}
+
+        # A number the daemon does not take: the caller hears the apology, no lead is made.
+        rig.sim.place_inbound("79161234562", "74950000000")
+        await wait_until(
+            lambda: any(a["Context"] == "leadrouter-sorry" for a in actions_received(rig.sim, "Redirect")),
+            10,
+            "the apology",
+        )
+        assert not [m for m in rig.mqtt if m["type"] == "lead.created" and m["phone"] == "+79161234562"]
