@@ -2,7 +2,8 @@
 
 The lead and its ``lead.created`` event are committed before the caller hears "accepted",
 so an answered webhook never loses a lead. A repeated ``external_id`` returns the lead
-already stored instead of creating a second one.
+already stored instead of creating a second one: the insert itself decides (one atomic
+statement), so two intakes of one lead at the same moment still store it once.
 """
 
 from __future__ import annotations
@@ -124,12 +125,12 @@ class LeadIntake:
         if refusal is not None:
             raise InvalidPhone(refusal)
         async with self._uow() as uow:
-            if data.external_id is not None:
-                existing = await uow.leads.by_external_id(data.external_id)
-                if existing is not None:
-                    return existing, False
             now = self._clock.now()
             if self._per_number is not None and (wait := self._per_number.wait(phone, now)):
+                # A lead sent again is answered with the stored one even while its number waits.
+                existing = await uow.leads.by_external_id(data.external_id) if data.external_id else None
+                if existing is not None:
+                    return existing, False
                 raise TooManyLeads("this number had its share of new leads; try later", wait)
             lead = Lead(
                 phone=phone,
@@ -139,7 +140,13 @@ class LeadIntake:
                 payload=data.payload,
                 created_at=now,
             )
-            await uow.leads.add(lead)
+            if not await uow.leads.add(lead):
+                # The insert itself found the external_id taken (INSERT ... ON CONFLICT DO NOTHING),
+                # also when another intake committed it a moment ago: answer with that lead.
+                assert data.external_id is not None
+                existing = await uow.leads.by_external_id(data.external_id)
+                assert existing is not None
+                return existing, False
             uow.outbox.add([lead.created()], now)
             await uow.commit()
         if self._per_number is not None:

@@ -7,7 +7,7 @@ unit tests hand in fakes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Protocol, Self
 
@@ -75,10 +75,11 @@ class Pbx(Protocol):
 
 
 class LeadRepository(Protocol):
-    async def add(self, lead: Lead) -> None:
-        """Insert and set ``lead.id``."""
+    async def add(self, lead: Lead) -> bool:
+        """Insert and set ``lead.id``; False (nothing stored) when another lead has its external_id."""
 
-    async def get(self, lead_id: int) -> Lead | None: ...
+    async def get(self, lead_id: int, *, for_update: bool = False) -> Lead | None:
+        """``for_update``: no other unit of work changes the lead until this one ends."""
 
     async def by_external_id(self, external_id: str) -> Lead | None: ...
 
@@ -105,7 +106,11 @@ class CallRepository(Protocol):
 
     async def for_lead(self, lead_id: int) -> list[Call]: ...
 
-    async def unfinished(self) -> list[Call]: ...
+    async def steered_by(self) -> set[str | None]:
+        """The daemons steering the calls not ended yet (None: stored before daemons had ids)."""
+
+    async def take_over(self, daemon_ids: Collection[str | None]) -> list[Call]:
+        """Steer from now on the unfinished calls of these (gone) daemons; returns them."""
 
 
 class OutcomeRepository(Protocol):
@@ -116,6 +121,22 @@ class OutcomeRepository(Protocol):
 class Outbox(Protocol):
     def add(self, events: Sequence[DomainEvent], at: datetime) -> None:
         """Record events to publish; written with the unit of work's commit."""
+
+
+class Peers(Protocol):
+    """The other daemons sharing the database (storage.cluster)."""
+
+    @property
+    def shared(self) -> bool:
+        """Other daemons may run: managers are promised in the database before their phones ring."""
+
+    async def gone(self, daemon_ids: Collection[str | None]) -> set[str | None]:
+        """Which of these daemons no longer run; never this one."""
+
+    async def reserve(self, manager_id: str, call_id: int) -> bool:
+        """Promise the manager to the call; False when another daemon's live call has him."""
+
+    async def release(self, manager_id: str, call_id: int) -> None: ...
 
 
 class UnitOfWork(Protocol):

@@ -16,3 +16,5 @@ class DialerSettings:
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     # Seconds a PBX event stamp may lie behind our clock and still be taken as the event's time.
     stamp_window: float = 5.0
+    # Seconds between looks for calls whose daemon is gone (several daemons on one database).
+    takeover_poll: float = 2.0

@@ -13,7 +13,9 @@ import contextlib
 import gc
 import os
 import random
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
 from datetime import UTC, date, datetime, tzinfo
@@ -54,6 +56,7 @@ from router.stats import (
     manager_figures,
     with_every_manager,
 )
+from storage.cluster import Cluster
 from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.stats import SqlStats
@@ -152,6 +155,8 @@ def server_zone() -> tzinfo:
 
 
 # A publisher in these states has no broker to publish to, or no outbox to read, right now.
+TAKEOVER_POLL = 1.0  # seconds between a standby's tries for a singleton job: taken over within about this
+
 _PUBLISHER_WAITING = {PublisherState.BROKER_UNAVAILABLE, PublisherState.DATABASE_FAILING, PublisherState.STARTING}
 
 
@@ -197,6 +202,9 @@ class Daemon:
         settings, stack = self.settings, self._stack
         database = self.database = await stack.enter_async_context(Database(settings.database.url))
         await database.migrate()
+        # A fresh id per run: a call steered by any other id is a past run's or another daemon's.
+        daemon_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.cluster = await stack.enter_async_context(Cluster(database, daemon_id, self.clock.now))
         self.queries = SqlQueries(database)
         self.stats = SupervisorStats(database, self.routing, self.clock)
         self.publisher = (
@@ -212,7 +220,7 @@ class Daemon:
         wake_publisher = self.publisher.wake if self.publisher else None
 
         def unit_of_work() -> SqlUnitOfWork:
-            return SqlUnitOfWork(database, on_events_committed=wake_publisher)
+            return SqlUnitOfWork(database, on_events_committed=wake_publisher, daemon_id=daemon_id)
 
         self.board = ManagerBoard(self.routing.plan, self._rng)
         now = self.clock.now()
@@ -237,6 +245,7 @@ class Daemon:
             board=self.board,
             recordings=RecordingNamer(settings.recordings.file_template, settings.recordings.url_template),
             settings=settings.pbx.dialer_settings(),
+            peers=self.cluster,
         )
         self.intake = LeadIntake(
             uow=unit_of_work,
@@ -265,7 +274,8 @@ class Daemon:
         gc.freeze()
         await self._run("database-recovery", database.recover(settings.database.probe_interval))
         if self.publisher is not None:
-            await self._run("publisher", self.publisher.run())
+            # One publisher per database keeps each lead's events in order: the others stand by.
+            await self._run("publisher", self.cluster.elected("publisher", self.publisher.run, TAKEOVER_POLL))
         await self._run("dialer", self.dialer.run())
         await self._run("loop-lag", self.metrics.watch_loop_lag())
         if self.notifier.watchdog_interval is not None:
@@ -362,8 +372,8 @@ class Daemon:
         # A dialer that died stored what it could on its way out (Dialer.run); the outbox still goes.
         with contextlib.suppress(DialerStopped):
             await self.dialer.idle()
-        if self.publisher is not None:
-            await self.publisher.flush()
+        if self.publisher is not None and "publisher" in self.cluster.jobs:
+            await self.publisher.flush()  # (a standby's events are the elected publisher's to send)
 
     async def _within(self, seconds: float, coro: Coroutine[Any, Any, None]) -> bool:
         """Whether ``coro`` finished within ``seconds`` and before a hurry; it is cancelled if not."""
@@ -419,6 +429,8 @@ class Daemon:
             return [Check("mqtt", "disabled"), Check("publisher", "disabled")]
         if "publisher" in self.tasks.died:
             publishing = Check("publisher", "died", Severity.UNHEALTHY)
+        elif "publisher" not in self.cluster.jobs:
+            return [Check("mqtt", "standby"), Check("publisher", "standby")]  # another daemon publishes
         else:
             waiting = publisher.state in _PUBLISHER_WAITING
             publishing = Check(

@@ -9,13 +9,14 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import RowMapping, Table, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import RowMapping, Table, Update, bindparam, delete, false, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import DomainEvent
 from router.model import Call, CallState, Lead, LeadStatus, ManagerLeg, OutcomeReport
 from storage.engine import Database
-from storage.schema import call_legs, calls, lead_outcomes, leads, outbox
+from storage.schema import call_legs, calls, lead_outcomes, leads, manager_reservations, outbox
 
 _DUE = (LeadStatus.NEW, LeadStatus.SCHEDULED)
 
@@ -24,6 +25,7 @@ _ASSIGNED_BY_INSERT = {"id"}
 _ADDED_BY_CDRS = {"pbx_billable_seconds"}  # CDRs add to it (add_billing); a call never overwrites it
 _DURATIONS = {"ring_seconds", "hold_seconds", "talk_seconds", "total_seconds"}  # stored for stats; Call derives them
 _LEG_KEY = {"call_id", "leg_no"}  # which call, and the leg's place in call.legs
+_STEERING = {"daemon_id"}  # which daemon steers the call (storage.cluster): set on insert and on takeover only
 # The CRM's outcome is written by SqlOutcomes alone: the dialer's copy of a lead in a live call
 # must not overwrite one reported meanwhile.
 _SET_BY_OUTCOMES = {"outcome"}
@@ -45,7 +47,7 @@ def lead_from_row(row: RowMapping) -> Lead:
 
 def call_from_rows(row: RowMapping, leg_rows: Sequence[RowMapping]) -> Call:
     legs = [ManagerLeg(**_attributes(leg, _LEG_KEY)) for leg in leg_rows]
-    return Call(**_attributes(row, _DURATIONS), legs=legs)
+    return Call(**_attributes(row, _DURATIONS | _STEERING), legs=legs)
 
 
 def _update_many(table: Table, key: str, rows: list[dict[str, Any]]) -> tuple[Update, list[dict[str, Any]]]:
@@ -63,14 +65,27 @@ class SqlLeads:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, lead: Lead) -> None:
-        result = await self._conn.execute(
-            insert(leads).values(_row(leads, lead, _ASSIGNED_BY_INSERT)).returning(leads.c.id)
+    async def add(self, lead: Lead) -> bool:
+        # One statement decides whether the external_id is new, so two intakes of one lead (two
+        # daemons, two workers) can never both insert it; the loser waits for the winner's commit.
+        dialect_insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
+        statement = (
+            dialect_insert(leads)
+            .values(_row(leads, lead, _ASSIGNED_BY_INSERT))
+            .on_conflict_do_nothing(index_elements=[leads.c.external_id])
+            .returning(leads.c.id)
         )
-        lead.id = result.scalar_one()
+        lead_id = (await self._conn.execute(statement)).scalar_one_or_none()
+        if lead_id is None:
+            return False
+        lead.id = lead_id
+        return True
 
-    async def get(self, lead_id: int) -> Lead | None:
-        row = (await self._conn.execute(select(leads).where(leads.c.id == lead_id))).mappings().first()
+    async def get(self, lead_id: int, *, for_update: bool = False) -> Lead | None:
+        query = select(leads).where(leads.c.id == lead_id)
+        if for_update:  # PostgreSQL locks the row to the commit; SQLite's writers are serialised already
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).mappings().first()
         return lead_from_row(row) if row else None
 
     async def by_external_id(self, external_id: str) -> Lead | None:
@@ -123,14 +138,19 @@ class SqlLeads:
 
 
 class SqlCalls:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, daemon_id: str | None = None) -> None:
+        """``daemon_id``: the daemon steering the calls this adds or takes over (readers need none)."""
         self._conn = conn
+        self._daemon_id = daemon_id
 
     async def add(self, new: Sequence[Call]) -> None:
         if not new:
             return
         statement = insert(calls).returning(calls.c.id, sort_by_parameter_order=True)
-        rows = [_row(calls, call, _ASSIGNED_BY_INSERT | _ADDED_BY_CDRS) for call in new]
+        rows = [
+            _row(calls, call, _ASSIGNED_BY_INSERT | _ADDED_BY_CDRS | _STEERING) | {"daemon_id": self._daemon_id}
+            for call in new
+        ]
         result = await self._conn.execute(statement, rows)
         for call, call_id in zip(new, result.scalars(), strict=True):
             call.id = call_id
@@ -138,7 +158,7 @@ class SqlCalls:
 
     async def update(self, changed: Sequence[Call]) -> None:
         if changed:
-            rows = [_row(calls, call, _ADDED_BY_CDRS) for call in changed]
+            rows = [_row(calls, call, _ADDED_BY_CDRS | _STEERING) for call in changed]
             await self._conn.execute(*_update_many(calls, "id", rows))
             await self._store_legs(changed)
 
@@ -184,9 +204,31 @@ class SqlCalls:
         query = select(calls).where(calls.c.lead_id == lead_id).order_by(calls.c.id)
         return await self._with_legs((await self._conn.execute(query)).mappings().all())
 
-    async def unfinished(self) -> list[Call]:
-        query = select(calls).where(calls.c.state != CallState.ENDED).order_by(calls.c.id)
-        return await self._with_legs((await self._conn.execute(query)).mappings().all())
+    async def steered_by(self) -> set[str | None]:
+        """The daemons steering the calls not ended yet (None: stored before daemons had ids)."""
+        query = select(calls.c.daemon_id).where(calls.c.ended_at.is_(None)).distinct()  # ix_calls_live
+        return set((await self._conn.execute(query)).scalars())
+
+    async def take_over(self, daemon_ids: Collection[str | None]) -> list[Call]:
+        """Make this daemon the one steering the unfinished calls of these (gone) daemons, and their
+        managers' reservations ours; returns those calls. Of two daemons taking over at once, the
+        second finds nothing left: the rows it waited for no longer match."""
+        named = [daemon_id for daemon_id in daemon_ids if daemon_id is not None]
+        whose = or_(calls.c.daemon_id.in_(named), calls.c.daemon_id.is_(None) if None in daemon_ids else false())
+        statement = (
+            update(calls)
+            .where(calls.c.state != CallState.ENDED, whose)
+            .values(daemon_id=self._daemon_id)
+            .returning(*calls.c)
+        )
+        rows = sorted((await self._conn.execute(statement)).mappings().all(), key=lambda row: row["id"])
+        if named:
+            await self._conn.execute(
+                update(manager_reservations)
+                .where(manager_reservations.c.daemon_id.in_(named))
+                .values(daemon_id=self._daemon_id or "")
+            )
+        return await self._with_legs(rows)
 
 
 class SqlOutcomes:
@@ -236,8 +278,12 @@ class SqlUnitOfWork:
     outcomes: SqlOutcomes
     outbox: SqlOutbox
 
-    def __init__(self, db: Database, on_events_committed: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, db: Database, on_events_committed: Callable[[], None] | None = None, daemon_id: str | None = None
+    ) -> None:
+        """``daemon_id``: the daemon whose calls this unit of work stores (storage.cluster)."""
         self._db = db
+        self._daemon_id = daemon_id
         self._on_events_committed = on_events_committed
         self._conn: AsyncConnection | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -245,7 +291,7 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         self._conn = await self._stack.enter_async_context(self._db.write())
         self.leads = SqlLeads(self._conn)
-        self.calls = SqlCalls(self._conn)
+        self.calls = SqlCalls(self._conn, self._daemon_id)
         self.outcomes = SqlOutcomes(self._conn)
         self.outbox = SqlOutbox(self._conn)
         return self

@@ -29,9 +29,9 @@ UNSTORABLE_PAYLOADS = [
 
 
 @pytest.fixture
-async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def rig(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
     world = World(clients={"79161234567": Behaviour(answer_after=None)})
-    async with running(tmp_path, world=world, routing=ROUTING) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=ROUTING) as rig:
         yield rig
 
 
@@ -164,9 +164,9 @@ async def test_an_injection_corpus_reaches_the_pbx_as_nothing_but_digits(rig) ->
         assert channel.isascii() and channel.isdigit(), originate
 
 
-async def test_one_address_gets_a_bounded_number_of_posts_when_configured(tmp_path: Path) -> None:
+async def test_one_address_gets_a_bounded_number_of_posts_when_configured(tmp_path: Path, database_url: str) -> None:
     sections = {"http": {"max_leads_per_address": 3, "per_address_window": "1h"}}
-    async with running(tmp_path, world=World(), routing=ROUTING, sections=sections) as rig:
+    async with running(tmp_path, database=database_url, world=World(), routing=ROUTING, sections=sections) as rig:
         statuses = [(await rig.post(phone=f"+7916200000{n}")).status_code for n in range(3)]
         assert statuses == [201, 201, 201]
         refused = await rig.post(phone="+79162000009")
