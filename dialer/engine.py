@@ -248,6 +248,7 @@ class Dialer:
         self._wake = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
         self._dispatch_parked = False  # the dispatch loop waits for _wake
+        self._wake_after_flush = False  # a call ended in the batch being applied: its lead may be due
         self._maybe_idle = asyncio.Event()  # set whenever something idle() checks may have finished
         self._loops: tuple[asyncio.Task[None], ...] = ()  # run()'s event and dispatch loops, once started
         self._tasks: set[asyncio.Task[None]] = set()
@@ -428,6 +429,9 @@ class Dialer:
             first = await self._queue.get()
             self._apply_batch([first, *self._drain()])
             await self._writes.flush()
+            if self._wake_after_flush:
+                self._wake_after_flush = False
+                self._wake.set()
             self._maybe_idle.set()
 
     async def _dispatch_loop(self) -> None:
@@ -451,9 +455,8 @@ class Dialer:
         """Look for calls whose daemon is gone (another daemon on this database was killed) and take
         them over through a listing of the PBX, which says by ChannelId what became of each."""
         while True:
-            tick = asyncio.Event()
-            self._clock.call_later(self._settings.takeover_poll, tick.set)
-            await tick.wait()
+            # Real seconds, as RESYNC_RETRY: a daemon dies in the real world, whatever the test clock says.
+            await asyncio.sleep(self._settings.takeover_poll)
             if not self._resynced_once or self._rechecking or not self._pbx.connected:
                 continue
             try:
@@ -502,6 +505,11 @@ class Dialer:
         plan = self._routing()
         started: list[_Live] = []
         async with self._uow() as uow:
+            if self._peers.shared:
+                # Other daemons' waiting clients want the same free managers (every daemon sees them all).
+                capacity -= await uow.calls.waiting_elsewhere()
+                if capacity <= 0:
+                    return min(shift_change, self._settings.takeover_poll)  # their calls' ends are not heard here
             leads = await uow.leads.claim_due(now, capacity)
             for lead in leads:
                 assert lead.id is not None
@@ -895,6 +903,9 @@ class Dialer:
         if freed:
             self._manager_freed(now)
         self._wake.set()
+        # The lead is due again only once this batch's flush commits it: on PostgreSQL a claim woken
+        # now may run before that commit (SQLite queues it behind the flush) and must be woken again.
+        self._wake_after_flush = True
 
     def _manager_freed(self, now: datetime) -> None:
         self._connect_waiting(now)

@@ -106,6 +106,10 @@ class CallRepository(Protocol):
 
     async def for_lead(self, lead_id: int) -> list[Call]: ...
 
+    async def waiting_elsewhere(self) -> int:
+        """Other daemons' calls whose clients are dialled or on hold (each will want a free manager);
+        dispatchers take turns from this call to their commit."""
+
     async def steered_by(self) -> set[str | None]:
         """The daemons steering the calls not ended yet (None: stored before daemons had ids)."""
 

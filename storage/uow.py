@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import DomainEvent
 from router.model import Call, CallState, Lead, LeadStatus, ManagerLeg, OutcomeReport
-from storage.engine import Database
+from storage.engine import Database, lock_key
 from storage.schema import call_legs, calls, lead_outcomes, leads, manager_reservations, outbox
 
 _DUE = (LeadStatus.NEW, LeadStatus.SCHEDULED)
@@ -203,6 +203,19 @@ class SqlCalls:
     async def for_lead(self, lead_id: int) -> list[Call]:
         query = select(calls).where(calls.c.lead_id == lead_id).order_by(calls.c.id)
         return await self._with_legs((await self._conn.execute(query)).mappings().all())
+
+    async def waiting_elsewhere(self) -> int:
+        """Other daemons' calls whose clients are being dialled or wait on hold: each will want one of
+        the free managers every daemon sees. Dispatchers on PostgreSQL take turns from here to their
+        commit (a transaction-scoped advisory lock), so two never count the same free managers."""
+        if self._conn.dialect.name == "postgresql":
+            await self._conn.execute(select(func.pg_advisory_xact_lock(lock_key("dispatch"))))
+        query = select(func.count()).where(
+            calls.c.ended_at.is_(None),
+            calls.c.state.in_([CallState.DIALING, CallState.HOLDING]),
+            calls.c.daemon_id.is_distinct_from(self._daemon_id),
+        )
+        return int((await self._conn.execute(query)).scalar_one())
 
     async def steered_by(self) -> set[str | None]:
         """The daemons steering the calls not ended yet (None: stored before daemons had ids)."""

@@ -208,6 +208,14 @@ class _Calls:
     def _unfinished(self) -> list[Call]:
         return [call for call in self._db.calls.values() if call.state is not CallState.ENDED]
 
+    async def waiting_elsewhere(self) -> int:
+        return sum(
+            1
+            for call in self._unfinished()
+            if call.state in (CallState.DIALING, CallState.HOLDING)
+            and self._db.steering.get(call.id or 0) != self._daemon_id
+        )
+
     async def steered_by(self) -> set[str | None]:
         return {self._db.steering.get(call.id or 0) for call in self._unfinished()}
 
