@@ -13,9 +13,7 @@ import contextlib
 import gc
 import os
 import random
-import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
 from datetime import UTC, date, datetime, tzinfo
@@ -56,7 +54,7 @@ from router.stats import (
     manager_figures,
     with_every_manager,
 )
-from storage.cluster import Cluster
+from storage.cluster import Cluster, new_daemon_id
 from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.stats import SqlStats
@@ -203,7 +201,7 @@ class Daemon:
         database = self.database = await stack.enter_async_context(Database(settings.database.url))
         await database.migrate()
         # A fresh id per run: a call steered by any other id is a past run's or another daemon's.
-        daemon_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        daemon_id = new_daemon_id(f"{settings.ami.host}:{settings.ami.port}")
         self.cluster = await stack.enter_async_context(Cluster(database, daemon_id, self.clock.now))
         self.queries = SqlQueries(database)
         self.stats = SupervisorStats(database, self.routing, self.clock)

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import socket
+import uuid
 from collections.abc import Callable, Collection, Coroutine
 from datetime import datetime
 from types import TracebackType
@@ -51,6 +54,18 @@ _COUNT_DAEMONS = text(
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :space AND objsubid = 2"
     " AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 ).bindparams(space=_DAEMONS)
+
+
+def new_daemon_id(pbx: str) -> str:
+    """A fresh id for this run of a daemon on ``pbx`` (its AMI host:port): "<pbx>#<host>-<pid>-<random>".
+
+    The PBX comes first because only a daemon on the same PBX can take a call over: its listing
+    says what became of the call; another PBX's listing would call it vanished while it is up."""
+    return f"{pbx[:30]}#{socket.gethostname()[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def pbx_of(daemon_id: str) -> str:
+    return daemon_id.partition("#")[0]
 
 
 def _daemon_key(daemon_id: str) -> int:
@@ -132,11 +147,14 @@ class Cluster:
             await self._lease.execute(select(func.pg_advisory_unlock(*key)))
 
     async def gone(self, daemon_ids: Collection[str | None]) -> set[str | None]:
-        """Which of these daemons no longer run (None: a call stored before daemons had ids)."""
+        """Which of these daemons, on this daemon's PBX, no longer run (None: a call stored before
+        daemons had ids). Alone on SQLite every other id is a past run's, whatever its PBX."""
         found: set[str | None] = set()
         for daemon_id in daemon_ids:
             if daemon_id == self.daemon_id:
                 continue
+            if daemon_id is not None and self.postgres and pbx_of(daemon_id) != pbx_of(self.daemon_id):
+                continue  # another office's: its own daemons take it over
             if daemon_id is None or not self.postgres:
                 found.add(daemon_id)
             elif await self._try_lock(_DAEMONS, key := _daemon_key(daemon_id)):

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import DomainEvent
 from router.model import Call, CallState, Lead, LeadStatus, ManagerLeg, OutcomeReport
+from storage.cluster import pbx_of
 from storage.engine import Database, lock_key
 from storage.schema import call_legs, calls, lead_outcomes, leads, manager_reservations, outbox
 
@@ -205,15 +206,18 @@ class SqlCalls:
         return await self._with_legs((await self._conn.execute(query)).mappings().all())
 
     async def waiting_elsewhere(self) -> int:
-        """Other daemons' calls whose clients are being dialled or wait on hold: each will want one of
-        the free managers every daemon sees. Dispatchers on PostgreSQL take turns from here to their
-        commit (a transaction-scoped advisory lock), so two never count the same free managers."""
+        """Other daemons' calls on our PBX whose clients are being dialled or wait on hold: each will
+        want one of the free managers every daemon of the PBX sees. Dispatchers on PostgreSQL take
+        turns from here to their commit (a transaction-scoped advisory lock), so two never count the
+        same free managers."""
         if self._conn.dialect.name == "postgresql":
             await self._conn.execute(select(func.pg_advisory_xact_lock(lock_key("dispatch"))))
+        assert self._daemon_id is not None
         query = select(func.count()).where(
             calls.c.ended_at.is_(None),
             calls.c.state.in_([CallState.DIALING, CallState.HOLDING]),
-            calls.c.daemon_id.is_distinct_from(self._daemon_id),
+            calls.c.daemon_id != self._daemon_id,
+            calls.c.daemon_id.startswith(pbx_of(self._daemon_id) + "#"),  # our PBX's: the managers we see
         )
         return int((await self._conn.execute(query)).scalar_one())
 

@@ -36,11 +36,13 @@ async def _call(db: Database, daemon_id: str, channel_id: str) -> Call:
 
 @on_postgresql
 async def test_a_daemon_is_gone_the_moment_its_connection_ends(db: Database) -> None:
-    async with Cluster(db, "b", _now) as b:
-        async with Cluster(db, "a", _now):
-            assert await b.gone({"a", "b", None}) == {None}  # None: a call stored before daemons had ids
-            assert await b.gone({"a"}) == set()  # looking did not take a's life away
-        assert await b.gone({"a", "b"}) == {"a"}
+    async with Cluster(db, "pbx#b", _now) as b:
+        async with Cluster(db, "pbx#a", _now):
+            assert await b.gone({"pbx#a", "pbx#b", None}) == {None}  # None: a call stored before daemons had ids
+            assert (
+                await b.gone({"pbx#a", "office2#x"}) == set()
+            )  # another PBX's daemon is its own daemons' to judge  # looking did not take a's life away
+        assert await b.gone({"pbx#a", "pbx#b"}) == {"pbx#a"}
 
 
 @on_postgresql
@@ -51,8 +53,8 @@ async def test_a_standby_takes_a_singleton_job_over_when_its_holder_goes(db: Dat
         ran.append(name)
         await asyncio.Event().wait()
 
-    async with Cluster(db, "b", _now) as b:
-        async with Cluster(db, "a", _now) as a:
+    async with Cluster(db, "pbx#b", _now) as b:
+        async with Cluster(db, "pbx#a", _now) as a:
             holder = asyncio.create_task(a.elected("publisher", lambda: job("a"), poll=0.05))
             await wait_until(lambda: ran == ["a"], 5, "a elected")
             standby = asyncio.create_task(b.elected("publisher", lambda: job("b"), poll=0.05))
@@ -67,9 +69,9 @@ async def test_a_standby_takes_a_singleton_job_over_when_its_holder_goes(db: Dat
 
 @on_postgresql
 async def test_a_manager_is_promised_to_one_live_call_at_a_time(db: Database) -> None:
-    first, second = await _call(db, "a", "lr-1"), await _call(db, "b", "lr-2")
+    first, second = await _call(db, "pbx#a", "lr-1"), await _call(db, "pbx#b", "lr-2")
     assert first.id is not None and second.id is not None
-    async with Cluster(db, "a", _now, poll=0.1) as a, Cluster(db, "b", _now, poll=0.1) as b:
+    async with Cluster(db, "pbx#a", _now, poll=0.1) as a, Cluster(db, "pbx#b", _now, poll=0.1) as b:
         await wait_until(lambda: a.shared and b.shared, 5, "each to see the other")
         assert (a.others, b.others) == (1, 1)
         got = await asyncio.gather(a.reserve("anna", first.id), b.reserve("anna", second.id))
@@ -77,7 +79,7 @@ async def test_a_manager_is_promised_to_one_live_call_at_a_time(db: Database) ->
         if got[1]:
             await b.release("anna", second.id)
             assert await a.reserve("anna", first.id)
-        done = await _call(db, "a", "lr-done")  # another promise's call ending frees nobody else
+        done = await _call(db, "pbx#a", "lr-done")  # another promise's call ending frees nobody else
         assert done.id is not None and await a.reserve("olga", done.id)
         done.end(Disposition.COMPLETED, NOW)
         async with SqlUnitOfWork(db) as uow:
@@ -99,22 +101,22 @@ async def test_a_manager_is_promised_to_one_live_call_at_a_time(db: Database) ->
 
 @on_postgresql
 async def test_a_gone_daemons_calls_are_taken_over_once(db: Database) -> None:
-    await _call(db, "a", "lr-1")
-    await _call(db, "b", "lr-2")
-    async with SqlUnitOfWork(db, daemon_id="c") as c, SqlUnitOfWork(db, daemon_id="d") as d:
-        assert await c.calls.steered_by() == {"a", "b"}
-        taken = await c.calls.take_over({"a"})
-        raced = asyncio.create_task(d.calls.take_over({"a"}))  # waits for c's row locks
+    await _call(db, "pbx#a", "lr-1")
+    await _call(db, "pbx#b", "lr-2")
+    async with SqlUnitOfWork(db, daemon_id="pbx#c") as c, SqlUnitOfWork(db, daemon_id="pbx#d") as d:
+        assert await c.calls.steered_by() == {"pbx#a", "pbx#b"}
+        taken = await c.calls.take_over({"pbx#a"})
+        raced = asyncio.create_task(d.calls.take_over({"pbx#a"}))  # waits for c's row locks
         await asyncio.sleep(0.2)
         await c.commit()
         assert [call.channel_id for call in taken] == ["lr-1"]
         assert await raced == []
     async with SqlUnitOfWork(db) as uow:
-        assert await uow.calls.steered_by() == {"b", "c"}
+        assert await uow.calls.steered_by() == {"pbx#b", "pbx#c"}
 
 
 async def test_alone_on_the_database_every_other_daemon_is_a_past_run(db: Database) -> None:
-    async with Cluster(db, "me", _now) as me:
+    async with Cluster(db, "pbx#me", _now) as me:
         assert not me.shared
-        assert await me.gone({"me", "earlier", None}) == {"earlier", None}
+        assert await me.gone({"pbx#me", "pbx#earlier", None}) == {"pbx#earlier", None}
         assert await me.reserve("anna", 1) and await me.reserve("anna", 2)  # the board alone decides
