@@ -52,6 +52,7 @@ ENV_OVERRIDES: dict[tuple[str, str], str] = {
     ("ami", "secret"): "LEADROUTER_AMI_SECRET",
     ("mqtt", "password"): "LEADROUTER_MQTT_PASSWORD",
     ("http", "token"): "LEADROUTER_API_TOKEN",
+    ("database", "url"): "LEADROUTER_DATABASE_URL",  # a PostgreSQL URL carries its password
 }
 
 MIN_TOKEN_LENGTH = 16
