@@ -190,6 +190,7 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
             killed_at: float | None = None
             victim_pid: int | None = None
             orphaned = 0  # the victim's calls not ended when it died
+            takeover_s: float | None = None  # from the kill until none of them is left to the victim
 
             async def steered_by_victim() -> int:
                 query = select(func.count()).where(
@@ -202,19 +203,24 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
             deadline = started + plan.leads / plan.rate + 60
             kill_at = started + 0.4 * plan.leads / plan.rate
 
-            async def post_all() -> None:
+            async def post_one(index: int, number: str) -> None:
                 nonlocal not_accepted
-                for index, number in enumerate(numbers):
-                    await asyncio.sleep(max(started + index / plan.rate - time.monotonic(), 0))
-                    body = {"phone": f"+{number}", "name": "Scale", "source": "scale", "external_id": f"scale-{index}"}
-                    lead_id = await _post(https, index, body, deadline)
-                    if lead_id is None:
-                        not_accepted += 1
-                    else:
-                        posted[number] = lead_id
+                body = {"phone": f"+{number}", "name": "Scale", "source": "scale", "external_id": f"scale-{index}"}
+                lead_id = await _post(https, index, body, deadline)
+                if lead_id is None:
+                    not_accepted += 1
+                else:
+                    posted[number] = lead_id
+
+            async def post_all() -> None:
+                # Each lead at its moment, whatever the answers to the earlier ones: webhooks do not wait in line.
+                async with asyncio.TaskGroup() as posting:
+                    for index, number in enumerate(numbers):
+                        await asyncio.sleep(max(started + index / plan.rate - time.monotonic(), 0))
+                        posting.create_task(post_one(index, number))
 
             async def kill() -> None:
-                nonlocal killed_at, victim_pid, orphaned
+                nonlocal killed_at, victim_pid, orphaned, takeover_s
                 if victim is None:
                     return
                 await asyncio.sleep(max(kill_at - time.monotonic(), 0))
@@ -223,25 +229,29 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
                 killed_at = time.monotonic()
                 orphaned = await steered_by_victim()
                 say(f"kill -9 of daemon {victim} (pid {victim_pid}): {orphaned} calls left unsteered")
+                # The database is the witness here: polled, bounded (no takeover at all leaves takeover_s None).
+                left = orphaned
+                while left and time.monotonic() < killed_at + plan.settle:
+                    await asyncio.sleep(0.05)
+                    left = await steered_by_victim()
+                if not left:
+                    takeover_s = round(time.monotonic() - killed_at, 2)
+                    say(f"its calls taken over after {takeover_s} s")
 
             async with asyncio.TaskGroup() as group:
                 group.create_task(post_all())
                 group.create_task(kill())
             say("every lead posted; waiting for them to finish")
 
-            takeover_s: float | None = None
             settle_deadline = time.monotonic() + plan.settle
             settled = False
             while time.monotonic() < settle_deadline:
-                if killed_at is not None and takeover_s is None and await steered_by_victim() == 0:
-                    takeover_s = round(time.monotonic() - killed_at, 2)
                 async with db.read() as conn:
                     statuses = dict((await conn.execute(select(leads.c.id, leads.c.status))).all())
                     open_calls = (await conn.execute(OPEN_CALLS)).scalar_one()
                 if all(str(statuses.get(lead_id)) in FINAL_STATUSES for lead_id in posted.values()) and not open_calls:
                     settled = True
-                    if killed_at is None or takeover_s is not None:
-                        break
+                    break
                 await asyncio.sleep(POLL)
             async with db.read() as conn:
                 statuses = dict((await conn.execute(select(leads.c.id, leads.c.status))).all())
