@@ -1,13 +1,15 @@
 """The dialer: claims due leads, dials them, and steers each live call by what the PBX reports.
 
-Two tasks share the in-memory state and never run at the same time between awaits:
+Three tasks share the in-memory state and never run at the same time between awaits:
 
 * the dispatch loop claims due leads (one transaction) and only then sends the Originates,
   so a lead is never dialled without a committed claim, and never twice at once;
 * the event loop applies PBX events in arrival order. It changes memory first and sends
   Redirect/Hangup right away (a client on hold should not wait for a disk), then commits
   everything the batch changed, with its outbox events, in one transaction
-  (``dialer.write_behind``).
+  (``dialer.write_behind``);
+* the takeover loop looks every few seconds for calls whose daemon is gone (several daemons on
+  one PostgreSQL, ``storage.cluster``) and has the PBX's listing read for them, which adopts them.
 
 Who on hold gets which free manager is the domain's rule (``router.hold_queue``); what a
 (re)login means for the live calls is decided from the PBX's listing by ``dialer.resync``;

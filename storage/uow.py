@@ -210,9 +210,10 @@ class SqlCalls:
         want one of the free managers every daemon of the PBX sees. Dispatchers on PostgreSQL take
         turns from here to their commit (a transaction-scoped advisory lock), so two never count the
         same free managers."""
-        if self._conn.dialect.name == "postgresql":
-            await self._conn.execute(select(func.pg_advisory_xact_lock(lock_key("dispatch"))))
         assert self._daemon_id is not None
+        if self._conn.dialect.name == "postgresql":
+            turn = lock_key(f"dispatch:{pbx_of(self._daemon_id)}")
+            await self._conn.execute(select(func.pg_advisory_xact_lock(turn)))
         query = select(func.count()).where(
             calls.c.ended_at.is_(None),
             calls.c.state.in_([CallState.DIALING, CallState.HOLDING]),
