@@ -59,9 +59,11 @@ class ScalePlan:
     pbxes: int
     leads: int
     kill_one: bool = False
-    managers: int = 12  # per PBX
+    # Per PBX. A lead needs ~2.6 s of a manager's line (clients who never answer, retries counted):
+    # 40 per PBX take 20 leads/s with room to work off what a kill leaves behind.
+    managers: int = 40
     rate: float = 20.0  # leads posted per second, over all daemons
-    settle: float = 120.0  # the longest wait for every lead to finish after the last was posted
+    settle: float = 300.0  # the longest wait for every lead to finish after the last was posted
     seed: int = 1
     workdir: Path = Path("var/scale")
 
@@ -298,7 +300,13 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
         "managers": plan.managers * plan.pbxes,
         "settled": settled,
         "seconds": round(time.monotonic() - began, 1),
-        "evidence": {"dialled_twice": twice.evidence, "managers_double_booked": double_booked},
+        "evidence": {
+            "dialled_twice": twice.evidence,
+            "managers_double_booked": double_booked,
+            "unsettled_by_status": dict(
+                Counter(str(statuses.get(i)) for i in posted.values() if str(statuses.get(i)) not in FINAL_STATUSES)
+            ),
+        },
     }
 
 
@@ -308,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pbxes", type=int, default=2)
     parser.add_argument("--leads", type=int, required=True)
     parser.add_argument("--kill-one", action="store_true", help="kill -9 one daemon mid-run, for good")
-    parser.add_argument("--managers", type=int, default=12, help="per PBX")
+    parser.add_argument("--managers", type=int, default=40, help="per PBX")
     parser.add_argument("--rate", type=float, default=20.0, help="leads posted per second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("var/scale"))
