@@ -21,6 +21,7 @@ def test_three_daemons_two_pbxes_one_killed_dial_no_lead_twice_and_book_no_manag
     # The kill left calls behind, and a daemon on the same PBX took them over within seconds.
     assert result["calls_orphaned_by_the_kill"] > 0, result
     assert result["takeover_s"] is not None and result["takeover_s"] < 10, result
-    # The leads went through every daemon (three of this run, none of an earlier one), and every manager got some.
-    assert len(result["calls_per_daemon_run"]) == 3 and min(result["calls_per_daemon_run"]) > 0, result
+    # Both survivors dialled (the victim's calls that were live when it died now count as its heir's),
+    # and every manager got some.
+    assert len(result["calls_per_daemon_run"]) >= 2 and min(result["calls_per_daemon_run"]) > 0, result
     assert result["share_max_min_ratio"] is not None, result
