@@ -1,7 +1,10 @@
 # Two commands on a fresh machine:  make demo  |  make test
 # Both create .venv, install the package with its test tools, and install mosquitto
 # (Debian package) if it is missing; tests start their own broker on a free port. make test
-# also installs chromium (Debian package) for the dashboard's browser tests.
+# also installs chromium (Debian package) for the dashboard's browser tests, and postgresql
+# (Debian package) for the storage and integration tests' second pass on PostgreSQL: they use
+# the server on 127.0.0.1:5432 when it answers (a scratch database per test, dropped after),
+# else start a throwaway one from the package's binaries (leadrouter/postgres.py).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,12 +12,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench chaos mosquitto chromium clean
+.PHONY: demo test lint bench chaos mosquitto chromium postgresql clean
 
 demo: $(STAMP) mosquitto
 	$(BIN)/leadrouter demo
 
-test: $(STAMP) mosquitto chromium
+test: $(STAMP) mosquitto chromium postgresql
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -52,6 +55,11 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || \
 		{ echo "installing chromium (Debian package)"; \
 		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+postgresql:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ echo "installing postgresql (Debian package)"; \
+		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

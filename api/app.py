@@ -24,7 +24,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import (
@@ -374,7 +374,12 @@ def _stats_period(
 DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t"}
 ColumnName = Annotated[str, Query(min_length=1, max_length=200, description="the CSV column holding this field")]
 StatsPeriod = Annotated[Period, Depends(_stats_period)]
-Manager = Annotated[str | None, Query(alias="manager", description="one manager's id")]
+# A manager id is at most 64 plain characters (storage.schema); a NUL could not even be compared on PostgreSQL.
+Manager = Annotated[
+    str | None,
+    Query(alias="manager", max_length=64, description="one manager's id"),
+    AfterValidator(no_control_characters),
+]
 Format = Annotated[Literal["json", "csv"], Query(alias="format", description="csv: a download")]
 
 

@@ -69,6 +69,7 @@ SECRETS = (
     _Secret(("mqtt", "password"), "LEADROUTER_MQTT_PASSWORD", "mqtt-password"),
     _Secret(("http", "token"), "LEADROUTER_API_TOKEN", "api-token"),
     _Secret(("recordings", "signing_key"), "LEADROUTER_RECORDING_KEY", "recording-key"),
+    _Secret(("database", "url"), "LEADROUTER_DATABASE_URL", "database-url"),  # a PostgreSQL URL carries its password
 )
 # Tokens per scope, several separated by spaces or lines (a file may have # comments); they are
 # added to the scope's tokens in the config, so one can be rotated in without editing it.

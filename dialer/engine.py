@@ -1,13 +1,15 @@
 """The dialer: claims due leads, dials them, and steers each live call by what the PBX reports.
 
-Two tasks share the in-memory state and never run at the same time between awaits:
+Three tasks share the in-memory state and never run at the same time between awaits:
 
 * the dispatch loop claims due leads (one transaction) and only then sends the Originates,
   so a lead is never dialled without a committed claim, and never twice at once;
 * the event loop applies PBX events in arrival order. It changes memory first and sends
   Redirect/Hangup right away (a client on hold should not wait for a disk), then commits
   everything the batch changed, with its outbox events, in one transaction
-  (``dialer.write_behind``).
+  (``dialer.write_behind``);
+* the takeover loop looks every few seconds for calls whose daemon is gone (several daemons on
+  one PostgreSQL, ``storage.cluster``) and has the PBX's listing read for them, which adopts them.
 
 Who on hold gets which free manager is the domain's rule (``router.hold_queue``); what a
 (re)login means for the live calls is decided from the PBX's listing by ``dialer.resync``;
@@ -34,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, UnitOfWork, UnitOfWorkFactory
+from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, Peers, UnitOfWork, UnitOfWorkFactory
 from dialer.resync import CatchUp, Missed, decide_resync
 from dialer.settings import DialerSettings
 from dialer.write_behind import WriteBehind
@@ -177,6 +179,14 @@ class _BoardChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class _ManagerTaken:
+    """Another daemon's call has the manager (his promise in the database): he is not rung."""
+
+    channel_id: str
+    manager_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class _LinkUp:
     pass
 
@@ -210,6 +220,7 @@ _Event = (
     | _ConnectRefused
     | _InboundTaken
     | _BoardChanged
+    | _ManagerTaken
     | _LinkUp
     | _LinkDown
     | _Listing
@@ -258,8 +269,10 @@ class Dialer:
         board: ManagerBoard,
         recordings: RecordingNamer,
         settings: DialerSettings,
+        peers: Peers,
     ) -> None:
         self._uow = uow
+        self._peers = peers
         self._pbx = pbx
         self._clock = clock
         self._routing = routing
@@ -276,6 +289,7 @@ class Dialer:
         self._wake = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
         self._dispatch_parked = False  # the dispatch loop waits for _wake
+        self._wake_after_flush = False  # a call ended in the batch being applied: its lead may be due
         self._maybe_idle = asyncio.Event()  # set whenever something idle() checks may have finished
         self._loops: tuple[asyncio.Task[None], ...] = ()  # run()'s event and dispatch loops, once started
         self._tasks: set[asyncio.Task[None]] = set()
@@ -338,8 +352,8 @@ class Dialer:
             asked_at = self._clock.now()
             try:
                 snapshot = await self._pbx.snapshot()
-                # Before the first resync: the calls a previous run left open, to adopt or close.
-                adopted = [] if self._resynced_once else await self._load_unfinished()
+                # The calls a previous run, or another daemon now gone, left open: to adopt or close.
+                adopted = await self._take_over()
                 ended = await self._read_call_ends(snapshot, [call for call, _ in adopted], asked_at)
                 break
             except PbxError as exc:
@@ -451,6 +465,7 @@ class Dialer:
                 self._loops = (
                     group.create_task(self._event_loop(), name="dialer-events"),
                     group.create_task(self._dispatch_loop(), name="dialer-dispatch"),
+                    group.create_task(self._takeover_loop(), name="dialer-takeover"),
                 )
                 for loop in self._loops:
                     # The loops never return: one that ends died or was stopped, and idle() must say so
@@ -517,6 +532,9 @@ class Dialer:
             first = await self._queue.get()
             self._apply_batch([first, *self._drain()])
             await self._writes.flush()
+            if self._wake_after_flush:
+                self._wake_after_flush = False
+                self._wake.set()
             self._maybe_idle.set()
 
     async def _dispatch_loop(self) -> None:
@@ -538,6 +556,25 @@ class Dialer:
             self._maybe_idle.set()
             await self._wake.wait()
             self._dispatch_parked = False
+
+    async def _takeover_loop(self) -> None:
+        """Look for calls whose daemon is gone (another daemon on this database was killed) and take
+        them over through a listing of the PBX, which says by ChannelId what became of each."""
+        while True:
+            # Real seconds, as RESYNC_RETRY: a daemon dies in the real world, whatever the test clock says.
+            await asyncio.sleep(self._settings.takeover_poll)
+            if not self._resynced_once or self._rechecking or not self._pbx.connected:
+                continue
+            try:
+                async with self._uow() as uow:
+                    orphaned = await self._peers.gone(await uow.calls.steered_by())
+            except Exception as exc:  # the database cannot be read now: the next look tries again
+                log.warning("dialer.takeover_check_failed", error=repr(exc))
+                continue
+            if orphaned:
+                log.info("dialer.taking_over", daemons=sorted(str(daemon) for daemon in orphaned))
+                self._rechecking = True
+                self._spawn(self._recheck())
 
     def _wake_in(self, seconds: float) -> None:
         if self._wake_timer is not None:
@@ -619,6 +656,11 @@ class Dialer:
             capacity = self._capacity() if allowed is None else min(self._capacity(), allowed)
             if capacity <= 0:
                 return 0 if allowed == 0 else shift_change
+            if self._peers.shared:
+                # Other daemons' waiting clients want the same free managers (every daemon sees them all).
+                capacity -= await uow.calls.waiting_elsewhere()
+                if capacity <= 0:
+                    return min(shift_change, self._settings.takeover_poll)  # their calls' ends are not heard here
             started, claimed = await self._claim(uow, now, capacity)
             next_due = None if claimed == capacity else await uow.leads.next_due_at()
             await uow.commit()
@@ -641,7 +683,8 @@ class Dialer:
         """
         if self._dialing_stopped or not self._pbx.connected or not self._resynced_once:
             return None
-        if self._breaker.allowed() is not None:
+        # Beside other daemons the dispatch pass counts their waiting clients first: it claims.
+        if self._breaker.allowed() is not None or self._peers.shared:
             return None
         capacity = self._capacity()
         if capacity <= 0:
@@ -806,10 +849,12 @@ class Dialer:
         except PbxError as exc:
             self._queue.put_nowait(_OriginateRefused(call.channel_id, str(exc), sent=not isinstance(exc, PbxNotSent)))
 
-    async def _originate_manager(self, live: _Live, extension: str) -> None:
+    async def _originate_manager(self, live: _Live, manager_id: str, extension: str) -> None:
         call = live.call
         channel_id = call.channel_id  # a manager who does not answer gives the call a new one
         assert call.id is not None
+        if not await self._promised(channel_id, manager_id, call.id):
+            return
         try:
             await self._pbx.originate_manager(
                 channel_id=channel_id,
@@ -827,7 +872,35 @@ class Dialer:
         except PbxError as exc:
             self._queue.put_nowait(_OriginateRefused(channel_id, str(exc), sent=not isinstance(exc, PbxNotSent)))
 
-    async def _connect(self, channel_id: str, manager_id: str, extension: str) -> None:
+    async def _promised(self, channel_id: str, manager_id: str, call_id: int) -> bool:
+        """Whether the manager is ours to ring: promised to this call in the database first, so
+        another daemon never rings him at the same time (always, with no other daemon)."""
+        if not self._peers.shared:
+            return True
+        try:
+            if await self._peers.reserve(manager_id, call_id):
+                return True
+        except Exception as exc:  # the database cannot say: ringing him might double-book him
+            log.warning("dialer.reservation_failed", manager_id=manager_id, error=repr(exc))
+        self._queue.put_nowait(_ManagerTaken(channel_id, manager_id))
+        return False
+
+    def _release(self, manager_id: str, call_id: int) -> bool:
+        """Free a manager from a call of ours, in memory and (with other daemons) in the database;
+        True if he is free to take another."""
+        if self._peers.shared:
+            self._spawn(self._unpromise(manager_id, call_id))
+        return self._board.release(manager_id, call_id)
+
+    async def _unpromise(self, manager_id: str, call_id: int) -> None:
+        try:
+            await self._peers.release(manager_id, call_id)
+        except Exception as exc:  # a stale promise is taken by the next reserve once the call has ended
+            log.warning("dialer.release_failed", manager_id=manager_id, error=repr(exc))
+
+    async def _connect(self, channel_id: str, manager_id: str, extension: str, call_id: int) -> None:
+        if not await self._promised(channel_id, manager_id, call_id):
+            return
         try:
             await self._pbx.connect_to_manager(channel_id=channel_id, extension=extension)
         except PbxError as exc:
@@ -964,6 +1037,15 @@ class Dialer:
                 log.warning("dialer.redirect_refused", channel_id=live.call.channel_id, reason=reason)
                 if live.call.manager_id == manager_id:
                     self._manager_failed(live, LegResult.UNAVAILABLE, now)
+            case _ManagerTaken(manager_id=manager_id):
+                # Rung by another daemon a moment ago: his phone's state will say busy shortly.
+                log.info("dialer.manager_taken", channel_id=live.call.channel_id, manager_id=manager_id)
+                if live.call.manager_id != manager_id:
+                    return
+                if live.manager_first:
+                    self._next_manager(live, LegResult.UNAVAILABLE, now)
+                else:
+                    self._manager_failed(live, LegResult.UNAVAILABLE, now)
 
     def _breaker_changed(self, change: BreakerChange | None) -> None:
         if change is None:
@@ -1025,7 +1107,8 @@ class Dialer:
         for connection in self._holding.connect(self._board, now):
             channel_id, manager = connection.call.channel_id, connection.manager
             self._emit(self._live[channel_id])
-            self._spawn(self._connect(channel_id, manager.id, manager.extension))
+            assert connection.call.id is not None
+            self._spawn(self._connect(channel_id, manager.id, manager.extension, connection.call.id))
 
     def _manager_failed(self, live: _Live, result: LegResult, now: datetime) -> None:
         call = live.call
@@ -1036,7 +1119,7 @@ class Dialer:
         assert call.id is not None and call.answered_at is not None
         if result is LegResult.NO_ANSWER:
             self._board.missed_offer(manager_id, live.scenario.auto_pause_after)
-        freed = self._board.release(manager_id, call.id)
+        freed = self._release(manager_id, call.id)
         if (now - call.answered_at).total_seconds() >= live.scenario.hold_limit:
             self._give_up(live)
         else:
@@ -1067,7 +1150,7 @@ class Dialer:
         call.ring_manager(manager.id, now)
         self._emit(live)
         self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
-        self._spawn(self._originate_manager(live, manager.extension))
+        self._spawn(self._originate_manager(live, manager.id, manager.extension))
 
     def _next_manager(self, live: _Live, result: LegResult, now: datetime) -> None:
         """Manager first: his phone was not answered; ring the next one under a new channel id
@@ -1079,7 +1162,7 @@ class Dialer:
             return
         if result is LegResult.NO_ANSWER:
             self._board.missed_offer(manager_id, live.scenario.auto_pause_after)
-        freed = self._board.release(manager_id, call.id)
+        freed = self._release(manager_id, call.id)
         limit = live.scenario.managers_to_try
         if limit is None or len(call.legs) < limit:
             live.cancel_timers()
@@ -1136,10 +1219,13 @@ class Dialer:
         self._board.call_ended(call, now, live.scenario.wrap_up)
         freed = False
         for leg in call.legs:
-            freed = self._board.release(leg.manager_id, call.id) or freed
+            freed = self._release(leg.manager_id, call.id) or freed
         if freed:
             self._manager_freed(now)
         self._wake.set()
+        # The lead is due again only once this batch's flush commits it: on PostgreSQL a claim woken
+        # now may run before that commit (SQLite queues it behind the flush) and must be woken again.
+        self._wake_after_flush = True
 
     def _manager_freed(self, now: datetime) -> None:
         self._connect_waiting(now)
@@ -1227,14 +1313,19 @@ class Dialer:
 
     # -- resync after (re)connect ---------------------------------------------------------
 
-    async def _load_unfinished(self) -> list[tuple[Call, Lead]]:
-        """Calls a previous run left open (crash, kill -9): to adopt or to close."""
+    async def _take_over(self) -> list[tuple[Call, Lead]]:
+        """Calls a previous run or another daemon, now gone (crash, kill -9), left open: to adopt or to
+        close. They are ours from the commit on; the PBX's listing says what became of each."""
         adopted = []
         async with self._uow() as uow:
-            for call in await uow.calls.unfinished():
+            orphaned = await self._peers.gone(await uow.calls.steered_by())
+            if not orphaned:
+                return []
+            for call in await uow.calls.take_over(orphaned):
                 lead = await uow.leads.get(call.lead_id)
                 if lead is not None and call.channel_id not in self._live:
                     adopted.append((call, lead))
+            await uow.commit()
         return adopted
 
     def _resync(self, event: _Resynced, now: datetime) -> None:
@@ -1298,7 +1389,7 @@ class Dialer:
             case Missed.MANAGER_NO_ANSWER:
                 manager_id = call.manager_failed(LegResult.NO_ANSWER, now)
                 if manager_id is not None:
-                    self._board.release(manager_id, call.id)
+                    self._release(manager_id, call.id)
                 self._emit(live)
             case Missed.SENT_TO_MANAGER:
                 if catch_up.manager_id is None:

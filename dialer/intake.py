@@ -2,7 +2,8 @@
 
 The lead and its ``lead.created`` event are committed before the caller hears "accepted",
 so an answered webhook never loses a lead. A repeated ``external_id`` returns the lead
-already stored instead of creating a second one.
+already stored instead of creating a second one: the insert itself decides (one atomic
+statement), so two intakes of one lead at the same moment still store it once.
 
 Group commit: leads that arrive while a transaction is being written wait for the next one
 and share it, so a burst costs a few transactions instead of one per lead (the begin, the
@@ -243,6 +244,7 @@ class LeadIntake:
         counted: dict[str, int] = {}  # new leads per number in this batch
         new: list[Lead] = []
         merges: list[tuple[Lead, Lead]] = []  # (the open lead, the duplicate kept in its history)
+        position: dict[int, int] = {}  # a new lead's place in answers
         async with self._uow() as uow:
             now = self._clock.now()
             plan = self._routing()
@@ -286,6 +288,7 @@ class LeadIntake:
                 if opening is not None and opening > now:
                     lead.next_attempt_at = opening
                     lead.backlog_rank = scenario.backlog_rank(now)
+                position[id(lead)] = len(answers)
                 new.append(lead)
                 recent.setdefault(phone, []).append(lead)
                 counted[phone] = counted.get(phone, 0) + 1
@@ -293,8 +296,14 @@ class LeadIntake:
                     created[data.external_id] = lead
                 answers.append((lead, True))
             committed = None
-            if new:
-                await uow.leads.add(new)
+            if new and (refused := await uow.leads.add(new)):
+                # Its external_id was stored by another intake since we looked (another daemon, or
+                # a transaction that committed meanwhile): answer with that lead.
+                stored = await uow.leads.by_external_ids([lead.external_id for lead in refused if lead.external_id])
+                for lead in refused:
+                    assert lead.external_id is not None
+                    answers[position[id(lead)]] = (stored[lead.external_id], False)
+                new = [lead for lead in new if lead.id is not None]
             if (new or merges) and not dry_run:
                 events: list[DomainEvent] = [lead.created() for lead in new]
                 for existing, duplicate in merges:

@@ -21,7 +21,9 @@ class LeadOutcomes:
     async def report(self, lead_id: int, outcome: Outcome, *, reason: str, author: str) -> Lead | None:
         """Store the outcome; returns the lead with it, or None if there is no such lead."""
         async with self._uow() as uow:
-            lead = await uow.leads.get(lead_id)
+            # Locked to the commit: two reports at once would otherwise both read, and record as
+            # "previous", the outcome in force before either.
+            lead = await uow.leads.get(lead_id, for_update=True)
             if lead is None:
                 return None
             now = self._clock.now()

@@ -99,10 +99,12 @@ class Pbx(Protocol):
 
 
 class LeadRepository(Protocol):
-    async def add(self, new: Sequence[Lead]) -> None:
-        """Insert (one statement for all) and set each lead's ``id``, in order."""
+    async def add(self, new: Sequence[Lead]) -> list[Lead]:
+        """Insert and set each lead's ``id``; returns those not stored because another lead has their
+        external_id (decided by the insert itself: two intakes of one lead never both store it)."""
 
-    async def get(self, lead_id: int) -> Lead | None: ...
+    async def get(self, lead_id: int, *, for_update: bool = False) -> Lead | None:
+        """``for_update``: no other unit of work changes the lead until this one ends."""
 
     async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
         """The stored leads among these external ids, by external id, a duplicate's external id
@@ -151,7 +153,15 @@ class CallRepository(Protocol):
 
     async def for_lead(self, lead_id: int) -> list[Call]: ...
 
-    async def unfinished(self) -> list[Call]: ...
+    async def waiting_elsewhere(self) -> int:
+        """Other daemons' calls whose clients are dialled or on hold (each will want a free manager);
+        dispatchers take turns from this call to their commit."""
+
+    async def steered_by(self) -> set[str | None]:
+        """The daemons steering the calls not ended yet (None: stored before daemons had ids)."""
+
+    async def take_over(self, daemon_ids: Collection[str | None]) -> list[Call]:
+        """Steer from now on the unfinished calls of these (gone) daemons; returns them."""
 
 
 class OutcomeRepository(Protocol):
@@ -167,6 +177,22 @@ class ManagerStateRepository(Protocol):
 class Outbox(Protocol):
     def add(self, events: Sequence[DomainEvent], at: datetime) -> None:
         """Record events to publish; written with the unit of work's commit."""
+
+
+class Peers(Protocol):
+    """The other daemons sharing the database (storage.cluster)."""
+
+    @property
+    def shared(self) -> bool:
+        """Other daemons may run: managers are promised in the database before their phones ring."""
+
+    async def gone(self, daemon_ids: Collection[str | None]) -> set[str | None]:
+        """Which of these daemons no longer run; never this one."""
+
+    async def reserve(self, manager_id: str, call_id: int) -> bool:
+        """Promise the manager to the call; False when another daemon's live call has him."""
+
+    async def release(self, manager_id: str, call_id: int) -> None: ...
 
 
 class UnitOfWork(Protocol):

@@ -20,3 +20,5 @@ class DialerSettings:
     # the region a caller's number is read in when the trunk gives it without a country code.
     inbound_numbers: frozenset[str] = frozenset()
     default_region: str = "RU"
+    # Seconds between looks for calls whose daemon is gone (several daemons on one database).
+    takeover_poll: float = 2.0

@@ -64,6 +64,7 @@ from router.stats import (
     manager_figures,
     with_every_manager,
 )
+from storage.cluster import Cluster, new_daemon_id
 from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.recordings import SqlRecordings
@@ -198,6 +199,8 @@ class WebhookAdmin:
 
 
 # A publisher in these states has no broker to publish to, or no outbox to read, right now.
+TAKEOVER_POLL = 1.0  # seconds between a standby's tries for a singleton job: taken over within about this
+
 _PUBLISHER_WAITING = {PublisherState.BROKER_UNAVAILABLE, PublisherState.DATABASE_FAILING, PublisherState.STARTING}
 
 
@@ -244,6 +247,9 @@ class Daemon:
         settings, stack = self.settings, self._stack
         database = self.database = await stack.enter_async_context(Database(settings.database.url))
         await database.migrate()
+        # A fresh id per run: a call steered by any other id is a past run's or another daemon's.
+        daemon_id = new_daemon_id(f"{settings.ami.host}:{settings.ami.port}")
+        self.cluster = await stack.enter_async_context(Cluster(database, daemon_id, self.clock.now))
         self.queries = SqlQueries(database)
         self.stats = SupervisorStats(database, self.routing, self.clock)
         self.publisher = (
@@ -273,7 +279,7 @@ class Daemon:
             webhooks.wake()
 
         def unit_of_work() -> SqlUnitOfWork:
-            return SqlUnitOfWork(database, on_events_committed=events_committed)
+            return SqlUnitOfWork(database, on_events_committed=events_committed, daemon_id=daemon_id)
 
         self._unit_of_work = unit_of_work
 
@@ -300,6 +306,7 @@ class Daemon:
             board=self.board,
             recordings=RecordingNamer(settings.recordings.file_template, settings.recordings.url_template),
             settings=replace(settings.pbx.dialer_settings(), default_region=settings.phones.default_region),
+            peers=self.cluster,
         )
         self.intake = LeadIntake(
             uow=unit_of_work,
@@ -343,8 +350,10 @@ class Daemon:
         gc.freeze()
         await self._run("database-recovery", database.recover(settings.database.probe_interval))
         if self.publisher is not None:
-            await self._run("publisher", self.publisher.run())
-        await self._run("webhooks", self.webhooks.run())
+            # One publisher per database keeps each lead's events in order: the others stand by.
+            await self._run("publisher", self.cluster.elected("publisher", self.publisher.run, TAKEOVER_POLL))
+        # The same for each webhook subscriber's order: one sender per database.
+        await self._run("webhooks", self.cluster.elected("webhooks", self.webhooks.run, TAKEOVER_POLL))
         await self._run("dialer", self.dialer.run())
         if self.commands is not None:  # after the dialer, so stopped before it
             await self._run("mqtt-commands", self.commands.run())
@@ -467,8 +476,8 @@ class Daemon:
         # A dialer that died stored what it could on its way out (Dialer.run); the outbox still goes.
         with contextlib.suppress(DialerStopped):
             await self.dialer.idle()
-        if self.publisher is not None:
-            await self.publisher.flush()
+        if self.publisher is not None and "publisher" in self.cluster.jobs:
+            await self.publisher.flush()  # (a standby's events are the elected publisher's to send)
 
     async def _within(self, seconds: float, coro: Coroutine[Any, Any, None]) -> bool:
         """Whether ``coro`` finished within ``seconds`` and before a hurry; it is cancelled if not."""
@@ -527,6 +536,8 @@ class Daemon:
             return [Check("mqtt", "disabled"), Check("publisher", "disabled")]
         if "publisher" in self.tasks.died:
             publishing = Check("publisher", "died", Severity.UNHEALTHY)
+        elif "publisher" not in self.cluster.jobs:
+            return [Check("mqtt", "standby"), Check("publisher", "standby")]  # another daemon publishes
         else:
             waiting = publisher.state in _PUBLISHER_WAITING
             publishing = Check(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -59,6 +60,11 @@ def unavailable_reason(exc: BaseException) -> str | None:
     if sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _UNAVAILABLE_SQLSTATES:
         return str(exc.orig)
     return None
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit PostgreSQL advisory lock key for a name (Python's hash() changes per process)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 # Reads that must not take SQLite's write lock ask for this execution option.

@@ -118,6 +118,8 @@ calls = Table(
     Column("recording_deleted_at", UtcDateTime, nullable=True),  # by the retention job
     Column("pbx_billable_seconds", Integer, nullable=True),
     Column("pbx_failure", String(200), nullable=True),
+    # The daemon steering the call (storage.cluster), not the domain's: no record attribute fills it.
+    Column("daemon_id", String(64), nullable=True),
     # Supervisors' stats read talk time per manager over a period: keep it in the index.
     Index("ix_calls_stats", "started_at", "manager_id", "talk_seconds"),
     # ...and by when the talk began (storage.stats), with all the per-manager query reads.
@@ -179,6 +181,16 @@ manager_states = Table(
     Column("at", UtcDateTime, nullable=False),
     Index("ix_manager_states_manager", "manager_id", "seq"),
     Index("ix_manager_states_at", "at"),
+)
+
+# A manager promised to a call before his phone rings, by the daemon steering it (storage.cluster).
+manager_reservations = Table(
+    "manager_reservations",
+    metadata,
+    Column("manager_id", String(64), primary_key=True),
+    Column("call_id", _Id, nullable=False),
+    Column("daemon_id", String(64), nullable=False),
+    Column("reserved_at", UtcDateTime, nullable=False),
 )
 
 outbox = Table(

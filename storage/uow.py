@@ -9,13 +9,24 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import RowMapping, Table, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import RowMapping, Table, Update, bindparam, delete, false, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.events import SCHEMA_VERSION, DomainEvent, ManagerStateChanged
 from router.model import Call, CallState, HistoryEntry, Lead, LeadStatus, ManagerLeg, OutcomeReport
-from storage.engine import Database
-from storage.schema import call_legs, calls, lead_history, lead_outcomes, leads, manager_states, outbox
+from storage.cluster import pbx_of
+from storage.engine import Database, lock_key
+from storage.schema import (
+    call_legs,
+    calls,
+    lead_history,
+    lead_outcomes,
+    leads,
+    manager_reservations,
+    manager_states,
+    outbox,
+)
 
 _DUE = (LeadStatus.NEW, LeadStatus.SCHEDULED)
 
@@ -24,6 +35,7 @@ _ASSIGNED_BY_INSERT = {"id"}
 _ADDED_BY_CDRS = {"pbx_billable_seconds"}  # CDRs add to it (add_billing); a call never overwrites it
 _DURATIONS = {"ring_seconds", "hold_seconds", "talk_seconds", "total_seconds"}  # stored for stats; Call derives them
 _LEG_KEY = {"call_id", "leg_no"}  # which call, and the leg's place in call.legs
+_STEERING = {"daemon_id"}  # which daemon steers the call (storage.cluster): set on insert and on takeover only
 # The CRM's outcome is written by SqlOutcomes alone: the dialer's copy of a lead in a live call
 # must not overwrite one reported meanwhile.
 _SET_BY_OUTCOMES = {"outcome"}
@@ -46,7 +58,7 @@ def lead_from_row(row: RowMapping) -> Lead:
 
 def call_from_rows(row: RowMapping, leg_rows: Sequence[RowMapping]) -> Call:
     legs = [ManagerLeg(**_attributes(leg, _LEG_KEY)) for leg in leg_rows]
-    return Call(**_attributes(row, _DURATIONS), legs=legs)
+    return Call(**_attributes(row, _DURATIONS | _STEERING), legs=legs)
 
 
 def _update_many(table: Table, key: str, rows: list[dict[str, Any]]) -> tuple[Update, list[dict[str, Any]]]:
@@ -64,13 +76,36 @@ class SqlLeads:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, new: Sequence[Lead]) -> None:
-        if not new:
-            return
-        statement = insert(leads).returning(leads.c.id, sort_by_parameter_order=True)
-        result = await self._conn.execute(statement, [_row(leads, lead, _ASSIGNED_BY_INSERT) for lead in new])
-        for lead, lead_id in zip(new, result.scalars(), strict=True):
-            lead.id = lead_id
+    async def add(self, new: Sequence[Lead]) -> list[Lead]:
+        """Insert and set each lead's ``id``; returns those not stored because another lead has
+        their external_id. The insert itself decides (ON CONFLICT DO NOTHING), so two intakes of one
+        lead (two daemons, two workers) can never both store it: the loser waits for the winner's
+        commit and is told. One statement for the leads without an external_id, one for the rest."""
+        plain = [lead for lead in new if lead.external_id is None]
+        keyed = [lead for lead in new if lead.external_id is not None]
+        if plain:
+            statement = insert(leads).returning(leads.c.id, sort_by_parameter_order=True)
+            result = await self._conn.execute(statement, [_row(leads, lead, _ASSIGNED_BY_INSERT) for lead in plain])
+            for lead, lead_id in zip(plain, result.scalars(), strict=True):
+                lead.id = lead_id
+        if not keyed:
+            return []
+        dialect_insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
+        statement = (
+            dialect_insert(leads)
+            .on_conflict_do_nothing(index_elements=[leads.c.external_id])
+            .returning(leads.c.id, leads.c.external_id)
+        )
+        rows = [_row(leads, lead, _ASSIGNED_BY_INSERT) for lead in keyed]
+        stored = dict((await self._conn.execute(statement, rows)).tuples().all())
+        ids = {external_id: lead_id for lead_id, external_id in stored.items()}
+        refused = []
+        for lead in keyed:
+            if lead.external_id in ids:
+                lead.id = ids[lead.external_id]
+            else:
+                refused.append(lead)
+        return refused
 
     async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
         if not external_ids:
@@ -89,8 +124,11 @@ class SqlLeads:
                 by_id.setdefault(row["merged_as"], Lead(**{name: row[name] for name in leads.c.keys()}))
         return by_id
 
-    async def get(self, lead_id: int) -> Lead | None:
-        row = (await self._conn.execute(select(leads).where(leads.c.id == lead_id))).mappings().first()
+    async def get(self, lead_id: int, *, for_update: bool = False) -> Lead | None:
+        query = select(leads).where(leads.c.id == lead_id)
+        if for_update:  # PostgreSQL locks the row to the commit; SQLite's writers are serialised already
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).mappings().first()
         return lead_from_row(row) if row else None
 
     async def of_phones(self, phones: Collection[str], since: datetime) -> list[Lead]:
@@ -178,14 +216,20 @@ class SqlLeads:
 
 
 class SqlCalls:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, daemon_id: str | None = None) -> None:
+        """``daemon_id``: the daemon steering the calls this adds or takes over (readers need none)."""
         self._conn = conn
+        self._daemon_id = daemon_id
 
     async def add(self, new: Sequence[Call]) -> None:
         if not new:
             return
         statement = insert(calls).returning(calls.c.id, sort_by_parameter_order=True)
-        rows = [_row(calls, call, _ASSIGNED_BY_INSERT | _ADDED_BY_CDRS | _SET_BY_RETENTION) for call in new]
+        rows = [
+            _row(calls, call, _ASSIGNED_BY_INSERT | _ADDED_BY_CDRS | _SET_BY_RETENTION | _STEERING)
+            | {"daemon_id": self._daemon_id}
+            for call in new
+        ]
         result = await self._conn.execute(statement, rows)
         for call, call_id in zip(new, result.scalars(), strict=True):
             call.id = call_id
@@ -193,7 +237,7 @@ class SqlCalls:
 
     async def update(self, changed: Sequence[Call]) -> None:
         if changed:
-            rows = [_row(calls, call, _ADDED_BY_CDRS | _SET_BY_RETENTION) for call in changed]
+            rows = [_row(calls, call, _ADDED_BY_CDRS | _SET_BY_RETENTION | _STEERING) for call in changed]
             await self._conn.execute(*_update_many(calls, "id", rows))
             await self._store_legs(changed)
 
@@ -239,9 +283,48 @@ class SqlCalls:
         query = select(calls).where(calls.c.lead_id == lead_id).order_by(calls.c.id)
         return await self._with_legs((await self._conn.execute(query)).mappings().all())
 
-    async def unfinished(self) -> list[Call]:
-        query = select(calls).where(calls.c.state != CallState.ENDED).order_by(calls.c.id)
-        return await self._with_legs((await self._conn.execute(query)).mappings().all())
+    async def waiting_elsewhere(self) -> int:
+        """Other daemons' calls on our PBX whose clients are being dialled or wait on hold: each will
+        want one of the free managers every daemon of the PBX sees. Dispatchers on PostgreSQL take
+        turns from here to their commit (a transaction-scoped advisory lock), so two never count the
+        same free managers."""
+        assert self._daemon_id is not None
+        if self._conn.dialect.name == "postgresql":
+            turn = lock_key(f"dispatch:{pbx_of(self._daemon_id)}")
+            await self._conn.execute(select(func.pg_advisory_xact_lock(turn)))
+        query = select(func.count()).where(
+            calls.c.ended_at.is_(None),
+            calls.c.state.in_([CallState.DIALING, CallState.HOLDING]),
+            calls.c.daemon_id != self._daemon_id,
+            calls.c.daemon_id.startswith(pbx_of(self._daemon_id) + "#"),  # our PBX's: the managers we see
+        )
+        return int((await self._conn.execute(query)).scalar_one())
+
+    async def steered_by(self) -> set[str | None]:
+        """The daemons steering the calls not ended yet (None: stored before daemons had ids)."""
+        query = select(calls.c.daemon_id).where(calls.c.ended_at.is_(None)).distinct()  # ix_calls_live
+        return set((await self._conn.execute(query)).scalars())
+
+    async def take_over(self, daemon_ids: Collection[str | None]) -> list[Call]:
+        """Make this daemon the one steering the unfinished calls of these (gone) daemons, and their
+        managers' reservations ours; returns those calls. Of two daemons taking over at once, the
+        second finds nothing left: the rows it waited for no longer match."""
+        named = [daemon_id for daemon_id in daemon_ids if daemon_id is not None]
+        whose = or_(calls.c.daemon_id.in_(named), calls.c.daemon_id.is_(None) if None in daemon_ids else false())
+        statement = (
+            update(calls)
+            .where(calls.c.state != CallState.ENDED, whose)
+            .values(daemon_id=self._daemon_id)
+            .returning(*calls.c)
+        )
+        rows = sorted((await self._conn.execute(statement)).mappings().all(), key=lambda row: row["id"])
+        if named:
+            await self._conn.execute(
+                update(manager_reservations)
+                .where(manager_reservations.c.daemon_id.in_(named))
+                .values(daemon_id=self._daemon_id or "")
+            )
+        return await self._with_legs(rows)
 
 
 class SqlOutcomes:
@@ -324,8 +407,12 @@ class SqlUnitOfWork:
     managers: SqlManagerStates
     outbox: SqlOutbox
 
-    def __init__(self, db: Database, on_events_committed: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, db: Database, on_events_committed: Callable[[], None] | None = None, daemon_id: str | None = None
+    ) -> None:
+        """``daemon_id``: the daemon whose calls this unit of work stores (storage.cluster)."""
         self._db = db
+        self._daemon_id = daemon_id
         self._on_events_committed = on_events_committed
         self._conn: AsyncConnection | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -333,7 +420,7 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         self._conn = await self._stack.enter_async_context(self._db.write())
         self.leads = SqlLeads(self._conn)
-        self.calls = SqlCalls(self._conn)
+        self.calls = SqlCalls(self._conn, self._daemon_id)
         self.outcomes = SqlOutcomes(self._conn)
         self.history = SqlHistory(self._conn)
         self.managers = SqlManagerStates(self._conn)

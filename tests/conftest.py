@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import structlog
 
 from leadrouter.broker import private_mosquitto
 from leadrouter.logs import configure_logging
+from leadrouter.postgres import (
+    create_database,
+    drop_database,
+    postgres_server,
+    scratch_database,
+    unique_name,
+    with_database,
+)
 from storage.engine import Database
 
 
@@ -32,11 +42,53 @@ def mosquitto_port() -> Iterator[int]:
         yield port
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated SQLite database file of the test's own."""
-    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+T = TypeVar("T")
+
+
+def _run_apart(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on a loop of its own in a thread: a session fixture may be set up while a test's loop runs."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coro).result()
+
+
+async def _migrate(url: str) -> None:
+    async with Database(url) as db:
         await db.migrate()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[tuple[str, str]]:
+    """A real PostgreSQL (this machine's, or a throwaway one) and a migrated database on it to copy.
+
+    Yields the server URL and the template's name; the template is dropped after the session.
+    """
+    with postgres_server() as server:
+        name = unique_name("lr_test_template")
+        _run_apart(create_database(server, name))
+        try:
+            _run_apart(_migrate(with_database(server, name)))
+            yield server, name
+        finally:
+            _run_apart(drop_database(server, name))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated database of the test's own: a SQLite file, or a fresh copy of the PostgreSQL template."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}"
+        await _migrate(url)
+        yield url
+        return
+    server, template = request.getfixturevalue("postgres_template")
+    async with scratch_database(server, "lr_test", template) as url:
+        yield url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A migrated database of the test's own, on SQLite and on PostgreSQL."""
+    async with Database(database_url) as db:
         yield db
 
 

@@ -150,18 +150,24 @@ class FakeDb:
     history: list[HistoryEntry] = field(default_factory=list)
     manager_states: list[ManagerStateChanged] = field(default_factory=list)
     commits: int = 0
+    steering: dict[int, str | None] = field(default_factory=dict)  # call id -> the daemon steering it
 
 
 class _Leads:
     def __init__(self, db: FakeDb) -> None:
         self._db = db
 
-    async def add(self, new: Sequence[Lead]) -> None:
+    async def add(self, new: Sequence[Lead]) -> list[Lead]:
+        refused = []
         for lead in new:
+            if lead.external_id is not None and lead.external_id in await self.by_external_ids([lead.external_id]):
+                refused.append(lead)
+                continue
             lead.id = len(self._db.leads) + 1
             self._db.leads[lead.id] = copy.deepcopy(lead)
+        return refused
 
-    async def get(self, lead_id: int) -> Lead | None:
+    async def get(self, lead_id: int, *, for_update: bool = False) -> Lead | None:
         lead = self._db.leads.get(lead_id)
         return copy.deepcopy(lead) if lead else None
 
@@ -242,13 +248,15 @@ class _Leads:
 
 
 class _Calls:
-    def __init__(self, db: FakeDb) -> None:
+    def __init__(self, db: FakeDb, daemon_id: str | None) -> None:
         self._db = db
+        self._daemon_id = daemon_id
 
     async def add(self, new: Sequence[Call]) -> None:
         for call in new:
             call.id = len(self._db.calls) + 1
             self._db.calls[call.id] = copy.deepcopy(call)
+            self._db.steering[call.id] = self._daemon_id
 
     async def update(self, changed: Sequence[Call]) -> None:
         for call in changed:
@@ -262,8 +270,42 @@ class _Calls:
     async def for_lead(self, lead_id: int) -> list[Call]:
         return [copy.deepcopy(c) for c in self._db.calls.values() if c.lead_id == lead_id]
 
-    async def unfinished(self) -> list[Call]:
-        return [copy.deepcopy(c) for c in self._db.calls.values() if c.state is not CallState.ENDED]
+    def _unfinished(self) -> list[Call]:
+        return [call for call in self._db.calls.values() if call.state is not CallState.ENDED]
+
+    async def waiting_elsewhere(self) -> int:
+        return sum(
+            1
+            for call in self._unfinished()
+            if call.state in (CallState.DIALING, CallState.HOLDING)
+            and self._db.steering.get(call.id or 0) != self._daemon_id
+        )
+
+    async def steered_by(self) -> set[str | None]:
+        return {self._db.steering.get(call.id or 0) for call in self._unfinished()}
+
+    async def take_over(self, daemon_ids: Collection[str | None]) -> list[Call]:
+        taken = [call for call in self._unfinished() if self._db.steering.get(call.id or 0) in daemon_ids]
+        for call in taken:
+            self._db.steering[call.id or 0] = self._daemon_id
+        return [copy.deepcopy(call) for call in taken]
+
+
+@dataclass
+class SoleDaemon:
+    """The other daemons as one daemon alone sees them (as on SQLite): every other id is a past run's."""
+
+    daemon_id: str | None = None
+    shared: bool = False
+
+    async def gone(self, daemon_ids: Collection[str | None]) -> set[str | None]:
+        return {daemon_id for daemon_id in daemon_ids if daemon_id != self.daemon_id}
+
+    async def reserve(self, manager_id: str, call_id: int) -> bool:
+        return True
+
+    async def release(self, manager_id: str, call_id: int) -> None:
+        pass
 
 
 class _History:
@@ -301,14 +343,15 @@ class FakeUnitOfWork:
     keeps two units of work from overwriting each other's commits in this whole-copy fake.
     """
 
-    def __init__(self, db: FakeDb) -> None:
+    def __init__(self, db: FakeDb, daemon_id: str | None = None) -> None:
         self._db = db
+        self._daemon_id = daemon_id
 
     async def __aenter__(self) -> Self:
         await asyncio.sleep(0)
         self._work = copy.deepcopy(self._db)
         self.leads = _Leads(self._work)
-        self.calls = _Calls(self._work)
+        self.calls = _Calls(self._work, self._daemon_id)
         self.history = _History(self._work)
         self.managers = _Managers()
         self.outbox = _Outbox()
@@ -320,10 +363,11 @@ class FakeUnitOfWork:
     async def commit(self) -> None:
         self._db.leads, self._db.calls, self._db.billing = self._work.leads, self._work.calls, self._work.billing
         self._db.history = self._work.history
+        self._db.steering = self._work.steering
         self._db.outbox.extend(self.outbox.events)
         self._db.manager_states.extend(self.managers.changes)
         self._db.commits += 1
         self._work = copy.deepcopy(self._db)
-        self.leads, self.calls = _Leads(self._work), _Calls(self._work)
+        self.leads, self.calls = _Leads(self._work), _Calls(self._work, self._daemon_id)
         self.managers = _Managers()
         self.outbox = _Outbox()

@@ -159,6 +159,10 @@ class DaemonProcess:
             await asyncio.sleep(0.1)
         raise RuntimeError(f"the daemon did not answer /health within {READY_WITHIN:g}s; see {self.log}")
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     async def kill9(self) -> None:
         await self._end(signal.SIGKILL, 5.0)
 

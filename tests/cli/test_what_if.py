@@ -37,7 +37,7 @@ async def _store(db: Database, lead_id: int, ago: timedelta, manager: str, vip: 
 
 
 async def test_what_if_counts_leads_per_scenario_and_manager_and_lists_those_that_change_hands(
-    tmp_path: Path, db: Database, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, db: Database, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await _store(db, 1, timedelta(days=2), "boris", vip=True)  # would be Anna's under the new file
     await _store(db, 2, timedelta(days=1), "anna", vip=False)
@@ -50,7 +50,7 @@ async def test_what_if_counts_leads_per_scenario_and_manager_and_lists_those_tha
         yaml.safe_dump({"version": 2, "timezone": "UTC", "managers": MANAGERS, "scenarios": [vip, {"name": "default"}]})
     )
     config = tmp_path / "leadrouter.yaml"
-    database = {"url": f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}"}
+    database = {"url": database_url}
     config.write_text(yaml.safe_dump({"ami": {"secret": "unused"}, "routing_file": str(current), "database": database}))
 
     code = await asyncio.to_thread(main, ["what-if", "--config", str(config), "--routing", str(new), "--since", "7d"])

@@ -85,6 +85,7 @@ def test_environment_wins_over_the_file_for_secrets(tmp_path: Path) -> None:
         "LEADROUTER_AMI_SECRET": "env-secret",
         "LEADROUTER_MQTT_PASSWORD": "env-password",
         "LEADROUTER_API_TOKEN": "env-token-0123456789",
+        "LEADROUTER_DATABASE_URL": "postgresql+asyncpg://leadrouter:env-pw@db.example.com/leadrouter",
     }
 
     from_file = load_settings(path, {"LEADROUTER_AMI_SECRET": ""})
@@ -94,6 +95,7 @@ def test_environment_wins_over_the_file_for_secrets(tmp_path: Path) -> None:
     assert from_env.ami.secret.get_secret_value() == "env-secret"
     assert from_env.mqtt.password is not None and from_env.mqtt.password.get_secret_value() == "env-password"
     assert from_env.http.token is not None and from_env.http.token.get_secret_value() == "env-token-0123456789"
+    assert from_env.database.url == "postgresql+asyncpg://leadrouter:env-pw@db.example.com/leadrouter"
 
 
 def test_bad_value_from_the_environment_names_the_variable(tmp_path: Path) -> None:

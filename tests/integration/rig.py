@@ -1,4 +1,4 @@
-"""The whole daemon against the PBX simulator over TCP, SQLite and a real mosquitto."""
+"""The whole daemon against the PBX simulator over TCP, SQLite or PostgreSQL, and a real mosquitto."""
 
 from __future__ import annotations
 
@@ -80,11 +80,13 @@ async def running(
     recordings: bool = False,
     start: datetime | None = None,
     device_states: dict[str, str] | None = None,
+    database: str | None = None,
 ) -> AsyncIterator[Rig]:
-    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"database": {...}};
+    """``sections`` adds to or replaces keys of the simulator settings' sections, e.g. {"http": {...}};
     ``recordings``: the simulator writes real WAVs into the daemon's recordings folder; ``start``:
     the moment the clock starts at (default: now); ``device_states`` are the simulator's cached
-    device states (``Custom:101``) before the daemon logs in."""
+    device states (``Custom:101``) before the daemon logs in; ``database``: its URL (the
+    ``database_url`` fixture's), by default a SQLite file in ``tmp_path``."""
     clock = ScaledClock(scale, start=start)
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(yaml.safe_dump(routing, sort_keys=False))
@@ -104,6 +106,8 @@ async def running(
             stack.callback(asyncio.create_task(crm.run(mqtt_port)).cancel)
             await asyncio.wait_for(crm.subscribed.wait(), 5)
         config = simulator_settings(ami_port=sim.port, database=tmp_path / "lr.db", mqtt_port=mqtt_port, token=TOKEN)
+        if database is not None:
+            config["database"] = {"url": database}
         for section, keys in (sections or {}).items():
             config[section] = config.get(section, {}) | keys
         settings = load_written(tmp_path, config | {"routing_file": str(routing_file)})

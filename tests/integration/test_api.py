@@ -35,9 +35,9 @@ BAD_LEADS = [
 
 
 @pytest.fixture
-async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def rig(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
     world = World(clients={"79161234567": Behaviour(answer_after=None)})
-    async with running(tmp_path, world=world, routing=ROUTING) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=ROUTING) as rig:
         yield rig
 
 

@@ -34,7 +34,7 @@ SUPERVISOR, FROM_FILE = "supervisor-token-0123456789", "supervisor-file-token-01
 
 
 @pytest.fixture
-async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def rig(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
     credentials = tmp_path / "supervisor-tokens"
     credentials.write_text(f"# one a line\n{FROM_FILE}\n")
     http = {
@@ -43,7 +43,7 @@ async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
         "max_auth_failures": 5,
     }
     world = World(clients={"79161234567": Behaviour(answer_after=None)})
-    async with running(tmp_path, world=world, routing=ROUTING, sections={"http": http}) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=ROUTING, sections={"http": http}) as rig:
         yield rig
 
 

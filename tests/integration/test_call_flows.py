@@ -36,9 +36,13 @@ async def _history(rig: Rig, lead_id: int):  # type: ignore[no-untyped-def]
     return found
 
 
-async def test_nobody_free_within_the_hold_limit_hears_the_apology_and_is_called_back(tmp_path: Path) -> None:
+async def test_nobody_free_within_the_hold_limit_hears_the_apology_and_is_called_back(
+    tmp_path: Path, database_url: str
+) -> None:
     world = World(clients={PHONE[1:]: Behaviour(answer_after=1)}, managers={"201": Behaviour(answer_after=None)})
-    async with running(tmp_path, world=world, routing=_routing("201", hold_limit="8s"), scale=20) as rig:
+    async with running(
+        tmp_path, database=database_url, world=world, routing=_routing("201", hold_limit="8s"), scale=20
+    ) as rig:
         lead_id = (await rig.post(phone=PHONE)).json()["id"]
 
         async def ended() -> bool:
@@ -57,9 +61,11 @@ async def test_nobody_free_within_the_hold_limit_hears_the_apology_and_is_called
         assert lead.status is LeadStatus.SCHEDULED and lead.owner_id is None
 
 
-async def test_a_restarted_daemon_adopts_the_call_in_progress_and_records_its_end(tmp_path: Path) -> None:
+async def test_a_restarted_daemon_adopts_the_call_in_progress_and_records_its_end(
+    tmp_path: Path, database_url: str
+) -> None:
     world = World(clients={PHONE[1:]: Behaviour(answer_after=1, talk=40)}, managers={"101": Behaviour(answer_after=1)})
-    async with running(tmp_path, world=world, routing=_routing("101"), scale=20) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=_routing("101"), scale=20) as rig:
         lead_id = (await rig.post(phone=PHONE)).json()["id"]
 
         async def bridged() -> bool:
@@ -85,8 +91,10 @@ async def test_a_restarted_daemon_adopts_the_call_in_progress_and_records_its_en
         await wait_until(lambda: rig.daemon.board.free_count == 1, 5, "the manager to be free again")
 
 
-async def test_routing_reload_takes_a_good_file_and_keeps_running_on_a_broken_one(tmp_path: Path) -> None:
-    async with running(tmp_path, world=World(), routing=_routing("101"), scale=20) as rig:
+async def test_routing_reload_takes_a_good_file_and_keeps_running_on_a_broken_one(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running(tmp_path, database=database_url, world=World(), routing=_routing("101"), scale=20) as rig:
         rig.routing_file.write_text(yaml.safe_dump(_routing("101", "102")))
         assert await rig.daemon.reload_routing() is True
         assert len(rig.daemon.board) == 2

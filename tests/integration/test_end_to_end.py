@@ -63,7 +63,9 @@ def _phone(index: int) -> str:
 
 
 @pytest.mark.timeout(180)
-async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Path, mosquitto_port: int) -> None:
+async def test_two_hundred_leads_end_where_their_clients_lead_them(
+    tmp_path: Path, database_url: str, mosquitto_port: int
+) -> None:
     kinds = {index: KINDS[index % 10] for index in range(200)}
     world = World(
         clients={_phone(index)[1:]: CLIENT[kind] for index, kind in kinds.items()},
@@ -73,7 +75,9 @@ async def test_two_hundred_leads_end_where_their_clients_lead_them(tmp_path: Pat
             "110": Behaviour(busy=True),
         },
     )
-    async with running(tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=30) as rig:
+    async with running(
+        tmp_path, database=database_url, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=30
+    ) as rig:
         ids = {}
         for index in range(200):
             response = await rig.post(

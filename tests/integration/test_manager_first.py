@@ -35,12 +35,14 @@ async def _ended(rig: Rig, lead_id: int) -> dict[str, Any]:
     return lead
 
 
-async def test_the_manager_answers_first_then_the_client_is_dialled_and_never_holds(tmp_path: Path) -> None:
+async def test_the_manager_answers_first_then_the_client_is_dialled_and_never_holds(
+    tmp_path: Path, database_url: str
+) -> None:
     world = World(
         clients={"79161234501": Behaviour(answer_after=2, talk=10), "79161234508": Behaviour(answer_after=None)},
         managers={"101": Behaviour(answer_after=None), "102": Behaviour(answer_after=1)},
     )
-    async with running(tmp_path, world=world, routing=ROUTING, scale=20) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=ROUTING, scale=20) as rig:
         lead = await _ended(rig, (await rig.post(phone="+79161234501")).json()["id"])
         (call,) = lead["calls"]
         # Anna (free longest) let it ring 3 s; Boris answered, then the client did.

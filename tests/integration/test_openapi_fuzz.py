@@ -80,8 +80,8 @@ def _fuzz(spec: dict[str, Any], base_url: str) -> Tally:
 # Every valid POST /managers is checked in the reload process (~1 s on a loaded 2-core machine):
 # 40 of them alone outlast the default 120 s on a bad day.
 @pytest.mark.timeout(300)
-async def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
-    async with running(tmp_path, world=World(), routing=ROUTING) as rig:
+async def test_no_generated_request_gets_a_server_error(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database=database_url, world=World(), routing=ROUTING) as rig:
         spec = (await rig.http.get("/openapi.json")).json()
         tally = await asyncio.to_thread(_fuzz, spec, str(rig.http.base_url))
     print(f"schemathesis: {tally.cases} cases, {len(tally.server_errors)} server errors, {tally.unsendable} unsendable")

@@ -24,7 +24,7 @@ def _phone(index: int) -> str:
     return f"+7916700{index:04d}"
 
 
-async def test_metrics_count_what_the_daemon_did(tmp_path: Path, mosquitto_port: int) -> None:
+async def test_metrics_count_what_the_daemon_did(tmp_path: Path, database_url: str, mosquitto_port: int) -> None:
     # One client talks and hangs up, one talks on, one never answers.
     world = World(
         clients={
@@ -34,7 +34,7 @@ async def test_metrics_count_what_the_daemon_did(tmp_path: Path, mosquitto_port:
         },
         managers={"101": Behaviour(answer_after=1), "102": Behaviour(answer_after=1)},
     )
-    async with running(tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=ROUTING, mqtt_port=mosquitto_port) as rig:
         for index in range(3):
             assert (await rig.post(phone=_phone(index))).status_code == 201
 
@@ -74,9 +74,11 @@ async def test_metrics_count_what_the_daemon_did(tmp_path: Path, mosquitto_port:
 
 
 async def test_health_says_each_part_and_a_dead_task_makes_it_unhealthy(
-    tmp_path: Path, mosquitto_port: int, json_log: JsonLog
+    tmp_path: Path, database_url: str, mosquitto_port: int, json_log: JsonLog
 ) -> None:
-    async with running(tmp_path, world=World(), routing=ROUTING, mqtt_port=mosquitto_port) as rig:
+    async with running(
+        tmp_path, database=database_url, world=World(), routing=ROUTING, mqtt_port=mosquitto_port
+    ) as rig:
         await wait_until(lambda: rig.daemon.publisher and rig.daemon.publisher.connected, 5, "the broker")
         # Until the PBX said FullyBooted and its calls were read, dials wait: "degraded" is right then.
         await wait_until(lambda: rig.daemon.dialer.breaker_state == "closed", 5, "the PBX read after login")

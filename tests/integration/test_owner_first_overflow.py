@@ -60,12 +60,13 @@ def _tried(call: dict[str, Any]) -> list[tuple[str, str | None]]:
 
 async def test_a_repeat_lead_goes_to_its_owner_when_free_waits_while_busy_and_moves_on_unanswered(
     tmp_path: Path,
+    database_url: str,
 ) -> None:
     world = World(
         clients={REPEAT[1:]: Behaviour(answer_after=1, talk=8)},
         default_manager=lambda _extension: Behaviour(answer_after=1),
     )
-    async with running(tmp_path, world=world, routing=ROUTING, scale=20) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=ROUTING, scale=20) as rig:
         first = (await rig.post(phone=REPEAT)).json()["id"]
         assert (await _call(rig, first, CallState.ENDED))["manager_id"] == "anna"  # free longest: the file's first
 
@@ -98,13 +99,13 @@ async def test_a_repeat_lead_goes_to_its_owner_when_free_waits_while_busy_and_mo
         assert (await _call(rig, stranger, CallState.ENDED))["hold_seconds"] < OWNER_WAIT
 
 
-async def test_overflow_takes_the_client_to_the_further_pool_after_the_delay(tmp_path: Path) -> None:
+async def test_overflow_takes_the_client_to_the_further_pool_after_the_delay(tmp_path: Path, database_url: str) -> None:
     world = World(
         clients={"79161234510": Behaviour(answer_after=1, talk=30)},
         default_client=lambda _number: Behaviour(answer_after=1, talk=8),
         default_manager=lambda _extension: Behaviour(answer_after=1),
     )
-    async with running(tmp_path, world=world, routing=ROUTING, scale=20) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=ROUTING, scale=20) as rig:
         busy = (await rig.post(phone="+79161234510")).json()["id"]
         assert _tried(await _call(rig, busy, CallState.BRIDGED)) == [("anna", "answered")]
 
@@ -123,6 +124,7 @@ async def test_overflow_takes_the_client_to_the_further_pool_after_the_delay(tmp
 
 async def test_a_reload_mid_call_leaves_the_waiting_client_his_rules_and_routes_the_next_by_the_new(
     tmp_path: Path,
+    database_url: str,
 ) -> None:
     world = World(
         # The waiting client talks long enough to be seen bridged after the reload, which is
@@ -134,7 +136,7 @@ async def test_a_reload_mid_call_leaves_the_waiting_client_his_rules_and_routes_
         default_client=lambda _number: Behaviour(answer_after=1, talk=12),
         default_manager=lambda _extension: Behaviour(answer_after=1),
     )
-    async with running(tmp_path, world=world, routing=ROUTING, scale=20) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=ROUTING, scale=20) as rig:
         busy = (await rig.post(phone="+79161234510")).json()["id"]
         await _call(rig, busy, CallState.BRIDGED)
         waiting = (await rig.post(phone="+79161234511", payload={"tags": ["vip"]})).json()["id"]

@@ -31,13 +31,17 @@ def write_wav(path: Path, seconds: float) -> None:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def rig(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
     folder = tmp_path / "monitor"
     write_wav(folder / "leadrouter" / "lr-1.wav", 2.0)
     (tmp_path / "secret.txt").write_text("not a recording")
     (folder / "leadrouter" / "escape.wav").symlink_to(tmp_path / "secret.txt")
     async with running(
-        tmp_path, world=World(), routing=ROUTING, sections={"recordings": {"directory": str(folder)}}
+        tmp_path,
+        world=World(),
+        routing=ROUTING,
+        sections={"recordings": {"directory": str(folder)}},
+        database=database_url,
     ) as rig:
         yield rig
 

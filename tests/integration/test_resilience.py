@@ -57,13 +57,15 @@ def _originated(rig: Rig, phone: str) -> list[str]:
     return [action["ChannelId"] for action in actions_received(rig.sim, "Originate") if digits in action["Channel"]]
 
 
-async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_after_it(tmp_path: Path) -> None:
+async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_after_it(
+    tmp_path: Path, database_url: str
+) -> None:
     managers = [str(101 + offset) for offset in range(10)]
     # Clients still ringing when the PBX restarts (however long a loaded machine takes to get
     # there); after it, every one of them answers.
     world = World(clients={_phone(index)[1:]: Behaviour(answer_after=None) for index in range(30)})
     # One attempt each: an attempt spent on the restart would fail the lead.
-    async with running(tmp_path, world=world, routing=_routing(*managers), scale=50) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=_routing(*managers), scale=50) as rig:
         leads = [await _post(rig, _phone(index)) for index in range(20)]
         await wait_until(lambda: len(actions_received(rig.sim, "Originate")) >= 10, 10, "the first ten dials")
         before = len(actions_received(rig.sim, "Originate"))
@@ -109,12 +111,13 @@ async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_aft
 
 async def test_a_client_who_answers_while_the_daemon_is_down_is_put_through_after_the_restart(
     tmp_path: Path,
+    database_url: str,
 ) -> None:
     phone = _phone(1)
     # Rings long enough (a second here) for the daemon to be stopped first; answers within the
     # Originate's 25 s; talks past the old dial deadline (25 s + 30 s after the dial).
     world = World(clients={phone[1:]: Behaviour(answer_after=20, talk=60)}, managers={"101": Behaviour(answer_after=1)})
-    async with running(tmp_path, world=world, routing=_routing("101"), scale=20) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=_routing("101"), scale=20) as rig:
         lead_id = await _post(rig, phone)
         await wait_until(lambda: _originated(rig, phone), 5, "the Originate")
         (channel_id,) = _originated(rig, phone)
@@ -142,13 +145,15 @@ async def test_a_client_who_answers_while_the_daemon_is_down_is_put_through_afte
         assert call.answered_at is not None and lead.owner_id == "m101" and lead.attempts == 1
 
 
-async def test_a_managers_phone_going_idle_during_an_ami_gap_is_free_after_the_reconnect(tmp_path: Path) -> None:
+async def test_a_managers_phone_going_idle_during_an_ami_gap_is_free_after_the_reconnect(
+    tmp_path: Path, database_url: str
+) -> None:
     first, second = _phone(1), _phone(2)
     world = World(
         clients={first[1:]: Behaviour(answer_after=1, talk=30), second[1:]: Behaviour(answer_after=1, talk=5)},
         managers={"101": Behaviour(answer_after=1)},  # talks until the client hangs up
     )
-    async with running(tmp_path, world=world, routing=_routing("101"), scale=50) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=_routing("101"), scale=50) as rig:
         lead_id = await _post(rig, first)
 
         async def bridged() -> bool:
@@ -179,7 +184,9 @@ async def test_a_managers_phone_going_idle_during_an_ami_gap_is_free_after_the_r
         await wait_until(put_through, 10, "the next client to be put through to m101")
 
 
-async def test_calls_that_ended_during_an_ami_gap_are_closed_with_what_is_known(tmp_path: Path) -> None:
+async def test_calls_that_ended_during_an_ami_gap_are_closed_with_what_is_known(
+    tmp_path: Path, database_url: str
+) -> None:
     talks, leaves = _phone(1), _phone(2)
     world = World(
         clients={
@@ -188,7 +195,7 @@ async def test_calls_that_ended_during_an_ami_gap_are_closed_with_what_is_known(
         },
         managers={"101": Behaviour(answer_after=1), "102": Behaviour(answer_after=None)},
     )
-    async with running(tmp_path, world=world, routing=_routing("101", "102"), scale=50) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=_routing("101", "102"), scale=50) as rig:
         talking = await _post(rig, talks)
 
         async def state(lead_id: int) -> CallState | None:
@@ -284,6 +291,7 @@ async def test_a_bridged_call_that_ended_during_an_ami_gap_closes_at_the_pbxs_en
 
 async def test_a_client_ringing_through_an_ami_gap_costs_no_attempt_and_one_answering_in_it_is_put_through(
     tmp_path: Path,
+    database_url: str,
 ) -> None:
     rings_out, answers = _phone(1), _phone(2)
     world = World(
@@ -293,7 +301,7 @@ async def test_a_client_ringing_through_an_ami_gap_costs_no_attempt_and_one_answ
         },
         managers={"101": Behaviour(answer_after=1), "102": Behaviour(answer_after=1)},
     )
-    async with running(tmp_path, world=world, routing=_routing("101", "102"), scale=50) as rig:
+    async with running(tmp_path, database=database_url, world=world, routing=_routing("101", "102"), scale=50) as rig:
         lost = await _post(rig, rings_out)
         answered = await _post(rig, answers)
         await wait_until(lambda: _originated(rig, rings_out) and _originated(rig, answers), 5, "both dials")

@@ -48,14 +48,16 @@ async def _ended(rig: Rig, lead_id: int) -> dict[str, Any]:
 
 
 async def test_a_manager_at_capacity_is_skipped_until_the_crm_decides_a_lead(
-    tmp_path: Path, mosquitto_port: int
+    tmp_path: Path, database_url: str, mosquitto_port: int
 ) -> None:
     world = World(
         # Clients stay on the line past the VIP hold limit (3 s): an unserved one is apologised to.
         default_client=lambda _number: Behaviour(answer_after=1, talk=10),
         default_manager=lambda _extension: Behaviour(answer_after=1),
     )
-    async with running(tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=20) as rig:
+    async with running(
+        tmp_path, database=database_url, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=20
+    ) as rig:
         first = (await rig.post(phone="+79161234567", payload=VIP)).json()["id"]
         taken = await _ended(rig, first)
         assert (taken["owner_id"], taken["calls"][0]["scenario"]) == ("anna", "vip")
@@ -90,8 +92,8 @@ async def test_a_manager_at_capacity_is_skipped_until_the_crm_decides_a_lead(
         assert offered(rig.daemon.board, now=rig.clock.now()) == ["boris"]
 
 
-async def test_outcome_requests_are_checked_and_documented(tmp_path: Path) -> None:
-    async with running(tmp_path, world=World(), routing=ROUTING, scale=20) as rig:
+async def test_outcome_requests_are_checked_and_documented(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database=database_url, world=World(), routing=ROUTING, scale=20) as rig:
         lead_id = (await rig.post(phone="+79161234567")).json()["id"]
 
         missing = await rig.http.patch("/leads/999", json={"outcome": "lost", "author": "crm"})
@@ -113,8 +115,8 @@ async def test_outcome_requests_are_checked_and_documented(tmp_path: Path) -> No
         assert set(body["properties"]) == {"outcome", "reason", "author"} and body["required"] == ["outcome", "author"]
 
 
-async def test_a_reload_applies_new_options_and_refuses_a_broken_file(tmp_path: Path) -> None:
-    async with running(tmp_path, world=World(), routing=ROUTING, scale=20) as rig:
+async def test_a_reload_applies_new_options_and_refuses_a_broken_file(tmp_path: Path, database_url: str) -> None:
+    async with running(tmp_path, database=database_url, world=World(), routing=ROUTING, scale=20) as rig:
         changed = {**ROUTING, "scenarios": [*ROUTING["scenarios"][:-1], {"name": "default", "strategy": "weighted"}]}
         rig.routing_file.write_text(yaml.safe_dump(changed))
         assert await rig.daemon.reload_routing() is True

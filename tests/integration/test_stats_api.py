@@ -24,8 +24,8 @@ ROUTING = {
 
 
 @pytest.fixture
-async def rig(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with running(tmp_path, world=World(), routing=ROUTING) as rig:
+async def rig(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
+    async with running(tmp_path, database=database_url, world=World(), routing=ROUTING) as rig:
         await company_day(rig.daemon.database)
         yield rig
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,7 +29,7 @@ from router.pbx_events import (
     PbxBooted,
 )
 from router.routing import Manager, RoutingPlan
-from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock
+from tests.fakes import FakeDb, FakePbx, FakeUnitOfWork, ManualClock, SoleDaemon
 
 
 def team(count: int, **fields: Any) -> tuple[Manager, ...]:
@@ -117,7 +118,8 @@ async def make_rig(
     in-memory one (``Rig.db`` then stays empty); ``db`` and ``pbx``: those of an earlier rig,
     as a restarted daemon finds them."""
     db, pbx, clock = db or FakeDb(), pbx or FakePbx(), clock or ManualClock()
-    uow = uow or (lambda: FakeUnitOfWork(db))
+    daemon_id = f"rig-{uuid.uuid4().hex[:8]}"  # a fresh one per run, as the daemon's
+    uow = uow or (lambda: FakeUnitOfWork(db, daemon_id))
     plans = [plan]
     board = ManagerBoard(plan)
     settings = DialerSettings(channel_id_prefix="lr", max_channels=10, dial_deadline=60)
@@ -131,6 +133,7 @@ async def make_rig(
         board=board,
         recordings=RecordingNamer("leadrouter/{channel_id}.wav", "https://rec.example/{file}"),
         settings=settings,
+        peers=SoleDaemon(daemon_id),
     )
     intake = LeadIntake(
         uow=uow,

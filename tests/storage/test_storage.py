@@ -1,4 +1,4 @@
-"""The SQL room on a real SQLite file: schema, transactions, claims under concurrency."""
+"""Storage on SQLite and on PostgreSQL (the db fixture runs each test on both)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,122 @@
+"""Several daemons on one PostgreSQL (storage.cluster): who is alive, who runs a singleton job,
+which manager is promised to which call, who takes over a gone daemon's calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+import pytest
+
+from pbxsim.tests.amitools import wait_until
+from router.model import Call, Disposition, Lead
+from storage.cluster import Cluster
+from storage.engine import Database
+from storage.uow import SqlUnitOfWork
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+on_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def _now() -> datetime:
+    return NOW
+
+
+async def _call(db: Database, daemon_id: str, channel_id: str) -> Call:
+    async with SqlUnitOfWork(db, daemon_id=daemon_id) as uow:
+        lead = Lead(phone="+79161234567", name="", source="site", external_id=None, payload={}, created_at=NOW)
+        await uow.leads.add(lead)
+        assert lead.id is not None
+        call = Call(lead_id=lead.id, attempt=1, scenario="s", channel_id=channel_id, phone=lead.phone, started_at=NOW)
+        await uow.calls.add([call])
+        await uow.commit()
+    return call
+
+
+@on_postgresql
+async def test_a_daemon_is_gone_the_moment_its_connection_ends(db: Database) -> None:
+    async with Cluster(db, "pbx#b", _now) as b:
+        async with Cluster(db, "pbx#a", _now):
+            assert await b.gone({"pbx#a", "pbx#b", None}) == {None}  # None: a call stored before daemons had ids
+            assert (
+                await b.gone({"pbx#a", "office2#x"}) == set()
+            )  # another PBX's daemon is its own daemons' to judge  # looking did not take a's life away
+        assert await b.gone({"pbx#a", "pbx#b"}) == {"pbx#a"}
+
+
+@on_postgresql
+async def test_a_standby_takes_a_singleton_job_over_when_its_holder_goes(db: Database) -> None:
+    ran: list[str] = []
+
+    async def job(name: str) -> None:
+        ran.append(name)
+        await asyncio.Event().wait()
+
+    async with Cluster(db, "pbx#b", _now) as b:
+        async with Cluster(db, "pbx#a", _now) as a:
+            holder = asyncio.create_task(a.elected("publisher", lambda: job("a"), poll=0.05))
+            await wait_until(lambda: ran == ["a"], 5, "a elected")
+            standby = asyncio.create_task(b.elected("publisher", lambda: job("b"), poll=0.05))
+            await asyncio.sleep(0.3)  # six of b's tries while a holds the job
+            assert ran == ["a"] and "publisher" not in b.jobs
+            holder.cancel()
+        await wait_until(lambda: ran == ["a", "b"], 5, "b taking the job over")
+        standby.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await standby
+
+
+@on_postgresql
+async def test_a_manager_is_promised_to_one_live_call_at_a_time(db: Database) -> None:
+    first, second = await _call(db, "pbx#a", "lr-1"), await _call(db, "pbx#b", "lr-2")
+    assert first.id is not None and second.id is not None
+    async with Cluster(db, "pbx#a", _now, poll=0.1) as a, Cluster(db, "pbx#b", _now, poll=0.1) as b:
+        await wait_until(lambda: a.shared and b.shared, 5, "each to see the other")
+        assert (a.others, b.others) == (1, 1)
+        got = await asyncio.gather(a.reserve("anna", first.id), b.reserve("anna", second.id))
+        assert sorted(got) == [False, True]  # one of the two at once, whichever came first
+        if got[1]:
+            await b.release("anna", second.id)
+            assert await a.reserve("anna", first.id)
+        done = await _call(db, "pbx#a", "lr-done")  # another promise's call ending frees nobody else
+        assert done.id is not None and await a.reserve("olga", done.id)
+        done.end(Disposition.COMPLETED, NOW)
+        async with SqlUnitOfWork(db) as uow:
+            await uow.calls.update([done])
+            await uow.commit()
+        assert not await b.reserve("anna", second.id)
+        assert await a.reserve("anna", first.id)  # his own call asks again: still his
+        await b.release("anna", second.id)  # not b's promise: nothing changes
+        assert not await b.reserve("anna", second.id)
+        await a.release("anna", first.id)
+        assert await b.reserve("anna", second.id)
+        # A promise whose call ended (its daemon died before releasing it) is taken.
+        second.end(Disposition.COMPLETED, NOW)
+        async with SqlUnitOfWork(db) as uow:
+            await uow.calls.update([second])
+            await uow.commit()
+        assert await a.reserve("anna", first.id)
+
+
+@on_postgresql
+async def test_a_gone_daemons_calls_are_taken_over_once(db: Database) -> None:
+    await _call(db, "pbx#a", "lr-1")
+    await _call(db, "pbx#b", "lr-2")
+    async with SqlUnitOfWork(db, daemon_id="pbx#c") as c, SqlUnitOfWork(db, daemon_id="pbx#d") as d:
+        assert await c.calls.steered_by() == {"pbx#a", "pbx#b"}
+        taken = await c.calls.take_over({"pbx#a"})
+        raced = asyncio.create_task(d.calls.take_over({"pbx#a"}))  # waits for c's row locks
+        await asyncio.sleep(0.2)
+        await c.commit()
+        assert [call.channel_id for call in taken] == ["lr-1"]
+        assert await raced == []
+    async with SqlUnitOfWork(db) as uow:
+        assert await uow.calls.steered_by() == {"pbx#b", "pbx#c"}
+
+
+async def test_alone_on_the_database_every_other_daemon_is_a_past_run(db: Database) -> None:
+    async with Cluster(db, "pbx#me", _now) as me:
+        assert not me.shared
+        assert await me.gone({"pbx#me", "pbx#earlier", None}) == {"pbx#earlier", None}
+        assert await me.reserve("anna", 1) and await me.reserve("anna", 2)  # the board alone decides
