@@ -166,6 +166,18 @@ class ManagerStateChanged(DomainEvent):
     at: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class ManagerChanged(DomainEvent):
+    """A manager added, changed or removed from outside (API, CLI) and in force."""
+
+    type: ClassVar[str] = "manager.changed"
+    lead_id: None = None
+    manager_id: str
+    change: str  # added, changed, removed
+    manager: dict[str, Any] | None  # as in force now (GET /managers); None once removed
+
+
+# Every event the daemon publishes: webhooks' `events:` patterns match these, events/schema/ has one schema each.
 EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     LeadCreated,
     CallDialing,
@@ -179,15 +191,5 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     LeadDuplicate,
     LeadReassigned,
     ManagerStateChanged,
+    ManagerChanged,
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class ManagerChanged(DomainEvent):
-    """A manager added, changed or removed from outside (API, CLI) and in force."""
-
-    type: ClassVar[str] = "manager.changed"
-    lead_id: None = None
-    manager_id: str
-    change: str  # added, changed, removed
-    manager: dict[str, Any] | None  # as in force now (GET /managers); None once removed
