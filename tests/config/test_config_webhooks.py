@@ -29,10 +29,14 @@ def test_subscribers_with_filters_and_a_secret_file(tmp_path: Path) -> None:
             - name: all-of-it
               url: http://10.0.0.5:8099/
               secret: inline-secret-0123456789
+            - name: floor
+              url: {GOOD}
+              secret: floor-secret-0123456789
+              events: [manager.*]
         """,
     )
     webhooks = load_settings(path, SECRET_ENV).webhooks.webhook_settings()
-    amber, everything = webhooks.subscribers
+    amber, everything, floor = webhooks.subscribers
     assert amber.events == {
         "lead.created",
         "lead.assigned",
@@ -46,6 +50,8 @@ def test_subscribers_with_filters_and_a_secret_file(tmp_path: Path) -> None:
     }
     assert amber.secret == b"from-a-file-0123456789"
     assert everything.events is None and everything.secret == b"inline-secret-0123456789"
+    # The events about no lead can be chosen too: manager.changed as well as manager.state.
+    assert floor.events == {"manager.state", "manager.changed"}
     assert (webhooks.retry_first, webhooks.dead_after) == (2, 6 * 3600)
     assert "0123456789" not in repr(webhooks)
 
@@ -69,8 +75,8 @@ def test_mistakes_are_refused_where_they_are(tmp_path: Path) -> None:
         "4:12: webhooks.subscribers[0].url: must be an http:// or https:// URL without spaces",
         "5:15: webhooks.subscribers[0].secret: must be at least 16 characters",
         "6:16: webhooks.subscribers[0].events[0]: matches no event; the events are lead.created, call.dialing, "
-        "call.answered, lead.assigned, call.ended, lead.scheduled, lead.failed, lead.outcome "
-        "(patterns like lead.* work)",
+        "call.answered, lead.assigned, call.ended, lead.scheduled, lead.failed, lead.outcome, lead.deferred, "
+        "lead.duplicate, lead.reassigned, manager.state, manager.changed (patterns like lead.* work)",
         "7:7: webhooks.subscribers[1]: set exactly one of secret and secret_file",
     ]
     twice = f"webhooks:\n  subscribers:\n    - {{name: a, url: {GOOD}, secret: s-0123456789abcdef}}\n"
