@@ -47,6 +47,8 @@ class LeadCards:
                 return False
             self._seen.add(event["id"])
             self.events.append(event)
+            if not event["lead_id"]:
+                return True  # about no lead (manager.state: 0, manager.changed: null): no card to keep
             card = self.cards.setdefault(event["lead_id"], {"lead_id": event["lead_id"], "calls": {}})
             kind = event["type"]
             if kind == "lead.created":
@@ -91,8 +93,9 @@ async def follow_mqtt(cards: LeadCards, host: str, port: int, prefix: str, ident
         try:
             # clean_session=False: the broker queues our QoS 1 events while we are away.
             async with aiomqtt.Client(host, port, identifier=identifier, clean_session=False) as client:
-                await client.subscribe(f"{prefix}/#", qos=1)
-                print(f"subscribed to {prefix}/# on {host}:{port}", file=sys.stderr)
+                # The event topics only (<prefix>/<entity>/<event>): not the CRM's own commands and replies.
+                await client.subscribe(f"{prefix}/+/+", qos=1)
+                print(f"subscribed to {prefix}/+/+ on {host}:{port}", file=sys.stderr)
                 async for message in client.messages:
                     event = json.loads(bytes(message.payload))
                     if cards.apply(event):
