@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,15 +237,18 @@ async def test_a_crash_between_the_puback_and_the_mark_sends_nothing_twice_with_
     db: Database, mosquitto_port: int, receipts: bool
 ) -> None:
     queries = SqlQueries(db)
+    # Ids of this run only: the broker outlives the test and keeps the persistent sessions of the
+    # other database's run, whose queued events would come back here.
+    run = uuid.uuid4().hex[:8]
     settings = MqttSettings(
         host="127.0.0.1",
         port=mosquitto_port,
         topic_prefix="crash",
-        client_id=f"pub-crash-{receipts}",
+        client_id=f"pub-crash-{receipts}-{run}",
         receipts=receipts,
         max_inflight=20,
     )
-    crm = CrmListener(f"crm-crash-{receipts}", persistent_session=True, topics="crash/#")
+    crm = CrmListener(f"crm-crash-{receipts}-{run}", persistent_session=True, topics="crash/#")
     dying = _DiesBeforeMarking(queries)
     first = OutboxPublisher(dying, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
     await _commit_leads(db, first, 0, 30)
