@@ -26,7 +26,7 @@ def _now() -> datetime:
 async def _call(db: Database, daemon_id: str, channel_id: str) -> Call:
     async with SqlUnitOfWork(db, daemon_id=daemon_id) as uow:
         lead = Lead(phone="+79161234567", name="", source="site", external_id=None, payload={}, created_at=NOW)
-        await uow.leads.add(lead)
+        await uow.leads.add([lead])
         assert lead.id is not None
         call = Call(lead_id=lead.id, attempt=1, scenario="s", channel_id=channel_id, phone=lead.phone, started_at=NOW)
         await uow.calls.add([call])

@@ -15,13 +15,22 @@ from storage.engine import Database
 from storage.schema import lead_outcomes, leads, outbox
 from storage.uow import SqlUnitOfWork
 from tests.fakes import ManualClock
+from tests.router.plans import manager, plan
+
+PLAN = plan(manager(1))
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 async def test_one_lead_posted_by_many_intakes_at_once_is_stored_once_and_all_get_it(db: Database) -> None:
     intakes = [
-        LeadIntake(uow=lambda: SqlUnitOfWork(db), clock=ManualClock(NOW), default_region="RU", on_new_lead=lambda: None)
+        LeadIntake(
+            uow=lambda: SqlUnitOfWork(db),
+            clock=ManualClock(NOW),
+            routing=lambda: PLAN,
+            default_region="RU",
+            on_new_lead=lambda: None,
+        )
         for _ in range(8)
     ]
     answers = await asyncio.gather(
@@ -38,14 +47,14 @@ async def test_leads_without_an_external_id_are_never_taken_for_duplicates(db: D
     async with SqlUnitOfWork(db) as uow:
         for _ in range(3):
             lead = Lead(phone="+79161234567", name="", source="site", external_id=None, payload={}, created_at=NOW)
-            assert await uow.leads.add(lead)
+            assert await uow.leads.add([lead]) == []  # stored: nothing refused
         await uow.commit()
 
 
 async def test_outcomes_reported_at_once_each_record_the_one_in_force_before_it(db: Database) -> None:
     async with SqlUnitOfWork(db) as uow:
         lead = Lead(phone="+79161234567", name="", source="site", external_id=None, payload={}, created_at=NOW)
-        await uow.leads.add(lead)
+        await uow.leads.add([lead])
         await uow.commit()
     assert lead.id is not None
     service = LeadOutcomes(uow=lambda: SqlUnitOfWork(db), clock=ManualClock(NOW), on_reported=lambda _: None)

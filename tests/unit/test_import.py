@@ -10,20 +10,24 @@ from sqlalchemy import func, select
 from bench.lead_import import BAD_KINDS, sample_csv
 from dialer.importing import Columns, ImportRefused, import_csv
 from dialer.intake import LeadIntake, RateLimit
+from router.routing import RoutingPlan
 from storage.engine import Database
 from storage.schema import leads, outbox
 from storage.uow import SqlUnitOfWork
 from tests.fakes import ManualClock
-from tests.router.plans import manager, plan
+from tests.router.plans import manager, plan, scenario
 
 PLAN = plan(manager(1))  # one scenario for anyone: duplicates of an open lead within 24 h are merged
+EVERY_LEAD = plan(manager(1), scenarios=(scenario(duplicate_window=0.0),))  # no merging: each row a lead
 
 
-def _intake(db: Database, woken: list[int], per_number: RateLimit | None = None) -> LeadIntake:
+def _intake(
+    db: Database, woken: list[int], per_number: RateLimit | None = None, routing: RoutingPlan = PLAN
+) -> LeadIntake:
     return LeadIntake(
         uow=lambda: SqlUnitOfWork(db),
         clock=ManualClock(datetime(2026, 11, 26, 9, 0, tzinfo=UTC)),
-        routing=lambda: PLAN,
+        routing=lambda: routing,
         default_region="RU",
         on_new_lead=lambda: woken.append(1),
         per_number=per_number,
@@ -84,7 +88,9 @@ async def test_columns_are_mapped_the_rest_goes_to_the_payload_and_duplicates_co
 
 async def test_the_per_number_limit_holds_within_one_batch(db: Database) -> None:
     rows = "".join(f"+79161234567,n{index}\n" for index in range(5))
-    report = await import_csv("phone,name\n" + rows, Columns(), _intake(db, [], RateLimit(3, timedelta(hours=1))))
+    # Duplicates off: five leads of one number, of which the limit lets three in.
+    intake = _intake(db, [], RateLimit(3, timedelta(hours=1)), EVERY_LEAD)
+    report = await import_csv("phone,name\n" + rows, Columns(), intake)
     assert report.created == 3
     assert [(error.row, error.field) for error in report.errors] == [(5, "phone"), (6, "phone")]
 
