@@ -97,8 +97,7 @@ class SqlLeads:
             .returning(leads.c.id, leads.c.external_id)
         )
         rows = [_row(leads, lead, _ASSIGNED_BY_INSERT) for lead in keyed]
-        stored = dict((await self._conn.execute(statement, rows)).tuples().all())
-        ids = {external_id: lead_id for lead_id, external_id in stored.items()}
+        ids = {external_id: lead_id for lead_id, external_id in await self._conn.execute(statement, rows)}
         refused = []
         for lead in keyed:
             if lead.external_id in ids:
