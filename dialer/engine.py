@@ -308,7 +308,7 @@ class Dialer:
         self._stamp_window = timedelta(seconds=settings.stamp_window)
         self._sla_next: datetime | None = None  # the earliest SLA deadline, once read
         self._pacing = PacingMeter(routing().pacing)
-        self._sla_read = False
+        self._sla_read_at: float | None = None  # when the earliest SLA deadline was last read
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -768,10 +768,12 @@ class Dialer:
         """Give each owned lead nobody worked by its deadline to another manager of its pool
         (router.sla); return seconds until it is to look again."""
         now = self._clock.now()
-        if not self._sla_read:
+        if self._sla_read_at is None or self._clock.monotonic() - self._sla_read_at >= _SLA_RECHECK:
+            # Read again every _SLA_RECHECK: a deadline noted in memory while a release pass read the
+            # database may have been overwritten by what that pass read.
             async with self._uow() as uow:
                 self._sla_next = await uow.leads.next_sla_due_at()
-            self._sla_read = True
+            self._sla_read_at = self._clock.monotonic()
         if self._sla_next is None or self._sla_next > now:
             return self._sla_wait(now)
         plan = self._routing()
@@ -1302,6 +1304,7 @@ class Dialer:
     def _inbound_taken(self, live: _Live, ready: bool, now: datetime) -> None:
         channel_id = live.call.channel_id
         self._live[channel_id] = live
+        self._recount(live)  # a caller on hold wants a manager, as an answered client does
         if ready:
             self._start_hold_timer(live, now)
             self._holding.join(live.call, live.scenario, live.owner_id)

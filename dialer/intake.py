@@ -22,6 +22,7 @@ allowed minute, with its place in that opening's backlog.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -138,6 +139,13 @@ class _Pending:
 # run once it committed (None: nothing claimed).
 ClaimNew = Callable[[UnitOfWork, datetime], Awaitable[Callable[[], None] | None]]
 
+
+class _RaceLost(Exception):
+    """The insert found an external_id taken that the lookup had not: try the batch again."""
+
+
+_RACE_TRIES = 3  # a batch losing the race three times running is an error its callers hear
+
 # A transaction holds at most this many leads: a huge burst still commits in steps of bounded length.
 MAX_BATCH = 200
 
@@ -239,12 +247,19 @@ class LeadIntake:
     ) -> list[tuple[Lead, bool] | TooManyLeads]:
         """One transaction for the batch of checked leads (and their normalised phones): (lead,
         created) or the refusal, in the batch's order. ``dry_run``: rolled back, nothing claimed."""
+        for _ in range(_RACE_TRIES - 1):
+            with contextlib.suppress(_RaceLost):
+                return await self._store_once(batch, dry_run=dry_run)
+        return await self._store_once(batch, dry_run=dry_run)
+
+    async def _store_once(
+        self, batch: list[tuple[LeadInput, str]], *, dry_run: bool
+    ) -> list[tuple[Lead, bool] | TooManyLeads]:
         answers: list[tuple[Lead, bool] | TooManyLeads] = []
         created: dict[str, Lead] = {}  # by external_id: a repeat within the batch gets the first
         counted: dict[str, int] = {}  # new leads per number in this batch
         new: list[Lead] = []
         merges: list[tuple[Lead, Lead]] = []  # (the open lead, the duplicate kept in its history)
-        position: dict[int, int] = {}  # a new lead's place in answers
         async with self._uow() as uow:
             now = self._clock.now()
             plan = self._routing()
@@ -288,7 +303,6 @@ class LeadIntake:
                 if opening is not None and opening > now:
                     lead.next_attempt_at = opening
                     lead.backlog_rank = scenario.backlog_rank(now)
-                position[id(lead)] = len(answers)
                 new.append(lead)
                 recent.setdefault(phone, []).append(lead)
                 counted[phone] = counted.get(phone, 0) + 1
@@ -296,14 +310,12 @@ class LeadIntake:
                     created[data.external_id] = lead
                 answers.append((lead, True))
             committed = None
-            if new and (refused := await uow.leads.add(new)):
-                # Its external_id was stored by another intake since we looked (another daemon, or
-                # a transaction that committed meanwhile): answer with that lead.
-                stored = await uow.leads.by_external_ids([lead.external_id for lead in refused if lead.external_id])
-                for lead in refused:
-                    assert lead.external_id is not None
-                    answers[position[id(lead)]] = (stored[lead.external_id], False)
-                new = [lead for lead in new if lead.id is not None]
+            if new and await uow.leads.add(new):
+                # An external_id was stored by another transaction since we looked (another daemon,
+                # or an import beside the group commit on PostgreSQL). Leaving the unit of work
+                # rolls this one back; the next try sees that lead, and every answer or merge that
+                # pointed at ours is made again from it.
+                raise _RaceLost
             if (new or merges) and not dry_run:
                 events: list[DomainEvent] = [lead.created() for lead in new]
                 for existing, duplicate in merges:

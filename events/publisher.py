@@ -32,6 +32,10 @@ from events.receipts import Receipts
 log = structlog.get_logger("events")
 
 
+# Connections in a row whose receipts fence may fail before events go out without it.
+FENCE_TRIES = 3
+
+
 class OutboxRecord(Protocol):
     @property
     def seq(self) -> int: ...
@@ -160,6 +164,7 @@ class OutboxPublisher:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # the outbox was read empty and nothing was committed since
         self._settled = False  # since this connection began, the receipts fence came back
+        self._fence_failures = 0  # connections in a row whose fence did not come back
         self._acked: list[OutboxRecord] = []  # acknowledged by the broker, not yet marked in the outbox
         self._receipts = Receipts(feed, settings, now, feed_outages=feed_outages) if settings.receipts else None
         self._broker = Outage("mqtt", settings.reminder_interval)
@@ -277,7 +282,23 @@ class OutboxPublisher:
             # Whatever the broker took before a crash or a broken connection is marked now, so
             # the first batch holds only events it never had. After the marks above: their
             # echoes are held unacknowledged until then, and the fence queues behind them.
-            await self._receipts.settle(client)
+            if await self._receipts.settle(client):
+                if self._fence_failures >= FENCE_TRIES:
+                    log.info("mqtt.receipts_back")
+                self._fence_failures = 0
+            else:
+                self._fence_failures += 1
+                if self._fence_failures < FENCE_TRIES:
+                    raise aiomqtt.MqttError("our own events did not come back (receipts fence)")
+                if self._fence_failures == FENCE_TRIES:
+                    # Most likely an ACL that predates receipts. Events must flow: at least once
+                    # (a crash may send one twice) until the fence comes back, tried at each connect.
+                    log.error(
+                        "mqtt.receipts_unavailable",
+                        tries=FENCE_TRIES,
+                        hint=f"let the daemon's MQTT user read {self._settings.topic_prefix}/+/+ and "
+                        f"read and write {self._settings.topic_prefix}_fence/#",
+                    )
             self._settled = True
         batch = await self._feed.pending_outbox(self._batch_size)
         window = self._settings.max_inflight

@@ -116,11 +116,11 @@ class Receipts:
             self._marking.add(marking)
             marking.add_done_callback(self._marking.discard)
 
-    async def settle(self, client: aiomqtt.Client) -> None:
-        """Return once every event the broker accepted before this call is marked published.
+    async def settle(self, client: aiomqtt.Client) -> bool:
+        """Return once every event the broker accepted before this call is marked published: True.
 
-        Raises ``MqttError`` when the fence does not come back in time: the publisher then
-        reconnects, as for any broker that stopped answering.
+        False when our own events cannot be heard back in time (the receipts session is not up
+        yet, or the broker's ACL does not let us read our topics): the publisher decides.
         """
         timeout = self._settings.ack_timeout
         if self._marking:
@@ -128,7 +128,7 @@ class Receipts:
         try:
             await asyncio.wait_for(self._subscribed.wait(), timeout)
         except TimeoutError:
-            raise aiomqtt.MqttError("our own events could not be subscribed to (receipts)") from None
+            return False
         token = uuid.uuid4().hex
         arrived = asyncio.get_running_loop().create_future()
         self._fences[token] = arrived
@@ -136,9 +136,10 @@ class Receipts:
             await client.publish(fence_topic(self._settings.topic_prefix, self._settings.client_id), token, qos=1)
             await asyncio.wait_for(arrived, timeout)
         except TimeoutError:
-            raise aiomqtt.MqttError("the receipts fence did not come back") from None
+            return False
         finally:
             self._fences.pop(token, None)
+        return True
 
     # -- the session -------------------------------------------------------------------------
 

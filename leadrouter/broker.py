@@ -30,14 +30,18 @@ def reachable(host: str, port: int) -> bool:
 
 @contextlib.contextmanager
 def private_mosquitto(
-    port: int | None = None, state_dir: Path | None = None, listener: str = "", password_file: Path | None = None
+    port: int | None = None,
+    state_dir: Path | None = None,
+    listener: str = "",
+    password_file: Path | None = None,
+    acl_file: Path | None = None,
 ) -> Iterator[int]:
     """Run mosquitto on a loopback port (a free one by default) for the block's lifetime.
 
     With ``state_dir`` the broker keeps sessions and queued messages across restarts, like
     a production broker would. ``listener``: more lines for the listener (TLS: cafile,
-    certfile, keyfile); ``password_file``: only its users may connect. Blocking on purpose: it
-    is started before anything needs it.
+    certfile, keyfile); ``password_file``: only its users may connect; ``acl_file``: who may read
+    and write which topics. Blocking on purpose: it is started before anything needs it.
     """
     # Debian installs it in /usr/sbin, which is not on every user's PATH.
     binary = shutil.which("mosquitto", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
@@ -53,6 +57,8 @@ def private_mosquitto(
         access = (
             f"allow_anonymous false\npassword_file {password_file}\n" if password_file else "allow_anonymous true\n"
         )
+        if acl_file is not None:
+            access += f"acl_file {acl_file}\n"
         conf.write_text(f"listener {port} 127.0.0.1\n{listener}{access}{user}{persistence}")
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:

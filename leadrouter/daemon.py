@@ -356,7 +356,8 @@ class Daemon:
         await self._run("webhooks", self.cluster.elected("webhooks", self.webhooks.run, TAKEOVER_POLL))
         await self._run("dialer", self.dialer.run())
         if self.commands is not None:  # after the dialer, so stopped before it
-            await self._run("mqtt-commands", self.commands.run())
+            # One subscriber per database: every daemon's own session would act on each command.
+            await self._run("mqtt-commands", self.cluster.elected("commands", self.commands.run, TAKEOVER_POLL))
         await self._run("loop-lag", self.metrics.watch_loop_lag())
         if self.notifier.watchdog_interval is not None:
             watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)

@@ -147,6 +147,8 @@ class SqlLeads:
             )
             .order_by(leads.c.sla_due_at, leads.c.id)
             .limit(limit)
+            # Several daemons on PostgreSQL: each overdue lead is released by one of them.
+            .with_for_update(skip_locked=True)
         )
         return [lead_from_row(row) for row in (await self._conn.execute(query)).mappings()]
 

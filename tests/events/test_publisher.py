@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event as sqlalchemy_event
 
-from events.publisher import MqttSettings, OutboxPublisher, OutboxRecord, PublisherState
+from events.publisher import FENCE_TRIES, MqttSettings, OutboxPublisher, OutboxRecord, PublisherState
 from leadrouter.broker import free_port, private_mosquitto
 from leadrouter.demo import CrmListener
 from pbxsim.tests.amitools import wait_until
@@ -274,3 +274,33 @@ async def test_a_crash_between_the_puback_and_the_mark_sends_nothing_twice_with_
         assert (second.receipts_marked, second.published) == (20, 10)
     else:
         assert lead_ids == list(range(1, 21)) + list(range(1, 31))  # at least once: the window again
+
+
+async def test_a_broker_that_will_not_let_us_hear_our_events_gets_them_at_least_once_with_an_error_line(
+    db: Database, tmp_path: Path, json_log: JsonLog
+) -> None:
+    # An ACL written before receipts: the daemon may publish its events but not read them back.
+    acl = tmp_path / "acl"
+    acl.write_text("topic write leadrouter/#\ntopic write leadrouter_fence/#\n")
+    queries = SqlQueries(db)
+    with private_mosquitto(acl_file=acl) as port:
+        settings = MqttSettings(
+            host="127.0.0.1",
+            port=port,
+            topic_prefix="leadrouter",
+            client_id="pub-acl",
+            ack_timeout=0.3,  # the fence's wait, compressed
+            reconnect_delay=0.01,
+            reconnect_max_delay=0.05,
+        )
+        publisher = OutboxPublisher(queries, settings, now=lambda: NOW, feed_outages=(StorageUnavailable,))
+        await _commit_leads(db, publisher, 0, 5)
+        publishing = asyncio.create_task(publisher.run())
+        try:
+            await wait_until(lambda: publisher.published >= 5, 20, "5 events acknowledged without receipts")
+        finally:
+            publishing.cancel()
+            await asyncio.wait([publishing])
+    assert await queries.pending_outbox(100) == []
+    (unavailable,) = json_log.events("mqtt.receipts_unavailable")
+    assert "leadrouter/+/+" in unavailable["hint"] and unavailable["tries"] == FENCE_TRIES
