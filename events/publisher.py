@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import ssl
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +26,7 @@ from typing import Protocol
 import aiomqtt
 import structlog
 
+from events.links import Backoff, Outage
 from events.receipts import Receipts
 
 log = structlog.get_logger("events")
@@ -90,56 +90,6 @@ class PublisherState(enum.StrEnum):
 def topic_for(prefix: str, event_type: str) -> str:
     """``lead.created`` -> ``<prefix>/lead/created``."""
     return f"{prefix}/{event_type.replace('.', '/')}"
-
-
-class Backoff:
-    def __init__(self, first: float, most: float) -> None:
-        self._first = first
-        self._most = most
-        self._next = first
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self._most)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self._first
-
-
-class Outage:
-    """One line when something goes, a reminder now and then while it stays gone, one when it is back."""
-
-    def __init__(self, what: str, reminder_interval: float) -> None:
-        self._what = what
-        self._reminder_interval = reminder_interval
-        self.failures = 0  # since the outage began
-        self._started: float | None = None
-        self._reminded = 0.0
-
-    @property
-    def ongoing(self) -> bool:
-        return self._started is not None
-
-    def failed(self, error: str, **context: object) -> None:
-        now = time.monotonic()
-        self.failures += 1
-        if self._started is None:
-            self._started = self._reminded = now
-            log.warning(f"{self._what}.unavailable", error=error, **context)
-        elif now - self._reminded >= self._reminder_interval:
-            self._reminded = now
-            down_for = round(now - self._started, 1)
-            log.warning(
-                f"{self._what}.still_unavailable", error=error, down_for=down_for, failures=self.failures, **context
-            )
-
-    def ended(self, **context: object) -> None:
-        if self._started is not None:
-            down_for = round(time.monotonic() - self._started, 1)
-            log.info(f"{self._what}.back", down_for=down_for, failures=self.failures, **context)
-        self._started = None
-        self.failures = 0
 
 
 class OutboxPublisher:

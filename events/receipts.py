@@ -29,6 +29,8 @@ from typing import NamedTuple, Protocol
 import aiomqtt
 import structlog
 
+from events.links import Backoff, acknowledge, acknowledge_when_told, connected
+
 log = structlog.get_logger("events")
 
 # Ids the publisher marked lately: an echo of one of them is acknowledged without a write.
@@ -61,6 +63,8 @@ class ReceiptSettings(Protocol):
     def ack_timeout(self) -> float: ...
     @property
     def reconnect_delay(self) -> float: ...
+    @property
+    def reconnect_max_delay(self) -> float: ...
 
 
 def fence_topic(prefix: str, client_id: str) -> str:
@@ -145,7 +149,7 @@ class Receipts:
 
     async def run(self) -> None:
         settings = self._settings
-        delay = settings.reconnect_delay
+        backoff = Backoff(settings.reconnect_delay, settings.reconnect_max_delay)
         while True:
             client = aiomqtt.Client(
                 settings.host,
@@ -159,9 +163,9 @@ class Receipts:
                 # Its own name: paho's line about a reset socket is then one per client, not two of one.
                 logger=logging.getLogger("mqtt.receipts"),
             )
-            # aiomqtt has no switch for it: paho would acknowledge each message as it arrives,
-            # before the event is marked, and a kill -9 in between would lose the receipt.
-            client._client.manual_ack_set(True)
+            # Acknowledged once the event is marked: one acknowledged on arrival, before the mark,
+            # would be a receipt a kill -9 loses.
+            acknowledge_when_told(client)
             try:
                 async with client:
                     # Event topics are <prefix>/<entity>/<event>: commands and replies lie deeper.
@@ -169,7 +173,7 @@ class Receipts:
                     await client.subscribe(fence_topic(settings.topic_prefix, settings.client_id), qos=1)
                     self._client = client
                     self._subscribed.set()
-                    delay = settings.reconnect_delay
+                    backoff.reset()
                     await self._listen(client)
             except aiomqtt.MqttError:
                 pass  # the publisher logs the broker's outages; its fence waits for us
@@ -177,8 +181,7 @@ class Receipts:
                 self._subscribed.clear()
                 self._client = None
                 self._held.clear()  # unacknowledged: the broker delivers them again
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            await asyncio.sleep(backoff.next())
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         messages = client.messages
@@ -213,15 +216,14 @@ class Receipts:
                 arrived.set_result(None)
 
     async def _mark_and_ack(self, echoes: dict[str, _Echo]) -> None:
-        delay = self._settings.reconnect_delay
+        backoff = Backoff(self._settings.reconnect_delay, self._settings.reconnect_max_delay)
         while True:
             try:
                 await self._feed.mark_published_ids(list(echoes), self._now())
                 break
             except self._feed_outages:
                 # Unacknowledged meanwhile, so nothing is lost; the publisher reports the outage.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                await asyncio.sleep(backoff.next())
         self.marked_here += len(echoes)
         for echo in echoes.values():
             self._ack(echo)
@@ -229,8 +231,8 @@ class Receipts:
     def _ack(self, echo: _Echo) -> None:
         # Only on the connection it came by: once that broke, the broker sends it again.
         client = echo.client
-        if client is self._client and echo.message.qos > 0 and client._client.is_connected():
-            client._client.ack(echo.message.mid, echo.message.qos)
+        if client is self._client and echo.message.qos > 0 and connected(client):
+            acknowledge(client, echo.message)
 
 
 class _Echo(NamedTuple):

@@ -29,7 +29,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from dialer.requests import Accepted, Refused
-from events.publisher import Backoff, MqttSettings, Outage
+from events.links import Backoff, Outage, acknowledge, acknowledge_when_told
+from events.publisher import MqttSettings
 
 log = structlog.get_logger("events")
 
@@ -94,9 +95,8 @@ class CommandSubscriber:
                 clean_start=False,
                 properties=connect,
             )
-            # paho acknowledges a message as it arrives; we acknowledge once it is answered. Set before
-            # connecting: the session's queued commands may arrive with the CONNACK.
-            client._client.manual_ack_set(True)
+            # Acknowledged once answered: a command a crash cut short is delivered again.
+            acknowledge_when_told(client)
             try:
                 async with client:
                     for topic in (self._create, self._outcome):
@@ -109,7 +109,7 @@ class CommandSubscriber:
                         log.info("mqtt.commands.subscribed", topics=[self._create, self._outcome])
                     async for message in client.messages:
                         await self._handle(client, message)
-                        client._client.ack(message.mid, message.qos)
+                        acknowledge(client, message)
                         self.handled += 1
             except aiomqtt.MqttError as exc:
                 reason = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)

@@ -28,7 +28,7 @@ from typing import Protocol
 import httpx
 import structlog
 
-from events.publisher import Backoff, Outage
+from events.links import Backoff, Outage
 
 log = structlog.get_logger("webhooks")
 
