@@ -1362,7 +1362,10 @@ class Dialer:
                 log.info("dialer.caught_up", call_id=catch_up.call.id, missed=[step.value for step in catch_up.missed])
             for step in catch_up.missed:
                 self._catch_up(live, step, catch_up, now)
-            if catch_up.missed or live.call.channel_id in adopted:
+            # A client whose hold ran out while the link was down is owed the apology: _resume
+            # sends it again if the listing shows him still on hold.
+            owed_apology = live.call.state is CallState.HOLDING and live.call.hold_expired
+            if catch_up.missed or live.call.channel_id in adopted or owed_apology:
                 self._resume(live, catch_up.leg.stage, now)
             caught_up.add(live.call.channel_id)
         closing = {call.channel_id for call in decision.close}
