@@ -415,7 +415,7 @@ def _pause_or_resume(args: argparse.Namespace) -> int:
     action = "pause" if args.command == "pause" else "resume"
     try:
         scopes = (TokenScope.SUPERVISOR, TokenScope.ADMIN)
-        target = ApiTarget.from_settings(load_settings(Path(args.config)), None, None, scopes)
+        target = ApiTarget.from_settings(load_settings(Path(args.config)), args.url, args.token, scopes)
         body = {"reason": args.reason} if action == "pause" else {}
         answer = target.call("POST", f"/managers/{quote(args.manager, safe='')}/{action}", json_body=body)
     except ApiFailed as exc:
@@ -480,12 +480,17 @@ def main(argv: list[str] | None = None) -> int:
     what_if.add_argument("--since", type=_period, default=timedelta(days=7), help="how far back, e.g. 7d, 12h")
 
     pause = commands.add_parser("pause", help="take a manager out of rotation in the running daemon")
-    pause.add_argument("manager", help="the manager's id in routing.yaml")
     pause.add_argument("--reason", required=True, help="lunch, training, meeting...")
-    pause.add_argument("--config", default=DEFAULT_CONFIG)
     resume = commands.add_parser("resume", help="put a paused manager back in rotation")
-    resume.add_argument("manager", help="the manager's id in routing.yaml")
-    resume.add_argument("--config", default=DEFAULT_CONFIG)
+    for sub in (pause, resume):
+        sub.add_argument("manager", help="the manager's id in routing.yaml")
+        sub.add_argument("--config", default=DEFAULT_CONFIG)
+        sub.add_argument("--url", default=None, help="the daemon's API; by default http.host:http.port")
+        sub.add_argument(
+            "--token",
+            default=os.environ.get("LEADROUTER_API_TOKEN"),
+            help="supervisor or admin; by default the config's",
+        )
     db = commands.add_parser("db-upgrade", help="bring the database schema up to date")
     db.add_argument("--config", default=DEFAULT_CONFIG)
 
