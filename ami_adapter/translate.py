@@ -278,6 +278,8 @@ def _live_leg(channel_id: str, item: dict[str, str], connect_context: str, apolo
         return LiveLeg(channel_id, stage, item.get("Exten") or None)
     if context is not None and context == apology_context:
         return LiveLeg(channel_id, LegStage.APOLOGY)
+    if item.get("Application") == "AMD":
+        return LiveLeg(channel_id, LegStage.SCREENING)
     # Answered and anywhere else (the hold context, or just on its way there): waiting for a manager.
     return LiveLeg(channel_id, LegStage.ON_HOLD)
 
