@@ -86,12 +86,14 @@ async def _stats(config: str, args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"leadrouter stats: {exc}", file=sys.stderr)
             return 2
-        if args.by == "manager" and args.format != "json":
+        report = await stats.report(period, args.manager) if args.format == "json" else None
+        if args.by == "state":
+            rows = await stats.states(period, args.manager)
+        elif args.by == "manager" and report is None:
             # The per-manager figures alone: the one query that stays fast over a busy month.
-            report = None
             rows = manager_rows(await stats.managers(period, args.manager), period.zone)
         else:
-            report = await stats.report(period, args.manager)
+            report = report or await stats.report(period, args.manager)
             rows = rows_by(report, args.by)
     if args.format == "json":
         assert report is not None
@@ -466,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--period", choices=PERIODS, default=None, help="the calendar day, week or month; today")
     stats.add_argument("--tz", type=_zone, default=None, help="IANA time zone; routing.yaml's, else the server's")
     stats.add_argument("--manager", default=None, help="one manager's id")
-    stats.add_argument("--by", choices=BY, default="manager")
+    stats.add_argument("--by", choices=[*BY, "state"], default="manager", help="state: seconds in each manager state")
     stats.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
     check = commands.add_parser("check-config", help="validate leadrouter.yaml and routing.yaml")
