@@ -36,6 +36,12 @@ class SqlStats:
             return cast((func.julianday(later) - func.julianday(earlier)) * 86400.0, Float)
         return cast(func.extract("epoch", later - earlier), Float)
 
+    def _epoch(self, at: ColumnElement[datetime]) -> ColumnElement[float]:
+        """Seconds on some fixed scale (differences are what count): one conversion per row."""
+        if self._sqlite:
+            return cast(func.julianday(at) * 86400.0, Float)
+        return cast(func.extract("epoch", at), Float)
+
     async def manager_rows(
         self, period: Period, manager_id: str | None = None
     ) -> tuple[list[ManagerTalk], list[ManagerOffers], list[ManagerLeads]]:
@@ -136,33 +142,36 @@ class SqlStats:
 
         The database pairs each change of the period with the next (a window function) and sums;
         the state each of ``manager_ids`` was in at the start is his last change before it, one
-        indexed look per manager (newest first, so it reads no further back than that change).
+        index seek per manager.
         """
         s = manager_states.c
         start, end = period.start, min(period.end, until)
         if end <= start:
             return []
         inside = and_(s.at >= start, s.at < end)
+        # Each change's time converted once, and the next change's beside it (ix_manager_states_manager_at).
+        at = self._epoch(s.at)
         changes = (
             select(
                 s.manager_id,
                 s.state,
-                s.at,
-                func.lead(s.at).over(partition_by=s.manager_id, order_by=s.seq).label("next_at"),
+                at.label("at"),
+                func.lead(at).over(partition_by=s.manager_id, order_by=(s.at, s.seq)).label("next_at"),
             )
             .where(inside, s.manager_id.in_(manager_ids))
             .subquery()
         )
-        until_next = func.coalesce(changes.c.next_at, literal(end, UtcDateTime))
-        sums = select(
-            changes.c.manager_id, changes.c.state, func.sum(self._seconds(changes.c.at, until_next))
-        ).group_by(changes.c.manager_id, changes.c.state)
+        until_next = func.coalesce(changes.c.next_at, self._epoch(literal(end, UtcDateTime)))
+        sums = select(changes.c.manager_id, changes.c.state, func.sum(until_next - changes.c.at)).group_by(
+            changes.c.manager_id, changes.c.state
+        )
         first_change = select(s.manager_id, func.min(s.at)).where(inside, s.manager_id.in_(manager_ids))
         async with self._db.read() as conn:
             spans = [StateSeconds(mid, state, seconds) for mid, state, seconds in (await conn.execute(sums)).all()]
             firsts = dict((await conn.execute(first_change.group_by(s.manager_id))).all())
             for manager_id in manager_ids:
-                before = select(s.state).where(s.manager_id == manager_id, s.at < start).order_by(s.seq.desc())
+                before = select(s.state).where(s.manager_id == manager_id, s.at < start)
+                before = before.order_by(s.at.desc(), s.seq.desc())
                 state = (await conn.execute(before.limit(1))).scalar()
                 if state is not None:
                     first = _raw_utc(firsts.get(manager_id)) or end
