@@ -7,9 +7,16 @@ connection kept for the whole run. The server drops the lock the moment that con
 daemon learns of a death at its next look, within seconds, with no heartbeat table to tune and
 no clock to trust. A daemon is gone when its lock can be taken; the taker lets go at once.
 
-A singleton job (the outbox publisher) runs where the advisory lock named after it is held, on
-the same connection: the others try for it every ``poll`` seconds and one of them takes it over
-once its holder is gone.
+A singleton job (the outbox publisher, webhooks, MQTT commands, SLA releases, retention sweeps)
+runs where the advisory lock named after it is held, on the same connection: the others try for
+it every ``poll`` seconds and one of them takes it over once its holder is gone.
+
+That connection can end while the process lives (a PostgreSQL restart, ``pg_terminate_backend``,
+a network blip): the server has dropped every lock of ours with it, so another daemon may take
+the jobs. The connection is therefore asked something every ``poll`` seconds, with a deadline of
+``poll``; once it fails, every job held on it is cancelled and a new connection campaigns again.
+A daemon that takes a job waits ``2 * poll`` more before running it: by then a holder that lost
+its connection without knowing it yet has noticed and stopped, so the job never runs twice at once.
 
 A manager is promised to a call in ``manager_reservations`` before his phone rings: one row per
 manager, inserted by one statement, so of two daemons picking him at once one rings and the
@@ -23,6 +30,7 @@ previous run's, and the in-memory board is the whole truth about its managers (n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -36,6 +44,7 @@ import structlog
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
 
 from storage.engine import Database, lock_key
 from storage.schema import manager_reservations
@@ -54,6 +63,10 @@ _COUNT_DAEMONS = text(
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :space AND objsubid = 2"
     " AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 ).bindparams(space=_DAEMONS)
+
+
+class LeaseLost(Exception):
+    """No connection holds this daemon's locks at the moment (a new one is being taken)."""
 
 
 def new_daemon_id(pbx: str) -> str:
@@ -85,6 +98,9 @@ class Cluster:
         self.others = 0  # other daemons running on the database, at the last look
         self._lease: AsyncConnection | None = None
         self._lease_lock = asyncio.Lock()  # one statement at a time on the lease connection
+        # Set when the lease connection is found gone: the jobs held on it stop. A fresh event per lease.
+        self._lost = asyncio.Event()
+        self._leased = asyncio.Event()  # a lease connection holds this daemon's lock now
         self._watching: asyncio.Task[None] | None = None
         self.jobs: set[str] = set()  # the singleton jobs this daemon holds
 
@@ -97,9 +113,7 @@ class Cluster:
 
     async def __aenter__(self) -> Self:
         if self.postgres:
-            lease = await self._db.engine.connect()
-            self._lease = await lease.execution_options(isolation_level="AUTOCOMMIT")
-            await self._lease.execute(select(func.pg_advisory_lock(_DAEMONS, _daemon_key(self.daemon_id))))
+            await self._take_lease()
             await self._count()
             self._watching = asyncio.create_task(self._watch(), name="cluster-watch")
             if self.others:
@@ -113,38 +127,76 @@ class Cluster:
         if self._watching is not None:
             self._watching.cancel()
             await asyncio.wait({self._watching})
-        if self._lease is not None:
+        await self._drop_lease()
+
+    async def _take_lease(self) -> None:
+        """A connection of its own, kept for the run, holding this daemon's lock and its jobs'."""
+        lease = await self._db.engine.connect()
+        try:
+            lease = await lease.execution_options(isolation_level="AUTOCOMMIT")
+            async with asyncio.timeout(2 * self._poll):  # a server that does not answer is no lease
+                await lease.execute(select(func.pg_advisory_lock(_DAEMONS, _daemon_key(self.daemon_id))))
+        except BaseException:
+            await lease.invalidate()
+            await lease.close()
+            raise
+        self._lease, self._lost = lease, asyncio.Event()
+        self._leased.set()
+
+    async def _drop_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        self._leased.clear()
+        self._lost.set()
+        if lease is not None:
             # Ends the session, not just hands the connection back to the pool: every lock of ours goes with it.
-            await self._lease.invalidate()
-            await self._lease.close()
-            self._lease = None
+            with contextlib.suppress(Exception):
+                await lease.invalidate()
+            with contextlib.suppress(Exception):
+                await lease.close()
+
+    async def _ask(self, statement: Executable) -> Any:
+        """One statement on the lease, within ``2 * poll`` (waiting for the one before it included)."""
+        lease = self._lease
+        if lease is None:
+            raise LeaseLost("no connection holds this daemon's locks now")
+        async with asyncio.timeout(2 * self._poll), self._lease_lock:
+            return (await lease.execute(statement)).scalar_one()
 
     async def _count(self) -> None:
-        assert self._lease is not None
-        async with self._lease_lock:
-            others = int((await self._lease.execute(_COUNT_DAEMONS)).scalar_one()) - 1
+        others = int(await self._ask(_COUNT_DAEMONS)) - 1
         if others != self.others:
             log.info("cluster.daemons", others=others, daemon_id=self.daemon_id)
             self.others = others
 
     async def _watch(self) -> None:
+        """Every ``poll``: how many daemons run, which also proves the lease alive; a lease found
+        gone stops the jobs held on it, and a new one is taken."""
         while True:
             await asyncio.sleep(self._poll)
             try:
-                await self._count()
-            except Exception as exc:  # the server is away: keep promising managers while unsure
+                async with asyncio.timeout(self._poll):
+                    await self._count()
+                continue
+            except Exception as exc:
+                # The server may have dropped our locks (it did if the session ended): our jobs stop now.
+                # Meanwhile keep promising managers in the database: others may be running.
                 self.others = max(self.others, 1)
-                log.warning("cluster.count_failed", error=repr(exc))
+                log.warning("cluster.lease_lost", error=repr(exc), jobs=sorted(self.jobs), daemon_id=self.daemon_id)
+            await self._drop_lease()
+            while True:
+                try:
+                    await self._take_lease()
+                    break
+                except Exception as exc:
+                    log.warning("cluster.lease_retry", error=repr(exc), daemon_id=self.daemon_id)
+                    await asyncio.sleep(self._poll)
+            log.info("cluster.lease_back", daemon_id=self.daemon_id)
 
     async def _try_lock(self, *key: int) -> bool:
-        assert self._lease is not None
-        async with self._lease_lock:
-            return bool((await self._lease.execute(select(func.pg_try_advisory_lock(*key)))).scalar_one())
+        return bool(await self._ask(select(func.pg_try_advisory_lock(*key))))
 
     async def _unlock(self, *key: int) -> None:
-        assert self._lease is not None
-        async with self._lease_lock:
-            await self._lease.execute(select(func.pg_advisory_unlock(*key)))
+        await self._ask(select(func.pg_advisory_unlock(*key)))
 
     async def gone(self, daemon_ids: Collection[str | None]) -> set[str | None]:
         """Which of these daemons, on this daemon's PBX, no longer run (None: a call stored before
@@ -163,17 +215,58 @@ class Cluster:
         return found
 
     async def elected(self, job: str, run: Callable[[], Coroutine[Any, Any, None]], poll: float) -> None:
-        """Run ``run`` for good once this daemon holds the job; until then try for it every ``poll`` s."""
-        if self.postgres:
-            waited = False
-            while not await self._try_lock(lock_key(f"job:{job}")):
+        """Run ``run()`` while this daemon holds the job; until then try for it every ``poll`` s.
+
+        A lost lease cancels the run and this daemon stands by again (it may win the job back);
+        ``run`` is called afresh at every election. Returns, or raises, when a run does."""
+        if not self.postgres:
+            self.jobs.add(job)
+            log.info("cluster.elected", job=job, daemon_id=self.daemon_id)
+            await run()
+            return
+        key = lock_key(f"job:{job}")
+        waited = False
+        while True:
+            await self._leased.wait()
+            lost = self._lost
+            try:
+                taken = await self._try_lock(key)
+            except Exception:  # the lease is going: the watch takes a new one
+                taken = False
+            if not taken:
                 if not waited:
                     log.info("cluster.standby", job=job, daemon_id=self.daemon_id)
                     waited = True
                 await asyncio.sleep(poll)
-        self.jobs.add(job)
-        log.info("cluster.elected", job=job, daemon_id=self.daemon_id)
-        await run()
+                continue
+            waited = False
+            # A holder whose lease ended without its knowing runs on until its watch notices: within
+            # ``poll`` it asks, within ``poll`` more it gives up. Only then is the job ours to run.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * self._poll + 0.1):
+                    await lost.wait()
+            if lost.is_set():
+                continue
+            self.jobs.add(job)
+            log.info("cluster.elected", job=job, daemon_id=self.daemon_id)
+            running = asyncio.ensure_future(run())
+            losing = asyncio.ensure_future(lost.wait())
+            try:
+                await asyncio.wait({running, losing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                losing.cancel()
+                self.jobs.discard(job)
+                if not running.done():
+                    running.cancel()
+                    await asyncio.wait({running})
+                if not lost.is_set():  # the run ended, or this daemon stops it: a standby may take the job
+                    with contextlib.suppress(Exception):
+                        await self._unlock(key)
+            if lost.is_set() and running.cancelled():
+                log.warning("cluster.job_lost", job=job, daemon_id=self.daemon_id)
+                continue
+            running.result()
+            return
 
     async def reserve(self, manager_id: str, call_id: int) -> bool:
         """Promise the manager to the call; False when another live call has him."""

@@ -8,11 +8,12 @@ import contextlib
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import text
 
 from pbxsim.tests.amitools import wait_until
 from router.model import Call, Disposition, Lead
 from storage.cluster import Cluster
-from storage.engine import Database
+from storage.engine import Database, lock_key
 from storage.uow import SqlUnitOfWork
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -120,3 +121,61 @@ async def test_alone_on_the_database_every_other_daemon_is_a_past_run(db: Databa
         assert not me.shared
         assert await me.gone({"pbx#me", "pbx#earlier", None}) == {"pbx#earlier", None}
         assert await me.reserve("anna", 1) and await me.reserve("anna", 2)  # the board alone decides
+
+
+async def _terminate_holder(db: Database, job: str) -> None:
+    """What a PostgreSQL restart or an admin's pg_terminate_backend does to the job holder's session."""
+    key = lock_key(f"job:{job}") & 0xFFFFFFFFFFFFFFFF  # pg_locks shows a bigint key as two unsigned halves
+    async with db.write() as conn:
+        pid = (
+            await conn.execute(
+                text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
+                    " AND classid = :high AND objid = :low"
+                ),
+                {"high": key >> 32, "low": key & 0xFFFFFFFF},
+            )
+        ).scalar_one()
+        assert (await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})).scalar_one()
+
+
+@on_postgresql
+async def test_a_holder_whose_session_is_killed_stops_its_job_and_the_standby_takes_it_never_two_at_once(
+    db: Database,
+) -> None:
+    running: list[str] = []  # who runs the job now
+    ran: list[str] = []  # who ran it, in order
+    most = 0
+
+    async def job(name: str) -> None:
+        nonlocal most
+        running.append(name)
+        ran.append(name)
+        most = max(most, len(running))
+        try:
+            while True:  # a publisher's loop: each turn would publish a batch
+                await asyncio.sleep(0.01)
+                most = max(most, len(running))
+        finally:
+            running.remove(name)
+
+    async with Cluster(db, "pbx#a", _now, poll=0.1) as a, Cluster(db, "pbx#b", _now, poll=0.1) as b:
+        holder = asyncio.create_task(a.elected("publisher", lambda: job("a"), poll=0.05))
+        await wait_until(lambda: running == ["a"], 5, "a elected")
+        standby = asyncio.create_task(b.elected("publisher", lambda: job("b"), poll=0.05))
+        await asyncio.sleep(0.3)  # b's tries while a holds the job
+        assert running == ["a"] and "publisher" not in b.jobs
+        await _terminate_holder(db, "publisher")
+        # a notices within its watch's poll and stops; b (or a again, from a new session) runs it.
+        await wait_until(lambda: len(ran) == 2 and len(running) == 1, 5, "the job taken over")
+        assert "publisher" in a.jobs or "publisher" in b.jobs
+        assert most == 1, ran
+        # The daemon that lost its session campaigns again: it takes the job once the other lets go.
+        winner, loser = (holder, standby) if running == ["a"] else (standby, holder)
+        winner.cancel()
+        await asyncio.wait({winner})
+        await wait_until(lambda: len(ran) == 3, 5, "the other daemon taking the job back")
+        assert most == 1 and ran[2] != ran[1], ran
+        loser.cancel()
+        await asyncio.wait({loser})
+    assert running == []
