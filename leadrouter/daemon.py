@@ -355,6 +355,8 @@ class Daemon:
         # The same for each webhook subscriber's order: one sender per database.
         await self._run("webhooks", self.cluster.elected("webhooks", self.webhooks.run, TAKEOVER_POLL))
         await self._run("dialer", self.dialer.run())
+        # One daemon per database releases overdue leads: two would give a lead two new owners.
+        await self._run("sla", self.cluster.elected("sla", self.dialer.release_overdue_leads, TAKEOVER_POLL))
         if self.commands is not None:  # after the dialer, so stopped before it
             # One subscriber per database: every daemon's own session would act on each command.
             await self._run("mqtt-commands", self.cluster.elected("commands", self.commands.run, TAKEOVER_POLL))
@@ -365,8 +367,14 @@ class Daemon:
         folder, days = settings.recordings.directory, settings.recordings.retention_days
         if folder is not None and days is not None:
             store = SqlRecordings(database)
-            retention = run_daily(store, folder, days, self.clock.now, self.clock.sleep, (StorageUnavailable,))
-            await self._run("recordings-retention", retention)
+
+            def retention() -> Coroutine[Any, Any, None]:
+                return run_daily(store, folder, days, self.clock.now, self.clock.sleep, (StorageUnavailable,))
+
+            # One sweeper per database (a shared recordings folder is swept once, not raced over).
+            await self._run(
+                "recordings-retention", self.cluster.elected("recordings-retention", retention, TAKEOVER_POLL)
+            )
         await stack.enter_async_context(self.ami)
         tokens = settings.http.tokens_by_scope()
         if not tokens:
