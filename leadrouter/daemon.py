@@ -38,6 +38,7 @@ from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
 from dialer.requests import LeadRequests, Refused
 from events.contract import served_documents
+from events.outbox_retention import run_hourly
 from events.publisher import OutboxPublisher, PublisherState
 from events.subscriber import CommandSubscriber
 from events.webhooks import WebhookDispatcher, WebhookSettings
@@ -360,6 +361,23 @@ class Daemon:
         if self.commands is not None:  # after the dialer, so stopped before it
             # One subscriber per database: every daemon's own session would act on each command.
             await self._run("mqtt-commands", self.cluster.elected("commands", self.commands.run, TAKEOVER_POLL))
+        if settings.database.outbox_retention_days is not None:
+            outbox_days = settings.database.outbox_retention_days
+
+            def outbox_retention() -> Coroutine[Any, Any, None]:
+                return run_hourly(
+                    self.queries,
+                    outbox_days,
+                    self.clock.now,
+                    self.clock.sleep,
+                    published_only=settings.mqtt.enabled,
+                    subscribers=lambda: [subscriber.name for subscriber in self.webhooks.settings.subscribers],
+                    unavailable=(StorageUnavailable,),
+                )
+
+            await self._run(
+                "outbox-retention", self.cluster.elected("outbox-retention", outbox_retention, TAKEOVER_POLL)
+            )
         await self._run("loop-lag", self.metrics.watch_loop_lag())
         if self.notifier.watchdog_interval is not None:
             watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)
