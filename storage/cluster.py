@@ -36,18 +36,19 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Collection, Coroutine
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 
 from storage.engine import Database, lock_key
-from storage.schema import manager_reservations
+from storage.schema import cluster_changes, manager_reservations
 
 log = structlog.get_logger("cluster")
 
@@ -307,3 +308,65 @@ class Cluster:
                 )
             )
             await conn.commit()
+
+
+# A change is read by every daemon within seconds; after a day only a logout whose session has
+# not expired yet is still wanted (by a daemon that starts).
+_CHANGES_KEPT = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedChange:
+    seq: int
+    kind: str  # pause, resume, logout, routing
+    subject: str  # the manager's id (pause, resume, routing), the session's nonce (logout)
+    reason: str | None  # a pause's
+    until: datetime | None  # a logout's: when the session expires anyway
+    daemon_id: str  # who decided it
+
+
+class SharedChanges:
+    """What one daemon decided that every daemon on the database applies: managers paused and
+    resumed, sessions logged out, routing.yaml edited. Each daemon reads on from the last seq it
+    applied; changes are written one at a time, so no seq ever commits behind one already read."""
+
+    def __init__(self, db: Database, daemon_id: str, clock_now: Callable[[], datetime]) -> None:
+        self._db = db
+        self._daemon_id = daemon_id
+        self._now = clock_now
+
+    async def record(
+        self, kind: str, subject: str, *, reason: str | None = None, until: datetime | None = None
+    ) -> None:
+        now = self._now()
+        async with self._db.write() as conn:
+            if conn.dialect.name == "postgresql":
+                # Held to the commit: seqs are handed out and committed in one order (SQLite has one writer).
+                await conn.execute(text("LOCK TABLE cluster_changes IN EXCLUSIVE MODE"))
+            stale = (cluster_changes.c.until.is_(None)) | (cluster_changes.c.until < now)
+            await conn.execute(delete(cluster_changes).where(cluster_changes.c.at < now - _CHANGES_KEPT, stale))
+            row = {"kind": kind, "subject": subject, "reason": reason, "until": until, "daemon_id": self._daemon_id}
+            await conn.execute(insert(cluster_changes).values(**row, at=now))
+            await conn.commit()
+
+    async def last_seq(self) -> int:
+        async with self._db.read() as conn:
+            return int((await conn.execute(select(func.coalesce(func.max(cluster_changes.c.seq), 0)))).scalar_one())
+
+    async def since(self, seq: int, limit: int = 1000) -> list[SharedChange]:
+        c = cluster_changes.c
+        query = (
+            select(c.seq, c.kind, c.subject, c.reason, c.until, c.daemon_id)
+            .where(c.seq > seq)
+            .order_by(c.seq)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            return [SharedChange(*row) for row in await conn.execute(query)]
+
+    async def logged_out(self, now: datetime) -> list[tuple[str, datetime]]:
+        """The sessions logged out that have not expired by ``now`` (the wall's): nonce and expiry."""
+        c = cluster_changes.c
+        query = select(c.subject, c.until).where(c.kind == "logout", c.until >= now)
+        async with self._db.read() as conn:
+            return [(nonce, until) for nonce, until in await conn.execute(query)]

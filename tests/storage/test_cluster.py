@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 
 from pbxsim.tests.amitools import wait_until
 from router.model import Call, Disposition, Lead
-from storage.cluster import Cluster
+from storage.cluster import Cluster, SharedChanges
 from storage.engine import Database, lock_key
 from storage.uow import SqlUnitOfWork
 
@@ -132,6 +132,8 @@ async def _terminate_holder(db: Database, job: str) -> None:
                 text(
                     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
                     " AND classid = :high AND objid = :low"
+                    # Other tests' databases on the server hold the same keys.
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 ),
                 {"high": key >> 32, "low": key & 0xFFFFFFFF},
             )
@@ -179,3 +181,25 @@ async def test_a_holder_whose_session_is_killed_stops_its_job_and_the_standby_ta
         loser.cancel()
         await asyncio.wait({loser})
     assert running == []
+
+
+async def test_shared_changes_are_read_on_in_order_and_only_unexpired_logouts_outlive_a_day(db: Database) -> None:
+    now = [NOW]
+    a, b = SharedChanges(db, "pbx#a", lambda: now[0]), SharedChanges(db, "pbx#b", lambda: now[0])
+    start = await b.last_seq()
+    await a.record("pause", "anna", reason="lunch")
+    await b.record("logout", "nonce-1", until=NOW + timedelta(days=2))
+    await b.record("logout", "nonce-2", until=NOW + timedelta(hours=1))
+    await a.record("resume", "anna")
+    changes = await b.since(start)
+    assert [(c.kind, c.subject, c.reason, c.daemon_id) for c in changes] == [
+        ("pause", "anna", "lunch", "pbx#a"),
+        ("logout", "nonce-1", None, "pbx#b"),
+        ("logout", "nonce-2", None, "pbx#b"),
+        ("resume", "anna", None, "pbx#a"),
+    ]
+    assert await b.since(changes[-1].seq) == []
+    assert sorted(nonce for nonce, _ in await a.logged_out(NOW + timedelta(hours=2))) == ["nonce-1"]
+    now[0] = NOW + timedelta(days=1, hours=1)
+    await a.record("routing", "vera")  # a day on: what every daemon has read goes, a live logout stays
+    assert [(c.kind, c.subject) for c in await b.since(start)] == [("logout", "nonce-1"), ("routing", "vera")]
