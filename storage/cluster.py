@@ -4,8 +4,10 @@ is promised to which call.
 Being alive is holding a session advisory lock on one's own daemon id, taken at start on a
 connection kept for the whole run. The server drops the lock the moment that connection ends (a
 ``kill -9`` closes the socket, and so does a host that vanishes, after TCP keepalive), so another
-daemon learns of a death at its next look, within seconds, with no heartbeat table to tune and
-no clock to trust. A daemon is gone when its lock can be taken; the taker lets go at once.
+daemon learns of a death within seconds, with no heartbeat table to tune and no clock to trust.
+A daemon is gone when its lock can be taken (the taker lets go at once); one seen alive before
+only when it can be at two looks ``2 * poll`` apart: one whose connection alone dropped has
+taken its lock again by then, and its calls stay its own.
 
 A singleton job (the outbox publisher, webhooks, MQTT commands, SLA releases, retention sweeps)
 runs where the advisory lock named after it is held, on the same connection: the others try for
@@ -104,6 +106,8 @@ class Cluster:
         self._leased = asyncio.Event()  # a lease connection holds this daemon's lock now
         self._watching: asyncio.Task[None] | None = None
         self.jobs: set[str] = set()  # the singleton jobs this daemon holds
+        self._alive: set[str] = set()  # daemons found holding their lock at a look
+        self._free_since: dict[str, float] = {}  # of those, the ones found without it since: since when
 
     @property
     def shared(self) -> bool:
@@ -212,7 +216,20 @@ class Cluster:
                 found.add(daemon_id)
             elif await self._try_lock(_DAEMONS, key := _daemon_key(daemon_id)):
                 await self._unlock(_DAEMONS, key)
-                found.add(daemon_id)
+                if daemon_id not in self._alive:
+                    found.add(daemon_id)  # a past run (a restart's predecessor), or one dead before we looked
+                    continue
+                # Seen alive, so gone once found without its lock for two polls: a daemon whose
+                # connection alone dropped has it back by then (_watch), and keeps its calls.
+                now = asyncio.get_running_loop().time()
+                if now - self._free_since.setdefault(daemon_id, now) >= 2 * self._poll:
+                    found.add(daemon_id)
+            else:
+                self._alive.add(daemon_id)
+                self._free_since.pop(daemon_id, None)
+        asked = set(daemon_ids)
+        self._alive &= asked  # the others' calls were taken over, by us or another
+        self._free_since = {daemon_id: at for daemon_id, at in self._free_since.items() if daemon_id in asked}
         return found
 
     async def elected(self, job: str, run: Callable[[], Coroutine[Any, Any, None]], poll: float) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from sqlalchemy import text
 
 from pbxsim.tests.amitools import wait_until
 from router.model import Call, Disposition, Lead
-from storage.cluster import Cluster, SharedChanges
+from storage.cluster import _DAEMONS, Cluster, SharedChanges, _daemon_key
 from storage.engine import Database, lock_key
 from storage.uow import SqlUnitOfWork
 
@@ -36,14 +37,32 @@ async def _call(db: Database, daemon_id: str, channel_id: str) -> Call:
 
 
 @on_postgresql
-async def test_a_daemon_is_gone_the_moment_its_connection_ends(db: Database) -> None:
-    async with Cluster(db, "pbx#b", _now) as b:
+async def test_a_daemon_seen_alive_is_gone_two_polls_after_its_connection_ends(db: Database) -> None:
+    async with Cluster(db, "pbx#b", _now, poll=0.1) as b:
         async with Cluster(db, "pbx#a", _now):
             assert await b.gone({"pbx#a", "pbx#b", None}) == {None}  # None: a call stored before daemons had ids
             assert (
                 await b.gone({"pbx#a", "office2#x"}) == set()
             )  # another PBX's daemon is its own daemons' to judge  # looking did not take a's life away
-        assert await b.gone({"pbx#a", "pbx#b"}) == {"pbx#a"}
+        # Seen alive: its lock free is not yet its death (its connection alone may have dropped).
+        assert await b.gone({"pbx#a", "pbx#b"}) == set()
+        await wait_until(partial(_judged_gone, b, "pbx#a"), 5, "a judged gone")
+        assert await b.gone({"pbx#never-seen"}) == {"pbx#never-seen"}  # a past run's: gone at once
+
+
+async def _judged_gone(cluster: Cluster, daemon_id: str) -> bool:
+    return await cluster.gone({daemon_id}) == {daemon_id}
+
+
+@on_postgresql
+async def test_a_daemon_whose_connection_is_killed_takes_its_lock_back_before_it_is_judged_gone(db: Database) -> None:
+    async with Cluster(db, "pbx#a", _now, poll=0.1) as a, Cluster(db, "pbx#b", _now) as b:
+        assert await b.gone({"pbx#a"}) == set()  # b has seen a alive
+        await _terminate(db, "pbx#a")
+        await wait_until(lambda: a.others == 1 and a._leased.is_set() and not a._lost.is_set(), 5, "a back")
+        for _ in range(30):  # b looks for longer than its two polls: a is never found gone
+            assert await b.gone({"pbx#a"}) == set()
+            await asyncio.sleep(0.1)
 
 
 @on_postgresql
@@ -126,16 +145,25 @@ async def test_alone_on_the_database_every_other_daemon_is_a_past_run(db: Databa
 async def _terminate_holder(db: Database, job: str) -> None:
     """What a PostgreSQL restart or an admin's pg_terminate_backend does to the job holder's session."""
     key = lock_key(f"job:{job}") & 0xFFFFFFFFFFFFFFFF  # pg_locks shows a bigint key as two unsigned halves
+    await _kill_backend(db, "objsubid = 1 AND classid = :high AND objid = :low", high=key >> 32, low=key & 0xFFFFFFFF)
+
+
+async def _terminate(db: Database, daemon_id: str) -> None:
+    """The same, found by the daemon's own lock (storage.cluster's two-key space for daemons)."""
+    key = _daemon_key(daemon_id) & 0xFFFFFFFF
+    await _kill_backend(db, "objsubid = 2 AND classid = :space AND objid = :key", space=_DAEMONS, key=key)
+
+
+async def _kill_backend(db: Database, which: str, **keys: int) -> None:
     async with db.write() as conn:
         pid = (
             await conn.execute(
                 text(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
-                    " AND classid = :high AND objid = :low"
+                    f"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND {which}"
                     # Other tests' databases on the server hold the same keys.
                     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 ),
-                {"high": key >> 32, "low": key & 0xFFFFFFFF},
+                keys,
             )
         ).scalar_one()
         assert (await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})).scalar_one()
