@@ -65,6 +65,7 @@ async def test_what_one_daemon_is_told_the_other_applies_within_seconds(tmp_path
         await wait_until(refused_there, 5, "the other daemon to refuse the session")
 
         # A manager added through one daemon: the other reads the same routing.yaml again.
-        added = await rig.http.post("/managers", json={"id": "vera", "name": "Vera", "extension": "103"})
+        vera = {"id": "vera", "name": "Vera", "extension": "103"}
+        added = await rig.http.post("/managers", json=vera, timeout=30)  # the file is checked in a process of its own
         assert added.status_code == 201, added.text
         await wait_until(lambda: other.board.state("vera") is not None, 5, "vera on the other daemon's board")
