@@ -25,7 +25,7 @@ log = structlog.get_logger("ami")
 
 # Where the shipped dialplan's hangup handler notes how each answered client leg ended: AstDB
 # family leadrouter-call-end/<UTC day of the hangup>, key the leg's Uniqueid. The dialplan drops
-# the day three days back at the first hangup of each day: only today's and the two days' before remain.
+# every older day at the first hangup of each day: only today's and the two days' before remain.
 CALL_END_FAMILY = "leadrouter-call-end"
 CALL_END_DAYS = 3
 

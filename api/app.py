@@ -127,13 +127,14 @@ ManagerPath = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[
 
 
 class ManagerStatesPort(Protocol):
-    """Managers' states as the board has them now; pause and resume (None: no such manager)."""
+    """Managers' states as the board has them now; pause and resume (None: no such manager), which
+    every daemon on the database applies."""
 
     def states(self) -> list[dict[str, Any]]: ...
 
-    def pause(self, manager_id: str, reason: str) -> dict[str, Any] | None: ...
+    async def pause(self, manager_id: str, reason: str) -> dict[str, Any] | None: ...
 
-    def resume(self, manager_id: str) -> dict[str, Any] | None: ...
+    async def resume(self, manager_id: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,9 @@ class ApiDeps:
     # POST /leads per client address; None: unlimited (behind a proxy every client is the proxy)
     leads_per_address: RateLimit | None = None
     webhooks: WebhooksPort | None = None  # delivery state and retries, for admins
+    # Stores a logout (the session's nonce and expiry) for every daemon on the database, and for
+    # the next start: the session is refused everywhere, not only by the daemon that was asked.
+    logouts: Callable[[str, int], Awaitable[None]] | None = None
     # The event contract, by path under /schema/: asyncapi.json, events/<type>.json
     schemas: Mapping[str, bytes] = field(default_factory=dict)
 
@@ -397,6 +401,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     every_token = "\n".join(sorted(token for scoped in deps.tokens.values() for token in scoped))
     sessions = Sessions(session_key(every_token), deps.session_ttl, deps.now)
     app.state.authenticator = authenticator = Authenticator(deps.tokens, deps.auth_limits, sessions=sessions)
+    app.state.sessions = sessions  # the daemon refuses here the sessions logged out through another daemon
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(_request: Request, _exc: Unauthorized) -> JSONResponse:
@@ -558,7 +563,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.post("/managers/{manager_id}/pause", dependencies=supervisor)
     async def pause(manager_id: ManagerPath, body: PauseIn) -> JSONResponse:
         """Take a manager out of rotation until resumed (a call he is on goes on); ``manager.state`` is published."""
-        state = deps.manager_states.pause(manager_id, body.reason)
+        state = await deps.manager_states.pause(manager_id, body.reason)
         if state is None:
             return _problem(404, "not_found", [("manager_id", f"no manager {manager_id!r} in routing.yaml")])
         return JSONResponse(state)
@@ -566,7 +571,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.post("/managers/{manager_id}/resume", dependencies=supervisor)
     async def resume(manager_id: ManagerPath) -> JSONResponse:
         """Back in rotation, whatever paused him (a supervisor, himself, or missed offers)."""
-        state = deps.manager_states.resume(manager_id)
+        state = await deps.manager_states.resume(manager_id)
         if state is None:
             return _problem(404, "not_found", [("manager_id", f"no manager {manager_id!r} in routing.yaml")])
         return JSONResponse(state)
@@ -676,6 +681,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         session = authenticate(request, frozenset({TokenScope.SUPERVISOR}))
         response = Response(status_code=204, headers={"Cache-Control": "no-store"})
         if session is not None:
+            if deps.logouts is not None:
+                await deps.logouts(session.nonce, session.expires)
             sessions.close(session)
             response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response

@@ -121,9 +121,14 @@ class Sessions:
         return Session(nonce, int(expires))
 
     def close(self, session: Session) -> None:
+        self.revoke(session.nonce, session.expires)
+
+    def revoke(self, nonce: str, expires: int) -> None:
+        """Refuse the session from now on (logged out here, or through another daemon)."""
         now = self._clock()
-        self._closed = {nonce: end for nonce, end in self._closed.items() if end >= now}
-        self._closed[session.nonce] = session.expires
+        self._closed = {closed: end for closed, end in self._closed.items() if end >= now}
+        if expires >= now:
+            self._closed[nonce] = expires
 
 
 class Authenticator:

@@ -283,6 +283,9 @@ class PbxSection(_Strict):
 class DatabaseSection(_Strict):
     url: Annotated[str, AfterValidator(_database_url)] = "sqlite+aiosqlite:////var/lib/leadrouter/leadrouter.db"
     probe_interval: Duration = 5  # while writes fail (disk full, read-only), a test write this often
+    # Events older than this leave the outbox once MQTT and every webhook subscriber had them
+    # (events.outbox_retention); null keeps them for good.
+    outbox_retention_days: Count | None = 90
 
 
 class MqttSection(_Strict):

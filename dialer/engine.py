@@ -309,6 +309,7 @@ class Dialer:
         self._sla_next: datetime | None = None  # the earliest SLA deadline, once read
         self._pacing = PacingMeter(routing().pacing)
         self._sla_read_at: float | None = None  # when the earliest SLA deadline was last read
+        self._releasing = False  # this daemon runs the SLA releases (release_overdue_leads)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -542,9 +543,10 @@ class Dialer:
             self._wake.clear()
             try:
                 delay = await self._dispatch_once()
-                sla_in = await self._release_overdue()
-                if delay != 0:
-                    delay = sla_in if delay is None else min(delay, sla_in)
+                if self._releasing:
+                    sla_in = await self._release_overdue()
+                    if delay != 0:
+                        delay = sla_in if delay is None else min(delay, sla_in)
             except Exception:
                 log.exception("dialer.dispatch_failed")
                 delay = 1.0
@@ -763,6 +765,19 @@ class Dialer:
             log.info("dialer.dialing", leads=[live.lead.id for live in started])
 
     # -- SLA release ----------------------------------------------------------------------
+
+    async def release_overdue_leads(self) -> None:
+        """Release overdue leads on the dispatch loop for as long as this runs (until cancelled).
+
+        One daemon per database does it (storage.cluster elects it): two would release a lead to
+        two new owners. The releases share the dispatch loop so they never run beside a claim."""
+        self._releasing = True
+        self._sla_read_at = None  # another daemon may have released leads while this one stood by
+        self._wake.set()
+        try:
+            await asyncio.get_running_loop().create_future()  # never done: runs until cancelled
+        finally:
+            self._releasing = False
 
     async def _release_overdue(self) -> float:
         """Give each owned lead nobody worked by its deadline to another manager of its pool

@@ -313,6 +313,8 @@ class WebhookDispatcher:
                 task.cancel()
             await asyncio.gather(*(task for _, task in self._senders.values()), return_exceptions=True)
             self._senders.clear()
+            # Not running any more (this daemon lost the job to another): a reload starts no sender here.
+            self._died = None
 
     def apply(self, settings: WebhookSettings) -> None:
         """Take a new subscriber list: new names start, missing ones stop (their undelivered events

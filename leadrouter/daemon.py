@@ -28,6 +28,7 @@ from ruamel.yaml import YAMLError
 from ami_adapter.client import AmiClient
 from ami_adapter.translate import WANTED_EVENTS, EventTranslator
 from api.app import ApiDeps, create_app
+from api.auth import Sessions
 from api.server import ApiServer
 from config.managers import ManagerExists, NoSuchManager, checked_write, edited, field_of
 from config.routing import RoutingSource
@@ -38,6 +39,7 @@ from dialer.outcomes import LeadOutcomes
 from dialer.ports import Clock
 from dialer.requests import LeadRequests, Refused
 from events.contract import served_documents
+from events.outbox_retention import run_hourly
 from events.publisher import OutboxPublisher, PublisherState
 from events.subscriber import CommandSubscriber
 from events.webhooks import WebhookDispatcher, WebhookSettings
@@ -65,7 +67,7 @@ from router.stats import (
     state_rows,
     with_every_manager,
 )
-from storage.cluster import Cluster, new_daemon_id
+from storage.cluster import Cluster, SharedChange, SharedChanges, new_daemon_id
 from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.recordings import SqlRecordings
@@ -236,6 +238,9 @@ class Daemon:
         self.stopping = False  # set by drain: no new leads, no new dials
         self._hurry = asyncio.Event()
         self._routing_lock = asyncio.Lock()  # a SIGHUP reload and a change from the API, one at a time
+        # A pause or resume is stored and applied here with no other daemon's change applied between.
+        self._changes_lock = asyncio.Lock()
+        self._sessions: Sessions | None = None  # the API's, once it serves
         self._stack = AsyncExitStack()
         self.http_port: int | None = None
 
@@ -259,6 +264,9 @@ class Daemon:
         # A fresh id per run: a call steered by any other id is a past run's or another daemon's.
         daemon_id = new_daemon_id(f"{settings.ami.host}:{settings.ami.port}")
         self.cluster = await stack.enter_async_context(Cluster(database, daemon_id, self.clock.now))
+        # Pauses, logouts and routing edits made through any daemon, applied by each from here on.
+        self.shared = SharedChanges(database, daemon_id, self.clock.now)
+        self._applied = await self.shared.last_seq()
         self.queries = SqlQueries(database)
         self.stats = SupervisorStats(database, self.routing, self.clock)
         self.publisher = (
@@ -364,9 +372,30 @@ class Daemon:
         # The same for each webhook subscriber's order: one sender per database.
         await self._run("webhooks", self.cluster.elected("webhooks", self.webhooks.run, TAKEOVER_POLL))
         await self._run("dialer", self.dialer.run())
+        # One daemon per database releases overdue leads: two would give a lead two new owners.
+        await self._run("sla", self.cluster.elected("sla", self.dialer.release_overdue_leads, TAKEOVER_POLL))
         if self.commands is not None:  # after the dialer, so stopped before it
             # One subscriber per database: every daemon's own session would act on each command.
             await self._run("mqtt-commands", self.cluster.elected("commands", self.commands.run, TAKEOVER_POLL))
+        if settings.database.outbox_retention_days is not None:
+            outbox_days = settings.database.outbox_retention_days
+
+            def outbox_retention() -> Coroutine[Any, Any, None]:
+                return run_hourly(
+                    self.queries,
+                    outbox_days,
+                    self.clock.now,
+                    self.clock.sleep,
+                    published_only=settings.mqtt.enabled,
+                    subscribers=lambda: [subscriber.name for subscriber in self.webhooks.settings.subscribers],
+                    unavailable=(StorageUnavailable,),
+                )
+
+            await self._run(
+                "outbox-retention", self.cluster.elected("outbox-retention", outbox_retention, TAKEOVER_POLL)
+            )
+        if self.cluster.postgres:  # several daemons possible: what the others decide is applied here too
+            await self._run("cluster-changes", self._follow_changes())
         await self._run("loop-lag", self.metrics.watch_loop_lag())
         if self.notifier.watchdog_interval is not None:
             watchdog = Watchdog(self.notifier, self.notifier.watchdog_interval, healthy=lambda: self.tasks.all_alive)
@@ -374,8 +403,14 @@ class Daemon:
         folder, days = settings.recordings.directory, settings.recordings.retention_days
         if folder is not None and days is not None:
             store = SqlRecordings(database)
-            retention = run_daily(store, folder, days, self.clock.now, self.clock.sleep, (StorageUnavailable,))
-            await self._run("recordings-retention", retention)
+
+            def retention() -> Coroutine[Any, Any, None]:
+                return run_daily(store, folder, days, self.clock.now, self.clock.sleep, (StorageUnavailable,))
+
+            # One sweeper per database (a shared recordings folder is swept once, not raced over).
+            await self._run(
+                "recordings-retention", self.cluster.elected("recordings-retention", retention, TAKEOVER_POLL)
+            )
         await stack.enter_async_context(self.ami)
         tokens = settings.http.tokens_by_scope()
         if not tokens:
@@ -403,7 +438,7 @@ class Daemon:
             health=self.health,
             metrics=self.metrics.exposition,
             intake_open=lambda: not self.stopping,
-            manager_states=ManagerStates(self.board, self.dialer),
+            manager_states=ManagerStates(self.board, self.dialer, self.shared, self._changes_lock),
             unavailable=(StorageUnavailable,),
             tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
@@ -416,9 +451,16 @@ class Daemon:
                 self.webhook_state, lambda: self.webhooks.settings, self.clock, wake=self.webhooks.wake
             ),
             schemas=served_documents(settings.mqtt.topic_prefix),
+            logouts=self._logged_out,
         )
+        app = create_app(api)
+        sessions: Sessions = app.state.sessions
+        # Logged out before this start (through this daemon or another): refused still.
+        for nonce, until in await self.shared.logged_out(datetime.now(UTC)):
+            sessions.revoke(nonce, int(until.timestamp()))
+        self._sessions = sessions
         server = await stack.enter_async_context(
-            ApiServer(create_app(api), settings.http.host, settings.http.port, settings.http.connection_limits())
+            ApiServer(app, settings.http.host, settings.http.port, settings.http.connection_limits())
         )
         self.tasks.watch("http", server.task)
         stack.callback(self.tasks.stopping, "http")  # runs before the server stops: that end is no death
@@ -449,6 +491,45 @@ class Daemon:
                 name: (sender.delivered, sender.failures) for name, sender in self.webhooks.senders.items()
             },
         )
+
+    async def _logged_out(self, nonce: str, expires: int) -> None:
+        await self.shared.record("logout", nonce, until=datetime.fromtimestamp(expires, UTC))
+
+    async def _follow_changes(self) -> None:
+        """Apply what the daemons on this database decided, within a second or so of it."""
+        while True:
+            await asyncio.sleep(TAKEOVER_POLL)  # real seconds, as the takeovers': other daemons act in real time
+            try:
+                async with self._changes_lock:
+                    changes = await self.shared.since(self._applied)
+                    if changes:
+                        await self._apply_changes(changes)
+                        self._applied = changes[-1].seq
+            except Exception as exc:  # the database cannot be read now: the next look catches up
+                log.warning("cluster.changes_unreadable", error=repr(exc))
+
+    async def _apply_changes(self, changes: list[SharedChange]) -> None:
+        mine = self.cluster.daemon_id
+        if any(change.kind == "routing" and change.daemon_id != mine for change in changes):
+            # Another daemon edited routing.yaml: this one sees the edit if it reads the same file.
+            await self.reload_routing()
+        decided: dict[str, SharedChange] = {}  # of each manager's pauses and resumes, the last
+        for change in changes:
+            if change.kind in ("pause", "resume"):
+                decided[change.subject] = change
+            elif change.kind == "logout" and change.until is not None and self._sessions is not None:
+                self._sessions.revoke(change.subject, int(change.until.timestamp()))
+        for manager_id, change in decided.items():
+            if change.daemon_id == mine:
+                continue  # applied when it was made, and nothing decided elsewhere came after it
+            try:
+                if change.kind == "pause":
+                    self.dialer.pause_manager(manager_id, change.reason or "")
+                else:
+                    self.dialer.resume_manager(manager_id)
+            except KeyError:  # not in this daemon's routing.yaml (another office's, or not reloaded yet)
+                continue
+            log.info("cluster.manager_" + change.kind, manager_id=manager_id, by=change.daemon_id)
 
     async def drain(self) -> None:
         """What SIGTERM does before the daemon stops: nothing new starts, what runs may finish.
@@ -617,6 +698,7 @@ class Daemon:
             async with self._unit_of_work() as uow:
                 uow.outbox.add([ManagerChanged(manager_id=manager_id, change=change.value, manager=manager)], now)
                 await uow.commit()
+            await self.shared.record("routing", manager_id)  # the other daemons reload their routing.yaml
         log.info("managers.changed", manager_id=manager_id, change=change.value)
         return {"change": change.value, "manager": manager}
 
@@ -653,11 +735,14 @@ async def webhook_admin(settings: Settings) -> AsyncIterator[WebhookAdmin]:
 
 class ManagerStates:
     """The API's view of managers' states: read from the board, changed through the dialer (which
-    stores and publishes every change)."""
+    stores and publishes every change); a pause or resume is stored first for every daemon on the
+    database to apply (Daemon._follow_changes)."""
 
-    def __init__(self, board: ManagerBoard, dialer: Dialer) -> None:
+    def __init__(self, board: ManagerBoard, dialer: Dialer, shared: SharedChanges, lock: asyncio.Lock) -> None:
         self._board = board
         self._dialer = dialer
+        self._shared = shared
+        self._lock = lock
 
     def states(self) -> list[dict[str, Any]]:
         return [
@@ -670,18 +755,26 @@ class ManagerStates:
         assert state is not None
         return {"id": manager_id, "state": state[0].value, "reason": state[1]}
 
-    def pause(self, manager_id: str, reason: str) -> dict[str, Any] | None:
-        try:
-            self._dialer.pause_manager(manager_id, reason)
-        except KeyError:
+    async def pause(self, manager_id: str, reason: str) -> dict[str, Any] | None:
+        if self._board.state(manager_id) is None:
             return None
+        async with self._lock:
+            await self._shared.record("pause", manager_id, reason=reason)
+            try:
+                self._dialer.pause_manager(manager_id, reason)
+            except KeyError:  # a reload took him out meanwhile
+                return None
         return self._one(manager_id)
 
-    def resume(self, manager_id: str) -> dict[str, Any] | None:
-        try:
-            self._dialer.resume_manager(manager_id)
-        except KeyError:
+    async def resume(self, manager_id: str) -> dict[str, Any] | None:
+        if self._board.state(manager_id) is None:
             return None
+        async with self._lock:
+            await self._shared.record("resume", manager_id)
+            try:
+                self._dialer.resume_manager(manager_id)
+            except KeyError:
+                return None
         return self._one(manager_id)
 
 

@@ -829,6 +829,20 @@ class Switch:
                     return "0"
                 self._setvar(chan, "DB_RESULT", value)  # func_db sets it only for a key that exists
                 return "1"
+            case _ if name.startswith("DB_KEYS(") and name.endswith(")"):
+                # func_db: the next component of every key under the prefix, once each, sorted.
+                prefix = "/" + name[len("DB_KEYS(") : -1].strip("/") + "/"
+                below = {key[len(prefix) :].partition("/")[0] for key in self.astdb if key.startswith(prefix)}
+                return ",".join(sorted(below))
+            case _ if name.startswith("SHIFT(") and name.endswith(")"):
+                # func_strings: the first item of a comma-separated variable, which loses it.
+                variable = name[len("SHIFT(") : -1].strip()
+                value = self._resolve(chan, variable)
+                if not value:
+                    return ""  # an empty list is left as it is (no VarSet)
+                first, _, rest = value.partition(",")
+                self._setvar(chan, variable, rest)
+                return first
             case _ if name.startswith("FILTER(") and name.endswith(")"):
                 allowed, _, text = name[len("FILTER(") : -1].partition(",")
                 return "".join(char for char in text if char in _character_class(allowed))

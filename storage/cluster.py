@@ -4,12 +4,21 @@ is promised to which call.
 Being alive is holding a session advisory lock on one's own daemon id, taken at start on a
 connection kept for the whole run. The server drops the lock the moment that connection ends (a
 ``kill -9`` closes the socket, and so does a host that vanishes, after TCP keepalive), so another
-daemon learns of a death at its next look, within seconds, with no heartbeat table to tune and
-no clock to trust. A daemon is gone when its lock can be taken; the taker lets go at once.
+daemon learns of a death within seconds, with no heartbeat table to tune and no clock to trust.
+A daemon is gone when its lock can be taken (the taker lets go at once); one seen alive before
+only when it can be at two looks ``2 * poll`` apart: one whose connection alone dropped has
+taken its lock again by then, and its calls stay its own.
 
-A singleton job (the outbox publisher) runs where the advisory lock named after it is held, on
-the same connection: the others try for it every ``poll`` seconds and one of them takes it over
-once its holder is gone.
+A singleton job (the outbox publisher, webhooks, MQTT commands, SLA releases, retention sweeps)
+runs where the advisory lock named after it is held, on the same connection: the others try for
+it every ``poll`` seconds and one of them takes it over once its holder is gone.
+
+That connection can end while the process lives (a PostgreSQL restart, ``pg_terminate_backend``,
+a network blip): the server has dropped every lock of ours with it, so another daemon may take
+the jobs. The connection is therefore asked something every ``poll`` seconds, with a deadline of
+``poll``; once it fails, every job held on it is cancelled and a new connection campaigns again.
+A daemon that takes a job waits ``2 * poll`` more before running it: by then a holder that lost
+its connection without knowing it yet has noticed and stopped, so the job never runs twice at once.
 
 A manager is promised to a call in ``manager_reservations`` before his phone rings: one row per
 manager, inserted by one statement, so of two daemons picking him at once one rings and the
@@ -23,22 +32,25 @@ previous run's, and the in-memory board is the whole truth about its managers (n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
 import uuid
 from collections.abc import Callable, Collection, Coroutine
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
 
 from storage.engine import Database, lock_key
-from storage.schema import manager_reservations
+from storage.schema import cluster_changes, manager_reservations
 
 log = structlog.get_logger("cluster")
 
@@ -54,6 +66,10 @@ _COUNT_DAEMONS = text(
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :space AND objsubid = 2"
     " AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 ).bindparams(space=_DAEMONS)
+
+
+class LeaseLost(Exception):
+    """No connection holds this daemon's locks at the moment (a new one is being taken)."""
 
 
 def new_daemon_id(pbx: str) -> str:
@@ -85,8 +101,13 @@ class Cluster:
         self.others = 0  # other daemons running on the database, at the last look
         self._lease: AsyncConnection | None = None
         self._lease_lock = asyncio.Lock()  # one statement at a time on the lease connection
+        # Set when the lease connection is found gone: the jobs held on it stop. A fresh event per lease.
+        self._lost = asyncio.Event()
+        self._leased = asyncio.Event()  # a lease connection holds this daemon's lock now
         self._watching: asyncio.Task[None] | None = None
         self.jobs: set[str] = set()  # the singleton jobs this daemon holds
+        self._alive: set[str] = set()  # daemons found holding their lock at a look
+        self._free_since: dict[str, float] = {}  # of those, the ones found without it since: since when
 
     @property
     def shared(self) -> bool:
@@ -97,9 +118,7 @@ class Cluster:
 
     async def __aenter__(self) -> Self:
         if self.postgres:
-            lease = await self._db.engine.connect()
-            self._lease = await lease.execution_options(isolation_level="AUTOCOMMIT")
-            await self._lease.execute(select(func.pg_advisory_lock(_DAEMONS, _daemon_key(self.daemon_id))))
+            await self._take_lease()
             await self._count()
             self._watching = asyncio.create_task(self._watch(), name="cluster-watch")
             if self.others:
@@ -113,38 +132,76 @@ class Cluster:
         if self._watching is not None:
             self._watching.cancel()
             await asyncio.wait({self._watching})
-        if self._lease is not None:
+        await self._drop_lease()
+
+    async def _take_lease(self) -> None:
+        """A connection of its own, kept for the run, holding this daemon's lock and its jobs'."""
+        lease = await self._db.engine.connect()
+        try:
+            lease = await lease.execution_options(isolation_level="AUTOCOMMIT")
+            async with asyncio.timeout(2 * self._poll):  # a server that does not answer is no lease
+                await lease.execute(select(func.pg_advisory_lock(_DAEMONS, _daemon_key(self.daemon_id))))
+        except BaseException:
+            await lease.invalidate()
+            await lease.close()
+            raise
+        self._lease, self._lost = lease, asyncio.Event()
+        self._leased.set()
+
+    async def _drop_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        self._leased.clear()
+        self._lost.set()
+        if lease is not None:
             # Ends the session, not just hands the connection back to the pool: every lock of ours goes with it.
-            await self._lease.invalidate()
-            await self._lease.close()
-            self._lease = None
+            with contextlib.suppress(Exception):
+                await lease.invalidate()
+            with contextlib.suppress(Exception):
+                await lease.close()
+
+    async def _ask(self, statement: Executable) -> Any:
+        """One statement on the lease, within ``2 * poll`` (waiting for the one before it included)."""
+        lease = self._lease
+        if lease is None:
+            raise LeaseLost("no connection holds this daemon's locks now")
+        async with asyncio.timeout(2 * self._poll), self._lease_lock:
+            return (await lease.execute(statement)).scalar_one()
 
     async def _count(self) -> None:
-        assert self._lease is not None
-        async with self._lease_lock:
-            others = int((await self._lease.execute(_COUNT_DAEMONS)).scalar_one()) - 1
+        others = int(await self._ask(_COUNT_DAEMONS)) - 1
         if others != self.others:
             log.info("cluster.daemons", others=others, daemon_id=self.daemon_id)
             self.others = others
 
     async def _watch(self) -> None:
+        """Every ``poll``: how many daemons run, which also proves the lease alive; a lease found
+        gone stops the jobs held on it, and a new one is taken."""
         while True:
             await asyncio.sleep(self._poll)
             try:
-                await self._count()
-            except Exception as exc:  # the server is away: keep promising managers while unsure
+                async with asyncio.timeout(self._poll):
+                    await self._count()
+                continue
+            except Exception as exc:
+                # The server may have dropped our locks (it did if the session ended): our jobs stop now.
+                # Meanwhile keep promising managers in the database: others may be running.
                 self.others = max(self.others, 1)
-                log.warning("cluster.count_failed", error=repr(exc))
+                log.warning("cluster.lease_lost", error=repr(exc), jobs=sorted(self.jobs), daemon_id=self.daemon_id)
+            await self._drop_lease()
+            while True:
+                try:
+                    await self._take_lease()
+                    break
+                except Exception as exc:
+                    log.warning("cluster.lease_retry", error=repr(exc), daemon_id=self.daemon_id)
+                    await asyncio.sleep(self._poll)
+            log.info("cluster.lease_back", daemon_id=self.daemon_id)
 
     async def _try_lock(self, *key: int) -> bool:
-        assert self._lease is not None
-        async with self._lease_lock:
-            return bool((await self._lease.execute(select(func.pg_try_advisory_lock(*key)))).scalar_one())
+        return bool(await self._ask(select(func.pg_try_advisory_lock(*key))))
 
     async def _unlock(self, *key: int) -> None:
-        assert self._lease is not None
-        async with self._lease_lock:
-            await self._lease.execute(select(func.pg_advisory_unlock(*key)))
+        await self._ask(select(func.pg_advisory_unlock(*key)))
 
     async def gone(self, daemon_ids: Collection[str | None]) -> set[str | None]:
         """Which of these daemons, on this daemon's PBX, no longer run (None: a call stored before
@@ -159,21 +216,75 @@ class Cluster:
                 found.add(daemon_id)
             elif await self._try_lock(_DAEMONS, key := _daemon_key(daemon_id)):
                 await self._unlock(_DAEMONS, key)
-                found.add(daemon_id)
+                if daemon_id not in self._alive:
+                    found.add(daemon_id)  # a past run (a restart's predecessor), or one dead before we looked
+                    continue
+                # Seen alive, so gone once found without its lock for two polls: a daemon whose
+                # connection alone dropped has it back by then (_watch), and keeps its calls.
+                now = asyncio.get_running_loop().time()
+                if now - self._free_since.setdefault(daemon_id, now) >= 2 * self._poll:
+                    found.add(daemon_id)
+            else:
+                self._alive.add(daemon_id)
+                self._free_since.pop(daemon_id, None)
+        asked = set(daemon_ids)
+        self._alive &= asked  # the others' calls were taken over, by us or another
+        self._free_since = {daemon_id: at for daemon_id, at in self._free_since.items() if daemon_id in asked}
         return found
 
     async def elected(self, job: str, run: Callable[[], Coroutine[Any, Any, None]], poll: float) -> None:
-        """Run ``run`` for good once this daemon holds the job; until then try for it every ``poll`` s."""
-        if self.postgres:
-            waited = False
-            while not await self._try_lock(lock_key(f"job:{job}")):
+        """Run ``run()`` while this daemon holds the job; until then try for it every ``poll`` s.
+
+        A lost lease cancels the run and this daemon stands by again (it may win the job back);
+        ``run`` is called afresh at every election. Returns, or raises, when a run does."""
+        if not self.postgres:
+            self.jobs.add(job)
+            log.info("cluster.elected", job=job, daemon_id=self.daemon_id)
+            await run()
+            return
+        key = lock_key(f"job:{job}")
+        waited = False
+        while True:
+            await self._leased.wait()
+            lost = self._lost
+            try:
+                taken = await self._try_lock(key)
+            except Exception:  # the lease is going: the watch takes a new one
+                taken = False
+            if not taken:
                 if not waited:
                     log.info("cluster.standby", job=job, daemon_id=self.daemon_id)
                     waited = True
                 await asyncio.sleep(poll)
-        self.jobs.add(job)
-        log.info("cluster.elected", job=job, daemon_id=self.daemon_id)
-        await run()
+                continue
+            waited = False
+            # A holder whose lease ended without its knowing runs on until its watch notices: within
+            # ``poll`` it asks, within ``poll`` more it gives up. Only then is the job ours to run.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * self._poll + 0.1):
+                    await lost.wait()
+            if lost.is_set():
+                continue
+            self.jobs.add(job)
+            log.info("cluster.elected", job=job, daemon_id=self.daemon_id)
+            running = asyncio.ensure_future(run())
+            losing = asyncio.ensure_future(lost.wait())
+            try:
+                await asyncio.wait({running, losing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                losing.cancel()
+                self.jobs.discard(job)
+                if not running.done():
+                    running.cancel()
+                    await asyncio.wait({running})
+                if not lost.is_set():  # the run ended, or this daemon stops it: a standby may take the job
+                    with contextlib.suppress(Exception):
+                        await self._unlock(key)
+            if lost.is_set() and running.cancelled():
+                log.warning("cluster.job_lost", job=job, daemon_id=self.daemon_id)
+                continue
+            running.result()
+            return
 
     async def reserve(self, manager_id: str, call_id: int) -> bool:
         """Promise the manager to the call; False when another live call has him."""
@@ -214,3 +325,65 @@ class Cluster:
                 )
             )
             await conn.commit()
+
+
+# A change is read by every daemon within seconds; after a day only a logout whose session has
+# not expired yet is still wanted (by a daemon that starts).
+_CHANGES_KEPT = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedChange:
+    seq: int
+    kind: str  # pause, resume, logout, routing
+    subject: str  # the manager's id (pause, resume, routing), the session's nonce (logout)
+    reason: str | None  # a pause's
+    until: datetime | None  # a logout's: when the session expires anyway
+    daemon_id: str  # who decided it
+
+
+class SharedChanges:
+    """What one daemon decided that every daemon on the database applies: managers paused and
+    resumed, sessions logged out, routing.yaml edited. Each daemon reads on from the last seq it
+    applied; changes are written one at a time, so no seq ever commits behind one already read."""
+
+    def __init__(self, db: Database, daemon_id: str, clock_now: Callable[[], datetime]) -> None:
+        self._db = db
+        self._daemon_id = daemon_id
+        self._now = clock_now
+
+    async def record(
+        self, kind: str, subject: str, *, reason: str | None = None, until: datetime | None = None
+    ) -> None:
+        now = self._now()
+        async with self._db.write() as conn:
+            if conn.dialect.name == "postgresql":
+                # Held to the commit: seqs are handed out and committed in one order (SQLite has one writer).
+                await conn.execute(text("LOCK TABLE cluster_changes IN EXCLUSIVE MODE"))
+            stale = (cluster_changes.c.until.is_(None)) | (cluster_changes.c.until < now)
+            await conn.execute(delete(cluster_changes).where(cluster_changes.c.at < now - _CHANGES_KEPT, stale))
+            row = {"kind": kind, "subject": subject, "reason": reason, "until": until, "daemon_id": self._daemon_id}
+            await conn.execute(insert(cluster_changes).values(**row, at=now))
+            await conn.commit()
+
+    async def last_seq(self) -> int:
+        async with self._db.read() as conn:
+            return int((await conn.execute(select(func.coalesce(func.max(cluster_changes.c.seq), 0)))).scalar_one())
+
+    async def since(self, seq: int, limit: int = 1000) -> list[SharedChange]:
+        c = cluster_changes.c
+        query = (
+            select(c.seq, c.kind, c.subject, c.reason, c.until, c.daemon_id)
+            .where(c.seq > seq)
+            .order_by(c.seq)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            return [SharedChange(*row) for row in await conn.execute(query)]
+
+    async def logged_out(self, now: datetime) -> list[tuple[str, datetime]]:
+        """The sessions logged out that have not expired by ``now`` (the wall's): nonce and expiry."""
+        c = cluster_changes.c
+        query = select(c.subject, c.until).where(c.kind == "logout", c.until >= now)
+        async with self._db.read() as conn:
+            return [(nonce, until) for nonce, until in await conn.execute(query)]

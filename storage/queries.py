@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.board import History
@@ -15,7 +15,16 @@ from router.routing import RoutingPlan, Strategy
 from router.stats import ManagerStats, day_bounds
 from router.strategies import MAX_HISTORY
 from storage.engine import Database
-from storage.schema import call_legs, calls, lead_outcomes, leads, manager_states, outbox
+from storage.schema import (
+    call_legs,
+    calls,
+    lead_outcomes,
+    leads,
+    manager_states,
+    outbox,
+    webhook_deliveries,
+    webhook_subscribers,
+)
 from storage.uow import SqlCalls, SqlHistory, SqlLeads, lead_from_row
 
 # How far back a manager's last turn is looked for; whoever had none since is simply due first.
@@ -232,3 +241,47 @@ class SqlQueries:
         async with self._db.write() as conn:
             await conn.execute(update(outbox).where(outbox.c.id.in_(ids), pending).values(published_at=at))
             await conn.commit()
+
+    async def prune_outbox(
+        self, before: datetime, *, after: int, limit: int, published_only: bool, subscribers: Collection[str]
+    ) -> tuple[int, int | None]:
+        """One batch of the outbox's retention: of the ``limit`` rows after seq ``after``, delete those
+        created before ``before`` that MQTT has had (``published_only``), that every webhook subscriber
+        in ``subscribers`` has taken in (its cursor), and that wait in nobody's deliveries (pending or
+        dead). Returns how many went, and the seq to go on after (None: nothing further is due)."""
+        async with self._db.write() as conn:
+            rows = (
+                await conn.execute(
+                    select(outbox.c.seq, outbox.c.created_at, outbox.c.published_at)
+                    .where(outbox.c.seq > after)
+                    .order_by(outbox.c.seq)
+                    .limit(limit)
+                )
+            ).all()
+            cursor = None
+            if subscribers:
+                taken_in = select(func.min(webhook_subscribers.c.cursor)).where(
+                    webhook_subscribers.c.name.in_(subscribers)
+                )
+                cursor = (await conn.execute(taken_in)).scalar_one_or_none()
+            # Seqs follow commit order closely enough: the first row too young (or not taken in by a
+            # subscriber) ends the pass; the next pass goes further.
+            due: list[int] = []
+            finished = len(rows) < limit
+            for seq, created_at, published_at in rows:
+                if created_at >= before or (cursor is not None and seq > cursor):
+                    finished = True
+                    break
+                if published_at is not None or not published_only:
+                    due.append(seq)
+            if due:
+                # The newest row stays: SQLite hands out max(seq) + 1, and a seq given out again would
+                # sit behind the webhook cursors that passed it, never delivered.
+                newest = (await conn.execute(select(func.max(outbox.c.seq)))).scalar_one()
+                held = select(webhook_deliveries.c.seq).where(webhook_deliveries.c.seq.in_(due))
+                kept = set((await conn.execute(held)).scalars())
+                due = [seq for seq in due if seq not in kept and seq != newest]
+            if due:
+                await conn.execute(delete(outbox).where(outbox.c.seq.in_(due)))
+            await conn.commit()
+        return len(due), None if finished or not rows else rows[-1][0]

@@ -184,6 +184,21 @@ manager_states = Table(
     Index("ix_manager_states_manager_at", "manager_id", "at", "state"),
 )
 
+# What one daemon decided that every daemon on the database applies (storage.cluster.SharedChanges):
+# managers paused and resumed, sessions logged out, routing.yaml edited. Written one at a time, so
+# seq order is commit order and a daemon reads on from the last seq it applied.
+cluster_changes = Table(
+    "cluster_changes",
+    metadata,
+    Column("seq", _Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # pause, resume, logout, routing
+    Column("subject", String(64), nullable=False),  # the manager's id, the session's nonce, the file
+    Column("reason", String(200), nullable=True),  # a pause's
+    Column("until", UtcDateTime, nullable=True),  # a logout's: the session's expiry
+    Column("daemon_id", String(64), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
 # A manager promised to a call before his phone rings, by the daemon steering it (storage.cluster).
 manager_reservations = Table(
     "manager_reservations",

@@ -8,6 +8,8 @@ and Dial status for each call, and an end time just before that client leg's ``H
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
+
 from pbxsim import Behaviour, ScaledClock, Simulator, World
 from pbxsim.tests.amitools import RawAmi, originate
 from pbxsim.tests.test_conformance import Message, parse_transcript, pbx_for, replay
@@ -81,3 +83,25 @@ async def test_the_notes_survive_a_pbx_restart_as_astdb_does() -> None:
         missing = await ami.action("DBGet", family, ("Key", "lr-x2"))
         assert (missing["Response"], missing["Message"]) == ("Error", "Database entry not found")
         await ami.close()
+
+
+async def test_the_first_hangup_of_a_day_drops_every_day_before_the_two_last_not_only_the_third() -> None:
+    """Days the PBX had no hangup (it was off, or the office closed) are dropped as well: a sweep
+    that dropped only the day three back would leave them for good."""
+    dialplan, conf = pbx_for(FLOW)
+    assert conf is not None
+    clock = ScaledClock(50)
+    world = World(clients={"79160000009": Behaviour(answer_after=1, talk=2)})
+    async with Simulator(clock=clock, dialplan=dialplan, world=world, users=conf.users) as sim:
+        today = clock.now().astimezone(UTC)
+        days = [f"{today - timedelta(days=back):%Y%m%d}" for back in (40, 9, 4, 3, 2, 1)]
+        for day in days:
+            sim.astdb[f"/leadrouter-call-end/{day}/lr-old"] = "1795600000.000,16,ANSWER"
+        ami = await RawAmi.connect(sim.port)
+        await ami.login()
+        assert (await ami.action("Originate", *originate("79160000009", "lr-x1")))["Response"] == "Success"
+        await ami.event("Hangup", Uniqueid="lr-x1")
+        await ami.close()
+        kept = sorted({key.split("/")[2] for key in sim.astdb})
+        assert kept == [*days[-2:], f"{today:%Y%m%d}"]  # the two days before today, and today's
+        assert f"/leadrouter-call-end/{today:%Y%m%d}/swept" in sim.astdb

@@ -143,9 +143,11 @@ async def test_a_read_only_database_refuses_leads_with_503_and_recovers_by_itsel
             assert status == 503 and "readonly" in body["checks"]["database"]["error"]
             read_only[0] = False
             await wait_until(lambda: rig.daemon.database.writable, 5, "the probe's write to succeed")
+            # Still listening: every pooled connection (the daemon's jobs may have opened several)
+            # is made writable again as it is checked out, as a disk that came back is for all.
+            assert (await rig.post(phone=_phone(99))).status_code == 201
         finally:
             event.remove(engine, "checkout", as_set)
-        assert (await rig.post(phone=_phone(99))).status_code == 201
         assert sum((await rig.daemon.queries.lead_status_counts()).values()) == 1
 
     (failing,) = json_log.events("database.failing")

@@ -113,10 +113,11 @@ async def make_rig(
     uow: UnitOfWorkFactory | None = None,
     clock: ManualClock | None = None,
     breaker: BreakerSettings | None = None,
+    releasing: bool = True,
 ) -> AsyncIterator[Rig]:
     """A running dialer, logged in to a booted PBX. ``uow``: a real database instead of the
     in-memory one (``Rig.db`` then stays empty); ``db`` and ``pbx``: those of an earlier rig,
-    as a restarted daemon finds them."""
+    as a restarted daemon finds them; ``releasing``: it runs the SLA job (a daemon alone does)."""
     db, pbx, clock = db or FakeDb(), pbx or FakePbx(), clock or ManualClock()
     daemon_id = f"rig-{uuid.uuid4().hex[:8]}"  # a fresh one per run, as the daemon's
     uow = uow or (lambda: FakeUnitOfWork(db, daemon_id))
@@ -144,13 +145,16 @@ async def make_rig(
         claim=dialer.claim_new,
     )
     running = asyncio.create_task(dialer.run())
+    sla_job = dialer.release_overdue_leads() if releasing else asyncio.Event().wait()
+    sla = asyncio.create_task(sla_job)
     dialer.pbx_event(PbxBooted())  # as Asterisk says right after the login
     await dialer.pbx_connected()
     try:
         yield Rig(db, pbx, clock, board, dialer, intake, plans, running)
     finally:
+        sla.cancel()
         running.cancel()
-        await asyncio.wait({running})
+        await asyncio.wait({running, sla})
     # The test went through, yet the dialer died meanwhile: say of what (a failing test says why itself).
     if not running.cancelled():
         running.result()

@@ -3,6 +3,7 @@ retries per outcome across a restart, leads outside their call window, SLA relea
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -110,6 +111,25 @@ async def test_sla_release_at_exactly_n_hours_to_another_manager_who_is_called_w
         assert rig.connected() == ["101", "102"]
         await rig.talk(again)
         assert rig.db.leads[lead_id].owner_id == "m1"
+
+
+async def test_a_daemon_standing_by_for_the_sla_job_releases_nothing_until_it_is_elected() -> None:
+    sla = scenario(sla=SlaPolicy(release_after=60))
+    async with make_rig(plan(sla), releasing=False) as rig:
+        lead_id = await rig.lead()
+        (channel,) = await rig.dialled()
+        await rig.answered(channel)
+        await rig.talk(channel, seconds=30)
+        rig.clock.advance(3600)
+        await rig.settle()
+        assert rig.events("lead.reassigned") == [] and rig.db.leads[lead_id].owner_id == "m0"
+        elected = asyncio.create_task(rig.dialer.release_overdue_leads())  # the holder died: ours now
+        await asyncio.sleep(0)  # one turn: the job starts and wakes the dispatch loop
+        await rig.settle()
+        (released,) = rig.events("lead.reassigned")
+        assert isinstance(released, ev.LeadReassigned) and released.lead_id == lead_id
+        elected.cancel()
+        await asyncio.wait({elected})
 
 
 async def test_the_phone_of_a_finished_lead_makes_a_new_lead_which_goes_to_its_owner_first() -> None:
