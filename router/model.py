@@ -143,6 +143,7 @@ class Lead:
     backlog_rank: float = 0.0
     sla_due_at: datetime | None = None  # the owner must have worked it by then, or it is released
     final_state: str | None = None  # when FAILED: the scenario's name for how it ended
+    pbx: str | None = None  # the PBX its scenario dials it on (routing.yaml `pbx:`); None: any
 
     def __post_init__(self) -> None:
         if self.next_attempt_at is None and self.status is LeadStatus.NEW:
@@ -351,6 +352,7 @@ class Call:
     # answers; how the client's phone ended when it did not answer (Dial's outcome).
     manager_first: bool = False
     client_result: Disposition | None = None
+    pbx: str | None = None  # the PBX the call is on, by its name in leadrouter.yaml (None: the only one)
 
     # -- what the PBX tells us -------------------------------------------------------------
 
