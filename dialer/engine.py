@@ -662,7 +662,7 @@ class Dialer:
                 if capacity <= 0:
                     return min(shift_change, self._settings.takeover_poll)  # their calls' ends are not heard here
             started, claimed = await self._claim(uow, now, capacity)
-            next_due = None if claimed == capacity else await uow.leads.next_due_at()
+            next_due = None if claimed == capacity else await uow.leads.next_due_at(self._settings.other_pbxes)
             await uow.commit()
             self._register(started)
         self._dial(started)
@@ -706,10 +706,17 @@ class Dialer:
         plan = self._routing()
         started: list[_Live] = []
         deferred: list[Lead] = []
-        leads = await uow.leads.claim_due(now, capacity)
+        handed: list[Lead] = []
+        mine = self._settings.pbx
+        leads = await uow.leads.claim_due(now, capacity, self._settings.other_pbxes)
         for lead in leads:
             assert lead.id is not None
             scenario = plan.scenario_for(lead, now)
+            if mine is not None and scenario.pbx not in (None, mine):
+                # Its scenario dials on another PBX now (a time rule, a reload): that PBX's dialer takes it.
+                lead.hand_over(scenario.pbx, now)
+                handed.append(lead)
+                continue
             opening = scenario.next_allowed(lead.phone, now)
             if opening != now:
                 # Outside its call window (a retry or a reload moved it there): the claim is
@@ -729,11 +736,15 @@ class Dialer:
                 channel_id=f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}",
                 phone=lead.phone,
                 started_at=now,
+                pbx=mine,
             )
             owner = None
             if scenario.owner_first is not None:
                 owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
             started.append(_Live(call, lead, scenario, owner))
+        if handed:
+            await uow.leads.update(handed)
+            log.info("dialer.handed_over", leads=[lead.id for lead in handed], pbx=handed[0].pbx)
         if deferred:
             await uow.leads.update(deferred)
             log.info("dialer.deferred", leads=[lead.id for lead in deferred], until=deferred[0].next_attempt_at)

@@ -34,7 +34,7 @@ def _load(config: str) -> tuple[Settings, RoutingSource]:
     if too_big is not None:
         raise ConfigError([too_big])
     settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
-    return settings, RoutingSource.load(settings.routing_file)
+    return settings, RoutingSource.load(settings.routing_file, settings.pbx_names)
 
 
 async def _run(config: str, log_format: LogFormat | None) -> int:

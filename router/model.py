@@ -237,6 +237,15 @@ class Lead:
         self.updated_at = now
         return ev.LeadDeferred(lead_id=self.id, next_attempt_at=until, reason="call_window")
 
+    def hand_over(self, pbx: str, now: datetime) -> None:
+        """Claimed by another PBX's dialer while its scenario dials on ``pbx``: the claim's attempt
+        back, due at once there. Nothing happened to the lead, so no event."""
+        self.attempts -= 1
+        self.status = LeadStatus.NEW if self.attempts == 0 else LeadStatus.SCHEDULED
+        self.next_attempt_at = now
+        self.pbx = pbx
+        self.updated_at = now
+
     def duplicate(self, other: Lead) -> ev.LeadDuplicate:
         """``other`` came in from this lead's phone while it is open: it is kept as this lead's history."""
         assert self.id is not None
