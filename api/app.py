@@ -314,6 +314,7 @@ def _call_json(call: Call) -> dict[str, Any]:
         "id": call.id,
         "attempt": call.attempt,
         "scenario": call.scenario,
+        "pbx": call.pbx,  # leadrouter.yaml's name of the PBX it is on (None: from before there were several)
         "state": call.state.value,
         "disposition": call.disposition.value if call.disposition else None,
         "hangup_cause": call.hangup_cause,

@@ -259,9 +259,14 @@ def _section(adapter: TypeAdapter[list[EntryT]], data: object, key: str) -> list
         return None
 
 
-def _unique_managers(managers: Sequence[_ManagerEntry]) -> Iterator[tuple[Loc, str]]:
+def _unique_managers(managers: Sequence[_ManagerEntry], pbxes: Sequence[str]) -> Iterator[tuple[Loc, str]]:
     yield from _duplicates("managers", "id", [manager.id for manager in managers], "manager id")
-    yield from _duplicates("managers", "extension", [manager.extension for manager in managers], "extension")
+    # An extension is a phone on one PBX: two offices may both have a 101.
+    default = pbxes[0] if pbxes else None
+    on = [
+        f"{manager.extension} on PBX {manager.pbx or default}" if pbxes else manager.extension for manager in managers
+    ]
+    yield from _duplicates("managers", "extension", on, "extension")
 
 
 def _unknown_managers(loc: Loc, ids: Sequence[str], managers: Sequence[_ManagerEntry]) -> Iterator[tuple[Loc, str]]:
@@ -298,7 +303,7 @@ def _cross_check_v1(data: object, pbxes: Sequence[str] = ()) -> Iterator[tuple[L
     managers = _section(_MANAGERS_V1, data, "managers")
     scenarios = _section(_SCENARIOS_V1, data, "scenarios")
     if managers is not None:
-        yield from _unique_managers(managers)
+        yield from _unique_managers(managers, pbxes)
     if scenarios is None:
         return
     yield from _duplicates("scenarios", "name", [scenario.name for scenario in scenarios], "scenario name")
@@ -339,7 +344,7 @@ def _cross_check_v2(data: object, pbxes: Sequence[str] = ()) -> Iterator[tuple[L
     managers = _section(_MANAGERS_V2, data, "managers")
     scenarios = _section(_SCENARIOS_V2, data, "scenarios")
     if managers is not None:
-        yield from _unique_managers(managers)
+        yield from _unique_managers(managers, pbxes)
     if scenarios is None:
         return
     yield from _duplicates("scenarios", "name", [scenario.name for scenario in scenarios], "scenario name")
