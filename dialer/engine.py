@@ -270,8 +270,11 @@ class Dialer:
         recordings: RecordingNamer,
         settings: DialerSettings,
         peers: Peers,
+        everyone: Callable[[], RoutingPlan] | None = None,
     ) -> None:
+        """``everyone``: the whole plan, when ``routing`` is one PBX's part of it (SLA releases choose from it)."""
         self._uow = uow
+        self._everyone = everyone or routing
         self._peers = peers
         self._pbx = pbx
         self._clock = clock
@@ -542,8 +545,8 @@ class Dialer:
             self._wake.clear()
             try:
                 delay = await self._dispatch_once()
-                sla_in = await self._release_overdue()
-                if delay != 0:
+                sla_in = await self._release_overdue() if self._settings.sla_release else None
+                if delay != 0 and sla_in is not None:
                     delay = sla_in if delay is None else min(delay, sla_in)
             except Exception:
                 log.exception("dialer.dispatch_failed")
@@ -741,6 +744,12 @@ class Dialer:
             owner = None
             if scenario.owner_first is not None:
                 owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
+                owners_pbx = self._pbx_of(owner) if scenario.pbx is None else None
+                if owners_pbx is not None:
+                    # Pools on several PBXes: a repeat lead is dialled where its owner's phone is.
+                    lead.hand_over(owners_pbx, now)
+                    handed.append(lead)
+                    continue
             started.append(_Live(call, lead, scenario, owner))
         if handed:
             await uow.leads.update(handed)
@@ -751,6 +760,17 @@ class Dialer:
         await uow.calls.add([live.call for live in started])
         uow.outbox.add([live.call.dialing() for live in started], now)
         return started, len(leads)
+
+    def _pbx_of(self, manager_id: str | None) -> str | None:
+        """The PBX of this manager when it is another than ours (several PBXes), else None."""
+        mine = self._settings.pbx
+        if mine is None or manager_id is None or self._board.state(manager_id) is not None:
+            return None
+        plan = self._everyone()
+        found = next((manager for manager in plan.managers if manager.id == manager_id), None)
+        if found is None or not plan.pbxes:
+            return None  # no longer listed: the pool takes the client here
+        return found.pbx or plan.pbxes[0]
 
     def _register(self, started: list[_Live]) -> None:
         """Right after the claim's commit, before anything else can run (closing the unit of work
@@ -787,7 +807,7 @@ class Dialer:
             self._sla_read_at = self._clock.monotonic()
         if self._sla_next is None or self._sla_next > now:
             return self._sla_wait(now)
-        plan = self._routing()
+        plan = self._everyone()
         calls_again = False
         async with self._uow() as uow:
             overdue = await uow.leads.sla_overdue(now, _SLA_BATCH)

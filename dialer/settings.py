@@ -26,3 +26,6 @@ class DialerSettings:
     # (routing.yaml's scenario `pbx:`) it leaves to their dialers. None: the daemon's only PBX.
     pbx: str | None = None
     other_pbxes: frozenset[str] = frozenset()
+    # SLA releases run in one dialer of the daemon (with several PBXes, the first PBX's), over the
+    # whole plan: a lead's next owner may be on any PBX its scenario's pool reaches.
+    sla_release: bool = True

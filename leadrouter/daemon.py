@@ -349,8 +349,10 @@ class Daemon:
                     default_region=settings.phones.default_region,
                     pbx=name if others else None,
                     other_pbxes=others - {name},
+                    sla_release=not self.pbxes,  # the first PBX's dialer
                 ),
                 peers=self.cluster.on_pbx(ids[name]),
+                everyone=lambda: self.routing.plan,
             )
             self.pbxes[name] = link
             self._pbx_readings[name] = link.readings()
