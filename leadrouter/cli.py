@@ -215,7 +215,7 @@ async def _what_if(config: str, routing_file: Path, since: timedelta) -> int:
 
     settings = load_settings(Path(config))
     try:
-        plan = load_routing(routing_file)
+        plan = load_routing(routing_file, settings.pbx_names)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -323,7 +323,7 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
         print(f"       {line}")
 
 
-MANAGER_FIELDS = ("name", "extension", "groups", "skills", "weight", "max_open_leads", "shift")
+MANAGER_FIELDS = ("name", "extension", "groups", "skills", "weight", "max_open_leads", "shift", "pbx")
 
 
 def _names(text: str) -> list[str]:
@@ -545,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument(
             "--shift", type=_names, default=unset, help="comma-separated windows, e.g. 'mon-fri 09:00-18:00'"
         )
+        sub.add_argument("--pbx", default=unset, help="his phone's PBX, a name under leadrouter.yaml's pbxes:")
     webhooks = commands.add_parser("webhooks", help="webhook delivery: subscribers, dead events, retry")
     webhooks.add_argument("action", choices=["list", "retry"])
     webhooks.add_argument("--config", default=DEFAULT_CONFIG)

@@ -46,6 +46,7 @@ def manager_json(manager: Manager) -> dict[str, object]:
         "weight": manager.weight,
         "max_open_leads": manager.max_open_leads,
         "on_shift_always": manager.shift is None,
+        "pbx": manager.pbx,
     }
 
 
