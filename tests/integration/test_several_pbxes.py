@@ -49,10 +49,13 @@ async def _assigned(rig: Rig, lead_id: int, what: str) -> dict[str, Any]:
     return await _lead(rig, lead_id)
 
 
-async def test_each_office_dials_on_its_own_pbx_and_one_down_stops_only_its_own(tmp_path: Path) -> None:
+async def test_each_office_dials_on_its_own_pbx_and_one_down_stops_only_its_own(
+    tmp_path: Path, database_url: str
+) -> None:
     clock = ScaledClock(30.0)
     world = World(
-        default_client=lambda _number: Behaviour(answer_after=1, talk=2),
+        # Clients stay long enough to be put through on a loaded machine (20 s: under a second here).
+        default_client=lambda _number: Behaviour(answer_after=1, talk=20),
         default_manager=lambda _extension: Behaviour(answer_after=1),
     )
     routing_file = tmp_path / "routing.yaml"
@@ -65,6 +68,7 @@ async def test_each_office_dials_on_its_own_pbx_and_one_down_stops_only_its_own(
         for sim in sims.values():
             await stack.enter_async_context(sim)
         config = simulator_settings(ami_port=0, database=tmp_path / "lr.db", mqtt_port=None, token=TOKEN)
+        config["database"] = {"url": database_url}  # on PostgreSQL the daemon holds an id per PBX
         link = config.pop("ami")
         config["pbxes"] = {name: link | {"port": sim.port} for name, sim in sims.items()}
         settings = load_written(tmp_path, config | {"routing_file": str(routing_file)})
