@@ -315,7 +315,7 @@ def _call_json(call: Call) -> dict[str, Any]:
         "id": call.id,
         "attempt": call.attempt,
         "scenario": call.scenario,
-        "pbx": call.pbx,  # leadrouter.yaml's name of the PBX it is on (None: from before there were several)
+        "pbx": call.pbx,  # leadrouter.yaml's name of its PBX ("default": `ami:`); None: stored before it was kept
         "state": call.state.value,
         "disposition": call.disposition.value if call.disposition else None,
         "hangup_cause": call.hangup_cause,

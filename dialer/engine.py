@@ -715,7 +715,7 @@ class Dialer:
         for lead in leads:
             assert lead.id is not None
             scenario = plan.scenario_for(lead, now)
-            if mine is not None and scenario.pbx not in (None, mine):
+            if self._settings.other_pbxes and scenario.pbx not in (None, mine):
                 # Its scenario dials on another PBX now (a time rule, a reload): that PBX's dialer takes it.
                 lead.hand_over(scenario.pbx, now)
                 handed.append(lead)
@@ -763,8 +763,7 @@ class Dialer:
 
     def _pbx_of(self, manager_id: str | None) -> str | None:
         """The PBX of this manager when it is another than ours (several PBXes), else None."""
-        mine = self._settings.pbx
-        if mine is None or manager_id is None or self._board.state(manager_id) is not None:
+        if not self._settings.other_pbxes or manager_id is None or self._board.state(manager_id) is not None:
             return None
         plan = self._everyone()
         found = next((manager for manager in plan.managers if manager.id == manager_id), None)

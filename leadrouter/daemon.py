@@ -347,7 +347,7 @@ class Daemon:
                 settings=replace(
                     channels.dialer_settings(),
                     default_region=settings.phones.default_region,
-                    pbx=name if others else None,
+                    pbx=name,
                     other_pbxes=others - {name},
                     sla_release=not self.pbxes,  # the first PBX's dialer
                 ),

@@ -361,7 +361,7 @@ class Call:
     # answers; how the client's phone ended when it did not answer (Dial's outcome).
     manager_first: bool = False
     client_result: Disposition | None = None
-    pbx: str | None = None  # the PBX the call is on, by its name in leadrouter.yaml (None: the only one)
+    pbx: str | None = None  # the PBX the call is on, by its name in leadrouter.yaml
 
     # -- what the PBX tells us -------------------------------------------------------------
 
