@@ -304,6 +304,16 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
         )
     )  # fmt: skip
     double_booked = [ext for history in histories for ext in managers_double_booked(history)]
+    # What rang each of them, to read the overlap from.
+    booked_channels = {
+        ext: [
+            (record.name, record.created.isoformat(), record.ended.isoformat() if record.ended else None)
+            for history in histories
+            for record in history
+            if record.name.startswith(f"Local/{ext}@{MANAGERS}-") and record.name.endswith(";1")
+        ]
+        for ext in double_booked
+    }
     unsettled = sum(str(statuses.get(lead_id)) not in FINAL_STATUSES for lead_id in posted.values()) + int(open_calls)
     shares = [bridged.get(f"m{ext}", 0) for office in offices for ext in office]
     ratio = round(max(shares) / min(shares), 2) if min(shares) > 0 else None
@@ -333,7 +343,7 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
         "seconds": round(time.monotonic() - began, 1),
         "evidence": {
             "dialled_twice": twice.evidence,
-            "managers_double_booked": double_booked,
+            "managers_double_booked": booked_channels,
             "unsettled_by_status": dict(
                 Counter(str(statuses.get(i)) for i in posted.values() if str(statuses.get(i)) not in FINAL_STATUSES)
             ),

@@ -150,7 +150,8 @@ class CallRepository(Protocol):
         """Store the calls' state and their manager legs."""
 
     async def add_billing(self, billed: Sequence[tuple[str, int]]) -> None:
-        """Add CDR billable seconds to calls, by client channel id."""
+        """Add CDR billable seconds to calls, by client channel id: those this daemon steers (each
+        daemon on a PBX hears every Cdr)."""
 
     async def for_lead(self, lead_id: int) -> list[Call]: ...
 

@@ -262,9 +262,12 @@ class SqlCalls:
     async def add_billing(self, billed: Sequence[tuple[str, int]]) -> None:
         if not billed:
             return
+        # Every daemon on a PBX hears every call's Cdr: only the call's steering daemon adds it (once,
+        # and no two daemons update the same rows in their own orders: deadlocks on PostgreSQL).
+        steered = [] if self._daemon_id is None else [calls.c.daemon_id == self._daemon_id]
         statement = (
             update(calls)
-            .where(calls.c.channel_id == bindparam("b_channel_id"))
+            .where(calls.c.channel_id == bindparam("b_channel_id"), *steered)
             .values(pbx_billable_seconds=func.coalesce(calls.c.pbx_billable_seconds, 0) + bindparam("b_seconds"))
         )
         await self._conn.execute(
