@@ -307,6 +307,9 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
     print(f"       matches:  {scenario.match.describe()}")
     print(f"       pool:     {len(pool)} manager{'s' if len(pool) != 1 else ''} ({scenario.pool.describe()}): {shown}")
     print(f"       strategy: {strategy}")
+    if len(plan.pbxes) > 1:
+        dialled = scenario.pbx or f"any of {', '.join(plan.pbxes)}, with its own managers of the pool"
+        print(f"       dialled on: {dialled}")
     if scenario.owner_first is not None:
         first = scenario.owner_first
         keeps = "whoever talks becomes the owner" if first.owner_changes else "the phone keeps its owner"
