@@ -263,6 +263,7 @@ class ManagerPatch(BaseModel):
     skills: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
     weight: int | None = Field(None, description="1..100, default 50; version 2 files")
     max_open_leads: int | None = Field(None, description="capacity: undecided leads he may own; null: no limit")
+    pbx: str | None = Field(None, max_length=64, description="his phone's PBX (a name under pbxes:); null: the first")
     shift: list[Annotated[str, Field(max_length=100)]] | None = Field(
         None, max_length=50, description='e.g. ["mon-fri 09:00-18:00"]; null: always on shift'
     )
@@ -320,6 +321,7 @@ def _call_json(call: Call) -> dict[str, Any]:
         "id": call.id,
         "attempt": call.attempt,
         "scenario": call.scenario,
+        "pbx": call.pbx,  # leadrouter.yaml's name of its PBX ("default": `ami:`); None: stored before it was kept
         "state": call.state.value,
         "disposition": call.disposition.value if call.disposition else None,
         "hangup_cause": call.hangup_cause,

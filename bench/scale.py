@@ -1,10 +1,12 @@
-"""python -m bench.scale --daemons 3 --pbxes 2 --leads N [--kill-one] [--json]
+"""python -m bench.scale --daemons 3 --pbxes 2 --leads N [--every-pbx] [--kill-one] [--json]
 
 Several daemon processes (``leadrouter run``) on one PostgreSQL, each logged in to one of several
 simulated PBXes (daemon i to PBX i mod P: an office of its own, with its own managers), leads
-posted round-robin to their APIs as a load balancer would. With ``--kill-one`` a daemon that shares
-its PBX with another is ``kill -9``ed while leads arrive and stays dead: the survivor takes its
-calls over and, if it held it, the outbox publisher.
+posted round-robin to their APIs as a load balancer would. With ``--every-pbx`` each daemon speaks
+to every PBX (leadrouter.yaml's ``pbxes:``, routing.yaml's managers each on their office's PBX,
+one scenario whose pool spans them all). With ``--kill-one`` a daemon that shares its PBX with
+another is ``kill -9``ed while leads arrive and stays dead: the survivor takes its calls over and,
+if it held it, the outbox publisher.
 
 Judged from independent witnesses, as the chaos harness (bench/chaos) does:
   dialled_twice            leads with two client legs up at once, on any PBX (the PBXes' records)
@@ -59,6 +61,7 @@ class ScalePlan:
     pbxes: int
     leads: int
     kill_one: bool = False
+    every_pbx: bool = False  # each daemon speaks to every PBX, not daemon i to PBX i mod P
     # Per PBX. A lead needs ~2.6 s of a manager's line (clients who never answer, retries counted):
     # 40 per PBX take 20 leads/s with room to work off what a kill leaves behind.
     managers: int = 40
@@ -68,10 +71,15 @@ class ScalePlan:
     workdir: Path = Path("var/scale")
 
 
-def _routing(extensions: list[str]) -> dict[str, Any]:
+def _routing(offices: dict[str | None, list[str]]) -> dict[str, Any]:
+    """Managers by office (None: the daemon's one PBX)."""
     return {
         "version": 1,
-        "managers": [{"id": f"m{ext}", "name": f"Manager {ext}", "extension": ext} for ext in extensions],
+        "managers": [
+            {"id": f"m{ext}", "name": f"Manager {ext}", "extension": ext} | ({"pbx": office} if office else {})
+            for office, extensions in offices.items()
+            for ext in extensions
+        ],
         "scenarios": [
             {
                 "name": "default",
@@ -84,11 +92,18 @@ def _routing(extensions: list[str]) -> dict[str, Any]:
     }
 
 
-def _write_config(folder: Path, *, index: int, ami_port: int, mqtt_port: int, http_port: int, database: str) -> Path:
+def _write_config(
+    folder: Path, *, index: int, ami_ports: dict[str | None, int], mqtt_port: int, http_port: int, database: str
+) -> Path:
+    """``ami_ports``: by PBX name (None: the one PBX, under ``ami:``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    settings = simulator_settings(ami_port=ami_port, database=folder / "unused.db", mqtt_port=mqtt_port, token=TOKEN)
+    settings = simulator_settings(ami_port=0, database=folder / "unused.db", mqtt_port=mqtt_port, token=TOKEN)
     settings["database"] = {"url": database}
-    settings["ami"] |= {"ping_interval": 1, "ping_timeout": 1, "reconnect_delay": 1, "action_timeout": 2}
+    link = settings.pop("ami") | {"ping_interval": 1, "ping_timeout": 1, "reconnect_delay": 1, "action_timeout": 2}
+    if None in ami_ports:
+        settings["ami"] = link | {"port": ami_ports[None]}
+    else:
+        settings["pbxes"] = {name: link | {"port": port} for name, port in ami_ports.items()}
     settings["pbx"] |= {"originate_timeout": "3s", "max_channels": 100}
     settings["mqtt"] |= {"client_id": f"leadrouter-scale-{index}"}
     settings["http"] |= {"port": http_port}
@@ -164,10 +179,15 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
                 pbx_no = index % plan.pbxes
                 folder = plan.workdir / f"daemon{index}"
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / "routing.yaml").write_text(yaml.safe_dump(_routing(offices[pbx_no]), sort_keys=False))
+                if plan.every_pbx:
+                    ami_ports: dict[str | None, int] = {f"office{no}": pbx.port for no, pbx in enumerate(pbxes)}
+                    managers: dict[str | None, list[str]] = {f"office{no}": office for no, office in enumerate(offices)}
+                else:
+                    ami_ports, managers = {None: pbxes[pbx_no].port}, {None: offices[pbx_no]}
+                (folder / "routing.yaml").write_text(yaml.safe_dump(_routing(managers), sort_keys=False))
                 http_port = free_port()
                 config = _write_config(
-                    folder, index=index, ami_port=pbxes[pbx_no].port, mqtt_port=broker.port, http_port=http_port,
+                    folder, index=index, ami_ports=ami_ports, mqtt_port=broker.port, http_port=http_port,
                     database=url,
                 )  # fmt: skip
                 http = await stack.enter_async_context(
@@ -183,9 +203,11 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
                 await daemon.start()
                 daemons.append(daemon)
                 https.append(http)
-            say(f"{plan.daemons} daemons on {plan.pbxes} PBXes, {plan.managers} managers each; {plan.leads} leads")
+            each = "every daemon on every PBX" if plan.every_pbx else "daemon i on PBX i mod P"
+            say(f"{plan.daemons} daemons, {plan.pbxes} PBXes ({each}), {plan.managers} managers per PBX")
             # The victim shares its PBX with a survivor, who can read what became of its calls.
-            shares_a_pbx = [i for i in range(plan.daemons) if (i + plan.pbxes) < plan.daemons]
+            step = 1 if plan.every_pbx else plan.pbxes
+            shares_a_pbx = [i for i in range(plan.daemons) if i + step < plan.daemons]
             victim = shares_a_pbx[0] if plan.kill_one and shares_a_pbx else None
             posted: dict[str, int] = {}
             not_accepted = 0
@@ -264,8 +286,15 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
                     )
                 )
                 open_calls = (await conn.execute(OPEN_CALLS)).scalar_one()
-                by_daemon = await conn.execute(select(calls.c.daemon_id, func.count()).group_by(calls.c.daemon_id))
+                by_daemon = (
+                    await conn.execute(select(calls.c.daemon_id, func.count()).group_by(calls.c.daemon_id))
+                ).all()
                 per_daemon = sorted(count for _, count in by_daemon)
+                # By the AMI host:port the steering id starts with (storage.cluster): the PBX the call was on.
+                office_of = {f"127.0.0.1:{pbx.port}": f"office{no}" for no, pbx in enumerate(pbxes)}
+                per_pbx: Counter[str] = Counter()
+                for daemon_id, count in by_daemon:
+                    per_pbx[office_of.get(str(daemon_id).partition("#")[0], "unknown")] += count
             histories = [pbx.history() for pbx in pbxes]
     legs = [leg for history in histories for leg in client_legs(history, posted)]
     twice = overlapping_attempts(
@@ -275,6 +304,16 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
         )
     )  # fmt: skip
     double_booked = [ext for history in histories for ext in managers_double_booked(history)]
+    # What rang each of them, to read the overlap from.
+    booked_channels = {
+        ext: [
+            (record.name, record.created.isoformat(), record.ended.isoformat() if record.ended else None)
+            for history in histories
+            for record in history
+            if record.name.startswith(f"Local/{ext}@{MANAGERS}-") and record.name.endswith(";1")
+        ]
+        for ext in double_booked
+    }
     unsettled = sum(str(statuses.get(lead_id)) not in FINAL_STATUSES for lead_id in posted.values()) + int(open_calls)
     shares = [bridged.get(f"m{ext}", 0) for office in offices for ext in office]
     ratio = round(max(shares) / min(shares), 2) if min(shares) > 0 else None
@@ -293,16 +332,18 @@ async def run_scale(plan: ScalePlan, say: Any = lambda _line: None) -> dict[str,
         },
         "takeover_s": takeover_s,
         "calls_orphaned_by_the_kill": orphaned,
-        "calls_per_daemon_run": per_daemon,
+        "calls_per_daemon_run": per_daemon,  # per daemon and PBX with --every-pbx (an id each)
+        "calls_per_pbx": dict(sorted(per_pbx.items())),
         "killed": victim,
         "daemons": plan.daemons,
         "pbxes": plan.pbxes,
+        "every_pbx": plan.every_pbx,
         "managers": plan.managers * plan.pbxes,
         "settled": settled,
         "seconds": round(time.monotonic() - began, 1),
         "evidence": {
             "dialled_twice": twice.evidence,
-            "managers_double_booked": double_booked,
+            "managers_double_booked": booked_channels,
             "unsettled_by_status": dict(
                 Counter(str(statuses.get(i)) for i in posted.values() if str(statuses.get(i)) not in FINAL_STATUSES)
             ),
@@ -316,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pbxes", type=int, default=2)
     parser.add_argument("--leads", type=int, required=True)
     parser.add_argument("--kill-one", action="store_true", help="kill -9 one daemon mid-run, for good")
+    parser.add_argument("--every-pbx", action="store_true", help="each daemon speaks to every PBX (pbxes:)")
     parser.add_argument("--managers", type=int, default=40, help="per PBX")
     parser.add_argument("--rate", type=float, default=20.0, help="leads posted per second")
     parser.add_argument("--seed", type=int, default=1)
@@ -325,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.daemons < 1 or args.pbxes < 1 or args.daemons < args.pbxes:
         parser.error("--daemons must be at least --pbxes (every PBX needs a daemon)")
     plan = ScalePlan(
-        daemons=args.daemons, pbxes=args.pbxes, leads=args.leads, kill_one=args.kill_one,
+        daemons=args.daemons, pbxes=args.pbxes, leads=args.leads, kill_one=args.kill_one, every_pbx=args.every_pbx,
         managers=args.managers, rate=args.rate, seed=args.seed, workdir=args.workdir,
     )  # fmt: skip
     say = (lambda _line: None) if args.json else (lambda line: print(line, file=sys.stderr))

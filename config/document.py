@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AnyStr, TypeVar, get_args, get_origin
+from typing import Annotated, Any, AnyStr, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -300,13 +301,29 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     """The model that validates the mapping at ``loc``, to name its keys in messages."""
     current: Any = model
     for part in loc:
+        current = _unwrapped(current)
         if isinstance(part, int) and get_origin(current) in (list, tuple):
             current = get_args(current)[0]
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]  # a mapping by name (`pbxes:`): the value's model
         elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
             current = current.model_fields[str(part)].annotation
         else:
             return None
+    current = _unwrapped(current)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """``X`` of ``X | None`` and of ``Annotated[X, ...]``, however nested."""
+    while True:
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if get_origin(annotation) is Annotated:
+            annotation = args[0]
+        elif get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
+            annotation = args[0]
+        else:
+            return annotation
 
 
 def _unknown_key(model: type[BaseModel], loc: Loc) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import pickle
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -74,6 +75,7 @@ class _ManagerEntry(_Entry):
     id: Identifier
     name: Line
     extension: Digits
+    pbx: Identifier | None = None  # his phone's PBX, named under leadrouter.yaml's `pbxes:`; absent: the first
 
 
 class _CallPolicy(_Entry):
@@ -82,6 +84,7 @@ class _CallPolicy(_Entry):
     ring_timeout: Duration = 20
     max_attempts: Count = 3
     retry_delays: Annotated[list[Duration], Field(min_length=1)] = [300, 900, 3600]
+    pbx: Identifier | None = None  # the PBX that dials its leads; absent: the one its pools' managers are on
 
 
 # -- version 1 ---------------------------------------------------------------------------------
@@ -256,9 +259,14 @@ def _section(adapter: TypeAdapter[list[EntryT]], data: object, key: str) -> list
         return None
 
 
-def _unique_managers(managers: Sequence[_ManagerEntry]) -> Iterator[tuple[Loc, str]]:
+def _unique_managers(managers: Sequence[_ManagerEntry], pbxes: Sequence[str]) -> Iterator[tuple[Loc, str]]:
     yield from _duplicates("managers", "id", [manager.id for manager in managers], "manager id")
-    yield from _duplicates("managers", "extension", [manager.extension for manager in managers], "extension")
+    # An extension is a phone on one PBX: two offices may both have a 101.
+    default = pbxes[0] if pbxes else None
+    on = [
+        f"{manager.extension} on PBX {manager.pbx or default}" if pbxes else manager.extension for manager in managers
+    ]
+    yield from _duplicates("managers", "extension", on, "extension")
 
 
 def _unknown_managers(loc: Loc, ids: Sequence[str], managers: Sequence[_ManagerEntry]) -> Iterator[tuple[Loc, str]]:
@@ -274,11 +282,28 @@ _MANAGERS_V2 = TypeAdapter(list[_ManagerV2])
 _SCENARIOS_V2 = TypeAdapter(list[_ScenarioV2])
 
 
-def _cross_check_v1(data: object) -> Iterator[tuple[Loc, str]]:
+def _pbx_names(data: object, pbxes: Sequence[str]) -> Iterator[tuple[Loc, str]]:
+    """Every `pbx:` names a PBX of leadrouter.yaml (read before the schema: a typo is found with the rest)."""
+    if not isinstance(data, dict):
+        return
+    if pbxes:
+        known = f"leadrouter.yaml's `pbxes:` are {', '.join(pbxes)}"
+    else:
+        known = "leadrouter.yaml speaks to one PBX (`ami:`); name several under `pbxes:` to say which"
+    for section in ("managers", "scenarios"):
+        entries = data.get(section)
+        for index, entry in enumerate(entries if isinstance(entries, list) else ()):
+            name = entry.get("pbx") if isinstance(entry, dict) else None
+            if isinstance(name, str) and name not in pbxes:
+                yield (section, index, "pbx"), f"no PBX is named {name!r}: {known}"
+
+
+def _cross_check_v1(data: object, pbxes: Sequence[str] = ()) -> Iterator[tuple[Loc, str]]:
+    yield from _pbx_names(data, pbxes)
     managers = _section(_MANAGERS_V1, data, "managers")
     scenarios = _section(_SCENARIOS_V1, data, "scenarios")
     if managers is not None:
-        yield from _unique_managers(managers)
+        yield from _unique_managers(managers, pbxes)
     if scenarios is None:
         return
     yield from _duplicates("scenarios", "name", [scenario.name for scenario in scenarios], "scenario name")
@@ -314,11 +339,12 @@ def _source_order(scenarios: list[_ScenarioV1]) -> Iterator[tuple[Loc, str]]:
             taken_by.setdefault(source, scenario.name)
 
 
-def _cross_check_v2(data: object) -> Iterator[tuple[Loc, str]]:
+def _cross_check_v2(data: object, pbxes: Sequence[str] = ()) -> Iterator[tuple[Loc, str]]:
+    yield from _pbx_names(data, pbxes)
     managers = _section(_MANAGERS_V2, data, "managers")
     scenarios = _section(_SCENARIOS_V2, data, "scenarios")
     if managers is not None:
-        yield from _unique_managers(managers)
+        yield from _unique_managers(managers, pbxes)
     if scenarios is None:
         return
     yield from _duplicates("scenarios", "name", [scenario.name for scenario in scenarios], "scenario name")
@@ -344,7 +370,19 @@ def _cross_check_v2(data: object) -> Iterator[tuple[Loc, str]]:
             message = "is read only by `dial_order: manager_first`; client_first rings for pbx.originate_timeout"
             yield (*here, "client_ring_timeout"), message
         yield from _refused_countries(here, scenario)
+        if managers is not None and scenario.pbx is not None and scenario.pbx in pbxes:
+            yield from _pbx_pool(here, scenario, managers, pbxes[0])
     yield from _match_order(scenarios)
+
+
+def _pbx_pool(here: Loc, scenario: _ScenarioV2, managers: list[_ManagerV2], default: str) -> Iterator[tuple[Loc, str]]:
+    """A call stays on the PBX that dialled it: its pool must have managers there."""
+    pools = [Pool() if scenario.pool is None else _pool(scenario.pool)]
+    pools += [_pool(step.pool) for step in scenario.overflow or ()]
+    there = [manager for manager in managers if (manager.pbx or default) == scenario.pbx]
+    if not any(pool.admits(_manager(manager)) for pool in pools for manager in there):
+        message = f"no manager of this scenario's pools is on PBX {scenario.pbx!r}: its clients would wait for nobody"
+        yield (*here, "pbx"), message
 
 
 def _refused_countries(here: Loc, scenario: _ScenarioV2) -> Iterator[tuple[Loc, str]]:
@@ -452,12 +490,16 @@ def _manager(entry: _ManagerV2) -> Manager:
         weight=entry.weight,
         max_open_leads=entry.max_open_leads,
         shift=None if entry.shift is None else Schedule(tuple(entry.shift)),
+        pbx=entry.pbx,
     )
 
 
 def _plan_v1(routing: _RoutingV1) -> RoutingPlan:
     return RoutingPlan(
-        managers=tuple(Manager(id=entry.id, name=entry.name, extension=entry.extension) for entry in routing.managers),
+        managers=tuple(
+            Manager(id=entry.id, name=entry.name, extension=entry.extension, pbx=entry.pbx)
+            for entry in routing.managers
+        ),
         scenarios=tuple(
             Scenario(
                 name=entry.name,
@@ -471,6 +513,7 @@ def _plan_v1(routing: _RoutingV1) -> RoutingPlan:
                 # Version 1 files keep working unchanged: every lead is dialled, owners keep theirs.
                 duplicate_window=0.0,
                 sla=None,
+                pbx=entry.pbx,
             )
             for entry in routing.scenarios
         ),
@@ -536,6 +579,7 @@ def _plan_v2(routing: _RoutingV2) -> RoutingPlan:
                 caller_name=entry.caller_name,
                 whisper=entry.whisper,
                 amd=entry.amd,
+                pbx=entry.pbx,
             )
             for entry in routing.scenarios
         ),
@@ -552,12 +596,32 @@ def _version(data: Any) -> object:
     return data.get("version") if isinstance(data, dict) else None
 
 
-def load_routing(path: Path) -> RoutingPlan:
-    """Read and check a routing file; raise ConfigError listing every problem."""
+def load_routing(path: Path, pbxes: Sequence[str] = ()) -> RoutingPlan:
+    """Read and check a routing file; raise ConfigError listing every problem.
+
+    ``pbxes``: the names of leadrouter.yaml's `pbxes:`, first the default (): one PBX, unnamed).
+    """
     document = Document.read(path)
     if _version(document.data) == 2:
-        return _plan_v2(document.validate(_RoutingV2, _cross_check_v2))
-    return _plan_v1(document.validate(_RoutingV1, _cross_check_v1))
+        plan = _plan_v2(document.validate(_RoutingV2, lambda data: _cross_check_v2(data, pbxes)))
+    else:
+        plan = _plan_v1(document.validate(_RoutingV1, lambda data: _cross_check_v1(data, pbxes)))
+    return _with_pbxes(plan, tuple(pbxes))
+
+
+def _with_pbxes(plan: RoutingPlan, pbxes: tuple[str, ...]) -> RoutingPlan:
+    """Each scenario's PBX settled once: its own, else the one PBX its pools' managers are on
+    (pools spanning several: None, any of them dials it with its own managers of the pool)."""
+    if len(pbxes) < 2:
+        return replace(plan, pbxes=pbxes)
+    scenarios = []
+    for scenario in plan.scenarios:
+        if scenario.pbx is None:
+            admits = [pool.admits for pool in scenario.pools]
+            on = {manager.pbx or pbxes[0] for manager in plan.managers if any(admit(manager) for admit in admits)}
+            scenario = replace(scenario, pbx=next(iter(on)) if len(on) == 1 else None)
+        scenarios.append(scenario)
+    return replace(plan, scenarios=tuple(scenarios), pbxes=pbxes)
 
 
 def oversized(path: Path, max_bytes: int) -> Problem | None:
@@ -582,10 +646,15 @@ class RoutingSource:
         self.path = path
         self._plan = plan
 
+    @property
+    def pbxes(self) -> tuple[str, ...]:
+        """The PBX names the file is checked against (leadrouter.yaml's), kept by every reload."""
+        return self._plan.pbxes
+
     @classmethod
-    def load(cls, path: Path) -> RoutingSource:
+    def load(cls, path: Path, pbxes: Sequence[str] = ()) -> RoutingSource:
         """The first load has no plan to fall back on: raise ConfigError."""
-        return cls(path, load_routing(path))
+        return cls(path, load_routing(path, pbxes))
 
     @property
     def plan(self) -> RoutingPlan:
@@ -610,6 +679,7 @@ class RoutingSource:
             "-m",
             "config.reload_worker",
             str(self.path.resolve()),
+            *self.pbxes,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=_PACKAGES,
@@ -637,7 +707,7 @@ class RoutingSource:
     def reload(self) -> list[Problem]:
         """Re-read the file (on SIGHUP); return its problems, or [] once the new plan is in force."""
         try:
-            plan = load_routing(self.path)
+            plan = load_routing(self.path, self.pbxes)
         except ConfigError as exc:
             return exc.problems
         self._plan = plan

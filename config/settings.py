@@ -11,7 +11,7 @@ import fnmatch
 import os
 import ssl
 import string
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,13 +27,14 @@ from ami_adapter.pbx import AsteriskPbxSettings
 from ami_adapter.translate import TranslatorSettings
 from api.auth import AuthLimits, TokenScope
 from api.server import ConnectionLimits
-from config.document import Document
+from config.document import Document, Loc
 from config.fields import (
     AmiText,
     Count,
     Digits,
     Duration,
     Host,
+    Identifier,
     Line,
     ListenPort,
     Port,
@@ -190,6 +191,18 @@ class AmiSection(_Strict):
             reconnect_delay=self.reconnect_delay,
             action_timeout=self.action_timeout,
         )
+
+
+class PbxLinkSection(AmiSection):
+    """One of several PBXes (`pbxes:`): its AMI link, and the channels where its trunk or phones
+    differ from the `pbx:` section's."""
+
+    secret: Annotated[SecretStr, AfterValidator(_ami_secret)] = Field(
+        description="set it here, or LEADROUTER_AMI_SECRET_<NAME> (or LEADROUTER_AMI_SECRET) in the environment"
+    )
+    client_channel: ClientChannel | None = None
+    manager_channel: ManagerChannel | None = None
+    manager_device: ManagerDevice | None = None
 
 
 class PbxSection(_Strict):
@@ -562,9 +575,14 @@ class LogSection(_Strict):
 _NullIsDefaults = BeforeValidator(_none_is_empty)
 
 
+DEFAULT_PBX = "default"  # the name of the one PBX of an `ami:` section (health, metrics, calls.pbx)
+
+
 class Settings(_Strict):
-    # Validating an empty default reports a missing secret as ami.secret, not as a missing section.
-    ami: Annotated[AmiSection, _NullIsDefaults] = Field(default_factory=dict, validate_default=True)
+    # One PBX (`ami:`) or several by name (`pbxes:`), not both; the first of `pbxes:` is the one
+    # a manager without `pbx:` in routing.yaml is on.
+    ami: AmiSection | None = None
+    pbxes: Annotated[dict[Identifier, PbxLinkSection], Field(min_length=1)] | None = None
     pbx: Annotated[PbxSection, _NullIsDefaults] = Field(default_factory=PbxSection)
     database: Annotated[DatabaseSection, _NullIsDefaults] = Field(default_factory=DatabaseSection)
     mqtt: Annotated[MqttSection, _NullIsDefaults] = Field(default_factory=MqttSection)
@@ -579,6 +597,53 @@ class Settings(_Strict):
     log: Annotated[LogSection, _NullIsDefaults] = Field(default_factory=LogSection)
     shutdown: Annotated[ShutdownSection, _NullIsDefaults] = Field(default_factory=ShutdownSection)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_pbx_by_default(cls, data: object) -> object:
+        # Neither section: the one PBX's, so a missing secret is reported as ami.secret.
+        if isinstance(data, dict) and data.get("pbxes") is None and data.get("ami") is None:
+            return {**data, "ami": {}}
+        return data
+
+    @property
+    def pbx_names(self) -> tuple[str, ...]:
+        """The names routing.yaml's `pbx:` may give, first the default; () with one `ami:` PBX."""
+        return tuple(self.pbxes or ())
+
+    def links(self) -> list[tuple[str, AmiSection, PbxSection]]:
+        """Each PBX: its name, its AMI link and its channels (the `pbx:` section with its own in place)."""
+        if self.pbxes is None:
+            assert self.ami is not None  # _one_pbx_by_default and _one_form see to it
+            return [(DEFAULT_PBX, self.ami, self.pbx)]
+        links: list[tuple[str, AmiSection, PbxSection]] = []
+        for name, link in self.pbxes.items():
+            own = {key: getattr(link, key) for key in ("client_channel", "manager_channel", "manager_device")}
+            channels = self.pbx.model_copy(update={key: value for key, value in own.items() if value is not None})
+            links.append((name, link, channels))
+        return links
+
+
+def _one_form(data: object) -> Iterator[tuple[Loc, str]]:
+    if isinstance(data, dict) and data.get("pbxes") is not None and "ami" in data:
+        yield ("pbxes",), "write the one PBX under `ami:` or several under `pbxes:`, not both"
+
+
+def _pbx_secrets(data: object) -> list[_Secret]:
+    """Each named PBX's AMI secret: LEADROUTER_AMI_SECRET_<NAME> (`.` and `-` as `_`), _FILE, or
+    the credential ami-secret-<name>."""
+    pbxes = data.get("pbxes") if isinstance(data, dict) else None
+    if not isinstance(pbxes, dict):
+        return []
+    return [
+        _Secret(("pbxes", name, "secret"), f"LEADROUTER_AMI_SECRET_{_env_name(name)}", f"ami-secret-{name}")
+        for name in pbxes
+        if isinstance(name, str)
+    ]
+
+
+def _env_name(name: str) -> str:
+    return name.upper().replace(".", "_").replace("-", "_")
+
 
 def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:
     """Read the settings file; raise ConfigError listing every problem.
@@ -588,10 +653,20 @@ def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:
     settings file's directory.
     """
     document = Document.read(path)
+    named = _pbx_secrets(document.data)
     for secret in SECRETS:
+        if named and secret.loc == ("ami", "secret"):
+            continue  # several PBXes: each one's secret is found below
         if (found := _from_environment(secret, env)) is not None:
             document.override(secret.loc, found[0], origin=found[1])
-    settings = document.validate(Settings)
+    shared = SECRETS[0]  # LEADROUTER_AMI_SECRET: every named PBX's that has none of its own
+    for secret in named:
+        found = _from_environment(secret, env)
+        if found is None and not _given(document.data, secret.loc):
+            found = _from_environment(shared, env)
+        if found is not None:
+            document.override(secret.loc, found[0], origin=found[1])
+    settings = document.validate(Settings, _one_form)
     tokens = dict(settings.http.tokens)
     for scope, secret in TOKEN_LISTS.items():
         if (found := _from_environment(secret, env)) is not None:
@@ -602,6 +677,14 @@ def load_settings(path: Path, env: Mapping[str, str] = os.environ) -> Settings:
             "http": settings.http.model_copy(update={"tokens": tokens}),
         }
     )
+
+
+def _given(data: object, loc: tuple[str, ...]) -> bool:
+    for key in loc:
+        if not isinstance(data, dict) or data.get(key) is None:
+            return False
+        data = data[key]
+    return True
 
 
 def _from_environment(secret: _Secret, env: Mapping[str, str]) -> tuple[str, str] | None:

@@ -270,8 +270,11 @@ class Dialer:
         recordings: RecordingNamer,
         settings: DialerSettings,
         peers: Peers,
+        everyone: Callable[[], RoutingPlan] | None = None,
     ) -> None:
+        """``everyone``: the whole plan, when ``routing`` is one PBX's part of it (SLA releases choose from it)."""
         self._uow = uow
+        self._everyone = everyone or routing
         self._peers = peers
         self._pbx = pbx
         self._clock = clock
@@ -664,7 +667,7 @@ class Dialer:
                 if capacity <= 0:
                     return min(shift_change, self._settings.takeover_poll)  # their calls' ends are not heard here
             started, claimed = await self._claim(uow, now, capacity)
-            next_due = None if claimed == capacity else await uow.leads.next_due_at()
+            next_due = None if claimed == capacity else await uow.leads.next_due_at(self._settings.other_pbxes)
             await uow.commit()
             self._register(started)
         self._dial(started)
@@ -708,10 +711,17 @@ class Dialer:
         plan = self._routing()
         started: list[_Live] = []
         deferred: list[Lead] = []
-        leads = await uow.leads.claim_due(now, capacity)
+        handed: list[Lead] = []
+        mine = self._settings.pbx
+        leads = await uow.leads.claim_due(now, capacity, self._settings.other_pbxes)
         for lead in leads:
             assert lead.id is not None
             scenario = plan.scenario_for(lead, now)
+            if self._settings.other_pbxes and scenario.pbx not in (None, mine):
+                # Its scenario dials on another PBX now (a time rule, a reload): that PBX's dialer takes it.
+                lead.hand_over(scenario.pbx, now)
+                handed.append(lead)
+                continue
             opening = scenario.next_allowed(lead.phone, now)
             if opening != now:
                 # Outside its call window (a retry or a reload moved it there): the claim is
@@ -731,17 +741,37 @@ class Dialer:
                 channel_id=f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}",
                 phone=lead.phone,
                 started_at=now,
+                pbx=mine,
             )
             owner = None
             if scenario.owner_first is not None:
                 owner = lead.owner_id or await uow.leads.owner_of_phone(lead.phone)
+                owners_pbx = self._pbx_of(owner) if scenario.pbx is None else None
+                if owners_pbx is not None:
+                    # Pools on several PBXes: a repeat lead is dialled where its owner's phone is.
+                    lead.hand_over(owners_pbx, now)
+                    handed.append(lead)
+                    continue
             started.append(_Live(call, lead, scenario, owner))
+        if handed:
+            await uow.leads.update(handed)
+            log.info("dialer.handed_over", leads=[lead.id for lead in handed], pbx=handed[0].pbx)
         if deferred:
             await uow.leads.update(deferred)
             log.info("dialer.deferred", leads=[lead.id for lead in deferred], until=deferred[0].next_attempt_at)
         await uow.calls.add([live.call for live in started])
         uow.outbox.add([live.call.dialing() for live in started], now)
         return started, len(leads)
+
+    def _pbx_of(self, manager_id: str | None) -> str | None:
+        """The PBX of this manager when it is another than ours (several PBXes), else None."""
+        if not self._settings.other_pbxes or manager_id is None or self._board.state(manager_id) is not None:
+            return None
+        plan = self._everyone()
+        found = next((manager for manager in plan.managers if manager.id == manager_id), None)
+        if found is None or not plan.pbxes:
+            return None  # no longer listed: the pool takes the client here
+        return found.pbx or plan.pbxes[0]
 
     def _register(self, started: list[_Live]) -> None:
         """Right after the claim's commit, before anything else can run (closing the unit of work
@@ -791,7 +821,7 @@ class Dialer:
             self._sla_read_at = self._clock.monotonic()
         if self._sla_next is None or self._sla_next > now:
             return self._sla_wait(now)
-        plan = self._routing()
+        plan = self._everyone()
         calls_again = False
         async with self._uow() as uow:
             overdue = await uow.leads.sla_overdue(now, _SLA_BATCH)

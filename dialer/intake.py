@@ -303,6 +303,7 @@ class LeadIntake:
                 if opening is not None and opening > now:
                     lead.next_attempt_at = opening
                     lead.backlog_rank = scenario.backlog_rank(now)
+                lead.pbx = scenario.pbx  # only that PBX's dialer claims it (None: any)
                 new.append(lead)
                 recent.setdefault(phone, []).append(lead)
                 counted[phone] = counted.get(phone, 0) + 1

@@ -110,12 +110,13 @@ class LeadRepository(Protocol):
         """The stored leads among these external ids, by external id, a duplicate's external id
         giving the lead it was merged into."""
 
-    async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
-        """Atomically move up to ``limit`` due leads to DIALING (attempts + 1) and return them."""
+    async def claim_due(self, now: datetime, limit: int, skip_pbxes: Collection[str] = ()) -> list[Lead]:
+        """Atomically move up to ``limit`` due leads to DIALING (attempts + 1) and return them;
+        leads meant for one of ``skip_pbxes`` (``Lead.pbx``) are left to those PBXes' dialers."""
 
     async def update(self, changed: Sequence[Lead]) -> None: ...
 
-    async def next_due_at(self) -> datetime | None: ...
+    async def next_due_at(self, skip_pbxes: Collection[str] = ()) -> datetime | None: ...
 
     async def owner_of_phone(self, phone: str) -> str | None:
         """The owner of the newest lead from this phone that has one (owner first)."""
@@ -149,7 +150,8 @@ class CallRepository(Protocol):
         """Store the calls' state and their manager legs."""
 
     async def add_billing(self, billed: Sequence[tuple[str, int]]) -> None:
-        """Add CDR billable seconds to calls, by client channel id."""
+        """Add CDR billable seconds to calls, by client channel id: those this daemon steers (each
+        daemon on a PBX hears every Cdr)."""
 
     async def for_lead(self, lead_id: int) -> list[Call]: ...
 

@@ -22,3 +22,7 @@ class DialerSettings:
     default_region: str = "RU"
     # Seconds between looks for calls whose daemon is gone (several daemons on one database).
     takeover_poll: float = 2.0
+    # This dialer's PBX by its name in leadrouter.yaml (calls record it), and the daemon's other
+    # PBXes, whose leads (routing.yaml's scenario `pbx:`) it leaves to their dialers.
+    pbx: str | None = None
+    other_pbxes: frozenset[str] = frozenset()

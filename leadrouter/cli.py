@@ -34,7 +34,7 @@ def _load(config: str) -> tuple[Settings, RoutingSource]:
     if too_big is not None:
         raise ConfigError([too_big])
     settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
-    return settings, RoutingSource.load(settings.routing_file)
+    return settings, RoutingSource.load(settings.routing_file, settings.pbx_names)
 
 
 async def _run(config: str, log_format: LogFormat | None) -> int:
@@ -217,7 +217,7 @@ async def _what_if(config: str, routing_file: Path, since: timedelta) -> int:
 
     settings = load_settings(Path(config))
     try:
-        plan = load_routing(routing_file)
+        plan = load_routing(routing_file, settings.pbx_names)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -309,6 +309,9 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
     print(f"       matches:  {scenario.match.describe()}")
     print(f"       pool:     {len(pool)} manager{'s' if len(pool) != 1 else ''} ({scenario.pool.describe()}): {shown}")
     print(f"       strategy: {strategy}")
+    if len(plan.pbxes) > 1:
+        dialled = scenario.pbx or f"any of {', '.join(plan.pbxes)}, with its own managers of the pool"
+        print(f"       dialled on: {dialled}")
     if scenario.owner_first is not None:
         first = scenario.owner_first
         keeps = "whoever talks becomes the owner" if first.owner_changes else "the phone keeps its owner"
@@ -325,7 +328,7 @@ def print_scenario(number: int, scenario: Scenario, plan: RoutingPlan) -> None:
         print(f"       {line}")
 
 
-MANAGER_FIELDS = ("name", "extension", "groups", "skills", "weight", "max_open_leads", "shift")
+MANAGER_FIELDS = ("name", "extension", "groups", "skills", "weight", "max_open_leads", "shift", "pbx")
 
 
 def _names(text: str) -> list[str]:
@@ -552,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument(
             "--shift", type=_names, default=unset, help="comma-separated windows, e.g. 'mon-fri 09:00-18:00'"
         )
+        sub.add_argument("--pbx", default=unset, help="his phone's PBX, a name under leadrouter.yaml's pbxes:")
     webhooks = commands.add_parser("webhooks", help="webhook delivery: subscribers, dead events, retry")
     webhooks.add_argument("action", choices=["list", "retry"])
     webhooks.add_argument("--config", default=DEFAULT_CONFIG)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import random
@@ -25,14 +26,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 from ruamel.yaml import YAMLError
 
-from ami_adapter.client import AmiClient
+from ami_adapter.client import AmiClient, AmiSettings
 from ami_adapter.translate import WANTED_EVENTS, EventTranslator
 from api.app import ApiDeps, create_app
 from api.auth import Sessions
 from api.server import ApiServer
 from config.managers import ManagerExists, NoSuchManager, checked_write, edited, field_of
 from config.routing import RoutingSource
-from config.settings import Settings
+from config.settings import PbxSection, Settings
 from dialer.engine import Dialer, DialerStopped
 from dialer.intake import LeadIntake
 from dialer.outcomes import LeadOutcomes
@@ -45,7 +46,7 @@ from events.subscriber import CommandSubscriber
 from events.webhooks import WebhookDispatcher, WebhookSettings
 from leadrouter.health import Check, Severity, assess
 from leadrouter.live import LiveBoard
-from leadrouter.metrics import DialTimings, Metrics, Readings, TimedAsteriskPbx, TimedIntake
+from leadrouter.metrics import DialTimings, Metrics, PbxReadings, Readings, TimedAsteriskPbx, TimedIntake
 from leadrouter.systemd import Notifier, Watchdog
 from leadrouter.tasks import BackgroundTasks
 from recordings.access import RecordingLinks, signing_key
@@ -55,7 +56,7 @@ from router.board import ManagerBoard
 from router.breaker import BreakerState
 from router.events import ManagerChanged
 from router.model import OutcomeReport
-from router.routing import manager_json
+from router.routing import RoutingPlan, manager_json
 from router.stats import (
     ManagerFigures,
     ManagerStats,
@@ -215,6 +216,48 @@ TAKEOVER_POLL = 1.0  # seconds between a standby's tries for a singleton job: ta
 _PUBLISHER_WAITING = {PublisherState.BROKER_UNAVAILABLE, PublisherState.DATABASE_FAILING, PublisherState.STARTING}
 
 
+class PbxLink:
+    """One PBX the daemon speaks to: its AMI session, the board of the managers whose phones are on
+    it, and the dialer that dials its leads (made in this order: each needs the one before)."""
+
+    ami: AmiClient
+    translator: EventTranslator
+    dialer: Dialer
+
+    def __init__(self, name: str, board: ManagerBoard) -> None:
+        self.name = name
+        self.board = board
+
+    def readings(self) -> PbxReadings:
+        dialer = self.dialer
+        return PbxReadings(
+            live_calls=lambda: dialer.live_calls,
+            managers=self.board.snapshot,
+            ami_connected=lambda: self.ami.connected,
+            breaker_state=lambda: dialer.breaker_state,
+            pbx_failures=lambda: dialer.pbx_failures,
+        )
+
+
+def _link_of(links: list[PbxLink], manager_id: str) -> PbxLink | None:
+    """The PBX whose board has the manager (routing.yaml's pbx: for him)."""
+    return next((link for link in links if link.board.state(manager_id) is not None), None)
+
+
+def _across(name: str, checks: dict[str, Check]) -> Check:
+    """One PBX's check as it is; several PBXes' as one check: the worst severity, the state they
+    share (else ``partial``), and each PBX's under ``pbxes``."""
+    if len(checks) == 1:
+        return next(iter(checks.values()))
+    states = {check.state for check in checks.values()}
+    return Check(
+        name,
+        states.pop() if len(states) == 1 else "partial",
+        max(check.severity for check in checks.values()),
+        {"pbxes": {pbx: {"state": check.state, **check.detail} for pbx, check in checks.items()}},
+    )
+
+
 class Daemon:
     """``async with Daemon(...)`` starts every part; leaving the block stops them in order.
 
@@ -261,9 +304,13 @@ class Daemon:
         settings, stack = self.settings, self._stack
         database = self.database = await stack.enter_async_context(Database(settings.database.url))
         await database.migrate()
-        # A fresh id per run: a call steered by any other id is a past run's or another daemon's.
-        daemon_id = new_daemon_id(f"{settings.ami.host}:{settings.ami.port}")
-        self.cluster = await stack.enter_async_context(Cluster(database, daemon_id, self.clock.now))
+        links = settings.links()
+        if self.routing.pbxes != settings.pbx_names:
+            raise ValueError(f"routing.yaml was checked against PBXes {self.routing.pbxes}, not {settings.pbx_names}")
+        # A fresh id per run and PBX: a call steered by any other id is a past run's or another daemon's.
+        ids = {name: new_daemon_id(f"{ami.host}:{ami.port}") for name, ami, _ in links}
+        daemon_id, *siblings = ids.values()
+        self.cluster = await stack.enter_async_context(Cluster(database, daemon_id, self.clock.now, siblings=siblings))
         # Pauses, logouts and routing edits made through any daemon, applied by each from here on.
         self.shared = SharedChanges(database, daemon_id, self.clock.now)
         self._applied = await self.shared.last_seq()
@@ -295,36 +342,44 @@ class Daemon:
                 publisher.wake()
             webhooks.wake()
 
-        def unit_of_work() -> SqlUnitOfWork:
-            return SqlUnitOfWork(database, on_events_committed=events_committed, daemon_id=daemon_id)
+        def unit_of_work(steering: str = daemon_id) -> SqlUnitOfWork:
+            return SqlUnitOfWork(database, on_events_committed=events_committed, daemon_id=steering)
 
         self._unit_of_work = unit_of_work
 
-        self.board = ManagerBoard(self.routing.plan, self._rng)
-        now = self.clock.now()
-        self.board.restore(await self.queries.board_history(self.routing.plan, now), now)
-        translator = EventTranslator(
-            settings.pbx.translator_settings(), sink=lambda event: self.dialer.pbx_event(event)
-        )
-        self.ami = AmiClient(
-            settings.ami.client_settings(),
-            on_event=translator,
-            wanted_events=WANTED_EVENTS,
-            on_connected=lambda: self.dialer.pbx_connected(),
-            on_disconnected=lambda: self.dialer.pbx_disconnected(),
-        )
+        # One AMI link, board and dialer per PBX; each sees only the managers whose phones are on it.
+        self.pbxes: dict[str, PbxLink] = {}
+        self._pbx_readings: dict[str, PbxReadings] = {}
+        self._plans = self._plans_per_pbx()
         self.metrics = Metrics(self._readings())
         timings = DialTimings(self.metrics, self.clock)
-        self.dialer = Dialer(
-            uow=unit_of_work,
-            pbx=TimedAsteriskPbx(self.ami, translator, settings.pbx.asterisk_settings(), timings),
-            clock=self.clock,
-            routing=lambda: self.routing.plan,
-            board=self.board,
-            recordings=RecordingNamer(settings.recordings.file_template, settings.recordings.url_template),
-            settings=replace(settings.pbx.dialer_settings(), default_region=settings.phones.default_region),
-            peers=self.cluster,
-        )
+        others = frozenset(ids) if len(ids) > 1 else frozenset()
+        now = self.clock.now()
+        for name, ami, channels in links:
+            board = ManagerBoard(self._plans[name], self._rng)
+            board.restore(await self.queries.board_history(self._plans[name], now), now)
+            link = self._link(name, ami.client_settings(), channels, board, timings)
+            link.dialer = Dialer(
+                uow=functools.partial(unit_of_work, ids[name]),
+                pbx=TimedAsteriskPbx(link.ami, link.translator, channels.asterisk_settings(), timings),
+                clock=self.clock,
+                routing=functools.partial(self._plans.__getitem__, name),
+                board=board,
+                recordings=RecordingNamer(settings.recordings.file_template, settings.recordings.url_template),
+                settings=replace(
+                    channels.dialer_settings(),
+                    default_region=settings.phones.default_region,
+                    pbx=name,
+                    other_pbxes=others - {name},
+                ),
+                peers=self.cluster.on_pbx(ids[name]),
+                everyone=lambda: self.routing.plan,
+            )
+            self.pbxes[name] = link
+            self._pbx_readings[name] = link.readings()
+        # The first PBX's, as before there were several (tests and the service wait on its login).
+        first = next(iter(self.pbxes.values()))
+        self.ami, self.board, self.dialer = first.ami, first.board, first.dialer
         self.intake = LeadIntake(
             uow=unit_of_work,
             clock=self.clock,
@@ -332,11 +387,13 @@ class Daemon:
             default_region=settings.phones.default_region,
             policy=settings.phones.policy(),
             per_number=settings.phones.per_number(),
-            on_new_lead=self.dialer.leads_added,
-            claim=self.dialer.claim_new,  # a new lead is claimed in the transaction that stores it
+            on_new_lead=self._leads_added,
+            # A new lead is claimed in the transaction that stores it; with several PBXes each
+            # dialer's own pass claims it (the calls it adds are steered under that PBX's id).
+            claim=None if others else self.dialer.claim_new,
         )
         self.live = LiveBoard(
-            self.board,
+            self._snapshot,
             lambda: self.routing.plan,
             self.clock,
             live_calls=self.stats.sql.live_calls,
@@ -371,8 +428,10 @@ class Daemon:
             await self._run("publisher", self.cluster.elected("publisher", self.publisher.run, TAKEOVER_POLL))
         # The same for each webhook subscriber's order: one sender per database.
         await self._run("webhooks", self.cluster.elected("webhooks", self.webhooks.run, TAKEOVER_POLL))
-        await self._run("dialer", self.dialer.run())
-        # One daemon per database releases overdue leads: two would give a lead two new owners.
+        for name, link in self.pbxes.items():
+            await self._run("dialer" if name == first.name else f"dialer:{name}", link.dialer.run())
+        # One daemon per database releases overdue leads (the first PBX's dialer, over the whole
+        # plan): two would give a lead two new owners.
         await self._run("sla", self.cluster.elected("sla", self.dialer.release_overdue_leads, TAKEOVER_POLL))
         if self.commands is not None:  # after the dialer, so stopped before it
             # One subscriber per database: every daemon's own session would act on each command.
@@ -411,7 +470,8 @@ class Daemon:
             await self._run(
                 "recordings-retention", self.cluster.elected("recordings-retention", retention, TAKEOVER_POLL)
             )
-        await stack.enter_async_context(self.ami)
+        for link in self.pbxes.values():
+            await stack.enter_async_context(link.ami)
         tokens = settings.http.tokens_by_scope()
         if not tokens:
             log.warning("http.disabled", reason="no http.token, http.tokens or http.token_files")
@@ -438,7 +498,7 @@ class Daemon:
             health=self.health,
             metrics=self.metrics.exposition,
             intake_open=lambda: not self.stopping,
-            manager_states=ManagerStates(self.board, self.dialer, self.shared, self._changes_lock),
+            manager_states=ManagerStates(list(self.pbxes.values()), self.shared, self._changes_lock),
             unavailable=(StorageUnavailable,),
             tokens=tokens,
             max_body_bytes=settings.http.max_body_bytes,
@@ -471,19 +531,49 @@ class Daemon:
     async def _run(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         await self._stack.enter_async_context(self.tasks.running(name, coro))
 
+    def _link(
+        self, name: str, ami: AmiSettings, channels: PbxSection, board: ManagerBoard, timings: DialTimings
+    ) -> PbxLink:
+        """PBX ``name``'s AMI session and translator, feeding its dialer (set on the link next)."""
+        link = PbxLink(name, board)
+        link.translator = EventTranslator(
+            channels.translator_settings(), sink=lambda event: link.dialer.pbx_event(event)
+        )
+        link.ami = AmiClient(
+            ami,
+            on_event=link.translator,
+            wanted_events=WANTED_EVENTS,
+            on_connected=lambda: link.dialer.pbx_connected(),
+            on_disconnected=lambda: link.dialer.pbx_disconnected(),
+        )
+        return link
+
+    def _plans_per_pbx(self) -> dict[str, RoutingPlan]:
+        plan = self.routing.plan
+        if len(self.settings.pbx_names) < 2:
+            return {name: plan for name, _, _ in self.settings.links()}  # one PBX: every manager is on it
+        return {name: plan.on_pbx(name) for name in self.settings.pbx_names}
+
+    def _leads_added(self) -> None:
+        for link in self.pbxes.values():
+            link.dialer.leads_added()
+
+    def _snapshot(self) -> list[dict[str, object]]:
+        return [slot for link in self.pbxes.values() for slot in link.board.snapshot()]
+
+    @property
+    def live_calls(self) -> int:
+        return sum(link.dialer.live_calls for link in self.pbxes.values())
+
     def _readings(self) -> Readings:
         publisher = self.publisher
         return Readings(
             lead_counts=self.queries.lead_status_counts,
             outbox_backlog=self.queries.outbox_backlog,
             now=self.clock.now,
-            live_calls=lambda: self.dialer.live_calls,
-            managers=self.board.snapshot,
-            ami_connected=lambda: self.ami.connected,
+            pbxes=self._pbx_readings,  # filled as the links are made
             database_writable=lambda: self.database.writable,
             tasks=self.tasks.states,
-            breaker_state=lambda: self.dialer.breaker_state,
-            pbx_failures=lambda: self.dialer.pbx_failures,
             mqtt_connected=(lambda: publisher.connected) if publisher else None,
             published=(lambda: publisher.published) if publisher else None,
             webhook_backlog=self.webhook_state.overview,
@@ -522,13 +612,13 @@ class Daemon:
         for manager_id, change in decided.items():
             if change.daemon_id == mine:
                 continue  # applied when it was made, and nothing decided elsewhere came after it
-            try:
-                if change.kind == "pause":
-                    self.dialer.pause_manager(manager_id, change.reason or "")
-                else:
-                    self.dialer.resume_manager(manager_id)
-            except KeyError:  # not in this daemon's routing.yaml (another office's, or not reloaded yet)
+            link = _link_of(list(self.pbxes.values()), manager_id)
+            if link is None:  # not in this daemon's routing.yaml (another office's, or not reloaded yet)
                 continue
+            if change.kind == "pause":
+                link.dialer.pause_manager(manager_id, change.reason or "")
+            else:
+                link.dialer.resume_manager(manager_id)
             log.info("cluster.manager_" + change.kind, manager_id=manager_id, by=change.daemon_id)
 
     async def drain(self) -> None:
@@ -540,19 +630,20 @@ class Daemon:
         """
         shutdown = self.settings.shutdown
         self.stopping = True
-        self.dialer.stop_dialing()
-        log.info("daemon.stopping", live_calls=self.dialer.live_calls, grace_period=shutdown.grace_period)
+        for link in self.pbxes.values():
+            link.dialer.stop_dialing()
+        log.info("daemon.stopping", live_calls=self.live_calls, grace_period=shutdown.grace_period)
         if not await self._within(shutdown.grace_period, self._calls_ended()):
             log.warning(
                 "daemon.calls_left_up",
-                live_calls=self.dialer.live_calls,
+                live_calls=self.live_calls,
                 hint="they stay up in Asterisk; the next start takes them over",
             )
         # The calls' last changes are committed with their events before the outbox is flushed.
         flushed = await self._within(shutdown.outbox_flush, self._flush_outbox())
         if not flushed:
             log.warning("daemon.outbox_left", hint="the events are published after the next start")
-        log.info("daemon.drained", live_calls=self.dialer.live_calls, outbox_flushed=flushed)
+        log.info("daemon.drained", live_calls=self.live_calls, outbox_flushed=flushed)
 
     def hurry(self) -> None:
         """A second SIGTERM while draining: stop waiting."""
@@ -560,13 +651,14 @@ class Daemon:
 
     async def _calls_ended(self) -> None:
         # The dialer has no event for "the last call ended"; a tenth of a second is nothing at shutdown.
-        while self.dialer.live_calls:  # noqa: ASYNC110
+        while self.live_calls:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
     async def _flush_outbox(self) -> None:
         # A dialer that died stored what it could on its way out (Dialer.run); the outbox still goes.
-        with contextlib.suppress(DialerStopped):
-            await self.dialer.idle()
+        for link in self.pbxes.values():
+            with contextlib.suppress(DialerStopped):
+                await link.dialer.idle()
         if self.publisher is not None and "publisher" in self.cluster.jobs:
             await self.publisher.flush()  # (a standby's events are the elected publisher's to send)
 
@@ -581,18 +673,41 @@ class Daemon:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Whether the daemon serves (HTTP 200) and what /health shows; see leadrouter.health."""
-        checks = [self._ami_check(), self._database_check(), *self._mqtt_checks(), self._dialer_check()]
+        per_pbx = {name: (self._ami_check(link), self._dialer_check(link)) for name, link in self.pbxes.items()}
+        checks = [
+            _across("ami", {name: ami for name, (ami, _) in per_pbx.items()}),
+            self._database_check(),
+            *self._mqtt_checks(),
+            _across("dialer", {name: dialer for name, (_, dialer) in per_pbx.items()}),
+        ]
         tasks = self.tasks
         if tasks.all_alive:
             checks.append(Check("tasks", "running", detail={"tasks": tasks.states()}))
         else:
             checks.append(Check("tasks", "died", Severity.UNHEALTHY, {"tasks": tasks.states(), "died": tasks.died}))
         serving, body = assess(checks, stopping=self.stopping)
-        body.update(live_calls=self.dialer.live_calls, managers=len(self.board), managers_free=self.board.free_count)
+        links = self.pbxes.values()
+        body.update(
+            live_calls=self.live_calls,
+            managers=sum(len(link.board) for link in links),
+            managers_free=sum(link.board.free_count for link in links),
+            # Each PBX's own: one down stops only the dialling that needs it.
+            pbxes={
+                name: {
+                    "ami": ami.state,
+                    "dialer": dialer.state,
+                    "breaker": link.dialer.breaker_state,
+                    "live_calls": link.dialer.live_calls,
+                    "managers": len(link.board),
+                    "managers_free": link.board.free_count,
+                }
+                for (name, link), (ami, dialer) in zip(self.pbxes.items(), per_pbx.values(), strict=True)
+            },
+        )
         return serving, body
 
-    def _ami_check(self) -> Check:
-        return Check("ami", "up") if self.ami.connected else Check("ami", "down", Severity.DEGRADED)
+    def _ami_check(self, link: PbxLink) -> Check:
+        return Check("ami", "up") if link.ami.connected else Check("ami", "down", Severity.DEGRADED)
 
     def _database_check(self) -> Check:
         database = self.database
@@ -601,8 +716,8 @@ class Daemon:
         detail = {"error": database.last_error, "since": database.failing_since.isoformat()}
         return Check("database", "failing", Severity.UNHEALTHY, detail)
 
-    def _dialer_check(self) -> Check:
-        dialer = self.dialer
+    def _dialer_check(self, link: PbxLink) -> Check:
+        dialer = link.dialer
         detail: dict[str, object] = {
             "live_calls": dialer.live_calls,
             "breaker": dialer.breaker_state,
@@ -611,7 +726,7 @@ class Daemon:
             "answer_rate": dialer.pacing.answer_rate,
             "abandon_rate": dialer.pacing.abandon_rate,
         }
-        if "dialer" in self.tasks.died:
+        if {"dialer", f"dialer:{link.name}"} & set(self.tasks.died):
             return Check("dialer", "died", Severity.UNHEALTHY, detail)
         if self.stopping:
             return Check("dialer", "stopped_dialing", detail=detail)
@@ -641,8 +756,9 @@ class Daemon:
         return [broker, publishing]
 
     def _outcome_reported(self, report: OutcomeReport) -> None:
-        self.board.outcome(report)
-        self.dialer.leads_added()  # a decided lead may bring its owner back under his max_open_leads
+        for link in self.pbxes.values():
+            link.board.outcome(report)  # (a board without the owner lets it pass)
+        self._leads_added()  # a decided lead may bring its owner back under his max_open_leads
 
     def reload_webhooks(self, webhooks: WebhookSettings) -> None:
         """SIGHUP: the subscriber list from leadrouter.yaml read again."""
@@ -719,8 +835,10 @@ class Daemon:
 
     def _apply_routing(self) -> None:
         """The plan in force is new: the board takes it, and it may free capacity."""
-        self.board.replace(self.routing.plan)
-        self.dialer.leads_added()
+        self._plans.update(self._plans_per_pbx())
+        for name, link in self.pbxes.items():
+            link.board.replace(self._plans[name])
+        self._leads_added()
         log.info("routing.reloaded", managers=len(self.routing.plan.managers))
 
 
@@ -734,48 +852,50 @@ async def webhook_admin(settings: Settings) -> AsyncIterator[WebhookAdmin]:
 
 
 class ManagerStates:
-    """The API's view of managers' states: read from the board, changed through the dialer (which
-    stores and publishes every change); a pause or resume is stored first for every daemon on the
-    database to apply (Daemon._follow_changes)."""
+    """The API's view of managers' states: read from the boards, changed through the dialer of the
+    manager's PBX (which stores and publishes every change); a pause or resume is stored first for
+    every daemon on the database to apply (Daemon._follow_changes)."""
 
-    def __init__(self, board: ManagerBoard, dialer: Dialer, shared: SharedChanges, lock: asyncio.Lock) -> None:
-        self._board = board
-        self._dialer = dialer
+    def __init__(self, links: list[PbxLink], shared: SharedChanges, lock: asyncio.Lock) -> None:
+        self._links = links
         self._shared = shared
         self._lock = lock
 
     def states(self) -> list[dict[str, Any]]:
         return [
             {"id": slot["id"], "extension": slot["extension"], "state": slot["state"], "reason": slot["reason"]}
-            for slot in self._board.snapshot()
+            for link in self._links
+            for slot in link.board.snapshot()
         ]
 
-    def _one(self, manager_id: str) -> dict[str, Any]:
-        state = self._board.state(manager_id)
+    def _one(self, link: PbxLink, manager_id: str) -> dict[str, Any]:
+        state = link.board.state(manager_id)
         assert state is not None
         return {"id": manager_id, "state": state[0].value, "reason": state[1]}
 
     async def pause(self, manager_id: str, reason: str) -> dict[str, Any] | None:
-        if self._board.state(manager_id) is None:
+        link = _link_of(self._links, manager_id)
+        if link is None:
             return None
         async with self._lock:
             await self._shared.record("pause", manager_id, reason=reason)
             try:
-                self._dialer.pause_manager(manager_id, reason)
+                link.dialer.pause_manager(manager_id, reason)
             except KeyError:  # a reload took him out meanwhile
                 return None
-        return self._one(manager_id)
+        return self._one(link, manager_id)
 
     async def resume(self, manager_id: str) -> dict[str, Any] | None:
-        if self._board.state(manager_id) is None:
+        link = _link_of(self._links, manager_id)
+        if link is None:
             return None
         async with self._lock:
             await self._shared.record("resume", manager_id)
             try:
-                self._dialer.resume_manager(manager_id)
+                link.dialer.resume_manager(manager_id)
             except KeyError:
                 return None
-        return self._one(manager_id)
+        return self._one(link, manager_id)
 
 
 @contextlib.asynccontextmanager

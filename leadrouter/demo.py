@@ -244,7 +244,7 @@ async def run_demo(
         ) as sim:
             routing_file = None if trial is None else trial.file
             settings = load_settings(write_config(workdir, sim.port, mqtt_port, run_id, routing_file), env={})
-            routing = RoutingSource.load(settings.routing_file)
+            routing = RoutingSource.load(settings.routing_file, settings.pbx_names)
             daemon_rng = random.Random(seed)  # the strategies' draws: the same seed, the same run
             async with (
                 Daemon(settings, routing, clock, rng=daemon_rng) as daemon,

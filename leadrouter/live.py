@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from dialer.ports import Clock
-from router.board import ManagerBoard
 from router.routing import RoutingPlan
 from router.stats import ManagerFigures, Period
 
@@ -27,7 +26,7 @@ KEEPALIVE = 15.0  # an SSE comment line so proxies keep an idle stream open
 class LiveBoard:
     def __init__(
         self,
-        board: ManagerBoard,
+        board: Callable[[], list[dict[str, object]]],  # ManagerBoard.snapshot, of every PBX's board
         plan: Callable[[], RoutingPlan],
         clock: Clock,
         *,
@@ -54,7 +53,7 @@ class LiveBoard:
         now = self._clock.now()
         names = {m.id: m.name for m in self._plan().managers}
         managers = []
-        for slot in self._board.snapshot():
+        for slot in self._board():
             manager_id = str(slot["id"])
             # The manager's state (router.board.ManagerState), with a pause's reason beside it.
             state = str(slot["state"])

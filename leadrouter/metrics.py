@@ -58,19 +58,26 @@ def manager_state(device: object, on_our_call: bool) -> str:
 
 
 @dataclass(frozen=True)
+class PbxReadings:
+    """What each PBX's gauges come from (one AMI link, board and dialer per PBX)."""
+
+    live_calls: Callable[[], int]
+    managers: Callable[[], Iterable[Mapping[str, object]]]  # ManagerBoard.snapshot()
+    ami_connected: Callable[[], bool]
+    breaker_state: Callable[[], str]  # the dialer's circuit breaker on the PBX: a BreakerState value
+    pbx_failures: Callable[[], int]  # calls the PBX failed (refused, not placed, lost) since the start
+
+
+@dataclass(frozen=True)
 class Readings:
     """Where each gauge comes from; read at every scrape."""
 
     lead_counts: Callable[[], Awaitable[Mapping[str, int]]]
     outbox_backlog: Callable[[], Awaitable[tuple[int, datetime | None]]]
     now: Callable[[], datetime]  # the clock outbox rows are stamped with
-    live_calls: Callable[[], int]
-    managers: Callable[[], Iterable[Mapping[str, object]]]  # ManagerBoard.snapshot()
-    ami_connected: Callable[[], bool]
+    pbxes: Mapping[str, PbxReadings]  # by the PBX's name (the `pbx` label)
     database_writable: Callable[[], bool]
     tasks: Callable[[], Mapping[str, str]]  # name -> running | died
-    breaker_state: Callable[[], str]  # the dialer's circuit breaker on the PBX: a BreakerState value
-    pbx_failures: Callable[[], int]  # calls the PBX failed (refused, not placed, lost) since the start
     mqtt_connected: Callable[[], bool] | None = None  # None: MQTT is disabled
     published: Callable[[], int] | None = None
     # Per webhook subscriber: its events pending and dead (the database), and since the start
@@ -107,22 +114,9 @@ class _Gauges(Collector):
 
     def collect(self) -> Iterator[Metric]:
         readings = self._readings
-        yield _gauge("leadrouter_calls_in_progress", "Our calls the PBX is dialling or carrying", readings.live_calls())
-        counts = dict.fromkeys(MANAGER_STATES, 0)
-        for slot in readings.managers():
-            counts[manager_state(slot["device"], slot["call_id"] is not None)] += 1
-        yield _labelled("leadrouter_managers", "Managers by phone state", "state", counts)
-        yield _gauge("leadrouter_ami_connected", "1 while logged in to the PBX over AMI", readings.ami_connected())
+        yield from _per_pbx(readings.pbxes)
         writable = readings.database_writable()
         yield _gauge("leadrouter_database_writable", "0 while writes fail (disk full, read-only, gone)", writable)
-        current = readings.breaker_state()
-        breaker = {state.value: int(state.value == current) for state in BreakerState}
-        yield _labelled("leadrouter_breaker_state", "1 for the PBX circuit breaker's current state", "state", breaker)
-        yield CounterMetricFamily(
-            "leadrouter_pbx_failures",
-            "Calls the PBX failed; none cost the lead an attempt",
-            value=readings.pbx_failures(),
-        )
         tasks = {name: int(state == "running") for name, state in readings.tasks().items()}
         yield _labelled("leadrouter_task_up", "1 while the background task runs, 0 once it died", "task", tasks)
         if readings.mqtt_connected is not None:
@@ -161,6 +155,34 @@ class _Gauges(Collector):
         yield _gauge("leadrouter_outbox_backlog", "Events committed, not yet acked by the broker", stored.backlog)
         lag = 0.0 if stored.oldest is None else max((readings.now() - stored.oldest).total_seconds(), 0.0)
         yield _gauge("leadrouter_outbox_lag_seconds", "Age of the oldest unpublished event (0: none waits)", lag)
+
+
+def _per_pbx(pbxes: Mapping[str, PbxReadings]) -> Iterator[Metric]:
+    """The gauges each PBX has its own of, labelled ``pbx`` by its name."""
+    calls = GaugeMetricFamily(
+        "leadrouter_calls_in_progress", "Our calls the PBX is dialling or carrying", labels=["pbx"]
+    )
+    managers = GaugeMetricFamily("leadrouter_managers", "Managers by phone state", labels=["pbx", "state"])
+    ami = GaugeMetricFamily("leadrouter_ami_connected", "1 while logged in to the PBX over AMI", labels=["pbx"])
+    breaker = GaugeMetricFamily(
+        "leadrouter_breaker_state", "1 for the PBX circuit breaker's current state", labels=["pbx", "state"]
+    )
+    failures = CounterMetricFamily(
+        "leadrouter_pbx_failures", "Calls the PBX failed; none cost the lead an attempt", labels=["pbx"]
+    )
+    for name, pbx in pbxes.items():
+        calls.add_metric([name], float(pbx.live_calls()))
+        counts = dict.fromkeys(MANAGER_STATES, 0)
+        for slot in pbx.managers():
+            counts[manager_state(slot["device"], slot["call_id"] is not None)] += 1
+        for state, count in counts.items():
+            managers.add_metric([name, state], float(count))
+        ami.add_metric([name], float(pbx.ami_connected()))
+        current = pbx.breaker_state()
+        for breaker_state in BreakerState:
+            breaker.add_metric([name, breaker_state.value], float(breaker_state.value == current))
+        failures.add_metric([name], pbx.pbx_failures())
+    yield from (calls, managers, ami, breaker, failures)
 
 
 def _labelled(name: str, documentation: str, label: str, values: Mapping[str, float]) -> GaugeMetricFamily:

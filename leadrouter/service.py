@@ -76,7 +76,7 @@ async def serve(
                 log.info("daemon.ready", http_port=daemon.http_port)
             await stop.wait()
             grace = settings.shutdown.grace_period
-            notifier.stopping(f"stopping: {daemon.dialer.live_calls} live calls get up to {grace:g}s to end")
+            notifier.stopping(f"stopping: {daemon.live_calls} live calls get up to {grace:g}s to end")
             await daemon.drain()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -104,15 +104,18 @@ async def reload_webhooks_from(daemon: Daemon, config_file: Path) -> bool:
 
 
 async def _pbx_up(daemon: Daemon, notifier: Notifier, stop: asyncio.Event) -> bool:
-    """Wait for the AMI login, telling systemd why the start takes long; False if told to stop first."""
-    ami = daemon.settings.ami
-    waiting = f"waiting for the PBX (AMI {ami.host}:{ami.port}); leads are taken meanwhile"
-    while not daemon.ami.connected:
+    """Wait for an AMI login (of any PBX: one down stops only its own dialling), telling systemd why
+    the start takes long; False if told to stop first."""
+    where = ", ".join(f"AMI {ami.host}:{ami.port}" for _, ami, _ in daemon.settings.links())
+    waiting = f"waiting for the PBX ({where}); leads are taken meanwhile"
+    links = daemon.pbxes.values()
+    while not any(link.ami.connected for link in links):
         notifier.extend_start(START_EXTENSION, waiting)
-        login = asyncio.ensure_future(daemon.ami.wait_connected())
+        logins = {asyncio.ensure_future(link.ami.wait_connected()) for link in links}
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({login, stopped}, timeout=PBX_WAIT_REPORT, return_when=asyncio.FIRST_COMPLETED)
-        login.cancel()
+        await asyncio.wait({*logins, stopped}, timeout=PBX_WAIT_REPORT, return_when=asyncio.FIRST_COMPLETED)
+        for login in logins:
+            login.cancel()
         stopped.cancel()
         if stop.is_set():
             return False
@@ -121,4 +124,4 @@ async def _pbx_up(daemon: Daemon, notifier: Notifier, stop: asyncio.Event) -> bo
 
 def _ready_status(daemon: Daemon) -> str:
     http = f"API on port {daemon.http_port}" if daemon.http_port is not None else "API off (no http.token)"
-    return f"ready: PBX linked, database up, {http}, {len(daemon.board)} managers"
+    return f"ready: PBX linked, database up, {http}, {sum(len(link.board) for link in daemon.pbxes.values())} managers"

@@ -143,6 +143,7 @@ class Lead:
     backlog_rank: float = 0.0
     sla_due_at: datetime | None = None  # the owner must have worked it by then, or it is released
     final_state: str | None = None  # when FAILED: the scenario's name for how it ended
+    pbx: str | None = None  # the PBX its scenario dials it on (routing.yaml `pbx:`); None: any
 
     def __post_init__(self) -> None:
         if self.next_attempt_at is None and self.status is LeadStatus.NEW:
@@ -235,6 +236,15 @@ class Lead:
         self.backlog_rank = rank
         self.updated_at = now
         return ev.LeadDeferred(lead_id=self.id, next_attempt_at=until, reason="call_window")
+
+    def hand_over(self, pbx: str, now: datetime) -> None:
+        """Claimed by another PBX's dialer while its scenario dials on ``pbx``: the claim's attempt
+        back, due at once there. Nothing happened to the lead, so no event."""
+        self.attempts -= 1
+        self.status = LeadStatus.NEW if self.attempts == 0 else LeadStatus.SCHEDULED
+        self.next_attempt_at = now
+        self.pbx = pbx
+        self.updated_at = now
 
     def duplicate(self, other: Lead) -> ev.LeadDuplicate:
         """``other`` came in from this lead's phone while it is open: it is kept as this lead's history."""
@@ -351,6 +361,7 @@ class Call:
     # answers; how the client's phone ended when it did not answer (Dial's outcome).
     manager_first: bool = False
     client_result: Disposition | None = None
+    pbx: str | None = None  # the PBX the call is on, by its name in leadrouter.yaml
 
     # -- what the PBX tells us -------------------------------------------------------------
 

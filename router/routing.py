@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,7 @@ class Manager:
     weight: int = DEFAULT_WEIGHT  # grade 1..100: the `weighted` strategy's share
     max_open_leads: int | None = None  # owning this many undecided leads takes him out of rotation
     shift: Schedule | None = None  # None: always on shift
+    pbx: str | None = None  # the PBX his phone is on, by its name in leadrouter.yaml; None: the first
 
 
 def manager_json(manager: Manager) -> dict[str, object]:
@@ -45,6 +46,7 @@ def manager_json(manager: Manager) -> dict[str, object]:
         "weight": manager.weight,
         "max_open_leads": manager.max_open_leads,
         "on_shift_always": manager.shift is None,
+        "pbx": manager.pbx,
     }
 
 
@@ -159,6 +161,9 @@ class Scenario:
     caller_name: str | None = None  # template of the name his phone shows, e.g. "{name} · {source}"
     whisper: str | None = None  # a sound file played to him alone before the bridge
     amd: bool = False  # run Asterisk's AMD() on the client's answer: a machine is hung up, never bridged
+    # The PBX that dials its leads: routing.yaml's `pbx:`, else the one its pools' managers are on.
+    # None: any (one PBX, or pools spanning several: whichever has a free manager of the pool first).
+    pbx: str | None = None
 
     @property
     def pools(self) -> tuple[Pool, ...]:
@@ -233,6 +238,7 @@ class RoutingPlan:
     scenarios: tuple[Scenario, ...]  # first match wins; the config guarantees a catch-all last
     timezone: tzinfo = UTC  # the company's: days and hours in the plan are read in it
     pacing: Pacing = field(default_factory=Pacing)  # clients dialled per free manager (one dial queue)
+    pbxes: tuple[str, ...] = ()  # the PBXes managers may name, first the default; () : one, unnamed
 
     def scenario_for(self, lead: Lead, now: datetime) -> Scenario:
         facts = LeadFacts(lead.source, lead.payload, lead.phone)
@@ -260,6 +266,11 @@ class RoutingPlan:
                 return scenario
         # A reload may drop a scenario while its calls are live; they finish under the default.
         return self.scenarios[-1]
+
+    def on_pbx(self, name: str) -> RoutingPlan:
+        """The plan as the dialer of PBX ``name`` sees it: only the managers whose phones are there."""
+        default = self.pbxes[0] if self.pbxes else name
+        return replace(self, managers=tuple(m for m in self.managers if (m.pbx or default) == name))
 
     def pool(self, scenario: Scenario, level: int = 0) -> list[Manager]:
         admits = scenario.pools[level].admits

@@ -37,7 +37,7 @@ import hashlib
 import os
 import socket
 import uuid
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -90,11 +90,24 @@ def _daemon_key(daemon_id: str) -> int:
 
 class Cluster:
     """``poll``: seconds between looks at how many daemons run; a daemon that joins others waits
-    a little longer than that before it dials, so they all promise managers in the database by then."""
+    a little longer than that before it dials, so they all promise managers in the database by then.
 
-    def __init__(self, db: Database, daemon_id: str, clock_now: Callable[[], datetime], poll: float = 1.0) -> None:
+    ``siblings``: a daemon speaking to several PBXes has an id per PBX (its calls on each are
+    steered under that one, and only daemons on the same PBX take them over); ``daemon_id`` is its
+    first PBX's, these the others'. All are held on the one lease, and count as one daemon."""
+
+    def __init__(
+        self,
+        db: Database,
+        daemon_id: str,
+        clock_now: Callable[[], datetime],
+        poll: float = 1.0,
+        *,
+        siblings: Sequence[str] = (),
+    ) -> None:
         self._db = db
         self.daemon_id = daemon_id
+        self._ids = (daemon_id, *siblings)
         self._now = clock_now
         self._poll = poll
         self.postgres = db.engine.dialect.name == "postgresql"  # several daemons possible at all
@@ -140,7 +153,8 @@ class Cluster:
         try:
             lease = await lease.execution_options(isolation_level="AUTOCOMMIT")
             async with asyncio.timeout(2 * self._poll):  # a server that does not answer is no lease
-                await lease.execute(select(func.pg_advisory_lock(_DAEMONS, _daemon_key(self.daemon_id))))
+                for own in self._ids:  # one id per PBX the daemon speaks to
+                    await lease.execute(select(func.pg_advisory_lock(_DAEMONS, _daemon_key(own))))
         except BaseException:
             await lease.invalidate()
             await lease.close()
@@ -168,7 +182,7 @@ class Cluster:
             return (await lease.execute(statement)).scalar_one()
 
     async def _count(self) -> None:
-        others = int(await self._ask(_COUNT_DAEMONS)) - 1
+        others = int(await self._ask(_COUNT_DAEMONS)) - len(self._ids)
         if others != self.others:
             log.info("cluster.daemons", others=others, daemon_id=self.daemon_id)
             self.others = others
@@ -203,15 +217,24 @@ class Cluster:
     async def _unlock(self, *key: int) -> None:
         await self._ask(select(func.pg_advisory_unlock(*key)))
 
-    async def gone(self, daemon_ids: Collection[str | None]) -> set[str | None]:
-        """Which of these daemons, on this daemon's PBX, no longer run (None: a call stored before
-        daemons had ids). Alone on SQLite every other id is a past run's, whatever its PBX."""
+    def on_pbx(self, daemon_id: str) -> PbxPeers:
+        """The other daemons as the dialer of the PBX this id of ours (one of ``siblings``) is on sees them."""
+        assert daemon_id in self._ids
+        return PbxPeers(self, daemon_id)
+
+    async def gone(self, daemon_ids: Collection[str | None], me: str | None = None) -> set[str | None]:
+        """Which of these daemons, on the PBX of our id ``me`` (by default ``daemon_id``), no longer
+        run (None: a call stored before daemons had ids). Alone on SQLite every other id is a past
+        run's, whatever its PBX, but for the PBXes our sibling ids are on: theirs to take."""
+        me = me or self.daemon_id
+        siblings = {pbx_of(own) for own in self._ids} - {pbx_of(me)}
         found: set[str | None] = set()
         for daemon_id in daemon_ids:
-            if daemon_id == self.daemon_id:
+            if daemon_id in self._ids:
                 continue
-            if daemon_id is not None and self.postgres and pbx_of(daemon_id) != pbx_of(self.daemon_id):
-                continue  # another office's: its own daemons take it over
+            if daemon_id is not None and pbx_of(daemon_id) != pbx_of(me):
+                if self.postgres or pbx_of(daemon_id) in siblings:
+                    continue  # another PBX's: its own daemons (or dialer) take it over
             if daemon_id is None or not self.postgres:
                 found.add(daemon_id)
             elif await self._try_lock(_DAEMONS, key := _daemon_key(daemon_id)):
@@ -286,11 +309,12 @@ class Cluster:
             running.result()
             return
 
-    async def reserve(self, manager_id: str, call_id: int) -> bool:
-        """Promise the manager to the call; False when another live call has him."""
+    async def reserve(self, manager_id: str, call_id: int, me: str | None = None) -> bool:
+        """Promise the manager to the call (steered by our id ``me``); False when another live call has him."""
         if not self.shared:
             return True
-        row = {"manager_id": manager_id, "call_id": call_id, "daemon_id": self.daemon_id, "reserved_at": self._now()}
+        me = me or self.daemon_id
+        row = {"manager_id": manager_id, "call_id": call_id, "daemon_id": me, "reserved_at": self._now()}
         # Written out: SQLAlchemy does not correlate a subquery in ON CONFLICT's WHERE with the row in the way.
         ended = text(
             "EXISTS (SELECT 1 FROM calls WHERE calls.id = manager_reservations.call_id AND calls.ended_at IS NOT NULL)"
@@ -301,10 +325,10 @@ class Cluster:
             .values(row)
             .on_conflict_do_update(
                 index_elements=[manager_reservations.c.manager_id],
-                set_={"call_id": call_id, "daemon_id": self.daemon_id, "reserved_at": row["reserved_at"]},
+                set_={"call_id": call_id, "daemon_id": me, "reserved_at": row["reserved_at"]},
                 # A promise of ours in the way is stale: our board, which says he is free, knows our calls.
                 # (Its release, on its way from the call that ended, must not cost him the next client.)
-                where=(manager_reservations.c.daemon_id == self.daemon_id) | ended,
+                where=(manager_reservations.c.daemon_id == me) | ended,
             )
             .returning(manager_reservations.c.manager_id)
         )
@@ -387,3 +411,25 @@ class SharedChanges:
         query = select(c.subject, c.until).where(c.kind == "logout", c.until >= now)
         async with self._db.read() as conn:
             return [(nonce, until) for nonce, until in await conn.execute(query)]
+
+
+class PbxPeers:
+    """The other daemons as one PBX's dialer sees them (dialer.ports.Peers): a Cluster under the
+    daemon's id on that PBX."""
+
+    def __init__(self, cluster: Cluster, daemon_id: str) -> None:
+        self._cluster = cluster
+        self.daemon_id = daemon_id
+
+    @property
+    def shared(self) -> bool:
+        return self._cluster.shared
+
+    async def gone(self, daemon_ids: Collection[str | None]) -> set[str | None]:
+        return await self._cluster.gone(daemon_ids, self.daemon_id)
+
+    async def reserve(self, manager_id: str, call_id: int) -> bool:
+        return await self._cluster.reserve(manager_id, call_id, self.daemon_id)
+
+    async def release(self, manager_id: str, call_id: int) -> None:
+        await self._cluster.release(manager_id, call_id)

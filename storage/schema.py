@@ -83,6 +83,7 @@ leads = Table(
     Column("backlog_rank", Float, nullable=False, server_default="0"),
     Column("sla_due_at", UtcDateTime, nullable=True),
     Column("final_state", String(64), nullable=True),
+    Column("pbx", String(64), nullable=True),  # routing.yaml's scenario PBX: only its dialer claims the lead
     Index("ix_leads_due", "status", "next_attempt_at"),
     Index("ix_leads_phone", "phone"),
     # Each manager's open leads (capacity) are counted at start.
@@ -120,6 +121,7 @@ calls = Table(
     Column("pbx_failure", String(200), nullable=True),
     # The daemon steering the call (storage.cluster), not the domain's: no record attribute fills it.
     Column("daemon_id", String(64), nullable=True),
+    Column("pbx", String(64), nullable=True),  # the PBX's name in leadrouter.yaml (several PBXes)
     # Supervisors' stats read talk time per manager over a period: keep it in the index.
     Index("ix_calls_stats", "started_at", "manager_id", "talk_seconds"),
     # ...and by when the talk began (storage.stats), with all the per-manager query reads.

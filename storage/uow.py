@@ -12,6 +12,7 @@ from typing import Any, Self
 from sqlalchemy import RowMapping, Table, Update, bindparam, delete, false, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
 
 from router.events import SCHEMA_VERSION, DomainEvent, ManagerStateChanged
 from router.model import Call, CallState, HistoryEntry, Lead, LeadStatus, ManagerLeg, OutcomeReport
@@ -70,6 +71,11 @@ def _update_many(table: Table, key: str, rows: list[dict[str, Any]]) -> tuple[Up
         .values({name: bindparam("b_" + name, type_=table.c[name].type) for name in columns})
     )
     return statement, [{"b_" + name: value for name, value in row.items()} for row in rows]
+
+
+def _not_for(pbxes: Collection[str]) -> list[ColumnElement[bool]]:
+    """Leads not meant for one of these PBXes (their dialers claim them)."""
+    return [or_(leads.c.pbx.is_(None), leads.c.pbx.not_in(pbxes))] if pbxes else []
 
 
 class SqlLeads:
@@ -167,12 +173,12 @@ class SqlLeads:
         )
         return {owner: count for owner, count in (await self._conn.execute(query)).all()}
 
-    async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
+    async def claim_due(self, now: datetime, limit: int, skip_pbxes: Collection[str] = ()) -> list[Lead]:
         # One statement, so two dialers can never claim the same lead: SQLite serialises
         # writers (BEGIN IMMEDIATE); PostgreSQL skips rows another transaction holds.
         due = (
             select(leads.c.id)
-            .where(leads.c.status.in_(_DUE), leads.c.next_attempt_at <= now)
+            .where(leads.c.status.in_(_DUE), leads.c.next_attempt_at <= now, *_not_for(skip_pbxes))
             .order_by(leads.c.next_attempt_at, leads.c.backlog_rank, leads.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -196,8 +202,8 @@ class SqlLeads:
             rows = [_row(leads, lead, _SET_BY_OUTCOMES) for lead in changed]
             await self._conn.execute(*_update_many(leads, "id", rows))
 
-    async def next_due_at(self) -> datetime | None:
-        query = select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE))
+    async def next_due_at(self, skip_pbxes: Collection[str] = ()) -> datetime | None:
+        query = select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE), *_not_for(skip_pbxes))
         return (await self._conn.execute(query)).scalar_one_or_none()
 
     async def owner_of_phone(self, phone: str) -> str | None:
@@ -256,9 +262,12 @@ class SqlCalls:
     async def add_billing(self, billed: Sequence[tuple[str, int]]) -> None:
         if not billed:
             return
+        # Every daemon on a PBX hears every call's Cdr: only the call's steering daemon adds it (once,
+        # and no two daemons update the same rows in their own orders: deadlocks on PostgreSQL).
+        steered = [] if self._daemon_id is None else [calls.c.daemon_id == self._daemon_id]
         statement = (
             update(calls)
-            .where(calls.c.channel_id == bindparam("b_channel_id"))
+            .where(calls.c.channel_id == bindparam("b_channel_id"), *steered)
             .values(pbx_billable_seconds=func.coalesce(calls.c.pbx_billable_seconds, 0) + bindparam("b_seconds"))
         )
         await self._conn.execute(

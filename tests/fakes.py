@@ -213,12 +213,13 @@ class _Leads:
                 counts[lead.owner_id] = counts.get(lead.owner_id, 0) + 1
         return counts
 
-    async def claim_due(self, now: datetime, limit: int) -> list[Lead]:
+    async def claim_due(self, now: datetime, limit: int, skip_pbxes: Collection[str] = ()) -> list[Lead]:
         due = sorted(
             (
                 lead
                 for lead in self._db.leads.values()
                 if lead.status in (LeadStatus.NEW, LeadStatus.SCHEDULED)
+                and lead.pbx not in skip_pbxes
                 and lead.next_attempt_at is not None
                 and lead.next_attempt_at <= now
             ),
@@ -233,11 +234,13 @@ class _Leads:
             assert lead.id is not None
             self._db.leads[lead.id] = copy.deepcopy(lead)
 
-    async def next_due_at(self) -> datetime | None:
+    async def next_due_at(self, skip_pbxes: Collection[str] = ()) -> datetime | None:
         times = [
             lead.next_attempt_at
             for lead in self._db.leads.values()
-            if lead.status in (LeadStatus.NEW, LeadStatus.SCHEDULED) and lead.next_attempt_at is not None
+            if lead.status in (LeadStatus.NEW, LeadStatus.SCHEDULED)
+            and lead.next_attempt_at is not None
+            and lead.pbx not in skip_pbxes
         ]
         return min(times, default=None)
 

@@ -88,7 +88,7 @@ def test_mistakes_point_at_them(tmp_path: Path) -> None:
     )
     found = problems(tmp_path, broken)
     assert found == [
-        "8:7: scenarios[0].retries.bussy: unknown key",
+        "8:7: scenarios[0].retries.bussy: unknown key; did you mean 'busy'?",
         "14:18: scenarios[0].call_window.holidays[0]: must be a valid date or datetime, "
         "day value is outside expected range",
         "17:16: scenarios[0].call_window.backlog: must be 'newest_first' or 'oldest_first'",

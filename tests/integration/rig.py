@@ -41,7 +41,7 @@ class Rig:
 
     async def start_daemon(self) -> None:
         self.daemon = await self._stack.enter_async_context(
-            Daemon(self.settings, RoutingSource.load(self.routing_file), self.clock)
+            Daemon(self.settings, RoutingSource.load(self.routing_file, self.settings.pbx_names), self.clock)
         )
         self.http = await self._stack.enter_async_context(
             httpx.AsyncClient(

@@ -51,11 +51,11 @@ async def test_metrics_count_what_the_daemon_did(tmp_path: Path, database_url: s
     assert samples[("leadrouter_leads", (("state", "dialing"),))] == 1
     assert samples[("leadrouter_leads", (("state", "failed"),))] == 1
     assert samples[("leadrouter_leads", (("state", "new"),))] == 0
-    assert samples[("leadrouter_calls_in_progress", ())] == 1
+    assert samples[("leadrouter_calls_in_progress", (("pbx", "default"),))] == 1
     # Boris or Anna is on the call that is still up; the other's phone is idle again.
-    assert samples[("leadrouter_managers", (("state", "busy"),))] == 1
-    assert samples[("leadrouter_managers", (("state", "free"),))] == 1
-    assert samples[("leadrouter_ami_connected", ())] == 1
+    assert samples[("leadrouter_managers", (("pbx", "default"), ("state", "busy")))] == 1
+    assert samples[("leadrouter_managers", (("pbx", "default"), ("state", "free")))] == 1
+    assert samples[("leadrouter_ami_connected", (("pbx", "default"),))] == 1
     assert samples[("leadrouter_mqtt_connected", ())] == 1
     assert samples[("leadrouter_database_writable", ())] == 1
     assert samples[("leadrouter_events_published_total", ())] >= 10
@@ -68,9 +68,9 @@ async def test_metrics_count_what_the_daemon_did(tmp_path: Path, database_url: s
     assert samples[("leadrouter_event_loop_lag_seconds_count", ())] >= 1
     for task in ("publisher", "dialer", "database-recovery", "loop-lag", "http"):
         assert samples[("leadrouter_task_up", (("task", task),))] == 1
-    assert samples[("leadrouter_breaker_state", (("state", "closed"),))] == 1
-    assert samples[("leadrouter_breaker_state", (("state", "open"),))] == 0
-    assert samples[("leadrouter_pbx_failures_total", ())] == 0
+    assert samples[("leadrouter_breaker_state", (("pbx", "default"), ("state", "closed")))] == 1
+    assert samples[("leadrouter_breaker_state", (("pbx", "default"), ("state", "open")))] == 0
+    assert samples[("leadrouter_pbx_failures_total", (("pbx", "default"),))] == 0
 
 
 async def test_health_says_each_part_and_a_dead_task_makes_it_unhealthy(

@@ -82,12 +82,12 @@ async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_aft
         assert health.status_code == 200 and health.json()["status"] == "degraded"
         assert health.json()["checks"]["dialer"]["state"] == "pbx_paused"
         samples = await scrape_metrics(rig)
-        assert samples[("leadrouter_breaker_state", (("state", "open"),))] == 1
-        assert samples[("leadrouter_pbx_failures_total", ())] == dialer.pbx_failures >= 1
+        assert samples[("leadrouter_breaker_state", (("pbx", "default"), ("state", "open")))] == 1
+        assert samples[("leadrouter_pbx_failures_total", (("pbx", "default"),))] == dialer.pbx_failures >= 1
         world.clients = {_phone(index)[1:]: Behaviour(answer_after=2, talk=5) for index in range(30)}
         await rig.sim.boot()
         await wait_until(lambda: dialer.breaker_state == "closed", 10, "the breaker to close after the PBX is back")
-        assert (await scrape_metrics(rig))[("leadrouter_breaker_state", (("state", "closed"),))] == 1
+        assert (await scrape_metrics(rig))[("leadrouter_breaker_state", (("pbx", "default"), ("state", "closed")))] == 1
 
         async def all_assigned() -> bool:
             counts = await rig.daemon.queries.lead_status_counts()

@@ -114,23 +114,28 @@ async def make_rig(
     clock: ManualClock | None = None,
     breaker: BreakerSettings | None = None,
     releasing: bool = True,
+    on_pbx: str | None = None,
 ) -> AsyncIterator[Rig]:
     """A running dialer, logged in to a booted PBX. ``uow``: a real database instead of the
     in-memory one (``Rig.db`` then stays empty); ``db`` and ``pbx``: those of an earlier rig,
-    as a restarted daemon finds them; ``releasing``: it runs the SLA job (a daemon alone does)."""
+    as a restarted daemon finds them; ``releasing``: it runs the SLA job (a daemon alone does);
+    ``on_pbx``: the dialer of that one of ``plan.pbxes``."""
     db, pbx, clock = db or FakeDb(), pbx or FakePbx(), clock or ManualClock()
     daemon_id = f"rig-{uuid.uuid4().hex[:8]}"  # a fresh one per run, as the daemon's
     uow = uow or (lambda: FakeUnitOfWork(db, daemon_id))
     plans = [plan]
-    board = ManagerBoard(plan)
     settings = DialerSettings(channel_id_prefix="lr", max_channels=10, dial_deadline=60)
     if breaker is not None:
         settings = replace(settings, breaker=breaker)
+    if on_pbx is not None:
+        settings = replace(settings, pbx=on_pbx, other_pbxes=frozenset(plan.pbxes) - {on_pbx})
+    board = ManagerBoard(plan if on_pbx is None else plan.on_pbx(on_pbx))
     dialer = Dialer(
         uow=uow,
         pbx=pbx,
         clock=clock,
-        routing=lambda: plans[-1],
+        routing=lambda: plans[-1] if on_pbx is None else plans[-1].on_pbx(on_pbx),
+        everyone=lambda: plans[-1],
         board=board,
         recordings=RecordingNamer("leadrouter/{channel_id}.wav", "https://rec.example/{file}"),
         settings=settings,

@@ -11,6 +11,7 @@ import pytest
 from dialer.engine import DialerStopped
 from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
 from router.breaker import BreakerSettings
+from router.matching import Match, Patterns
 from router.model import PBX_RETRY_DELAY, CallState, Disposition, LeadStatus, LegResult
 from router.pbx_events import (
     Billed,
@@ -28,7 +29,7 @@ from router.pbx_events import (
     PbxShuttingDown,
     RecordingStarted,
 )
-from router.routing import RoutingPlan
+from router.routing import Manager, OwnerFirst, RoutingPlan
 from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
@@ -633,3 +634,33 @@ async def test_while_the_breaker_is_open_the_intake_stores_a_lead_without_claimi
         lead_id = await rig.lead(phone="+79161234562")
         await rig.settle()
         assert rig.db.leads[lead_id].status is LeadStatus.NEW and len(rig.originated()) == 2
+
+
+async def test_a_pbx_dialer_leaves_other_pbxes_leads_and_hands_over_what_it_claimed_of_theirs() -> None:
+    # m0 on north (the default), m1 on south; this is the north PBX's dialer.
+    managers = (Manager("m0", "Manager 0", "101"), Manager("m1", "Manager 1", "101", pbx="south"))
+    south = scenario("south", "m1", pbx="south", match=Match(sources=Patterns.of(["south"])))
+    anyone = scenario("anyone", owner_first=OwnerFirst(wait=10), duplicate_window=0.0)
+    async with make_rig(RoutingPlan(managers, (south, anyone), pbxes=("north", "south")), on_pbx="north") as rig:
+        theirs = await rig.lead(source="south")
+        await rig.settle()
+        assert rig.db.leads[theirs].pbx == "south"
+        assert rig.originated() == [] and rig.db.leads[theirs].status is LeadStatus.NEW  # left to the south's dialer
+
+        # Stored before its scenario was the south's (a reload, a time rule): claimed, then handed over.
+        rig.db.leads[theirs].pbx = None
+        rig.dialer.leads_added()
+        await rig.settle()
+        handed = rig.db.leads[theirs]
+        assert (handed.pbx, handed.status, handed.attempts) == ("south", LeadStatus.NEW, 0)
+
+        # A repeat lead of a pool on both PBXes is dialled where its owner's phone is.
+        rig.db.leads[theirs].owner_id = "m1"
+        repeat = await rig.lead(source="site")
+        await rig.settle()
+        assert (rig.db.leads[repeat].pbx, rig.db.leads[repeat].attempts) == ("south", 0)
+        assert rig.originated() == []
+        # One of its own is dialled here as ever.
+        await rig.lead(phone="+79161234599", source="site")
+        (channel,) = await rig.dialled()
+        assert rig.call(channel).pbx == "north"

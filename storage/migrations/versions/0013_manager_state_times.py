@@ -4,15 +4,15 @@ The index gives each manager's changes of a period in order without reading the 
 state at the period's start (his last change before it) in one seek; the per-manager index by
 ``seq`` alone made that look read every later change of his.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-11-26
 """
 
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
