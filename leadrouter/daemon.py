@@ -52,6 +52,7 @@ from recordings.retention import run_daily
 from router.board import ManagerBoard
 from router.breaker import BreakerState
 from router.events import ManagerChanged
+from router.matching import region_geocoder
 from router.model import OutcomeReport
 from router.routing import manager_json
 from router.stats import (
@@ -284,6 +285,8 @@ class Daemon:
         self._unit_of_work = unit_of_work
 
         self.board = ManagerBoard(self.routing.plan, self._rng)
+        if self.routing.plan.reads_regions:
+            region_geocoder()  # now, not on the loop at the first lead a `regions:` rule looks at
         now = self.clock.now()
         self.board.restore(await self.queries.board_history(self.routing.plan, now), now)
         translator = EventTranslator(
@@ -620,6 +623,8 @@ class Daemon:
             for problem in problems:
                 log.error("routing.reload_refused", problem=str(problem))
             return False
+        if self.routing.plan.reads_regions:
+            await asyncio.to_thread(region_geocoder)  # loaded once; a thread leaves the loop its turns
         # Unpickling the plan and rebuilding the board take ~20 ms each at 10,000 managers: the
         # loop gets a turn between them, so the longest stall is one of them, not both.
         await asyncio.sleep(0)

@@ -234,6 +234,11 @@ class RoutingPlan:
     timezone: tzinfo = UTC  # the company's: days and hours in the plan are read in it
     pacing: Pacing = field(default_factory=Pacing)  # clients dialled per free manager (one dial queue)
 
+    @property
+    def reads_regions(self) -> bool:
+        """Whether a rule compares the phone's region (router.matching.region_geocoder)."""
+        return any(scenario.match.regions is not None for scenario in self.scenarios)
+
     def scenario_for(self, lead: Lead, now: datetime) -> Scenario:
         facts = LeadFacts(lead.source, lead.payload, lead.phone)
         local = now.astimezone(self.timezone)
