@@ -28,21 +28,29 @@ POOL_SHOWN = 8  # manager ids listed per pool in check-config's summary
 
 
 def _load(config: str) -> tuple[Settings, RoutingSource]:
+    settings = _load_settings(config)
+    return settings, RoutingSource.load(settings.routing_file)
+
+
+def _load_settings(config: str) -> Settings:
     settings = load_settings(Path(config))
     # The files a reload would refuse are refused at start and by check-config too.
     too_big = oversized(settings.routing_file, settings.routing_max_bytes)
     if too_big is not None:
         raise ConfigError([too_big])
     settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
-    return settings, RoutingSource.load(settings.routing_file)
+    return settings
 
 
 async def _run(config: str, log_format: LogFormat | None) -> int:
+    settings = _load_settings(config)
+    loading = RoutingSource.load_beside(settings.routing_file)  # read while the daemon's libraries load
+
     from leadrouter.daemon import SystemClock
     from leadrouter.service import serve
     from leadrouter.systemd import Notifier
 
-    settings, routing = _load(config)
+    routing = loading()
     configure_logging(settings.log.level, log_format or settings.log.format)
     # Files the daemon creates (the database, its WAL and journal) are its own, also outside
     # systemd (whose unit sets UMask=0077 as well): they hold every lead's phone and name.
