@@ -169,6 +169,7 @@ class ManagerBoard:
 
     def _rebuild(self, plan: RoutingPlan, batch: int) -> Iterator[None]:
         slots: dict[str, _Slot] = {}
+        shifts_due: list[str] = []  # newcomers' shifts: a tick under the old plan would not find them
         for count, manager in enumerate(plan.managers, start=1):
             slot = self._slots.get(manager.id)
             if slot is None:
@@ -180,7 +181,10 @@ class ManagerBoard:
             else:
                 # Until the next tick looks at the (maybe new) shift, he stays as he was.
                 slot.shift_due = _AT_ONCE
-                heapq.heappush(self._shifts, (_AT_ONCE, manager.id))
+                if manager.id in self._incoming:
+                    shifts_due.append(manager.id)
+                else:
+                    heapq.heappush(self._shifts, (_AT_ONCE, manager.id))
             slots[manager.id] = slot
             if count % batch == 0:
                 yield
@@ -202,6 +206,8 @@ class ManagerBoard:
         was_free = self._free
         self._plan, self._slots, self._by_extension = plan, slots, by_extension
         self._free, self._selectors, self._memberships = free, selectors, memberships
+        for manager_id in shifts_due:
+            heapq.heappush(self._shifts, (_AT_ONCE, manager_id))
         for manager_id in self._touched or ():
             slot = slots.get(manager_id)
             if slot is None:

@@ -241,6 +241,18 @@ def test_a_reloaded_shift_is_looked_at_on_the_next_tick() -> None:
     assert offered(board) == []
 
 
+def test_the_shifts_of_managers_a_rebuild_in_steps_adds_are_looked_at_after_it() -> None:
+    board = ManagerBoard(plan(M1, timezone=MOSCOW))
+    board.tick(T0)
+    afternoon = manager(2, shift=shift(WEEKDAYS, 14, 18))  # 12:00 in Moscow: not yet
+    for _ in board.rebuild(plan(M1, afternoon, timezone=MOSCOW), batch=1):
+        board.tick(T0)  # the old plan's ticks go on meanwhile
+    board.tick(T0)
+    assert offered(board) == ["m1"]
+    board.tick(at(2 * 3600))
+    assert offered(board, now=at(2 * 3600)) == ["m1", "m2"]
+
+
 # -- capacity --------------------------------------------------------------------------------------
 
 
