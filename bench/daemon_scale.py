@@ -124,6 +124,7 @@ async def reload_stall(managers: int, size: int = RELOAD_BYTES, rounds: int = 5)
             assert problems == [], problems
             for _ in board.rebuild(source.plan):
                 await asyncio.sleep(0)
+            gc.collect(1)
             gc.freeze()
 
         stalls, idle = [], []
