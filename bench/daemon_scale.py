@@ -120,10 +120,11 @@ async def reload_stall(managers: int, size: int = RELOAD_BYTES, rounds: int = 5)
         gc.freeze()  # as the daemon does once it has started
 
         async def reload() -> None:  # what Daemon.reload_routing does
-            problems = await source.reload_off_loop(max_bytes=size + 1024, time_cap=60)
-            assert problems == [], problems
-            for _ in board.rebuild(source.plan):
+            checked = await source.check_off_loop(max_bytes=size + 1024, time_cap=60)
+            assert not isinstance(checked, list), checked
+            for _ in board.rebuild(checked):
                 await asyncio.sleep(0)
+            source.adopt(checked)
             gc.collect(1)
             gc.freeze()
 

@@ -644,7 +644,16 @@ class RoutingSource:
         return self._plan
 
     async def reload_off_loop(self, *, max_bytes: int, time_cap: float) -> list[Problem]:
-        """``reload`` with the reading, parsing and checking in a process of its own.
+        """``reload`` with the reading, parsing and checking in a process of its own (``check_off_loop``)."""
+        checked = await self.check_off_loop(max_bytes=max_bytes, time_cap=time_cap)
+        if isinstance(checked, list):
+            return checked
+        self._plan = checked
+        return []
+
+    async def check_off_loop(self, *, max_bytes: int, time_cap: float) -> RoutingPlan | list[Problem]:
+        """The file's plan, or its problems, with the reading, parsing and checking in a process of
+        its own; the plan in force stays until the caller ``adopt``s the new one.
 
         Parsing a big YAML file takes seconds of pure Python; on the event loop it would stall the
         AMI reader (Asterisk drops a reader that stalls ~100 ms) and the API, and from a thread
@@ -685,11 +694,12 @@ class RoutingSource:
         for piece in pieces:
             await asyncio.sleep(0)
             managers += pickle.loads(piece)
-        self._plan = dataclasses.replace(shell, managers=tuple(managers))
-        return []
+        plan: RoutingPlan = dataclasses.replace(shell, managers=tuple(managers))
+        return plan
 
     def adopt(self, plan: RoutingPlan) -> None:
-        """Put in force a plan checked from exactly what the file now holds (config/managers.py wrote it)."""
+        """Put in force a plan checked from exactly what the file now holds (``check_off_loop``, or
+        config/managers.py's checked write)."""
         self._plan = plan
 
     def reload(self) -> list[Problem]:

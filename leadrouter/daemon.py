@@ -54,7 +54,7 @@ from router.breaker import BreakerState
 from router.events import ManagerChanged
 from router.matching import region_geocoder
 from router.model import OutcomeReport
-from router.routing import manager_json
+from router.routing import RoutingPlan, manager_json
 from router.stats import (
     ManagerFigures,
     ManagerStats,
@@ -603,8 +603,7 @@ class Daemon:
             if isinstance(checked, list):
                 return Refused("invalid_manager", [(field_of(problem), problem.message) for problem in checked])
             # What a SIGHUP reload does once the file passed its check (this one was checked as it).
-            self.routing.adopt(checked)
-            await self._apply_routing()
+            await self._apply_routing(checked)
             found = [m for m in self.routing.plan.managers if m.id == manager_id]
             manager = manager_json(found[0]) if found else None
             now = self.clock.now()
@@ -616,16 +615,16 @@ class Daemon:
 
     async def _reload_routing(self) -> bool:
         settings = self.settings
-        problems = await self.routing.reload_off_loop(
+        checked = await self.routing.check_off_loop(
             max_bytes=settings.routing_max_bytes, time_cap=settings.routing_reload_timeout
         )
-        if problems:
-            for problem in problems:
+        if isinstance(checked, list):
+            for problem in checked:
                 log.error("routing.reload_refused", problem=str(problem))
             return False
-        if self.routing.plan.reads_regions:
+        if checked.reads_regions:
             await asyncio.to_thread(region_geocoder)  # loaded once; a thread leaves the loop its turns
-        await self._apply_routing()
+        await self._apply_routing(checked)
         # The new plan and board live until the next reload, as what start made does (see gc.freeze
         # there): out of the collector's sight, or the next full collection walks all of them in
         # one go (100-370 ms at 10,000 managers). What they replace holds no cycles and is freed
@@ -636,11 +635,13 @@ class Daemon:
         gc.freeze()
         return True
 
-    async def _apply_routing(self) -> None:
-        """The plan in force is new: the board takes it, and it may free capacity."""
-        # A step at a time (~60 ms in all at 10,000 managers): the AMI reader and the API run between.
-        for _ in self.board.rebuild(self.routing.plan):
+    async def _apply_routing(self, plan: RoutingPlan) -> None:
+        """Put a checked plan in force: the board takes it, and it may free capacity."""
+        # A step at a time (~60 ms in all at 10,000 managers): the AMI reader and the API run
+        # between, under the old plan, and the board and the plan in force change in one turn.
+        for _ in self.board.rebuild(plan):
             await asyncio.sleep(0)
+        self.routing.adopt(plan)
         self.dialer.leads_added()
         log.info("routing.reloaded", managers=len(self.routing.plan.managers))
 
