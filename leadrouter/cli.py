@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import stat
@@ -45,6 +46,9 @@ def _load_settings(config: str) -> Settings:
 async def _run(config: str, log_format: LogFormat | None) -> int:
     settings = _load_settings(config)
     loading = RoutingSource.load_beside(settings.routing_file)  # read while the daemon's libraries load
+    # What is imported so far lives as long as the process: out of the collector's sight (as the
+    # daemon puts everything once started), the collections the imports below set off skip it.
+    gc.freeze()
 
     from leadrouter.daemon import SystemClock
     from leadrouter.service import serve
