@@ -50,6 +50,7 @@ BARS = {
     "rss_mb_10k_managers_1k_calls": "<= 150 MB",
     "startup_s_10k_managers": "<= 1 s",
     "reload_max_loop_stall_ms": "<= 20 ms",
+    "reload_max_loop_cpu_ms": "<= 20 ms",
     "loop_lag_p99_ms_200": "<= 5 ms",
     "ami_ingest_ratio_vs_panoramisk": ">= 1x",
 }
@@ -75,14 +76,18 @@ async def measure(sizes: Sizes) -> dict[str, float]:
     figures["stats_month_1m_ms"] = round(await stats_month.month_ms(sizes.stats_calls), 3)
     _say(f"daemon: {sizes.managers:,} managers, {sizes.bridged_calls:,} bridged calls")
     startup, rss = await daemon_scale.startup_and_memory(sizes.managers, sizes.bridged_calls)
-    figures["startup_s_10k_managers"] = round(startup, 3)
+    figures["startup_s_10k_managers"] = round(startup.seconds, 3)
+    figures["startup_cpu_s_10k_managers"] = round(startup.cpu, 3)
+    figures["startup_copy_cpu_s_10k_managers"] = round(startup.copy_cpu, 3)
     figures["rss_mb_10k_managers_1k_calls"] = round(rss, 1)
     _say(f"reload: {sizes.managers:,} managers in {sizes.reload_bytes:,} bytes")
     stall = await daemon_scale.reload_stall(sizes.managers, sizes.reload_bytes)
-    figures["reload_max_loop_stall_ms"] = round(stall * 1000, 3)
-    # Beside it, the longest gap of the same ticker with nothing to do: on a shared machine the
-    # scheduler alone stalls a loop for tens of milliseconds now and then.
-    figures["idle_max_loop_stall_ms"] = round(await daemon_scale.ticker_alone() * 1000, 3)
+    figures["reload_max_loop_stall_ms"] = round(stall.wall * 1000, 3)
+    # Beside it, the longest gap of the same ticker with nothing to do over as long spans: on a
+    # shared machine the scheduler alone stalls a loop for milliseconds to tens of them. The CPU
+    # time the loop spent within its longest gap is what the reload itself holds it for.
+    figures["idle_max_loop_stall_ms"] = round(stall.idle * 1000, 3)
+    figures["reload_max_loop_cpu_ms"] = round(stall.cpu * 1000, 3)
     _say("AMI ingest beside panoramisk")
     figures |= ami_ingest.measure(sizes.ami_rounds, sizes.ami_bytes)
     return figures

@@ -37,6 +37,10 @@ _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 class _CoreScalars:
     """What both loaders below share: a failing explicit tag is reported where it was written."""
 
+    # Set by construction when a mapping has a merge key (`<<`) or a key twice: the walk that
+    # says where each value was written must then see the nodes as written, before construction.
+    irregular = False
+
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)  # type: ignore[misc]
@@ -45,6 +49,14 @@ class _CoreScalars:
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read this value: {exc}", node.start_mark
             ) from exc
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        if any(key_node.tag == _MERGE for key_node, _ in node.value):
+            self.irregular = True  # flattening the merge rewrites the node
+        mapping: dict[Hashable, Any] = super().construct_mapping(node, deep)  # type: ignore[misc]
+        if len(mapping) < len(node.value):
+            self.irregular = True
+        return mapping
 
 
 class _Loader(_CoreScalars, yaml.SafeLoader):
@@ -98,30 +110,52 @@ class Document:
         self,
         source: str,
         data: Any,
-        spots: dict[Loc, _Spot],
+        spots: dict[Loc, _Spot] | Callable[[], dict[Loc, _Spot]],
         problems: list[Problem],
     ) -> None:
         self.source = source
         self.data = data
-        self._spots = spots
+        self._spots_or_walk = spots  # a walk is run only when a problem needs a place
         self._problems = problems  # found while reading, e.g. duplicate keys
         self._origins: dict[Loc, str] = {}
+
+    @property
+    def _spots(self) -> dict[Loc, _Spot]:
+        if callable(self._spots_or_walk):
+            self._spots_or_walk = self._spots_or_walk()
+        return self._spots_or_walk
 
     @classmethod
     def read(cls, path: Path) -> Document:
         """Read and compose a YAML file; raise ConfigError if it is not readable YAML."""
+        source = str(path)
         try:
             text = path.read_text(encoding="utf-8")
             loader = _FastLoader(text)
             try:
                 root = loader.get_single_node()
-                spots, duplicates = _walk(loader, str(path), root) if root is not None else ({}, [])
                 data = loader.construct_document(root) if root is not None else None
+            finally:
+                loader.dispose()
+            if root is None:
+                return cls(source, data, {}, [])
+            if not loader.irregular:
+                # A file with no merge and no key twice has nothing for the walk to report: it is
+                # put off until a problem needs its place, and a good file (the usual case) skips it,
+                # a third of the reading of a big routing.yaml.
+                composed = root
+                return cls(source, data, lambda: _walk(_Loader(""), source, composed)[0], [])
+            loader = _FastLoader(text)  # construction flattened the merges: compose again, as written
+            try:
+                root = loader.get_single_node()
+                assert root is not None  # the same text composed to a node a moment ago
+                spots, duplicates = _walk(loader, source, root)
+                data = loader.construct_document(root)
             finally:
                 loader.dispose()
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
             return cls._read_slowly(path)  # to say what is wrong, as precisely as PyYAML can
-        return cls(str(path), data, spots, duplicates)
+        return cls(source, data, spots, duplicates)
 
     @classmethod
     def _read_slowly(cls, path: Path) -> Document:

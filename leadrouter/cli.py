@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import stat
@@ -28,21 +29,33 @@ POOL_SHOWN = 8  # manager ids listed per pool in check-config's summary
 
 
 def _load(config: str) -> tuple[Settings, RoutingSource]:
+    settings = _load_settings(config)
+    return settings, RoutingSource.load(settings.routing_file, settings.pbx_names)
+
+
+def _load_settings(config: str) -> Settings:
     settings = load_settings(Path(config))
     # The files a reload would refuse are refused at start and by check-config too.
     too_big = oversized(settings.routing_file, settings.routing_max_bytes)
     if too_big is not None:
         raise ConfigError([too_big])
     settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
-    return settings, RoutingSource.load(settings.routing_file, settings.pbx_names)
+    return settings
 
 
 async def _run(config: str, log_format: LogFormat | None) -> int:
+    settings = _load_settings(config)
+    # routing.yaml is read while the daemon's libraries load.
+    loading = RoutingSource.load_beside(settings.routing_file, settings.pbx_names)
+    # What is imported so far lives as long as the process: out of the collector's sight (as the
+    # daemon puts everything once started), the collections the imports below set off skip it.
+    gc.freeze()
+
     from leadrouter.daemon import SystemClock
     from leadrouter.service import serve
     from leadrouter.systemd import Notifier
 
-    settings, routing = _load(config)
+    routing = loading()
     configure_logging(settings.log.level, log_format or settings.log.format)
     # Files the daemon creates (the database, its WAL and journal) are its own, also outside
     # systemd (whose unit sets UMask=0077 as well): they hold every lead's phone and name.

@@ -20,7 +20,7 @@ import heapq
 import itertools
 import random
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
@@ -140,49 +140,116 @@ class ManagerBoard:
         self._records: dict[str, dict[str, OrderedDict[int, bool]]] = {}
         self._selectors: dict[tuple[str, int], tuple[Scenario, Selector]] = {}  # by (scenario, level)
         self._memberships: dict[str, list[Selector]] = {}  # manager id -> selectors of the pools he is in
+        # While a rebuild (``rebuild``) is under way: the slots of managers the new plan adds, and
+        # who changed in the meantime (their place in the free list and the indexes is redone).
+        self._incoming: dict[str, _Slot] = {}
+        self._touched: set[str] | None = None
         self.replace(plan)
 
     # -- the plan and what the board remembers ---------------------------------------------
 
     def replace(self, plan: RoutingPlan) -> None:
         """Take a new plan (config reload), keeping what we know of the managers who stay."""
-        self._plan = plan
-        old = self._slots
-        self._slots = {}
-        for manager in plan.managers:
-            slot = old.get(manager.id) or _Slot(manager)
-            slot.manager = manager
+        for _ in self.rebuild(plan):
+            pass
+
+    def rebuild(self, plan: RoutingPlan, batch: int = 500) -> Iterator[None]:
+        """``replace`` in steps of about ``batch`` managers' work, yielding between them, so that a
+        caller with an event loop lets it run meanwhile: with 10,000 managers the whole takes tens
+        of milliseconds. Until the last step the board works on under the old plan (what happens
+        meanwhile is tracked and redone in the new indexes); the new plan takes over at once at the end.
+        """
+        assert self._touched is None, "one rebuild at a time"
+        self._touched = set()
+        try:
+            yield from self._rebuild(plan, batch)
+        finally:
+            self._incoming = {}
+            self._touched = None
+
+    def _rebuild(self, plan: RoutingPlan, batch: int) -> Iterator[None]:
+        slots: dict[str, _Slot] = {}
+        shifts_due: list[str] = []  # newcomers' shifts: a tick under the old plan would not find them
+        for count, manager in enumerate(plan.managers, start=1):
+            slot = self._slots.get(manager.id)
+            if slot is None:
+                slot = self._incoming[manager.id] = _Slot(manager)
+            else:
+                slot.manager = manager  # whether he is free under it is worked out below
             if manager.shift is None:
                 slot.on_shift, slot.shift_due = True, None
             else:
                 # Until the next tick looks at the (maybe new) shift, he stays as he was.
                 slot.shift_due = _AT_ONCE
-                heapq.heappush(self._shifts, (_AT_ONCE, manager.id))
-            self._slots[manager.id] = slot
-        self._by_extension = {slot.manager.extension: manager_id for manager_id, slot in self._slots.items()}
+                if manager.id in self._incoming:
+                    shifts_due.append(manager.id)
+                else:
+                    heapq.heappush(self._shifts, (_AT_ONCE, manager.id))
+            slots[manager.id] = slot
+            if count % batch == 0:
+                yield
+        by_extension = {slot.manager.extension: manager_id for manager_id, slot in slots.items()}
+        yield
         # The free keep their turn, whatever the file's order; newcomers queue behind them.
-        self._free = dict.fromkeys(
-            manager_id for manager_id in self._free if manager_id in self._slots and self._slots[manager_id].free
-        )
-        for manager_id, slot in self._slots.items():
-            if slot.free and manager_id not in self._free:
+        free = dict.fromkeys(manager_id for manager_id in self._free if manager_id in slots and slots[manager_id].free)
+        yield
+        for count, (manager_id, slot) in enumerate(slots.items(), start=1):
+            if slot.free and manager_id not in free and manager_id not in self._free:
                 slot.idle_seq = next(self._idle_seq)
-                self._free[manager_id] = None
-        self._build_selectors()
+                free[manager_id] = None
+            if count % batch == 0:
+                yield
+        selectors: dict[tuple[str, int], tuple[Scenario, Selector]] = {}
+        memberships: dict[str, list[Selector]] = {manager_id: [] for manager_id in slots}
+        yield from self._build_selectors(plan, free, selectors, memberships, batch)
+        # The new plan takes over: what changed meanwhile is put right in its free list and indexes.
+        was_free = self._free
+        self._plan, self._slots, self._by_extension = plan, slots, by_extension
+        self._free, self._selectors, self._memberships = free, selectors, memberships
+        for manager_id in shifts_due:
+            heapq.heappush(self._shifts, (_AT_ONCE, manager_id))
+        for manager_id in self._touched or ():
+            slot = slots.get(manager_id)
+            if slot is None:
+                continue
+            if manager_id in free:
+                for chosen in memberships[manager_id]:
+                    if slot.free:
+                        chosen.reorder(manager_id)
+                    else:
+                        chosen.leave(manager_id)
+                if not slot.free:
+                    del free[manager_id]
+            elif slot.free:
+                if manager_id not in was_free:  # free by the new plan's doing (capacity, shift)
+                    slot.idle_seq = next(self._idle_seq)
+                free[manager_id] = None
+                for chosen in memberships[manager_id]:
+                    chosen.enter(manager_id)
 
-    def _build_selectors(self) -> None:
+    def _touch(self, *manager_ids: str) -> None:
+        if self._touched is not None:
+            self._touched.update(manager_ids)
+
+    def _build_selectors(
+        self,
+        plan: RoutingPlan,
+        free: Mapping[str, None],
+        selectors: dict[tuple[str, int], tuple[Scenario, Selector]],
+        memberships: dict[str, list[Selector]],
+        batch: int,
+    ) -> Iterator[None]:
         # One index per scenario and overflow level: an overflow pool is picked from by the
         # scenario's strategy too, with its own turns (memory) and the scenario's records.
-        self._selectors = {}
-        self._memberships = {manager_id: [] for manager_id in self._slots}
-        for scenario in self._plan.scenarios:
+        for scenario in plan.scenarios:
             for level in range(len(scenario.pools)):
-                pool = self._plan.pool(scenario, level)
+                pool = plan.pool(scenario, level)
+                yield
                 key = scenario.name if level == 0 else f"{scenario.name}#overflow{level}"
                 memory = self._memories.setdefault(key, ScenarioMemory())
                 closing = scenario.strategy is Strategy.CLOSING_RATE
                 memory.window = scenario.closing_rate.window(len(pool)) if closing else 0
-                memory.trim()
+                self._touch(*memory.trim())
                 chosen = selector(
                     scenario.strategy,
                     memory=memory,
@@ -193,10 +260,13 @@ class ManagerBoard:
                     rng=self._rng,
                 )
                 members = {manager.id for manager in pool}
-                chosen.fill(manager_id for manager_id in self._free if manager_id in members)
-                self._selectors[scenario.name, level] = (scenario, chosen)
-                for manager_id in members:
-                    self._memberships[manager_id].append(chosen)
+                yield
+                yield from chosen.filling((manager_id for manager_id in free if manager_id in members), batch)
+                selectors[scenario.name, level] = (scenario, chosen)
+                for count, manager_id in enumerate(members, start=1):
+                    memberships[manager_id].append(chosen)
+                    if count % batch == 0:
+                        yield
 
     def restore(self, history: History, now: datetime) -> None:
         """At start: what storage says about today, capacity, outcomes and recent offers."""
@@ -213,7 +283,9 @@ class ManagerBoard:
         # Capacity may have changed who is free, and every index its order.
         for manager_id in self._slots:
             self._refresh(manager_id)
-        self._build_selectors()
+        self._selectors, self._memberships = {}, {manager_id: [] for manager_id in self._slots}
+        for _ in self._build_selectors(self._plan, self._free, self._selectors, self._memberships, batch=1 << 20):
+            pass
 
     # -- time -------------------------------------------------------------------------------
 
@@ -255,6 +327,7 @@ class ManagerBoard:
         return max((upcoming - now).total_seconds(), 0.0)
 
     def _new_day(self) -> None:
+        self._touch(*self._slots)
         for slot in self._slots.values():
             slot.calls_today, slot.talk_today = 0, 0.0
         for (_, level), (scenario, chosen) in self._selectors.items():
@@ -281,6 +354,7 @@ class ManagerBoard:
     def _refresh(self, manager_id: str) -> bool:
         """Keep the free list, the indexes and his reported state in step with one slot; True if he
         just became free."""
+        self._touch(manager_id)
         slot = self._slots[manager_id]
         state, reason = slot.current()
         if (state, reason, slot.paused) != (slot.state, slot.reason, slot.reported_pause):
@@ -300,6 +374,7 @@ class ManagerBoard:
         return False
 
     def _reorder(self, manager_id: str) -> None:
+        self._touch(manager_id)
         for chosen in self._memberships.get(manager_id, ()):
             chosen.reorder(manager_id)
 
@@ -370,7 +445,7 @@ class ManagerBoard:
         self.reserve(manager_id, call_id)
         chosen = self._current(scenario, level)
         if chosen is not None:  # a call from before a reload counts in no scenario's turns
-            chosen.given(manager_id, now)
+            self._touch(*chosen.given(manager_id, now))
 
     def reserve(self, manager_id: str, call_id: int) -> None:
         self._slots[manager_id].call_id = call_id
@@ -466,6 +541,7 @@ class ManagerBoard:
             self._count_open(report.manager_id, -1 if was_open else +1)
         self._record(report)
         if report.scenario is not None and report.manager_id is not None:
+            self._touch(report.manager_id)
             for (name, _), (_, chosen) in self._selectors.items():
                 if name == report.scenario:
                     chosen.reorder(report.manager_id)
@@ -488,14 +564,19 @@ class ManagerBoard:
 
     # -- what strategies read (router.strategies.Facts) ---------------------------------------
 
+    def _fact_slot(self, manager_id: str) -> _Slot:
+        # Indexes a rebuild fills read the managers it adds too.
+        slot = self._slots.get(manager_id)
+        return self._incoming[manager_id] if slot is None else slot
+
     def idle_seq(self, manager_id: str) -> int:
-        return self._slots[manager_id].idle_seq
+        return self._fact_slot(manager_id).idle_seq
 
     def calls_today(self, manager_id: str) -> int:
-        return self._slots[manager_id].calls_today
+        return self._fact_slot(manager_id).calls_today
 
     def talk_today(self, manager_id: str) -> float:
-        return self._slots[manager_id].talk_today
+        return self._fact_slot(manager_id).talk_today
 
     def snapshot(self) -> list[dict[str, object]]:
         return [

@@ -11,11 +11,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
+from functools import cache, cached_property
+from types import ModuleType
 from typing import Any
 
 import phonenumbers
-from phonenumbers import geocoder
 
 from router.schedule import Schedule
 
@@ -89,7 +89,16 @@ class LeadFacts:
         """
         if self._number is None:
             return ""
-        return str(geocoder.description_for_number(self._number, "en"))
+        return str(region_geocoder().description_for_number(self._number, "en"))
+
+
+@cache
+def region_geocoder() -> ModuleType:
+    """phonenumbers' geocoder, imported on first use: its data costs ~100 MB of memory and half a
+    second to load, and only files with ``regions:`` rules need it (RoutingPlan.reads_regions)."""
+    from phonenumbers import geocoder
+
+    return geocoder
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,8 +84,15 @@ class Selector:
 
     def fill(self, manager_ids: Iterable[str]) -> None:
         """Start from these free managers, longest free first (at build and after a reload)."""
-        for manager_id in manager_ids:
+        for _ in self.filling(manager_ids, batch=1 << 30):
+            pass
+
+    def filling(self, manager_ids: Iterable[str], batch: int) -> Iterator[None]:
+        """``fill`` in steps of about ``batch`` managers (the board's rebuild yields between them)."""
+        for count, manager_id in enumerate(manager_ids, start=1):
             self.enter(manager_id)
+            if count % batch == 0:
+                yield
 
     def enter(self, manager_id: str) -> None:
         raise NotImplementedError
@@ -99,10 +106,13 @@ class Selector:
     def pick(self, exclude: Set[str]) -> str | None:
         raise NotImplementedError
 
-    def given(self, manager_id: str, at: datetime) -> None:
-        """A client was given to him (he is reserved, so out of the index by now)."""
-        for dropped in self.memory.offered(manager_id, at):
-            self.reorder(dropped)
+    def given(self, manager_id: str, at: datetime) -> list[str]:
+        """A client was given to him (he is reserved, so out of the index by now); returns the
+        managers whose offers in the window dropped (their keys changed)."""
+        dropped = self.memory.offered(manager_id, at)
+        for other in dropped:
+            self.reorder(other)
+        return dropped
 
 
 class _Ranked(Selector):
@@ -114,9 +124,14 @@ class _Ranked(Selector):
         self._entries: list[tuple[tuple[float, ...], str]] = []  # (key, manager id), ascending
         self._keys: dict[str, tuple[float, ...]] = {}
 
-    def fill(self, manager_ids: Iterable[str]) -> None:
-        self._keys = {manager_id: self._key(manager_id) for manager_id in manager_ids}
-        self._entries = sorted((key, manager_id) for manager_id, key in self._keys.items())
+    def filling(self, manager_ids: Iterable[str], batch: int) -> Iterator[None]:
+        keys = {}
+        for count, manager_id in enumerate(manager_ids, start=1):
+            keys[manager_id] = self._key(manager_id)
+            if count % batch == 0:
+                yield
+        self._keys = keys
+        self._entries = sorted((key, manager_id) for manager_id, key in keys.items())
 
     def enter(self, manager_id: str) -> None:
         key = self._keys[manager_id] = self._key(manager_id)
@@ -148,9 +163,10 @@ class _RoundRobin(_Ranked):
             memory, lambda manager_id: (memory.last_turn.get(manager_id, -math.inf), facts.idle_seq(manager_id))
         )
 
-    def given(self, manager_id: str, at: datetime) -> None:
-        super().given(manager_id, at)
+    def given(self, manager_id: str, at: datetime) -> list[str]:
+        dropped = super().given(manager_id, at)
         self.reorder(manager_id)
+        return dropped
 
 
 class _Uniform(Selector):
@@ -209,6 +225,10 @@ class _Weighted(Selector):
         while index < len(self._tree):
             self._tree[index] += delta
             index += index & -index
+
+    def filling(self, manager_ids: Iterable[str], batch: int) -> Iterator[None]:
+        self.fill(manager_ids)  # one pass over the pool: a few milliseconds at 10,000 managers
+        yield
 
     def fill(self, manager_ids: Iterable[str]) -> None:
         """Build the tree in one pass rather than by one update per manager."""
@@ -288,28 +308,17 @@ class _ClosingRate(Selector):
         super().__init__(memory)
         self._options = options
         self._pool_size = max(pool_size, 1)
-        self._records = records
         self._rng = rng
-        self._posterior: dict[str, tuple[float, float, float]] = {}  # manager -> (alpha, beta, upper bound)
-        self._promise = _Ranked(memory, lambda manager_id: (-self._beta(manager_id)[2], facts.idle_seq(manager_id)))
+        # The key below reads the posteriors, not this selector: no reference cycle, so a selector a
+        # reload replaces is freed at once (the daemon hides what outlives a reload from the collector).
+        posteriors = self._posteriors = _Posteriors(options, records)
+        self._promise = _Ranked(memory, lambda manager_id: (-posteriors.of(manager_id)[2], facts.idle_seq(manager_id)))
         self._starved = _Ranked(memory, lambda manager_id: (memory.offers[manager_id], facts.idle_seq(manager_id)))
 
-    def _beta(self, manager_id: str) -> tuple[float, float, float]:
-        posterior = self._posterior.get(manager_id)
-        if posterior is None:
-            record = self._records.get(manager_id)
-            outcomes = list(record.values())[-self._options.history :] if record else []
-            won = sum(outcomes)
-            alpha, beta = self._options.prior_won + won, self._options.prior_lost + len(outcomes) - won
-            spread = math.sqrt(math.log(1 / SKIP_CHANCE) / (2 * (alpha + beta + 1)))
-            bound = min(1.0, alpha / (alpha + beta) + spread)
-            posterior = self._posterior[manager_id] = (alpha, beta, bound)
-        return posterior
-
-    def fill(self, manager_ids: Iterable[str]) -> None:
+    def filling(self, manager_ids: Iterable[str], batch: int) -> Iterator[None]:
         ids = list(manager_ids)
-        self._promise.fill(ids)
-        self._starved.fill(ids)
+        yield from self._promise.filling(ids, batch)
+        yield from self._starved.filling(ids, batch)
 
     def enter(self, manager_id: str) -> None:
         self._promise.enter(manager_id)
@@ -320,7 +329,7 @@ class _ClosingRate(Selector):
         self._starved.leave(manager_id)
 
     def reorder(self, manager_id: str) -> None:
-        self._posterior.pop(manager_id, None)
+        self._posteriors.cached.pop(manager_id, None)
         self._promise.reorder(manager_id)
         self._starved.reorder(manager_id)
 
@@ -333,7 +342,7 @@ class _ClosingRate(Selector):
             return most_starved
         best, best_draw, draws = None, -1.0, 0
         for manager_id in self._promise.ranked(exclude):
-            alpha, beta, bound = self._beta(manager_id)
+            alpha, beta, bound = self._posteriors.of(manager_id)
             if bound <= best_draw or draws == MAX_DRAWS:
                 break
             draw = self._rng.betavariate(alpha, beta)
@@ -341,6 +350,27 @@ class _ClosingRate(Selector):
             if draw > best_draw:
                 best, best_draw = manager_id, draw
         return best
+
+
+class _Posteriors:
+    """Each manager's Beta(won, lost) posterior in one scenario, worked out once until his record changes."""
+
+    def __init__(self, options: ClosingRate, records: dict[str, OrderedDict[int, bool]]) -> None:
+        self._options = options
+        self._records = records
+        self.cached: dict[str, tuple[float, float, float]] = {}  # manager -> (alpha, beta, upper bound)
+
+    def of(self, manager_id: str) -> tuple[float, float, float]:
+        posterior = self.cached.get(manager_id)
+        if posterior is None:
+            record = self._records.get(manager_id)
+            outcomes = list(record.values())[-self._options.history :] if record else []
+            won = sum(outcomes)
+            alpha, beta = self._options.prior_won + won, self._options.prior_lost + len(outcomes) - won
+            spread = math.sqrt(math.log(1 / SKIP_CHANCE) / (2 * (alpha + beta + 1)))
+            bound = min(1.0, alpha / (alpha + beta) + spread)
+            posterior = self.cached[manager_id] = (alpha, beta, bound)
+        return posterior
 
 
 def selector(

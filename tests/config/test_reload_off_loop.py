@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 import yaml
 
+from config.problems import ConfigError
 from config.routing import RoutingSource
 
 SMALL = {
@@ -69,3 +71,18 @@ async def test_an_oversized_file_is_refused_unread_and_a_slow_check_is_given_up(
     problems = await source.reload_off_loop(max_bytes=1 << 20, time_cap=60)
     assert problems and all(problem.line for problem in problems), problems  # file:line:col, as before
     assert len(source.plan.managers) == 1
+
+
+def test_a_load_beside_reads_the_file_in_a_copy_of_the_process_as_load_does(tmp_path: Path) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(_big_routing(1200))
+    loading = RoutingSource.load_beside(path)
+    assert loading().plan == RoutingSource.load(path).plan
+
+    path.write_text("version: 1\nmanagers: [{id: m1, name: M, extension: '10x'}]\nscenarios: [{name: default}]\n")
+    loading = RoutingSource.load_beside(path)
+    with pytest.raises(ConfigError) as caught:
+        loading()
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{path}:2:41: managers[0].extension: may contain only digits (found 'x')"
+    ]

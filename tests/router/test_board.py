@@ -135,6 +135,66 @@ def test_a_reload_keeps_a_scenarios_memory_by_name() -> None:
     assert offered(board, reloaded) == ["m2", "m1"]
 
 
+def test_a_rebuild_in_steps_leaves_the_old_plan_working_until_its_last_step() -> None:
+    m4 = manager(4)
+    board = ManagerBoard(plan(M1, M2, M3))
+    steps = board.rebuild(plan(M1, M2, m4), batch=1)
+    next(steps)
+    next(steps)
+    assert offered(board) == ["m1", "m2", "m3"] and board.manager("m4") is None
+    for _ in steps:
+        pass
+    assert offered(board) == ["m1", "m2", "m4"] and board.manager("m3") is None
+
+
+def test_what_happens_during_a_rebuild_in_steps_holds_under_the_new_plan() -> None:
+    m4, m5 = manager(4), manager(5)
+    after = plan(M1, M2, M3, m4, m5)
+
+    def board_before() -> ManagerBoard:
+        board = ManagerBoard(plan(M1, M2, M3, m4))
+        board.reserve("m2", call_id=10)
+        board.device_changed("104", DeviceState.IN_USE)
+        return board
+
+    def meanwhile(board: ManagerBoard) -> None:
+        board.reserve("m1", call_id=11)  # busy now
+        board.release("m2", call_id=10)  # free now
+        board.device_changed("104", DeviceState.FREE)  # free after m2
+        board.device_changed("103", DeviceState.RINGING)  # a personal call: busy
+
+    steps = sum(1 for _ in board_before().rebuild(after, batch=1))
+    assert steps > 10
+    for at_step in range(steps + 1):  # at each step, and once it is over
+        board = board_before()
+        for step, _ in enumerate(board.rebuild(after, batch=1)):
+            if step == at_step:
+                meanwhile(board)
+        if at_step == steps:
+            meanwhile(board)
+        # m5 is new: he joins the free behind those free before him, whichever step they became free at.
+        assert offered(board) in (["m2", "m4", "m5"], ["m5", "m2", "m4"]), at_step
+        assert board.free_count == 3
+        assert board.release("m1", call_id=11) is True
+        assert board.device_changed("103", DeviceState.FREE) == "m3"
+        assert offered(board)[-2:] == ["m1", "m3"]
+
+
+def test_turns_taken_during_a_rebuild_in_steps_count_under_the_new_plan() -> None:
+    turns = scenario("s", strategy=Strategy.ROUND_ROBIN)
+    before = plan(M1, M2, M3, scenarios=(turns,))
+    reloaded = scenario("s", strategy=Strategy.ROUND_ROBIN, hold_limit=60)
+    after = plan(M1, M2, M3, scenarios=(reloaded,))
+    steps = sum(1 for _ in ManagerBoard(before).rebuild(after, batch=1))
+    for at_step in range(steps):
+        board = ManagerBoard(before)
+        for step, _ in enumerate(board.rebuild(after, batch=1)):
+            if step == at_step:  # m1 takes a client and is free again: his turn is over
+                board.give(turns, "m1", call_id=10, now=T0)
+                board.release("m1", call_id=10)
+        assert offered(board, reloaded) == ["m2", "m3", "m1"], at_step
+
+
 # -- shifts ----------------------------------------------------------------------------------------
 
 
@@ -179,6 +239,18 @@ def test_a_reloaded_shift_is_looked_at_on_the_next_tick() -> None:
     board.replace(plan(manager(1, shift=shift(WEEKDAYS, 14, 18)), timezone=MOSCOW))
     board.tick(T0)
     assert offered(board) == []
+
+
+def test_the_shifts_of_managers_a_rebuild_in_steps_adds_are_looked_at_after_it() -> None:
+    board = ManagerBoard(plan(M1, timezone=MOSCOW))
+    board.tick(T0)
+    afternoon = manager(2, shift=shift(WEEKDAYS, 14, 18))  # 12:00 in Moscow: not yet
+    for _ in board.rebuild(plan(M1, afternoon, timezone=MOSCOW), batch=1):
+        board.tick(T0)  # the old plan's ticks go on meanwhile
+    board.tick(T0)
+    assert offered(board) == ["m1"]
+    board.tick(at(2 * 3600))
+    assert offered(board, now=at(2 * 3600)) == ["m1", "m2"]
 
 
 # -- capacity --------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from router.routing import Pool
+import pickle
+
+from router.routing import Manager, Pool
+from router.schedule import Schedule, Window
 from tests.router.plans import manager, plan, scenario
 
 ANNA = manager(1, groups=frozenset({"senior"}), skills=frozenset({"english", "b2b"}))
@@ -35,3 +38,9 @@ def test_pools_read_back_for_ops() -> None:
     assert Pool(groups=frozenset({"senior", "a"}), skills=frozenset({"english"})).describe() == (
         "groups a, senior; skills english"
     )
+
+
+def test_a_manager_comes_back_from_a_pickle_whole() -> None:
+    shift = Schedule((Window(frozenset({0, 1}), 9 * 60, 18 * 60),))
+    anna = Manager("anna", "Anna", "101", frozenset({"senior"}), frozenset({"en"}), 80, 5, shift)
+    assert pickle.loads(pickle.dumps(anna)) == anna
