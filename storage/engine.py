@@ -75,6 +75,8 @@ def lock_key(name: str) -> int:
 # Reads that must not take SQLite's write lock ask for this execution option.
 _READ_ONLY = {"leadrouter_read_only": True}
 
+BUSY_TIMEOUT_MS = 10_000  # how long SQLite waits for another process's write lock
+
 # SQLite write transactions between two checkpoints of the write-ahead log (see Database.write).
 CHECKPOINT_EVERY = 100
 
@@ -102,8 +104,21 @@ class _InlineConnection(aiosqlite.Connection):
         return fn(*args, **kwargs)
 
     async def begin_immediate(self) -> None:
-        """BEGIN IMMEDIATE on the connection's thread (it may wait for the write lock), then inline."""
-        await self.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE, then inline. Tried on the loop without waiting first: Database queues
+        this process's writers, so the lock is free unless another process holds it, and only
+        then is it waited for, on the connection's thread (a round trip costs as much as a
+        transaction's statements)."""
+        connection = self._conn
+        connection.execute("PRAGMA busy_timeout=0")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await self.execute("BEGIN IMMEDIATE")
+        finally:
+            connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self.inline = True
 
 
@@ -139,7 +154,7 @@ def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         for pragma in (
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=NORMAL",
-            "PRAGMA busy_timeout=10000",
+            f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
             "PRAGMA foreign_keys=ON",
             # Commits run on the event loop (Database.write): a checkpoint there would stall it
             # for its fsync. Database.write runs them on a connection's own thread instead.
@@ -241,9 +256,7 @@ class Database:
             async with self._writers or contextlib.nullcontext(), self.engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 if isinstance(driver, _InlineConnection):
-                    # In one round trip to the connection's thread, where waiting for the lock
-                    # stalls nothing; the rest runs on the loop (see _InlineConnection).
-                    await driver.begin_immediate()
+                    await driver.begin_immediate()  # the rest runs on the loop (see _InlineConnection)
                 await conn.begin()
                 yield conn
                 committed = not conn.in_transaction()
