@@ -105,6 +105,8 @@ _INSERTS = {
     for table in (leads, calls)
 }
 _INSERT_OUTBOX = insert(outbox)
+_DELETE_LEGS = delete(call_legs).where(call_legs.c.call_id.in_(bindparam("b_call_ids", expanding=True)))
+_INSERT_LEGS = insert(call_legs)
 
 
 _CLAIM_NOW = bindparam("b_now", type_=leads.c.updated_at.type)
@@ -266,8 +268,7 @@ class SqlCalls:
         ]
         for call, call_id in zip(new, await _insert_with_ids(self._conn, calls, rows), strict=True):
             call.id = call_id
-        if any(call.legs for call in new):  # a new call has no stored legs to replace
-            await self._store_legs(new)
+        await self._store_legs(new)
 
     async def update(self, changed: Sequence[Call]) -> None:
         if changed:
@@ -276,15 +277,18 @@ class SqlCalls:
             await self._store_legs(changed)
 
     async def _store_legs(self, changed: Sequence[Call]) -> None:
-        # Legs are few per call: replacing them is two statements for any batch.
-        await self._conn.execute(delete(call_legs).where(call_legs.c.call_id.in_([call.id for call in changed])))
+        # Legs are few per call: replacing them is two statements for any batch. A call never
+        # loses a leg, so one with none has none stored (a client who did not answer, say).
+        with_legs = [call for call in changed if call.legs]
+        if not with_legs:
+            return
+        await self._conn.execute(_DELETE_LEGS, {"b_call_ids": [call.id for call in with_legs]})
         rows = [
             {"call_id": call.id, "leg_no": leg_no, **_row(call_legs, leg, _LEG_KEY)}
-            for call in changed
+            for call in with_legs
             for leg_no, leg in enumerate(call.legs, start=1)
         ]
-        if rows:
-            await self._conn.execute(insert(call_legs), rows)
+        await self._conn.execute(_INSERT_LEGS, rows)
 
     async def add_billing(self, billed: Sequence[tuple[str, int]]) -> None:
         if not billed:
