@@ -89,9 +89,9 @@ class _InlineConnection(aiosqlite.Connection):
     and each cost more CPU than the SQLite work it carried (4 ms per one-lead transaction
     against 0.1 ms for the same statements made directly). Database.write sets ``inline``
     once it holds SQLite's write lock: from there on nothing waits for another connection, and
-    a WAL commit at synchronous=NORMAL writes without an fsync (checkpoints, which do sync, run
-    on the thread of another connection). Everything else (the BEGIN that may wait for the lock,
-    reads, which may be long) keeps the thread.
+    the statements work in SQLite's page cache. What may wait keeps the thread: the commit,
+    which writes the WAL, a BEGIN that finds another process holding the lock, and reads,
+    which may be long; checkpoints, which fsync, run on another connection's thread.
     """
 
     inline = False
@@ -102,6 +102,15 @@ class _InlineConnection(aiosqlite.Connection):
         if not self._running or not self._connection:  # as aiosqlite's own check
             raise ValueError("Connection closed")
         return fn(*args, **kwargs)
+
+    async def commit(self) -> None:
+        # The commit is where SQLite writes the transaction to the WAL: on the connection's
+        # thread, so a disk busy with other writers (dirty-page throttling) never stalls the loop.
+        inline, self.inline = self.inline, False
+        try:
+            await super().commit()
+        finally:
+            self.inline = inline
 
     async def begin_immediate(self) -> None:
         """BEGIN IMMEDIATE, then inline. Tried on the loop without waiting first: Database queues
