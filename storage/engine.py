@@ -153,7 +153,9 @@ def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     if parsed.database and parsed.database != ":memory:" and not parsed.query:
         kwargs["async_creator"] = _inline_connector(parsed.database)
-    engine = create_async_engine(url, **kwargs)
+    # The connection used last again: its SQLite page cache is still valid (this process is the
+    # only writer), where taking turns made each transaction re-read its pages from the file.
+    engine = create_async_engine(url, pool_use_lifo=True, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
