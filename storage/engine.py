@@ -75,6 +75,7 @@ def lock_key(name: str) -> int:
 # Reads that must not take SQLite's write lock ask for this execution option.
 _READ_ONLY = {"leadrouter_read_only": True}
 
+INLINE_TURN = 0.002  # seconds of inline database work at most before the loop gets a turn
 BUSY_TIMEOUT_MS = 10_000  # how long SQLite waits for another process's write lock
 
 # SQLite write transactions between two checkpoints of the write-ahead log (see Database.write).
@@ -95,12 +96,19 @@ class _InlineConnection(aiosqlite.Connection):
     """
 
     inline = False
+    _turn_given = 0.0  # loop time when inline work last let other tasks run
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self.inline:
             return await super()._execute(fn, *args, **kwargs)
         if not self._running or not self._connection:  # as aiosqlite's own check
             raise ValueError("Connection closed")
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._turn_given > INLINE_TURN:
+            # A batch's transaction is many statements: the loop gets a turn between them, as it
+            # did while each went to the thread, so a burst does not hold everything else up.
+            await asyncio.sleep(0)
+            self._turn_given = loop.time()
         return fn(*args, **kwargs)
 
     async def commit(self) -> None:
@@ -129,6 +137,7 @@ class _InlineConnection(aiosqlite.Connection):
         finally:
             connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self.inline = True
+        self._turn_given = asyncio.get_running_loop().time()
 
 
 def _inline_connector(path: str) -> Callable[[], Any]:
