@@ -215,10 +215,13 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         max_bytes = self.per_path.get(scope["path"], self.max_bytes)
-        too_big = _problem(413, "body_too_large", [("body", f"larger than {max_bytes} bytes")])
+
+        def too_big() -> JSONResponse:  # built when needed: most requests are not too big
+            return _problem(413, "body_too_large", [("body", f"larger than {max_bytes} bytes")])
+
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > max_bytes):
-            await too_big(scope, receive, send)
+            await too_big()(scope, receive, send)
             return
         seen = 0
         refused = False
@@ -229,7 +232,7 @@ class BodyLimit:
             seen += len(message.get("body", b""))
             if seen > max_bytes and not refused:
                 refused = True
-                await too_big(scope, receive, send)
+                await too_big()(scope, receive, send)
                 # The app sees the client go away and stops; whatever it answers is dropped below.
                 return {"type": "http.disconnect"}
             return message
@@ -392,7 +395,15 @@ Format = Annotated[Literal["json", "csv"], Query(alias="format", description="cs
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
-    app = FastAPI(title="leadrouter", version="0.1.0", docs_url="/docs", redoc_url=None)
+    # No OpenTelemetry here (Prometheus at /metrics): FastAPI's own telemetry would look for its
+    # providers at every request otherwise.
+    app = FastAPI(
+        title="leadrouter",
+        version="0.1.0",
+        docs_url="/docs",
+        redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.add_middleware(BodyLimit, max_bytes=deps.max_body_bytes, per_path={"/leads/import": deps.max_import_bytes})
     app.state.stats = deps.stats  # for _stats_period, a dependency declared outside this closure
 

@@ -291,6 +291,14 @@ class Dialer:
         self._writes = WriteBehind(uow=uow, clock=clock)
         self._wake = asyncio.Event()
         self._wake_timer: asyncio.TimerHandle | None = None
+        self._wake_due: datetime | None = None  # when _wake_timer fires
+        # Whether due leads may be left unclaimed for want of room (the last claim filled it, or
+        # none could run): only then does a call's end, which makes room, call for a dispatch pass.
+        self._backlog = True
+        # The earliest retry of a call ended in the batch being applied, then once its flush
+        # committed it, one a dispatch pass under way may have missed: their pass is timed, not run now.
+        self._retry_at: datetime | None = None
+        self._retry_committed_at: datetime | None = None
         self._dispatch_parked = False  # the dispatch loop waits for _wake
         self._wake_after_flush = False  # a call ended in the batch being applied: its lead may be due
         self._maybe_idle = asyncio.Event()  # set whenever something idle() checks may have finished
@@ -539,6 +547,9 @@ class Dialer:
             if self._wake_after_flush:
                 self._wake_after_flush = False
                 self._wake.set()
+            if self._retry_at is not None:
+                self._retry_committed(self._retry_at)
+                self._retry_at = None
             self._maybe_idle.set()
 
     async def _dispatch_loop(self) -> None:
@@ -555,6 +566,10 @@ class Dialer:
                 delay = 1.0
             if delay == 0:
                 continue
+            if self._retry_committed_at is not None:  # committed while this pass read the due times
+                retry_in = max((self._retry_committed_at - self._clock.now()).total_seconds(), 0.001)
+                delay = retry_in if delay is None else min(delay, retry_in)
+                self._retry_committed_at = None
             if delay is not None:
                 self._wake_in(delay)
             self._dispatch_parked = True
@@ -585,6 +600,15 @@ class Dialer:
         if self._wake_timer is not None:
             self._wake_timer.cancel()
         self._wake_timer = self._clock.call_later(seconds, self._wake.set)
+        self._wake_due = self._clock.now() + timedelta(seconds=seconds)
+
+    def _retry_committed(self, at: datetime) -> None:
+        """A lead's retry at ``at`` is committed: the dispatch pass is to run by then."""
+        if not self._dispatch_parked:
+            if self._retry_committed_at is None or at < self._retry_committed_at:
+                self._retry_committed_at = at
+        elif self._wake_due is None or at < self._wake_due or self._wake_due <= self._clock.now():
+            self._wake_in(max((at - self._clock.now()).total_seconds(), 0.001))
 
     def _capacity(self) -> int:
         """Clients to dial now: one per free manager not spoken for by a client on hold or ringing,
@@ -649,10 +673,12 @@ class Dialer:
         self._breaker_changed(self._breaker.tick(moment))
         allowed = self._breaker.allowed()
         if allowed == 0:
+            self._backlog = True
             # A breaker change wakes us, or a shift starting (which matters once it closes).
             breaker_in = self._breaker.next_change_in(moment)
             return shift_change if breaker_in is None else min(breaker_in, shift_change)
         if self._capacity() <= 0:
+            self._backlog = True
             return shift_change  # or a call ending or a manager getting free wakes us
         async with self._uow() as uow:
             # Asked again inside the transaction: while this pass waited for the database, the
@@ -660,6 +686,7 @@ class Dialer:
             allowed = self._breaker.allowed()
             capacity = self._capacity() if allowed is None else min(self._capacity(), allowed)
             if capacity <= 0:
+                self._backlog = True
                 return 0 if allowed == 0 else shift_change
             if self._peers.shared:
                 # Other daemons' waiting clients want the same free managers (every daemon sees them all).
@@ -670,6 +697,7 @@ class Dialer:
             next_due = None if claimed == capacity else await uow.leads.next_due_at(self._settings.other_pbxes)
             await uow.commit()
             self._register(started)
+        self._backlog = claimed == capacity
         self._dial(started)
         if claimed == capacity:
             return 0
@@ -700,6 +728,7 @@ class Dialer:
 
         def committed() -> None:
             self._register(started)
+            self._backlog = claimed == capacity
             self._dial(started)
             if claimed == capacity:
                 self._wake.set()  # more may be due than there was room for
@@ -1254,10 +1283,12 @@ class Dialer:
         assert call.disposition is not None and call.id is not None
         lead = live.lead
         self._emit(live, ended, lead.finish_attempt(call.disposition, live.scenario, now))
+        sla_sooner = False
         if lead.status is LeadStatus.ASSIGNED and lead.sla_due_at is not None:
             # Its SLA deadline counts from the bridge; the lead may be released once its call is over.
             if self._sla_next is None or lead.sla_due_at < self._sla_next:
                 self._sla_next = lead.sla_due_at
+                sla_sooner = True  # the dispatch pass times the SLA check
         if not live.manager_first and call.disposition.costs_attempt:
             # What the client's line decided: the answer and abandon rates predictive pacing reads.
             gave_up = call.disposition in (Disposition.NO_MANAGER, Disposition.ABANDONED)
@@ -1269,10 +1300,16 @@ class Dialer:
             freed = self._release(leg.manager_id, call.id) or freed
         if freed:
             self._manager_freed(now)
-        self._wake.set()
-        # The lead is due again only once this batch's flush commits it: on PostgreSQL a claim woken
-        # now may run before that commit (SQLite queues it behind the flush) and must be woken again.
-        self._wake_after_flush = True
+        due = lead.next_attempt_at if lead.status in (LeadStatus.NEW, LeadStatus.SCHEDULED) else None
+        if self._backlog or self._peers.shared or sla_sooner or (due is not None and due <= now):
+            self._wake.set()
+            # The lead is due again only once this batch's flush commits it: on PostgreSQL a claim woken
+            # now may run before that commit (SQLite queues it behind the flush) and must be woken again.
+            self._wake_after_flush = True
+        elif due is not None and (self._retry_at is None or due < self._retry_at):
+            # Nothing waits for the room this call leaves, and its lead is due later (a retry):
+            # a pass now would claim nothing, so the next one is timed for then (_retry_committed).
+            self._retry_at = due
 
     def _manager_freed(self, now: datetime) -> None:
         self._connect_waiting(now)

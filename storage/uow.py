@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import RowMapping, Table, Update, bindparam, delete, false, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    RowMapping,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
@@ -62,20 +77,85 @@ def call_from_rows(row: RowMapping, leg_rows: Sequence[RowMapping]) -> Call:
     return Call(**_attributes(row, _DURATIONS | _STEERING), legs=legs)
 
 
+# Statements of the hot path are built once: building and keying one (SQLAlchemy's cache key)
+# cost more CPU than SQLite's running it, at every lead.
+_UPDATES: dict[tuple[str, str, tuple[str, ...]], Update] = {}
+
+
 def _update_many(table: Table, key: str, rows: list[dict[str, Any]]) -> tuple[Update, list[dict[str, Any]]]:
     """One UPDATE ... WHERE <key> = ? executed for every row: a single round trip for a batch."""
-    columns = [name for name in rows[0] if name != key]
-    statement = (
-        update(table)
-        .where(table.c[key] == bindparam("b_" + key, type_=table.c[key].type))
-        .values({name: bindparam("b_" + name, type_=table.c[name].type) for name in columns})
-    )
+    columns = tuple(name for name in rows[0] if name != key)
+    statement = _UPDATES.get((table.name, key, columns))
+    if statement is None:
+        statement = _UPDATES[table.name, key, columns] = (
+            update(table)
+            .where(table.c[key] == bindparam("b_" + key, type_=table.c[key].type))
+            .values({name: bindparam("b_" + name, type_=table.c[name].type) for name in columns})
+        )
     return statement, [{"b_" + name: value for name, value in row.items()} for row in rows]
 
 
 def _not_for(pbxes: Collection[str]) -> list[ColumnElement[bool]]:
     """Leads not meant for one of these PBXes (their dialers claim them)."""
     return [or_(leads.c.pbx.is_(None), leads.c.pbx.not_in(pbxes))] if pbxes else []
+
+
+async def _insert_with_ids(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the rows; their new ids, in the rows' order.
+
+    RETURNING would give them, but SQLite does not promise RETURNING's order, so SQLAlchemy
+    inserts a row per statement to know which id is whose. On SQLite this transaction holds the
+    write lock (BEGIN IMMEDIATE): the ids after the largest one are ours to give, in one
+    executemany. PostgreSQL keeps RETURNING (its sequences are not ours to bypass).
+    """
+    returning, largest, plain = _INSERTS[table.name]
+    if conn.dialect.name != "sqlite" or len(rows) == 1:
+        return list((await conn.execute(returning, rows)).scalars())
+    first = (await conn.execute(largest)).scalar_one() + 1
+    ids = list(range(first, first + len(rows)))
+    await conn.execute(plain, [row | {"id": row_id} for row, row_id in zip(rows, ids, strict=True)])
+    return ids
+
+
+_INSERTS = {
+    table.name: (
+        insert(table).returning(table.c.id, sort_by_parameter_order=True),
+        select(func.coalesce(func.max(table.c.id), 0)),
+        insert(table),
+    )
+    for table in (leads, calls)
+}
+_INSERT_OUTBOX = insert(outbox)
+_DELETE_LEGS = delete(call_legs).where(call_legs.c.call_id.in_(bindparam("b_call_ids", expanding=True)))
+_INSERT_LEGS = insert(call_legs)
+
+
+_CLAIM_NOW = bindparam("b_now", type_=leads.c.updated_at.type)
+
+
+@functools.cache
+def _claim(skip_pbxes: frozenset[str]) -> Update:
+    """The due leads, not those of ``skip_pbxes`` (their dialers claim them), taken in one statement,
+    so two dialers can never claim the same lead: SQLite serialises writers (BEGIN IMMEDIATE);
+    PostgreSQL skips rows another transaction holds. Built once per set of PBXes."""
+    due = (
+        select(leads.c.id)
+        .where(leads.c.status.in_(_DUE), leads.c.next_attempt_at <= _CLAIM_NOW, *_not_for(skip_pbxes))
+        .order_by(leads.c.next_attempt_at, leads.c.backlog_rank, leads.c.id)
+        .limit(bindparam("b_limit", type_=Integer()))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(leads)
+        .where(leads.c.id.in_(due.scalar_subquery()))
+        .values(status=LeadStatus.DIALING, attempts=leads.c.attempts + 1, next_attempt_at=None, updated_at=_CLAIM_NOW)
+        .returning(*leads.c)
+    )
+
+
+@functools.cache
+def _next_due(skip_pbxes: frozenset[str]) -> Select[Any]:
+    return select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE), *_not_for(skip_pbxes))
 
 
 class SqlLeads:
@@ -90,9 +170,8 @@ class SqlLeads:
         plain = [lead for lead in new if lead.external_id is None]
         keyed = [lead for lead in new if lead.external_id is not None]
         if plain:
-            statement = insert(leads).returning(leads.c.id, sort_by_parameter_order=True)
-            result = await self._conn.execute(statement, [_row(leads, lead, _ASSIGNED_BY_INSERT) for lead in plain])
-            for lead, lead_id in zip(plain, result.scalars(), strict=True):
+            rows = [_row(leads, lead, _ASSIGNED_BY_INSERT) for lead in plain]
+            for lead, lead_id in zip(plain, await _insert_with_ids(self._conn, leads, rows), strict=True):
                 lead.id = lead_id
         if not keyed:
             return []
@@ -174,27 +253,8 @@ class SqlLeads:
         return {owner: count for owner, count in (await self._conn.execute(query)).all()}
 
     async def claim_due(self, now: datetime, limit: int, skip_pbxes: Collection[str] = ()) -> list[Lead]:
-        # One statement, so two dialers can never claim the same lead: SQLite serialises
-        # writers (BEGIN IMMEDIATE); PostgreSQL skips rows another transaction holds.
-        due = (
-            select(leads.c.id)
-            .where(leads.c.status.in_(_DUE), leads.c.next_attempt_at <= now, *_not_for(skip_pbxes))
-            .order_by(leads.c.next_attempt_at, leads.c.backlog_rank, leads.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        claim = (
-            update(leads)
-            .where(leads.c.id.in_(due.scalar_subquery()))
-            .values(
-                status=LeadStatus.DIALING,
-                attempts=leads.c.attempts + 1,
-                next_attempt_at=None,
-                updated_at=now,
-            )
-            .returning(*leads.c)
-        )
-        rows = (await self._conn.execute(claim)).mappings().all()
+        claim = _claim(frozenset(skip_pbxes))
+        rows = (await self._conn.execute(claim, {"b_now": now, "b_limit": limit})).mappings().all()
         return sorted((lead_from_row(row) for row in rows), key=lambda lead: (lead.backlog_rank, lead.id or 0))
 
     async def update(self, changed: Sequence[Lead]) -> None:
@@ -203,8 +263,7 @@ class SqlLeads:
             await self._conn.execute(*_update_many(leads, "id", rows))
 
     async def next_due_at(self, skip_pbxes: Collection[str] = ()) -> datetime | None:
-        query = select(func.min(leads.c.next_attempt_at)).where(leads.c.status.in_(_DUE), *_not_for(skip_pbxes))
-        return (await self._conn.execute(query)).scalar_one_or_none()
+        return (await self._conn.execute(_next_due(frozenset(skip_pbxes)))).scalar_one_or_none()
 
     async def owner_of_phone(self, phone: str) -> str | None:
         # The newest lead from this phone that has an owner (ix_leads_phone).
@@ -231,14 +290,12 @@ class SqlCalls:
     async def add(self, new: Sequence[Call]) -> None:
         if not new:
             return
-        statement = insert(calls).returning(calls.c.id, sort_by_parameter_order=True)
         rows = [
             _row(calls, call, _ASSIGNED_BY_INSERT | _ADDED_BY_CDRS | _SET_BY_RETENTION | _STEERING)
             | {"daemon_id": self._daemon_id}
             for call in new
         ]
-        result = await self._conn.execute(statement, rows)
-        for call, call_id in zip(new, result.scalars(), strict=True):
+        for call, call_id in zip(new, await _insert_with_ids(self._conn, calls, rows), strict=True):
             call.id = call_id
         await self._store_legs(new)
 
@@ -249,15 +306,18 @@ class SqlCalls:
             await self._store_legs(changed)
 
     async def _store_legs(self, changed: Sequence[Call]) -> None:
-        # Legs are few per call: replacing them is two statements for any batch.
-        await self._conn.execute(delete(call_legs).where(call_legs.c.call_id.in_([call.id for call in changed])))
+        # Legs are few per call: replacing them is two statements for any batch. A call never
+        # loses a leg, so one with none has none stored (a client who did not answer, say).
+        with_legs = [call for call in changed if call.legs]
+        if not with_legs:
+            return
+        await self._conn.execute(_DELETE_LEGS, {"b_call_ids": [call.id for call in with_legs]})
         rows = [
             {"call_id": call.id, "leg_no": leg_no, **_row(call_legs, leg, _LEG_KEY)}
-            for call in changed
+            for call in with_legs
             for leg_no, leg in enumerate(call.legs, start=1)
         ]
-        if rows:
-            await self._conn.execute(insert(call_legs), rows)
+        await self._conn.execute(_INSERT_LEGS, rows)
 
     async def add_billing(self, billed: Sequence[tuple[str, int]]) -> None:
         if not billed:
@@ -405,7 +465,7 @@ class SqlOutbox:
 
     async def flush(self) -> None:
         if self._rows:
-            await self._conn.execute(insert(outbox), self._rows)
+            await self._conn.execute(_INSERT_OUTBOX, self._rows)
             self._rows = []
 
 

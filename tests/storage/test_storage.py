@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -152,3 +154,42 @@ async def test_a_phones_owner_is_the_owner_of_its_newest_owned_lead(db: Database
     async with SqlUnitOfWork(db) as uow:
         assert await uow.leads.owner_of_phone(phone) == "boris"
         assert await uow.leads.owner_of_phone(_lead(3).phone) is None
+
+
+async def test_leads_and_calls_added_together_each_get_their_own_row(db: Database) -> None:
+    # SQLite inserts a batch in one statement with ids the write lock reserves (storage.uow._insert_with_ids).
+    batch = [_lead(number) for number in range(5)]
+    async with SqlUnitOfWork(db) as uow:
+        await uow.leads.add(batch[:1])
+        await uow.leads.add(batch[1:])
+        calls = [Call(lead_id=lead.id or 0, attempt=1, scenario="default", channel_id=f"lr-{lead.id}",
+                      phone=lead.phone, started_at=NOW) for lead in batch]  # fmt: skip
+        await uow.calls.add(calls)
+        await uow.commit()
+    assert len({lead.id for lead in batch}) == 5
+    async with SqlUnitOfWork(db) as uow:
+        for lead in batch:
+            assert lead.id is not None
+            stored = await uow.leads.get(lead.id)
+            assert stored is not None and stored.phone == lead.phone
+        stored_calls = await uow.calls.for_leads([lead.id or 0 for lead in batch])
+    assert {(call.id, call.lead_id, call.channel_id) for call in stored_calls} == {
+        (call.id, call.lead_id, call.channel_id) for call in calls
+    }
+
+
+async def test_a_write_waits_for_another_processs_lock_without_stalling_the_loop(tmp_path: Path) -> None:
+    # Writes run on the event loop once they hold SQLite's lock (storage.engine._InlineConnection);
+    # waiting for it must not: a lock held elsewhere (the CLI, a copy tool) would freeze the daemon.
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        other = sqlite3.connect(tmp_path / "lr.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.create_task(db.probe_write())
+        for _ in range(20):  # the loop keeps turning while the write waits
+            await asyncio.sleep(0.005)
+        assert not write.done()
+        other.execute("COMMIT")
+        other.close()
+        await write
+        assert db.writable

@@ -190,6 +190,22 @@ async def test_busy_client_is_retried_then_failed(rig: Rig) -> None:
     assert [event.type for event in rig.db.outbox][-2:] == ["call.ended", "lead.failed"]
 
 
+async def test_a_call_ending_with_its_retry_later_costs_no_dispatch_pass_until_then(rig: Rig) -> None:
+    lead_id = await rig.lead()
+    (first,) = await rig.dialled()
+    commits = rig.db.commits
+    rig.dialer.pbx_event(OriginateResult(first, OriginateOutcome.BUSY))
+    await rig.settle()
+    # The call's end and the retry are one commit: nothing waited for the room, nothing is due yet.
+    assert rig.db.commits == commits + 1
+    rig.clock.advance(59)
+    await rig.settle()
+    assert rig.db.commits == commits + 1
+    rig.clock.advance(1)
+    await rig.dialled(2)
+    assert rig.db.leads[lead_id].attempts == 2
+
+
 async def test_client_hanging_up_on_hold_is_abandoned() -> None:
     async with make_rig(plan(1)) as rig:
         await rig.lead()
