@@ -16,8 +16,8 @@ it every ``poll`` seconds and one of them takes it over once its holder is gone.
 That connection can end while the process lives (a PostgreSQL restart, ``pg_terminate_backend``,
 a network blip): the server has dropped every lock of ours with it, so another daemon may take
 the jobs. The connection is therefore asked something every ``poll`` seconds, with a deadline of
-``poll``; once it fails, every job held on it is cancelled and a new connection campaigns again.
-A daemon that takes a job waits ``2 * poll`` more before running it: by then a holder that lost
+``2 * poll``; once it fails, every job held on it is cancelled and a new connection campaigns again.
+A daemon that takes a job waits ``3 * poll`` more before running it: by then a holder that lost
 its connection without knowing it yet has noticed and stopped, so the job never runs twice at once.
 
 A manager is promised to a call in ``manager_reservations`` before his phone rings: one row per
@@ -179,7 +179,8 @@ class Cluster:
         while True:
             await asyncio.sleep(self._poll)
             try:
-                async with asyncio.timeout(self._poll):
+                # Two polls to answer: a loaded server or host is not taken for a lost connection.
+                async with asyncio.timeout(2 * self._poll):
                     await self._count()
                 continue
             except Exception as exc:
@@ -259,9 +260,9 @@ class Cluster:
                 continue
             waited = False
             # A holder whose lease ended without its knowing runs on until its watch notices: within
-            # ``poll`` it asks, within ``poll`` more it gives up. Only then is the job ours to run.
+            # ``poll`` it asks, within ``2 * poll`` more it gives up. Only then is the job ours to run.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2 * self._poll + 0.1):
+                async with asyncio.timeout(3 * self._poll + 0.1):
                     await lost.wait()
             if lost.is_set():
                 continue
