@@ -142,8 +142,9 @@ class Cluster:
             async with asyncio.timeout(2 * self._poll):  # a server that does not answer is no lease
                 await lease.execute(select(func.pg_advisory_lock(_DAEMONS, _daemon_key(self.daemon_id))))
         except BaseException:
-            await lease.invalidate()
-            await lease.close()
+            with contextlib.suppress(Exception):  # the error to tell is the one that got us here
+                await lease.invalidate()
+                await lease.close()
             raise
         self._lease, self._lost = lease, asyncio.Event()
         self._leased.set()
@@ -189,14 +190,19 @@ class Cluster:
                 self.others = max(self.others, 1)
                 log.warning("cluster.lease_lost", error=repr(exc), jobs=sorted(self.jobs), daemon_id=self.daemon_id)
             await self._drop_lease()
+            tries = 0
             while True:
                 try:
                     await self._take_lease()
                     break
                 except Exception as exc:
-                    log.warning("cluster.lease_retry", error=repr(exc), daemon_id=self.daemon_id)
+                    # While the server is away, or still holds our old session's lock (it has not
+                    # noticed that connection's end yet): one line, then quiet until it is back.
+                    if not tries:
+                        log.warning("cluster.lease_retrying", error=repr(exc), daemon_id=self.daemon_id)
+                    tries += 1
                     await asyncio.sleep(self._poll)
-            log.info("cluster.lease_back", daemon_id=self.daemon_id)
+            log.info("cluster.lease_back", daemon_id=self.daemon_id, tries=tries + 1)
 
     async def _try_lock(self, *key: int) -> bool:
         return bool(await self._ask(select(func.pg_try_advisory_lock(*key))))
