@@ -557,10 +557,11 @@ class Dialer:
             self._wake.clear()
             try:
                 delay = await self._dispatch_once()
-                if self._releasing:
-                    sla_in = await self._release_overdue()
-                    if delay != 0:
-                        delay = sla_in if delay is None else min(delay, sla_in)
+                # A daemon that does not run the SLA job still looks again within _SLA_RECHECK, as the
+                # one that does: what other daemons made due meanwhile is seen here too.
+                sla_in = await self._release_overdue() if self._releasing else _SLA_RECHECK
+                if delay != 0:
+                    delay = sla_in if delay is None else min(delay, sla_in)
             except Exception:
                 log.exception("dialer.dispatch_failed")
                 delay = 1.0

@@ -16,8 +16,8 @@ it every ``poll`` seconds and one of them takes it over once its holder is gone.
 That connection can end while the process lives (a PostgreSQL restart, ``pg_terminate_backend``,
 a network blip): the server has dropped every lock of ours with it, so another daemon may take
 the jobs. The connection is therefore asked something every ``poll`` seconds, with a deadline of
-``poll``; once it fails, every job held on it is cancelled and a new connection campaigns again.
-A daemon that takes a job waits ``2 * poll`` more before running it: by then a holder that lost
+``2 * poll``; once it fails, every job held on it is cancelled and a new connection campaigns again.
+A daemon that takes a job waits ``3 * poll`` more before running it: by then a holder that lost
 its connection without knowing it yet has noticed and stopped, so the job never runs twice at once.
 
 A manager is promised to a call in ``manager_reservations`` before his phone rings: one row per
@@ -156,8 +156,9 @@ class Cluster:
                 for own in self._ids:  # one id per PBX the daemon speaks to
                     await lease.execute(select(func.pg_advisory_lock(_DAEMONS, _daemon_key(own))))
         except BaseException:
-            await lease.invalidate()
-            await lease.close()
+            with contextlib.suppress(Exception):  # the error to tell is the one that got us here
+                await lease.invalidate()
+                await lease.close()
             raise
         self._lease, self._lost = lease, asyncio.Event()
         self._leased.set()
@@ -193,7 +194,8 @@ class Cluster:
         while True:
             await asyncio.sleep(self._poll)
             try:
-                async with asyncio.timeout(self._poll):
+                # Two polls to answer: a loaded server or host is not taken for a lost connection.
+                async with asyncio.timeout(2 * self._poll):
                     await self._count()
                 continue
             except Exception as exc:
@@ -202,14 +204,19 @@ class Cluster:
                 self.others = max(self.others, 1)
                 log.warning("cluster.lease_lost", error=repr(exc), jobs=sorted(self.jobs), daemon_id=self.daemon_id)
             await self._drop_lease()
+            tries = 0
             while True:
                 try:
                     await self._take_lease()
                     break
                 except Exception as exc:
-                    log.warning("cluster.lease_retry", error=repr(exc), daemon_id=self.daemon_id)
+                    # While the server is away, or still holds our old session's lock (it has not
+                    # noticed that connection's end yet): one line, then quiet until it is back.
+                    if not tries:
+                        log.warning("cluster.lease_retrying", error=repr(exc), daemon_id=self.daemon_id)
+                    tries += 1
                     await asyncio.sleep(self._poll)
-            log.info("cluster.lease_back", daemon_id=self.daemon_id)
+            log.info("cluster.lease_back", daemon_id=self.daemon_id, tries=tries + 1)
 
     async def _try_lock(self, *key: int) -> bool:
         return bool(await self._ask(select(func.pg_try_advisory_lock(*key))))
@@ -282,9 +289,9 @@ class Cluster:
                 continue
             waited = False
             # A holder whose lease ended without its knowing runs on until its watch notices: within
-            # ``poll`` it asks, within ``poll`` more it gives up. Only then is the job ours to run.
+            # ``poll`` it asks, within ``2 * poll`` more it gives up. Only then is the job ours to run.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2 * self._poll + 0.1):
+                async with asyncio.timeout(3 * self._poll + 0.1):
                     await lost.wait()
             if lost.is_set():
                 continue

@@ -1,8 +1,10 @@
-"""Two daemons on one PostgreSQL and one PBX: a pause, a resume, a logout and a routing.yaml edit
-made through one reach the other within a second or two (storage.cluster.SharedChanges)."""
+"""Two daemons on one PostgreSQL and one PBX: each singleton job runs in one of them, and a pause,
+a resume, a logout and a routing.yaml edit made through one reach the other within a second or
+two (storage.cluster.SharedChanges)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ ROUTING: dict[str, Any] = {
 SUPERVISOR = "supervisor-token-0123456789"
 
 
+def _held_once(job: str, daemons: tuple[Daemon, ...]) -> bool:
+    return [job in daemon.cluster.jobs for daemon in daemons].count(True) == 1
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_what_one_daemon_is_told_the_other_applies_within_seconds(tmp_path: Path, database_url: str) -> None:
     world = World(default_manager=lambda _extension: Behaviour(answer_after=1, talk=2))
@@ -44,6 +50,8 @@ async def test_what_one_daemon_is_told_the_other_applies_within_seconds(tmp_path
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{other.http_port}") as other_http,
     ):
         first = rig.daemon
+        for job in ("webhooks", "sla", "outbox-retention"):  # each run by one of the two, not both
+            await wait_until(partial(_held_once, job, (first, other)), 10, f"{job} held by one daemon")
         assert (await rig.http.post("/managers/anna/pause", json={"reason": "lunch"})).status_code == 200
         await wait_until(lambda: other.board.state("anna") == (ManagerState.PAUSED, "lunch"), 5, "anna paused there")
         bearer = {"Authorization": f"Bearer {TOKEN}"}
