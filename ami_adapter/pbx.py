@@ -229,7 +229,11 @@ class AsteriskPbx:
                 devices = []
         settings = self._settings
         return self._translator.snapshot(
-            channels, devices, connect_context=settings.connect_context, apology_context=settings.apology_context
+            channels,
+            devices,
+            hold_context=settings.hold_context,
+            connect_context=settings.connect_context,
+            apology_context=settings.apology_context,
         )
 
 

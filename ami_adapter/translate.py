@@ -82,6 +82,7 @@ WANTED_EVENTS = frozenset(
 _AMD_EVENT = "LeadrouterAMD"
 # ... and UserEvent(LeadrouterInbound,Number: ...,Caller: ...) from a caller it holds in leadrouter-inbound.
 _INBOUND_EVENT = "LeadrouterInbound"
+_INBOUND_CONTEXT = "leadrouter-inbound"  # where the shipped dialplan holds a caller until we take him
 _UP = "6"  # CoreShowChannel ChannelState of an answered channel
 
 
@@ -128,6 +129,7 @@ class EventTranslator:
         channels: list[dict[str, str]],
         devices: list[dict[str, str]],
         *,
+        hold_context: str,
         connect_context: str,
         apology_context: str | None,
     ) -> PbxSnapshot:
@@ -136,9 +138,14 @@ class EventTranslator:
         Our client legs' names are remembered. A manager's phone is in use while any channel of
         its device is listed, whatever the device state list says: Asterisk lists only cached
         device states, never those of ``Local/`` devices (tests/fixtures/ami/resilience/).
+
+        An inbound caller's channel is named by the PBX, so a restarted daemon does not know it
+        by its Uniqueid: any answered channel in one of our contexts is taken for one (only our
+        dialplan puts channels there), listed, and its events are ours from now on.
         """
         legs = {}
         in_use = set()
+        callers_in = {hold_context, connect_context, apology_context, _INBOUND_CONTEXT}
         for item in channels:
             channel_id, name = item.get("Uniqueid"), item.get("Channel")
             if name is None:
@@ -146,6 +153,9 @@ class EventTranslator:
             extension = self._manager_extension(_device_of(name))
             if extension is not None:
                 in_use.add(extension)
+            up_in_ours = item.get("ChannelState") == _UP and item.get("Context") in callers_in
+            if channel_id and up_in_ours and not self.is_ours(channel_id):
+                self._inbound.add(channel_id)
             if self.is_ours(channel_id):
                 assert channel_id is not None
                 self._names[channel_id] = name
@@ -278,6 +288,8 @@ def _live_leg(channel_id: str, item: dict[str, str], connect_context: str, apolo
         return LiveLeg(channel_id, stage, item.get("Exten") or None)
     if context is not None and context == apology_context:
         return LiveLeg(channel_id, LegStage.APOLOGY)
+    if item.get("Application") == "AMD":
+        return LiveLeg(channel_id, LegStage.SCREENING)
     # Answered and anywhere else (the hold context, or just on its way there): waiting for a manager.
     return LiveLeg(channel_id, LegStage.ON_HOLD)
 

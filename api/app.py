@@ -114,6 +114,8 @@ class StatsPort(Protocol):
 
     async def managers(self, period: Period, manager_id: str | None = None) -> list[ManagerFigures]: ...
 
+    async def states(self, period: Period, manager_id: str | None = None) -> list[dict[str, object]]: ...
+
     async def report(self, period: Period, manager_id: str | None = None) -> StatsReport: ...
 
 
@@ -594,6 +596,13 @@ def create_app(deps: ApiDeps) -> FastAPI:
         longest of whole calls), first and last call, leads owned, won and lost; every manager in
         routing.yaml, idle ones with zeros."""
         return table("managers", period, manager_rows(await deps.stats.managers(period, manager_id), period.zone), form)
+
+    @app.get("/stats/states", dependencies=supervisor)
+    async def stats_states(period: StatsPeriod, manager_id: Manager = None, form: Format = "json") -> Response:
+        """Per manager, seconds in each state (available, ringing, on_call, wrap_up, paused, offline)
+        within the period, up to now for one still running; ``known_seconds``: all the time his state was
+        known. From the stored state changes: a change lasts until his next."""
+        return table("states", period, await deps.stats.states(period, manager_id), form)
 
     @app.get("/stats/sources", dependencies=supervisor)
     async def stats_sources(period: StatsPeriod, form: Format = "json") -> Response:

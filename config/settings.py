@@ -566,7 +566,7 @@ class WebhooksSection(_Strict):
 
 class LogSection(_Strict):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    format: Literal["console", "json"] = "console"
+    format: Literal["console", "json"] = "json"  # a service logs for journald; --log-format console for people
 
 
 _NullIsDefaults = BeforeValidator(_none_is_empty)

@@ -1392,7 +1392,12 @@ class Dialer:
                 log.info("dialer.caught_up", call_id=catch_up.call.id, missed=[step.value for step in catch_up.missed])
             for step in catch_up.missed:
                 self._catch_up(live, step, catch_up, now)
-            if catch_up.missed or live.call.channel_id in adopted:
+            # A client whose hold ran out while the link was down is owed the apology: _resume
+            # sends it again if the listing shows him still on hold. One whom AMD() screened
+            # while nobody listened is past it (its verdict was lost with the link): in line now.
+            owed_apology = live.call.state is CallState.HOLDING and live.call.hold_expired
+            screened_unheard = live.screening and catch_up.leg.stage is LegStage.ON_HOLD
+            if catch_up.missed or live.call.channel_id in adopted or owed_apology or screened_unheard:
                 self._resume(live, catch_up.leg.stage, now)
             caught_up.add(live.call.channel_id)
         closing = {call.channel_id for call in decision.close}
@@ -1450,11 +1455,16 @@ class Dialer:
                 self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
             case CallState.HOLDING if not call.hold_expired and stage not in (LegStage.AT_MANAGER, LegStage.BRIDGED):
                 # (A client the PBX has with a phone we do not know of is left alone.)
-                self._holding.join(call, live.scenario, live.owner_id)
                 self._start_hold_timer(live, now)
+                if stage is LegStage.SCREENING and live.scenario.amd:
+                    live.screening = True  # AMD() still listens: its verdict, which this link carries, decides
+                    return
+                # Past AMD, or none: the dialplan hangs up a machine, so one still up is a person.
+                live.screening = False
+                self._holding.join(call, live.scenario, live.owner_id)
             case CallState.CONNECTING:
                 self._start_hold_timer(live, now)  # the manager may yet not answer
-            case CallState.HOLDING if call.hold_expired and stage is LegStage.ON_HOLD:
+            case CallState.HOLDING if call.hold_expired and stage in (LegStage.SCREENING, LegStage.ON_HOLD):
                 # Its apology could not be sent (the link was down): the PBX still has the client
                 # on hold, so the apology is known not to have happened; send it now.
                 self._spawn(self._apologize(call.channel_id))

@@ -4,7 +4,8 @@ Columns are mapped to the lead's fields (``Columns``); every other non-empty cel
 lead's payload under its column's name, so a CRM export keeps what it carried. A bad row is
 reported with its row number (as a spreadsheet shows it: the header is row 1), the column
 and the reason, and costs nothing to the rows around it. A repeated ``external_id`` (in the
-file, or already stored) is a duplicate: the stored lead stays, as on HTTP.
+file, or already stored) is a duplicate: the stored lead stays, as on HTTP; so is a row the
+scenario merges into an open lead of the same phone.
 
 Rows are stored in batches, one transaction each, with the event loop free between them:
 an import of thousands of rows never holds the database or the loop long enough to keep the
@@ -64,7 +65,7 @@ class ImportReport:
     dry_run: bool
     rows: int = 0  # data rows read (blank lines not counted)
     created: int = 0  # new leads (in a dry run: would be)
-    duplicates: int = 0  # rows whose external_id was already stored or earlier in the file
+    duplicates: int = 0  # rows whose external_id was known, or merged into an open lead of their phone
     errors: list[RowError] = field(default_factory=list)
 
     @property

@@ -1,7 +1,7 @@
 """What to do with our calls after a (re)login, decided from the PBX's listing alone.
 
 After every login the PBX lists the client legs it has right now and the stage each is at
-(ringing, on hold, at a manager, bridged, hearing the apology). Given that listing, the calls a
+(ringing, screened by AMD, on hold, at a manager, bridged, hearing the apology). Given that listing, the calls a
 previous run left open (read from storage on the first login, to adopt) and the calls this run
 holds as live, ``decide_resync`` says which calls to take over, what each listed call went through
 while nobody listened (a client who answered, a manager who did not, a bridge), and which calls to
@@ -97,7 +97,7 @@ def missed(call: Call, stage: LegStage, manager_id: str | None) -> tuple[Missed,
     # The client is with another manager than the one we rang: that one gave up, the client moved on.
     gave_up = (Missed.MANAGER_NO_ANSWER,) if ringing is not None and not same_manager else ()
     match stage:
-        case LegStage.ON_HOLD:
+        case LegStage.SCREENING | LegStage.ON_HOLD:
             return (*answered, *gave_up)
         case LegStage.AT_MANAGER:
             if state is CallState.BRIDGED or same_manager:

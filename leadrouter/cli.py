@@ -86,12 +86,14 @@ async def _stats(config: str, args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"leadrouter stats: {exc}", file=sys.stderr)
             return 2
-        if args.by == "manager" and args.format != "json":
+        report = await stats.report(period, args.manager) if args.format == "json" else None
+        if args.by == "state":
+            rows = await stats.states(period, args.manager)
+        elif args.by == "manager" and report is None:
             # The per-manager figures alone: the one query that stays fast over a busy month.
-            report = None
             rows = manager_rows(await stats.managers(period, args.manager), period.zone)
         else:
-            report = await stats.report(period, args.manager)
+            report = report or await stats.report(period, args.manager)
             rows = rows_by(report, args.by)
     if args.format == "json":
         assert report is not None
@@ -418,7 +420,7 @@ def _pause_or_resume(args: argparse.Namespace) -> int:
     action = "pause" if args.command == "pause" else "resume"
     try:
         scopes = (TokenScope.SUPERVISOR, TokenScope.ADMIN)
-        target = ApiTarget.from_settings(load_settings(Path(args.config)), None, None, scopes)
+        target = ApiTarget.from_settings(load_settings(Path(args.config)), args.url, args.token, scopes)
         body = {"reason": args.reason} if action == "pause" else {}
         answer = target.call("POST", f"/managers/{quote(args.manager, safe='')}/{action}", json_body=body)
     except ApiFailed as exc:
@@ -469,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--period", choices=PERIODS, default=None, help="the calendar day, week or month; today")
     stats.add_argument("--tz", type=_zone, default=None, help="IANA time zone; routing.yaml's, else the server's")
     stats.add_argument("--manager", default=None, help="one manager's id")
-    stats.add_argument("--by", choices=BY, default="manager")
+    stats.add_argument("--by", choices=[*BY, "state"], default="manager", help="state: seconds in each manager state")
     stats.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
     check = commands.add_parser("check-config", help="validate leadrouter.yaml and routing.yaml")
@@ -483,12 +485,17 @@ def main(argv: list[str] | None = None) -> int:
     what_if.add_argument("--since", type=_period, default=timedelta(days=7), help="how far back, e.g. 7d, 12h")
 
     pause = commands.add_parser("pause", help="take a manager out of rotation in the running daemon")
-    pause.add_argument("manager", help="the manager's id in routing.yaml")
     pause.add_argument("--reason", required=True, help="lunch, training, meeting...")
-    pause.add_argument("--config", default=DEFAULT_CONFIG)
     resume = commands.add_parser("resume", help="put a paused manager back in rotation")
-    resume.add_argument("manager", help="the manager's id in routing.yaml")
-    resume.add_argument("--config", default=DEFAULT_CONFIG)
+    for sub in (pause, resume):
+        sub.add_argument("manager", help="the manager's id in routing.yaml")
+        sub.add_argument("--config", default=DEFAULT_CONFIG)
+        sub.add_argument("--url", default=None, help="the daemon's API; by default http.host:http.port")
+        sub.add_argument(
+            "--token",
+            default=os.environ.get("LEADROUTER_API_TOKEN"),
+            help="supervisor or admin; by default the config's",
+        )
     db = commands.add_parser("db-upgrade", help="bring the database schema up to date")
     db.add_argument("--config", default=DEFAULT_CONFIG)
 

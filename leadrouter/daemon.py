@@ -63,6 +63,7 @@ from router.stats import (
     build_report,
     hours_of_day,
     manager_figures,
+    state_rows,
     with_every_manager,
 )
 from storage.cluster import Cluster, new_daemon_id
@@ -134,6 +135,14 @@ class SupervisorStats:
         if manager_id is not None:
             managers = tuple(m for m in managers if m.id == manager_id)
         return manager_figures(managers, *await self.sql.manager_rows(period, manager_id))
+
+    async def states(self, period: Period, manager_id: str | None = None) -> list[dict[str, object]]:
+        """Per manager, seconds in each state within the period (up to now for today's)."""
+        managers = self._routing.plan.managers
+        if manager_id is not None:
+            managers = tuple(m for m in managers if m.id == manager_id)
+        spans = await self.sql.state_seconds(period, self._clock.now(), [m.id for m in managers])
+        return state_rows(managers, spans)
 
     async def lead_events(self, lead_id: int) -> list[dict[str, Any]]:
         return await self.sql.lead_events(lead_id)

@@ -117,7 +117,7 @@ def print_report(report: ImportReport, out: TextIO = sys.stdout) -> None:
     verb = "would be created" if report.dry_run else "created"
     print(
         f"{report.rows} rows: {report.created} leads {verb}, {report.duplicates} duplicates "
-        f"(already stored under their external_id), {report.refused} refused",
+        f"(an external_id already known, or merged into an open lead of the same phone), {report.refused} refused",
         file=out,
     )
 

@@ -138,6 +138,7 @@ class LegStage(enum.StrEnum):
     """Where one of our client legs stands, as the PBX's listing of live channels shows it."""
 
     RINGING = "ringing"  # not answered yet
+    SCREENING = "screening"  # answered, and the PBX's AMD() still listens to who did
     ON_HOLD = "on_hold"  # answered, waiting for a manager (or somewhere we did not send it)
     AT_MANAGER = "at_manager"  # sent to a manager whose phone rings
     BRIDGED = "bridged"  # talking to a manager

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
+from router.board import ManagerState
 from router.routing import Manager
 
 # The days a period may cover: each one's next day and UTC bounds exist in every zone
@@ -402,9 +403,40 @@ def build_report(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StateSeconds:
+    """How long one manager was in one state within a period (storage sums his state changes)."""
+
+    manager_id: str
+    state: str  # a ManagerState value
+    seconds: float
+
+
 # -- the tables supervisors download: one definition of the columns for API, CSV and CLI ----------
 
-BY = ("manager", "source", "scenario", "hour")
+BY = ("manager", "source", "scenario", "hour")  # the report's tables; the managers' states are read apart
+
+
+def state_rows(managers: Iterable[Manager], spans: Iterable[StateSeconds]) -> list[dict[str, object]]:
+    """Per manager, seconds in each state: every configured manager (one never seen with zeros),
+    then others the changes name; ``known_seconds`` is all the time his state was known."""
+    seconds: dict[str, dict[str, float]] = {}
+    for span in spans:
+        mine = seconds.setdefault(span.manager_id, {})
+        mine[span.state] = mine.get(span.state, 0.0) + span.seconds
+    names = {m.id: m.name for m in managers}
+    rows: list[dict[str, object]] = []
+    for manager_id in [*names, *sorted(seconds.keys() - names.keys())]:
+        mine = seconds.get(manager_id, {})
+        rows.append(
+            {
+                "manager_id": manager_id,
+                "name": names.get(manager_id, ""),
+                **{f"{state.value}_seconds": round(mine.get(state.value, 0.0), 3) for state in ManagerState},
+                "known_seconds": round(sum(mine.values(), 0.0), 3),
+            }
+        )
+    return rows
 
 
 def manager_rows(figures: Iterable[ManagerFigures], zone: tzinfo) -> list[dict[str, object]]:

@@ -183,6 +183,7 @@ manager_states = Table(
     Column("at", UtcDateTime, nullable=False),
     Index("ix_manager_states_manager", "manager_id", "seq"),
     Index("ix_manager_states_at", "at"),
+    Index("ix_manager_states_manager_at", "manager_id", "at", "state"),
 )
 
 # A manager promised to a call before his phone rings, by the daemon steering it (storage.cluster).

@@ -8,15 +8,16 @@ queries reads one covering index (migration 0004) and never the table rows.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, Float, Integer, and_, case, cast, func, or_, select
+from sqlalchemy import ColumnElement, Float, Integer, and_, case, cast, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.model import LegResult, Outcome
-from router.stats import LeadJourney, ManagerLeads, ManagerOffers, ManagerTalk, Period
+from router.stats import LeadJourney, ManagerLeads, ManagerOffers, ManagerTalk, Period, StateSeconds
 from storage.engine import Database
-from storage.schema import call_legs, calls, leads, outbox
+from storage.schema import UtcDateTime, call_legs, calls, leads, manager_states, outbox
 
 # A call bridged this long before a period may still be talking inside it. Calls are looked for
 # no further back, so the index range stays one period long; nobody talks to a lead for a day.
@@ -34,6 +35,12 @@ class SqlStats:
         if self._sqlite:
             return cast((func.julianday(later) - func.julianday(earlier)) * 86400.0, Float)
         return cast(func.extract("epoch", later - earlier), Float)
+
+    def _epoch(self, at: ColumnElement[datetime]) -> ColumnElement[float]:
+        """Seconds on some fixed scale (differences are what count): one conversion per row."""
+        if self._sqlite:
+            return cast(func.julianday(at) * 86400.0, Float)
+        return cast(func.extract("epoch", at), Float)
 
     async def manager_rows(
         self, period: Period, manager_id: str | None = None
@@ -128,6 +135,48 @@ class SqlStats:
         if manager_id is not None:
             query = query.where(lc.owner_id == manager_id)
         return [ManagerLeads(*row) for row in (await conn.execute(query)).all()]
+
+    async def state_seconds(self, period: Period, until: datetime, manager_ids: Sequence[str]) -> list[StateSeconds]:
+        """How long each manager was in each state from the period's start to its end (or ``until``,
+        now, if sooner), from his stored state changes: each change lasts until his next one.
+
+        The database pairs each change of the period with the next (a window function) and sums;
+        the state each of ``manager_ids`` was in at the start is his last change before it, one
+        index seek per manager.
+        """
+        s = manager_states.c
+        start, end = period.start, min(period.end, until)
+        if end <= start:
+            return []
+        inside = and_(s.at >= start, s.at < end)
+        # Each change's time converted once, and the next change's beside it (ix_manager_states_manager_at).
+        at = self._epoch(s.at)
+        changes = (
+            select(
+                s.manager_id,
+                s.state,
+                at.label("at"),
+                func.lead(at).over(partition_by=s.manager_id, order_by=(s.at, s.seq)).label("next_at"),
+            )
+            .where(inside, s.manager_id.in_(manager_ids))
+            .subquery()
+        )
+        until_next = func.coalesce(changes.c.next_at, self._epoch(literal(end, UtcDateTime)))
+        sums = select(changes.c.manager_id, changes.c.state, func.sum(until_next - changes.c.at)).group_by(
+            changes.c.manager_id, changes.c.state
+        )
+        first_change = select(s.manager_id, func.min(s.at)).where(inside, s.manager_id.in_(manager_ids))
+        async with self._db.read() as conn:
+            spans = [StateSeconds(mid, state, seconds) for mid, state, seconds in (await conn.execute(sums)).all()]
+            firsts = dict((await conn.execute(first_change.group_by(s.manager_id))).all())
+            for manager_id in manager_ids:
+                before = select(s.state).where(s.manager_id == manager_id, s.at < start)
+                before = before.order_by(s.at.desc(), s.seq.desc())
+                state = (await conn.execute(before.limit(1))).scalar()
+                if state is not None:
+                    first = _raw_utc(firsts.get(manager_id)) or end
+                    spans.append(StateSeconds(manager_id, state, (first - start).total_seconds()))
+        return spans
 
     async def journeys(self, period: Period) -> list[LeadJourney]:
         """Every lead created in the period with how long after its creation it was first dialled,

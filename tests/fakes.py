@@ -60,8 +60,8 @@ class FakePbx:
     """Records each action; the answer comes a turn of the event loop later, as over a socket.
 
     ``legs`` and ``devices`` are what its listing shows; ``ended`` the notes it kept of how
-    client legs ended (by channel id); ``originate_error``, if set, is what every Originate raises
-    after it was recorded.
+    client legs ended (by channel id); ``originate_error`` and ``apologize_error``, if set, are
+    what every Originate or apology raises after it was recorded.
     """
 
     def __init__(self) -> None:
@@ -71,6 +71,7 @@ class FakePbx:
         self.devices: dict[str, DeviceState] = {}
         self.ended: dict[str, CallEndRecord] = {}
         self.originate_error: PbxError | None = None
+        self.apologize_error: PbxError | None = None
         self.listings = 0
 
     def lists(self, channel_id: str, stage: LegStage = LegStage.ON_HOLD, extension: str | None = None) -> None:
@@ -123,6 +124,8 @@ class FakePbx:
 
     async def apologize(self, channel_id: str) -> None:
         await self._send("apologize", channel_id)
+        if self.apologize_error is not None:
+            raise self.apologize_error
 
     async def hang_up(self, channel_id: str) -> None:
         await self._send("hangup", channel_id)

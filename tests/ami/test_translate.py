@@ -135,7 +135,11 @@ def test_a_listing_tells_the_stage_of_each_of_our_legs_and_which_phones_are_busy
     translator = EventTranslator(TranslatorSettings("lr", ("Local/", "@sim-managers")), sink=print)
     channels = _listed("resilience/resync_listing", "csc-mixed", "CoreShowChannel")
     snapshot = translator.snapshot(
-        channels, [], connect_context="leadrouter-connect", apology_context="leadrouter-sorry"
+        channels,
+        [],
+        hold_context="leadrouter-hold",
+        connect_context="leadrouter-connect",
+        apology_context="leadrouter-sorry",
     )
     assert snapshot.legs == {
         "lr-ringing": LiveLeg("lr-ringing", LegStage.RINGING),
@@ -148,10 +152,29 @@ def test_a_listing_tells_the_stage_of_each_of_our_legs_and_which_phones_are_busy
     assert translator.channel_name("lr-onhold") == "Local/79160000010@sim-clients-00000001;1"
 
 
+def test_a_listing_tells_a_client_amd_still_screens_from_one_it_has_put_on_hold() -> None:
+    """Recorded: the same client leg listed while AMD() listens, then once it has decided."""
+    translator = EventTranslator(TranslatorSettings("lr", ("Local/", "@sim-managers")), sink=print)
+    stages = []
+    for action_id in ("action/capture/1/2", "action/capture/1/3"):
+        channels = _listed("shipped/amd_listing", action_id, "CoreShowChannel")
+        snapshot = translator.snapshot(
+            channels,
+            [],
+            hold_context="leadrouter-hold",
+            connect_context="leadrouter-connect",
+            apology_context="leadrouter-sorry",
+        )
+        stages.append(snapshot.legs["lr-b2e1d7a2f0c3e4b5a6d7"].stage)
+    assert stages == [LegStage.SCREENING, LegStage.ON_HOLD]
+
+
 def test_a_listing_of_three_bridged_calls_names_each_manager() -> None:
     translator = EventTranslator(TranslatorSettings("c3", ("PJSIP/", "")), sink=print)
     channels = _listed("three_concurrent", "csc-busy", "CoreShowChannel")
-    snapshot = translator.snapshot(channels, [], connect_context="leadrouter-connect-rec", apology_context=None)
+    snapshot = translator.snapshot(
+        channels, [], hold_context="leadrouter-hold", connect_context="leadrouter-connect-rec", apology_context=None
+    )
     assert {leg.channel_id: (leg.stage, leg.extension) for leg in snapshot.legs.values()} == {
         "c3-a": (LegStage.BRIDGED, "101"),
         "c3-b": (LegStage.BRIDGED, "102"),
@@ -165,7 +188,9 @@ def test_the_device_state_list_gives_every_cached_managers_phone() -> None:
     """Recorded DeviceStateList: custom device states besides voicemail's MWI ones."""
     translator = EventTranslator(TranslatorSettings("lr", ("Custom:", "")), sink=print)
     devices = _listed("resilience/resync_listing", "dsl-mixed", "DeviceStateChange")
-    snapshot = translator.snapshot([], devices, connect_context="leadrouter-connect", apology_context=None)
+    snapshot = translator.snapshot(
+        [], devices, hold_context="leadrouter-hold", connect_context="leadrouter-connect", apology_context=None
+    )
     assert snapshot.devices == {
         "101": DeviceState.IN_USE,
         "102": DeviceState.FREE,

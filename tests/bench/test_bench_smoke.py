@@ -46,3 +46,17 @@ def test_the_bench_prints_every_figure_as_a_number() -> None:
     # The run really ran: both dialers' Originates reached the fake PBX, the daemon held bridged calls.
     assert figures["dial_p50_ms_200"] > 0 and figures["naive_dial_p50_ms_200"] > 0
     assert figures["rss_mb_10k_managers_1k_calls"] > 0 and figures["startup_s_10k_managers"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_the_live_board_bench_times_every_flip() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.live_latency", "--flips", "3", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["flips"] == 3 and 0 < figures["board_p50_ms"] <= figures["board_max_ms"]

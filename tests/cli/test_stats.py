@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import insert
 
 from leadrouter.cli import main
 from router.model import Call, Lead
 from storage.engine import Database
+from storage.schema import manager_states
 from storage.uow import SqlUnitOfWork
 
 # 23:30 on the 24th in Moscow, and already 09:30 on the 25th in Auckland.
@@ -49,6 +51,13 @@ async def _one_talk(url: str) -> None:
         call.hung_up(TALK_STARTED + timedelta(seconds=90), 16)
         await uow.calls.update([call])
         await uow.commit()
+
+
+async def _paused_at_23_msk(url: str) -> None:
+    async with Database(url) as db, db.engine.begin() as conn:
+        at = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
+        paused = {"manager_id": "anna", "state": "paused", "previous_state": "available", "reason": "lunch", "at": at}
+        await conn.execute(insert(manager_states).values(paused))
 
 
 def test_stats_of_a_day_in_a_time_zone_list_every_manager(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,6 +114,18 @@ def test_periods_tables_and_formats(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert hours[0] == "By hour, 2026-11-24 (Europe/Moscow)" and hours[1].split() == ["hour", "calls", "answered",
                                                                                        "bridged", "talk"]  # fmt: skip
     assert hours[2 + 23].split() == ["23", "1", "1", "1", "0:01:30"]
+
+    asyncio.run(_paused_at_23_msk(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}"))
+    assert main([*common, "--date", "2026-11-24", "--by", "state", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "manager_id,name,available_seconds,ringing_seconds,on_call_seconds,wrap_up_seconds,paused_seconds,"
+        "offline_seconds,known_seconds",
+        "anna,Anna,0.0,0.0,0.0,0.0,3600.0,0.0,3600.0",  # paused from 23:00 to the day's end
+        "boris,Boris,0.0,0.0,0.0,0.0,0.0,0.0,0.0",
+    ]
+    assert main([*common, "--date", "2026-11-24", "--by", "state"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split() == ["anna", "Anna", *["0:00:00"] * 4, "1:00:00",
+                                                               "0:00:00", "1:00:00"]  # fmt: skip
 
     assert main([*common, "--from", "2026-11-26", "--to", "2026-11-20"]) == 2
     assert "ends (2026-11-20) before it starts" in capsys.readouterr().err

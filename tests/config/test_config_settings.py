@@ -58,7 +58,7 @@ def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     assert settings.phones.default_region == "RU"
     assert settings.recordings.file_template == "leadrouter/{channel_id}.wav"
     assert settings.routing_file == tmp_path / "routing.yaml"
-    assert (settings.log.level, settings.log.format) == ("info", "console")
+    assert (settings.log.level, settings.log.format) == ("info", "json")
 
 
 def test_section_with_every_key_commented_out_means_defaults(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ refused unread and a check that takes too long is given up."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import yaml
@@ -24,37 +23,28 @@ def _big_routing(managers: int) -> str:
     return yaml.safe_dump({"version": 1, "managers": listed, "scenarios": [{"name": "default"}]})
 
 
-async def _longest_stall(work: asyncio.Future[object] | asyncio.Task[object]) -> float:
-    """The longest the loop went without running a 1 ms ticker while ``work`` ran."""
-    loop = asyncio.get_running_loop()
-    longest, last = 0.0, loop.time()
+async def _ticks_while(work: asyncio.Future[object] | asyncio.Task[object]) -> int:
+    """How many turns the loop gave a ticker while ``work`` ran: none if the work held the loop."""
+    ticks = 0
     while not work.done():
-        await asyncio.sleep(0.001)
-        now = loop.time()
-        longest, last = max(longest, now - last), now
-    return longest
+        await asyncio.sleep(0)
+        ticks += 1
+    return ticks
 
 
 async def test_a_big_file_is_checked_off_the_loop_and_the_old_plan_runs_until_it_is_ready(tmp_path: Path) -> None:
     path = tmp_path / "routing.yaml"
     path.write_text(yaml.safe_dump(SMALL))
     source = RoutingSource.load(path)
-    path.write_text(_big_routing(4000))  # ~270 kB: seconds of pure-Python YAML on this machine
-
-    started = time.perf_counter()
-    assert source.reload() == []  # on the loop, as before: the loop is blocked for all of it
-    on_loop = time.perf_counter() - started
-    path.write_text(_big_routing(4001))
+    path.write_text(_big_routing(4001))  # ~270 kB: a tenth of a second or more to parse and check
 
     reload = asyncio.create_task(source.reload_off_loop(max_bytes=1 << 20, time_cap=60))
     await asyncio.sleep(0)
-    assert len(source.plan.managers) == 4000  # still the old plan while the new one is checked
-    stall = await _longest_stall(reload)
+    assert len(source.plan.managers) == 1  # still the old plan while the new one is checked
+    # The loop keeps turning while the check runs elsewhere; how long its longest stall is, is a
+    # figure for bench (reload_max_loop_stall_ms), not an assertion here.
+    assert await _ticks_while(reload) > 1
     assert await reload == [] and len(source.plan.managers) == 4001
-    print(
-        f"{path.stat().st_size} bytes: {on_loop * 1000:.0f} ms on the loop, longest stall off it {stall * 1000:.1f} ms"
-    )
-    assert stall < on_loop / 5, (stall, on_loop)
 
 
 async def test_an_oversized_file_is_refused_unread_and_a_slow_check_is_given_up(tmp_path: Path) -> None:
@@ -65,13 +55,11 @@ async def test_an_oversized_file_is_refused_unread_and_a_slow_check_is_given_up(
         line = "  - {id: m, name: M, extension: '101'}\n"
         out.write("version: 1\nscenarios: [{name: default}]\nmanagers:\n" + line * (50_000_000 // len(line)))
 
-    started = time.perf_counter()
     problems = await source.reload_off_loop(max_bytes=1 << 20, time_cap=60)
-    refused_in = time.perf_counter() - started
     assert [problem.message for problem in problems] == [
         f"is {path.stat().st_size} bytes, over the cap of 1048576 (routing_max_bytes)"
     ]
-    assert refused_in < 0.5 and len(source.plan.managers) == 1
+    assert len(source.plan.managers) == 1
 
     path.write_text(_big_routing(2000))
     problems = await source.reload_off_loop(max_bytes=1 << 20, time_cap=0.05)

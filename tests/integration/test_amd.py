@@ -67,3 +67,37 @@ async def test_a_machine_is_hung_up_and_retried_never_bridged(tmp_path: Path, mo
             5,
             "call.ended machine on MQTT",
         )
+
+
+async def test_a_person_screened_while_the_link_was_down_is_put_through_after_it(tmp_path: Path) -> None:
+    """AMD()'s verdict is a UserEvent: one sent while the AMI link is gone is lost. The listing
+    after the login shows the client past AMD (a machine would have been hung up): a person, in line."""
+    routing = {**ROUTING, "scenarios": [{"name": "default", "amd": True, "hold_limit": "10m"}]}
+    world = World(
+        # Patient: he waits out the reconnect (seconds, which the scaled clock makes minutes).
+        clients={PERSON[1:]: Behaviour(answer_after=1, talk=3600, greeting=0.5)},
+        default_manager=lambda _extension: Behaviour(answer_after=1, talk=3),
+    )
+    async with running(tmp_path, world=world, routing=routing, scale=20) as rig:
+        lead_id = (await rig.post(phone=PERSON)).json()["id"]
+
+        def client_in(application: str) -> bool:
+            return any(
+                chan.application == application and chan.uniqueid.startswith("lr-") for chan in rig.sim.live_channels()
+            )
+
+        await wait_until(lambda: client_in("AMD"), 10, "the client's leg in AMD()")
+        rig.sim.stall(True)  # a hung Asterisk: it sends nothing, the verdict included
+        await wait_until(lambda: client_in("MusicOnHold"), 10, "AMD() done: the person on hold")
+        await rig.sim.drop_connections()
+        rig.sim.stall(False)
+
+        person = await _ended(rig, lead_id)
+        (call,) = person["calls"]
+        assert call["disposition"] == "completed" and person["owner_id"] == "anna"
+        statuses = [
+            record.variables.get("AMDSTATUS")
+            for record in rig.sim.channel_history()
+            if record.uniqueid.startswith("lr-") and ";" not in record.uniqueid
+        ]
+        assert statuses == ["HUMAN"]  # AMD() did decide, unheard

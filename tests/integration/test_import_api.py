@@ -90,7 +90,10 @@ async def test_the_cli_sends_the_file_in_parts_and_reports_rows_by_their_number_
         for row, column in bad.items():
             shown = "Телефон" if column == "phone" else column
             assert f"row {row}: {shown}: " in out
-        assert "45 rows: 41 leads created, 0 duplicates (already stored under their external_id), 4 refused" in out
+        assert (
+            "45 rows: 41 leads created, 0 duplicates (an external_id already known, "
+            "or merged into an open lead of the same phone), 4 refused" in out
+        )
         with errors.open(encoding="utf-8") as written:
             assert [int(line["row"]) for line in csv.DictReader(written)] == sorted(bad)
         assert await _stored(rig) == 41

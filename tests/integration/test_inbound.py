@@ -83,3 +83,41 @@ async def test_a_known_client_calling_in_reaches_his_owner(tmp_path: Path, mosqu
             "the apology",
         )
         assert not [m for m in rig.mqtt if m["type"] == "lead.created" and m["phone"] == "+79161234562"]
+
+
+async def test_a_caller_on_hold_across_a_restart_is_put_through_after_it(tmp_path: Path, mosquitto_port: int) -> None:
+    """His channel is named by the PBX, not by us: the restarted daemon finds it in the listing by
+    the context he waits in, adopts his call and steers it as any other."""
+    routing = {**ROUTING, "scenarios": [{"name": "default", "hold_limit": "10m"}]}
+    world = World(
+        default_client=lambda _number: Behaviour(answer_after=1, talk=3600),  # he waits, patiently
+        default_manager=lambda _extension: Behaviour(answer_after=1, talk=2),
+    )
+    sections = {"pbx": {"inbound_numbers": [COMPANY]}}
+    async with running(
+        tmp_path, world=world, routing=routing, mqtt_port=mosquitto_port, scale=20, sections=sections
+    ) as rig:
+        for manager_id in ("anna", "boris"):  # nobody free: he stays on hold
+            paused = await rig.http.post(f"/managers/{manager_id}/pause", json={"reason": "meeting"})
+            assert paused.status_code == 200
+        rig.sim.place_inbound("79161234561", COMPANY)
+
+        def created() -> list[dict[str, Any]]:
+            return [m for m in rig.mqtt if m["type"] == "lead.created" and m["phone"] == "+79161234561"]
+
+        await wait_until(lambda: bool(created()), 10, "lead.created for the caller")
+        lead_id = created()[0]["lead_id"]
+
+        async def state_is(state: CallState) -> bool:
+            calls = await _calls(rig, lead_id)
+            return bool(calls) and calls[-1]["state"] == state
+
+        await wait_until(lambda: state_is(CallState.HOLDING), 10, "the caller on hold")
+        await rig.stop_daemon()
+        await rig.start_daemon()
+        assert (await rig.http.post("/managers/anna/resume")).status_code == 200
+
+        await wait_until(lambda: state_is(CallState.ENDED), 15, "the adopted caller's call to end")
+        (call,) = await _calls(rig, lead_id)
+        assert call["disposition"] == "completed" and call["manager_id"] == "anna"
+        assert actions_received(rig.sim, "Redirect")[-1]["Exten"] == "101"

@@ -71,8 +71,10 @@ async def test_a_repeat_lead_goes_to_its_owner_when_free_waits_while_busy_and_mo
         assert (await _call(rig, first, CallState.ENDED))["manager_id"] == "anna"  # free longest: the file's first
 
         # Owner free: Boris is now free longer, but the repeat lead goes to its owner.
+        # Anna will be busy with this one. (Set before the POST: its Originate may reach the PBX
+        # before the 201 reaches us, and the PBX takes the client as the world says then.)
+        world.clients[REPEAT[1:]] = Behaviour(answer_after=1, talk=90)  # long: a loaded machine lags
         second = (await rig.post(phone=REPEAT)).json()["id"]
-        world.clients[REPEAT[1:]] = Behaviour(answer_after=1, talk=30)  # Anna will be busy with this one
         taken = await _call(rig, second, CallState.BRIDGED)
         assert _tried(taken) == [("anna", "answered")]
 

@@ -59,9 +59,11 @@ async def test_a_day_in_the_company_zone_as_json_and_csv(rig) -> None:  # type: 
     assert report["never_reached"] == {"leads": 2, "by_status": {"new": 1, "scheduled": 1}, "lead_ids": [2, 4]}
     assert [s["scenario"] for s in report["scenarios"]] == ["(not dialled)", "default", "vip"]
     assert report["fairness"][0]["max_share_pct"] == 50.0
-    assert {"/stats", "/stats/managers", "/stats/sources", "/stats/scenarios", "/stats/hours"} <= set(
-        (await rig.http.get("/openapi.json")).json()["paths"]
-    )
+    states = (await rig.http.get("/stats/states", params={"date": "2026-11-24", "manager": "anna"})).json()
+    assert states["zone"] == "Europe/Moscow" and [row["manager_id"] for row in states["states"]] == ["anna"]
+    assert {"available_seconds", "paused_seconds", "offline_seconds", "known_seconds"} <= states["states"][0].keys()
+    paths = {"/stats", "/stats/managers", "/stats/sources", "/stats/scenarios", "/stats/hours", "/stats/states"}
+    assert paths <= set((await rig.http.get("/openapi.json")).json()["paths"])
 
 
 async def test_named_periods_and_bad_queries(rig) -> None:  # type: ignore[no-untyped-def]
@@ -97,6 +99,7 @@ async def test_every_stats_endpoint_needs_the_token(rig) -> None:  # type: ignor
         "/stats/sources",
         "/stats/scenarios",
         "/stats/hours",
+        "/stats/states",
         "/live",
         "/leads/1/events",
         "/recording-links/x.wav",

@@ -22,9 +22,10 @@ from router.stats import (
     build_report,
     hours_of_day,
     manager_figures,
+    state_rows,
 )
 from storage.engine import Database
-from storage.schema import call_legs, calls, leads
+from storage.schema import call_legs, calls, leads, manager_states
 from storage.stats import SqlStats
 
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -245,3 +246,42 @@ def test_named_periods_are_calendar_ones() -> None:
     month = Period.named("month", date(2026, 12, 31), MOSCOW)
     assert (month.first, month.last, month.start) == (date(2026, 12, 1), date(2026, 12, 31), at("21:00:00", 30))
     assert Period.named("today", thursday, MOSCOW).end == at("21:00:00", 26)
+
+
+async def test_time_in_each_state_from_the_state_changes(db: Database) -> None:
+    """Anna was paused before the day began, worked from 06:00 UTC, took one call; Boris went
+    offline at 10:00; Vera's phone never changed (zeros). A change lasts until the next."""
+    changes = [
+        ("anna", "paused", at("20:00:00", 23)),  # before the day: his state at its start
+        ("anna", "available", at("06:00:00")),
+        ("anna", "ringing", at("07:00:00")),
+        ("anna", "on_call", at("07:00:10")),
+        ("anna", "available", at("07:05:10")),
+        ("boris", "offline", at("10:00:00")),
+        ("anna", "paused", at("21:30:00")),  # the next day: not this one's
+    ]
+    async with db.engine.begin() as conn:
+        for manager_id, state, when in changes:
+            row = {"manager_id": manager_id, "state": state, "previous_state": "available", "at": when}
+            await conn.execute(insert(manager_states).values(row))
+    day = Period.of_days(date(2026, 11, 24), date(2026, 11, 24), MOSCOW)
+    stats = SqlStats(db)
+
+    def seconds(rows: list[dict[str, object]]) -> dict[object, tuple[object, ...]]:
+        keys = ("available_seconds", "ringing_seconds", "on_call_seconds", "paused_seconds", "offline_seconds")
+        return {row["manager_id"]: (*(row[key] for key in keys), row["known_seconds"]) for row in rows}
+
+    whole = state_rows(MANAGERS, await stats.state_seconds(day, at("12:00:00", 25), ["anna", "boris", "vera"]))
+    assert seconds(whole) == {
+        # 21:00 -> 06:00 paused (9 h); available 06:00 -> 07:00 and 07:05:10 -> 21:00.
+        "anna": (3600 + 50090, 10, 300, 32400, 0, 86400),
+        "boris": (0, 0, 0, 0, 11 * 3600, 11 * 3600),  # known from 10:00 on
+        "vera": (0, 0, 0, 0, 0, 0),
+    }
+    # Asked at 12:00 UTC the same day: up to now, not to the day's end.
+    so_far = state_rows(MANAGERS, await stats.state_seconds(day, at("12:00:00"), ["anna", "boris", "vera"]))
+    assert seconds(so_far)["anna"] == (3600 + 17690, 10, 300, 32400, 0, 15 * 3600)
+    assert seconds(so_far)["boris"] == (0, 0, 0, 0, 7200, 7200)
+    assert [row["name"] for row in so_far] == ["Anna", "Boris", "Vera"]
+    # A day that has not begun has no time in any state.
+    assert await stats.state_seconds(day, at("20:00:00", 23), ["anna"]) == []

@@ -148,6 +148,31 @@ async def test_nobody_free_within_the_hold_limit_apologises_and_schedules_a_retr
         assert [event.type for event in rig.db.outbox][-2:] == ["call.ended", "lead.scheduled"]
 
 
+async def test_an_apology_the_link_lost_is_sent_after_the_reconnect() -> None:
+    """The hold limit ran out while the AMI link was down: the client is still on hold at the PBX,
+    so the listing after the login shows the apology never happened, and it is sent then."""
+    async with make_rig(plan(1)) as rig:
+        await rig.lead()
+        (channel,) = await rig.dialled()
+        rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
+        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+        await rig.settle()
+        rig.dialer.pbx_disconnected()
+        rig.pbx.apologize_error = PbxNotSent("Redirect not sent: AMI is not connected")
+        rig.clock.advance(30)
+        await rig.settle()
+        assert rig.pbx.of_kind("apologize") == [("apologize", channel)]  # tried, not sent
+        rig.pbx.apologize_error = None
+        rig.pbx.lists(channel, LegStage.ON_HOLD)
+        rig.pbx.devices["101"] = DeviceState.IN_USE
+        await rig.dialer.pbx_connected()
+        await rig.settle()
+        assert rig.pbx.of_kind("apologize") == [("apologize", channel)] * 2
+        rig.dialer.pbx_event(HungUp(channel, 16))
+        await rig.settle()
+        assert rig.call(channel).disposition is Disposition.NO_MANAGER
+
+
 async def test_busy_client_is_retried_then_failed(rig: Rig) -> None:
     lead_id = await rig.lead()
     (first,) = await rig.dialled()

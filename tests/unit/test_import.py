@@ -12,7 +12,7 @@ from dialer.importing import Columns, ImportRefused, import_csv
 from dialer.intake import LeadIntake, RateLimit
 from router.routing import RoutingPlan
 from storage.engine import Database
-from storage.schema import leads, outbox
+from storage.schema import lead_history, leads, outbox
 from storage.uow import SqlUnitOfWork
 from tests.fakes import ManualClock
 from tests.router.plans import manager, plan, scenario
@@ -84,6 +84,34 @@ async def test_columns_are_mapped_the_rest_goes_to_the_payload_and_duplicates_co
         ("+79161234569", "Пётр", "fair-2026", "a-3"),
     ]
     assert stored[0]["payload"] == {"utm": "spring"}  # empty cells are left out
+
+
+async def test_a_row_with_the_phone_of_an_open_lead_is_merged_into_it_as_the_scenario_says(db: Database) -> None:
+    """PLAN merges a lead from a number that has an open lead of the last 24 h: whether that lead
+    came over HTTP before, or from an earlier row of the file, in the same batch or an earlier one."""
+    await import_csv("phone,name\n+79161234567,Иван\n", Columns(), _intake(db, []))
+    text = (
+        "phone,name,utm\n"
+        "8 916 123-45-67,Иван,repeat-of-stored\n"
+        "+79161230000,Ольга,\n"
+        "+79161230000,Ольга,same-batch\n"
+        "+79165550000,Пётр,\n"
+        "+79165550000,Пётр,later-batch\n"
+    )
+    report = await import_csv(text, Columns(), _intake(db, []), batch_size=4)
+    assert (report.rows, report.created, report.duplicates, report.errors) == (5, 2, 3, [])
+    async with db.engine.connect() as conn:
+        stored = (await conn.execute(select(leads.c.id, leads.c.phone).order_by(leads.c.id))).all()
+        merged = (await conn.execute(select(lead_history.c.lead_id, lead_history.c.kind, lead_history.c.details))).all()
+    assert [phone for _, phone in stored] == ["+79161234567", "+79161230000", "+79165550000"]
+    ids = {phone: lead_id for lead_id, phone in stored}
+    assert sorted((lead_id, kind, details["payload"]["utm"]) for lead_id, kind, details in merged) == sorted(
+        [
+            (ids["+79161234567"], "duplicate", "repeat-of-stored"),
+            (ids["+79161230000"], "duplicate", "same-batch"),
+            (ids["+79165550000"], "duplicate", "later-batch"),
+        ]
+    )
 
 
 async def test_the_per_number_limit_holds_within_one_batch(db: Database) -> None:

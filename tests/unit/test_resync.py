@@ -44,7 +44,7 @@ def decide(legs: dict[str, LiveLeg], *, adopted: Sequence[Call] = (), live: Sequ
 
 
 DIALING, HOLDING, CONNECTING, BRIDGED = CallState.DIALING, CallState.HOLDING, CallState.CONNECTING, CallState.BRIDGED
-RINGING, ON_HOLD, AT_MANAGER, IN_BRIDGE, SORRY = LegStage
+RINGING, SCREENING, ON_HOLD, AT_MANAGER, IN_BRIDGE, SORRY = LegStage
 
 
 @pytest.mark.parametrize(
@@ -53,10 +53,12 @@ RINGING, ON_HOLD, AT_MANAGER, IN_BRIDGE, SORRY = LegStage
         # What we know agrees with the PBX: nothing was missed.
         (DIALING, RINGING, None, ()),
         (HOLDING, ON_HOLD, None, ()),
+        (HOLDING, SCREENING, None, ()),
         (CONNECTING, AT_MANAGER, "m1", ()),
         (BRIDGED, IN_BRIDGE, "m1", ()),
         # The client answered while nobody listened (the double-dial defect): now on hold.
         (DIALING, ON_HOLD, None, (ANSWER,)),
+        (DIALING, SCREENING, None, (ANSWER,)),  # ...and AMD() listens to who did
         # ...and our Redirect went out but its record did not (a crash between the two).
         (DIALING, AT_MANAGER, "m2", (ANSWER, SENT)),
         (HOLDING, IN_BRIDGE, "m2", (SENT, BRIDGE)),
