@@ -4,16 +4,16 @@ each call is on, by their names in leadrouter.yaml (`pbxes:`).
 ``leads.pbx``: routing.yaml's scenario PBX, set at intake; only that PBX's dialer claims the lead
 (NULL: any, as every lead stored before this revision). ``calls.pbx``: NULL for calls stored before.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-26
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
