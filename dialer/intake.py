@@ -293,6 +293,11 @@ class LeadIntake:
                 scenario = plan.scenario_for(lead, now)
                 # A lead of this batch is open too: the same form sent twice in one burst is one lead.
                 open_lead = open_duplicate(recent.get(phone, []), phone, now, scenario.duplicate_window)
+                if open_lead is not None and data.external_id is not None and open_lead.external_id == data.external_id:
+                    # The same form again, committed by another transaction between our two reads
+                    # (PostgreSQL reads each statement afresh): that lead, not a duplicate of it.
+                    answers.append((open_lead, False))
+                    continue
                 if open_lead is not None:
                     merges.append((open_lead, lead))
                     if data.external_id is not None:
@@ -324,7 +329,8 @@ class LeadIntake:
                     merged = existing.duplicate(duplicate)
                     details = {key: value for key, value in merged.data().items() if key != "lead_id"}
                     entry = HistoryEntry(existing.id, HistoryKind.DUPLICATE, now, details, duplicate.external_id)
-                    await uow.history.add(entry)
+                    if not await uow.history.add(entry):
+                        raise _RaceLost  # the same form merged by another transaction: its answer is ours
                     events.append(merged)
                 uow.outbox.add(events, now)
                 if new:

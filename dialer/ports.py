@@ -137,7 +137,9 @@ class LeadRepository(Protocol):
 
 
 class HistoryRepository(Protocol):
-    async def add(self, entry: HistoryEntry) -> None: ...
+    async def add(self, entry: HistoryEntry) -> bool:
+        """Keep the entry; False (nothing kept) when its ``external_id`` is stored already: another
+        transaction merged the same form meanwhile (decided by the insert itself)."""
 
     async def for_lead(self, lead_id: int) -> list[HistoryEntry]: ...
 

@@ -411,8 +411,19 @@ class SqlHistory:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, entry: HistoryEntry) -> None:
-        await self._conn.execute(insert(lead_history).values(_row(lead_history, entry, _ASSIGNED_BY_INSERT)))
+    async def add(self, entry: HistoryEntry) -> bool:
+        row = _row(lead_history, entry, _ASSIGNED_BY_INSERT)
+        if entry.external_id is None:
+            await self._conn.execute(insert(lead_history).values(row))
+            return True
+        dialect_insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
+        statement = (
+            dialect_insert(lead_history)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=[lead_history.c.external_id])
+            .returning(lead_history.c.id)
+        )
+        return (await self._conn.execute(statement)).first() is not None
 
     async def for_lead(self, lead_id: int) -> list[HistoryEntry]:
         query = select(lead_history).where(lead_history.c.lead_id == lead_id).order_by(lead_history.c.id)

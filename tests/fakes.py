@@ -318,8 +318,11 @@ class _History:
     def __init__(self, db: FakeDb) -> None:
         self._db = db
 
-    async def add(self, entry: HistoryEntry) -> None:
+    async def add(self, entry: HistoryEntry) -> bool:
+        if entry.external_id is not None and any(kept.external_id == entry.external_id for kept in self._db.history):
+            return False
         self._db.history.append(entry)
+        return True
 
     async def for_lead(self, lead_id: int) -> list[HistoryEntry]:
         return [entry for entry in self._db.history if entry.lead_id == lead_id]

@@ -12,7 +12,7 @@ from dialer.intake import LeadInput, LeadIntake
 from dialer.outcomes import LeadOutcomes
 from router.model import Lead, Outcome
 from storage.engine import Database
-from storage.schema import lead_outcomes, leads, outbox
+from storage.schema import lead_history, lead_outcomes, leads, outbox
 from storage.uow import SqlUnitOfWork
 from tests.fakes import ManualClock
 from tests.router.plans import manager, plan
@@ -41,6 +41,30 @@ async def test_one_lead_posted_by_many_intakes_at_once_is_stored_once_and_all_ge
     async with db.read() as conn:
         assert len((await conn.execute(select(leads.c.id))).all()) == 1
         assert len((await conn.execute(select(outbox.c.id).where(outbox.c.type == "lead.created"))).all()) == 1
+
+
+async def test_one_form_merged_by_many_intakes_at_once_is_kept_once_in_the_open_leads_history(db: Database) -> None:
+    """The phone has an open lead: the form (its own external_id) is a duplicate of it, merged once;
+    the intakes that lose the race answer with the same open lead, none with an error."""
+    intakes = [
+        LeadIntake(
+            uow=lambda: SqlUnitOfWork(db),
+            clock=ManualClock(NOW),
+            routing=lambda: PLAN,
+            default_region="RU",
+            on_new_lead=lambda: None,
+        )
+        for _ in range(8)
+    ]
+    first, _ = await intakes[0].submit(LeadInput(phone="+79161234567", external_id="crm-1"))
+    answers = await asyncio.gather(
+        *(intake.submit(LeadInput(phone="+79161234567", external_id="crm-2")) for intake in intakes)
+    )
+    assert {(lead.id, new) for lead, new in answers} == {(first.id, False)}
+    async with db.read() as conn:
+        kept = (await conn.execute(select(lead_history.c.lead_id).where(lead_history.c.external_id == "crm-2"))).all()
+        merged = (await conn.execute(select(outbox.c.id).where(outbox.c.type == "lead.duplicate"))).all()
+    assert [lead_id for (lead_id,) in kept] == [first.id] and len(merged) == 1
 
 
 async def test_leads_without_an_external_id_are_never_taken_for_duplicates(db: Database) -> None:
