@@ -22,8 +22,9 @@ PLAN = plan(manager(1))
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
-async def test_one_lead_posted_by_many_intakes_at_once_is_stored_once_and_all_get_it(db: Database) -> None:
-    intakes = [
+def _intakes(db: Database, count: int) -> list[LeadIntake]:
+    """As many daemons' intakes on one database."""
+    return [
         LeadIntake(
             uow=lambda: SqlUnitOfWork(db),
             clock=ManualClock(NOW),
@@ -31,8 +32,12 @@ async def test_one_lead_posted_by_many_intakes_at_once_is_stored_once_and_all_ge
             default_region="RU",
             on_new_lead=lambda: None,
         )
-        for _ in range(8)
+        for _ in range(count)
     ]
+
+
+async def test_one_lead_posted_by_many_intakes_at_once_is_stored_once_and_all_get_it(db: Database) -> None:
+    intakes = _intakes(db, 8)
     answers = await asyncio.gather(
         *(intake.submit(LeadInput(phone="+79161234567", external_id="crm-42")) for intake in intakes)
     )
@@ -46,16 +51,7 @@ async def test_one_lead_posted_by_many_intakes_at_once_is_stored_once_and_all_ge
 async def test_one_form_merged_by_many_intakes_at_once_is_kept_once_in_the_open_leads_history(db: Database) -> None:
     """The phone has an open lead: the form (its own external_id) is a duplicate of it, merged once;
     the intakes that lose the race answer with the same open lead, none with an error."""
-    intakes = [
-        LeadIntake(
-            uow=lambda: SqlUnitOfWork(db),
-            clock=ManualClock(NOW),
-            routing=lambda: PLAN,
-            default_region="RU",
-            on_new_lead=lambda: None,
-        )
-        for _ in range(8)
-    ]
+    intakes = _intakes(db, 8)
     first, _ = await intakes[0].submit(LeadInput(phone="+79161234567", external_id="crm-1"))
     answers = await asyncio.gather(
         *(intake.submit(LeadInput(phone="+79161234567", external_id="crm-2")) for intake in intakes)
