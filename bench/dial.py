@@ -202,9 +202,15 @@ class Posted:
     elapsed: float = 0.0
 
 
+# The daemon closes a keep-alive connection idle for http.keep_alive (5 s): one idle for longer
+# than this is not reused, or a request written as the server closes it would get no answer.
+REUSE_IDLE_UNDER = 2.0
+
+
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.idle_since = time.perf_counter()
 
     async def answer(self) -> int:
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -231,6 +237,7 @@ async def post_leads(port: int, numbers: list[str], rate: float) -> Posted:
             posted.answered[number] = time.perf_counter() - posted.sent[number]
         else:
             posted.refused += 1
+        connection.idle_since = time.perf_counter()
         idle.append(connection)
 
     started = time.perf_counter()
@@ -243,6 +250,8 @@ async def post_leads(port: int, numbers: list[str], rate: float) -> Posted:
             b"POST /leads HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (TOKEN.encode(), len(body), body)
         )
+        while idle and time.perf_counter() - idle[-1].idle_since > REUSE_IDLE_UNDER:
+            idle.pop().writer.close()
         connection = idle.pop() if idle else _Connection(*await asyncio.open_connection("127.0.0.1", port))
         task = asyncio.create_task(one(number, connection, request))
         pending.add(task)
