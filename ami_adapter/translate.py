@@ -153,13 +153,14 @@ class EventTranslator:
             extension = self._manager_extension(_device_of(name))
             if extension is not None:
                 in_use.add(extension)
-            up_in_ours = item.get("ChannelState") == _UP and item.get("Context") in callers_in
-            if channel_id and up_in_ours and not self.is_ours(channel_id):
+            if not channel_id:
+                continue
+            if not self.is_ours(channel_id):
+                if item.get("ChannelState") != _UP or item.get("Context") not in callers_in:
+                    continue
                 self._inbound.add(channel_id)
-            if self.is_ours(channel_id):
-                assert channel_id is not None
-                self._names[channel_id] = name
-                legs[channel_id] = _live_leg(channel_id, item, connect_context, apology_context)
+            self._names[channel_id] = name
+            legs[channel_id] = _live_leg(channel_id, item, connect_context, apology_context)
         states = {}
         for item in devices:
             extension = self._manager_extension(item.get("Device", ""))

@@ -30,6 +30,15 @@ async def _ended(rig: Rig, lead_id: int) -> dict[str, Any]:
     return lead
 
 
+def _amd_statuses(rig: Rig) -> list[str | None]:
+    """What AMD() decided on each client leg the PBX had, in order."""
+    return [
+        record.variables.get("AMDSTATUS")
+        for record in rig.sim.channel_history()
+        if record.uniqueid.startswith("lr-") and ";" not in record.uniqueid
+    ]
+
+
 async def test_a_machine_is_hung_up_and_retried_never_bridged(tmp_path: Path, mosquitto_port: int) -> None:
     world = World(
         clients={
@@ -55,12 +64,7 @@ async def test_a_machine_is_hung_up_and_retried_never_bridged(tmp_path: Path, mo
         variables = [value for headers in rig.sim.received for key, value in headers if key == "Variable"]
         assert variables.count("LEADROUTER_AMD=1") == 3
         assert variables.count("LEADROUTER_WHISPER=leadrouter/lead") == 3
-        statuses = [
-            record.variables.get("AMDSTATUS")
-            for record in rig.sim.channel_history()
-            if record.uniqueid.startswith("lr-") and ";" not in record.uniqueid
-        ]
-        assert statuses == ["MACHINE", "HUMAN", "NOTSURE"]
+        assert _amd_statuses(rig) == ["MACHINE", "HUMAN", "NOTSURE"]
 
         await wait_until(
             lambda: any(m["type"] == "call.ended" and m["disposition"] == "machine" for m in rig.mqtt),
@@ -95,9 +99,4 @@ async def test_a_person_screened_while_the_link_was_down_is_put_through_after_it
         person = await _ended(rig, lead_id)
         (call,) = person["calls"]
         assert call["disposition"] == "completed" and person["owner_id"] == "anna"
-        statuses = [
-            record.variables.get("AMDSTATUS")
-            for record in rig.sim.channel_history()
-            if record.uniqueid.startswith("lr-") and ";" not in record.uniqueid
-        ]
-        assert statuses == ["HUMAN"]  # AMD() did decide, unheard
+        assert _amd_statuses(rig) == ["HUMAN"]  # AMD() did decide, unheard
