@@ -986,6 +986,13 @@ class Dialer:
     async def _apologize(self, channel_id: str) -> None:
         try:
             await self._pbx.apologize(channel_id)
+        except PbxNoAnswer as exc:
+            # The Redirect went out and its answer did not come: the client may be hearing the
+            # apology now, and a Hangup would cut it off (cause 0, no apology). An unanswered PBX
+            # loses its link to the watchdog, and the listing after the login shows whether he
+            # is still on hold (then the apology is sent again); the dialplan's hold_max caps
+            # his wait meanwhile.
+            log.warning("dialer.apology_unanswered", channel_id=channel_id, error=str(exc))
         except PbxError as exc:
             log.warning("dialer.apology_failed", channel_id=channel_id, error=str(exc))
             with contextlib.suppress(PbxError):

@@ -173,6 +173,44 @@ async def test_an_apology_the_link_lost_is_sent_after_the_reconnect() -> None:
         assert rig.call(channel).disposition is Disposition.NO_MANAGER
 
 
+async def test_an_apology_whose_answer_never_came_is_not_cut_off_by_a_hangup() -> None:
+    """The Redirect to the apology went out and the PBX did not answer it: the client may be
+    hearing the apology, so no Hangup follows. The link is dropped for it; the listing after the
+    login shows him still on hold (the Redirect was lost), and only then is the apology sent again."""
+    async with make_rig(plan(1)) as rig:
+        await rig.lead()
+        (channel,) = await rig.dialled()
+        rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
+        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+        await rig.settle()
+        rig.pbx.apologize_error = PbxNoAnswer("Redirect: no answer in 10.0s")
+        rig.clock.advance(30)
+        await rig.settle()
+        assert rig.pbx.of_kind("apologize") == [("apologize", channel)]
+        assert rig.pbx.of_kind("hangup") == []
+        rig.dialer.pbx_disconnected()
+        rig.pbx.apologize_error = None
+        rig.pbx.lists(channel, LegStage.ON_HOLD)
+        rig.pbx.devices["101"] = DeviceState.IN_USE
+        await rig.dialer.pbx_connected()
+        await rig.settle()
+        assert rig.pbx.of_kind("apologize") == [("apologize", channel)] * 2
+        assert rig.pbx.of_kind("hangup") == []
+
+
+async def test_an_apology_the_pbx_refused_hangs_the_client_up() -> None:
+    async with make_rig(plan(1)) as rig:
+        await rig.lead()
+        (channel,) = await rig.dialled()
+        rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
+        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+        await rig.settle()
+        rig.pbx.apologize_error = PbxError("Redirect: Redirect failed")
+        rig.clock.advance(30)
+        await rig.settle()
+        assert rig.pbx.of_kind("hangup") == [("hangup", channel)]
+
+
 async def test_busy_client_is_retried_then_failed(rig: Rig) -> None:
     lead_id = await rig.lead()
     (first,) = await rig.dialled()
