@@ -141,10 +141,13 @@ class EventTranslator:
 
         An inbound caller's channel is named by the PBX, so a restarted daemon does not know it
         by its Uniqueid: any answered channel in one of our contexts is taken for one (only our
-        dialplan puts channels there), listed, and its events are ours from now on.
+        dialplan puts channels there), listed, and its events are ours from now on. Every caller
+        the inbound context holds is also given as the ``InboundCall`` its UserEvent said, for
+        one who called while nobody listened (recorded: shipped/inbound_listing.txt).
         """
         legs = {}
         in_use = set()
+        callers = []
         callers_in = {hold_context, connect_context, apology_context, _INBOUND_CONTEXT}
         for item in channels:
             channel_id, name = item.get("Uniqueid"), item.get("Channel")
@@ -161,6 +164,8 @@ class EventTranslator:
                 self._inbound.add(channel_id)
             self._names[channel_id] = name
             legs[channel_id] = _live_leg(channel_id, item, connect_context, apology_context)
+            if item.get("Context") == _INBOUND_CONTEXT and item.get("Application") == "MusicOnHold":
+                callers.append(_waiting_caller(channel_id, item))
         states = {}
         for item in devices:
             extension = self._manager_extension(item.get("Device", ""))
@@ -169,7 +174,7 @@ class EventTranslator:
         for extension in in_use:
             if states.get(extension, DeviceState.UNKNOWN) in (DeviceState.FREE, DeviceState.UNKNOWN):
                 states[extension] = DeviceState.IN_USE
-        return PbxSnapshot(legs=legs, devices=states)
+        return PbxSnapshot(legs=legs, devices=states, callers=tuple(callers))
 
     def call_end_record(self, channel_id: str, value: str) -> CallEndRecord | None:
         """The shipped dialplan's hangup handler's note (``leadrouter-call-end`` in
@@ -293,6 +298,15 @@ def _live_leg(channel_id: str, item: dict[str, str], connect_context: str, apolo
         return LiveLeg(channel_id, LegStage.SCREENING)
     # Answered and anywhere else (the hold context, or just on its way there): waiting for a manager.
     return LiveLeg(channel_id, LegStage.ON_HOLD)
+
+
+def _waiting_caller(channel_id: str, item: dict[str, str]) -> InboundCall:
+    """The UserEvent's fields from a listed caller, filtered and cut as the dialplan does: the
+    company number is the exten he entered leadrouter-inbound at; a withheld caller is listed
+    as ``<unknown>``, which leaves nothing."""
+    number = "".join(ch for ch in item.get("Exten", "")[:15] if ch.isascii() and ch.isdigit())
+    caller = "".join(ch for ch in item.get("CallerIDNum", "")[:20] if ch.isascii() and (ch.isdigit() or ch == "+"))
+    return InboundCall(channel_id, number, caller)
 
 
 def _stamped(headers: dict[str, str]) -> datetime | None:

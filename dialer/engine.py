@@ -117,6 +117,10 @@ _LEG_RESULTS = {
 }
 
 
+class _CallerTaken(Exception):
+    """An inbound caller's call is stored already: the unit of work taking him rolls back."""
+
+
 # Events the dialer sends itself (timers, failed actions), serialised with the PBX's.
 @dataclass(frozen=True, slots=True)
 class _HoldExpired:
@@ -1363,11 +1367,16 @@ class Dialer:
                 if scenario.owner_first is not None:
                     owner = lead.owner_id or await uow.leads.owner_of_phone(phone)
                 call = Call(lead.id, lead.attempts, scenario.name, event.channel_id, phone, started_at=now)
-                await uow.calls.add([call])
+                if not await uow.calls.add_caller(call):
+                    raise _CallerTaken
                 answered = call.client_answered(now)
                 await uow.calls.update([call])
                 uow.outbox.add([*events, call.dialing(), *([answered] if answered else [])], now)
                 await uow.commit()
+        except _CallerTaken:  # rolled back: his call is another daemon's (or was ours before)
+            log.info("dialer.inbound_taken_elsewhere", channel_id=event.channel_id)
+            self._inbound.pop(event.channel_id, None)
+            return
         except Exception as exc:  # nothing was stored: he hears the apology
             log.error("dialer.inbound_failed", channel_id=event.channel_id, error=repr(exc))
             self._inbound.pop(event.channel_id, None)
@@ -1469,6 +1478,12 @@ class Dialer:
             self._close_vanished(self._live[call.channel_id], event.ended.get(call.channel_id), now)
         # Calls were adopted, caught up and closed above, not all through _emit: count afresh (rare).
         self._wanting = {live for live in self._live.values() if self._wants_manager(live)}
+        for caller in event.snapshot.callers:
+            # Held for us but unknown here: he called while nobody listened (his UserEvent was
+            # lost), or another daemon steers him, which the call's insert tells.
+            if caller.channel_id not in self._live and caller.channel_id not in self._inbound:
+                log.info("dialer.inbound_listed", channel_id=caller.channel_id, number=caller.number)
+                self._inbound_call(caller, now)
         freed = self._board.devices_listed(event.snapshot.devices, keep=self._fresh_devices)
         self._resynced_once = True
         self._breaker_changed(self._breaker.synced(self._clock.monotonic()))

@@ -148,6 +148,10 @@ class CallRepository(Protocol):
     async def add(self, new: Sequence[Call]) -> None:
         """Insert and set each ``call.id``."""
 
+    async def add_caller(self, call: Call) -> bool:
+        """Insert an inbound caller's call and set its ``id``; False, storing nothing, when a call
+        on that channel is stored already (another daemon, or an earlier look, took him)."""
+
     async def update(self, changed: Sequence[Call]) -> None:
         """Store the calls' state and their manager legs."""
 

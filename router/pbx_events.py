@@ -159,6 +159,8 @@ class PbxSnapshot:
     legs: dict[str, LiveLeg]  # our client legs by channel id
     # Managers' phones by extension; a phone the PBX does not mention is idle as far as it knows.
     devices: dict[str, DeviceState]
+    # Callers the dialplan holds for us, taken or not: whoever called during a gap is among them.
+    callers: tuple[InboundCall, ...] = ()
 
 
 # What happened to one of our calls, at a moment the PBX may state.

@@ -299,6 +299,22 @@ class SqlCalls:
             call.id = call_id
         await self._store_legs(new)
 
+    async def add_caller(self, call: Call) -> bool:
+        row = _row(calls, call, _ASSIGNED_BY_INSERT | _ADDED_BY_CDRS | _SET_BY_RETENTION | _STEERING)
+        dialect_insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
+        statement = (
+            dialect_insert(calls)
+            .values(row | {"daemon_id": self._daemon_id})
+            .on_conflict_do_nothing(index_elements=[calls.c.channel_id])
+            .returning(calls.c.id)
+        )
+        call_id = (await self._conn.execute(statement)).scalar()
+        if call_id is None:
+            return False
+        call.id = call_id
+        await self._store_legs([call])
+        return True
+
     async def update(self, changed: Sequence[Call]) -> None:
         if changed:
             rows = [_row(calls, call, _ADDED_BY_CDRS | _SET_BY_RETENTION | _STEERING) for call in changed]

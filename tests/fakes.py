@@ -12,7 +12,7 @@ from typing import Any, Self
 from dialer.ports import PbxError
 from router.events import DomainEvent, ManagerStateChanged
 from router.model import Call, CallState, HistoryEntry, Lead, LeadStatus
-from router.pbx_events import CallEndRecord, DeviceState, LegStage, LiveLeg, PbxSnapshot
+from router.pbx_events import CallEndRecord, DeviceState, InboundCall, LegStage, LiveLeg, PbxSnapshot
 
 
 class ManualClock:
@@ -59,7 +59,7 @@ class _Timer:
 class FakePbx:
     """Records each action; the answer comes a turn of the event loop later, as over a socket.
 
-    ``legs`` and ``devices`` are what its listing shows; ``ended`` the notes it kept of how
+    ``legs``, ``devices`` and ``callers`` are what its listing shows; ``ended`` the notes it kept of how
     client legs ended (by channel id); ``originate_error`` and ``apologize_error``, if set, are
     what every Originate or apology raises after it was recorded.
     """
@@ -72,6 +72,7 @@ class FakePbx:
         self.ended: dict[str, CallEndRecord] = {}
         self.originate_error: PbxError | None = None
         self.apologize_error: PbxError | None = None
+        self.callers: list[InboundCall] = []
         self.listings = 0
 
     def lists(self, channel_id: str, stage: LegStage = LegStage.ON_HOLD, extension: str | None = None) -> None:
@@ -133,7 +134,7 @@ class FakePbx:
     async def snapshot(self) -> PbxSnapshot:
         self.listings += 1
         await asyncio.sleep(0)
-        return PbxSnapshot(legs=dict(self.legs), devices=dict(self.devices))
+        return PbxSnapshot(legs=dict(self.legs), devices=dict(self.devices), callers=tuple(self.callers))
 
     async def call_end(self, channel_id: str, *, since: datetime, until: datetime) -> CallEndRecord | None:
         await asyncio.sleep(0)
@@ -263,6 +264,12 @@ class _Calls:
             call.id = len(self._db.calls) + 1
             self._db.calls[call.id] = copy.deepcopy(call)
             self._db.steering[call.id] = self._daemon_id
+
+    async def add_caller(self, call: Call) -> bool:
+        if any(stored.channel_id == call.channel_id for stored in self._db.calls.values()):
+            return False
+        await self.add([call])
+        return True
 
     async def update(self, changed: Sequence[Call]) -> None:
         for call in changed:

@@ -169,6 +169,22 @@ def test_a_listing_tells_a_client_amd_still_screens_from_one_it_has_put_on_hold(
     assert stages == [LegStage.SCREENING, LegStage.ON_HOLD]
 
 
+def test_a_caller_the_inbound_context_holds_is_listed_with_what_his_user_event_said() -> None:
+    """Recorded: a caller in leadrouter-inbound's music, listed by a daemon that never heard his
+    UserEvent; the other half of the trunk's Local channel is not ours."""
+    translator = EventTranslator(TranslatorSettings("lr", ("Local/", "@sim-managers")), sink=print)
+    channels = _listed("shipped/inbound_listing", "action/capture/1/2", "CoreShowChannel")
+    snapshot = translator.snapshot(
+        channels, [], hold_context="leadrouter-hold", connect_context="leadrouter-connect", apology_context=None
+    )
+    assert snapshot.callers == (InboundCall("trunk-0001;2", "74951234567", "79160000001"),)
+    assert set(snapshot.legs) == {"trunk-0001;2"} and translator.is_ours("trunk-0001;2")
+    withheld = [{**item, "CallerIDNum": "<unknown>"} for item in channels]
+    assert translator.snapshot(
+        withheld, [], hold_context="leadrouter-hold", connect_context="leadrouter-connect", apology_context=None
+    ).callers == (InboundCall("trunk-0001;2", "74951234567", ""),)
+
+
 def test_a_listing_of_three_bridged_calls_names_each_manager() -> None:
     translator = EventTranslator(TranslatorSettings("c3", ("PJSIP/", "")), sink=print)
     channels = _listed("three_concurrent", "csc-busy", "CoreShowChannel")

@@ -121,3 +121,43 @@ async def test_a_caller_on_hold_across_a_restart_is_put_through_after_it(tmp_pat
         (call,) = await _calls(rig, lead_id)
         assert call["disposition"] == "completed" and call["manager_id"] == "anna"
         assert actions_received(rig.sim, "Redirect")[-1]["Exten"] == "101"
+
+
+async def test_a_caller_who_called_while_the_daemon_was_away_is_taken_after_it(
+    tmp_path: Path, mosquitto_port: int
+) -> None:
+    """Nobody heard his UserEvent: the listing after the start shows him in leadrouter-inbound's
+    music, and he is taken as if it had been heard."""
+    world = World(
+        default_client=lambda _number: Behaviour(answer_after=1, talk=3600),
+        default_manager=lambda _extension: Behaviour(answer_after=1, talk=2),
+    )
+    sections = {"pbx": {"inbound_numbers": [COMPANY]}}
+    async with running(
+        tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=20, sections=sections
+    ) as rig:
+        await rig.stop_daemon()
+        rig.sim.place_inbound("79161234561", COMPANY)
+
+        def waiting() -> bool:
+            return any(
+                c.context == "leadrouter-inbound" and c.application == "MusicOnHold" for c in rig.sim.switch.live()
+            )
+
+        await wait_until(waiting, 10, "the caller in the inbound context's music")
+        await rig.start_daemon()
+
+        def created() -> list[dict[str, Any]]:
+            return [m for m in rig.mqtt if m["type"] == "lead.created" and m["phone"] == "+79161234561"]
+
+        await wait_until(lambda: bool(created()), 10, "lead.created for the caller")
+        lead = created()[0]
+        assert lead["source"] == f"inbound:{COMPANY}"
+
+        async def ended() -> bool:
+            calls = await _calls(rig, lead["lead_id"])
+            return bool(calls) and calls[-1]["state"] == CallState.ENDED
+
+        await wait_until(ended, 15, "his call to end")
+        (call,) = await _calls(rig, lead["lead_id"])
+        assert call["disposition"] == "completed" and call["manager_id"] in {"anna", "boris"}

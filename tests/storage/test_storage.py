@@ -178,6 +178,29 @@ async def test_leads_and_calls_added_together_each_get_their_own_row(db: Databas
     }
 
 
+async def test_an_inbound_callers_call_is_stored_once_whoever_takes_him(db: Database) -> None:
+    """Every daemon of a PBX hears the caller (or finds him in its listing): the insert decides."""
+    async with SqlUnitOfWork(db) as uow:
+        await uow.leads.add([lead := _lead(1)])
+        await uow.commit()
+    assert lead.id is not None
+
+    def caller() -> Call:
+        return Call(lead_id=lead.id or 0, attempt=1, scenario="default", channel_id="trunk-0001;2",
+                    phone=lead.phone, started_at=NOW)  # fmt: skip
+
+    first, second = caller(), caller()
+    async with SqlUnitOfWork(db, daemon_id="a") as uow:
+        assert await uow.calls.add_caller(first)
+        await uow.commit()
+    async with SqlUnitOfWork(db, daemon_id="b") as uow:
+        assert not await uow.calls.add_caller(second)
+        assert second.id is None
+        await uow.commit()
+    async with SqlUnitOfWork(db) as uow:
+        assert [call.id for call in await uow.calls.for_lead(lead.id)] == [first.id]
+
+
 async def test_a_write_waits_for_another_processs_lock_without_stalling_the_loop(tmp_path: Path) -> None:
     # Writes run on the event loop once they hold SQLite's lock (storage.engine._InlineConnection);
     # waiting for it must not: a lock held elsewhere (the CLI, a copy tool) would freeze the daemon.

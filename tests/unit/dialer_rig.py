@@ -115,16 +115,20 @@ async def make_rig(
     breaker: BreakerSettings | None = None,
     releasing: bool = True,
     on_pbx: str | None = None,
+    inbound_numbers: frozenset[str] = frozenset(),
 ) -> AsyncIterator[Rig]:
     """A running dialer, logged in to a booted PBX. ``uow``: a real database instead of the
     in-memory one (``Rig.db`` then stays empty); ``db`` and ``pbx``: those of an earlier rig,
     as a restarted daemon finds them; ``releasing``: it runs the SLA job (a daemon alone does);
-    ``on_pbx``: the dialer of that one of ``plan.pbxes``."""
+    ``on_pbx``: the dialer of that one of ``plan.pbxes``; ``inbound_numbers``: the company numbers it
+    takes callers of."""
     db, pbx, clock = db or FakeDb(), pbx or FakePbx(), clock or ManualClock()
     daemon_id = f"rig-{uuid.uuid4().hex[:8]}"  # a fresh one per run, as the daemon's
     uow = uow or (lambda: FakeUnitOfWork(db, daemon_id))
     plans = [plan]
-    settings = DialerSettings(channel_id_prefix="lr", max_channels=10, dial_deadline=60)
+    settings = DialerSettings(
+        channel_id_prefix="lr", max_channels=10, dial_deadline=60, inbound_numbers=inbound_numbers
+    )
     if breaker is not None:
         settings = replace(settings, breaker=breaker)
     if on_pbx is not None:

@@ -12,7 +12,7 @@ from dialer.engine import DialerStopped
 from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
 from router.breaker import BreakerSettings
 from router.matching import Match, Patterns
-from router.model import PBX_RETRY_DELAY, CallState, Disposition, LeadStatus, LegResult
+from router.model import PBX_RETRY_DELAY, Call, CallState, Disposition, LeadStatus, LegResult
 from router.pbx_events import (
     Billed,
     Bridged,
@@ -22,6 +22,7 @@ from router.pbx_events import (
     DialOutcome,
     ExtensionState,
     HungUp,
+    InboundCall,
     LegStage,
     OriginateOutcome,
     OriginateResult,
@@ -209,6 +210,31 @@ async def test_an_apology_the_pbx_refused_hangs_the_client_up() -> None:
         rig.clock.advance(30)
         await rig.settle()
         assert rig.pbx.of_kind("hangup") == [("hangup", channel)]
+
+
+async def test_a_listed_caller_nobody_heard_is_taken_and_one_stored_already_is_left_alone() -> None:
+    """After the login the listing shows two callers in the inbound context's music: one whose
+    UserEvent came while the link was down, and one whose call another daemon stored (it steers
+    him). The first is taken; the second costs nothing: no second call, no apology."""
+    async with make_rig(plan(1), inbound_numbers=frozenset({"74951234567"})) as rig:
+        other = Call(lead_id=1, attempt=1, scenario="default", channel_id="trunk-2;2", phone="+79161234562",
+                     started_at=rig.clock.now())  # fmt: skip
+        rig.db.calls[1] = other
+        rig.dialer.pbx_disconnected()
+        rig.pbx.callers = [
+            InboundCall("trunk-1;2", "74951234567", "79161234561"),
+            InboundCall("trunk-2;2", "74951234567", "79161234562"),
+        ]
+        await rig.dialer.pbx_connected()
+        await rig.settle()
+        assert [action[1] for action in rig.pbx.of_kind("take_inbound")] == ["trunk-1;2"]
+        assert rig.pbx.of_kind("apologize") == []
+        assert sorted(call.channel_id for call in rig.db.calls.values()) == ["trunk-1;2", "trunk-2;2"]
+        (lead,) = [lead for lead in rig.db.leads.values() if lead.phone == "+79161234561"]
+        assert lead.source == "inbound:74951234567"
+        await rig.dialer.pbx_connected()  # listed again: now his call is ours, nothing more happens
+        await rig.settle()
+        assert len(rig.pbx.of_kind("take_inbound")) == 1 and len(rig.db.calls) == 2
 
 
 async def test_busy_client_is_retried_then_failed(rig: Rig) -> None:
