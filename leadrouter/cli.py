@@ -357,7 +357,7 @@ def _capacity(text: str) -> int | None:
 
 
 def _managers(args: argparse.Namespace) -> int:
-    from api.auth import TokenScope
+    from api.scopes import TokenScope
     from leadrouter.api_client import ApiFailed, ApiTarget
 
     try:
@@ -387,7 +387,7 @@ def _manager_row(manager: dict[str, object]) -> dict[str, object]:
 
 
 def _import_leads(args: argparse.Namespace) -> int:
-    from api.auth import TokenScope
+    from api.scopes import TokenScope
     from leadrouter.api_client import ApiFailed, ApiTarget
     from leadrouter.lead_import import ImportFailed, import_file, print_report, progress_bar, write_errors
 
@@ -427,7 +427,7 @@ def _day(text: str) -> date:
 
 def _pause_or_resume(args: argparse.Namespace) -> int:
     """Pause or resume a manager in the RUNNING daemon, through its API with a supervisor token."""
-    from api.auth import TokenScope
+    from api.scopes import TokenScope
     from leadrouter.api_client import ApiFailed, ApiTarget
 
     action = "pause" if args.command == "pause" else "resume"
