@@ -425,6 +425,7 @@ class Daemon:
         # it out of the collector's sight keeps full collections short: one took 65 ms here,
         # close to the ~100 ms stall after which Asterisk drops an AMI client.
         gc.freeze()
+        gc.enable()  # `leadrouter run` starts with it off (cli._run)
         await self._run("database-recovery", database.recover(settings.database.probe_interval))
         if self.publisher is not None:
             # One publisher per database keeps each lead's events in order: the others stand by.
