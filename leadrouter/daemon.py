@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from ruamel.yaml import YAMLError
 
 from ami_adapter.client import AmiClient, AmiSettings
 from ami_adapter.translate import WANTED_EVENTS, EventTranslator
@@ -800,7 +799,7 @@ class Daemon:
                 return Refused("manager_exists", [("id", f"{manager_id!r} is in {path} already")])
             except OSError as exc:
                 return Refused("routing_file_unavailable", [("routing_file", f"cannot read {path}: {exc.strerror}")])
-            except (ValueError, YAMLError) as exc:
+            except ValueError as exc:
                 return Refused("invalid_manager", [("routing_file", f"{path} cannot be edited: {exc}")])
             try:
                 checked = await checked_write(
