@@ -35,13 +35,13 @@ from api.auth import (
     Forbidden,
     Session,
     Sessions,
-    TokenScope,
     TooManyFailures,
     Unauthorized,
     authenticate,
     require_scope,
     session_key,
 )
+from api.scopes import TokenScope
 from dialer.importing import BatchIntake, Columns, ImportRefused, import_csv
 from dialer.intake import KeyedWindow, RateLimit, TooManyLeads
 from dialer.requests import (

@@ -31,10 +31,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import structlog
 from fastapi import Request
+
+from api.scopes import TokenScope
 
 log = structlog.get_logger("api")
 
@@ -44,12 +45,6 @@ BURST_QUIET = 60.0
 SESSION_COOKIE = "leadrouter_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class TokenScope(StrEnum):
-    INTAKE = "intake"
-    SUPERVISOR = "supervisor"
-    ADMIN = "admin"
 
 
 class Unauthorized(Exception):

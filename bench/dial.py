@@ -17,6 +17,7 @@ step, the answers' p99 under ``INTAKE_P99_BOUND``).
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import json
 import os
@@ -38,6 +39,9 @@ TOKEN = "bench-token-0123456789"
 INTAKE_P99_BOUND = 0.25  # seconds: a 201 slower than this at p99 is no longer "bounded latency"
 LAG_METRIC = "leadrouter_event_loop_lag_seconds"
 DIAL_MANAGERS = 1_000
+REPO = Path(__file__).resolve().parents[1]
+# The daemon's packages (pyproject.toml's, less the simulator).
+DAEMON_PACKAGES = ("ami_adapter", "api", "config", "dialer", "events", "leadrouter", "recordings", "router", "storage")
 
 
 def free_port() -> int:
@@ -127,9 +131,19 @@ def write_daemon_config(folder: Path, ami_port: int, managers: int) -> int:
     return port
 
 
+def compile_daemon() -> None:
+    """The daemon's bytecode, as an installed daemon has it (pip compiles what it installs; the
+    libraries' is there already). Where PYTHONDONTWRITEBYTECODE is set, as on the machine these
+    figures come from, each start would otherwise compile ~90 of our modules again: ~0.1 s of the
+    start's CPU that no deployment spends. Files compiled already are skipped."""
+    for package in DAEMON_PACKAGES:
+        compileall.compile_dir(REPO / package, quiet=1)
+
+
 @contextlib.asynccontextmanager
 async def daemon(folder: Path, ami_port: int, *, managers: int = 50) -> AsyncIterator[tuple[Child, int, float]]:
     """``leadrouter run`` on its own SQLite file: (process, HTTP port, seconds from exec to a healthy /health)."""
+    compile_daemon()
     port = write_daemon_config(folder, ami_port, managers)
     started = time.perf_counter()
     command = ["-c", "from leadrouter.cli import main; raise SystemExit(main())", "run", "--config", "leadrouter.yaml"]

@@ -18,14 +18,14 @@ import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from typing import TYPE_CHECKING, Any
 
 from config.problems import Problem
 from config.routing import RoutingSource
 from router.routing import RoutingPlan
+
+if TYPE_CHECKING:  # ruamel.yaml is imported by the first edit: most daemons never make one
+    from ruamel.yaml import YAML
 
 
 class Change(enum.StrEnum):
@@ -43,6 +43,8 @@ class ManagerExists(LookupError):
 
 
 def _yaml() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML()  # round trip: comments, order and quoting survive
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -54,8 +56,20 @@ def edited(text: str, manager_id: str, changes: dict[str, Any] | None, *, create
 
     ``changes``: fields to set; a None value removes the key (its default applies).
 
-    Raises NoSuchManager, ManagerExists, or ValueError for a file with no managers list to edit.
+    Raises NoSuchManager, ManagerExists, or ValueError for a file that is no YAML or has no
+    managers list to edit.
     """
+    from ruamel.yaml import YAMLError
+
+    try:
+        return _edited(text, manager_id, changes, create=create)
+    except YAMLError as exc:  # as ValueError: callers need not import ruamel.yaml to catch it
+        raise ValueError(str(exc)) from exc
+
+
+def _edited(text: str, manager_id: str, changes: dict[str, Any] | None, *, create: bool) -> tuple[str, Change]:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     yaml = _yaml()
     document = yaml.load(text)
     managers = document.get("managers") if isinstance(document, CommentedMap) else None

@@ -66,8 +66,11 @@ _CLOSING_RATE = ClosingRate()  # its defaults
 _PACING = Pacing()
 
 
+# The schemas are built at their first use, not at import: `leadrouter run` reads routing.yaml in
+# a forked copy of itself (RoutingSource.load_beside) and reloads it in a process of its own, so
+# the daemon never validates a routing file itself.
 class _Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, defer_build=True)
 
 
 EntryT = TypeVar("EntryT", bound=_Entry)
@@ -279,10 +282,11 @@ def _unknown_managers(loc: Loc, ids: Sequence[str], managers: Sequence[_ManagerE
             yield (*loc, item), f"no manager has the id {manager_id!r}; known ids: {', '.join(known)}"
 
 
-_MANAGERS_V1 = TypeAdapter(list[_ManagerEntry])
-_SCENARIOS_V1 = TypeAdapter(list[_ScenarioV1])
-_MANAGERS_V2 = TypeAdapter(list[_ManagerV2])
-_SCENARIOS_V2 = TypeAdapter(list[_ScenarioV2])
+_DEFERRED = ConfigDict(defer_build=True)  # as _Entry's
+_MANAGERS_V1 = TypeAdapter(list[_ManagerEntry], config=_DEFERRED)
+_SCENARIOS_V1 = TypeAdapter(list[_ScenarioV1], config=_DEFERRED)
+_MANAGERS_V2 = TypeAdapter(list[_ManagerV2], config=_DEFERRED)
+_SCENARIOS_V2 = TypeAdapter(list[_ScenarioV2], config=_DEFERRED)
 
 
 def _pbx_names(data: object, pbxes: Sequence[str]) -> Iterator[tuple[Loc, str]]:

@@ -15,18 +15,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 import phonenumbers
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from ami_adapter.client import AmiSettings
-from ami_adapter.pbx import AsteriskPbxSettings
 from ami_adapter.translate import TranslatorSettings
-from api.auth import AuthLimits, TokenScope
-from api.server import ConnectionLimits
+from api.scopes import TokenScope
 from config.document import Document, Loc
 from config.fields import (
     AmiText,
@@ -45,12 +42,21 @@ from config.fields import (
 from config.problems import ConfigError, Problem
 from dialer.intake import RateLimit
 from dialer.settings import DialerSettings
-from events.publisher import MqttSettings
-from events.subscriber import CommandSettings
-from events.webhooks import Subscriber, WebhookSettings
 from router.breaker import BreakerSettings
 from router.events import EVENT_TYPES
 from router.phone import NumberType, PhonePolicy
+
+# The settings of the adapters that import big libraries (panoramisk, FastAPI, uvicorn, aiomqtt,
+# httpx) are imported by the methods that build them: ``leadrouter run`` reads this file first, and
+# forks the copy that reads routing.yaml before those imports, so the two overlap.
+if TYPE_CHECKING:
+    from ami_adapter.client import AmiSettings
+    from ami_adapter.pbx import AsteriskPbxSettings
+    from api.auth import AuthLimits
+    from api.server import ConnectionLimits
+    from events.publisher import MqttSettings
+    from events.subscriber import CommandSettings
+    from events.webhooks import Subscriber, WebhookSettings
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,8 @@ class AmiSection(_Strict):
     action_timeout: Duration = 10
 
     def client_settings(self) -> AmiSettings:
+        from ami_adapter.client import AmiSettings
+
         return AmiSettings(
             host=self.host,
             port=self.port,
@@ -261,6 +269,8 @@ class PbxSection(_Strict):
         return prefix, suffix
 
     def asterisk_settings(self) -> AsteriskPbxSettings:
+        from ami_adapter.pbx import AsteriskPbxSettings
+
         return AsteriskPbxSettings(
             client_channel=self.client_channel_for,
             client_channel_parts=self.client_channel_parts,
@@ -335,6 +345,8 @@ class MqttSection(_Strict):
         return context
 
     def publisher_settings(self) -> MqttSettings:
+        from events.publisher import MqttSettings
+
         return MqttSettings(
             host=self.host,
             port=self.port,
@@ -347,6 +359,8 @@ class MqttSection(_Strict):
         )
 
     def command_settings(self) -> CommandSettings:
+        from events.subscriber import CommandSettings
+
         return CommandSettings(mqtt=self.publisher_settings(), max_bytes=self.max_command_bytes)
 
 
@@ -415,9 +429,13 @@ class HttpSection(_Strict):
         return RateLimit(self.max_leads_per_address, timedelta(seconds=self.per_address_window))
 
     def auth_limits(self) -> AuthLimits:
+        from api.auth import AuthLimits
+
         return AuthLimits(max_failures=self.max_auth_failures, window=self.auth_window)
 
     def connection_limits(self) -> ConnectionLimits:
+        from api.server import ConnectionLimits
+
         return ConnectionLimits(
             max_connections=self.max_connections,
             header_timeout=self.header_timeout,
@@ -520,6 +538,8 @@ class WebhookSubscriberSection(_Strict):
 
     def subscriber(self) -> Subscriber:
         """Reads secret_file now; raises ConfigError."""
+        from events.webhooks import Subscriber
+
         if self.secret is not None:
             secret = self.secret.get_secret_value()
         else:
@@ -557,6 +577,8 @@ class WebhooksSection(_Strict):
 
     def webhook_settings(self) -> WebhookSettings:
         """The subscribers with their secrets (secret_file is read now; raises ConfigError)."""
+        from events.webhooks import WebhookSettings
+
         return WebhookSettings(
             subscribers=tuple(subscriber.subscriber() for subscriber in self.subscribers),
             timeout=self.timeout,

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import aiomqtt
 import structlog
+
+if TYPE_CHECKING:  # the webhooks use the rest of this module, and need no MQTT library
+    import aiomqtt
 
 log = structlog.get_logger("events")
 

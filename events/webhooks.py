@@ -23,12 +23,14 @@ import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
 import structlog
 
 from events.links import Backoff, Outage
+
+if TYPE_CHECKING:  # imported by the senders, which a daemon without subscribers never starts
+    import httpx
 
 log = structlog.get_logger("webhooks")
 
@@ -144,6 +146,8 @@ class _SubscriberSender:
         self._database = Outage("webhook.database", REMINDER_INTERVAL)
 
     async def run(self) -> None:
+        import httpx
+
         owner = self._owner
         feed, clock = owner.feed, owner.clock
         database = Backoff(1.0, 30.0)
@@ -230,6 +234,8 @@ class _SubscriberSender:
     async def _post(self, http: httpx.AsyncClient, delivery: Delivery) -> tuple[str | None, bool]:
         """Why the receiver did not take the event (None: it answered 2xx), and whether it could
         not be reached at all (no connection, no answer in time)."""
+        import httpx
+
         body = delivery.payload.encode()
         timestamp = int(self._owner.wall())
         headers = {

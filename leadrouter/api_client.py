@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from api.auth import TokenScope
+from api.scopes import TokenScope
 from config.settings import Settings
 
 

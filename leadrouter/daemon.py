@@ -20,11 +20,10 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from ruamel.yaml import YAMLError
 
 from ami_adapter.client import AmiClient, AmiSettings
 from ami_adapter.translate import WANTED_EVENTS, EventTranslator
@@ -41,8 +40,6 @@ from dialer.ports import Clock
 from dialer.requests import LeadRequests, Refused
 from events.contract import served_documents
 from events.outbox_retention import run_hourly
-from events.publisher import OutboxPublisher, PublisherState
-from events.subscriber import CommandSubscriber
 from events.webhooks import WebhookDispatcher, WebhookSettings
 from leadrouter.health import Check, Severity, assess
 from leadrouter.live import LiveBoard
@@ -76,6 +73,10 @@ from storage.recordings import SqlRecordings
 from storage.stats import SqlStats
 from storage.uow import SqlUnitOfWork
 from storage.webhooks import SqlWebhooks
+
+if TYPE_CHECKING:  # MQTT's parts (and aiomqtt) are imported only when mqtt.enabled
+    from events.publisher import OutboxPublisher
+    from events.subscriber import CommandSubscriber
 
 log = structlog.get_logger("daemon")
 
@@ -211,10 +212,7 @@ class WebhookAdmin:
         return count
 
 
-# A publisher in these states has no broker to publish to, or no outbox to read, right now.
 TAKEOVER_POLL = 1.0  # seconds between a standby's tries for a singleton job: taken over within about this
-
-_PUBLISHER_WAITING = {PublisherState.BROKER_UNAVAILABLE, PublisherState.DATABASE_FAILING, PublisherState.STARTING}
 
 
 class PbxLink:
@@ -317,16 +315,16 @@ class Daemon:
         self._applied = await self.shared.last_seq()
         self.queries = SqlQueries(database)
         self.stats = SupervisorStats(database, self.routing, self.clock)
-        self.publisher = (
-            OutboxPublisher(
+        self.publisher: OutboxPublisher | None = None
+        if settings.mqtt.enabled:
+            from events.publisher import OutboxPublisher
+
+            self.publisher = OutboxPublisher(
                 self.queries,
                 settings.mqtt.publisher_settings(),
                 now=self.clock.now,
                 feed_outages=(StorageUnavailable,),
             )
-            if settings.mqtt.enabled
-            else None
-        )
         self.webhook_state = SqlWebhooks(database)
         # Always running, with no subscriber too: a SIGHUP may add the first one.
         self.webhooks = WebhookDispatcher(
@@ -412,11 +410,11 @@ class Daemon:
             is_open=lambda: not self.stopping,
             unavailable=(StorageUnavailable,),
         )
-        self.commands = (
-            CommandSubscriber(self.requests, settings.mqtt.command_settings())
-            if settings.mqtt.enabled and settings.mqtt.commands
-            else None
-        )
+        self.commands: CommandSubscriber | None = None
+        if settings.mqtt.enabled and settings.mqtt.commands:
+            from events.subscriber import CommandSubscriber
+
+            self.commands = CommandSubscriber(self.requests, settings.mqtt.command_settings())
 
         # Stopped in reverse: the API first (no new leads), then the AMI session, then the
         # dialer (it stores what it was told), then the publisher. Without a drain first (a
@@ -425,6 +423,7 @@ class Daemon:
         # it out of the collector's sight keeps full collections short: one took 65 ms here,
         # close to the ~100 ms stall after which Asterisk drops an AMI client.
         gc.freeze()
+        gc.enable()  # `leadrouter run` starts with it off (cli._run)
         await self._run("database-recovery", database.recover(settings.database.probe_interval))
         if self.publisher is not None:
             # One publisher per database keeps each lead's events in order: the others stand by.
@@ -747,7 +746,14 @@ class Daemon:
         elif "publisher" not in self.cluster.jobs:
             return [Check("mqtt", "standby"), Check("publisher", "standby")]  # another daemon publishes
         else:
-            waiting = publisher.state in _PUBLISHER_WAITING
+            from events.publisher import PublisherState  # imported with the publisher
+
+            # In these states it has no broker to publish to, or no outbox to read, right now.
+            waiting = publisher.state in {
+                PublisherState.BROKER_UNAVAILABLE,
+                PublisherState.DATABASE_FAILING,
+                PublisherState.STARTING,
+            }
             publishing = Check(
                 "publisher",
                 publisher.state.value,
@@ -793,7 +799,7 @@ class Daemon:
                 return Refused("manager_exists", [("id", f"{manager_id!r} is in {path} already")])
             except OSError as exc:
                 return Refused("routing_file_unavailable", [("routing_file", f"cannot read {path}: {exc.strerror}")])
-            except (ValueError, YAMLError) as exc:
+            except ValueError as exc:
                 return Refused("invalid_manager", [("routing_file", f"{path} cannot be edited: {exc}")])
             try:
                 checked = await checked_write(

@@ -18,13 +18,11 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiosqlite
 import structlog
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, delete, event, insert
+from sqlalchemy import Connection, delete, event, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -32,9 +30,13 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from storage.schema import outbox
 
+if TYPE_CHECKING:  # Alembic is imported only to upgrade a database behind the newest revision
+    from alembic.config import Config
+
 log = structlog.get_logger("storage")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"  # Alembic's, where it keeps the database's revision
 
 # PostgreSQL SQLSTATEs that mean "not now" rather than "wrong": connection (08), insufficient
 # resources such as a full disk (53), operator intervention such as a shutdown (57), I/O (58),
@@ -205,7 +207,15 @@ def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+def newest_revision() -> str:
+    """The revision of the newest migration: each migration's file name begins with its revision,
+    and the newest sorts last (tests/storage pins both against Alembic's own reading)."""
+    return max(path.name for path in (MIGRATIONS / "versions").glob("[0-9]*.py")).partition("_")[0]
+
+
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
@@ -355,10 +365,30 @@ class Database:
             with contextlib.suppress(StorageUnavailable):
                 await self.probe_write()
 
+    async def revisions(self) -> set[str]:
+        """The revisions the database is stamped with (one, unless Alembic's history branches);
+        none before its first migration."""
+
+        def read(connection: Connection) -> set[str]:
+            if not connection.dialect.has_table(connection, VERSION_TABLE):
+                return set()
+            return set(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+
+        async with self.read() as conn:
+            return await conn.run_sync(read)
+
     async def migrate(self) -> None:
-        """Upgrade the schema to the newest revision; safe to run at every start."""
+        """Upgrade the schema to the newest revision; safe to run at every start.
+
+        A database already at the newest revision, as at every restart, is left as it is after one
+        query: importing Alembic and reading its scripts cost more CPU than the rest of the start.
+        """
+        if await self.revisions() == {newest_revision()}:
+            return
 
         def upgrade(connection: Connection) -> None:
+            from alembic import command
+
             cfg = _alembic_config()
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -261,3 +263,18 @@ def test_sections_build_the_settings_each_part_takes(tmp_path: Path) -> None:
     assert settings.pbx.dialer_settings().dial_deadline == 25.0 + DIAL_DEADLINE_MARGIN
     mqtt = settings.mqtt.publisher_settings()
     assert (mqtt.username, mqtt.password, mqtt.topic_prefix) == ("crm", "p4ss", "leadrouter")
+
+
+def test_reading_the_settings_imports_none_of_the_daemons_big_libraries(tmp_path: Path) -> None:
+    # `leadrouter run` forks the copy that reads routing.yaml once leadrouter.yaml is read: these
+    # libraries are imported after the fork, while the copy works, and only where they are used.
+    path = write(tmp_path, "ami:\n  secret: s3cret\nwebhooks:\n  subscribers: []\n")
+    check = f"""
+import sys
+from pathlib import Path
+from config.settings import load_settings
+load_settings(Path({str(path)!r})).webhooks.webhook_settings()
+print(sorted({{"fastapi", "uvicorn", "aiomqtt", "httpx", "panoramisk", "alembic"}} & set(sys.modules)))
+"""
+    found = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

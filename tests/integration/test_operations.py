@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 from pbxsim import Behaviour, World
@@ -109,3 +110,14 @@ async def test_health_says_each_part_and_a_dead_task_makes_it_unhealthy(
         assert samples[("leadrouter_task_up", (("task", "dialer"),))] == 0
     (died,) = json_log.events("task.died")
     assert died["task"] == "dialer" and died["level"] == "critical"
+
+
+async def test_the_garbage_collector_is_on_again_once_the_daemon_has_started(tmp_path: Path) -> None:
+    # `leadrouter run` starts with it off (cli._run): the start leaves little garbage, and what it
+    # made is frozen out of the collector's sight once the daemon has started, then it runs again.
+    gc.disable()
+    try:
+        async with running(tmp_path, world=World(), routing=ROUTING):
+            assert gc.isenabled()
+    finally:
+        gc.enable()

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 
 from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult
-from storage.engine import Database
+from storage.engine import Database, _alembic_config, newest_revision
 from storage.queries import SqlQueries
 from storage.schema import metadata
 from storage.uow import SqlUnitOfWork
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+REPO = Path(__file__).parents[2]
 
 
 def _lead(number: int, **kw: object) -> Lead:
@@ -26,6 +32,52 @@ def _lead(number: int, **kw: object) -> Lead:
 
 async def test_migrations_build_exactly_the_tables_the_code_uses(db: Database) -> None:
     await db.migrate()  # a second run at start-up changes nothing
+    async with db.read() as conn:
+        diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+    assert diff == []
+
+
+def test_the_newest_revision_is_alembics_head_and_each_file_is_named_by_its_revision() -> None:
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    assert newest_revision() == scripts.get_current_head()
+    for script in scripts.walk_revisions():
+        assert Path(script.path).name.startswith(f"{script.revision}_")
+
+
+async def test_a_database_at_the_newest_revision_starts_without_importing_alembic(database_url: str) -> None:
+    # The database fixture is migrated; a daemon restarting on it reads its revision and goes on.
+    check = f"""
+import asyncio, sys
+from storage.engine import Database, _alembic_config, newest_revision
+
+async def start():
+    async with Database({database_url!r}) as db:
+        await db.migrate()
+        print(sorted(await db.revisions()), "alembic" in sys.modules)
+
+asyncio.run(start())
+"""
+    started = await asyncio.create_subprocess_exec(sys.executable, "-c", check, cwd=REPO, stdout=subprocess.PIPE)
+    out, _ = await started.communicate()
+    assert started.returncode == 0
+    assert out.decode().split() == [f"['{newest_revision()}']", "False"]
+
+
+async def test_a_database_behind_the_newest_revision_is_upgraded(db: Database) -> None:
+    def downgrade(connection: Connection) -> None:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "-1")
+
+    async with db.write() as conn:
+        await conn.run_sync(downgrade)
+        await conn.commit()
+    behind = await db.revisions()
+    assert behind and behind != {newest_revision()}
+
+    await db.migrate()
+
+    assert await db.revisions() == {newest_revision()}
     async with db.read() as conn:
         diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
     assert diff == []

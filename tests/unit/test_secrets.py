@@ -10,7 +10,7 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from api.auth import TokenScope
+from api.scopes import TokenScope
 from config.problems import ConfigError
 from config.settings import Settings, load_settings
 from leadrouter.cli import warn_if_readable_by_others
