@@ -129,6 +129,7 @@ class _Guarded(HttpToolsProtocol):
         self._in_header = True
 
     def on_response_complete(self) -> None:
+        self._writes.flush()  # now, not after whatever else the loop has queued meanwhile
         super().on_response_complete()
         self._arm_deadline()  # the next request's header is due within header_timeout too
 
