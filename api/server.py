@@ -62,9 +62,10 @@ class _Bursts:
 
 
 class _OneWrite(asyncio.Transport):
-    """What a request's cycle writes to, holding its writes until the loop's next turn: a response's
-    head and body, which uvicorn writes as two ASGI messages arrive, leave in one send(). On
-    loopback each send() also runs the receiving side's TCP stack: ~50 µs of the daemon's CPU."""
+    """What a request's cycle writes to, holding its writes until the response completes (or the
+    loop's next turn, for a streamed one): a response's head and body, which uvicorn writes as two
+    ASGI messages arrive, leave in one send(). On loopback each send() also runs the receiving
+    side's TCP stack: ~50 µs of the daemon's CPU here (py-spy)."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
@@ -121,7 +122,7 @@ class _Guarded(HttpToolsProtocol):
         self._in_header = False
         self._header_bytes = 0
         super().on_headers_complete()
-        if self.cycle is not None:  # None: the first request asked for an upgrade, and got none
+        if self.cycle is not None:  # None: the first request was a WebSocket upgrade, another protocol's
             self.cycle.transport = self._writes
 
     def on_message_complete(self) -> None:
