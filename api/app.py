@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -194,6 +195,17 @@ class PauseIn(BaseModel):
     _plain_text = field_validator("reason")(no_control_characters)
 
 
+class _Json(JSONResponse):
+    """orjson's rendering: the same bytes as the standard library's here (dates in ISO 8601 too), ~10 µs
+    less a lead's answer."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # an integer past 64 bits (a payload may carry one), which only json writes
+            return super().render(_jsonable(content))
+
+
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
     return JSONResponse(
         {"error": error, "problems": [{"field": field, "reason": reason} for field, reason in problems]},
@@ -220,8 +232,12 @@ class BodyLimit:
             return _problem(413, "body_too_large", [("body", f"larger than {max_bytes} bytes")])
 
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_bytes):
-            await too_big()(scope, receive, send)
+        if length is not None:
+            if not length.isdigit() or int(length) > max_bytes:
+                await too_big()(scope, receive, send)
+                return
+            # The HTTP parser hands the app exactly Content-Length bytes of body: nothing to count.
+            await self.app(scope, receive, send)
             return
         seen = 0
         refused = False
@@ -476,16 +492,20 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def too_many_leads(_request: Request, exc: TooManyLeads) -> JSONResponse:
         return _too_many_leads(exc, "source")
 
-    @app.post(
-        "/leads",
-        dependencies=[*intake, Depends(within_address_limit), Depends(open_for_leads)],
-        status_code=201,
-    )
+    intake_token = require_scope(TokenScope.INTAKE)
+
+    async def may_post_lead(request: Request) -> None:
+        # One dependency, not three: FastAPI's solving costs ~8 µs a dependency on every request.
+        await intake_token(request)
+        await within_address_limit(request)
+        await open_for_leads()
+
+    @app.post("/leads", dependencies=[Depends(may_post_lead)], status_code=201)
     async def post_lead(body: LeadIn) -> JSONResponse:
         answer = await deps.requests.submit(body)
         if isinstance(answer, Refused):
             return _refused(answer)
-        return JSONResponse(_jsonable(_lead_json(answer.lead)), status_code=201 if answer.created else 200)
+        return _Json(_lead_json(answer.lead), status_code=201 if answer.created else 200)
 
     @app.post("/leads/import", dependencies=[*intake, Depends(open_for_leads)])
     async def import_leads(

@@ -1,6 +1,7 @@
 """The HTTP server cannot be stalled by connections that say nothing: idle and dribbling
 clients are closed after the header timeout, connections past the cap are closed at once
-and logged once per burst, and /health answers within a second beside 2,000 idle sockets."""
+and logged once per burst, a header over the size limit is refused, and /health answers
+within a second beside 2,000 idle sockets."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 
 from api.server import ApiServer, ConnectionLimits
 from pbxsim.tests.amitools import wait_until
@@ -20,19 +22,28 @@ from tests.conftest import JsonLog
 IDLE_CONNECTIONS = 2000
 
 
-def _app() -> FastAPI:
+def _app(release: asyncio.Event | None = None) -> FastAPI:
     app = FastAPI()
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/held")
+    async def held() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            assert release is not None
+            await release.wait()  # the response has begun; its body waits for the test
+            yield b"released"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
     return app
 
 
 @contextlib.asynccontextmanager
-async def _server(limits: ConnectionLimits) -> AsyncIterator[ApiServer]:
-    async with ApiServer(_app(), "127.0.0.1", 0, limits) as server:
+async def _server(limits: ConnectionLimits, release: asyncio.Event | None = None) -> AsyncIterator[ApiServer]:
+    async with ApiServer(_app(release), "127.0.0.1", 0, limits) as server:
         yield server
 
 
@@ -118,3 +129,33 @@ async def test_failed_accepts_are_logged_once_per_burst(json_log: JsonLog) -> No
     failures = json_log.events("http.accept_failed")
     assert len(failures) == 1 and "Too many open files" in failures[0]["error"]
     assert any("something else entirely" in json.dumps(line) for line in json_log.lines())
+
+
+async def test_a_header_over_the_limit_is_refused_and_one_under_it_answered() -> None:
+    async with _server(ConnectionLimits(max_header_bytes=4096)) as server:
+        (reader, writer), (fair, fair_writer) = await _connect(server.port, 2)
+        try:
+            # Sent without the blank line that ends it: refused before the rest is waited for.
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 5000 + b"\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 400"), answer
+            fair_writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 3000 + b"\r\n\r\n")
+            assert (await fair.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        finally:
+            _close([(reader, writer), (fair, fair_writer)])
+
+
+async def test_a_request_answered_after_the_header_timeout_is_not_cut_and_its_head_leaves_first() -> None:
+    release = asyncio.Event()
+    async with _server(ConnectionLimits(header_timeout=0.3, keep_alive=30), release) as server:
+        [(reader, writer)] = await _connect(server.port, 1)
+        try:
+            writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+            # The head arrives while the body is still held back by the app.
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            await asyncio.sleep(0.6)  # past the header timeout: the server is answering, the client owes nothing
+            release.set()
+            assert b"released" in await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+        finally:
+            _close([(reader, writer)])
