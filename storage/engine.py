@@ -140,6 +140,18 @@ class _InlineConnection(aiosqlite.Connection):
         self._turn_given = asyncio.get_running_loop().time()
 
 
+def direct_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """The sqlite3 connection under ``conn`` while this loop holds SQLite's write lock on it in an
+    open transaction (Database.write), else None. Statements may then run on it directly, on the
+    loop, as _InlineConnection runs them (storage.uow's hot path)."""
+    proxied = conn.sync_connection.connection if conn.sync_connection is not None else None
+    driver = proxied.driver_connection if proxied is not None else None
+    if not isinstance(driver, _InlineConnection) or not driver.inline:
+        return None
+    raw = driver._conn
+    return raw if raw.in_transaction else None
+
+
 def _inline_connector(path: str) -> Callable[[], Any]:
     """create_async_engine's ``async_creator``: an _InlineConnection to the file, as aiosqlite.connect makes one."""
 
