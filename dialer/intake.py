@@ -34,7 +34,7 @@ from dialer.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from router.duplicates import open_duplicate
 from router.events import DomainEvent
 from router.model import HistoryEntry, HistoryKind, Lead
-from router.phone import InvalidPhone, PhonePolicy, normalize_phone
+from router.phone import InvalidPhone, Phone, PhonePolicy, parse_phone
 from router.routing import RoutingPlan
 
 YIELD_EVERY = 10  # leads of an import's batch checked between two turns of the event loop
@@ -181,10 +181,10 @@ class LeadIntake:
     async def submit(self, data: LeadInput) -> tuple[Lead, bool]:
         """Store the lead; returns it and whether it is new. Raises InvalidPhone or InvalidPayload."""
         check_payload(data.payload)
-        phone = normalize_phone(data.phone, self._region)
+        phone = parse_phone(data.phone, self._region)
         self._check_number(phone, data)
         answer: asyncio.Future[tuple[Lead, bool]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(data, phone, answer))
+        self._pending.append(_Pending(data, phone.e164, answer))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_batches(), name="lead-intake")
         return await answer
@@ -203,13 +203,13 @@ class LeadIntake:
                 await asyncio.sleep(0)  # parsing numbers is pure CPU: the loop's turn every few
             try:
                 check_payload(data.payload)
-                phone = normalize_phone(data.phone, self._region)
+                phone = parse_phone(data.phone, self._region)
                 self._check_number(phone, data)
             except (InvalidPhone, InvalidPayload) as exc:
                 results.append(exc)
                 continue
             results.append(None)
-            checked.append((index, data, phone))
+            checked.append((index, data, phone.e164))
         if checked:  # refused before the database: no transaction for nothing (nor a 503 when it is away)
             answers = await self._store([(data, phone) for _, data, phone in checked], dry_run=dry_run)
             for (index, _, _), answer in zip(checked, answers, strict=True):
@@ -347,8 +347,8 @@ class LeadIntake:
             self._on_new_lead()
         return answers
 
-    def _check_number(self, phone: str, data: LeadInput) -> None:
-        facts = Lead(phone, data.name, data.source, data.external_id, data.payload, self._clock.now())
+    def _check_number(self, phone: Phone, data: LeadInput) -> None:
+        facts = Lead(phone.e164, data.name, data.source, data.external_id, data.payload, self._clock.now())
         policy, scenario = self._routing().phone_policy(facts, self._policy)
         refusal = policy.refusal(phone)
         if refusal is not None:

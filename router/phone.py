@@ -15,8 +15,22 @@ class InvalidPhone(ValueError):
     """The text is not a dialable phone number; the message says why."""
 
 
+@dataclass(frozen=True)
+class Phone:
+    """A valid number: its E.164 text and phonenumbers' parse of it, which the policy reads
+    instead of parsing the text again (parsing is most of a number's cost)."""
+
+    e164: str
+    parsed: phonenumbers.PhoneNumber
+
+
 def normalize_phone(raw: str, default_region: str) -> str:
-    """Return the number in E.164 (``+79161234567``) or raise InvalidPhone.
+    """Return the number in E.164 (``+79161234567``) or raise InvalidPhone (see parse_phone)."""
+    return parse_phone(raw, default_region).e164
+
+
+def parse_phone(raw: str, default_region: str) -> Phone:
+    """The number, in E.164 and parsed, or raise InvalidPhone.
 
     Only characters people really type into a phone field are accepted, so a
     value such as ``+7916&PJSIP/x`` or one with CR/LF is refused outright
@@ -41,7 +55,7 @@ def normalize_phone(raw: str, default_region: str) -> str:
         raise InvalidPhone(f"cannot be parsed: {exc._msg}") from None
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidPhone("is not a valid number for its country")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return Phone(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), parsed)
 
 
 def dial_digits(e164: str) -> str:
@@ -81,9 +95,9 @@ class PhonePolicy:
     regions: frozenset[str] = frozenset()  # empty: the default region only
     types: frozenset[NumberType] = frozenset({NumberType.FIXED_LINE, NumberType.MOBILE})
 
-    def refusal(self, e164: str) -> str | None:
-        """Why this number may not be dialled, or None."""
-        parsed = phonenumbers.parse(e164)
+    def refusal(self, number: str | Phone) -> str | None:
+        """Why this number (E.164, or as parse_phone gave it) may not be dialled, or None."""
+        parsed = phonenumbers.parse(number) if isinstance(number, str) else number.parsed
         region = phonenumbers.region_code_for_number(parsed) or "001"
         allowed = self.regions or {self.default_region}
         if region not in allowed:

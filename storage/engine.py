@@ -127,6 +127,7 @@ class _InlineConnection(aiosqlite.Connection):
         this process's writers, so the lock is free unless another process holds it, and only
         then is it waited for, on the connection's thread (a round trip costs as much as a
         transaction's statements)."""
+        self.inline = False  # until the lock is ours: waiting for it must not block the loop
         connection = self._conn
         connection.execute("PRAGMA busy_timeout=0")
         try:
@@ -140,6 +141,18 @@ class _InlineConnection(aiosqlite.Connection):
             connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self.inline = True
         self._turn_given = asyncio.get_running_loop().time()
+
+
+def direct_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """The sqlite3 connection under ``conn`` while this loop holds SQLite's write lock on it in an
+    open transaction (Database.write), else None. Statements may then run on it directly, on the
+    loop, as _InlineConnection runs them (storage.uow's hot path)."""
+    proxied = conn.sync_connection.connection if conn.sync_connection is not None else None
+    driver = proxied.driver_connection if proxied is not None else None
+    if not isinstance(driver, _InlineConnection) or not driver.inline:
+        return None
+    raw = driver._conn
+    return raw if raw.in_transaction else None
 
 
 def _inline_connector(path: str) -> Callable[[], Any]:
@@ -240,6 +253,7 @@ class Database:
         self._failing = asyncio.Event()  # wakes recover()
         self._uncheckpointed = 0  # SQLite write transactions since the last checkpoint began
         self._checkpoint: asyncio.Task[None] | None = None
+        self._writer: tuple[AsyncConnection, Any] | None = None  # SQLite: see _kept_writer
 
     @property
     def writable(self) -> bool:
@@ -273,6 +287,9 @@ class Database:
     ) -> None:
         if self._checkpoint is not None:
             await self._checkpoint
+        if self._writer is not None:
+            await self._writer[0].close()
+            self._writer = None
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -282,14 +299,20 @@ class Database:
         Raises StorageUnavailable when the database cannot take the write now.
         """
         committed = False
+        driver = None
         try:
-            async with self._writers or contextlib.nullcontext(), self.engine.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                if isinstance(driver, _InlineConnection):
-                    await driver.begin_immediate()  # the rest runs on the loop (see _InlineConnection)
-                await conn.begin()
-                yield conn
-                committed = not conn.in_transaction()
+            if self._writers is None:
+                async with self.engine.connect() as conn:
+                    await conn.begin()
+                    yield conn
+                    committed = not conn.in_transaction()
+            else:
+                async with self._writers, self._kept_writer() as (conn, driver):
+                    if isinstance(driver, _InlineConnection):
+                        await driver.begin_immediate()  # the rest runs on the loop (see _InlineConnection)
+                    await conn.begin()
+                    yield conn
+                    committed = not conn.in_transaction()
         except Exception as exc:
             reason = unavailable_reason(exc)
             if reason is None:
@@ -300,6 +323,25 @@ class Database:
             self._succeeded()
             if isinstance(driver, _InlineConnection):
                 self._committed_inline()
+
+    @contextlib.asynccontextmanager
+    async def _kept_writer(self) -> AsyncIterator[tuple[AsyncConnection, Any]]:
+        """SQLite's writers take turns on one connection (and its driver's), kept open between
+        transactions: taking one from the pool and giving it back cost as much CPU as a lead's
+        statements. A block that fails closes it (which rolls back); the next write opens another."""
+        if self._writer is None:
+            conn = await self.engine.connect()
+            self._writer = conn, (await conn.get_raw_connection()).driver_connection
+        conn = self._writer[0]
+        try:
+            yield self._writer
+        except BaseException:
+            self._writer = None
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        if conn.in_transaction():  # a block that only read, or went on after its commit
+            await conn.rollback()
 
     def _committed_inline(self) -> None:
         """Checkpoint the write-ahead log every CHECKPOINT_EVERY commits, off the loop: SQLite's

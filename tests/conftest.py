@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import json
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 import structlog
+from sqlalchemy import Connection, Engine, event
 
 from leadrouter.broker import private_mosquitto
 from leadrouter.logs import configure_logging
@@ -43,6 +45,28 @@ def mosquitto_port() -> Iterator[int]:
 
 
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def sqlite_read_only(engine: Engine, read_only: list[bool]) -> Iterator[None]:
+    """SQLite refusing writes while ``read_only[0]``, as for a read-only file: set on each connection
+    as it is checked out, and as each transaction begins (the writer keeps its connection open)."""
+
+    def at_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA query_only = {int(read_only[0])}")
+        cursor.close()
+
+    def at_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(f"PRAGMA query_only = {int(read_only[0])}")
+
+    event.listen(engine, "checkout", at_checkout)
+    event.listen(engine, "begin", at_begin)
+    try:
+        yield
+    finally:
+        event.remove(engine, "checkout", at_checkout)
+        event.remove(engine, "begin", at_begin)
 
 
 def _run_apart(coro: Coroutine[Any, Any, T]) -> T:

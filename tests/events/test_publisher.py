@@ -7,10 +7,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event as sqlalchemy_event
 
 from events.publisher import FENCE_TRIES, MqttSettings, OutboxPublisher, OutboxRecord, PublisherState
 from leadrouter.broker import free_port, private_mosquitto
@@ -20,7 +18,7 @@ from router.model import Lead
 from storage.engine import Database, StorageUnavailable
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
-from tests.conftest import JsonLog
+from tests.conftest import JsonLog, sqlite_read_only
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -188,13 +186,7 @@ async def test_events_acknowledged_while_the_database_is_read_only_are_not_sent_
     # the broker acknowledges the events, and the publisher cannot record that it did.
     read_only = [True]
 
-    def as_set(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA query_only = {int(read_only[0])}")
-        cursor.close()
-
-    sqlalchemy_event.listen(db.engine.sync_engine, "checkout", as_set)
-    try:
+    with sqlite_read_only(db.engine.sync_engine, read_only):
         async with asyncio.TaskGroup() as group:
             listening = group.create_task(crm.run(mosquitto_port))
             await asyncio.wait_for(crm.subscribed.wait(), 5)
@@ -206,8 +198,6 @@ async def test_events_acknowledged_while_the_database_is_read_only_are_not_sent_
             await wait_until(lambda: publisher.published >= 10, 10, "the events marked")
             listening.cancel()
             publishing.cancel()
-    finally:
-        sqlalchemy_event.remove(db.engine.sync_engine, "checkout", as_set)
     # Sent once: retries mark what the broker acknowledged instead of publishing it again.
     assert [event["lead_id"] for event in crm.received] == list(range(1, 11))
     assert await queries.pending_outbox(100) == []

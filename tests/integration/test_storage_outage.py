@@ -18,12 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 
 from api.app import RETRY_AFTER_STORAGE
 from pbxsim import World
 from pbxsim.tests.amitools import wait_until
-from tests.conftest import JsonLog
+from tests.conftest import JsonLog, sqlite_read_only
 from tests.integration.rig import Rig, running
 
 ROUTING = {
@@ -130,24 +129,16 @@ async def test_a_read_only_database_refuses_leads_with_503_and_recovers_by_itsel
         read_only = [True]
         engine = rig.daemon.database.engine.sync_engine
 
-        def as_set(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA query_only = {int(read_only[0])}")
-            cursor.close()
-
-        event.listen(engine, "checkout", as_set)
-        try:
+        with sqlite_read_only(engine, read_only):
             for index in range(20):
                 _assert_refused(await rig.post(phone=_phone(index)))
             status, body = await _health(rig)
             assert status == 503 and "readonly" in body["checks"]["database"]["error"]
             read_only[0] = False
             await wait_until(lambda: rig.daemon.database.writable, 5, "the probe's write to succeed")
-            # Still listening: every pooled connection (the daemon's jobs may have opened several)
-            # is made writable again as it is checked out, as a disk that came back is for all.
+            # Still listening: every connection (the daemon's jobs may have opened several) is made
+            # writable again as it is checked out or begins a transaction, as a disk that came back is for all.
             assert (await rig.post(phone=_phone(99))).status_code == 201
-        finally:
-            event.remove(engine, "checkout", as_set)
         assert sum((await rig.daemon.queries.lead_status_counts()).values()) == 1
 
     (failing,) = json_log.events("database.failing")
