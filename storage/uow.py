@@ -99,67 +99,81 @@ async def _update_many(conn: AsyncConnection, table: Table, key: str, rows: list
     await _execute_many(conn, statement, [{"b_" + name: value for name, value in row.items()} for row in rows])
 
 
-# (parameter name, SQLAlchemy's conversion of its value) per placeholder, or (None, None, the
-# statement's own value, converted) for one the statement fixes.
-_Binds = list[tuple[str | None, Callable[[Any], Any] | None, Any]]
+# Per placeholder: the parameter's name, the item's place in it for a list (an IN list), and
+# SQLAlchemy's conversion of the value; or (None, None, None, the statement's own value, converted).
+_Binds = list[tuple[str | None, int | None, Callable[[Any], Any] | None, Any]]
 
 
 class _Direct:
     """A statement of the hot path run on the sqlite3 connection itself (storage.engine.direct_sqlite).
 
-    SQLAlchemy compiles it once per dialect and lends its type conversions (UTC datetimes, JSON,
-    enums), so rows read and write exactly as through it; only its execution path is skipped:
-    that path and the async adapter's cost 50-200 µs a statement, where SQLite's work is ~10, and
-    a lead's two transactions made six of them.
+    SQLAlchemy compiles it once per dialect (and per length of each IN list) and lends its type
+    conversions (UTC datetimes, JSON, enums), so rows read and write exactly as through it; only
+    its execution path is skipped: that path and the async adapter's cost 50-200 µs a statement,
+    where SQLite's work is ~10, and a lead's two transactions made six of them.
     """
 
-    def __init__(self, statement: UpdateBase) -> None:
+    def __init__(self, statement: UpdateBase | Select[Any]) -> None:
         self.statement = statement
-        self._plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, ...], tuple[str, _Binds]]] = (
+        self._plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[tuple[str, int], ...], tuple[str, _Binds]]] = (
             weakref.WeakKeyDictionary()
         )
         self._results: weakref.WeakKeyDictionary[Dialect, list[tuple[str, Callable[[Any], Any] | None]]] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> tuple[str, _Binds]:
+    def _plan(self, dialect: Dialect, row: dict[str, Any]) -> tuple[str, _Binds]:
+        # The SQL depends on the parameters given and the length of each list among them, not on values.
+        shape = tuple((name, len(value) if isinstance(value, list) else -1) for name, value in row.items())
         plans = self._plans.setdefault(dialect, {})
-        plan = plans.get(keys)
+        plan = plans.get(shape)
         if plan is None:
-            compiled = self.statement.compile(dialect=dialect, column_keys=list(keys))
-            # Our parameters never expand (no IN lists among them): their values do not shape the SQL.
-            expanded = compiled.construct_expanded_state(dict.fromkeys(keys))
+            keys = [name for name, _ in shape]
+            compiled = self.statement.compile(dialect=dialect, column_keys=keys)
+            expanded = compiled.construct_expanded_state(
+                {name: None if length < 0 else [None] * length for name, length in shape}
+            )
+            items = {
+                item: (name, index)
+                for name, names in (expanded.parameter_expansion or {}).items()
+                for index, item in enumerate(names)
+            }
             binds: _Binds = []
-            for name in expanded.positiontup or ():
-                convert = expanded.processors.get(name)
+            for placeholder in expanded.positiontup or ():
+                name, index = items.get(placeholder, (placeholder, None))
+                convert = expanded.processors.get(placeholder)
                 if convert is None and name in compiled.binds:
                     convert = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-                if name in keys:
-                    binds.append((name, convert, None))
+                if name in row:
+                    binds.append((name, index, convert, None))
                 else:
-                    fixed = expanded.parameters[name]
-                    binds.append((None, None, fixed if convert is None else convert(fixed)))
-            plan = plans[keys] = (expanded.statement, binds)
+                    fixed = expanded.parameters[placeholder]
+                    binds.append((None, None, None, fixed if convert is None else convert(fixed)))
+            plan = plans[shape] = (expanded.statement, binds)
         return plan
 
     def _values(self, binds: _Binds, row: dict[str, Any]) -> list[Any]:
-        return [
-            fixed if name is None else row[name] if convert is None else convert(row[name])
-            for name, convert, fixed in binds
-        ]
+        values = []
+        for name, index, convert, fixed in binds:
+            if name is None:
+                values.append(fixed)
+                continue
+            value = row[name] if index is None else row[name][index]
+            values.append(value if convert is None else convert(value))
+        return values
 
     def each(self, raw: sqlite3.Connection, dialect: Dialect, rows: list[dict[str, Any]]) -> list[sqlite3.Cursor]:
         """Run the statement once per row; the cursors, for their lastrowid and rowcount."""
-        sql, binds = self._plan(dialect, tuple(rows[0]))
+        sql, binds = self._plan(dialect, rows[0])
         return [raw.execute(sql, self._values(binds, row)) for row in rows]
 
     def many(self, raw: sqlite3.Connection, dialect: Dialect, rows: list[dict[str, Any]]) -> None:
-        sql, binds = self._plan(dialect, tuple(rows[0]))
+        sql, binds = self._plan(dialect, rows[0])
         raw.executemany(sql, [self._values(binds, row) for row in rows])
 
     def returned(self, raw: sqlite3.Connection, dialect: Dialect, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Run the statement once; the rows it returned, by column name, converted as SQLAlchemy reads them."""
-        sql, binds = self._plan(dialect, tuple(params))
+        sql, binds = self._plan(dialect, params)
         columns = self._results.get(dialect)
         if columns is None:
             returned = self.statement.exported_columns
@@ -249,6 +263,23 @@ def _claim(skip_pbxes: frozenset[str]) -> Update:
     )
 
 
+# The intake's reads of a batch (an external_id given, a duplicate window set).
+_BY_EXTERNAL_IDS = _Direct(select(leads).where(leads.c.external_id.in_(bindparam("b_ids", expanding=True))))
+_OF_PHONES = _Direct(
+    select(leads).where(
+        leads.c.phone.in_(bindparam("b_phones", expanding=True)),
+        leads.c.created_at >= bindparam("b_since", type_=leads.c.created_at.type),
+    )
+)
+
+
+async def _rows(conn: AsyncConnection, direct: _Direct, params: dict[str, Any]) -> Sequence[Any]:
+    """The rows the statement gives, by column name: on the sqlite3 connection itself while the loop holds it."""
+    if (raw := direct_sqlite(conn)) is not None:
+        return direct.returned(raw, conn.dialect, params)
+    return (await conn.execute(direct.statement, params)).mappings().all()
+
+
 @functools.cache
 def _direct_claim(skip_pbxes: frozenset[str]) -> _Direct:
     return _Direct(_claim(skip_pbxes))
@@ -295,8 +326,7 @@ class SqlLeads:
     async def by_external_ids(self, external_ids: Collection[str]) -> dict[str, Lead]:
         if not external_ids:
             return {}
-        query = select(leads).where(leads.c.external_id.in_(external_ids))
-        found = [lead_from_row(row) for row in (await self._conn.execute(query)).mappings()]
+        found = [lead_from_row(row) for row in await _rows(self._conn, _BY_EXTERNAL_IDS, {"b_ids": [*external_ids]})]
         by_id = {lead.external_id: lead for lead in found if lead.external_id is not None}
         if missing := [external_id for external_id in external_ids if external_id not in by_id]:
             # A duplicate's own external id answers with the lead it was merged into.
@@ -318,8 +348,8 @@ class SqlLeads:
 
     async def of_phones(self, phones: Collection[str], since: datetime) -> list[Lead]:
         """The leads from these phones created since ``since`` (ix_leads_phone): duplicates are among them."""
-        query = select(leads).where(leads.c.phone.in_(list(phones)), leads.c.created_at >= since)
-        return [lead_from_row(row) for row in (await self._conn.execute(query)).mappings()]
+        params = {"b_phones": [*phones], "b_since": since}
+        return [lead_from_row(row) for row in await _rows(self._conn, _OF_PHONES, params)]
 
     async def sla_overdue(self, now: datetime, limit: int) -> list[Lead]:
         """Owned leads past their SLA deadline that the CRM said nothing of (ix_leads_sla)."""
@@ -354,12 +384,7 @@ class SqlLeads:
         return {owner: count for owner, count in (await self._conn.execute(query)).all()}
 
     async def claim_due(self, now: datetime, limit: int, skip_pbxes: Collection[str] = ()) -> list[Lead]:
-        params = {"b_now": now, "b_limit": limit}
-        rows: Sequence[Any]
-        if (raw := direct_sqlite(self._conn)) is not None:
-            rows = _direct_claim(frozenset(skip_pbxes)).returned(raw, self._conn.dialect, params)
-        else:
-            rows = (await self._conn.execute(_claim(frozenset(skip_pbxes)), params)).mappings().all()
+        rows = await _rows(self._conn, _direct_claim(frozenset(skip_pbxes)), {"b_now": now, "b_limit": limit})
         return sorted((lead_from_row(row) for row in rows), key=lambda lead: (lead.backlog_rank, lead.id or 0))
 
     async def update(self, changed: Sequence[Lead]) -> None:
