@@ -23,14 +23,14 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from dialer.intake import YIELD_EVERY, LeadInput, Submitted
+from dialer.intake import YIELD_EVERY, DryRun, LeadInput, Submitted
 from dialer.requests import LeadIn, intake_refusal, validation_problems
 
 BATCH_SIZE = 50  # rows per transaction: a few milliseconds of phone parsing and SQL each
 
 
 class BatchIntake(Protocol):
-    async def submit_batch(self, batch: Sequence[LeadInput], *, dry_run: bool = False) -> list[Submitted]: ...
+    async def submit_batch(self, batch: Sequence[LeadInput], *, dry_run: DryRun | None = None) -> list[Submitted]: ...
 
 
 class ImportRefused(ValueError):
@@ -118,6 +118,7 @@ async def import_csv(
         raise ImportRefused(f"row 1: {exc}") from None
     _check_header(header, columns)
     report = ImportReport(dry_run)
+    stored_so_far = DryRun() if dry_run else None  # a dry run's batches, as if kept
     pending: list[tuple[int, LeadInput]] = []
     row = first_row - 1
     while True:
@@ -140,12 +141,12 @@ async def import_csv(
         if lead is not None:
             pending.append((row, lead))
         if len(pending) >= batch_size:
-            await _store(pending, intake, columns, report)
+            await _store(pending, intake, columns, report, stored_so_far)
             pending = []
             if progress is not None:
                 progress(report.rows)
     if pending:
-        await _store(pending, intake, columns, report)
+        await _store(pending, intake, columns, report, stored_so_far)
     if progress is not None:
         progress(report.rows)
     report.errors.sort(key=lambda error: error.row)
@@ -197,9 +198,13 @@ def _column(lead_field: str, mapped: dict[str, str]) -> str:
 
 
 async def _store(
-    pending: list[tuple[int, LeadInput]], intake: BatchIntake, columns: Columns, report: ImportReport
+    pending: list[tuple[int, LeadInput]],
+    intake: BatchIntake,
+    columns: Columns,
+    report: ImportReport,
+    dry_run: DryRun | None,
 ) -> None:
-    results = await intake.submit_batch([lead for _, lead in pending], dry_run=report.dry_run)
+    results = await intake.submit_batch([lead for _, lead in pending], dry_run=dry_run)
     mapped = columns.mapped()
     for (row, _), result in zip(pending, results, strict=True):
         if isinstance(result, tuple):

@@ -127,6 +127,16 @@ Submitted = tuple[Lead, bool] | InvalidPhone | InvalidPayload | TooManyLeads
 
 
 @dataclass
+class DryRun:
+    """What a dry run's earlier batches would have stored. Nothing of them is kept, so a later
+    batch sees them here as a real import sees the rows stored before it: an external_id given
+    again, the phone of a lead it opened (a duplicate), a number's share of new leads."""
+
+    leads: list[Lead] = field(default_factory=list)  # the new ones
+    by_external_id: dict[str, Lead] = field(default_factory=dict)  # new or merged into
+
+
+@dataclass
 class _Pending:
     """A checked lead waiting for the next transaction, and its caller waiting for the answer."""
 
@@ -189,9 +199,10 @@ class LeadIntake:
             self._writer = asyncio.create_task(self._write_batches(), name="lead-intake")
         return await answer
 
-    async def submit_batch(self, batch: Sequence[LeadInput], *, dry_run: bool = False) -> list[Submitted]:
+    async def submit_batch(self, batch: Sequence[LeadInput], *, dry_run: DryRun | None = None) -> list[Submitted]:
         """Store an import's rows in one transaction; for each, the lead and whether it is new, or
-        why it was refused. ``dry_run``: every check as for real, then nothing is kept.
+        why it was refused. ``dry_run``: every check as for real, with the dry run's earlier
+        batches as if stored, then nothing is kept (the batch joins them).
 
         A transaction per batch, not per lead: far fewer commits for an import, and between batches
         the dialer gets the database and the event loop.
@@ -243,7 +254,7 @@ class LeadIntake:
             self._pending = []
 
     async def _store(
-        self, batch: list[tuple[LeadInput, str]], *, dry_run: bool = False
+        self, batch: list[tuple[LeadInput, str]], *, dry_run: DryRun | None = None
     ) -> list[tuple[Lead, bool] | TooManyLeads]:
         """One transaction for the batch of checked leads (and their normalised phones): (lead,
         created) or the refusal, in the batch's order. ``dry_run``: rolled back, nothing claimed."""
@@ -253,11 +264,15 @@ class LeadIntake:
         return await self._store_once(batch, dry_run=dry_run)
 
     async def _store_once(
-        self, batch: list[tuple[LeadInput, str]], *, dry_run: bool
+        self, batch: list[tuple[LeadInput, str]], *, dry_run: DryRun | None
     ) -> list[tuple[Lead, bool] | TooManyLeads]:
         answers: list[tuple[Lead, bool] | TooManyLeads] = []
-        created: dict[str, Lead] = {}  # by external_id: a repeat within the batch gets the first
-        counted: dict[str, int] = {}  # new leads per number in this batch
+        # By external_id: a repeat within the batch (or the dry run) gets the first.
+        created: dict[str, Lead] = dict(dry_run.by_external_id) if dry_run is not None else {}
+        counted: dict[str, int] = {}  # new leads per number in this batch (and the dry run)
+        if dry_run is not None:
+            for earlier in dry_run.leads:
+                counted[earlier.phone] = counted.get(earlier.phone, 0) + 1
         new: list[Lead] = []
         merges: list[tuple[Lead, Lead]] = []  # (the open lead, the duplicate kept in its history)
         async with self._uow() as uow:
@@ -272,6 +287,8 @@ class LeadIntake:
             if widest > 0:
                 since = now - timedelta(seconds=widest)
                 for earlier in await uow.leads.of_phones({phone for _, phone in batch}, since):
+                    recent.setdefault(earlier.phone, []).append(earlier)
+                for earlier in dry_run.leads if dry_run is not None else ():
                     recent.setdefault(earlier.phone, []).append(earlier)
             for data, phone in batch:
                 if data.external_id is not None:
@@ -322,7 +339,7 @@ class LeadIntake:
                 # rolls this one back; the next try sees that lead, and every answer or merge that
                 # pointed at ours is made again from it.
                 raise _RaceLost
-            if (new or merges) and not dry_run:
+            if (new or merges) and dry_run is None:
                 events: list[DomainEvent] = [lead.created() for lead in new]
                 for existing, duplicate in merges:
                     assert existing.id is not None  # a lead of this batch has its id since the add
@@ -338,7 +355,9 @@ class LeadIntake:
                 await uow.commit()
                 if committed is not None:
                     committed()  # the claimed leads' Originates leave now
-        if dry_run:
+        if dry_run is not None:
+            dry_run.leads.extend(new)
+            dry_run.by_external_id.update(created)
             return answers
         if self._per_number is not None:
             for lead in new:

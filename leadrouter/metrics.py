@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from ami_adapter.client import AmiClient
 from ami_adapter.pbx import AsteriskPbx, AsteriskPbxSettings
 from ami_adapter.translate import EventTranslator
-from dialer.intake import LeadInput, LeadIntake, Submitted
+from dialer.intake import DryRun, LeadInput, LeadIntake, Submitted
 from dialer.ports import Clock
 from router.breaker import BreakerState
 from router.model import Lead, LeadStatus
@@ -290,9 +290,9 @@ class TimedIntake:
             self._timings.arrived(lead)
         return lead, created
 
-    async def submit_batch(self, batch: Sequence[LeadInput], *, dry_run: bool = False) -> list[Submitted]:
+    async def submit_batch(self, batch: Sequence[LeadInput], *, dry_run: DryRun | None = None) -> list[Submitted]:
         results = await self._intake.submit_batch(batch, dry_run=dry_run)
-        if not dry_run:
+        if dry_run is None:
             for result in results:
                 if isinstance(result, tuple) and result[1]:
                     self._timings.arrived(result[0])

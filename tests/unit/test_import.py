@@ -66,6 +66,31 @@ async def test_a_dry_run_checks_everything_and_stores_nothing(db: Database) -> N
     assert await _count(db, leads) == 0 and await _count(db, outbox) == 0 and woken == []
 
 
+async def test_a_dry_run_counts_what_a_real_import_would_across_its_batches(db: Database) -> None:
+    """Rows repeating an earlier batch's external_id or phone, and a number past its share, are
+    reported by the dry run as the import then reports them (batches of 2 rows here)."""
+    text = (
+        "phone,name,external_id\n"
+        "+79161234501,Иван,a-1\n"
+        "+79161234502,Ольга,a-2\n"
+        "+79161234503,Пётр,a-1\n"  # the external_id of row 2: the lead stored there
+        "+79161234501,Иван,a-4\n"  # the phone of row 2's open lead: merged into it
+        "+79161234505,Анна,\n"
+        "+79161234505,Анна,\n"  # the same number again in the next batch: merged too
+        "+79161234507,Борис,\n"
+    )
+    # Without merging, the repeated numbers would be new leads, past their share of one an hour.
+    limited = _intake(db, [], per_number=RateLimit(1, timedelta(hours=1)), routing=EVERY_LEAD)
+    every = await import_csv(text, Columns(), limited, dry_run=True, batch_size=2)
+    assert (every.created, every.duplicates) == (4, 1)
+    assert [(error.row, error.field) for error in every.errors] == [(5, "phone"), (7, "phone")]
+
+    dry = await import_csv(text, Columns(), _intake(db, []), dry_run=True, batch_size=2)
+    assert await _count(db, leads) == 0 and await _count(db, lead_history) == 0
+    real = await import_csv(text, Columns(), _intake(db, []), batch_size=2)
+    assert (dry.created, dry.duplicates, dry.errors) == (real.created, real.duplicates, real.errors) == (4, 3, [])
+
+
 async def test_columns_are_mapped_the_rest_goes_to_the_payload_and_duplicates_count_once(db: Database) -> None:
     text = (
         "Телефон;ФИО;crm_id;utm;note\n"
