@@ -293,8 +293,12 @@ class Database:
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self, *, long: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection in an open write transaction; the caller commits, anything else rolls back.
+
+        ``long``: a statement of unbounded length (an operator's bulk change) is in it. On SQLite
+        it then runs on the connection's thread, not inline on the loop: other writers wait for
+        it either way, but the loop (AMI, health, answers) keeps turning.
 
         Raises StorageUnavailable when the database cannot take the write now.
         """
@@ -310,6 +314,7 @@ class Database:
                 async with self._writers, self._kept_writer() as (conn, driver):
                     if isinstance(driver, _InlineConnection):
                         await driver.begin_immediate()  # the rest runs on the loop (see _InlineConnection)
+                        driver.inline = not long
                     await conn.begin()
                     yield conn
                     committed = not conn.in_transaction()

@@ -232,7 +232,7 @@ class SqlWebhooks:
         chosen: list[ColumnElement[bool]] = [_wd.c.state == DEAD]
         if subscriber is not None:
             chosen.append(_wd.c.subscriber == subscriber)
-        async with self._db.write() as conn:
+        async with self._db.write(long=True) as conn:  # every dead event, maybe a day's worth
             if event_ids:
                 named = (
                     select(_wd.c.subscriber, _wd.c.lead_id)

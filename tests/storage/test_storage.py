@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from storage.engine import Database, _alembic_config, newest_revision
 from storage.queries import SqlQueries
 from storage.schema import metadata
 from storage.uow import SqlUnitOfWork
+from storage.webhooks import SqlWebhooks
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 REPO = Path(__file__).parents[2]
@@ -268,3 +270,27 @@ async def test_a_write_waits_for_another_processs_lock_without_stalling_the_loop
         other.close()
         await write
         assert db.writable
+
+
+async def test_a_long_write_runs_off_the_loop_and_a_lead_s_on_it(tmp_path: Path) -> None:
+    """Statements of ``Database.write(long=True)`` (a retry of every dead webhook event, say) run on
+    the connection's thread, which keeps the loop turning however many rows they change; the hot
+    path's stay on the loop (storage.engine._InlineConnection)."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        ran_on: dict[str, set[int]] = {}
+
+        def traced(statement: str) -> None:
+            ran_on.setdefault(statement.split()[0].upper(), set()).add(threading.get_ident())
+
+        async with db.write() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection._conn  # the kept writer's sqlite3
+            raw.set_trace_callback(traced)
+            await conn.rollback()
+        async with SqlUnitOfWork(db) as uow:
+            await uow.leads.add([_lead(1)])
+            await uow.commit()
+        loop_thread = threading.get_ident()
+        assert ran_on.pop("INSERT") == {loop_thread}
+        await SqlWebhooks(db).retry(None, [], NOW)
+        assert loop_thread not in ran_on["UPDATE"]
