@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Self
 import structlog
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = structlog.get_logger("api")
 
@@ -100,6 +101,8 @@ class _Guarded(HttpToolsProtocol):
     _deadline: asyncio.TimerHandle | None = None
     _in_header = True  # between requests: what arrives is the next request's header
     _header_bytes = 0  # received of that header so far
+    _began_in_read = False  # a request began within the read being parsed
+    _refuse_next = False  # the next request's header is over the limit: 400 once the answer in progress left
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -111,19 +114,42 @@ class _Guarded(HttpToolsProtocol):
         self._arm_deadline()
 
     def data_received(self, data: bytes) -> None:
-        if self._in_header:
-            self._header_bytes += len(data)
+        self._began_in_read = False
         super().data_received(data)
+        if not self._in_header:
+            return
+        if self._began_in_read:
+            # The unfinished header began in this read, after whatever request came before it in
+            # the same read (pipelining): it is at most the read's tail past its last blank line.
+            end = data.rfind(b"\r\n\r\n")
+            self._header_bytes = len(data) - (end + 4 if end >= 0 else 0)
+        else:
+            self._header_bytes += len(data)
         # llhttp keeps an unfinished header whatever its size: refused past the limit, as h11 refused it.
-        if self._in_header and self._header_bytes > self.limits.max_header_bytes and not self.transport.is_closing():
-            self.send_400_response("Invalid HTTP request received.")
+        if self._header_bytes > self.limits.max_header_bytes and not self.transport.is_closing():
+            if self.cycle is not None and not self.cycle.response_complete:
+                # A request before it is being answered: its answer first (answers keep the
+                # requests' order), then the refusal; nothing more is read meanwhile.
+                self._refuse_next = True
+                self.flow.pause_reading()
+            else:
+                self.send_400_response("Invalid HTTP request received.")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_header = True
+        self._began_in_read = True
 
     def on_headers_complete(self) -> None:
         self._in_header = False
         self._header_bytes = 0
         super().on_headers_complete()
-        if self.cycle is not None:  # None: the first request was a WebSocket upgrade, another protocol's
-            self.cycle.transport = self._writes
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # Before its task exists, so even a handler that never awaits writes through it; a
+        # pipelined request's cycle starts here too, once the one before it has answered.
+        cycle.transport = self._writes
+        super()._start_asgi_task(cycle, app)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -131,6 +157,9 @@ class _Guarded(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._writes.flush()  # now, not after whatever else the loop has queued meanwhile
+        if self._refuse_next and not self.transport.is_closing():
+            self.send_400_response("Invalid HTTP request received.")
+            return
         super().on_response_complete()
         self._arm_deadline()  # the next request's header is due within header_timeout too
 
@@ -146,7 +175,8 @@ class _Guarded(HttpToolsProtocol):
 
     def _header_overdue(self) -> None:
         # Owed: no request is being answered and the next one's header is not complete (nothing
-        # sent, or dribbling). A request still being answered is the server's time, not the client's.
+        # sent, or dribbling). A request being answered is left alone, even one whose body is
+        # still arriving: a large import may take a slow link minutes (max_connections bounds those).
         answering = self.cycle is not None and not self.cycle.response_complete
         if self._in_header and not answering and not self.transport.is_closing():
             self.transport.close()

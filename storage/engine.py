@@ -105,13 +105,21 @@ class _InlineConnection(aiosqlite.Connection):
             return await super()._execute(fn, *args, **kwargs)
         if not self._running or not self._connection:  # as aiosqlite's own check
             raise ValueError("Connection closed")
+        await self.turn()
+        return fn(*args, **kwargs)
+
+    @property
+    def raw(self) -> sqlite3.Connection:
+        return self._conn
+
+    async def turn(self) -> None:
+        """The loop's turn, once inline work has run INLINE_TURN since the last: a batch's
+        transaction is many statements, and the loop got a turn between them while each went to
+        the thread, so a burst must not hold everything else up."""
         loop = asyncio.get_running_loop()
         if loop.time() - self._turn_given > INLINE_TURN:
-            # A batch's transaction is many statements: the loop gets a turn between them, as it
-            # did while each went to the thread, so a burst does not hold everything else up.
             await asyncio.sleep(0)
             self._turn_given = loop.time()
-        return fn(*args, **kwargs)
 
     async def commit(self) -> None:
         # The commit is where SQLite writes the transaction to the WAL: on the connection's
@@ -143,16 +151,16 @@ class _InlineConnection(aiosqlite.Connection):
         self._turn_given = asyncio.get_running_loop().time()
 
 
-def direct_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
-    """The sqlite3 connection under ``conn`` while this loop holds SQLite's write lock on it in an
-    open transaction (Database.write), else None. Statements may then run on it directly, on the
-    loop, as _InlineConnection runs them (storage.uow's hot path)."""
+def direct_sqlite(conn: AsyncConnection) -> _InlineConnection | None:
+    """The driver under ``conn`` while this loop holds SQLite's write lock on it in an open
+    transaction (Database.write), else None. Statements may then run on its ``raw`` sqlite3
+    connection directly, on the loop, as it runs them itself, giving the loop its ``turn``
+    between them (storage.uow's hot path)."""
     proxied = conn.sync_connection.connection if conn.sync_connection is not None else None
     driver = proxied.driver_connection if proxied is not None else None
     if not isinstance(driver, _InlineConnection) or not driver.inline:
         return None
-    raw = driver._conn
-    return raw if raw.in_transaction else None
+    return driver if driver.raw.in_transaction else None
 
 
 def _inline_connector(path: str) -> Callable[[], Any]:
@@ -333,20 +341,22 @@ class Database:
     async def _kept_writer(self) -> AsyncIterator[tuple[AsyncConnection, Any]]:
         """SQLite's writers take turns on one connection (and its driver's), kept open between
         transactions: taking one from the pool and giving it back cost as much CPU as a lead's
-        statements. A block that fails closes it (which rolls back); the next write opens another."""
+        statements. A block that fails (or whose closing rollback does) gives it back to the pool,
+        which rolls it back, and the next write takes another: a transaction left open would keep
+        SQLite's write lock from every other process and fail this one's next BEGIN."""
         if self._writer is None:
             conn = await self.engine.connect()
             self._writer = conn, (await conn.get_raw_connection()).driver_connection
         conn = self._writer[0]
         try:
             yield self._writer
+            if conn.in_transaction():  # a block that only read, or went on after its commit
+                await conn.rollback()
         except BaseException:
             self._writer = None
             with contextlib.suppress(Exception):
                 await conn.close()
             raise
-        if conn.in_transaction():  # a block that only read, or went on after its commit
-            await conn.rollback()
 
     def _committed_inline(self) -> None:
         """Checkpoint the write-ahead log every CHECKPOINT_EVERY commits, off the loop: SQLite's

@@ -145,6 +145,22 @@ async def test_a_header_over_the_limit_is_refused_and_one_under_it_answered() ->
             _close([(reader, writer), (fair, fair_writer)])
 
 
+async def test_a_pipelined_header_over_the_limit_is_refused_after_the_request_before_it() -> None:
+    """One read holds a whole request and the start of an oversized next one: the first is
+    answered, the second refused, however the two share the read."""
+    async with _server(ConnectionLimits(max_header_bytes=4096)) as server:
+        [(reader, writer)] = await _connect(server.port, 1)
+        try:
+            writer.write(
+                b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 20_000 + b"\r\n"
+            )
+            answers = await asyncio.wait_for(reader.read(), 5)
+            assert answers.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 400" in answers, answers
+        finally:
+            _close([(reader, writer)])
+
+
 async def test_a_request_answered_after_the_header_timeout_is_not_cut_and_its_head_leaves_first() -> None:
     release = asyncio.Event()
     async with _server(ConnectionLimits(header_timeout=0.3, keep_alive=30), release) as server:

@@ -7,20 +7,20 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult
 from storage.engine import Database, _alembic_config, newest_revision
 from storage.queries import SqlQueries
-from storage.schema import metadata
-from storage.uow import SqlUnitOfWork
+from storage.schema import leads, metadata
+from storage.uow import SqlLeads, SqlUnitOfWork, lead_from_row
 from storage.webhooks import SqlWebhooks
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -294,3 +294,38 @@ async def test_a_long_write_runs_off_the_loop_and_a_lead_s_on_it(tmp_path: Path)
         assert ran_on.pop("INSERT") == {loop_thread}
         await SqlWebhooks(db).retry(None, [], NOW)
         assert loop_thread not in ran_on["UPDATE"]
+
+
+async def test_the_direct_path_stores_exactly_what_sqlalchemy_stores(tmp_path: Path) -> None:
+    """The hot path's statements skip SQLAlchemy's execution on SQLite (storage.uow._Direct) but
+    borrow its conversions: a lead with a value of every kind is stored byte for byte as
+    SQLAlchemy's own insert stores it, and read back by either path as it was."""
+    local = datetime(2026, 11, 24, 13, 0, 0, 123456, tzinfo=timezone(timedelta(hours=3)))
+
+    def rich() -> Lead:
+        return Lead(phone="+79160000001", name="Лид 'x' \"q\"", source="web", external_id=None,
+                    payload={"nested": {"a": [1, 2.5, None, True, "ü"]}, "big": 2**62}, created_at=local,
+                    status=LeadStatus.SCHEDULED, next_attempt_at=local + timedelta(minutes=5), backlog_rank=0.25,
+                    last_disposition=Disposition.BUSY, pbx="office")  # fmt: skip
+
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        direct = rich()
+        async with SqlUnitOfWork(db) as uow:
+            await uow.leads.add([direct])
+            await uow.commit()
+        async with db.engine.begin() as conn:  # SQLAlchemy's own path: no write lock held inline
+            await SqlLeads(conn).add([rich()])
+        async with SqlUnitOfWork(db) as uow:  # read back through the direct path
+            (by_direct, by_core) = sorted(
+                await uow.leads.of_phones(["+79160000001"], local), key=lambda lead: lead.id or 0
+            )
+        async with db.read() as conn:  # ... and through SQLAlchemy's
+            read = [lead_from_row(r) for r in (await conn.execute(select(leads).order_by(leads.c.id))).mappings()]
+    stored = sqlite3.connect(tmp_path / "lr.db").execute("SELECT * FROM leads ORDER BY id").fetchall()
+    assert stored[0][1:] == stored[1][1:]  # all but the id
+    for lead in (by_direct, by_core, *read):
+        assert lead.created_at == local and lead.next_attempt_at == local + timedelta(minutes=5)
+        assert (lead.name, lead.payload, lead.status, lead.last_disposition, lead.backlog_rank, lead.pbx) == (
+            direct.name, direct.payload, LeadStatus.SCHEDULED, Disposition.BUSY, 0.25, "office"
+        )  # fmt: skip
