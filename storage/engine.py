@@ -295,10 +295,12 @@ class Database:
     ) -> None:
         if self._checkpoint is not None:
             await self._checkpoint
-        if self._writer is not None:
-            await self._writer[0].close()
-            self._writer = None
-        await self.engine.dispose()
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                await writer[0].close()
+        finally:
+            await self.engine.dispose()
 
     @contextlib.asynccontextmanager
     async def write(self, *, long: bool = False) -> AsyncIterator[AsyncConnection]:
