@@ -192,7 +192,10 @@ class AmiClient:
         except AmiUnsafeAction as exc:
             raise AmiError(str(exc)) from None
         try:
-            return await asyncio.wait_for(future, self.settings.action_timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # arrives as the answer does, and the cancelled caller then runs on.
+            async with asyncio.timeout(self.settings.action_timeout):
+                return await future
         except TimeoutError:
             raise AmiDisconnected(f"{action['Action']}: no answer in {self.settings.action_timeout}s") from None
 
@@ -209,7 +212,8 @@ class AmiClient:
                     self.drop_connection("no login answer")
                 continue
             try:
-                await asyncio.wait_for(self.send({"Action": "Ping"}), settings.ping_timeout)
+                async with asyncio.timeout(settings.ping_timeout):  # see _send: not wait_for
+                    await self.send({"Action": "Ping"})
             except (TimeoutError, AmiDisconnected, AmiError, AmiNotConnected) as exc:
                 if not isinstance(exc, AmiNotConnected):
                     self.drop_connection(f"ping unanswered: {exc}")

@@ -130,7 +130,10 @@ class Receipts:
         if self._marking:
             await asyncio.gather(*self._marking)
         try:
-            await asyncio.wait_for(self._subscribed.wait(), timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # arrives as the awaited thing completes.
+            async with asyncio.timeout(timeout):
+                await self._subscribed.wait()
         except TimeoutError:
             return False
         token = uuid.uuid4().hex
@@ -138,7 +141,8 @@ class Receipts:
         self._fences[token] = arrived
         try:
             await client.publish(fence_topic(self._settings.topic_prefix, self._settings.client_id), token, qos=1)
-            await asyncio.wait_for(arrived, timeout)
+            async with asyncio.timeout(timeout):
+                await arrived
         except TimeoutError:
             return False
         finally:

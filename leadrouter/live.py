@@ -102,6 +102,7 @@ class LiveBoard:
                 yield ": still here\n\n"
             # A wait on the event, not a sleep: close() ends the stream at once.
             try:
-                await asyncio.wait_for(self._closed.wait(), INTERVAL)
+                async with asyncio.timeout(INTERVAL):  # not wait_for, which may lose a cancellation (3.11)
+                    await self._closed.wait()
             except TimeoutError:
                 quiet += INTERVAL
