@@ -3,6 +3,7 @@ an unknown caller becomes a lead `inbound:<number>`; a number not ours is apolog
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +24,25 @@ ROUTING: dict[str, Any] = {
 COMPANY = "74951234567"
 
 
+def _running(
+    tmp_path: Path, mosquitto_port: int, *, routing: dict[str, Any], client_talks: float
+) -> contextlib.AbstractAsyncContextManager[Rig]:
+    """The daemon taking the company number's callers; clients (and callers) talk for ``client_talks``."""
+    world = World(
+        default_client=lambda _number: Behaviour(answer_after=1, talk=client_talks),
+        default_manager=lambda _extension: Behaviour(answer_after=1, talk=2),
+    )
+    sections = {"pbx": {"inbound_numbers": [COMPANY]}}
+    return running(tmp_path, world=world, routing=routing, mqtt_port=mosquitto_port, scale=20, sections=sections)
+
+
 async def _calls(rig: Rig, lead_id: int) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = (await rig.http.get(f"/leads/{lead_id}")).json()["calls"]
     return calls
 
 
 async def test_a_known_client_calling_in_reaches_his_owner(tmp_path: Path, mosquitto_port: int) -> None:
-    world = World(
-        default_client=lambda _number: Behaviour(answer_after=1, talk=6),
-        default_manager=lambda _extension: Behaviour(answer_after=1, talk=2),
-    )
-    sections = {"pbx": {"inbound_numbers": [COMPANY]}}
-    async with running(
-        tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=20, sections=sections
-    ) as rig:
+    async with _running(tmp_path, mosquitto_port, routing=ROUTING, client_talks=6) as rig:
         lead_id = (await rig.post(phone="+79161234561", name="Иван", source="site")).json()["id"]
 
         async def ended(count: int) -> bool:
@@ -89,14 +95,7 @@ async def test_a_caller_on_hold_across_a_restart_is_put_through_after_it(tmp_pat
     """His channel is named by the PBX, not by us: the restarted daemon finds it in the listing by
     the context he waits in, adopts his call and steers it as any other."""
     routing = {**ROUTING, "scenarios": [{"name": "default", "hold_limit": "10m"}]}
-    world = World(
-        default_client=lambda _number: Behaviour(answer_after=1, talk=3600),  # he waits, patiently
-        default_manager=lambda _extension: Behaviour(answer_after=1, talk=2),
-    )
-    sections = {"pbx": {"inbound_numbers": [COMPANY]}}
-    async with running(
-        tmp_path, world=world, routing=routing, mqtt_port=mosquitto_port, scale=20, sections=sections
-    ) as rig:
+    async with _running(tmp_path, mosquitto_port, routing=routing, client_talks=3600) as rig:  # he waits, patiently
         for manager_id in ("anna", "boris"):  # nobody free: he stays on hold
             paused = await rig.http.post(f"/managers/{manager_id}/pause", json={"reason": "meeting"})
             assert paused.status_code == 200
@@ -128,14 +127,7 @@ async def test_a_caller_who_called_while_the_daemon_was_away_is_taken_after_it(
 ) -> None:
     """Nobody heard his UserEvent: the listing after the start shows him in leadrouter-inbound's
     music, and he is taken as if it had been heard."""
-    world = World(
-        default_client=lambda _number: Behaviour(answer_after=1, talk=3600),
-        default_manager=lambda _extension: Behaviour(answer_after=1, talk=2),
-    )
-    sections = {"pbx": {"inbound_numbers": [COMPANY]}}
-    async with running(
-        tmp_path, world=world, routing=ROUTING, mqtt_port=mosquitto_port, scale=20, sections=sections
-    ) as rig:
+    async with _running(tmp_path, mosquitto_port, routing=ROUTING, client_talks=3600) as rig:
         await rig.stop_daemon()
         rig.sim.place_inbound("79161234561", COMPANY)
 

@@ -130,6 +130,16 @@ async def test_client_waits_on_hold_until_a_manager_frees_up() -> None:
         assert rig.pbx.of_kind("connect") == [("connect", channel, "101")]
 
 
+async def _on_hold_while_101_is_busy(rig: Rig) -> str:
+    """A lead dialled and answered while the only manager (101) is on another call: its channel."""
+    await rig.lead()
+    (channel,) = await rig.dialled()
+    rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
+    rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+    await rig.settle()
+    return channel
+
+
 async def test_nobody_free_within_the_hold_limit_apologises_and_schedules_a_retry() -> None:
     async with make_rig(plan(1)) as rig:
         lead_id = await rig.lead()
@@ -153,11 +163,7 @@ async def test_an_apology_the_link_lost_is_sent_after_the_reconnect() -> None:
     """The hold limit ran out while the AMI link was down: the client is still on hold at the PBX,
     so the listing after the login shows the apology never happened, and it is sent then."""
     async with make_rig(plan(1)) as rig:
-        await rig.lead()
-        (channel,) = await rig.dialled()
-        rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
-        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-        await rig.settle()
+        channel = await _on_hold_while_101_is_busy(rig)
         rig.dialer.pbx_disconnected()
         rig.pbx.apologize_error = PbxNotSent("Redirect not sent: AMI is not connected")
         rig.clock.advance(30)
@@ -179,11 +185,7 @@ async def test_an_apology_whose_answer_never_came_is_not_cut_off_by_a_hangup() -
     hearing the apology, so no Hangup follows. The link is dropped for it; the listing after the
     login shows him still on hold (the Redirect was lost), and only then is the apology sent again."""
     async with make_rig(plan(1)) as rig:
-        await rig.lead()
-        (channel,) = await rig.dialled()
-        rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
-        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-        await rig.settle()
+        channel = await _on_hold_while_101_is_busy(rig)
         rig.pbx.apologize_error = PbxNoAnswer("Redirect: no answer in 10.0s")
         rig.clock.advance(30)
         await rig.settle()
@@ -201,11 +203,7 @@ async def test_an_apology_whose_answer_never_came_is_not_cut_off_by_a_hangup() -
 
 async def test_an_apology_the_pbx_refused_hangs_the_client_up() -> None:
     async with make_rig(plan(1)) as rig:
-        await rig.lead()
-        (channel,) = await rig.dialled()
-        rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
-        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-        await rig.settle()
+        channel = await _on_hold_while_101_is_busy(rig)
         rig.pbx.apologize_error = PbxError("Redirect: Redirect failed")
         rig.clock.advance(30)
         await rig.settle()
@@ -272,11 +270,7 @@ async def test_a_call_ending_with_its_retry_later_costs_no_dispatch_pass_until_t
 
 async def test_client_hanging_up_on_hold_is_abandoned() -> None:
     async with make_rig(plan(1)) as rig:
-        await rig.lead()
-        (channel,) = await rig.dialled()
-        rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))
-        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-        await rig.settle()
+        channel = await _on_hold_while_101_is_busy(rig)
         rig.clock.advance(5)
         rig.dialer.pbx_event(HungUp(channel, 16))
         await rig.settle()
