@@ -56,7 +56,7 @@ def unavailable_reason(exc: BaseException) -> str | None:
     """Why ``exc`` means the database is unavailable, or None when it is some other error."""
     if isinstance(exc, OSError | TimeoutError):  # asyncpg raises these while connecting
         return str(exc) or type(exc).__name__
-    if isinstance(exc, sqlite3.OperationalError):  # from _InlineConnection.begin_immediate, not wrapped by SQLAlchemy
+    if isinstance(exc, sqlite3.OperationalError):  # from InlineConnection.begin_immediate, not wrapped by SQLAlchemy
         return str(exc)
     if not isinstance(exc, DBAPIError):
         return None
@@ -84,7 +84,7 @@ BUSY_TIMEOUT_MS = 10_000  # how long SQLite waits for another process's write lo
 CHECKPOINT_EVERY = 100
 
 
-class _InlineConnection(aiosqlite.Connection):
+class InlineConnection(aiosqlite.Connection):
     """aiosqlite's connection, whose calls run on the event loop's own thread while ``inline``.
 
     aiosqlite hands every call (cursor, execute, fetch, close, commit) to the connection's
@@ -151,25 +151,25 @@ class _InlineConnection(aiosqlite.Connection):
         self._turn_given = asyncio.get_running_loop().time()
 
 
-def direct_sqlite(conn: AsyncConnection) -> _InlineConnection | None:
+def direct_sqlite(conn: AsyncConnection) -> InlineConnection | None:
     """The driver under ``conn`` while this loop holds SQLite's write lock on it in an open
     transaction (Database.write), else None. Statements may then run on its ``raw`` sqlite3
     connection directly, on the loop, as it runs them itself, giving the loop its ``turn``
     between them (storage.uow's hot path)."""
     proxied = conn.sync_connection.connection if conn.sync_connection is not None else None
     driver = proxied.driver_connection if proxied is not None else None
-    if not isinstance(driver, _InlineConnection) or not driver.inline:
+    if not isinstance(driver, InlineConnection) or not driver.inline:
         return None
     return driver if driver.raw.in_transaction else None
 
 
 def _inline_connector(path: str) -> Callable[[], Any]:
-    """create_async_engine's ``async_creator``: an _InlineConnection to the file, as aiosqlite.connect makes one."""
+    """create_async_engine's ``async_creator``: an InlineConnection to the file, as aiosqlite.connect makes one."""
 
-    async def connect() -> _InlineConnection:
+    async def connect() -> InlineConnection:
         # check_same_thread=False, as SQLAlchemy's aiosqlite dialect connects: the sqlite3 module
         # is built thread-safe (serialized), and the loop's thread uses the connection too.
-        connection = _InlineConnection(lambda: sqlite3.connect(path, check_same_thread=False), 64)
+        connection = InlineConnection(lambda: sqlite3.connect(path, check_same_thread=False), 64)
         connection._thread.daemon = True  # as SQLAlchemy sets it: a thread never keeps the process alive
         await connection
         return connection
@@ -209,14 +209,14 @@ def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
         # Every use starts on the connection's thread; only Database.write moves it to the loop.
-        if isinstance(record.driver_connection, _InlineConnection):
+        if isinstance(record.driver_connection, InlineConnection):
             record.driver_connection.inline = False
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         driver = conn.connection.driver_connection
         if driver is not None and driver.in_transaction:
-            return  # Database.write began it (_InlineConnection.begin_immediate)
+            return  # Database.write began it (InlineConnection.begin_immediate)
         # A deferred BEGIN that later writes fails with "database is locked" under
         # concurrency (761 of 1000 in our measurement); IMMEDIATE takes the write lock
         # up front and waits for it within busy_timeout instead.
@@ -322,8 +322,8 @@ class Database:
                     committed = not conn.in_transaction()
             else:
                 async with self._writers, self._kept_writer() as (conn, driver):
-                    if isinstance(driver, _InlineConnection):
-                        await driver.begin_immediate()  # the rest runs on the loop (see _InlineConnection)
+                    if isinstance(driver, InlineConnection):
+                        await driver.begin_immediate()  # the rest runs on the loop (see InlineConnection)
                         driver.inline = not long
                     await conn.begin()
                     yield conn
@@ -336,7 +336,7 @@ class Database:
             raise StorageUnavailable(reason) from exc
         if committed:  # a block that only read proves nothing about writes
             self._succeeded()
-            if isinstance(driver, _InlineConnection):
+            if isinstance(driver, InlineConnection):
                 self._committed_inline()
 
     @contextlib.asynccontextmanager
@@ -375,7 +375,7 @@ class Database:
             # no reader still needs and never waits, so writers go on meanwhile.
             async with self.engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
-                assert isinstance(driver, _InlineConnection) and not driver.inline
+                assert isinstance(driver, InlineConnection) and not driver.inline
                 await driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except Exception as exc:  # the next one tries again; an outage shows on the writes themselves
             log.warning("database.checkpoint_failed", error=repr(exc))

@@ -8,7 +8,7 @@ import json
 import sqlite3
 import uuid
 import weakref
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Self
 
@@ -18,7 +18,6 @@ from sqlalchemy import (
     RowMapping,
     Select,
     Table,
-    Update,
     bindparam,
     delete,
     false,
@@ -36,7 +35,7 @@ from sqlalchemy.sql.expression import UpdateBase
 from router.events import SCHEMA_VERSION, DomainEvent, ManagerStateChanged
 from router.model import Call, CallState, HistoryEntry, Lead, LeadStatus, ManagerLeg, OutcomeReport
 from storage.cluster import pbx_of
-from storage.engine import Database, direct_sqlite, lock_key
+from storage.engine import Database, InlineConnection, direct_sqlite, lock_key
 from storage.schema import (
     call_legs,
     calls,
@@ -195,15 +194,21 @@ class _Direct:
 DIRECT_CHUNK = 25
 
 
+async def _in_turns(driver: InlineConnection, rows: list[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
+    """The rows in chunks of DIRECT_CHUNK, the loop's turn before each when it is due."""
+    for start in range(0, len(rows), DIRECT_CHUNK):
+        await driver.turn()
+        yield rows[start : start + DIRECT_CHUNK]
+
+
 async def _execute_many(conn: AsyncConnection, direct: _Direct, rows: list[dict[str, Any]]) -> None:
     """The statement once per row: on the sqlite3 connection itself while the loop holds it."""
     driver = direct_sqlite(conn)
     if driver is None:
         await conn.execute(direct.statement, rows)
         return
-    for start in range(0, len(rows), DIRECT_CHUNK):
-        await driver.turn()
-        direct.many(driver.raw, conn.dialect, rows[start : start + DIRECT_CHUNK])
+    async for chunk in _in_turns(driver, rows):
+        direct.many(driver.raw, conn.dialect, chunk)
 
 
 def _not_for(pbxes: Collection[str]) -> list[ColumnElement[bool]]:
@@ -223,9 +228,8 @@ async def _insert_with_ids(conn: AsyncConnection, table: Table, rows: list[dict[
     if driver is None:
         return list((await conn.execute(_INSERTS[table.name], rows)).scalars())
     ids = []
-    for start in range(0, len(rows), DIRECT_CHUNK):
-        await driver.turn()
-        for cursor in _DIRECT_INSERTS[table.name].each(driver.raw, conn.dialect, rows[start : start + DIRECT_CHUNK]):
+    async for chunk in _in_turns(driver, rows):
+        for cursor in _DIRECT_INSERTS[table.name].each(driver.raw, conn.dialect, chunk):
             # No conflict clause, an INTEGER PRIMARY KEY: the row went in, and lastrowid is its id.
             assert cursor.rowcount == 1 and cursor.lastrowid is not None
             ids.append(cursor.lastrowid)
@@ -243,7 +247,7 @@ _CLAIM_NOW = bindparam("b_now", type_=leads.c.updated_at.type)
 
 
 @functools.cache
-def _claim(skip_pbxes: frozenset[str]) -> Update:
+def _claim(skip_pbxes: frozenset[str]) -> _Direct:
     """The due leads, not those of ``skip_pbxes`` (their dialers claim them), taken in one statement,
     so two dialers can never claim the same lead: SQLite serialises writers (BEGIN IMMEDIATE);
     PostgreSQL skips rows another transaction holds. Built once per set of PBXes."""
@@ -254,7 +258,7 @@ def _claim(skip_pbxes: frozenset[str]) -> Update:
         .limit(bindparam("b_limit", type_=Integer()))
         .with_for_update(skip_locked=True)
     )
-    return (
+    return _Direct(
         update(leads)
         .where(leads.c.id.in_(due.scalar_subquery()))
         .values(status=LeadStatus.DIALING, attempts=leads.c.attempts + 1, next_attempt_at=None, updated_at=_CLAIM_NOW)
@@ -278,11 +282,6 @@ async def _rows(conn: AsyncConnection, direct: _Direct, params: dict[str, Any]) 
         await driver.turn()
         return direct.returned(driver.raw, conn.dialect, params)
     return (await conn.execute(direct.statement, params)).mappings().all()
-
-
-@functools.cache
-def _direct_claim(skip_pbxes: frozenset[str]) -> _Direct:
-    return _Direct(_claim(skip_pbxes))
 
 
 @functools.cache
@@ -384,7 +383,7 @@ class SqlLeads:
         return {owner: count for owner, count in (await self._conn.execute(query)).all()}
 
     async def claim_due(self, now: datetime, limit: int, skip_pbxes: Collection[str] = ()) -> list[Lead]:
-        rows = await _rows(self._conn, _direct_claim(frozenset(skip_pbxes)), {"b_now": now, "b_limit": limit})
+        rows = await _rows(self._conn, _claim(frozenset(skip_pbxes)), {"b_now": now, "b_limit": limit})
         return sorted((lead_from_row(row) for row in rows), key=lambda lead: (lead.backlog_rank, lead.id or 0))
 
     async def update(self, changed: Sequence[Lead]) -> None:

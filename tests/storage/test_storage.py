@@ -256,7 +256,7 @@ async def test_an_inbound_callers_call_is_stored_once_whoever_takes_him(db: Data
 
 
 async def test_a_write_waits_for_another_processs_lock_without_stalling_the_loop(tmp_path: Path) -> None:
-    # Writes run on the event loop once they hold SQLite's lock (storage.engine._InlineConnection);
+    # Writes run on the event loop once they hold SQLite's lock (storage.engine.InlineConnection);
     # waiting for it must not: a lock held elsewhere (the CLI, a copy tool) would freeze the daemon.
     async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
         await db.migrate()
@@ -275,7 +275,7 @@ async def test_a_write_waits_for_another_processs_lock_without_stalling_the_loop
 async def test_a_long_write_runs_off_the_loop_and_a_lead_s_on_it(tmp_path: Path) -> None:
     """Statements of ``Database.write(long=True)`` (a retry of every dead webhook event, say) run on
     the connection's thread, which keeps the loop turning however many rows they change; the hot
-    path's stay on the loop (storage.engine._InlineConnection)."""
+    path's stay on the loop (storage.engine.InlineConnection)."""
     async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
         await db.migrate()
         ran_on: dict[str, set[int]] = {}
