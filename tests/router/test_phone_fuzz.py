@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from phonenumbers import PhoneNumberType
 
 from dialer.intake import MAX_PAYLOAD_DEPTH, InvalidPayload, check_payload
-from router.phone import InvalidPhone, dial_digits, normalize_phone
+from router.phone import InvalidPhone, NumberType, PhonePolicy, dial_digits, normalize_phone, parse_phone
 
 # What people type, what attackers type, and what Unicode offers as look-alike digits.
 PHONE_ALPHABET = st.sampled_from(
@@ -80,3 +82,34 @@ def test_depth_is_counted_from_the_payload_itself() -> None:
     check_payload(nested)
     with pytest.raises(InvalidPayload, match="nested deeper"):
         check_payload({"x": nested})
+
+
+# Digits of many countries' plans, some valid, most not: "+" and a country code, or national.
+NUMBERS = st.builds(
+    lambda plus, country, rest: f"{plus}{country}{rest}",
+    st.sampled_from(["+", ""]),
+    st.sampled_from(["7", "1", "44", "49", "33", "380", "375", "86", "882", "883", "800", "979", "8", "0"]),
+    st.text(st.sampled_from("0123456789"), min_size=4, max_size=12),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(NUMBERS, st.sampled_from(["RU", "US", "GB", "DE", "KZ"]))
+def test_a_number_is_valid_exactly_when_phonenumbers_says_so_with_its_region_and_type(raw: str, region: str) -> None:
+    # parse_phone finds the type once and takes "type known" for phonenumbers.is_valid_number.
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        with pytest.raises(InvalidPhone):
+            parse_phone(raw, region)
+        return
+    if not phonenumbers.is_valid_number(parsed):
+        with pytest.raises(InvalidPhone, match="not a valid number"):
+            parse_phone(raw, region)
+        return
+    phone = parse_phone(raw, region)
+    assert phone.region == (phonenumbers.region_code_for_number(parsed) or "001")
+    assert phone.kind.name == PhoneNumberType.to_string(phonenumbers.number_type(parsed))
+    # The policy reads the same facts from a Phone as from its E.164 text.
+    policy = PhonePolicy(region, types=frozenset(NumberType))
+    assert policy.refusal(phone) == policy.refusal(phone.e164)
