@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -168,7 +168,16 @@ class AmiClient:
 
     async def send(self, action: Mapping[str, str | list[str]]) -> dict[str, str]:
         """Send one action and return its response headers; raises AmiError on an error reply."""
-        response = await self._send(action, as_list=False)
+        return await self.send_now(action)
+
+    def send_now(self, action: Mapping[str, str | list[str]]) -> Awaitable[dict[str, str]]:
+        """Write one action before returning (nothing else runs first); awaiting the result gives
+        its response headers as ``send`` does. Raises AmiNotConnected, or AmiError for an action
+        that may not be sent, at once."""
+        return self._headers(action, self._write(action, as_list=False))
+
+    async def _headers(self, action: Mapping[str, str | list[str]], answer: Awaitable[Any]) -> dict[str, str]:
+        response = await answer
         headers = dict(response.items())
         if not response.success:
             raise AmiError(f"{action['Action']}: {headers.get('Message', headers.get('Response'))}")
@@ -176,7 +185,7 @@ class AmiClient:
 
     async def send_list(self, action: Mapping[str, str | list[str]]) -> list[dict[str, str]]:
         """Send an action answered by an event list; return the list's items."""
-        messages = await self._send(action, as_list=True)
+        messages = await self._write(action, as_list=True)
         if isinstance(messages, Message):
             messages = [messages]
         first = messages[0]
@@ -184,13 +193,17 @@ class AmiClient:
             raise AmiError(f"{action['Action']}: {first.get('Message', first.get('Response'))}")
         return [dict(item.items()) for item in messages[1:] if not item.get("Event", "").endswith("Complete")]
 
-    async def _send(self, action: Mapping[str, str | list[str]], *, as_list: bool) -> Any:
+    def _write(self, action: Mapping[str, str | list[str]], *, as_list: bool) -> Awaitable[Any]:
+        """The action on the wire now; the answer is awaited from the result."""
         if not self.connected or self._manager is None:
             raise AmiNotConnected(f"{action['Action']} not sent: AMI is not connected")
         try:
             future = self._manager.send_action(dict(action), as_list=as_list)
         except AmiUnsafeAction as exc:
             raise AmiError(str(exc)) from None
+        return self._answer(action, future)
+
+    async def _answer(self, action: Mapping[str, str | list[str]], future: asyncio.Future[Any]) -> Any:
         try:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
             # arrives as the answer does, and the cancelled caller then runs on.

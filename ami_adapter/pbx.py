@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -58,11 +58,20 @@ class AsteriskPbx:
         with _as_pbx_errors():
             await self._client.send(action)
 
+    def _send_now(self, action: dict[str, str | list[str]]) -> Awaitable[None]:
+        """The action on the wire before this returns; its answer (or PbxError) when awaited."""
+        try:
+            with _as_pbx_errors():
+                answer = self._client.send_now(action)
+        except PbxError as exc:
+            return _raise(exc)
+        return _answered(answer)
+
     def _channel(self, channel_id: str) -> str:
         # Asterisk looks channels up by name; until we saw the name, the Uniqueid is our best try.
         return self._translator.channel_name(channel_id) or channel_id
 
-    async def originate_client(
+    def originate_client(
         self,
         *,
         channel_id: str,
@@ -73,11 +82,15 @@ class AsteriskPbx:
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> None:
+    ) -> Awaitable[None]:
         settings = self._settings
+        try:
+            channel = settings.client_channel(dial_digits(phone))
+        except ValueError as exc:  # the number is checked at intake: the port's promise is "raises nothing now"
+            return _raise(PbxError(f"Originate not sent: {exc}"))
         action: dict[str, str | list[str]] = {
             "Action": "Originate",
-            "Channel": settings.client_channel(dial_digits(phone)),
+            "Channel": channel,
             "Context": settings.hold_context,
             "Exten": "s",
             "Priority": "1",
@@ -99,7 +112,7 @@ class AsteriskPbx:
         }
         if settings.caller_id:
             action["CallerID"] = settings.caller_id
-        await self._send(action)
+        return self._send_now(action)
 
     async def originate_manager(
         self,
@@ -235,6 +248,15 @@ class AsteriskPbx:
             connect_context=settings.connect_context,
             apology_context=settings.apology_context,
         )
+
+
+async def _answered(answer: Awaitable[object]) -> None:
+    with _as_pbx_errors():
+        await answer
+
+
+async def _raise(error: PbxError) -> None:
+    raise error
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -815,16 +815,19 @@ class Dialer:
             self._recount(live)
 
     def _dial(self, started: list[_Live]) -> None:
-        self._breaker.dialling(len(started))
         dial_time = self._clock.now()
         for live in started:
             # Ringing starts now, not when the claim began; the next update of the call stores it.
             live.call.started_at = dial_time
+            if not live.manager_first:
+                # On the wire first, the bookkeeping after: nothing else runs in between anyway.
+                self._spawn(self._originate(live, self._originate_now(live)))
+        self._breaker.dialling(len(started))
+        for live in started:
             if live.manager_first:
                 self._queue.put_nowait(_RingManagerFirst(live.call.channel_id))
-                continue
-            self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
-            self._spawn(self._originate(live))
+            else:
+                self._start_timer(live, self._settings.dial_deadline, _DialDeadline)
         if started:
             log.info("dialer.dialing", leads=[live.lead.id for live in started])
 
@@ -911,20 +914,24 @@ class Dialer:
         self._tasks.discard(task)
         self._maybe_idle.set()
 
-    async def _originate(self, live: _Live) -> None:
+    def _originate_now(self, live: _Live) -> Awaitable[None]:
         call = live.call
         assert call.id is not None
+        return self._pbx.originate_client(
+            channel_id=call.channel_id,
+            phone=call.phone,
+            lead_id=call.lead_id,
+            call_id=call.id,
+            ring_timeout=live.scenario.ring_timeout,
+            caller_name=live.caller_name,
+            amd=live.scenario.amd,
+            whisper=live.scenario.whisper or "",
+        )
+
+    async def _originate(self, live: _Live, answer: Awaitable[None]) -> None:
+        call = live.call
         try:
-            await self._pbx.originate_client(
-                channel_id=call.channel_id,
-                phone=call.phone,
-                lead_id=call.lead_id,
-                call_id=call.id,
-                ring_timeout=live.scenario.ring_timeout,
-                caller_name=live.caller_name,
-                amd=live.scenario.amd,
-                whisper=live.scenario.whisper or "",
-            )
+            await answer
         except PbxNoAnswer as exc:
             self._queue.put_nowait(_OriginateUnanswered(call.channel_id, str(exc)))
         except PbxError as exc:

@@ -7,7 +7,7 @@ unit tests hand in fakes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Protocol, Self
 
@@ -43,7 +43,7 @@ class Pbx(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    async def originate_client(
+    def originate_client(
         self,
         *,
         channel_id: str,
@@ -54,11 +54,13 @@ class Pbx(Protocol):
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> None:
-        """Dial the client; the answer arrives later as an OriginateResult. ``caller_name`` is what
-        the manager's phone will show (router.caller_name), ``whisper`` a sound file played to him
-        alone before the bridge; with ``amd`` the PBX runs AMD() on the answer and reports its
-        verdict (MachineDetected) before the client may be sent to a manager. Raises PbxError."""
+    ) -> Awaitable[None]:
+        """Dial the client: the Originate is on its way when this returns, before anything else
+        runs (speed to dial), and this raises nothing; awaiting the result gives the PBX's answer
+        to it, or PbxError. The call's own answer arrives later as an OriginateResult.
+        ``caller_name`` is what the manager's phone will show (router.caller_name), ``whisper`` a
+        sound file played to him alone before the bridge; with ``amd`` the PBX runs AMD() on the
+        answer and reports its verdict (MachineDetected) before the client may be sent to a manager."""
 
     async def originate_manager(
         self,

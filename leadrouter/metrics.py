@@ -311,7 +311,7 @@ class TimedAsteriskPbx(AsteriskPbx):
         super().__init__(client, translator, settings)
         self._timings = timings
 
-    async def originate_client(
+    def originate_client(
         self,
         *,
         channel_id: str,
@@ -322,10 +322,9 @@ class TimedAsteriskPbx(AsteriskPbx):
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> None:
-        self._timings.originating(lead_id)
+    ) -> Awaitable[None]:
         started = time.perf_counter()
-        await super().originate_client(
+        answer = super().originate_client(
             channel_id=channel_id,
             phone=phone,
             lead_id=lead_id,
@@ -335,6 +334,11 @@ class TimedAsteriskPbx(AsteriskPbx):
             amd=amd,
             whisper=whisper,
         )
+        self._timings.originating(lead_id)  # once it is on the wire: its timing costs the lead nothing
+        return self._answered(answer, started)
+
+    async def _answered(self, answer: Awaitable[None], started: float) -> None:
+        await answer
         # Refusals are the dialer's PBX failures to count; this is how long a queued one took.
         self._timings.originate_queued(time.perf_counter() - started)
 

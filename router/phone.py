@@ -18,8 +18,6 @@ class InvalidPhone(ValueError):
     """The text is not a dialable phone number; the message says why."""
 
 
-
-
 def normalize_phone(raw: str, default_region: str) -> str:
     """Return the number in E.164 (``+79161234567``) or raise InvalidPhone (see parse_phone)."""
     return parse_phone(raw, default_region).e164

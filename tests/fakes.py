@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -82,7 +82,7 @@ class FakePbx:
         self.actions.append(action)
         await asyncio.sleep(0)
 
-    async def originate_client(
+    def originate_client(
         self,
         *,
         channel_id: str,
@@ -93,8 +93,12 @@ class FakePbx:
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> None:
-        await self._send("originate", channel_id, phone)
+    ) -> Awaitable[None]:
+        self.actions.append(("originate", channel_id, phone))  # on the wire before it returns
+        return self._originate_answer()
+
+    async def _originate_answer(self) -> None:
+        await asyncio.sleep(0)
         if self.originate_error is not None:
             raise self.originate_error
 
