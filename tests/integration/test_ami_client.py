@@ -101,3 +101,14 @@ async def test_a_refused_login_is_retried_without_crashing(sim: Simulator) -> No
     async with _client(sim, [], secret="wrong") as ami:
         await wait_until(lambda: len(actions_received(sim, "Login")) >= 2, 5, "a second attempt")
         assert not ami.connected
+
+
+async def test_send_now_puts_the_action_on_the_wire_before_its_answer_is_awaited(sim: Simulator) -> None:
+    # Speed to dial: the dialer writes an Originate the moment its lead commits, and awaits the
+    # answer in a task of its own later.
+    async with _client(sim, []) as ami:
+        await asyncio.wait_for(ami.wait_connected(), 5)
+        answer = ami.send_now({"Action": "Ping"})
+        # Nothing awaits the answer yet, and no task was made to send it: the Ping left already.
+        await wait_until(lambda: bool(actions_received(sim, "Ping")), 5, "the Ping to arrive")
+        assert (await asyncio.wait_for(answer, 5))["Response"] == "Success"
