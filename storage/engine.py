@@ -306,6 +306,10 @@ class Database:
     async def write(self, *, long: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection in an open write transaction; the caller commits, anything else rolls back.
 
+        The caller commits with Database.commit, or ``conn.commit()`` once a statement went through
+        SQLAlchemy: on SQLite that statement begins SQLAlchemy's transaction (see below), and
+        ``conn.commit()`` alone would leave statements run on the driver directly uncommitted.
+
         ``long``: a statement of unbounded length (an operator's bulk change) is in it. On SQLite
         it then runs on the connection's thread, not inline on the loop: other writers wait for
         it either way, but the loop (AMI, health, answers) keeps turning.
