@@ -28,7 +28,14 @@ class DomainEvent:
     lead_id: int | None  # None: about no lead (manager.changed)
 
     def data(self) -> dict[str, Any]:
-        return {field.name: _plain(getattr(self, field.name)) for field in fields(self)}
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(field.name for field in fields(self))
+        return {name: _plain(getattr(self, name)) for name in names}
+
+
+# Each kind's field names, once: dataclasses.fields() walks them anew at each call (half of data()).
+_FIELD_NAMES: dict[type[DomainEvent], tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -51,6 +51,33 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    # The same two conversions on SQLite in one step each, for statements run on the sqlite3
+    # connection itself (storage.uow._Direct): SQLAlchemy's path is this type's, then its SQLite
+    # DATETIME's (the storage format below in, fromisoformat out), 3.4 µs a value against ~1.7 in
+    # and ~0.3 out. tests/storage pins that both write the same text and read the same values.
+
+    @staticmethod
+    def to_sqlite(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        utc = value.astimezone(UTC)
+        return _SQLITE_DATETIME % (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond)
+
+    @staticmethod
+    def from_sqlite(value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        if len(value) == 26 and value[-6:].isdigit():  # that format: UTC wall time, no offset
+            return datetime.fromisoformat(value + "+00:00")  # replace(tzinfo=UTC) costs 1.6 µs
+        parsed = datetime.fromisoformat(value)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+# SQLAlchemy's storage format of a SQLite DATETIME (sqlalchemy.dialects.sqlite.DATETIME).
+_SQLITE_DATETIME = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+
 
 def _stored_as_value(members: type[enum.StrEnum]) -> Enum:
     """A domain enum kept as its value in a VARCHAR(16) and read back as the member."""

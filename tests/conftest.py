@@ -50,7 +50,8 @@ T = TypeVar("T")
 @contextlib.contextmanager
 def sqlite_read_only(engine: Engine, read_only: list[bool]) -> Iterator[None]:
     """SQLite refusing writes while ``read_only[0]``, as for a read-only file: set on each connection
-    as it is checked out, and as each transaction begins (the writer keeps its connection open)."""
+    as it is checked out, and as each transaction begins through SQLAlchemy (the writer keeps its
+    connection open; a transaction of storage.uow's direct statements alone does not begin there)."""
 
     def at_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         cursor = dbapi_connection.cursor()

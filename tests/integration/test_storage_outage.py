@@ -130,6 +130,11 @@ async def test_a_read_only_database_refuses_leads_with_503_and_recovers_by_itsel
         engine = rig.daemon.database.engine.sync_engine
 
         with sqlite_read_only(engine, read_only):
+            # The kept writer is checked out already, and the intake's transactions begin on its
+            # driver, not through SQLAlchemy (storage.engine.Database.write): one statement made
+            # through SQLAlchemy sets the pragma there too, as the probe's writes later clear it.
+            async with rig.daemon.database.write() as conn:
+                await conn.exec_driver_sql("SELECT 1")
             for index in range(20):
                 _assert_refused(await rig.post(phone=_phone(index)))
             status, body = await _health(rig)

@@ -10,16 +10,18 @@ import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, select
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 
-from router.model import Call, CallState, Disposition, Lead, LeadStatus, LegResult
+from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LeadStatus, LegResult
 from storage.engine import Database, _alembic_config, newest_revision
 from storage.queries import SqlQueries
-from storage.schema import leads, metadata
+from storage.schema import UtcDateTime, lead_history, leads, metadata
 from storage.uow import SqlLeads, SqlUnitOfWork, lead_from_row
 from storage.webhooks import SqlWebhooks
 
@@ -296,6 +298,44 @@ async def test_a_long_write_runs_off_the_loop_and_a_lead_s_on_it(tmp_path: Path)
         assert loop_thread not in ran_on["UPDATE"]
 
 
+async def test_a_unit_of_work_commits_on_the_connection_s_thread_whichever_path_its_statements_took(
+    tmp_path: Path,
+) -> None:
+    """The statements run on the loop; the commit, which writes the WAL (a busy disk may hold it), on
+    the connection's thread: the driver's own when only direct statements ran (SQLAlchemy began no
+    transaction), SQLAlchemy's when one of its statements is in it. Either keeps every row; a
+    unit of work left without a commit keeps none."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        ran_on: dict[str, set[int]] = {}
+
+        def traced(statement: str) -> None:
+            ran_on.setdefault(statement.split()[0].upper(), set()).add(threading.get_ident())
+
+        async with db.write() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection._conn  # the kept writer's sqlite3
+            raw.set_trace_callback(traced)
+        loop_thread = threading.get_ident()
+        async with SqlUnitOfWork(db) as uow:  # direct statements only
+            await uow.leads.add([_lead(1)])
+            await uow.commit()
+        async with SqlUnitOfWork(db) as uow:  # and one of SQLAlchemy's
+            await uow.leads.add([_lead(2)])
+            assert await uow.history.add(HistoryEntry(1, HistoryKind.DUPLICATE, NOW, {"phone": "+79160000002"}))
+            await uow.commit()
+        async with SqlUnitOfWork(db) as uow:  # no commit
+            await uow.leads.add([_lead(3)])
+            assert await uow.history.add(HistoryEntry(1, HistoryKind.DUPLICATE, NOW, {"phone": "+79160000003"}))
+        assert len(ran_on["COMMIT"]) == 1 and loop_thread not in ran_on["COMMIT"]
+        assert ran_on["INSERT"] == {loop_thread}
+        async with db.read() as conn:
+            assert [row.phone for row in await conn.execute(select(leads.c.phone).order_by(leads.c.id))] == [
+                "+79160000001",
+                "+79160000002",
+            ]
+            assert len((await conn.execute(select(lead_history))).all()) == 1
+
+
 async def test_the_direct_path_stores_exactly_what_sqlalchemy_stores(tmp_path: Path) -> None:
     """The hot path's statements skip SQLAlchemy's execution on SQLite (storage.uow._Direct) but
     borrow its conversions: a lead with a value of every kind is stored byte for byte as
@@ -326,6 +366,70 @@ async def test_the_direct_path_stores_exactly_what_sqlalchemy_stores(tmp_path: P
     assert stored[0][1:] == stored[1][1:]  # all but the id
     for lead in (by_direct, by_core, *read):
         assert lead.created_at == local and lead.next_attempt_at == local + timedelta(minutes=5)
+        assert lead.created_at.tzinfo is UTC and lead.next_attempt_at.tzinfo is UTC
         assert (lead.name, lead.payload, lead.status, lead.last_disposition, lead.backlog_rank, lead.pbx) == (
             direct.name, direct.payload, LeadStatus.SCHEDULED, Disposition.BUSY, 0.25, "office"
         )  # fmt: skip
+
+
+def test_utc_datetimes_convert_on_sqlite_exactly_as_sqlalchemy_converts_them() -> None:
+    """The direct path converts UtcDateTime in one step (UtcDateTime.to_sqlite, from_sqlite): the
+    text it writes and the values it reads are SQLAlchemy's own, whatever the offset or digits."""
+    dialect = SQLiteDialect_aiosqlite()  # the daemon's
+    column_type = leads.c.created_at.type.dialect_impl(dialect)  # as SQLAlchemy's execution takes it
+    to_text, from_text = column_type.bind_processor(dialect), column_type.result_processor(dialect, None)
+    assert to_text is not None and from_text is not None
+    values = [
+        None,
+        datetime(2026, 11, 24, 13, 0, 0, 123456, tzinfo=timezone(timedelta(hours=3))),
+        datetime(2026, 1, 1, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # a three-digit year: still four
+        datetime(2026, 6, 30, 22, 30, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),  # the next day in UTC
+    ]
+    for value in values:
+        assert UtcDateTime.to_sqlite(value) == to_text(value)
+    for naive in (datetime(2026, 1, 1), None):
+        if naive is not None:
+            with pytest.raises(ValueError, match="naive"):
+                UtcDateTime.to_sqlite(naive)
+            with pytest.raises(ValueError, match="naive"):
+                to_text(naive)
+    texts = [
+        None,
+        "2026-11-24 10:00:00.123456",  # as either path writes it
+        "0999-12-31 23:59:59.999999",
+        "2026-11-24 10:00:00",  # as other writers might keep it
+        "2026-11-24T10:00:00.123456+03:00",
+        "2026-11-24 10:00:00.1+0100",  # as long as the usual form, but with an offset
+    ]
+    for text in texts:
+        read, expected = UtcDateTime.from_sqlite(text), from_text(text)
+        assert read == expected and repr(read) == repr(expected)
+
+
+async def test_a_claim_reads_its_leads_as_sqlalchemy_reads_them(tmp_path: Path) -> None:
+    """The claim's UPDATE ... RETURNING runs on the sqlite3 connection itself while the loop holds the
+    write lock (storage.uow._Direct): the leads it returns are those SQLAlchemy's own execution returns."""
+    local = datetime(2026, 11, 24, 13, 0, 0, 123456, tzinfo=timezone(timedelta(hours=3)))
+
+    def due(number: int) -> Lead:
+        return _lead(number, status=LeadStatus.SCHEDULED, next_attempt_at=local - timedelta(hours=1), backlog_rank=0.5,
+                     last_disposition=Disposition.NO_ANSWER, attempts=2, pbx="office", owner_id="m1")  # fmt: skip
+
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        async with SqlUnitOfWork(db) as uow:
+            await uow.leads.add([due(1), due(2)])
+            await uow.commit()
+        async with SqlUnitOfWork(db) as uow:
+            (direct,) = await uow.leads.claim_due(NOW, 1)
+            await uow.commit()
+        async with db.engine.begin() as conn:  # SQLAlchemy's own execution: no write lock held inline
+            (core,) = await SqlLeads(conn).claim_due(NOW, 1)
+    assert (direct.id, core.id) == (1, 2)
+    core.id = direct.id
+    core.phone = direct.phone
+    core.name = direct.name
+    core.payload = direct.payload
+    assert direct == core
+    assert repr(direct) == repr(core)  # the same types too: enums, UTC datetimes
