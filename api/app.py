@@ -449,6 +449,7 @@ class _Api(FastAPI):
                 server_error = handler
             else:
                 handlers[key] = handler
+        scope["app"] = self  # as Starlette's own entry sets it, for the handlers' Request
         inner = ExceptionMiddleware(raising, handlers=handlers, debug=self.debug)
         await ServerErrorMiddleware(inner, handler=server_error, debug=self.debug)(scope, receive, send)
 
