@@ -26,6 +26,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import (
@@ -42,6 +44,7 @@ from api.auth import (
     require_scope,
     session_key,
 )
+from api.lead_post import PlainLeadPost
 from api.scopes import TokenScope
 from dialer.importing import BatchIntake, Columns, ImportRefused, import_csv
 from dialer.intake import KeyedWindow, RateLimit, TooManyLeads
@@ -410,10 +413,51 @@ Manager = Annotated[
 Format = Annotated[Literal["json", "csv"], Query(alias="format", description="csv: a download")]
 
 
+class _Api(FastAPI):
+    """FastAPI with the plain ``POST /leads`` served in front of its layers (api/lead_post.py); the
+    route stays, for the OpenAPI document and every request that is not plain."""
+
+    plain_leads: PlainLeadPost | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.plain_leads is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/leads"
+        ):
+            await self.plain_leads(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's own way through, for what the path in front leaves to it."""
+        await super().__call__(scope, receive, send)
+
+    async def answer_exception(self, exc: BaseException, scope: Scope, receive: Receive, send: Send) -> None:
+        """What FastAPI's layers make of ``exc`` raised by an endpoint: its exception handler's answer,
+        else a 500 and ``exc`` raised again for the server to log. Starlette's own middlewares do it,
+        with the handlers split between them as ``build_middleware_stack`` splits them."""
+
+        async def raising(_scope: Scope, _receive: Receive, _send: Send) -> None:
+            raise exc
+
+        server_error = None
+        handlers: dict[Any, Any] = {}
+        for key, handler in self.exception_handlers.items():
+            if key in (500, Exception):
+                server_error = handler
+            else:
+                handlers[key] = handler
+        scope["app"] = self  # as Starlette's own entry sets it, for the handlers' Request
+        inner = ExceptionMiddleware(raising, handlers=handlers, debug=self.debug)
+        await ServerErrorMiddleware(inner, handler=server_error, debug=self.debug)(scope, receive, send)
+
+
 def create_app(deps: ApiDeps) -> FastAPI:
     # No OpenTelemetry here (Prometheus at /metrics): FastAPI's own telemetry would look for its
     # providers at every request otherwise.
-    app = FastAPI(
+    app = _Api(
         title="leadrouter",
         version="0.1.0",
         docs_url="/docs",
@@ -500,12 +544,35 @@ def create_app(deps: ApiDeps) -> FastAPI:
         await within_address_limit(request)
         await open_for_leads()
 
-    @app.post("/leads", dependencies=[Depends(may_post_lead)], status_code=201)
-    async def post_lead(body: LeadIn) -> JSONResponse:
-        answer = await deps.requests.submit(body)
+    intake_scope = frozenset({TokenScope.INTAKE})
+
+    def plain_lead_may_pass(authorization: str, address: str) -> bool:
+        """Whether may_post_lead would let the request through, without raising: then the lead is
+        counted against its address as it counts it; else nothing is counted, and may_post_lead
+        itself, on FastAPI's path, counts what it counts and says why not."""
+        if not authenticator.grants(authorization, address, intake_scope) or not deps.intake_open():
+            return False
+        if per_address is not None:
+            now = datetime.now(UTC)
+            if per_address.wait(address, now):
+                return False
+            per_address.add(address, now)
+        return True
+
+    async def lead_answer(lead: LeadIn) -> JSONResponse:
+        answer = await deps.requests.submit(lead)
         if isinstance(answer, Refused):
             return _refused(answer)
         return _Json(_lead_json(answer.lead), status_code=201 if answer.created else 200)
+
+    @app.post("/leads", dependencies=[Depends(may_post_lead)], status_code=201)
+    async def post_lead(body: LeadIn) -> JSONResponse:
+        # A plain request is answered before FastAPI's layers (api/lead_post.py), by lead_answer too.
+        return await lead_answer(body)
+
+    app.plain_leads = PlainLeadPost(
+        app.fastapi, deps.max_body_bytes, plain_lead_may_pass, lead_answer, app.answer_exception
+    )
 
     @app.post("/leads/import", dependencies=[*intake, Depends(open_for_leads)])
     async def import_leads(

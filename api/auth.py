@@ -147,18 +147,29 @@ class Authenticator:
         wait = self._wait(address, now)
         if wait:
             raise TooManyFailures(wait)
+        granted = self._granted(header)
+        if granted:
+            if granted & (scopes | {TokenScope.ADMIN}):
+                return
+            raise Forbidden
+        self._failed(address, now, scopes)
+        raise Unauthorized
+
+    def grants(self, header: str, address: str, scopes: frozenset[TokenScope]) -> bool:
+        """Whether ``check`` would let the request through, counting nothing either way: for a path
+        that serves the allowed requests itself and leaves every other one to ``check``."""
+        granted = self._granted(header)
+        return bool(granted & (scopes | {TokenScope.ADMIN})) and not self._wait(address, self._clock())
+
+    def _granted(self, header: str) -> set[TokenScope]:
+        """The scopes of the bearer token ``header`` carries (none: not a bearer token of ours)."""
         scheme, _, given = header.partition(" ")
         granted: set[TokenScope] = set()
         presented = given.strip().encode(errors="surrogatepass")  # a JSON login may carry lone surrogates
         for token, token_scope in self._tokens:  # every one, always: no early exit to time
             if secrets.compare_digest(presented, token):
                 granted.add(token_scope)
-        if scheme.lower() == "bearer" and granted:
-            if granted & (scopes | {TokenScope.ADMIN}):
-                return
-            raise Forbidden
-        self._failed(address, now, scopes)
-        raise Unauthorized
+        return granted if scheme.lower() == "bearer" else set()
 
     def check_session(self, cookie: str, csrf: str | None, address: str, scopes: frozenset[TokenScope]) -> Session:
         """The session behind ``cookie`` if it grants ``scopes``; ``csrf``: the header of a state-changing

@@ -8,6 +8,7 @@ the lead already stored on all of them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,8 +27,12 @@ RETRY_AFTER_STORAGE = 30
 RETRY_AFTER_STOPPING = 5
 
 
+# A regular expression, not a loop over the characters: a lead's three fields cost ~5 µs that way.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def no_control_characters(value: str | None) -> str | None:
-    if value is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if value is not None and _CONTROL.search(value):
         raise ValueError("must not contain control characters (CR, LF, TAB...)")
     return value
 
