@@ -25,9 +25,16 @@ _SPECIAL = frozenset(",$\\{}[]()\"<>|;&'`^=")
 def check_template(template: str) -> str | None:
     """Why this template cannot be used, or None."""
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)]
     except ValueError as exc:
         return f"is not a template: {exc}"
+    names = {name for name, _, _ in fields if name is not None}
+    # A format spec or conversion may fail to render ({name:d}) or render a huge width
+    # ({name:>999999999}) for every call of the scenario: plain names only.
+    formatted = sorted({name for name, spec, conversion in fields if name is not None and (spec or conversion)})
+    if formatted:
+        shown = ", ".join(repr(name) for name in formatted)
+        return f"formats {shown} (':' or '!'); a template names its fields plainly, e.g. {{name}}"
     unknown = sorted(names - set(FIELDS))
     if unknown:
         return f"names {', '.join(repr(name) for name in unknown)}; a template may name {', '.join(FIELDS)}"

@@ -42,6 +42,10 @@ def test_templates_may_name_only_the_leads_fields() -> None:
     assert check_template("{name} ({phone})") is None
     assert check_template("{name} {payload}") == "names 'payload'; a template may name name, source, phone"
     assert check_template("{name") is not None
+    # Each would fail or blow up at every call's render: refused when the config is read.
+    for formatted in ("{name:d}", "{name!x}", "{name:>999999999}", "{phone!r}", "{name:{source}}"):
+        problem = check_template(formatted)
+        assert problem is not None and problem.startswith("formats "), formatted
 
 
 @given(st.text())
