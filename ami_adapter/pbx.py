@@ -87,7 +87,7 @@ class AsteriskPbx:
         try:
             channel = settings.client_channel(dial_digits(phone))
         except ValueError as exc:  # the number is checked at intake: the port's promise is "raises nothing now"
-            return _raise(PbxError(f"Originate not sent: {exc}"))
+            return _raise(PbxNotSent(f"Originate not sent: {exc}"))
         action: dict[str, str | list[str]] = {
             "Action": "Originate",
             "Channel": channel,

@@ -819,9 +819,14 @@ class Dialer:
         for live in started:
             # Ringing starts now, not when the claim began; the next update of the call stores it.
             live.call.started_at = dial_time
-            if not live.manager_first:
-                # On the wire first, the bookkeeping after: nothing else runs in between anyway.
+            if live.manager_first:
+                continue
+            # On the wire first, the bookkeeping after: nothing else runs in between anyway.
+            try:
                 self._spawn(self._originate(live, self._originate_now(live)))
+            except Exception as exc:  # a bug: this call fails as not sent, the rest of the batch dials
+                log.exception("dialer.originate_not_built", channel_id=live.call.channel_id)
+                self._queue.put_nowait(_OriginateRefused(live.call.channel_id, f"not built: {exc!r}", sent=False))
         self._breaker.dialling(len(started))
         for live in started:
             if live.manager_first:

@@ -30,12 +30,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
+
 from dialer.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from router.duplicates import open_duplicate
 from router.events import DomainEvent
 from router.model import HistoryEntry, HistoryKind, Lead
 from router.phone import InvalidPhone, Phone, PhonePolicy, parse_phone
 from router.routing import RoutingPlan
+
+log = structlog.get_logger("dialer")
 
 YIELD_EVERY = 10  # leads of an import's batch checked between two turns of the event loop
 
@@ -354,7 +358,10 @@ class LeadIntake:
                     committed = await self._claim(uow, now) if self._claim is not None else None
                 await uow.commit()
                 if committed is not None:
-                    committed()  # the claimed leads' Originates leave now
+                    try:
+                        committed()  # the claimed leads' Originates leave now
+                    except Exception:  # a bug in the dialer's bookkeeping: the leads are stored all the same
+                        log.exception("intake.after_commit_failed", leads=[lead.id for lead in new])
         if dry_run is not None:
             dry_run.leads.extend(new)
             dry_run.by_external_id.update(created)

@@ -487,6 +487,21 @@ async def test_an_originate_that_never_left_the_daemon_releases_its_claim(rig: R
     assert rig.dialer.breaker_state == "closed"
 
 
+async def test_an_originate_that_cannot_be_built_fails_that_call_alone_and_its_lead_is_still_taken() -> None:
+    # routing.yaml refuses such a caller-name template; a plan made in code does not, and its render
+    # raises where the Originate is built: right after the intake's commit, with the batch's others.
+    bad = scenario("bad", caller_name="{name:d}", match=Match(sources=Patterns.of(["bad"])))
+    async with make_rig(RoutingPlan(team(2), (bad, scenario("default")))) as rig:
+        lead_id = await rig.lead(source="bad")  # answered as stored: a 201 stays a 201
+        await rig.settle()
+        (call,) = rig.db.calls.values()
+        assert call.disposition is Disposition.PBX_FAILED and call.pbx_failure is not None
+        assert call.pbx_failure.startswith("not sent: not built: ValueError(")
+        assert rig.db.leads[lead_id].attempts == 0 and rig.dialer.breaker_state == "closed"
+        await rig.lead(phone="+79161234561")  # the others dial as ever
+        await rig.dialled(1)
+
+
 async def test_pbx_failures_open_the_breaker_and_one_probe_closes_it() -> None:
     async with make_rig(plan(3), breaker=BREAKER) as rig:
         rig.pbx.originate_error = PbxError("Originate: Asterisk is shutting down")
