@@ -477,5 +477,8 @@ class Database:
             command.upgrade(cfg, "head")
 
         async with self.write() as conn:
+            # Begun through SQLAlchemy (write() leaves that to the first statement on SQLite): Alembic
+            # then runs every migration in this one transaction, so a failing one leaves nothing behind.
+            await conn.begin()
             await conn.run_sync(upgrade)
             await conn.commit()

@@ -87,6 +87,22 @@ async def test_a_database_behind_the_newest_revision_is_upgraded(db: Database) -
     assert diff == []
 
 
+async def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path: Path) -> None:
+    # The newest migration's index name taken by a table (SQLite keeps both in one namespace):
+    # every migration before it works, then it fails. One transaction: nothing of them is kept,
+    # so the release before can still start on this database.
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'half.db'}") as db:
+        async with db.write() as conn:
+            await conn.exec_driver_sql("CREATE TABLE ix_manager_states_manager_at (x INTEGER)")
+            await conn.commit()
+        with pytest.raises(Exception, match="ix_manager_states_manager_at"):
+            await db.migrate()
+        assert await db.revisions() == set()
+        async with db.read() as conn:
+            tables = (await conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars()
+            assert set(tables) == {"ix_manager_states_manager_at"}
+
+
 async def test_concurrent_claimers_never_get_the_same_lead(db: Database) -> None:
     async with SqlUnitOfWork(db) as uow:
         for number in range(300):
