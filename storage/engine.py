@@ -477,8 +477,9 @@ class Database:
             command.upgrade(cfg, "head")
 
         async with self.write() as conn:
-            # Begun through SQLAlchemy (write() leaves that to the first statement on SQLite): Alembic
+            # Begun through SQLAlchemy (on SQLite write() leaves that to the first statement): Alembic
             # then runs every migration in this one transaction, so a failing one leaves nothing behind.
-            await conn.begin()
+            if not conn.in_transaction():
+                await conn.begin()
             await conn.run_sync(upgrade)
             await conn.commit()
