@@ -290,21 +290,26 @@ async def test_a_write_waits_for_another_processs_lock_without_stalling_the_loop
         assert db.writable
 
 
+async def _threads_of_statements(db: Database) -> dict[str, set[int]]:
+    """Filled from now on with the threads each kind of statement (INSERT, COMMIT...) of the kept writer ran on."""
+    ran_on: dict[str, set[int]] = {}
+
+    def traced(statement: str) -> None:
+        ran_on.setdefault(statement.split()[0].upper(), set()).add(threading.get_ident())
+
+    async with db.write() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection._conn  # the kept writer's sqlite3
+        raw.set_trace_callback(traced)
+    return ran_on
+
+
 async def test_a_long_write_runs_off_the_loop_and_a_lead_s_on_it(tmp_path: Path) -> None:
     """Statements of ``Database.write(long=True)`` (a retry of every dead webhook event, say) run on
     the connection's thread, which keeps the loop turning however many rows they change; the hot
     path's stay on the loop (storage.engine.InlineConnection)."""
     async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
         await db.migrate()
-        ran_on: dict[str, set[int]] = {}
-
-        def traced(statement: str) -> None:
-            ran_on.setdefault(statement.split()[0].upper(), set()).add(threading.get_ident())
-
-        async with db.write() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection._conn  # the kept writer's sqlite3
-            raw.set_trace_callback(traced)
-            await conn.rollback()
+        ran_on = await _threads_of_statements(db)
         async with SqlUnitOfWork(db) as uow:
             await uow.leads.add([_lead(1)])
             await uow.commit()
@@ -323,14 +328,7 @@ async def test_a_unit_of_work_commits_on_the_connection_s_thread_whichever_path_
     unit of work left without a commit keeps none."""
     async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
         await db.migrate()
-        ran_on: dict[str, set[int]] = {}
-
-        def traced(statement: str) -> None:
-            ran_on.setdefault(statement.split()[0].upper(), set()).add(threading.get_ident())
-
-        async with db.write() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection._conn  # the kept writer's sqlite3
-            raw.set_trace_callback(traced)
+        ran_on = await _threads_of_statements(db)
         loop_thread = threading.get_ident()
         async with SqlUnitOfWork(db) as uow:  # direct statements only
             await uow.leads.add([_lead(1)])
