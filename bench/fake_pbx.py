@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import re
 import sys
@@ -50,6 +51,9 @@ class StampingSimulator(Simulator):
 
 
 async def main(clients: str) -> None:
+    # The instrument, not the measured: a full collection of its heap took 14-22 ms here and
+    # stamped the Originates that arrived meanwhile that much late, whichever dialer sent them.
+    gc.disable()
     client = Behaviour(busy=True) if clients == "busy" else Behaviour(answer_after=0.1, talk=3600.0)
     world = World(default_client=lambda _number: client, default_manager=lambda _ext: Behaviour(answer_after=0.1))
     sim = StampingSimulator(clock=ScaledClock(1.0), dialplan=SHIPPED_DIALPLAN, world=world)

@@ -29,6 +29,7 @@ KEYS = {
     "loop_lag_p99_ms_200",
     "ami_ingest_ratio_vs_panoramisk",
     "ami_parse_alone_ratio_vs_panoramisk",
+    "steal_pct_200",
 }
 
 
@@ -46,6 +47,7 @@ def test_the_bench_prints_every_figure_as_a_number() -> None:
     # The run really ran: both dialers' Originates reached the fake PBX, the daemon held bridged calls.
     assert figures["dial_p50_ms_200"] > 0 and figures["naive_dial_p50_ms_200"] > 0
     assert figures["rss_mb_10k_managers_1k_calls"] > 0 and figures["startup_s_10k_managers"] > 0
+    assert figures["steal_pct_200"] <= 100
 
 
 @pytest.mark.timeout(120)
