@@ -84,7 +84,9 @@ async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_aft
         samples = await scrape_metrics(rig)
         assert samples[("leadrouter_breaker_state", (("pbx", "default"), ("state", "open")))] == 1
         assert samples[("leadrouter_pbx_failures_total", (("pbx", "default"),))] == dialer.pbx_failures >= 1
-        world.clients = {_phone(index)[1:]: Behaviour(answer_after=2, talk=5) for index in range(30)}
+        # Patient clients: one who hung up on hold before a manager came (5 s of the scaled clock
+        # were 0.1 s of a loaded machine's) would end abandoned, a failure of the lead, not of this.
+        world.clients = {_phone(index)[1:]: Behaviour(answer_after=2, talk=30) for index in range(30)}
         await rig.sim.boot()
         await wait_until(lambda: dialer.breaker_state == "closed", 10, "the breaker to close after the PBX is back")
         assert (await scrape_metrics(rig))[("leadrouter_breaker_state", (("pbx", "default"), ("state", "closed")))] == 1
@@ -94,6 +96,15 @@ async def test_a_pbx_restart_mid_burst_costs_no_attempt_and_dialling_resumes_aft
             return counts.get("assigned", 0) == len(leads)
 
         await wait_until(all_assigned, 30, "every lead to be dialled again and put through")
+
+        async def all_ended() -> bool:
+            for lead_id in leads:
+                found = await rig.daemon.queries.lead_with_calls(lead_id)
+                if found is None or found[1][-1].state is not CallState.ENDED:
+                    return False
+            return True
+
+        await wait_until(all_ended, 30, "every call to end")
         failed_by_pbx = 0
         for lead_id in leads:
             found = await rig.daemon.queries.lead_with_calls(lead_id)
