@@ -55,8 +55,7 @@ class AsteriskPbx:
         return self._client.connected
 
     async def _send(self, action: dict[str, str | list[str]]) -> None:
-        with _as_pbx_errors():
-            await self._client.send(action)
+        await self._send_now(action)
 
     def _send_now(self, action: dict[str, str | list[str]]) -> Awaitable[None]:
         """The action on the wire before this returns; its answer (or PbxError) when awaited."""
