@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -710,8 +710,8 @@ class Dialer:
             return shift_change
         return max(min((next_due - now).total_seconds(), shift_change), 0.001)
 
-    async def claim_new(self, uow: UnitOfWork, now: datetime) -> Callable[[], None] | None:
-        """The intake's transaction, once its new leads are in it: claim what is due there, as a
+    async def claim_new(self, uow: UnitOfWork, now: datetime, new: Sequence[Lead]) -> Callable[[], None] | None:
+        """The intake's transaction, once its ``new`` leads are in it: claim what is due there, as a
         dispatch pass would, so that their Originates leave as soon as it commits, with no second
         transaction. Returns what to run right after the commit (None: nothing was claimed, the
         dispatch loop is to be woken as usual).
@@ -727,7 +727,7 @@ class Dialer:
         capacity = self._capacity()
         if capacity <= 0:
             return None
-        started, claimed = await self._claim(uow, now, capacity)
+        started, claimed = await self._claim(uow, now, capacity, new)
         if not started:
             return None
 
@@ -740,14 +740,17 @@ class Dialer:
 
         return committed
 
-    async def _claim(self, uow: UnitOfWork, now: datetime, capacity: int) -> tuple[list[_Live], int]:
-        """Claim up to ``capacity`` due leads in ``uow`` and add their calls; (the calls, leads claimed)."""
+    async def _claim(
+        self, uow: UnitOfWork, now: datetime, capacity: int, fresh: Sequence[Lead] = ()
+    ) -> tuple[list[_Live], int]:
+        """Claim up to ``capacity`` due leads in ``uow`` and add their calls; (the calls, leads claimed).
+        ``fresh``: the leads the intake added in ``uow``."""
         plan = self._routing()
         started: list[_Live] = []
         deferred: list[Lead] = []
         handed: list[Lead] = []
         mine = self._settings.pbx
-        leads = await uow.leads.claim_due(now, capacity, self._settings.other_pbxes)
+        leads = await uow.leads.claim_due(now, capacity, self._settings.other_pbxes, fresh)
         for lead in leads:
             assert lead.id is not None
             scenario = plan.scenario_for(lead, now)

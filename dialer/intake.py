@@ -151,7 +151,7 @@ class _Pending:
 
 # The dialer's Dialer.claim_new: claims due leads within the intake's transaction, returns what to
 # run once it committed (None: nothing claimed).
-ClaimNew = Callable[[UnitOfWork, datetime], Awaitable[Callable[[], None] | None]]
+ClaimNew = Callable[[UnitOfWork, datetime, Sequence[Lead]], Awaitable[Callable[[], None] | None]]
 
 
 class _RaceLost(Exception):
@@ -355,7 +355,7 @@ class LeadIntake:
                     events.append(merged)
                 uow.outbox.add(events, now)
                 if new:
-                    committed = await self._claim(uow, now) if self._claim is not None else None
+                    committed = await self._claim(uow, now, new) if self._claim is not None else None
                 await uow.commit()
                 if committed is not None:
                     try:

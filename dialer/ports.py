@@ -112,9 +112,13 @@ class LeadRepository(Protocol):
         """The stored leads among these external ids, by external id, a duplicate's external id
         giving the lead it was merged into."""
 
-    async def claim_due(self, now: datetime, limit: int, skip_pbxes: Collection[str] = ()) -> list[Lead]:
+    async def claim_due(
+        self, now: datetime, limit: int, skip_pbxes: Collection[str] = (), fresh: Sequence[Lead] = ()
+    ) -> list[Lead]:
         """Atomically move up to ``limit`` due leads to DIALING (attempts + 1) and return them;
-        leads meant for one of ``skip_pbxes`` (``Lead.pbx``) are left to those PBXes' dialers."""
+        leads meant for one of ``skip_pbxes`` (``Lead.pbx``) are left to those PBXes' dialers.
+        ``fresh``: leads added in this unit of work (as they were added), a hint only: the
+        leads claimed are the same with or without it."""
 
     async def update(self, changed: Sequence[Lead]) -> None: ...
 

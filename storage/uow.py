@@ -10,6 +10,7 @@ import sqlite3
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Self
 
@@ -276,6 +277,23 @@ _INSERT_LEGS = insert(call_legs)
 
 
 _CLAIM_NOW = bindparam("b_now", type_=leads.c.updated_at.type)
+_CLAIM_LIMIT = bindparam("b_limit", type_=Integer())
+# What a claim changes in a lead's row, and the same change made to a lead in memory (claim_due's
+# fresh leads): the two stay side by side so they cannot drift apart.
+_CLAIMED = {
+    "status": LeadStatus.DIALING,
+    "attempts": leads.c.attempts + 1,
+    "next_attempt_at": None,
+    "updated_at": _CLAIM_NOW,
+}
+
+
+def _claimed(lead: Lead, now: datetime) -> Lead:
+    return replace(lead, status=LeadStatus.DIALING, attempts=lead.attempts + 1, next_attempt_at=None, updated_at=now)
+
+
+def _due(skip_pbxes: frozenset[str]) -> list[ColumnElement[bool]]:
+    return [leads.c.status.in_(_DUE), leads.c.next_attempt_at <= _CLAIM_NOW, *_not_for(skip_pbxes)]
 
 
 @functools.cache
@@ -285,17 +303,22 @@ def _claim(skip_pbxes: frozenset[str]) -> _Direct:
     PostgreSQL skips rows another transaction holds. Built once per set of PBXes."""
     due = (
         select(leads.c.id)
-        .where(leads.c.status.in_(_DUE), leads.c.next_attempt_at <= _CLAIM_NOW, *_not_for(skip_pbxes))
+        .where(*_due(skip_pbxes))
         .order_by(leads.c.next_attempt_at, leads.c.backlog_rank, leads.c.id)
-        .limit(bindparam("b_limit", type_=Integer()))
+        .limit(_CLAIM_LIMIT)
         .with_for_update(skip_locked=True)
     )
-    return _Direct(
-        update(leads)
-        .where(leads.c.id.in_(due.scalar_subquery()))
-        .values(status=LeadStatus.DIALING, attempts=leads.c.attempts + 1, next_attempt_at=None, updated_at=_CLAIM_NOW)
-        .returning(*leads.c)
-    )
+    return _Direct(update(leads).where(leads.c.id.in_(due.scalar_subquery())).values(_CLAIMED).returning(*leads.c))
+
+
+@functools.cache
+def _due_count(skip_pbxes: frozenset[str]) -> _Direct:
+    """How many leads the claim would take at most ``b_limit`` of (ix_leads_due: it stops at the limit)."""
+    due = select(leads.c.id).where(*_due(skip_pbxes)).limit(_CLAIM_LIMIT).subquery()
+    return _Direct(select(func.count().label("due")).select_from(due))
+
+
+_CLAIM_BY_ID = _Direct(update(leads).where(leads.c.id == bindparam("b_id")).values(_CLAIMED))
 
 
 # The intake's reads of a batch (an external_id given, a duplicate window set).
@@ -414,8 +437,29 @@ class SqlLeads:
         )
         return {owner: count for owner, count in (await self._conn.execute(query)).all()}
 
-    async def claim_due(self, now: datetime, limit: int, skip_pbxes: Collection[str] = ()) -> list[Lead]:
-        rows = await _rows(self._conn, _claim(frozenset(skip_pbxes)), {"b_now": now, "b_limit": limit})
+    async def claim_due(
+        self, now: datetime, limit: int, skip_pbxes: Collection[str] = (), fresh: Sequence[Lead] = ()
+    ) -> list[Lead]:
+        skip = frozenset(skip_pbxes)
+        # The intake's case: its new leads are all that is due. Then the claim takes exactly them,
+        # whatever its order, so they are claimed by id and not read back: the claim's ordered
+        # UPDATE ... RETURNING and the rows' conversion were ~40% of the intake's transaction.
+        mine = [
+            lead
+            for lead in fresh
+            if lead.status in _DUE
+            and lead.next_attempt_at is not None
+            and lead.next_attempt_at <= now
+            and lead.pbx not in skip
+        ]
+        if mine and len(mine) <= limit:
+            (counted,) = await _rows(self._conn, _due_count(skip), {"b_now": now, "b_limit": len(mine) + 1})
+            if counted["due"] == len(mine):
+                await _execute_many(self._conn, _CLAIM_BY_ID, [{"b_id": lead.id, "b_now": now} for lead in mine])
+                return sorted(
+                    (_claimed(lead, now) for lead in mine), key=lambda lead: (lead.backlog_rank, lead.id or 0)
+                )
+        rows = await _rows(self._conn, _claim(skip), {"b_now": now, "b_limit": limit})
         return sorted((lead_from_row(row) for row in rows), key=lambda lead: (lead.backlog_rank, lead.id or 0))
 
     async def update(self, changed: Sequence[Lead]) -> None:

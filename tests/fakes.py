@@ -218,7 +218,9 @@ class _Leads:
                 counts[lead.owner_id] = counts.get(lead.owner_id, 0) + 1
         return counts
 
-    async def claim_due(self, now: datetime, limit: int, skip_pbxes: Collection[str] = ()) -> list[Lead]:
+    async def claim_due(
+        self, now: datetime, limit: int, skip_pbxes: Collection[str] = (), fresh: Sequence[Lead] = ()
+    ) -> list[Lead]:
         due = sorted(
             (
                 lead
