@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -85,23 +85,32 @@ class RateLimit:
 
 
 class KeyedWindow:
-    """At most ``limit.count`` events per key within ``limit.window``; memory bounded by the keys seen in it."""
+    """At most ``limit.count`` events per key within ``limit.window``; memory bounded by the keys seen in it.
+
+    A key's events are a tuple (a handful of times, which the garbage collector stops tracking),
+    and the keys are kept in the order of their last event, so those whose last event left the
+    window go from the front as others come: a flood of distinct numbers costs a tuple each for a
+    window, and no pass over all of them. (A deque each was 760 bytes, walked by every full
+    collection, and a sweep of the whole dict once per window held the loop for as long as the
+    dict took to rebuild.)
+    """
 
     def __init__(self, limit: RateLimit) -> None:
         self._limit = limit
-        self._events: dict[str, deque[datetime]] = {}
-        self._next_sweep: datetime | None = None
+        self._events: OrderedDict[str, tuple[datetime, ...]] = OrderedDict()
+
+    def _recent(self, key: str, now: datetime) -> tuple[datetime, ...]:
+        stamps = self._events.get(key, ())
+        if stamps and now - stamps[0] >= self._limit.window:
+            stamps = tuple(stamp for stamp in stamps if now - stamp < self._limit.window)
+        return stamps
 
     def wait(self, key: str, now: datetime, pending: int = 0) -> float:
         """Seconds until ``key`` has room again; 0 when it has room now.
 
         ``pending``: events at ``now`` not added yet (earlier leads of the same batch).
         """
-        stamps = self._events.get(key)
-        if stamps is None:
-            stamps = deque()
-        while stamps and now - stamps[0] >= self._limit.window:
-            stamps.popleft()
+        stamps = self._recent(key, now)
         over = len(stamps) + pending - self._limit.count
         if over < 0:
             return 0.0
@@ -110,11 +119,14 @@ class KeyedWindow:
         return (oldest + self._limit.window - now).total_seconds()
 
     def add(self, key: str, now: datetime) -> None:
-        self._events.setdefault(key, deque()).append(now)
-        if self._next_sweep is None or now >= self._next_sweep:
-            # Forget keys with nothing in the window, so a flood of distinct numbers costs no memory for long.
-            self._events = {k: v for k, v in self._events.items() if v and now - v[-1] < self._limit.window}
-            self._next_sweep = now + self._limit.window
+        events = self._events
+        events[key] = (*self._recent(key, now), now)
+        events.move_to_end(key)
+        while events:
+            first = next(iter(events))
+            if now - events[first][-1] < self._limit.window:
+                break
+            del events[first]
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,16 @@ class Pacing:
     min_sample: int = 20  # attempts ended in the window before dialling ahead
 
 
-@dataclass(frozen=True, slots=True)
-class _Ended:
-    at: float  # monotonic seconds
-    answered: bool
-    abandoned: bool  # answered, and never reached a manager
-    talk: float | None  # seconds, when a manager talked to the client
+@dataclass(slots=True)
+class _Second:
+    """The attempts that ended within one whole second."""
+
+    at: int  # the second, monotonic
+    attempts: int = 0
+    answered: int = 0
+    abandoned: int = 0  # answered, and never reached a manager
+    talks: int = 0  # attempts in which a manager talked to the client
+    talk_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,27 +87,50 @@ class PacingReading:
 
 
 class PacingMeter:
-    """The attempts that ended in the last ``window`` seconds."""
+    """The attempts that ended in the last ``window`` seconds, counted per whole second.
+
+    The counts are kept as attempts end and leave the window, and the window holds a bucket per
+    second, not a record per attempt: at 200 attempts a second a record each was 180,000 live
+    objects over the default window for every full garbage collection to walk (and they were
+    dropped only when read, which progressive pacing never does: memory grew without bound).
+    """
 
     def __init__(self, pacing: Pacing) -> None:
         self.pacing = pacing
-        self._ended: deque[_Ended] = deque()
+        self._seconds: deque[_Second] = deque()
+        self._total = _Second(0)
 
     def ended(self, at: float, *, answered: bool, abandoned: bool, talk: float | None) -> None:
-        self._ended.append(_Ended(at, answered, abandoned and answered, talk))
+        second = math.floor(at)
+        if not self._seconds or self._seconds[-1].at != second:
+            self._seconds.append(_Second(second))
+        for counts in (self._seconds[-1], self._total):
+            counts.attempts += 1
+            counts.answered += answered
+            counts.abandoned += abandoned and answered
+            if talk is not None:
+                counts.talks += 1
+                counts.talk_seconds += talk
+        self._forget(at)
 
     def reading(self, now: float) -> PacingReading:
+        self._forget(now)
+        total = self._total
+        return PacingReading(total.attempts, total.answered, total.abandoned, total.talks, total.talk_seconds)
+
+    def _forget(self, now: float) -> None:
+        """Drop the seconds that began before the window did."""
         horizon = now - self.pacing.window
-        while self._ended and self._ended[0].at < horizon:
-            self._ended.popleft()
-        talks = [ended.talk for ended in self._ended if ended.talk is not None]
-        return PacingReading(
-            attempts=len(self._ended),
-            answered=sum(ended.answered for ended in self._ended),
-            abandoned=sum(ended.abandoned for ended in self._ended),
-            talks=len(talks),
-            talk_seconds=sum(talks),
-        )
+        seconds, total = self._seconds, self._total
+        while seconds and seconds[0].at < horizon:
+            gone = seconds.popleft()
+            total.attempts -= gone.attempts
+            total.answered -= gone.answered
+            total.abandoned -= gone.abandoned
+            total.talks -= gone.talks
+            total.talk_seconds -= gone.talk_seconds
+        if not seconds:
+            total.talk_seconds = 0.0  # no rounding left over once the window is empty
 
 
 @dataclass(frozen=True, slots=True)

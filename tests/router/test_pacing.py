@@ -82,3 +82,39 @@ def test_the_stats_abandon_rate_is_the_share_of_answered_clients_who_never_talke
     found = abandons(hours)
     assert (found.answered, found.without_manager, found.rate_pct) == (20, 1, 5.0)
     assert abandons([]).rate_pct == 0.0
+
+
+def test_the_meter_reads_what_every_attempt_kept_one_by_one_would_give() -> None:
+    """Counted per whole second as attempts end: the same readings as keeping each attempt and
+    counting those whose second began within the window, read at any moment."""
+    rng = random.Random(7)
+    meter, kept = PacingMeter(PREDICTIVE), []
+    at = 0.0
+    for _ in range(3000):
+        at += rng.choice((0.0, 0.01, 0.4, 1.0, 3.7, 45.0))
+        answered = rng.random() < 0.4
+        talk = rng.choice((None, 12.5, 300.0)) if answered else None
+        abandoned = rng.random() < 0.2
+        meter.ended(at, answered=answered, abandoned=abandoned, talk=talk)
+        kept.append((at, answered, abandoned and answered, talk))
+        if rng.random() < 0.1:
+            at = now = at + rng.choice((0.0, 0.5, 200.0, 599.0, 900.0))  # the clock is monotonic
+            window = [k for k in kept if math.floor(k[0]) >= now - PREDICTIVE.window]
+            talks = [k[3] for k in window if k[3] is not None]
+            got = meter.reading(now)
+            assert (got.attempts, got.answered, got.abandoned, got.talks) == (
+                len(window),
+                sum(k[1] for k in window),
+                sum(k[2] for k in window),
+                len(talks),
+            )
+            assert math.isclose(got.talk_seconds, sum(talks), abs_tol=1e-6)
+
+
+def test_the_meter_holds_a_bucket_per_second_of_the_window_however_many_attempts_end_unread() -> None:
+    """Progressive pacing never reads the meter: attempts that left the window go as others end."""
+    meter = PacingMeter(PREDICTIVE)
+    for n in range(200 * 3000):  # 200 attempts a second for 3,000 s, never read
+        meter.ended(n / 200, answered=True, abandoned=False, talk=30.0)
+    assert len(meter._seconds) <= PREDICTIVE.window + 1
+    assert meter.reading(3000).attempts == 200 * PREDICTIVE.window
