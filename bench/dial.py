@@ -165,7 +165,7 @@ async def daemon(folder: Path, ami_port: int, *, managers: int = 50) -> AsyncIte
             "--format",
             "raw",
             "--rate",
-            "250",
+            os.environ.get("BENCH_PROFILE_RATE", "250"),
             "-o",
             profile,
             "--",
