@@ -119,10 +119,10 @@ class PacingMeter:
         return PacingReading(total.attempts, total.answered, total.abandoned, total.talks, total.talk_seconds)
 
     def _forget(self, now: float) -> None:
-        """Drop the seconds that began before the window did."""
+        """Drop the seconds that ended before the window began (one that straddles its start stays)."""
         horizon = now - self.pacing.window
         seconds, total = self._seconds, self._total
-        while seconds and seconds[0].at < horizon:
+        while seconds and seconds[0].at + 1 <= horizon:
             gone = seconds.popleft()
             total.attempts -= gone.attempts
             total.answered -= gone.answered

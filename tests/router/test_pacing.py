@@ -86,7 +86,7 @@ def test_the_stats_abandon_rate_is_the_share_of_answered_clients_who_never_talke
 
 def test_the_meter_reads_what_every_attempt_kept_one_by_one_would_give() -> None:
     """Counted per whole second as attempts end: the same readings as keeping each attempt and
-    counting those whose second began within the window, read at any moment."""
+    counting those whose second ended within the window, read at any moment."""
     rng = random.Random(7)
     meter, kept = PacingMeter(PREDICTIVE), []
     at = 0.0
@@ -99,7 +99,7 @@ def test_the_meter_reads_what_every_attempt_kept_one_by_one_would_give() -> None
         kept.append((at, answered, abandoned and answered, talk))
         if rng.random() < 0.1:
             at = now = at + rng.choice((0.0, 0.5, 200.0, 599.0, 900.0))  # the clock is monotonic
-            window = [k for k in kept if math.floor(k[0]) >= now - PREDICTIVE.window]
+            window = [k for k in kept if math.floor(k[0]) + 1 > now - PREDICTIVE.window]
             talks = [k[3] for k in window if k[3] is not None]
             got = meter.reading(now)
             assert (got.attempts, got.answered, got.abandoned, got.talks) == (
