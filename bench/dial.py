@@ -162,6 +162,7 @@ async def daemon(folder: Path, ami_port: int, *, managers: int = 50) -> AsyncIte
             spy,
             "record",
             "--nonblocking",
+            *(["--idle"] if os.environ.get("BENCH_PROFILE_IDLE") else []),
             "--format",
             "raw",
             "--rate",
