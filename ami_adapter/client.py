@@ -19,9 +19,10 @@ from typing import Any, Self
 
 import structlog
 from panoramisk import Manager
+from panoramisk.actions import Action
 from panoramisk.message import Message
 
-from ami_adapter.protocol import AmiDisconnected, AmiProtocol, AmiUnsafeAction
+from ami_adapter.protocol import AmiDisconnected, AmiProtocol, AmiUnsafeAction, check_action
 
 log = structlog.get_logger("ami")
 
@@ -32,6 +33,15 @@ class AmiError(Exception):
 
 class AmiNotConnected(ConnectionError):
     """No logged-in AMI session right now; nothing was sent."""
+
+
+@dataclass
+class PreparedAction:
+    """An action checked and rendered ahead of its sending (AmiClient.prepare)."""
+
+    action: Action  # panoramisk's: its ActionID and the future its answer fills
+    text: str  # its frame, as panoramisk renders it
+    sent: bool = False
 
 
 class _EveryAction:
@@ -174,7 +184,30 @@ class AmiClient:
         """Write one action before returning (nothing else runs first); awaiting the result gives
         its response headers as ``send`` does. Raises AmiNotConnected, or AmiError for an action
         that may not be sent, at once."""
-        return self._headers(action, self._write(action, as_list=False))
+        return self.send_prepared(self.prepare(action))
+
+    def prepare(self, action: Mapping[str, str | list[str]]) -> PreparedAction:
+        """The action checked and rendered now, for ``send_prepared`` to write later: the CPU of
+        building it spent while something else is awaited (a commit on the database's thread).
+        Raises AmiError for an action that may not be sent."""
+        try:
+            check_action(action)
+        except AmiUnsafeAction as exc:
+            raise AmiError(str(exc)) from None
+        built = Action(dict(action), as_list=False)
+        return PreparedAction(built, str(built))
+
+    def send_prepared(self, prepared: PreparedAction) -> Awaitable[dict[str, str]]:
+        """``send_now`` of a prepared action: written before this returns; raises AmiNotConnected
+        at once. A prepared action is written at most once."""
+        if prepared.sent:
+            raise AmiError(f"{prepared.action['Action']}: already sent; an action is never sent twice")
+        manager = self._manager
+        if not self.connected or manager is None:
+            raise AmiNotConnected(f"{prepared.action['Action']} not sent: AMI is not connected")
+        prepared.sent = True
+        future = manager.protocol.send_rendered(prepared.action, prepared.text)
+        return self._headers(prepared.action, self._answer(prepared.action, future))
 
     async def _headers(self, action: Mapping[str, str | list[str]], answer: Awaitable[Any]) -> dict[str, str]:
         response = await answer
@@ -185,7 +218,7 @@ class AmiClient:
 
     async def send_list(self, action: Mapping[str, str | list[str]]) -> list[dict[str, str]]:
         """Send an action answered by an event list; return the list's items."""
-        messages = await self._write(action, as_list=True)
+        messages = await self._write_list(action)
         if isinstance(messages, Message):
             messages = [messages]
         first = messages[0]
@@ -193,12 +226,12 @@ class AmiClient:
             raise AmiError(f"{action['Action']}: {first.get('Message', first.get('Response'))}")
         return [dict(item.items()) for item in messages[1:] if not item.get("Event", "").endswith("Complete")]
 
-    def _write(self, action: Mapping[str, str | list[str]], *, as_list: bool) -> Awaitable[Any]:
-        """The action on the wire now; the answer is awaited from the result."""
+    def _write_list(self, action: Mapping[str, str | list[str]]) -> Awaitable[Any]:
+        """The action answered by an event list on the wire now; the list is awaited from the result."""
         if not self.connected or self._manager is None:
             raise AmiNotConnected(f"{action['Action']} not sent: AMI is not connected")
         try:
-            future = self._manager.send_action(dict(action), as_list=as_list)
+            future = self._manager.send_action(dict(action), as_list=True)
         except AmiUnsafeAction as exc:
             raise AmiError(str(exc)) from None
         return self._answer(action, future)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from ami_adapter.client import AmiClient, AmiError, AmiNotConnected
+from ami_adapter.client import AmiClient, AmiError, AmiNotConnected, PreparedAction
 from ami_adapter.protocol import AmiDisconnected
 from ami_adapter.translate import EventTranslator
 from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
@@ -59,9 +60,21 @@ class AsteriskPbx:
 
     def _send_now(self, action: dict[str, str | list[str]]) -> Awaitable[None]:
         """The action on the wire before this returns; its answer (or PbxError) when awaited."""
+        return self._sender(action)()
+
+    def _sender(self, action: dict[str, str | list[str]]) -> Callable[[], Awaitable[None]]:
+        """The action checked and rendered now; calling the result is ``_send_now`` of it."""
         try:
             with _as_pbx_errors():
-                answer = self._client.send_now(action)
+                prepared = self._client.prepare(action)
+        except PbxError as exc:
+            return functools.partial(_raise, exc)
+        return functools.partial(self._send_prepared, prepared)
+
+    def _send_prepared(self, prepared: PreparedAction) -> Awaitable[None]:
+        try:
+            with _as_pbx_errors():
+                answer = self._client.send_prepared(prepared)
         except PbxError as exc:
             return _raise(exc)
         return _answered(answer)
@@ -70,7 +83,7 @@ class AsteriskPbx:
         # Asterisk looks channels up by name; until we saw the name, the Uniqueid is our best try.
         return self._translator.channel_name(channel_id) or channel_id
 
-    def originate_client(
+    def prepare_client(
         self,
         *,
         channel_id: str,
@@ -81,12 +94,12 @@ class AsteriskPbx:
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> Awaitable[None]:
+    ) -> Callable[[], Awaitable[None]]:
         settings = self._settings
         try:
             channel = settings.client_channel(dial_digits(phone))
         except ValueError as exc:  # the number is checked at intake: the port's promise is "raises nothing now"
-            return _raise(PbxNotSent(f"Originate not sent: {exc}"))
+            return functools.partial(_raise, PbxNotSent(f"Originate not sent: {exc}"))
         action: dict[str, str | list[str]] = {
             "Action": "Originate",
             "Channel": channel,
@@ -111,7 +124,7 @@ class AsteriskPbx:
         }
         if settings.caller_id:
             action["CallerID"] = settings.caller_id
-        return self._send_now(action)
+        return self._sender(action)
 
     async def originate_manager(
         self,

@@ -9,12 +9,14 @@ reader: Asterisk drops a client that stops reading for ~100 ms.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
+from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
@@ -94,6 +96,13 @@ class AmiProtocol(AMIProtocol):
     def send(self, data: Any, as_list: bool = False) -> Any:
         check_action(data)
         return super().send(data, as_list=as_list)
+
+    def send_rendered(self, action: Action, text: str) -> asyncio.Future[Any]:
+        """Write an action checked and rendered beforehand (AmiClient.prepare) as ``send`` writes
+        one: its answer is matched to it by its ActionID."""
+        self.responses[action.id] = action
+        self.transport.write(text.encode(getattr(self, "encoding", "ascii")))
+        return action.future
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from typing import Any
 
 import structlog
 
+from dialer.intake import Claimed
 from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, Peers, UnitOfWork, UnitOfWorkFactory
 from dialer.resync import CatchUp, Missed, decide_resync
 from dialer.settings import DialerSettings
@@ -240,6 +242,7 @@ class _Live:
     owner_id: str | None = None  # the phone's owner, when the scenario offers him the client first
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     fate_unknown: bool = False  # the Originate went out and its answer never came
+    send: Callable[[], Awaitable[None]] | None = None  # its client's Originate, built and not sent yet
     screening: bool = False  # answered, and the PBX's AMD() has not said whether a person did
 
     @property
@@ -710,11 +713,11 @@ class Dialer:
             return shift_change
         return max(min((next_due - now).total_seconds(), shift_change), 0.001)
 
-    async def claim_new(self, uow: UnitOfWork, now: datetime, new: Sequence[Lead]) -> Callable[[], None] | None:
+    async def claim_new(self, uow: UnitOfWork, now: datetime, new: Sequence[Lead]) -> Claimed | None:
         """The intake's transaction, once its ``new`` leads are in it: claim what is due there, as a
         dispatch pass would, so that their Originates leave as soon as it commits, with no second
-        transaction. Returns what to run right after the commit (None: nothing was claimed, the
-        dispatch loop is to be woken as usual).
+        transaction. Returns what to run while it commits (the Originates built) and right after
+        (None: nothing was claimed, the dispatch loop is to be woken as usual).
 
         Only in the plain case: dialing, the breaker closed (a probing or open breaker, and
         shift changes, are the dispatch loop's).
@@ -738,7 +741,7 @@ class Dialer:
             if claimed == capacity:
                 self._wake.set()  # more may be due than there was room for
 
-        return committed
+        return Claimed(functools.partial(self._build_originates, started), committed)
 
     async def _claim(
         self, uow: UnitOfWork, now: datetime, capacity: int, fresh: Sequence[Lead] = ()
@@ -923,9 +926,24 @@ class Dialer:
         self._maybe_idle.set()
 
     def _originate_now(self, live: _Live) -> Awaitable[None]:
+        """The client's Originate on the wire now, built beforehand if it was (``_build_originates``)."""
+        send, live.send = live.send or self._originate_built(live), None
+        return send()
+
+    def _build_originates(self, started: list[_Live]) -> None:
+        """The clients' Originates built ahead of their sending (while the intake's commit is on
+        the database's thread): the dial then costs only their writes."""
+        for live in started:
+            if not live.manager_first:
+                # One that cannot be built is built again when it is to be sent, and that failure is
+                # the call's (``_dial``): nothing of it may fail the commit this runs beside.
+                with contextlib.suppress(Exception):
+                    live.send = self._originate_built(live)
+
+    def _originate_built(self, live: _Live) -> Callable[[], Awaitable[None]]:
         call = live.call
         assert call.id is not None
-        return self._pbx.originate_client(
+        return self._pbx.prepare_client(
             channel_id=call.channel_id,
             phone=call.phone,
             lead_id=call.lead_id,

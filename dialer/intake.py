@@ -169,9 +169,18 @@ class _Pending:
     answer: asyncio.Future[tuple[Lead, bool]]
 
 
-# The dialer's Dialer.claim_new: claims due leads within the intake's transaction, returns what to
-# run once it committed (None: nothing claimed).
-ClaimNew = Callable[[UnitOfWork, datetime, Sequence[Lead]], Awaitable[Callable[[], None] | None]]
+@dataclass(frozen=True)
+class Claimed:
+    """What the dialer claimed in the intake's transaction asks of it: ``prepare`` runs while the
+    transaction commits, ``committed`` once it did (the Originates leave then)."""
+
+    prepare: Callable[[], None]
+    committed: Callable[[], None]
+
+
+# The dialer's Dialer.claim_new: claims due leads among them within the intake's transaction, with
+# the leads the intake added to it (None: nothing claimed).
+ClaimNew = Callable[[UnitOfWork, datetime, Sequence[Lead]], Awaitable[Claimed | None]]
 
 
 class _RaceLost(Exception):
@@ -356,7 +365,7 @@ class LeadIntake:
                 if data.external_id is not None:
                     created[data.external_id] = lead
                 answers.append((lead, True))
-            committed = None
+            claimed = None
             if new and await uow.leads.add(new):
                 # An external_id was stored by another transaction since we looked (another daemon,
                 # or an import beside the group commit on PostgreSQL). Leaving the unit of work
@@ -375,11 +384,11 @@ class LeadIntake:
                     events.append(merged)
                 uow.outbox.add(events, now)
                 if new:
-                    committed = await self._claim(uow, now, new) if self._claim is not None else None
-                await uow.commit()
-                if committed is not None:
+                    claimed = await self._claim(uow, now, new) if self._claim is not None else None
+                await uow.commit(claimed.prepare if claimed is not None else None)
+                if claimed is not None:
                     try:
-                        committed()  # the claimed leads' Originates leave now
+                        claimed.committed()  # the claimed leads' Originates leave now
                     except Exception:  # a bug in the dialer's bookkeeping: the leads are stored all the same
                         log.exception("intake.after_commit_failed", leads=[lead.id for lead in new])
         if dry_run is not None:
@@ -389,7 +398,7 @@ class LeadIntake:
         if self._per_number is not None:
             for lead in new:
                 self._per_number.add(lead.phone, now)
-        if new and committed is None:
+        if new and claimed is None:
             self._on_new_lead()
         return answers
 

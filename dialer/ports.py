@@ -43,7 +43,7 @@ class Pbx(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    def originate_client(
+    def prepare_client(
         self,
         *,
         channel_id: str,
@@ -54,10 +54,13 @@ class Pbx(Protocol):
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> Awaitable[None]:
-        """Dial the client: the Originate is on its way when this returns, before anything else
-        runs (speed to dial), and this raises nothing; awaiting the result gives the PBX's answer
-        to it, or PbxError. The call's own answer arrives later as an OriginateResult.
+    ) -> Callable[[], Awaitable[None]]:
+        """The client's Originate built now; calling the result dials him, once. Neither raises.
+
+        When the call returns, the Originate is on its way, before anything else runs (speed to
+        dial); awaiting what it returns gives the PBX's answer to it, or PbxError. The call's own
+        answer arrives later as an OriginateResult. Built ahead, the action costs the dial nothing
+        but its write (the intake builds it while its commit is on the database's thread).
         ``caller_name`` is what the manager's phone will show (router.caller_name), ``whisper`` a
         sound file played to him alone before the bridge; with ``amd`` the PBX runs AMD() on the
         answer and reports its verdict (MachineDetected) before the client may be sent to a manager."""
@@ -233,7 +236,10 @@ class UnitOfWork(Protocol):
     async def __aexit__(self, *exc: object) -> None:
         """Roll back whatever was not committed."""
 
-    async def commit(self) -> None: ...
+    async def commit(self, meanwhile: Callable[[], None] | None = None) -> None:
+        """Commit; ``meanwhile`` runs while the database writes the commit (or before it, where
+        its driver cannot overlap them): work for after the commit that cannot fail it, such as
+        building what will be sent once it is done. It must not raise."""
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

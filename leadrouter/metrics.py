@@ -311,7 +311,7 @@ class TimedAsteriskPbx(AsteriskPbx):
         super().__init__(client, translator, settings)
         self._timings = timings
 
-    def originate_client(
+    def prepare_client(
         self,
         *,
         channel_id: str,
@@ -322,9 +322,8 @@ class TimedAsteriskPbx(AsteriskPbx):
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> Awaitable[None]:
-        started = time.perf_counter()
-        answer = super().originate_client(
+    ) -> Callable[[], Awaitable[None]]:
+        send = super().prepare_client(
             channel_id=channel_id,
             phone=phone,
             lead_id=lead_id,
@@ -334,8 +333,14 @@ class TimedAsteriskPbx(AsteriskPbx):
             amd=amd,
             whisper=whisper,
         )
-        self._timings.originating(lead_id)  # once it is on the wire: its timing costs the lead nothing
-        return self._answered(answer, started)
+
+        def timed() -> Awaitable[None]:
+            started = time.perf_counter()
+            answer = send()
+            self._timings.originating(lead_id)  # once it is on the wire: its timing costs the lead nothing
+            return self._answered(answer, started)
+
+        return timed
 
     async def _answered(self, answer: Awaitable[None], started: float) -> None:
         await answer

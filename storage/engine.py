@@ -122,13 +122,20 @@ class InlineConnection(aiosqlite.Connection):
             self._turn_given = loop.time()
 
     async def commit(self) -> None:
-        # The commit is where SQLite writes the transaction to the WAL: on the connection's
-        # thread, so a disk busy with other writers (dirty-page throttling) never stalls the loop.
-        inline, self.inline = self.inline, False
-        try:
-            await super().commit()
-        finally:
-            self.inline = inline
+        await self.commit_queued()
+
+    def commit_queued(self) -> asyncio.Future[None]:
+        """The commit on its way to the connection's thread when this returns, as aiosqlite queues
+        a call; the future gives its outcome, and the loop may do other work before awaiting it.
+
+        The commit is where SQLite writes the transaction to the WAL: on the connection's thread,
+        so a disk busy with other writers (dirty-page throttling) never stalls the loop.
+        """
+        if not self._running or not self._connection:  # as aiosqlite's own check
+            raise ValueError("Connection closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tx.put_nowait((future, self._conn.commit))
+        return future
 
     async def begin_immediate(self) -> None:
         """BEGIN IMMEDIATE, then inline. Tried on the loop without waiting first: Database queues
@@ -371,18 +378,27 @@ class Database:
                 await conn.close()
             raise
 
-    async def commit(self, conn: AsyncConnection) -> None:
-        """Commit the transaction of ``conn``, a connection Database.write gave.
+    async def commit(self, conn: AsyncConnection, meanwhile: Callable[[], None] | None = None) -> None:
+        """Commit the transaction of ``conn``, a connection Database.write gave; ``meanwhile``
+        (which must not raise) runs while the commit is on the connection's thread, or before it.
 
         On SQLite, while SQLAlchemy has not begun a transaction of its own there (only direct
-        statements ran: storage.uow), the driver's commit, awaited here: still on its thread, but
-        without SQLAlchemy's commit path and greenlet around the wait (~40 µs of the loop's CPU).
+        statements ran: storage.uow), the driver's commit, queued here: still on its thread, but
+        without SQLAlchemy's commit path and greenlet around the wait (~40 µs of the loop's CPU),
+        and the loop runs ``meanwhile`` while SQLite writes the WAL.
         """
         driver = direct_sqlite(conn)
         if driver is None or conn.in_transaction():
+            if meanwhile is not None:
+                meanwhile()
             await conn.commit()
-        else:
-            await driver.commit()
+            return
+        committing = driver.commit_queued()
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            await committing
 
     def _committed_inline(self) -> None:
         """Checkpoint the write-ahead log every CHECKPOINT_EVERY commits, off the loop: SQLite's

@@ -67,6 +67,7 @@ class FakePbx:
     def __init__(self) -> None:
         self.connected = True
         self.actions: list[tuple[str, ...]] = []
+        self.built: list[str] = []  # the channel ids of the clients' Originates built (prepare_client)
         self.legs: dict[str, LiveLeg] = {}
         self.devices: dict[str, DeviceState] = {}
         self.ended: dict[str, CallEndRecord] = {}
@@ -82,7 +83,7 @@ class FakePbx:
         self.actions.append(action)
         await asyncio.sleep(0)
 
-    def originate_client(
+    def prepare_client(
         self,
         *,
         channel_id: str,
@@ -93,9 +94,18 @@ class FakePbx:
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> Awaitable[None]:
-        self.actions.append(("originate", channel_id, phone))  # on the wire before it returns
-        return self._originate_answer()
+    ) -> Callable[[], Awaitable[None]]:
+        sent = False
+        self.built.append(channel_id)
+
+        def send() -> Awaitable[None]:
+            nonlocal sent
+            assert not sent, "an Originate is sent once"
+            sent = True
+            self.actions.append(("originate", channel_id, phone))  # on the wire before it returns
+            return self._originate_answer()
+
+        return send
 
     async def _originate_answer(self) -> None:
         await asyncio.sleep(0)
@@ -382,7 +392,9 @@ class FakeUnitOfWork:
     async def __aexit__(self, *exc: object) -> None:
         pass
 
-    async def commit(self) -> None:
+    async def commit(self, meanwhile: Callable[[], None] | None = None) -> None:
+        if meanwhile is not None:
+            meanwhile()
         self._db.leads, self._db.calls, self._db.billing = self._work.leads, self._work.calls, self._work.billing
         self._db.history = self._work.history
         self._db.steering = self._work.steering

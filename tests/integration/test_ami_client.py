@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ami_adapter.asterisk import SHIPPED_DIALPLAN
-from ami_adapter.client import AmiClient, AmiSettings
+from ami_adapter.client import AmiClient, AmiError, AmiNotConnected, AmiSettings
 from ami_adapter.protocol import AmiDisconnected
 from pbxsim import ScaledClock, Simulator
 from pbxsim.tests.amitools import wait_until
@@ -112,3 +112,35 @@ async def test_send_now_puts_the_action_on_the_wire_before_its_answer_is_awaited
         # Nothing awaits the answer yet, and no task was made to send it: the Ping left already.
         await wait_until(lambda: bool(actions_received(sim, "Ping")), 5, "the Ping to arrive")
         assert (await asyncio.wait_for(answer, 5))["Response"] == "Success"
+
+
+async def test_a_prepared_action_leaves_only_when_sent_and_only_once(sim: Simulator) -> None:
+    """The intake builds its Originates while its commit is on the database's thread and sends
+    them once it committed: a prepared action is on the wire only then, once, and answered."""
+    async with _client(sim, []) as ami:
+        await asyncio.wait_for(ami.wait_connected(), 5)
+        prepared = ami.prepare({"Action": "Ping", "ActionID": "prepared-1"})
+        await asyncio.wait_for(ami.send({"Action": "Ping", "ActionID": "after-1"}), 5)
+        # The simulator answers in arrival order: the later Ping answered, the prepared one never came.
+        assert [ping["ActionID"] for ping in actions_received(sim, "Ping")] == ["after-1"]
+        answer = ami.send_prepared(prepared)
+        assert (await asyncio.wait_for(answer, 5))["Response"] == "Success"
+        with pytest.raises(AmiError, match="never sent twice"):
+            ami.send_prepared(prepared)
+        await asyncio.wait_for(ami.send({"Action": "Ping", "ActionID": "after-2"}), 5)
+    assert [ping["ActionID"] for ping in actions_received(sim, "Ping")] == ["after-1", "prepared-1", "after-2"]
+
+
+async def test_a_prepared_action_is_refused_at_once_while_disconnected_and_an_unsafe_one_when_built(
+    sim: Simulator,
+) -> None:
+    async with _client(sim, []) as ami:
+        with pytest.raises(AmiError, match="CR, LF or NUL"):
+            ami.prepare({"Action": "Originate", "Channel": "PJSIP/1\r\nAction: Hangup"})
+        await asyncio.wait_for(ami.wait_connected(), 5)
+        sim.stall(True)
+        ami.drop_connection("test")
+        await wait_until(lambda: not ami.connected, 5, "the session down")
+        with pytest.raises(AmiNotConnected):
+            ami.send_prepared(ami.prepare({"Action": "Ping", "ActionID": "while-down"}))
+    assert not [ping for ping in actions_received(sim, "Ping") if ping.get("ActionID") == "while-down"]

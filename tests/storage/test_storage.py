@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -431,6 +432,37 @@ async def test_a_unit_of_work_commits_on_the_connection_s_thread_whichever_path_
                 "+79160000002",
             ]
             assert len((await conn.execute(select(lead_history))).all()) == 1
+
+
+async def test_what_runs_meanwhile_runs_while_the_commit_is_on_the_connection_s_thread(tmp_path: Path) -> None:
+    """The intake builds its Originates while SQLite writes its commit: the commit is queued to the
+    connection's thread before ``meanwhile`` runs on the loop, so the thread commits during it. On
+    SQLAlchemy's path (one of its statements in the transaction) it runs before the commit."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        ran_on = await _threads_of_statements(db)
+        seen: list[bool] = []
+
+        def meanwhile() -> None:
+            # Blocks the loop until the thread committed, or 10 s: a commit queued only after this
+            # returned would not have run by then.
+            deadline = time.monotonic() + 10
+            while "COMMIT" not in ran_on and time.monotonic() < deadline:
+                time.sleep(0.001)
+            seen.append("COMMIT" in ran_on)
+
+        async with SqlUnitOfWork(db) as uow:  # direct statements only: the driver's commit
+            await uow.leads.add([_lead(1)])
+            await uow.commit(meanwhile)
+        ran_on.clear()
+        async with SqlUnitOfWork(db) as uow:  # and one of SQLAlchemy's: its commit, after meanwhile
+            await uow.leads.add([_lead(2)])
+            assert await uow.history.add(HistoryEntry(1, HistoryKind.DUPLICATE, NOW, {"phone": "+79160000002"}))
+            await uow.commit(lambda: seen.append("COMMIT" in ran_on))
+        assert seen == [True, False]
+        assert "COMMIT" in ran_on
+        async with db.read() as conn:
+            assert len((await conn.execute(select(leads.c.id))).all()) == 2
 
 
 async def test_the_direct_path_stores_exactly_what_sqlalchemy_stores(tmp_path: Path) -> None:

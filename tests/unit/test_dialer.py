@@ -12,7 +12,7 @@ from dialer.engine import DialerStopped
 from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
 from router.breaker import BreakerSettings
 from router.matching import Match, Patterns
-from router.model import PBX_RETRY_DELAY, Call, CallState, Disposition, LeadStatus, LegResult
+from router.model import PBX_RETRY_DELAY, Call, CallState, Disposition, Lead, LeadStatus, LegResult
 from router.pbx_events import (
     Billed,
     Bridged,
@@ -34,7 +34,7 @@ from router.routing import Manager, OwnerFirst, RoutingPlan
 from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
-from tests.fakes import ManualClock
+from tests.fakes import FakeUnitOfWork, ManualClock
 from tests.router.plans import offered, scenario
 from tests.unit.dialer_rig import Rig, make_rig, team
 
@@ -500,6 +500,24 @@ async def test_an_originate_that_cannot_be_built_fails_that_call_alone_and_its_l
         assert rig.db.leads[lead_id].attempts == 0 and rig.dialer.breaker_state == "closed"
         await rig.lead(phone="+79161234561")  # the others dial as ever
         await rig.dialled(1)
+
+
+async def test_the_intake_s_claimed_originates_are_built_while_it_commits_and_sent_once_after(rig: Rig) -> None:
+    """claim_new hands the intake what to run beside its commit (the Originates built) and after it
+    (each sent, once): nothing reaches the PBX before the transaction committed."""
+    lead = Lead(phone="+79161234567", name="", source="web", external_id=None, payload={}, created_at=rig.clock.now())
+    async with FakeUnitOfWork(rig.db) as uow:
+        await uow.leads.add([lead])
+        claimed = await rig.dialer.claim_new(uow, rig.clock.now(), [lead])
+        assert claimed is not None
+        claimed.prepare()
+        (channel,) = rig.pbx.built
+        assert not [action for action in rig.pbx.actions if action[0] == "originate"]
+        await uow.commit()
+    claimed.committed()
+    assert [action for action in rig.pbx.actions if action[0] == "originate"] == [("originate", channel, lead.phone)]
+    assert rig.pbx.built == [channel]  # sent as built, not built again
+    await rig.settle()
 
 
 async def test_pbx_failures_open_the_breaker_and_one_probe_closes_it() -> None:
