@@ -239,7 +239,8 @@ class UnitOfWork(Protocol):
     async def commit(self, meanwhile: Callable[[], None] | None = None) -> None:
         """Commit; ``meanwhile`` runs while the database writes the commit (or before it, where
         its driver cannot overlap them): work for after the commit that cannot fail it, such as
-        building what will be sent once it is done. It must not raise."""
+        building what will be sent once it is done. Should it raise, that is logged, and the
+        commit's outcome alone is what this returns or raises."""
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -158,6 +158,18 @@ class InlineConnection(aiosqlite.Connection):
         self._turn_given = asyncio.get_running_loop().time()
 
 
+def _run_beside_commit(meanwhile: Callable[[], None] | None) -> None:
+    """What a unit of work runs beside its commit; its failure is logged and changes nothing of
+    the commit, whose outcome alone the caller hears (on SQLite's direct path the commit is on
+    its way already, elsewhere it has not begun: a raise would have told the two apart)."""
+    if meanwhile is None:
+        return
+    try:
+        meanwhile()
+    except Exception:
+        log.exception("storage.beside_commit_failed")
+
+
 def direct_sqlite(conn: AsyncConnection) -> InlineConnection | None:
     """The driver under ``conn`` while this loop holds SQLite's write lock on it in an open
     transaction (Database.write), else None. Statements may then run on its ``raw`` sqlite3
@@ -379,8 +391,8 @@ class Database:
             raise
 
     async def commit(self, conn: AsyncConnection, meanwhile: Callable[[], None] | None = None) -> None:
-        """Commit the transaction of ``conn``, a connection Database.write gave; ``meanwhile``
-        (which must not raise) runs while the commit is on the connection's thread, or before it.
+        """Commit the transaction of ``conn``, a connection Database.write gave; ``meanwhile`` runs
+        while the commit is on the connection's thread, or before it (a failure of it is logged).
 
         On SQLite, while SQLAlchemy has not begun a transaction of its own there (only direct
         statements ran: storage.uow), the driver's commit, queued here: still on its thread, but
@@ -389,16 +401,12 @@ class Database:
         """
         driver = direct_sqlite(conn)
         if driver is None or conn.in_transaction():
-            if meanwhile is not None:
-                meanwhile()
+            _run_beside_commit(meanwhile)
             await conn.commit()
             return
         committing = driver.commit_queued()
-        try:
-            if meanwhile is not None:
-                meanwhile()
-        finally:
-            await committing
+        _run_beside_commit(meanwhile)
+        await committing
 
     def _committed_inline(self) -> None:
         """Checkpoint the write-ahead log every CHECKPOINT_EVERY commits, off the loop: SQLite's

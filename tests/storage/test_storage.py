@@ -461,8 +461,19 @@ async def test_what_runs_meanwhile_runs_while_the_commit_is_on_the_connection_s_
             await uow.commit(lambda: seen.append("COMMIT" in ran_on))
         assert seen == [True, False]
         assert "COMMIT" in ran_on
+
+        def failing() -> None:
+            raise RuntimeError("a bug beside the commit")
+
+        async with SqlUnitOfWork(db) as uow:  # either path: the commit's outcome is what the caller hears
+            await uow.leads.add([_lead(3)])
+            await uow.commit(failing)
+        async with SqlUnitOfWork(db) as uow:
+            await uow.leads.add([_lead(4)])
+            assert await uow.history.add(HistoryEntry(1, HistoryKind.DUPLICATE, NOW, {"phone": "+79160000004"}))
+            await uow.commit(failing)
         async with db.read() as conn:
-            assert len((await conn.execute(select(leads.c.id))).all()) == 2
+            assert len((await conn.execute(select(leads.c.id))).all()) == 4
 
 
 async def test_the_direct_path_stores_exactly_what_sqlalchemy_stores(tmp_path: Path) -> None:
