@@ -178,8 +178,8 @@ class Claimed:
     committed: Callable[[], None]
 
 
-# The dialer's Dialer.claim_new: claims due leads among them within the intake's transaction, with
-# the leads the intake added to it (None: nothing claimed).
+# The dialer's Dialer.claim_new: claims due leads within the intake's transaction, told of the leads
+# the intake added to it (None: nothing claimed).
 ClaimNew = Callable[[UnitOfWork, datetime, Sequence[Lead]], Awaitable[Claimed | None]]
 
 

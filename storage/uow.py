@@ -9,7 +9,7 @@ import operator
 import sqlite3
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Self
@@ -292,6 +292,11 @@ def _claimed(lead: Lead, now: datetime) -> Lead:
     return replace(lead, status=LeadStatus.DIALING, attempts=lead.attempts + 1, next_attempt_at=None, updated_at=now)
 
 
+def _in_dial_order(claimed: Iterable[Lead]) -> list[Lead]:
+    """Claimed leads in the order they are dialled: the lower backlog rank first, then the older."""
+    return sorted(claimed, key=lambda lead: (lead.backlog_rank, lead.id or 0))
+
+
 def _due(skip_pbxes: frozenset[str]) -> list[ColumnElement[bool]]:
     return [leads.c.status.in_(_DUE), leads.c.next_attempt_at <= _CLAIM_NOW, *_not_for(skip_pbxes)]
 
@@ -456,11 +461,9 @@ class SqlLeads:
             (counted,) = await _rows(self._conn, _due_count(skip), {"b_now": now, "b_limit": len(mine) + 1})
             if counted["due"] == len(mine):
                 await _execute_many(self._conn, _CLAIM_BY_ID, [{"b_id": lead.id, "b_now": now} for lead in mine])
-                return sorted(
-                    (_claimed(lead, now) for lead in mine), key=lambda lead: (lead.backlog_rank, lead.id or 0)
-                )
+                return _in_dial_order(_claimed(lead, now) for lead in mine)
         rows = await _rows(self._conn, _claim(skip), {"b_now": now, "b_limit": limit})
-        return sorted((lead_from_row(row) for row in rows), key=lambda lead: (lead.backlog_rank, lead.id or 0))
+        return _in_dial_order(lead_from_row(row) for row in rows)
 
     async def update(self, changed: Sequence[Lead]) -> None:
         if changed:
