@@ -159,7 +159,7 @@ async def daemon(folder: Path, ami_port: int, *, managers: int = 50) -> AsyncIte
     compile_daemon()
     port = write_daemon_config(folder, ami_port, managers)
     started = time.perf_counter()
-    command = ["-c", "from leadrouter.cli import main; raise SystemExit(main())", "run", "--config", "leadrouter.yaml"]
+    command = ["-m", "leadrouter", "run", "--config", "leadrouter.yaml"]
     if profile := os.environ.get("BENCH_PROFILE"):  # py-spy's collapsed stacks of the daemon, into this file
         spy = str(Path(sys.executable).parent / "py-spy")
         command = [

@@ -49,7 +49,8 @@ async def _run(config: str, log_format: LogFormat | None) -> int:
     loading = RoutingSource.load_beside(settings.routing_file, settings.pbx_names)
     # What the start makes (modules, the app, the board, the plan) lives as long as the process,
     # and it leaves little garbage: the collector's hundreds of runs over it cost ~0.08 s of CPU at
-    # 10,000 managers. It is off until Daemon._start freezes everything made and turns it back on.
+    # 10,000 managers. It is off until Daemon._start freezes everything made and turns it back on
+    # (the `leadrouter` command turned it off before loading this module: leadrouter/__main__.py).
     gc.disable()
 
     from leadrouter.daemon import SystemClock
@@ -589,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--scale", type=float, default=1.0)
 
     args = parser.parse_args(argv)
+    if args.command != "run":
+        gc.enable()  # off while the command loaded (leadrouter/__main__.py); only `run` keeps it off longer
     try:
         if args.command == "run":
             return asyncio.run(_run(args.config, args.log_format))

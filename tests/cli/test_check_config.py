@@ -93,3 +93,22 @@ def test_what_a_reload_would_refuse_is_refused_here_too(tmp_path: Path, capsys: 
     )
     assert main(["check-config", "--config", str(config)]) == 1
     assert "missing-tokens: cannot read tokens" in capsys.readouterr().err
+
+
+def test_the_command_loads_with_the_collector_off_and_other_commands_run_with_it_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The installed `leadrouter` is leadrouter.__main__:main; only `run` keeps the collector off
+    # past the parsing (until the daemon has started: tests/integration cover `run`).
+    import gc
+
+    from leadrouter.__main__ import main as command
+
+    config = _config(tmp_path, REPO / "routing.yaml")
+    monkeypatch.setattr("sys.argv", ["leadrouter", "check-config", "--config", config])
+    try:
+        assert command() == 0
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+    assert "routing.yaml: ok" in capsys.readouterr().out
