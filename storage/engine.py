@@ -22,13 +22,25 @@ from typing import TYPE_CHECKING, Any, Self
 
 import aiosqlite
 import structlog
-from sqlalchemy import Connection, delete, event, insert, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    delete,
+    event,
+    insert,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from storage.schema import outbox
+from storage.schema import metadata, outbox
 
 if TYPE_CHECKING:  # Alembic is imported only to upgrade a database behind the newest revision
     from alembic.config import Config
@@ -245,6 +257,15 @@ def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+# Alembic's own table, as it creates it, for a database built from the schema without it (Database.migrate).
+_version = Table(
+    VERSION_TABLE,
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
+)
 
 
 def newest_revision() -> str:
@@ -489,11 +510,20 @@ class Database:
 
         A database already at the newest revision, as at every restart, is left as it is after one
         query: importing Alembic and reading its scripts cost more CPU than the rest of the start.
+        An empty one (a first start) gets the newest schema from storage.schema at once, stamped
+        with the newest revision, as Alembic's cookbook builds a database from scratch: running
+        every migration on nothing cost ~130 ms of the first start. tests/storage checks that
+        both ways build the same tables, columns and indexes.
         """
         if await self.revisions() == {newest_revision()}:
             return
 
         def upgrade(connection: Connection) -> None:
+            if not inspect(connection).get_table_names():
+                metadata.create_all(connection)
+                _version.create(connection)
+                connection.execute(insert(_version).values(version_num=newest_revision()))
+                return
             from alembic import command
 
             cfg = _alembic_config()

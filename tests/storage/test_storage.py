@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -18,9 +19,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, inspect, select
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 
+from leadrouter.postgres import scratch_database
 from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LeadStatus, LegResult
 from storage.engine import Database, _alembic_config, newest_revision
 from storage.queries import SqlQueries
@@ -37,11 +39,97 @@ def _lead(number: int, **kw: object) -> Lead:
                 payload={"number": number}, created_at=NOW, **kw)  # fmt: skip
 
 
-async def test_migrations_build_exactly_the_tables_the_code_uses(db: Database) -> None:
-    await db.migrate()  # a second run at start-up changes nothing
-    async with db.read() as conn:
-        diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """Two empty databases of one backend."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'one.db'}", f"sqlite+aiosqlite:///{tmp_path / 'two.db'}"
+        return
+    server, _ = request.getfixturevalue("postgres_template")
+    async with scratch_database(server, "lr_one") as one, scratch_database(server, "lr_two") as two:
+        yield one, two
+
+
+async def _run_every_migration(db: Database) -> None:
+    def upgrade(connection: Connection) -> None:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+    async with db.write() as conn:
+        if not conn.in_transaction():  # on SQLite, write() leaves the begin to the first statement
+            await conn.begin()
+        await conn.run_sync(upgrade)
+        await conn.commit()
+
+
+def _layout(connection: Connection) -> dict[str, dict[str, object]]:
+    """Each table's columns, keys, indexes and constraints, in an order of their own (a migration
+    that adds a column puts it last; the schema may list it anywhere)."""
+    inspector = inspect(connection)
+    layout: dict[str, dict[str, object]] = {}
+    for table in inspector.get_table_names():
+        layout[table] = {
+            "columns": sorted(
+                (column["name"], str(column["type"]), column["nullable"], str(column["default"]))
+                for column in inspector.get_columns(table)
+            ),
+            "primary key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "foreign keys": sorted(
+                (tuple(key["constrained_columns"]), key["referred_table"], tuple(key["referred_columns"]))
+                for key in inspector.get_foreign_keys(table)
+            ),
+            "indexes": sorted(
+                (
+                    index["name"],
+                    tuple(index["column_names"]),
+                    index["unique"],
+                    sorted((option, str(value)) for option, value in index.get("dialect_options", {}).items()),
+                )
+                for index in inspector.get_indexes(table)
+            ),
+            "unique": sorted(
+                (unique["name"] or "", tuple(unique["column_names"]))
+                for unique in inspector.get_unique_constraints(table)
+            ),
+            "checks": sorted(str(check["sqltext"]) for check in inspector.get_check_constraints(table)),
+        }
+    return layout
+
+
+async def test_every_migration_builds_exactly_the_tables_the_code_uses(empty_databases: tuple[str, str]) -> None:
+    migrated_url, built_url = empty_databases
+    async with Database(migrated_url) as migrated, Database(built_url) as built:
+        await _run_every_migration(migrated)
+        await migrated.migrate()  # at the newest revision: a start changes nothing
+        await built.migrate()  # empty: built from the schema
+        async with migrated.read() as conn:
+            diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+            by_migrations = await conn.run_sync(_layout)
+        async with built.read() as conn:
+            by_schema = await conn.run_sync(_layout)
+        assert await migrated.revisions() == await built.revisions() == {newest_revision()}
     assert diff == []
+    assert by_schema == by_migrations
+    assert "alembic_version" in by_schema and "leads" in by_schema
+
+
+async def test_a_first_start_builds_the_schema_without_importing_alembic(tmp_path: Path) -> None:
+    check = f"""
+import asyncio, sys
+from storage.engine import Database
+
+async def start():
+    async with Database("sqlite+aiosqlite:///{tmp_path / "first.db"}") as db:
+        await db.migrate()
+        print(sorted(await db.revisions()), "alembic" in sys.modules)
+
+asyncio.run(start())
+"""
+    started = await asyncio.create_subprocess_exec(sys.executable, "-c", check, cwd=REPO, stdout=subprocess.PIPE)
+    out, _ = await started.communicate()
+    assert started.returncode == 0
+    assert out.decode().split() == [f"['{newest_revision()}']", "False"]
 
 
 def test_the_newest_revision_is_alembics_head_and_each_file_is_named_by_its_revision() -> None:
