@@ -3,9 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import BaseModel, ConfigDict
 
-from config.document import Document
+from config.document import Document, _Loader
 from config.problems import ConfigError, Problem
 
 
@@ -128,3 +129,32 @@ def test_yaml_1_1_surprises_stay_text(tmp_path: Path) -> None:
         "on": "yes",
         "n": [1, -2, 1.5, float("inf"), True, None],
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: 1\nmanagers:\n- {id: m1, name: Anna, extension: '101', skills: [ru, en]}\n- id: m2\n  limit: 2.5\n",
+        "a: true\nb: FALSE\nc: ~\nd: null\ne: -12\nf: .inf\ng: 1.5e3\nh: 0101\ni: '7'\nj: 2024-01-02\n",
+        "a: !!int '12'\nb: !!float 1\nc: !!binary aGk=\nd: !!timestamp 2024-01-02\ne: !!str 5\n",
+        "a: &x hi\nb: *x\nc: [*x, *x]\n",  # aliases of scalars
+        "a: &x [1]\nb: *x\n",  # ...and of a collection: one object in both places, as PyYAML builds it
+        "base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\n",  # a merge key
+        "a: !!set {x, y}\nb: !!omap [{x: 1}]\nc: !!pairs [{x: 1}, {x: 2}]\n",  # collections of their own tags
+        "- [[1, {b: [c, '']}]]\n- {}\n- []\n- ''\n",
+        "just text\n",
+        "~\n",
+    ],
+)
+def test_a_document_reads_as_pyyaml_constructs_it(tmp_path: Path, text: str) -> None:
+    # Document.read builds a regular document's data in a walk of its own (config.document._plain).
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    assert Document.read(path).data == yaml.load(text, Loader=_Loader)
+
+
+def test_a_key_twice_and_bad_tags_are_reported_as_before(tmp_path: Path) -> None:
+    assert read_problems(tmp_path / "a.yaml", "a: !!map text\n") == ["1:4: expected a mapping node, but found scalar"]
+    assert read_problems(tmp_path / "b.yaml", "a: !custom x\n") == [
+        "1:4: could not determine a constructor for the tag '!custom'"
+    ]
