@@ -40,7 +40,6 @@ from config.fields import (
     template,
 )
 from config.problems import ConfigError, Problem
-from dialer.intake import RateLimit
 from dialer.settings import DialerSettings
 from router.breaker import BreakerSettings
 from router.events import EVENT_TYPES
@@ -54,6 +53,7 @@ if TYPE_CHECKING:
     from ami_adapter.pbx import AsteriskPbxSettings
     from api.auth import AuthLimits
     from api.server import ConnectionLimits
+    from dialer.intake import RateLimit
     from events.publisher import MqttSettings
     from events.subscriber import CommandSettings
     from events.webhooks import Subscriber, WebhookSettings
@@ -424,6 +424,10 @@ class HttpSection(_Strict):
         return {scope: tokens for scope, tokens in scopes.items() if tokens}
 
     def leads_per_address(self) -> RateLimit | None:
+        # Imported here: dialer.intake (and structlog with it) loads after `leadrouter run` forked the
+        # copy that reads routing.yaml, which needs neither (leadrouter.cli._run).
+        from dialer.intake import RateLimit
+
         if self.max_leads_per_address is None:
             return None
         return RateLimit(self.max_leads_per_address, timedelta(seconds=self.per_address_window))
@@ -459,6 +463,8 @@ class PhonesSection(_Strict):
     per_number_window: Duration = 3600
 
     def per_number(self) -> RateLimit:
+        from dialer.intake import RateLimit
+
         return RateLimit(self.max_leads_per_number, timedelta(seconds=self.per_number_window))
 
     def policy(self) -> PhonePolicy:

@@ -12,17 +12,18 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-import structlog
 
 from config.problems import ConfigError
 from config.routing import RoutingSource, load_routing, oversized
 from config.settings import Settings, load_settings
-from leadrouter.logs import LogFormat, configure_logging
 from router.routing import RoutingPlan, Scenario, Strategy
 from router.stats import BY, PERIODS, ManagerStats, csv_text, hms, manager_rows, report_summary, rows_by
+
+if TYPE_CHECKING:
+    from leadrouter.logs import LogFormat
 
 DEFAULT_CONFIG = os.environ.get("LEADROUTER_CONFIG", "/etc/leadrouter/leadrouter.yaml")
 POOL_SHOWN = 8  # manager ids listed per pool in check-config's summary
@@ -45,7 +46,8 @@ def _load_settings(config: str) -> Settings:
 
 async def _run(config: str, log_format: LogFormat | None) -> int:
     settings = _load_settings(config)
-    # routing.yaml is read while the daemon's libraries load.
+    # routing.yaml is read while the daemon's libraries load: the copy that reads it is made before
+    # they do (structlog and the logging set-up too), and what both need is loaded once, before it.
     loading = RoutingSource.load_beside(settings.routing_file, settings.pbx_names)
     # What the start makes (modules, the app, the board, the plan) lives as long as the process,
     # and it leaves little garbage: the collector's hundreds of runs over it cost ~0.08 s of CPU at
@@ -53,7 +55,10 @@ async def _run(config: str, log_format: LogFormat | None) -> int:
     # (the `leadrouter` command turned it off before loading this module: leadrouter/__main__.py).
     gc.disable()
 
+    import structlog
+
     from leadrouter.daemon import SystemClock
+    from leadrouter.logs import configure_logging
     from leadrouter.service import serve
     from leadrouter.systemd import Notifier
 
@@ -74,6 +79,8 @@ async def _run(config: str, log_format: LogFormat | None) -> int:
 
 def warn_if_readable_by_others(path: Path) -> bool:
     """Log ``config.readable_by_others`` when anyone on the machine may read ``path`` (it may hold secrets)."""
+    import structlog
+
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -597,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_run(args.config, args.log_format))
         if args.command == "demo":
             from leadrouter.demo import RoutingTrial, run_demo
+            from leadrouter.logs import configure_logging
 
             configure_logging("warning")
             if args.routing is None and (args.quick_clients or args.win_rate):
