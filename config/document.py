@@ -32,6 +32,7 @@ _FLOAT = "tag:yaml.org,2002:float"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_VALUE = "tag:yaml.org,2002:value"  # YAML 1.1's `=`, which SafeLoader has no constructor for
 
 
 class _CoreScalars:
@@ -44,8 +45,9 @@ class _CoreScalars:
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)  # type: ignore[misc]
-        except ValueError as exc:
-            # An explicit tag such as `!!int abc` fails deep in PyYAML without a position.
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            # An explicit tag such as `!!int abc`, `!!bool x` or `!!int ''` fails deep in PyYAML,
+            # without a position and with whatever its code ran into.
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read this value: {exc}", node.start_mark
             ) from exc
@@ -66,11 +68,12 @@ class _Loader(_CoreScalars, yaml.SafeLoader):
     YAML 1.1 reads ``0101`` as octal 65, ``1:30`` as 90, ``no`` as false and
     ``2024-13-01`` as a broken date. An extension, a duration or a region code
     written that way would silently become another value; here they stay text and
-    the schema either accepts the text or says what is wrong with it.
+    the schema either accepts the text or says what is wrong with it (and ``=``, which
+    YAML 1.1 tags a "value" PyYAML cannot build, is text too).
     """
 
     yaml_implicit_resolvers = {  # noqa: RUF012 (PyYAML reads it as a class attribute; its stubs say instance)
-        first: [(tag, regexp) for tag, regexp in resolvers if tag not in {_BOOL, _INT, _FLOAT, _TIMESTAMP}]
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in {_BOOL, _INT, _FLOAT, _TIMESTAMP, _VALUE}]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
@@ -183,7 +186,7 @@ class Document:
                 root = loader.get_single_node()
                 try:
                     data = _plain(loader, root, set()) if root is not None else None
-                except _Irregular:
+                except (_Irregular, RecursionError):  # PyYAML's constructor does not recurse
                     data = loader.construct_document(root)
                     loader.irregular = True
             finally:

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from config.document import Document, _Loader
+from config.document import Document, _FastLoader, _Irregular, _Loader, _plain
 from config.problems import ConfigError, Problem
 
 
@@ -131,30 +132,81 @@ def test_yaml_1_1_surprises_stay_text(tmp_path: Path) -> None:
     }
 
 
+def _typed(data: object) -> object:
+    """``data`` with every value's type beside it: 1, 1.0 and True are equal, and must not pass for each other."""
+    if isinstance(data, dict):
+        return {_typed(key): _typed(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_typed(item) for item in data]
+    return type(data).__name__, data
+
+
+def _composed(text: str) -> tuple[_FastLoader, Any]:
+    loader = _FastLoader(text)
+    return loader, loader.get_single_node()
+
+
 @pytest.mark.parametrize(
     "text",
     [
         "version: 1\nmanagers:\n- {id: m1, name: Anna, extension: '101', skills: [ru, en]}\n- id: m2\n  limit: 2.5\n",
-        "a: true\nb: FALSE\nc: ~\nd: null\ne: -12\nf: .inf\ng: 1.5e3\nh: 0101\ni: '7'\nj: 2024-01-02\n",
-        "a: !!int '12'\nb: !!float 1\nc: !!binary aGk=\nd: !!timestamp 2024-01-02\ne: !!str 5\n",
+        "a: true\nb: FALSE\nc: ~\nd: null\ne: -12\nf: .inf\ng: 1.5e3\nh: 0101\ni: '7'\nj: 2024-01-02\n=: =\n",
+        "a: !!int '12'\nb: !!float 1\nc: !!binary aGk=\nd: !!timestamp 2024-01-02\ne: !!str 5\nf: !!null ''\n",
         "a: &x hi\nb: *x\nc: [*x, *x]\n",  # aliases of scalars
-        "a: &x [1]\nb: *x\n",  # ...and of a collection: one object in both places, as PyYAML builds it
-        "base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\n",  # a merge key
-        "a: !!set {x, y}\nb: !!omap [{x: 1}]\nc: !!pairs [{x: 1}, {x: 2}]\n",  # collections of their own tags
         "- [[1, {b: [c, '']}]]\n- {}\n- []\n- ''\n",
         "just text\n",
         "~\n",
     ],
 )
-def test_a_document_reads_as_pyyaml_constructs_it(tmp_path: Path, text: str) -> None:
-    # Document.read builds a regular document's data in a walk of its own (config.document._plain).
+def test_a_regular_document_is_built_in_one_walk_as_pyyaml_constructs_it(tmp_path: Path, text: str) -> None:
+    loader, root = _composed(text)
+    assert _typed(_plain(loader, root, set())) == _typed(yaml.load(text, Loader=_Loader))
     path = tmp_path / "x.yaml"
     path.write_text(text)
-    assert Document.read(path).data == yaml.load(text, Loader=_Loader)
+    assert _typed(Document.read(path).data) == _typed(yaml.load(text, Loader=_Loader))
 
 
-def test_a_key_twice_and_bad_tags_are_reported_as_before(tmp_path: Path) -> None:
-    assert read_problems(tmp_path / "a.yaml", "a: !!map text\n") == ["1:4: expected a mapping node, but found scalar"]
-    assert read_problems(tmp_path / "b.yaml", "a: !custom x\n") == [
-        "1:4: could not determine a constructor for the tag '!custom'"
-    ]
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &x [1]\nb: *x\n",  # an alias of a collection: one object in both places, as PyYAML builds it
+        "base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\n",  # a merge key
+        "a: !!set {x, y}\nb: !!omap [{x: 1}]\nc: !!pairs [{x: 1}, {x: 2}]\n",  # collections of their own tags
+        "? [a]\n: 1\nb: 2\n",  # a key that is not a scalar
+        "a: 1\nb: 2\na: 3\n",  # a key twice
+        "[" * 600 + "]" * 600 + "\n",  # deeper than the walk may recurse
+    ],
+)
+def test_what_the_walk_leaves_to_pyyaml_reads_as_pyyaml_constructs_it(tmp_path: Path, text: str) -> None:
+    loader, root = _composed(text)
+    with pytest.raises((_Irregular, RecursionError)):
+        _plain(loader, root, set())
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    if text.startswith("? [a]"):  # PyYAML refuses it, with its place
+        assert read_problems(path, text) == [
+            "1:3: while constructing a mapping (line 1, column 1), found unhashable key"
+        ]
+        return
+    data = Document.read(path).data  # a key twice is reported when the data is validated
+    expected = yaml.load(text, Loader=_FastLoader)  # libyaml's: _Loader's composer recurses
+    if text.startswith("[["):
+        assert data == expected  # lists in lists alone, too deep for _typed
+    else:
+        assert _typed(data) == _typed(expected)
+    if text.startswith("a: &x"):
+        assert data["a"] is data["b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a: !!map text\n", "1:4: expected a mapping node, but found scalar"),
+        ("a: !custom x\n", "1:4: could not determine a constructor for the tag '!custom'"),
+        ("a: !!bool x\n", "1:4: cannot read this value: 'x'"),
+        ("a: !!int ''\n", "1:4: cannot read this value: string index out of range"),
+        ("a: !!timestamp x\n", "1:4: cannot read this value: 'NoneType' object has no attribute 'groupdict'"),
+    ],
+)
+def test_a_bad_tag_is_a_problem_with_its_place(tmp_path: Path, text: str, problem: str) -> None:
+    assert read_problems(tmp_path / "a.yaml", text) == [problem]
