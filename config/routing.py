@@ -695,8 +695,11 @@ class RoutingSource:
                     result: tuple[str, object] = ("plan", load_routing(path, pbxes))
                 except ConfigError as exc:
                     result = ("problems", exc.problems)
+                # Pickled whole, then written: streamed into the pipe, the pickling would wait for
+                # the daemon to read, which it does only once its libraries have loaded.
+                answer = pickle.dumps(result)
                 with os.fdopen(write, "wb") as out:
-                    pickle.dump(result, out)
+                    out.write(answer)
                 status = 0
             finally:
                 os._exit(status)
