@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import socket
 from collections.abc import Generator
 from dataclasses import dataclass
 from types import TracebackType
@@ -192,6 +193,15 @@ def raise_open_file_limit() -> int:
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.up = asyncio.Event()  # set once listening: ApiServer waits on it, not in steps of a poll
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.up.set()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # uvicorn would take SIGINT/SIGTERM for itself; the daemon owns shutdown and
@@ -251,11 +261,14 @@ class ApiServer:
         self._previous_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._exception)
         self._task = asyncio.create_task(self._server.serve(), name="http")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # re-raise why it could not start (port in use...)
-                raise RuntimeError("HTTP server stopped while starting")
-            await asyncio.sleep(0.01)
+        up = asyncio.ensure_future(self._server.up.wait())
+        try:
+            await asyncio.wait({up, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+        if not self._server.started:
+            self._task.result()  # re-raise why it could not start (port in use...)
+            raise RuntimeError("HTTP server stopped while starting")
         return self
 
     async def __aexit__(
