@@ -114,13 +114,15 @@ async def test_every_migration_builds_exactly_the_tables_the_code_uses(empty_dat
     assert "alembic_version" in by_schema and "leads" in by_schema
 
 
-async def test_a_first_start_builds_the_schema_without_importing_alembic(tmp_path: Path) -> None:
+async def _migrated_in_a_new_process(url: str) -> list[str]:
+    """A daemon's start on ``url``, in a process of its own: the revisions it leaves, and whether
+    it imported Alembic."""
     check = f"""
 import asyncio, sys
 from storage.engine import Database
 
 async def start():
-    async with Database("sqlite+aiosqlite:///{tmp_path / "first.db"}") as db:
+    async with Database({url!r}) as db:
         await db.migrate()
         print(sorted(await db.revisions()), "alembic" in sys.modules)
 
@@ -129,7 +131,12 @@ asyncio.run(start())
     started = await asyncio.create_subprocess_exec(sys.executable, "-c", check, cwd=REPO, stdout=subprocess.PIPE)
     out, _ = await started.communicate()
     assert started.returncode == 0
-    assert out.decode().split() == [f"['{newest_revision()}']", "False"]
+    return out.decode().split()
+
+
+async def test_a_first_start_builds_the_schema_without_importing_alembic(tmp_path: Path) -> None:
+    migrated = await _migrated_in_a_new_process(f"sqlite+aiosqlite:///{tmp_path / 'first.db'}")
+    assert migrated == [f"['{newest_revision()}']", "False"]
 
 
 def test_the_newest_revision_is_alembics_head_and_each_file_is_named_by_its_revision() -> None:
@@ -141,21 +148,7 @@ def test_the_newest_revision_is_alembics_head_and_each_file_is_named_by_its_revi
 
 async def test_a_database_at_the_newest_revision_starts_without_importing_alembic(database_url: str) -> None:
     # The database fixture is migrated; a daemon restarting on it reads its revision and goes on.
-    check = f"""
-import asyncio, sys
-from storage.engine import Database, _alembic_config, newest_revision
-
-async def start():
-    async with Database({database_url!r}) as db:
-        await db.migrate()
-        print(sorted(await db.revisions()), "alembic" in sys.modules)
-
-asyncio.run(start())
-"""
-    started = await asyncio.create_subprocess_exec(sys.executable, "-c", check, cwd=REPO, stdout=subprocess.PIPE)
-    out, _ = await started.communicate()
-    assert started.returncode == 0
-    assert out.decode().split() == [f"['{newest_revision()}']", "False"]
+    assert await _migrated_in_a_new_process(database_url) == [f"['{newest_revision()}']", "False"]
 
 
 async def test_a_database_behind_the_newest_revision_is_upgraded(db: Database) -> None:
