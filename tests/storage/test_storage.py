@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select
@@ -50,16 +51,18 @@ async def empty_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
         yield one, two
 
 
-async def _run_every_migration(db: Database) -> None:
-    def upgrade(connection: Connection) -> None:
+async def _alembic(db: Database, run: Callable[[Config, str], None], revision: str) -> None:
+    """An Alembic command on ``db``, in one transaction, as Database.migrate runs its upgrade."""
+
+    def step(connection: Connection) -> None:
         cfg = _alembic_config()
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+        run(cfg, revision)
 
     async with db.write() as conn:
         if not conn.in_transaction():  # on SQLite, write() leaves the begin to the first statement
             await conn.begin()
-        await conn.run_sync(upgrade)
+        await conn.run_sync(step)
         await conn.commit()
 
 
@@ -100,7 +103,7 @@ def _layout(connection: Connection) -> dict[str, dict[str, object]]:
 async def test_every_migration_builds_exactly_the_tables_the_code_uses(empty_databases: tuple[str, str]) -> None:
     migrated_url, built_url = empty_databases
     async with Database(migrated_url) as migrated, Database(built_url) as built:
-        await _run_every_migration(migrated)
+        await _alembic(migrated, command.upgrade, "head")  # every migration, from nothing
         await migrated.migrate()  # at the newest revision: a start changes nothing
         await built.migrate()  # empty: built from the schema
         async with migrated.read() as conn:
@@ -152,14 +155,7 @@ async def test_a_database_at_the_newest_revision_starts_without_importing_alembi
 
 
 async def test_a_database_behind_the_newest_revision_is_upgraded(db: Database) -> None:
-    def downgrade(connection: Connection) -> None:
-        cfg = _alembic_config()
-        cfg.attributes["connection"] = connection
-        command.downgrade(cfg, "-1")
-
-    async with db.write() as conn:
-        await conn.run_sync(downgrade)
-        await conn.commit()
+    await _alembic(db, command.downgrade, "-1")
     behind = await db.revisions()
     assert behind and behind != {newest_revision()}
 
