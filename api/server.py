@@ -198,7 +198,13 @@ class _Server(uvicorn.Server):
         self.up = asyncio.Event()  # set once listening: ApiServer waits on it, not in steps of a poll
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit as exc:
+            # uvicorn exits the process when it cannot listen (the port taken, say), past the
+            # daemon's own report of why it stops: the daemon hears it as the error it is.
+            where = f"{self.config.host}:{self.config.port}"
+            raise OSError(f"the HTTP API cannot listen on {where} (see the line before)") from exc
         if self.started:
             self.up.set()
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
@@ -175,3 +176,14 @@ async def test_a_request_answered_after_the_header_timeout_is_not_cut_and_its_he
             assert b"released" in await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
         finally:
             _close([(reader, writer)])
+
+
+async def test_a_port_taken_is_an_error_that_says_where_not_the_process_exiting() -> None:
+    # uvicorn calls sys.exit when it cannot listen; the daemon must hear an error it can report.
+    limits = ConnectionLimits(max_connections=10, header_timeout=5, keep_alive=5, max_header_bytes=8192)
+    async with _server(limits) as taken:
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{taken.port}"):
+            async with ApiServer(_app(), "127.0.0.1", taken.port, limits):
+                pass
+        async with httpx.AsyncClient() as client:  # the first server serves on
+            assert (await client.get(f"http://127.0.0.1:{taken.port}/health")).status_code == 200
