@@ -203,6 +203,8 @@ class _Server(uvicorn.Server):
         except SystemExit as exc:
             # uvicorn exits the process when it cannot listen (the port taken, say), past the
             # daemon's own report of why it stops: the daemon hears it as the error it is.
+            if self.lifespan.should_exit:
+                raise  # not the listening: a lifespan's start (off here) failed
             where = f"{self.config.host}:{self.config.port}"
             raise OSError(f"the HTTP API cannot listen on {where} (see the line before)") from exc
         if self.started:

@@ -35,20 +35,28 @@ def _load(config: str) -> tuple[Settings, RoutingSource]:
 
 
 def _load_settings(config: str) -> Settings:
+    settings = _read_settings(config)
+    settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
+    return settings
+
+
+def _read_settings(config: str) -> Settings:
+    """leadrouter.yaml, without the webhook subscribers' secret files (``_load_settings`` reads them)."""
     settings = load_settings(Path(config))
     # The files a reload would refuse are refused at start and by check-config too.
     too_big = oversized(settings.routing_file, settings.routing_max_bytes)
     if too_big is not None:
         raise ConfigError([too_big])
-    settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
     return settings
 
 
 async def _run(config: str, log_format: LogFormat | None) -> int:
-    settings = _load_settings(config)
+    settings = _read_settings(config)
     # routing.yaml is read while the daemon's libraries load: the copy that reads it is made before
-    # they do (structlog and the logging set-up too), and what both need is loaded once, before it.
+    # they do (structlog and the logging set-up too, which the webhooks' module loads), and what
+    # both need is loaded once, before it.
     loading = RoutingSource.load_beside(settings.routing_file, settings.pbx_names)
+    settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
     # What the start makes (modules, the app, the board, the plan) lives as long as the process,
     # and it leaves little garbage: the collector's hundreds of runs over it cost ~0.08 s of CPU at
     # 10,000 managers. It is off until Daemon._start freezes everything made and turns it back on

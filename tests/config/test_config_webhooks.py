@@ -107,3 +107,17 @@ def test_check_config_names_the_subscribers_and_refuses_a_missing_secret_file(
     path.write_text(path.read_text().replace("secret: inline-secret-0123456789", "secret_file: /nonexistent/s"))
     assert main(["check-config", "--config", str(path)]) == 1
     assert "/nonexistent/s: cannot read" in capsys.readouterr().err
+
+
+def test_run_refuses_a_missing_secret_file_before_it_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `leadrouter run` reads the secret files once the copy reading routing.yaml is forked
+    # (leadrouter.cli._run): still before anything starts, with the same words.
+    from leadrouter.cli import main
+
+    routing = Path(__file__).parents[2] / "routing.yaml"
+    subscriber = f"{{name: amber, url: {GOOD}, secret_file: /nonexistent/s}}"
+    path = write(
+        tmp_path, f"ami: {{secret: x}}\nrouting_file: {routing}\nwebhooks:\n  subscribers:\n    - {subscriber}\n"
+    )
+    assert main(["run", "--config", str(path)]) == 2
+    assert "/nonexistent/s: cannot read" in capsys.readouterr().err
