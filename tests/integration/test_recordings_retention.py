@@ -45,38 +45,42 @@ async def test_the_daily_job_deletes_old_recordings_of_ended_calls_and_marks_the
     for name in ("lr-1", "lr-3", "lr-4", "someone-elses"):  # an old file no call of ours names
         write_wav(folder / "leadrouter" / f"{name}.wav", 0.1)
     sections = {"recordings": {"directory": str(folder), "retention_days": 30}}
-    async with running(tmp_path, world=World(), routing=ROUTING, sections=sections) as rig:
-        now = rig.clock.now()
-        await _calls(rig, now)
-        with capture_logs() as logs:
-            swept = await sweep(SqlRecordings(rig.daemon.database), folder, 30, now)
-        assert (swept.deleted, swept.missing, swept.in_use) == (1, 1, 1)
-        assert sorted(p.name for p in (folder / "leadrouter").iterdir()) == [
-            "lr-3.wav",
-            "lr-4.wav",
-            "someone-elses.wav",
-        ]
-        audit = [(line["event"], line["call_id"], line["file"]) for line in logs if "call_id" in line]
-        assert audit == [
-            ("recordings.deleted", 1, "leadrouter/lr-1.wav"),
-            ("recordings.missing", 2, "leadrouter/lr-2.wav"),
-        ]
-        lead = (await rig.http.get("/leads/1")).json()
-        marked = {call["id"]: call["recording_deleted_at"] for call in lead["calls"]}
-        assert marked[1] is not None and marked[2] is not None and marked[3] is marked[4] is marked[5] is None
-        assert (await rig.http.get("/recordings/leadrouter/lr-1.wav")).status_code == 404
-        # A second pass finds nothing more to do, and the call still up keeps its file.
-        assert await sweep(SqlRecordings(rig.daemon.database), folder, 30, now) == type(swept)(0, 0, 1)
+    with capture_logs() as started:
+        async with running(tmp_path, world=World(), routing=ROUTING, sections=sections) as rig:
+            # The daemon sweeps at start (then daily), beside the rest of its start: its first
+            # sweep must be over before the calls below are stored, or it races this test's.
+            await wait_until(lambda: any(line["event"] == "recordings.retention" for line in started))
+            now = rig.clock.now()
+            await _calls(rig, now)
+            with capture_logs() as logs:
+                swept = await sweep(SqlRecordings(rig.daemon.database), folder, 30, now)
+            assert (swept.deleted, swept.missing, swept.in_use) == (1, 1, 1)
+            assert sorted(p.name for p in (folder / "leadrouter").iterdir()) == [
+                "lr-3.wav",
+                "lr-4.wav",
+                "someone-elses.wav",
+            ]
+            audit = [(line["event"], line["call_id"], line["file"]) for line in logs if "call_id" in line]
+            assert audit == [
+                ("recordings.deleted", 1, "leadrouter/lr-1.wav"),
+                ("recordings.missing", 2, "leadrouter/lr-2.wav"),
+            ]
+            lead = (await rig.http.get("/leads/1")).json()
+            marked = {call["id"]: call["recording_deleted_at"] for call in lead["calls"]}
+            assert marked[1] is not None and marked[2] is not None and marked[3] is marked[4] is marked[5] is None
+            assert (await rig.http.get("/recordings/leadrouter/lr-1.wav")).status_code == 404
+            # A second pass finds nothing more to do, and the call still up keeps its file.
+            assert await sweep(SqlRecordings(rig.daemon.database), folder, 30, now) == type(swept)(0, 0, 1)
 
-        # The daemon runs the job itself at start (then daily): once call 5 has ended, the shared
-        # name's file goes with call 4's retention.
-        async with rig.daemon.database.write() as conn:
-            await conn.execute(update(calls).where(calls.c.id == 5).values(ended_at=now))
-            await conn.commit()
-        await rig.stop_daemon()
-        await rig.start_daemon()
-        await wait_until(lambda: not (folder / "leadrouter" / "lr-4.wav").exists())
-        assert (folder / "leadrouter" / "lr-3.wav").exists()
+            # The daemon runs the job itself at start (then daily): once call 5 has ended, the shared
+            # name's file goes with call 4's retention.
+            async with rig.daemon.database.write() as conn:
+                await conn.execute(update(calls).where(calls.c.id == 5).values(ended_at=now))
+                await conn.commit()
+            await rig.stop_daemon()
+            await rig.start_daemon()
+            await wait_until(lambda: not (folder / "leadrouter" / "lr-4.wav").exists())
+            assert (folder / "leadrouter" / "lr-3.wav").exists()
 
 
 async def test_recordings_kept_elsewhere_are_reached_by_a_redirect_after_the_same_checks(tmp_path: Path) -> None:
