@@ -56,7 +56,7 @@ async def _run(config: str, log_format: LogFormat | None) -> int:
     # they do (structlog and the logging set-up too, which the webhooks' module loads), and what
     # both need is loaded once, before it.
     loading = RoutingSource.load_beside(settings.routing_file, settings.pbx_names)
-    settings.webhooks.webhook_settings()  # reads the subscribers' secret files: refused now, not at start
+    settings.webhooks.webhook_settings()  # the subscribers' secret files: one missing stops the start here
     # What the start makes (modules, the app, the board, the plan) lives as long as the process,
     # and it leaves little garbage: the collector's hundreds of runs over it cost ~0.08 s of CPU at
     # 10,000 managers. It is off until Daemon._start freezes everything made and turns it back on
