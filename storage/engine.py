@@ -268,6 +268,12 @@ _version = Table(
 )
 
 
+def _stamped(connection: Connection) -> set[str]:
+    if not connection.dialect.has_table(connection, VERSION_TABLE):
+        return set()
+    return set(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+
+
 def newest_revision() -> str:
     """The revision of the newest migration: each migration's file name begins with its revision,
     and the newest sorts last (tests/storage pins both against Alembic's own reading)."""
@@ -496,14 +502,8 @@ class Database:
     async def revisions(self) -> set[str]:
         """The revisions the database is stamped with (one, unless Alembic's history branches);
         none before its first migration."""
-
-        def read(connection: Connection) -> set[str]:
-            if not connection.dialect.has_table(connection, VERSION_TABLE):
-                return set()
-            return set(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
-
         async with self.read() as conn:
-            return await conn.run_sync(read)
+            return await conn.run_sync(_stamped)
 
     async def migrate(self) -> None:
         """Upgrade the schema to the newest revision; safe to run at every start.
@@ -519,6 +519,12 @@ class Database:
             return
 
         def upgrade(connection: Connection) -> None:
+            if connection.dialect.name == "postgresql":
+                # Daemons starting together on one database take turns here (on SQLite the write
+                # lock makes them); who comes second finds the work done, not a table twice.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("migrate")})
+            if _stamped(connection) == {newest_revision()}:
+                return
             if not inspect(connection).get_table_names():
                 metadata.create_all(connection)
                 _version.create(connection)

@@ -117,6 +117,24 @@ async def test_every_migration_builds_exactly_the_tables_the_code_uses(empty_dat
     assert "alembic_version" in by_schema and "leads" in by_schema
 
 
+async def test_daemons_starting_together_on_an_empty_postgresql_database_build_it_once(
+    postgres_template: tuple[str, str],
+) -> None:
+    # A first deployment of several daemons sharing one database (PostgreSQL: README, scale-out).
+    server, _ = postgres_template
+    async with (
+        scratch_database(server, "lr_together") as url,
+        Database(url) as one,
+        Database(url) as two,
+        Database(url) as three,
+    ):
+        await asyncio.gather(one.migrate(), two.migrate(), three.migrate())
+        assert await one.revisions() == {newest_revision()}
+        async with one.read() as conn:
+            diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+    assert diff == []
+
+
 async def _migrated_in_a_new_process(url: str) -> list[str]:
     """A daemon's start on ``url``, in a process of its own: the revisions it leaves, and whether
     it imported Alembic."""
