@@ -515,7 +515,8 @@ class Database:
         every migration on nothing cost ~130 ms of the first start. tests/storage checks that
         both ways build the same tables, columns and indexes.
         """
-        if await self.revisions() == {newest_revision()}:
+        newest = newest_revision()
+        if await self.revisions() == {newest}:
             return
 
         def upgrade(connection: Connection) -> None:
@@ -523,12 +524,12 @@ class Database:
                 # Daemons starting together on one database take turns here (on SQLite the write
                 # lock makes them); who comes second finds the work done, not a table twice.
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("migrate")})
-            if _stamped(connection) == {newest_revision()}:
+            if _stamped(connection) == {newest}:
                 return
             if not inspect(connection).get_table_names():
                 metadata.create_all(connection)
                 _version.create(connection)
-                connection.execute(insert(_version).values(version_num=newest_revision()))
+                connection.execute(insert(_version).values(version_num=newest))
                 return
             from alembic import command
 
