@@ -314,6 +314,9 @@ class Dialer:
         self._resynced_once = False
         self._dialing_stopped = False
         self._rechecking = False  # a listing asked for by a dial deadline is on its way
+        # Calls taken over (ours in the database from that commit on) that no resync has adopted or
+        # closed yet: the takeover is never repeated, so every listing brings them until one is applied.
+        self._taken: dict[str, tuple[Call, Lead]] = {}
         # Since the last listing was asked for: extensions whose state changed, calls we heard of.
         self._fresh_devices: set[str] = set()
         self._fresh_calls: set[str] = set()
@@ -599,8 +602,10 @@ class Dialer:
             except Exception as exc:  # the database cannot be read now: the next look tries again
                 log.warning("dialer.takeover_check_failed", error=repr(exc))
                 continue
-            if orphaned:
-                log.info("dialer.taking_over", daemons=sorted(str(daemon) for daemon in orphaned))
+            if orphaned or self._taken:  # or taken over by a listing that then failed
+                log.info(
+                    "dialer.taking_over", daemons=sorted(str(daemon) for daemon in orphaned), taken=len(self._taken)
+                )
                 self._rechecking = True
                 self._spawn(self._recheck())
 
@@ -1451,31 +1456,35 @@ class Dialer:
     async def _take_over(self) -> list[tuple[Call, Lead]]:
         """Calls a previous run or another daemon, now gone (crash, kill -9), left open: to adopt or to
         close. They are ours from the commit on; the PBX's listing says what became of each."""
-        adopted = []
         async with self._uow() as uow:
             orphaned = await self._peers.gone(await uow.calls.steered_by())
-            if not orphaned:
-                return []
-            for call in await uow.calls.take_over(orphaned):
-                lead = await uow.leads.get(call.lead_id)
-                if lead is not None and call.channel_id not in self._live:
-                    adopted.append((call, lead))
-            await uow.commit()
-        return adopted
+            if orphaned:
+                adopted = []
+                for call in await uow.calls.take_over(orphaned):
+                    lead = await uow.leads.get(call.lead_id)
+                    if lead is not None and call.channel_id not in self._live:
+                        adopted.append((call, lead))
+                await uow.commit()
+                self._taken.update((call.channel_id, (call, lead)) for call, lead in adopted)
+        # With those an earlier listing took over and then failed to bring (the link went while it
+        # read the call ends): nobody else will ever take them over again.
+        return list(self._taken.values())
 
     def _resync(self, event: _Resynced, now: datetime) -> None:
         """Take over the adopted calls, catch up with what the PBX did unheard, close the vanished
         calls, re-read every manager's phone, then connect and dial again."""
+        # A listing may bring what another, applied first, already adopted: those are live now.
+        taken = [(call, lead) for call, lead in event.adopted if self._taken.pop(call.channel_id, None) is not None]
         decision = decide_resync(
             legs=event.snapshot.legs,
             asked_at=event.asked_at,
-            adopted=[call for call, _ in event.adopted],
+            adopted=[call for call, _ in taken],
             live=[live.call for live in self._live.values()],
             managers={manager.extension: manager.id for manager in self._routing().managers},
             heard_since=self._fresh_calls,
         )
         plan = self._routing()
-        leads = {call.channel_id: lead for call, lead in event.adopted}
+        leads = {call.channel_id: lead for call, lead in taken}
         for call in decision.adopt:
             live = self._live[call.channel_id] = _Live(call, leads[call.channel_id], plan.scenario(call.scenario))
             call.manager_first = live.manager_first  # not stored: its scenario says

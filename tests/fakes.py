@@ -62,7 +62,8 @@ class FakePbx:
 
     ``legs``, ``devices`` and ``callers`` are what its listing shows; ``ended`` the notes it kept of how
     client legs ended (by channel id); ``originate_error`` and ``apologize_error``, if set, are
-    what every Originate or apology raises after it was recorded.
+    what every Originate or apology raises after it was recorded, ``call_end_error`` what every
+    reading of a call's end raises.
     """
 
     def __init__(self) -> None:
@@ -74,6 +75,7 @@ class FakePbx:
         self.ended: dict[str, CallEndRecord] = {}
         self.originate_error: PbxError | None = None
         self.apologize_error: PbxError | None = None
+        self.call_end_error: PbxError | None = None
         self.callers: list[InboundCall] = []
         self.listings = 0
 
@@ -153,6 +155,8 @@ class FakePbx:
 
     async def call_end(self, channel_id: str, *, since: datetime, until: datetime) -> CallEndRecord | None:
         await asyncio.sleep(0)
+        if self.call_end_error is not None:
+            raise self.call_end_error
         record = self.ended.get(channel_id)
         return record if record is not None and since <= record.ended_at <= until else None
 

@@ -389,6 +389,37 @@ async def test_after_a_restart_live_calls_are_adopted_and_finish_normally() -> N
         assert second.board.free_count == 2
 
 
+async def test_calls_taken_over_by_a_listing_the_link_cut_short_are_adopted_by_the_next_one() -> None:
+    async with make_rig(plan()) as first:
+        lead_id = await first.lead()
+        (channel,) = await first.dialled()
+        first.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+        await first.settle()
+        first.dialer.pbx_event(DialEnded(channel, DialOutcome.ANSWER))
+        first.dialer.pbx_event(Bridged(channel))
+        await first.settle()
+        bridged_at = first.call(channel).bridged_at
+        assert bridged_at is not None
+        db, pbx = first.db, first.pbx
+    # The call ended while no daemon ran; the restarted one takes it over (a commit), then the link
+    # goes while it asks the PBX how the call ended: that listing is never applied.
+    pbx.ended[channel] = CallEndRecord(channel, bridged_at + timedelta(seconds=20), 16, talked=True)
+    pbx.call_end_error = PbxNoAnswer("connection lost before CDR listing was answered")
+    pbx.connected = False
+    async with make_rig(plan(), db=db, pbx=pbx) as second:
+        await second.settle()
+        assert second.call(channel).state is CallState.BRIDGED
+        pbx.call_end_error, pbx.connected = None, True
+        second.clock.advance(60)
+        second.dialer.pbx_disconnected()
+        await second.dialer.pbx_connected()  # the next login: nobody else would ever take it over
+        await second.settle()
+        call = second.call(channel)
+        assert (call.disposition, call.talk_seconds) == (Disposition.COMPLETED, 20)
+        assert db.leads[lead_id].status is LeadStatus.ASSIGNED
+        assert second.board.free_count == 2
+
+
 async def test_a_call_ending_makes_room_for_the_next_lead() -> None:
     async with make_rig(plan(1)) as rig:
         await rig.lead(phone="+79161234560")
