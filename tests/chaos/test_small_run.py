@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 
 import pytest
 
@@ -47,4 +48,18 @@ def test_the_small_run_breaks_no_invariant(report: Report) -> None:
     copies = evidence.get("duplicates_delivered", {}).get("copies_after", {})
     if set(copies) <= {"broker_back"}:
         broken.pop("duplicates_delivered", None)
-    assert broken == {}, evidence
+    assert broken == {}, f"{evidence}\n{_daemon_errors(report)}"
+
+
+def _daemon_errors(report: Report, most: int = 40) -> str:
+    """The daemon's own error lines: its log lives in a temporary folder a CI run does not keep."""
+    lines = (report.plan.workdir / "daemon.log").read_text(errors="replace").splitlines()
+    errors = [line for line in lines if line.startswith("----") or _level(line) in ("error", "critical")]
+    return "the daemon's starts and errors:\n" + "\n".join(errors[-most:])
+
+
+def _level(line: str) -> str | None:
+    try:
+        return str(json.loads(line).get("level"))
+    except (ValueError, AttributeError):
+        return None
