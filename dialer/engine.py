@@ -512,7 +512,9 @@ class Dialer:
             try:
                 self._apply(event, when)
             except Exception:
-                log.exception("dialer.event_failed", event=repr(event))
+                # Not `event=`: structlog's first argument is named so, and the clash raised a
+                # TypeError out of this handler, which stopped the dialer's event loop.
+                log.exception("dialer.event_failed", failed=repr(event))
         self._store_states(self._board.take_changes(), now)
 
     def _store_states(self, changes: list[StateChange], now: datetime) -> None:
@@ -876,6 +878,7 @@ class Dialer:
             return self._sla_wait(now)
         plan = self._everyone()
         calls_again = False
+        released: list[tuple[Lead, str]] = []  # (the lead, its previous owner) for the board once committed
         async with self._uow() as uow:
             overdue = await uow.leads.sla_overdue(now, _SLA_BATCH)
             open_leads = await uow.leads.open_leads_by_owner()
@@ -898,14 +901,19 @@ class Dialer:
                 details = reassigned.data() | {"scenario": scenario.name, "release_after": scenario.sla.release_after}
                 await uow.history.add(HistoryEntry(lead.id, HistoryKind.REASSIGNED, now, details))
                 uow.outbox.add([reassigned], now)
-                self._board.lead_assigned(lead, previous)
+                released.append((lead, previous))
                 open_leads[chosen.id] = open_leads.get(chosen.id, 0) + 1
                 open_leads[previous] = max(open_leads.get(previous, 0) - 1, 0)
                 calls_again = calls_again or reassigned.new_call
                 log.info("dialer.sla_released", lead_id=lead.id, previous_owner=previous, owner=chosen.id)
             await uow.leads.update(overdue)
-            self._sla_next = await uow.leads.next_sla_due_at()
+            next_due = await uow.leads.next_sla_due_at()
             await uow.commit()
+        # Only what was committed: a failed commit is released again from the database's view, and
+        # counted twice on the board it would have kept a new owner busy past his open-lead limit.
+        self._sla_next = next_due
+        for lead, previous in released:
+            self._board.lead_assigned(lead, previous)
         if calls_again:
             self._wake.set()
         if len(overdue) == _SLA_BATCH:
@@ -1296,6 +1304,7 @@ class Dialer:
             del self._live[call.channel_id]  # the old channel's last events are no longer ours
             call.channel_id = f"{self._settings.channel_id_prefix}-{uuid.uuid4().hex[:20]}"
             self._live[call.channel_id] = live
+            self._fresh_calls.add(call.channel_id)  # a listing asked for before cannot show the new channel
             self._ring_manager(live, now)
         else:
             self._end(live, Disposition.MANAGER_MISSED, now)
@@ -1441,6 +1450,7 @@ class Dialer:
     def _inbound_taken(self, live: _Live, ready: bool, now: datetime) -> None:
         channel_id = live.call.channel_id
         self._live[channel_id] = live
+        self._fresh_calls.add(channel_id)  # newer than a listing under way, which may not show him held
         self._recount(live)  # a caller on hold wants a manager, as an answered client does
         if ready:
             self._start_hold_timer(live, now)

@@ -448,7 +448,12 @@ class ManagerBoard:
             self._touch(*chosen.given(manager_id, now))
 
     def reserve(self, manager_id: str, call_id: int) -> None:
-        self._slots[manager_id].call_id = call_id
+        """Keep the manager for the call. One no longer in the plan (dropped from routing.yaml while on
+        a call a restarted daemon adopts) has no place on the board: his call goes on without one."""
+        slot = self._slots.get(manager_id)
+        if slot is None:
+            return
+        slot.call_id = call_id
         self._refresh(manager_id)
 
     def release(self, manager_id: str, call_id: int) -> bool:

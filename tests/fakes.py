@@ -63,7 +63,8 @@ class FakePbx:
     ``legs``, ``devices`` and ``callers`` are what its listing shows; ``ended`` the notes it kept of how
     client legs ended (by channel id); ``originate_error`` and ``apologize_error``, if set, are
     what every Originate or apology raises after it was recorded, ``call_end_error`` what every
-    reading of a call's end raises.
+    reading of a call's end raises; ``after_listing``, if set, what happens on the PBX (and in the
+    dialer) right after it answered a listing, before the dialer applies it.
     """
 
     def __init__(self) -> None:
@@ -76,6 +77,7 @@ class FakePbx:
         self.originate_error: PbxError | None = None
         self.apologize_error: PbxError | None = None
         self.call_end_error: PbxError | None = None
+        self.after_listing: Callable[[], Awaitable[None]] | None = None
         self.callers: list[InboundCall] = []
         self.listings = 0
 
@@ -151,7 +153,10 @@ class FakePbx:
     async def snapshot(self) -> PbxSnapshot:
         self.listings += 1
         await asyncio.sleep(0)
-        return PbxSnapshot(legs=dict(self.legs), devices=dict(self.devices), callers=tuple(self.callers))
+        listed = PbxSnapshot(legs=dict(self.legs), devices=dict(self.devices), callers=tuple(self.callers))
+        if self.after_listing is not None:
+            await self.after_listing()
+        return listed
 
     async def call_end(self, channel_id: str, *, since: datetime, until: datetime) -> CallEndRecord | None:
         await asyncio.sleep(0)
@@ -174,6 +179,9 @@ class FakeDb:
     manager_states: list[ManagerStateChanged] = field(default_factory=list)
     commits: int = 0
     steering: dict[int, str | None] = field(default_factory=dict)  # call id -> the daemon steering it
+    # The next ``refusals`` commits whose outbox holds an event of this type fail, as a locked database's.
+    refused: type[DomainEvent] | None = None
+    refusals: int = 0
 
 
 class _Leads:
@@ -398,6 +406,10 @@ class FakeUnitOfWork:
         pass
 
     async def commit(self, meanwhile: Callable[[], None] | None = None) -> None:
+        refused = self._db.refused
+        if self._db.refusals and refused is not None and any(isinstance(e, refused) for e in self.outbox.events):
+            self._db.refusals -= 1
+            raise OSError("database is locked")
         if meanwhile is not None:
             with contextlib.suppress(Exception):  # as the real one: logged, the commit goes on
                 meanwhile()

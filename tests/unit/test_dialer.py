@@ -420,6 +420,47 @@ async def test_calls_taken_over_by_a_listing_the_link_cut_short_are_adopted_by_t
         assert second.board.free_count == 2
 
 
+async def test_a_caller_taken_while_a_listing_is_under_way_is_not_closed_by_it() -> None:
+    async with make_rig(plan(2), inbound_numbers=frozenset({"74951234567"})) as rig:
+
+        async def calls_in() -> None:  # just after the PBX answered the listing, a client calls
+            rig.pbx.after_listing = None
+            rig.dialer.pbx_event(InboundCall("trunk-1;7", "74951234567", "79161234561"))
+            await rig.settle()
+
+        rig.pbx.after_listing = calls_in
+        await rig.dialer.pbx_connected()  # as after a relogin, or a dial deadline's recheck
+        await rig.settle()
+        (call,) = [call for call in rig.db.calls.values() if call.channel_id == "trunk-1;7"]
+        assert rig.connected() == ["101"]  # m0's phone rings for him
+        assert call.state is CallState.CONNECTING
+        assert not rig.board.is_free("m0")
+
+
+async def test_a_restarted_daemon_adopts_the_call_of_a_manager_dropped_from_routing_meanwhile() -> None:
+    async with make_rig(plan()) as first:
+        lead_id = await first.lead()
+        (channel,) = await first.dialled()
+        first.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+        await first.settle()
+        first.dialer.pbx_event(DialEnded(channel, DialOutcome.ANSWER))
+        first.dialer.pbx_event(Bridged(channel))
+        await first.settle()
+        db, pbx = first.db, first.pbx
+    pbx.lists(channel, LegStage.BRIDGED, "101")
+    _, m1 = team(2)  # ops took m0 out of routing.yaml before the restart; he still talks
+    async with make_rig(RoutingPlan((m1,), (SCENARIO,)), db=db, pbx=pbx) as second:
+        await second.settle()
+        assert second.call(channel).state is CallState.BRIDGED
+        await second.lead(phone="+79161234569")
+        assert len(await second.dialled(2)) == 2  # the restarted daemon dials: its listing was applied
+        second.clock.advance(40)
+        second.dialer.pbx_event(HungUp(channel, 16))
+        await second.settle()
+        assert second.call(channel).disposition is Disposition.COMPLETED
+        assert db.leads[lead_id].owner_id == "m0"
+
+
 async def test_a_call_ending_makes_room_for_the_next_lead() -> None:
     async with make_rig(plan(1)) as rig:
         await rig.lead(phone="+79161234560")

@@ -132,6 +132,24 @@ async def test_a_daemon_standing_by_for_the_sla_job_releases_nothing_until_it_is
         await asyncio.wait({elected})
 
 
+async def test_a_release_whose_commit_failed_moves_no_open_lead_on_the_board() -> None:
+    sla = scenario(sla=SlaPolicy(release_after=60))
+    async with make_rig(RoutingPlan(team(2, max_open_leads=2), (sla,))) as rig:
+        lead_id = await rig.lead()
+        (channel,) = await rig.dialled()
+        await rig.answered(channel)
+        await rig.talk(channel, seconds=30)
+        rig.db.refused, rig.db.refusals = ev.LeadReassigned, 1
+        rig.clock.advance(60)
+        await rig.settle()
+        assert rig.events("lead.reassigned") == [] and rig.db.leads[lead_id].owner_id == "m0"
+        rig.clock.advance(5)  # the dispatch loop's next look after a failed pass
+        await rig.settle()
+        assert rig.db.leads[lead_id].owner_id == "m1"
+        # m1 owns one open lead of the two he may, m0 none: both are free. Counted twice, m1 was not.
+        assert rig.board.free_count == 2
+
+
 async def test_the_phone_of_a_finished_lead_makes_a_new_lead_which_goes_to_its_owner_first() -> None:
     repeat = scenario(owner_first=OwnerFirst(wait=15))
     async with make_rig(plan(repeat)) as rig:

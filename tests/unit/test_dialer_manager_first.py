@@ -3,8 +3,8 @@ dialled by the dialplan once he answers, and nobody waits on hold. In-memory por
 
 from __future__ import annotations
 
-from router.model import Disposition, LeadStatus, LegResult
-from router.pbx_events import Bridged, DialEnded, DialOutcome, HungUp, OriginateOutcome, OriginateResult
+from router.model import CallState, Disposition, LeadStatus, LegResult
+from router.pbx_events import Bridged, DialEnded, DialOutcome, HungUp, LegStage, OriginateOutcome, OriginateResult
 from router.routing import DialOrder, RoutingPlan
 from tests.router.plans import scenario
 from tests.unit.dialer_rig import Rig, make_rig, team
@@ -97,3 +97,26 @@ async def test_with_nobody_free_no_phone_rings_and_the_lead_waits_for_a_manager(
         await rig.lead()
         await rig.dialer.idle()
         assert rung(rig) == [] and rig.originated() == []
+
+
+async def test_a_listing_under_way_leaves_the_next_managers_new_channel_alone() -> None:
+    async with make_rig(RoutingPlan(team(3), (FIRST,))) as rig:
+        await rig.lead()
+        await rig.settle()
+        ((first, _),) = rung(rig)
+        rig.pbx.lists(first, LegStage.RINGING, "101")
+        rig.clock.advance(10)  # past the grace a just-dialled channel has in a listing
+
+        async def rings_out() -> None:  # just after the PBX answered the listing: m1 is rung on a new channel
+            rig.pbx.after_listing = None
+            del rig.pbx.legs[first]
+            rig.dialer.pbx_event(OriginateResult(first, OriginateOutcome.NO_ANSWER))
+            await rig.settle()
+
+        rig.pbx.after_listing = rings_out
+        await rig.dialer.pbx_connected()  # as after a relogin, or a dial deadline's recheck
+        await rig.settle()
+        (_, (second, extension)) = rung(rig)
+        assert extension == "102"
+        assert rig.call(second).state is CallState.DIALING  # m1's phone rings: not closed by the older listing
+        assert rig.board.is_free("m0") and not rig.board.is_free("m1")
