@@ -286,10 +286,13 @@ class _Run:
         self.mark("broker_stopped")
         await self.broker.stop()
         await asyncio.sleep(self.plan.broker_outage)
-        await self.broker.start()
         # A restarted broker re-sends QoS 1 messages the subscriber had not acknowledged before
-        # the stop: a copy after this mark is the broker's, not a second publish of ours.
+        # the stop: a copy after this mark is the broker's, not a second publish of ours. Marked
+        # before the start (nothing arrives while it is down): the subscriber, retrying every
+        # 0.2 s, may take the first copies before the start returns, and they were charged to
+        # whatever fault came before the outage's end (a kill -9 during it, say).
         self.mark("broker_back")
+        await self.broker.start()
         self.broker_outage_done = self.plan.broker_outage
 
     async def subscribe(self) -> None:
