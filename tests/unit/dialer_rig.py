@@ -82,11 +82,15 @@ class Rig:
         self.dialer.pbx_event(OriginateResult(channel_id, OriginateOutcome.ANSWERED))
         await self.settle()
 
-    async def talk(self, channel_id: str, seconds: float = 60) -> None:
-        """The manager rung for this client answers, they talk, the client hangs up."""
+    async def bridge(self, channel_id: str) -> None:
+        """The manager rung for this client answers: they talk from now on."""
         self.dialer.pbx_event(DialEnded(channel_id, DialOutcome.ANSWER))
         self.dialer.pbx_event(Bridged(channel_id))
         await self.settle()
+
+    async def talk(self, channel_id: str, seconds: float = 60) -> None:
+        """The manager rung for this client answers, they talk, the client hangs up."""
+        await self.bridge(channel_id)
         self.clock.advance(seconds)
         self.dialer.pbx_event(HungUp(channel_id, 16))
         await self.settle()

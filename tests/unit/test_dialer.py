@@ -393,11 +393,8 @@ async def test_calls_taken_over_by_a_listing_the_link_cut_short_are_adopted_by_t
     async with make_rig(plan()) as first:
         lead_id = await first.lead()
         (channel,) = await first.dialled()
-        first.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-        await first.settle()
-        first.dialer.pbx_event(DialEnded(channel, DialOutcome.ANSWER))
-        first.dialer.pbx_event(Bridged(channel))
-        await first.settle()
+        await first.answered(channel)
+        await first.bridge(channel)
         bridged_at = first.call(channel).bridged_at
         assert bridged_at is not None
         db, pbx = first.db, first.pbx
@@ -441,11 +438,8 @@ async def test_a_restarted_daemon_adopts_the_call_of_a_manager_dropped_from_rout
     async with make_rig(plan()) as first:
         lead_id = await first.lead()
         (channel,) = await first.dialled()
-        first.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
-        await first.settle()
-        first.dialer.pbx_event(DialEnded(channel, DialOutcome.ANSWER))
-        first.dialer.pbx_event(Bridged(channel))
-        await first.settle()
+        await first.answered(channel)
+        await first.bridge(channel)
         db, pbx = first.db, first.pbx
     pbx.lists(channel, LegStage.BRIDGED, "101")
     _, m1 = team(2)  # ops took m0 out of routing.yaml before the restart; he still talks
