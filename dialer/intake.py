@@ -54,21 +54,39 @@ class InvalidPayload(ValueError):
 
 
 def check_payload(payload: dict[str, Any]) -> None:
-    """Raise InvalidPayload for NaN, ±Infinity (1e999 parses as one) or nesting deeper than MAX_PAYLOAD_DEPTH.
+    """Raise InvalidPayload for NaN, ±Infinity (1e999 parses as one), nesting deeper than
+    MAX_PAYLOAD_DEPTH, or text no database can store: a lone surrogate, a NUL.
 
-    Python's json reads them, but they have no JSON form: stored, such a lead could be
-    neither answered, nor shown, nor published. Iterative, so no payload can exhaust the stack.
+    Python's json reads them all, but the numbers have no JSON form, a lone surrogate ("\\ud800")
+    is no UTF-8 and PostgreSQL's jsonb takes no NUL: stored, such a lead could be neither
+    answered, nor shown, nor published, and the commit that failed on it failed the leads of
+    other clients committed with it. Iterative, so no payload can exhaust the stack.
     """
     pending: list[tuple[str, Any, int]] = [("payload", payload, 1)]
     while pending:
         where, value, depth = pending.pop()
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidPayload(f"{where}: {value} is not a JSON number (NaN and infinities cannot be stored)")
-        if isinstance(value, dict | list):
+        if isinstance(value, str):
+            _check_text(where, value)
+        elif isinstance(value, dict | list):
             if depth > MAX_PAYLOAD_DEPTH:
                 raise InvalidPayload(f"{where}: nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+            if isinstance(value, dict):
+                for key in value:
+                    _check_text(f"{where} key {key!r}", key)
             items = value.items() if isinstance(value, dict) else enumerate(value)
             pending.extend((f"{where}.{key}", item, depth + 1) for key, item in items)
+
+
+def _check_text(where: str, text: str) -> None:
+    if "\x00" in text:
+        raise InvalidPayload(f"{where}: contains a NUL character (\\u0000), which cannot be stored")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise InvalidPayload(f"{where}: contains a lone surrogate (\\ud800-\\udfff), which is not text") from None
 
 
 class TooManyLeads(Exception):

@@ -89,7 +89,8 @@ class Accepted:
 class Refused:
     """Why not, in the API's shape: ``error`` is the kind, ``problems`` name field and reason."""
 
-    error: str  # invalid_lead, invalid_request, too_many_leads, not_found, storage_unavailable, stopping
+    error: str  # invalid_lead, invalid_request, too_many_leads, not_found, storage_unavailable, stopping,
+    # internal_error (an MQTT command that raised: a bug, logged)
     problems: list[Problem] = field(default_factory=list)
     retry_after: float | None = None  # try again after this many seconds; None: not as it is
 

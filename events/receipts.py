@@ -30,6 +30,7 @@ import aiomqtt
 import structlog
 
 from events.links import Backoff, acknowledge, acknowledge_when_told, connected
+from router.events import EVENT_TYPES
 
 log = structlog.get_logger("events")
 
@@ -93,6 +94,9 @@ class Receipts:
         self._marked: OrderedDict[str, None] = OrderedDict()
         self._client: aiomqtt.Client | None = None
         self._marking: set[asyncio.Task[None]] = set()  # echoes of abandoned events being marked
+        # The subscription's <prefix>/+/+ also takes what CRMs may write (<prefix>/commands/x):
+        # only our events' own topics are read.
+        self._topics = frozenset(f"{settings.topic_prefix}/{event.type.replace('.', '/')}" for event in EVENT_TYPES)
         self.marked_here = 0  # events this side marked: ones whose PUBACK the publisher never saw
 
     # -- what the publisher tells us ---------------------------------------------------------
@@ -205,7 +209,7 @@ class Receipts:
                 fences.append(bytes(message.payload).decode(errors="replace"))
                 self._ack(echo)
                 continue
-            event_id = _event_id(message, self._settings.topic_prefix)
+            event_id = _event_id(message) if message.topic.value in self._topics else None
             if event_id is None or event_id in self._marked:
                 self._ack(echo)
             elif event_id in self._in_flight:
@@ -244,15 +248,17 @@ class _Echo(NamedTuple):
     message: aiomqtt.Message
 
 
-def _event_id(message: aiomqtt.Message, prefix: str) -> str | None:
-    """The id of an event of ours: its type must be the one its topic names, as the publisher sends it."""
+def _event_id(message: aiomqtt.Message) -> str | None:
+    """The id of an event of ours, from one of our events' topics: its type must be the one its
+    topic names, as the publisher sends it. Anything else is no receipt (and never an error: an
+    unacknowledged message that raised here would come back at every start)."""
     try:
         event = json.loads(bytes(message.payload))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         return None
-    if message.topic.value != f"{prefix}/{event['type'].replace('.', '/')}":
+    if not message.topic.value.endswith(f"/{event['type'].replace('.', '/')}"):
         return None
     event_id = event.get("id")
     return event_id if isinstance(event_id, str) else None

@@ -28,12 +28,13 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from dialer.requests import Accepted, Refused
+from dialer.requests import LEAD_ID_MAX, Accepted, Refused
 from events.links import Backoff, Outage, acknowledge, acknowledge_when_told
 from events.publisher import MqttSettings
 
 log = structlog.get_logger("events")
 
+LEAD_ID_DIGITS = len(str(LEAD_ID_MAX))  # more in a topic's lead id is no lead of ours
 MAX_CORRELATION_ID = 200  # characters of a body's correlation_id; it is echoed back, not stored
 
 
@@ -128,8 +129,8 @@ class CommandSubscriber:
         else:
             try:
                 body = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                problem = ("body", f"not JSON: {exc}")
+            except (ValueError, RecursionError) as exc:  # ValueError: an integer of more than 4,300 digits too
+                problem = ("body", f"not JSON we can read: {exc}")
         reply = self._reply_to(message, body if isinstance(body, dict) else None)
         if isinstance(reply, str):
             # Nowhere to answer, or a place we must not write to: acting would leave the CRM guessing.
@@ -137,16 +138,24 @@ class CommandSubscriber:
             return
         if problem is not None:
             answer: Accepted | Refused = Refused("invalid_request", [problem])
-        elif message.topic.matches(self._create):
-            answer = await self._requests.create(body)
         else:
-            lead_id = topic.split("/")[-2]
-            if lead_id.isascii() and lead_id.isdigit():
-                answer = await self._requests.report(int(lead_id), body)
-            else:
-                answer = Refused("invalid_request", [("lead_id", f"{lead_id!r} is not a lead id")])
+            try:
+                answer = await self._act(topic, message, body)
+            except Exception:
+                # A command that breaks us must not come back at every start (it is acknowledged
+                # once handled, and the session keeps it until then): logged, answered, let go.
+                log.exception("mqtt.command_failed", topic=topic)
+                answer = Refused("internal_error", [("command", "it could not be handled; the daemon's log says why")])
         if reply is not None:
             await self._send(client, reply, answer)
+
+    async def _act(self, topic: str, message: aiomqtt.Message, body: Any) -> Accepted | Refused:
+        if message.topic.matches(self._create):
+            return await self._requests.create(body)
+        lead_id = topic.split("/")[-2]
+        if lead_id.isascii() and lead_id.isdigit() and len(lead_id) <= LEAD_ID_DIGITS:
+            return await self._requests.report(int(lead_id), body)
+        return Refused("invalid_request", [("lead_id", f"{lead_id[:40]!r} is not a lead id")])
 
     def _reply_to(self, message: aiomqtt.Message, body: dict[str, Any] | None) -> _ReplyTo | str | None:
         """Where the answer goes (None: nowhere asked), or why it cannot go where asked.

@@ -25,6 +25,11 @@ UNSTORABLE_PAYLOADS = [
     '{"utm": {"list": [1, 2, {"x": -1e999}]}}',
     "[" * 40 + "]" * 40,  # under the body limit, deeper than any CRM needs
     "[" * 5000 + "]" * 5000,  # deeper than Python's recursion limit
+    # Text no database stores: a lone surrogate (no UTF-8), as a value or a key; a NUL (PostgreSQL's
+    # jsonb). The commit failing on one failed the other clients' leads committed with it: 500s.
+    '"\\ud800"',
+    '{"note": ["ok", {"k\\udfff": 1}]}',
+    '"a\\u0000b"',
 ]
 
 

@@ -168,11 +168,21 @@ async def test_bad_commands_are_answered_with_the_field_and_reason_and_store_not
         forged = {"phone": "+79165550101", "reply_to": f"{PREFIX}/lead/created"}
         await cli.client.publish(create, json.dumps(forged), qos=1)
 
+        # What raised out of the subscriber (and, on <prefix>/commands/x, which <prefix>/+/+ takes,
+        # out of the publisher's receipts) and, never acknowledged, came back at every start.
+        await cli.client.publish(create, b"[" * 5000, qos=1)
+        await cli.client.publish(f"{PREFIX}/commands/leads/{'9' * 5000}/outcome", b"{}", qos=1)
+        await cli.client.publish(f"{PREFIX}/commands/x", b"[" * 5000, qos=1)
+        answer = await send(create, {"phone": "+79165550101", "payload": {"note": "\ud800"}}, "surrogate")
+        assert answer["error"] == "invalid_lead" and answer["problems"][0]["field"] == "payload", answer
+
         good = await send(create, {"phone": "+79165550101", "external_id": "after"}, "ok")
         assert good["status"] == "accepted" and good["lead_id"] == 1  # nothing before it was stored
-        assert rig.daemon.commands is not None
-        await wait_until(lambda: rig.daemon.commands.handled == 7, 5, "every command acknowledged")
-        assert len(cli.replies) == 5
+        assert rig.daemon.commands is not None and rig.daemon.publisher is not None
+        await wait_until(lambda: rig.daemon.commands.handled == 10, 5, "every command acknowledged")
+        assert len(cli.replies) == 6
+        publisher = rig.daemon.publisher
+        await wait_until(lambda: publisher.published >= 1, 10, "the new lead's events published")
 
 
 @pytest.mark.timeout(60)
