@@ -22,10 +22,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -209,6 +211,9 @@ class _Json(JSONResponse):
             return super().render(_jsonable(content))
 
 
+_UNPARSED = "There was an error parsing the body"  # FastAPI's detail (fastapi/routing.py, Starlette's exception)
+
+
 def _problem(status: int, error: str, problems: Sequence[tuple[str, str]]) -> JSONResponse:
     return JSONResponse(
         {"error": error, "problems": [{"field": field, "reason": reason} for field, reason in problems]},
@@ -390,8 +395,8 @@ def _stats_period(
 ) -> Period:
     try:
         zone = ZoneInfo(tz) if tz else None
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _BadQuery("tz", f"unknown time zone {tz!r}") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError, RecursionError):  # "UTC/x/x/..." recursed
+        raise _BadQuery("tz", f"unknown time zone {str(tz)[:100]!r}") from None
     if period is not None and period not in PERIODS:
         raise _BadQuery("period", f"one of {', '.join(PERIODS)}")
     try:
@@ -470,6 +475,15 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return _problem(422, "invalid_request", validation_problems(exc.errors(), skip=("body", "query", "path")))
+
+    @app.exception_handler(HTTPException)
+    async def unreadable(request: Request, exc: HTTPException) -> Response:
+        # FastAPI's answer to a body json.loads raised on other than as malformed JSON: a refusal
+        # in the API's shape, which says which field and why, as every other one does.
+        if exc.status_code == 400 and exc.detail == _UNPARSED:
+            reason = "cannot be read as JSON: not UTF-8, a number of more than 4,300 digits, or nested too deep"
+            return _problem(400, "invalid_request", [("body", reason)])
+        return await http_exception_handler(request, exc)
 
     every_token = "\n".join(sorted(token for scoped in deps.tokens.values() for token in scoped))
     sessions = Sessions(session_key(every_token), deps.session_ttl, deps.now)

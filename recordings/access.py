@@ -62,8 +62,11 @@ def resolve(folder: Path, name: str) -> Path | None:
     relative = safe_name(name)
     if relative is None:
         return None
-    root = folder.resolve()
-    path = (root / relative).resolve()  # follows symlinks: one pointing out is caught below
-    if not path.is_relative_to(root) or not path.is_file():
+    try:
+        root = folder.resolve()
+        path = (root / relative).resolve()  # follows symlinks: one pointing out is caught below
+        if not path.is_relative_to(root) or not path.is_file():
+            return None
+    except (OSError, RuntimeError):  # a name too long for the file system, a loop of symlinks
         return None
     return path

@@ -45,6 +45,10 @@ async def test_unstorable_payloads_are_refused_before_anything_is_stored(rig) ->
         body = '{"phone": "+79161234567", "payload": {"p": ' + payload + "}}"
         response = await rig.http.post("/leads", content=body, headers={"Content-Type": "application/json"})
         assert 400 <= response.status_code < 500, (payload[:40], response.status_code, response.text)
+    # Bodies json.loads raises on other than as malformed JSON: a refusal saying so, as every other.
+    for body in (b'{"phone": "+79161234567", "name": "\xff"}', b'{"phone": "1", "p": ' + b"1" * 5000 + b"}"):
+        response = await rig.http.post("/leads", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400 and response.json()["problems"][0]["field"] == "body", response.text
     assert await rig.daemon.queries.lead_status_counts() == {}
     assert b"Originate" not in rig.sim.raw_received
 
@@ -69,6 +73,9 @@ async def test_ids_and_dates_out_of_range_are_422(rig) -> None:  # type: ignore[
         assert stats.status_code == 422 and stats.json()["problems"][0]["field"] == "date", stats.text
     for day, tz in (("9999-12-30", "Pacific/Kiritimati"), ("9999-12-30", "Etc/GMT+12"), ("1970-01-01", "Asia/Tokyo")):
         assert (await rig.http.get("/stats/managers", params={"date": day, "tz": tz})).status_code == 200
+    # A zone name ZoneInfo resolves by recursion (a 500 once).
+    stats = await rig.http.get("/stats/managers", params={"tz": "UTC/" + "x/" * 300})
+    assert stats.status_code == 422 and stats.json()["problems"][0]["field"] == "tz", stats.text
     # A NUL in a manager id cannot even be compared on PostgreSQL (it was a 500 there, found by the fuzz).
     for path in ("/stats", "/stats/managers"):
         stats = await rig.http.get(path, params={"manager": "anna\x00"})
