@@ -314,6 +314,10 @@ class Dialer:
         self._resynced_once = False
         self._dialing_stopped = False
         self._rechecking = False  # a listing asked for by a dial deadline is on its way
+        # Calls claimed in a transaction not yet committed and registered: spoken for in _capacity.
+        # On SQLite one writer keeps the intake's claim and a dispatch pass apart; on PostgreSQL
+        # both may run at once, and each would size its claim by the same free managers.
+        self._claiming = 0
         # Calls taken over (ours in the database from that commit on) that no resync has adopted or
         # closed yet: the takeover is never repeated, so every listing brings them until one is applied.
         self._taken: dict[str, tuple[Call, Lead]] = {}
@@ -634,7 +638,7 @@ class Dialer:
             wanted = self._board.free_count - len(self._wanting)
         else:
             wanted = self._predictive(plan)
-        return min(wanted, self._settings.max_channels - len(self._live))
+        return min(wanted, self._settings.max_channels - len(self._live)) - self._claiming
 
     def _predictive(self, plan: RoutingPlan) -> int:
         holding = ringing = talking = 0
@@ -709,8 +713,12 @@ class Dialer:
                 if capacity <= 0:
                     return min(shift_change, self._settings.takeover_poll)  # their calls' ends are not heard here
             started, claimed = await self._claim(uow, now, capacity)
-            next_due = None if claimed == capacity else await uow.leads.next_due_at(self._settings.other_pbxes)
-            await uow.commit()
+            try:
+                next_due = None if claimed == capacity else await uow.leads.next_due_at(self._settings.other_pbxes)
+                await uow.commit()
+            except BaseException:
+                self._claiming -= len(started)
+                raise
             self._register(started)
         self._backlog = claimed == capacity
         self._dial(started)
@@ -748,7 +756,11 @@ class Dialer:
             if claimed == capacity:
                 self._wake.set()  # more may be due than there was room for
 
-        return Claimed(functools.partial(self._build_originates, started), committed)
+        def abandoned() -> None:
+            self._claiming -= len(started)
+            self._wake.set()  # the room it held is free again
+
+        return Claimed(functools.partial(self._build_originates, started), committed, abandoned)
 
     async def _claim(
         self, uow: UnitOfWork, now: datetime, capacity: int, fresh: Sequence[Lead] = ()
@@ -808,6 +820,7 @@ class Dialer:
             log.info("dialer.deferred", leads=[lead.id for lead in deferred], until=deferred[0].next_attempt_at)
         await uow.calls.add([live.call for live in started])
         uow.outbox.add([live.call.dialing() for live in started], now)
+        self._claiming += len(started)  # until registered, or their transaction failed
         return started, len(leads)
 
     def _pbx_of(self, manager_id: str | None) -> str | None:
@@ -824,6 +837,7 @@ class Dialer:
         """Right after the claim's commit, before anything else can run (closing the unit of work
         awaits), so no one sees a dialing lead without its live call."""
         self._live.update((live.call.channel_id, live) for live in started)
+        self._claiming -= len(started)
         for live in started:
             self._recount(live)
 

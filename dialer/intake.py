@@ -190,10 +190,12 @@ class _Pending:
 @dataclass(frozen=True)
 class Claimed:
     """What the dialer claimed in the intake's transaction asks of it: ``prepare`` runs while the
-    transaction commits, ``committed`` once it did (the Originates leave then)."""
+    transaction commits, ``committed`` once it did (the Originates leave then), ``abandoned``
+    instead when it did not (the room the claim held is free again)."""
 
     prepare: Callable[[], None]
     committed: Callable[[], None]
+    abandoned: Callable[[], None]
 
 
 # The dialer's Dialer.claim_new: claims due leads within the intake's transaction, told of the leads
@@ -403,7 +405,12 @@ class LeadIntake:
                 uow.outbox.add(events, now)
                 if new:
                     claimed = await self._claim(uow, now, new) if self._claim is not None else None
-                await uow.commit(claimed.prepare if claimed is not None else None)
+                try:
+                    await uow.commit(claimed.prepare if claimed is not None else None)
+                except BaseException:
+                    if claimed is not None:
+                        claimed.abandoned()
+                    raise
                 if claimed is not None:
                     try:
                         claimed.committed()  # the claimed leads' Originates leave now

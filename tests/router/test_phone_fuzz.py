@@ -63,10 +63,21 @@ def _has_json_form(value: object) -> bool:
     return True
 
 
+def _storable_text(value: object) -> bool:
+    """Every string in it, key or value, is UTF-8 without a NUL (PostgreSQL's jsonb takes none)."""
+    if isinstance(value, str):
+        return "\x00" not in value and value.encode(errors="replace").decode() == value
+    if isinstance(value, dict):
+        return all(_storable_text(key) and _storable_text(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_storable_text(item) for item in value)
+    return True
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.text(max_size=5), JSON_VALUES, max_size=4))
-def test_a_payload_passes_only_if_it_has_a_json_form(payload: dict[str, object]) -> None:
-    expected_ok = _has_json_form(payload) and _depth(payload) <= MAX_PAYLOAD_DEPTH
+def test_a_payload_passes_only_if_it_has_a_json_form_and_storable_text(payload: dict[str, object]) -> None:
+    expected_ok = _has_json_form(payload) and _depth(payload) <= MAX_PAYLOAD_DEPTH and _storable_text(payload)
     try:
         check_payload(payload)
     except InvalidPayload:

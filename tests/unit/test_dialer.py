@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from dialer.engine import DialerStopped
 from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
 from router.breaker import BreakerSettings
+from router.events import LeadCreated
 from router.matching import Match, Patterns
 from router.model import PBX_RETRY_DELAY, Call, CallState, Disposition, Lead, LeadStatus, LegResult
 from router.pbx_events import (
@@ -495,6 +496,63 @@ async def test_idle_raises_once_the_dialer_was_stopped() -> None:
         rig.dialer.pbx_event(PbxBooted())  # nobody is left to apply it
         with pytest.raises(DialerStopped):
             await asyncio.wait_for(rig.dialer.idle(), 5)
+
+
+class _SlowCommits:
+    """SqlUnitOfWork whose commits take a while, as round trips to a busy server do; ``committing``
+    is set while one is under way."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.committing = asyncio.Event()
+
+    def __call__(self) -> _SlowCommit:
+        return _SlowCommit(SqlUnitOfWork(self._db), self.committing)
+
+
+class _SlowCommit:
+    def __init__(self, inner: SqlUnitOfWork, committing: asyncio.Event) -> None:
+        self._inner = inner
+        self._committing = committing
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        await self._inner.__aenter__()
+        slow = self._inner.commit
+
+        async def commit(meanwhile: Callable[[], None] | None = None) -> None:
+            self._committing.set()
+            await asyncio.sleep(0.2)
+            self._committing.clear()
+            await slow(meanwhile)
+
+        self._inner.commit = commit  # type: ignore[method-assign]
+        return self._inner
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._inner.__aexit__(*exc)
+
+
+async def test_a_claim_under_way_holds_its_room_against_the_intakes(db: Database) -> None:
+    # On PostgreSQL nothing serialises a dispatch pass's claim and the intake's (SQLite's one writer does).
+    uow = _SlowCommits(db)
+    async with make_rig(plan(1), uow=uow) as rig:
+        rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))  # a personal call: no room
+        await rig.lead(phone="+79161234560")  # stored, waits for room
+        assert rig.originated() == []
+        rig.dialer.pbx_event(ExtensionState("101", DeviceState.FREE))
+        await asyncio.wait_for(uow.committing.wait(), 5)  # the dispatch pass claimed it and commits
+        await rig.lead(phone="+79161234561")  # the intake's own claim meanwhile
+        await rig.settle()
+        assert len(rig.originated()) == 1  # one client rung for the one free manager
+
+
+async def test_a_claim_whose_commit_failed_gives_its_room_back() -> None:
+    async with make_rig(plan(1)) as rig:
+        rig.db.refused, rig.db.refusals = LeadCreated, 1  # the intake's transaction, its claim in it
+        with pytest.raises(OSError):
+            await rig.lead(phone="+79161234560")
+        await rig.lead(phone="+79161234561")
+        assert len(await rig.dialled(1)) == 1  # the one manager's room was not kept for the claim
 
 
 async def test_idle_also_waits_for_a_real_database(db: Database) -> None:
