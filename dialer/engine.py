@@ -41,7 +41,7 @@ from dialer.intake import Claimed
 from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, Peers, UnitOfWork, UnitOfWorkFactory
 from dialer.resync import CatchUp, Missed, decide_resync
 from dialer.settings import DialerSettings
-from dialer.write_behind import WriteBehind
+from dialer.write_behind import FLUSH_RETRY, WriteBehind
 from recordings.naming import RecordingNamer
 from router.board import ManagerBoard, ManagerState, StateChange
 from router.breaker import BreakerChange, PbxBreaker
@@ -318,6 +318,7 @@ class Dialer:
         # On SQLite one writer keeps the intake's claim and a dispatch pass apart; on PostgreSQL
         # both may run at once, and each would size its claim by the same free managers.
         self._claiming = 0
+        self._flush_due = 0.0  # loop time: a flush the database refused is not tried again before
         # Calls taken over (ours in the database from that commit on) that no resync has adopted or
         # closed yet: the takeover is never repeated, so every listing brings them until one is applied.
         self._taken: dict[str, tuple[Call, Lead]] = {}
@@ -501,7 +502,7 @@ class Dialer:
             # Stopping: store what the PBX already told us, so a restart starts from it.
             while not self._queue.empty():
                 self._apply_batch(self._drain())
-            await self._writes.flush(retry=False)
+            await self._writes.flush()
 
     def _drain(self) -> list[_Event]:
         batch: list[_Event] = []
@@ -556,10 +557,16 @@ class Dialer:
         return event.at if trusted else now
 
     async def _event_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            self._apply_batch([first, *self._drain()])
-            await self._writes.flush()
+            self._apply_batch(await self._next_events())
+            if self._writes.pending and self._flush_due > loop.time():
+                continue  # the database refused the last flush a moment ago
+            if not await self._writes.flush():
+                # Kept in memory, and the next events are applied meanwhile (a client who answers
+                # is put through, not held for the disk); they go with the next try.
+                self._flush_due = loop.time() + FLUSH_RETRY
+                continue
             if self._wake_after_flush:
                 self._wake_after_flush = False
                 self._wake.set()
@@ -567,6 +574,18 @@ class Dialer:
                 self._retry_committed(self._retry_at)
                 self._retry_at = None
             self._maybe_idle.set()
+
+    async def _next_events(self) -> list[_Event]:
+        """The events queued, or the next one waited for: while a failed flush's changes are
+        pending, only until it is due to be tried again."""
+        if not self._writes.pending:
+            return [await self._queue.get(), *self._drain()]
+        try:
+            async with asyncio.timeout(max(self._flush_due - asyncio.get_running_loop().time(), 0)):
+                first = await self._queue.get()
+        except TimeoutError:
+            return self._drain()
+        return [first, *self._drain()]
 
     async def _dispatch_loop(self) -> None:
         while True:

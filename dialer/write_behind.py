@@ -9,8 +9,6 @@ a batch is written once.
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
 from dialer.ports import Clock, UnitOfWorkFactory
@@ -51,28 +49,28 @@ class WriteBehind:
         self._states.extend(changes)
         self._events.extend(changes)
 
-    async def flush(self, *, retry: bool = True) -> None:
-        """Commit everything pending; on a database error keep it and, with ``retry``, try again."""
-        while self.pending:
-            calls, leads = list(self._calls.values()), list(self._leads.values())
-            events, billing, states = self._events, self._billing, self._states
-            try:
-                async with self._uow() as uow:
-                    await uow.calls.update(calls)
-                    await uow.leads.update(leads)
-                    await uow.calls.add_billing(billing)
-                    await uow.managers.add(states)
-                    uow.outbox.add(events, self._clock.now())
-                    await uow.commit()
-            except Exception:
-                # Keep everything in memory and try again: losing a state change is worse than waiting.
-                log.exception("dialer.flush_failed", calls=len(calls), events=len(events))
-                if not retry:
-                    return
-                await asyncio.sleep(FLUSH_RETRY)
-                continue
-            self._calls.clear()
-            self._leads.clear()
-            self._events = []
-            self._billing = []
-            self._states = []
+    async def flush(self) -> bool:
+        """Commit everything pending; True once it is. On a database error everything stays
+        pending (the dialer tries again FLUSH_RETRY later, with what changed meanwhile)."""
+        if not self.pending:
+            return True
+        calls, leads = list(self._calls.values()), list(self._leads.values())
+        events, billing, states = self._events, self._billing, self._states
+        try:
+            async with self._uow() as uow:
+                await uow.calls.update(calls)
+                await uow.leads.update(leads)
+                await uow.calls.add_billing(billing)
+                await uow.managers.add(states)
+                uow.outbox.add(events, self._clock.now())
+                await uow.commit()
+        except Exception:
+            # Kept in memory to be tried again: losing a state change is worse than waiting.
+            log.exception("dialer.flush_failed", calls=len(calls), events=len(events))
+            return False
+        self._calls.clear()
+        self._leads.clear()
+        self._events = []
+        self._billing = []
+        self._states = []
+        return True

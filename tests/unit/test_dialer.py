@@ -10,8 +10,9 @@ import pytest
 
 from dialer.engine import DialerStopped
 from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
+from pbxsim.tests.amitools import wait_until
 from router.breaker import BreakerSettings
-from router.events import LeadCreated
+from router.events import CallAnswered, LeadCreated
 from router.matching import Match, Patterns
 from router.model import PBX_RETRY_DELAY, Call, CallState, Disposition, Lead, LeadStatus, LegResult
 from router.pbx_events import (
@@ -544,6 +545,21 @@ async def test_a_claim_under_way_holds_its_room_against_the_intakes(db: Database
         await rig.lead(phone="+79161234561")  # the intake's own claim meanwhile
         await rig.settle()
         assert len(rig.originated()) == 1  # one client rung for the one free manager
+
+
+async def test_a_client_who_answers_while_the_database_refuses_writes_is_put_through(rig: Rig) -> None:
+    await rig.lead(phone="+79161234560")
+    await rig.lead(phone="+79161234561")
+    first, second = await rig.dialled(2)
+    rig.db.refused, rig.db.refusals = CallAnswered, 1  # the flush of the first answer fails
+    rig.dialer.pbx_event(OriginateResult(first, OriginateOutcome.ANSWERED))
+    await wait_until(lambda: rig.db.refusals == 0, 5, "the flush refused")
+    committed = rig.db.commits
+    rig.dialer.pbx_event(OriginateResult(second, OriginateOutcome.ANSWERED))
+    await wait_until(lambda: len(rig.pbx.of_kind("connect")) == 2, 5, "the second client put through too")
+    assert rig.db.commits == committed  # not held until the database took a write again
+    await rig.settle()  # the next try commits both answers
+    assert rig.call(first).state is CallState.CONNECTING and rig.call(second).state is CallState.CONNECTING
 
 
 async def test_a_claim_whose_commit_failed_gives_its_room_back() -> None:
