@@ -314,10 +314,12 @@ class Dialer:
         self._resynced_once = False
         self._dialing_stopped = False
         self._rechecking = False  # a listing asked for by a dial deadline is on its way
-        # Calls claimed in a transaction not yet committed and registered: spoken for in _capacity.
-        # On SQLite one writer keeps the intake's claim and a dispatch pass apart; on PostgreSQL
-        # both may run at once, and each would size its claim by the same free managers.
+        # The room claims under way hold, from their sizing to their calls' registration (or their
+        # transaction's failure): spoken for in _capacity. On SQLite one writer keeps the intake's
+        # claim and a dispatch pass apart; on PostgreSQL both may run at once, and each would size
+        # its claim by the same free managers.
         self._claiming = 0
+        self._room_awaited = False  # a dispatch pass found room held by a claim: wake it once given back
         self._flush_due = 0.0  # loop time: a flush the database refused is not tried again before
         # Calls taken over (ours in the database from that commit on) that no resync has adopted or
         # closed yet: the takeover is never repeated, so every listing brings them until one is applied.
@@ -717,12 +719,14 @@ class Dialer:
             return shift_change if breaker_in is None else min(breaker_in, shift_change)
         if self._capacity() <= 0:
             self._backlog = True
-            return shift_change  # or a call ending or a manager getting free wakes us
+            self._room_awaited = self._claiming > 0
+            return shift_change  # or a call ending, a manager getting free, a claim's room given back wakes us
         async with self._uow() as uow:
             # Asked again inside the transaction: while this pass waited for the database, the
             # intake may have claimed leads (claim_new) and PBX failures may have opened the breaker.
             allowed = self._breaker.allowed()
             capacity = self._capacity() if allowed is None else min(self._capacity(), allowed)
+            self._room_awaited = self._claiming > 0  # sized without what a claim under way holds
             if capacity <= 0:
                 self._backlog = True
                 return 0 if allowed == 0 else shift_change
@@ -736,7 +740,7 @@ class Dialer:
                 next_due = None if claimed == capacity else await uow.leads.next_due_at(self._settings.other_pbxes)
                 await uow.commit()
             except BaseException:
-                self._claiming -= len(started)
+                self._give_back(len(started))
                 raise
             self._register(started)
         self._backlog = claimed == capacity
@@ -776,12 +780,33 @@ class Dialer:
                 self._wake.set()  # more may be due than there was room for
 
         def abandoned() -> None:
-            self._claiming -= len(started)
-            self._wake.set()  # the room it held is free again
+            self._give_back(len(started))
 
         return Claimed(functools.partial(self._build_originates, started), committed, abandoned)
 
     async def _claim(
+        self, uow: UnitOfWork, now: datetime, capacity: int, fresh: Sequence[Lead] = ()
+    ) -> tuple[list[_Live], int]:
+        """``_claim_in``, the room held from before its first statement: one sized beside it meanwhile
+        leaves that room alone. What it did not fill is given back; its calls' room is held until
+        they are registered (``_register``) or their transaction failed (``_give_back``)."""
+        self._claiming += capacity
+        try:
+            started, claimed = await self._claim_in(uow, now, capacity, fresh)
+        except BaseException:
+            self._give_back(capacity)
+            raise
+        if len(started) < capacity:
+            self._give_back(capacity - len(started))
+        return started, claimed
+
+    def _give_back(self, room: int) -> None:
+        self._claiming -= room
+        if self._room_awaited:
+            self._room_awaited = False
+            self._wake.set()
+
+    async def _claim_in(
         self, uow: UnitOfWork, now: datetime, capacity: int, fresh: Sequence[Lead] = ()
     ) -> tuple[list[_Live], int]:
         """Claim up to ``capacity`` due leads in ``uow`` and add their calls; (the calls, leads claimed).
@@ -839,7 +864,6 @@ class Dialer:
             log.info("dialer.deferred", leads=[lead.id for lead in deferred], until=deferred[0].next_attempt_at)
         await uow.calls.add([live.call for live in started])
         uow.outbox.add([live.call.dialing() for live in started], now)
-        self._claiming += len(started)  # until registered, or their transaction failed
         return started, len(leads)
 
     def _pbx_of(self, manager_id: str | None) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -499,35 +499,35 @@ async def test_idle_raises_once_the_dialer_was_stopped() -> None:
             await asyncio.wait_for(rig.dialer.idle(), 5)
 
 
-class _SlowCommits:
-    """SqlUnitOfWork whose commits take a while, as round trips to a busy server do; ``committing``
-    is set while one is under way."""
+class _SlowClaims:
+    """SqlUnitOfWork whose claims store their calls slowly, as round trips to a busy server do;
+    ``claiming`` is set while one is under way."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self.committing = asyncio.Event()
+        self.claiming = asyncio.Event()
 
-    def __call__(self) -> _SlowCommit:
-        return _SlowCommit(SqlUnitOfWork(self._db), self.committing)
+    def __call__(self) -> _SlowClaim:
+        return _SlowClaim(SqlUnitOfWork(self._db), self.claiming)
 
 
-class _SlowCommit:
-    def __init__(self, inner: SqlUnitOfWork, committing: asyncio.Event) -> None:
+class _SlowClaim:
+    def __init__(self, inner: SqlUnitOfWork, claiming: asyncio.Event) -> None:
         self._inner = inner
-        self._committing = committing
+        self._claiming = claiming
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        await self._inner.__aenter__()
-        slow = self._inner.commit
+        uow = await self._inner.__aenter__()
+        add = uow.calls.add
 
-        async def commit(meanwhile: Callable[[], None] | None = None) -> None:
-            self._committing.set()
+        async def slow_add(new: Sequence[Call]) -> None:
+            self._claiming.set()
             await asyncio.sleep(0.2)
-            self._committing.clear()
-            await slow(meanwhile)
+            self._claiming.clear()
+            await add(new)
 
-        self._inner.commit = commit  # type: ignore[method-assign]
-        return self._inner
+        uow.calls.add = slow_add  # type: ignore[method-assign]
+        return uow
 
     async def __aexit__(self, *exc: object) -> None:
         await self._inner.__aexit__(*exc)
@@ -535,13 +535,13 @@ class _SlowCommit:
 
 async def test_a_claim_under_way_holds_its_room_against_the_intakes(db: Database) -> None:
     # On PostgreSQL nothing serialises a dispatch pass's claim and the intake's (SQLite's one writer does).
-    uow = _SlowCommits(db)
+    uow = _SlowClaims(db)
     async with make_rig(plan(1), uow=uow) as rig:
         rig.dialer.pbx_event(ExtensionState("101", DeviceState.IN_USE))  # a personal call: no room
         await rig.lead(phone="+79161234560")  # stored, waits for room
         assert rig.originated() == []
         rig.dialer.pbx_event(ExtensionState("101", DeviceState.FREE))
-        await asyncio.wait_for(uow.committing.wait(), 5)  # the dispatch pass claimed it and commits
+        await asyncio.wait_for(uow.claiming.wait(), 5)  # the dispatch pass is claiming it
         await rig.lead(phone="+79161234561")  # the intake's own claim meanwhile
         await rig.settle()
         assert len(rig.originated()) == 1  # one client rung for the one free manager
