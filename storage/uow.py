@@ -317,13 +317,17 @@ def _claim(skip_pbxes: frozenset[str]) -> _Direct:
 
 
 @functools.cache
-def _due_count(skip_pbxes: frozenset[str]) -> _Direct:
-    """How many leads the claim would take at most ``b_limit`` of (ix_leads_due: it stops at the limit)."""
+def _claim_fresh(skip_pbxes: frozenset[str]) -> _Direct:
+    """The leads ``b_ids`` claimed when they are all that is due: when the due leads, counted up to
+    ``b_limit`` (ix_leads_due: the count stops there), are ``b_fresh``; else none. One statement,
+    where a count and then an update by id were two (~30 us of the loop's CPU a lead)."""
     due = select(leads.c.id).where(*_due(skip_pbxes)).limit(_CLAIM_LIMIT).subquery()
-    return _Direct(select(func.count().label("due")).select_from(due))
-
-
-_CLAIM_BY_ID = _Direct(update(leads).where(leads.c.id == bindparam("b_id")).values(_CLAIMED))
+    counted = select(func.count()).select_from(due).scalar_subquery()
+    return _Direct(
+        update(leads)
+        .where(leads.c.id.in_(bindparam("b_ids", expanding=True)), counted == bindparam("b_fresh", type_=Integer()))
+        .values(_CLAIMED)
+    )
 
 
 # The intake's reads of a batch (an external_id given, a duplicate window set).
@@ -342,6 +346,15 @@ async def _rows(conn: AsyncConnection, direct: _Direct, params: dict[str, Any]) 
         await driver.turn()
         return direct.returned(driver.raw, conn.dialect, params)
     return (await conn.execute(direct.statement, params)).mappings().all()
+
+
+async def _row_count(conn: AsyncConnection, direct: _Direct, params: dict[str, Any]) -> int:
+    """The rows the statement changed: on the sqlite3 connection itself while the loop holds it."""
+    if (driver := direct_sqlite(conn)) is not None:
+        await driver.turn()
+        (cursor,) = direct.each(driver.raw, conn.dialect, [params])
+        return cursor.rowcount
+    return (await conn.execute(direct.statement, params)).rowcount
 
 
 @functools.cache
@@ -458,9 +471,10 @@ class SqlLeads:
             and lead.pbx not in skip
         ]
         if mine and len(mine) <= limit:
-            (counted,) = await _rows(self._conn, _due_count(skip), {"b_now": now, "b_limit": len(mine) + 1})
-            if counted["due"] == len(mine):
-                await _execute_many(self._conn, _CLAIM_BY_ID, [{"b_id": lead.id, "b_now": now} for lead in mine])
+            params = {"b_ids": [lead.id for lead in mine], "b_fresh": len(mine), "b_limit": len(mine) + 1, "b_now": now}
+            claimed = await _row_count(self._conn, _claim_fresh(skip), params)
+            if claimed:
+                assert claimed == len(mine)  # the count decides for all of them at once
                 return _in_dial_order(_claimed(lead, now) for lead in mine)
         rows = await _rows(self._conn, _claim(skip), {"b_now": now, "b_limit": limit})
         return _in_dial_order(lead_from_row(row) for row in rows)

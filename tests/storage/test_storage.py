@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 
 from leadrouter.postgres import scratch_database
 from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LeadStatus, LegResult
-from storage.engine import Database, _alembic_config, newest_revision
+from storage.engine import BUSY_TIMEOUT_MS, Database, _alembic_config, newest_revision
 from storage.queries import SqlQueries
 from storage.schema import UtcDateTime, lead_history, leads, metadata
 from storage.uow import SqlLeads, SqlUnitOfWork, lead_from_row
@@ -455,18 +455,37 @@ async def test_an_inbound_callers_call_is_stored_once_whoever_takes_him(db: Data
 async def test_a_write_waits_for_another_processs_lock_without_stalling_the_loop(tmp_path: Path) -> None:
     # Writes run on the event loop once they hold SQLite's lock (storage.engine.InlineConnection);
     # waiting for it must not: a lock held elsewhere (the CLI, a copy tool) would freeze the daemon.
+    # The writer itself does not wait (InlineConnection.begin_immediate): a BEGIN that finds the
+    # lock taken waits, once the writer wrote before and again after such a wait.
     async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
         await db.migrate()
-        other = sqlite3.connect(tmp_path / "lr.db", isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        write = asyncio.create_task(db.probe_write())
-        for _ in range(20):  # the loop keeps turning while the write waits
-            await asyncio.sleep(0.005)
-        assert not write.done()
-        other.execute("COMMIT")
-        other.close()
-        await write
-        assert db.writable
+        await db.probe_write()
+        for _ in range(2):
+            other = sqlite3.connect(tmp_path / "lr.db", isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            write = asyncio.create_task(db.probe_write())
+            for _ in range(20):  # the loop keeps turning while the write waits
+                await asyncio.sleep(0.005)
+            assert not write.done()
+            other.execute("COMMIT")
+            other.close()
+            await write
+            assert db.writable
+
+
+async def test_the_writer_given_back_to_the_pool_waits_for_locks_again(tmp_path: Path) -> None:
+    # Its next user (a read, a checkpoint) is not the writer: a lock held elsewhere is waited for.
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        with pytest.raises(RuntimeError):
+            async with db.write() as conn:
+                writer = (await conn.get_raw_connection()).driver_connection
+                assert writer.raw.execute("PRAGMA busy_timeout").fetchone() == (0,)
+                raise RuntimeError("the block failed: the writer goes back to the pool")
+        async with db.engine.connect() as conn:
+            lent = (await conn.get_raw_connection()).driver_connection
+            assert lent is writer  # the pool lends the connection used last first
+            assert (await (await lent.execute("PRAGMA busy_timeout")).fetchone()) == (BUSY_TIMEOUT_MS,)
 
 
 async def _threads_of_statements(db: Database) -> dict[str, set[int]]:
