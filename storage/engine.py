@@ -432,6 +432,11 @@ class Database:
         except BaseException:
             self._writer = None
             with contextlib.suppress(Exception):
+                if driver.in_transaction:
+                    # A COMMIT that failed (a deferred constraint, a full disk) leaves its transaction
+                    # open, and SQLAlchemy, whose transaction ended with it, has the pool skip its
+                    # rollback: the lock would stay taken, and the next reader see the rows.
+                    await driver.rollback()
                 await conn.close()
             raise
 

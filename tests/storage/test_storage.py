@@ -20,8 +20,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, insert, inspect, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.exc import IntegrityError
 
 from leadrouter.postgres import scratch_database
 from router.model import Call, CallState, Disposition, HistoryEntry, HistoryKind, Lead, LeadStatus, LegResult
@@ -546,6 +548,36 @@ async def test_a_unit_of_work_commits_on_the_connection_s_thread_whichever_path_
                 "+79160000002",
             ]
             assert len((await conn.execute(select(lead_history))).all()) == 1
+
+
+async def _write_lead(db: Database, number: int, *, orphan: bool = False) -> None:
+    """A write of a lead. ``orphan``: with, through SQLAlchemy, a history entry of no lead, which the
+    commit refuses (its foreign key checked then: SQLite's defer_foreign_keys)."""
+    async with db.write() as conn:
+        await SqlLeads(conn).add([_lead(number)])
+        if orphan:
+            await conn.execute(sql_text("PRAGMA defer_foreign_keys=ON"))
+            orphan_entry = {"lead_id": 10_000, "kind": HistoryKind.DUPLICATE, "at": NOW, "details": {}}
+            await conn.execute(insert(lead_history).values(orphan_entry))
+        await db.commit(conn)
+
+
+async def test_a_commit_that_fails_leaves_nothing_open(tmp_path: Path) -> None:
+    """SQLite keeps the transaction of a COMMIT that failed open: it is rolled back, so the write lock
+    is free for other processes and the next user of the connection reads none of its rows."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+            await _write_lead(db, 1, orphan=True)
+        other = sqlite3.connect(tmp_path / "lr.db", isolation_level=None, timeout=0)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        other.close()
+        async with db.read() as conn:
+            assert not (await conn.execute(select(leads.c.id))).all()
+        await _write_lead(db, 2)  # the next writer writes
+        async with db.read() as conn:
+            assert [row.phone for row in await conn.execute(select(leads.c.phone))] == ["+79160000002"]
 
 
 async def test_what_runs_meanwhile_runs_while_the_commit_is_on_the_connection_s_thread(tmp_path: Path) -> None:
