@@ -159,15 +159,13 @@ def _build(path: Path, total_calls: int = CALLS) -> None:
 async def _database(total_calls: int = CALLS) -> Database:
     size = "" if total_calls == CALLS else f".{total_calls}"
     fresh = PATH.with_suffix(f"{size}.{REVISION}.db")
-    db = Database(f"sqlite+aiosqlite:///{fresh}")
     if not fresh.exists():
         print(f"building {fresh} ({total_calls:,} calls; once)...", file=sys.stderr, flush=True)
         fresh.parent.mkdir(parents=True, exist_ok=True)
-        await db.migrate()
-        await db.engine.dispose()
+        async with Database(f"sqlite+aiosqlite:///{fresh}") as db:  # closed before the rows go in
+            await db.migrate()
         _build(fresh, total_calls)
-        db = Database(f"sqlite+aiosqlite:///{fresh}")
-    return db
+    return Database(f"sqlite+aiosqlite:///{fresh}")
 
 
 async def naive(db: Database, period: Period, managers: list[Manager]) -> list[ManagerFigures]:
@@ -240,15 +238,12 @@ async def _median_ms(work: Callable[[], Awaitable[object]]) -> tuple[float, obje
 
 async def month_ms(total_calls: int = CALLS) -> float:
     """``python -m bench``'s figure: the median milliseconds of a month of per-manager stats."""
-    db = await _database(total_calls)
-    try:
+    async with await _database(total_calls) as db:
         managers = [Manager(f"m{n}", f"Manager {n}", str(100 + n)) for n in range(MANAGERS)]
         period = Period.of_days(*MONTH, ZONE)
         sql = SqlStats(db)
         ms, _ = await _median_ms(lambda: _figures(sql, managers, period))
         return ms
-    finally:
-        await db.engine.dispose()
 
 
 async def _figures(sql: SqlStats, managers: list[Manager], period: Period) -> list[ManagerFigures]:
@@ -256,7 +251,11 @@ async def _figures(sql: SqlStats, managers: list[Manager], period: Period) -> li
 
 
 async def main() -> None:
-    db = await _database()
+    async with await _database() as db:
+        await _report(db)
+
+
+async def _report(db: Database) -> None:
     managers = [Manager(f"m{n}", f"Manager {n}", str(100 + n)) for n in range(MANAGERS)]
     period = Period.of_days(*MONTH, ZONE)
     sql = SqlStats(db)
@@ -283,7 +282,6 @@ async def main() -> None:
         )
         assert abs(a.talk_seconds - b.talk_seconds) < 0.01 and a.first_call == b.first_call, (a, b)
     in_month = sum(row.calls for row in ours_rows)
-    await db.engine.dispose()
     print(
         f"stats of {MONTH[0]:%B %Y} ({ZONE}) over {CALLS:,} calls, {MANAGERS} managers;"
         f" {in_month:,} bridged calls that month"
