@@ -20,6 +20,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -115,8 +116,13 @@ class Normaliser:
     """Rename what Asterisk invents (ids, channel-name counters, bridge ids) by order of first appearance."""
 
     _UNIQUEID = re.compile(r"\b\d{9,11}\.\d+\b")
-    # The call-end hangup handler's AstDB keys and notes name the day and the moment it ran.
-    _CALL_END_DAY = re.compile(r"(?<=leadrouter-call-end/)\d{8}")
+    # The call-end hangup handler's AstDB keys and notes name the day and the moment it ran, and its
+    # sweep the days it keeps: each day is written as its distance from the first one seen (the day
+    # the handler ran), so a replay on another day than the recording compares equal, and the
+    # sweep's arithmetic (keep the two days before) is still compared.
+    _CALL_END_DAY = re.compile(r"(?:(?<=leadrouter-call-end/)|(?<=LEADROUTER_DAY=)|(?<=LEADROUTER_KEEP=))\d{8}\b")
+    _CALL_END_DAYS = re.compile(r"(?<=LEADROUTER_DAYS=)\d{8}(?:,\d{8})*\b")  # the family's days, a list
+    _DAY = re.compile(r"\d{8}")
     _CALL_END_NOTE = re.compile(r"(?<=\)=)\d{9,11}\.\d{3}(?=,)")
     _COUNTER = re.compile(r"-([0-9a-f]{8})(?=;[12]\b)")
     _BRIDGE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
@@ -125,6 +131,14 @@ class Normaliser:
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
+        self._day: date | None = None
+
+    def _day_offset(self, match: re.Match[str]) -> str:
+        day = datetime.strptime(match.group(0), "%Y%m%d").date()
+        if self._day is None:
+            self._day = day
+        offset = (day - self._day).days
+        return f"<day{offset:+d}>" if offset else "<day>"
 
     def _rename(self, kind: str, match: re.Match[str]) -> str:
         original = match.group(0)
@@ -133,20 +147,30 @@ class Normaliser:
         return self.names[original]
 
     def value(self, text: str) -> str:
-        text = self._CALL_END_DAY.sub("<day>", text)
+        text = self._CALL_END_DAY.sub(self._day_offset, text)
+        text = self._CALL_END_DAYS.sub(lambda days: self._DAY.sub(self._day_offset, days.group(0)), text)
         text = self._CALL_END_NOTE.sub("<end>", text)
         text = self._UNIQUEID.sub(lambda m: self._rename("uid", m), text)
         text = self._BRIDGE.sub(lambda m: self._rename("bridge", m), text)
         text = self._SPOOL.sub("<spool>/monitor/", text)
         return self._COUNTER.sub(lambda m: "-" + self._rename("n", m), text)
 
-    def header(self, name: str, value: str) -> str:
+    def header(self, name: str, value: str, variable: str | None = None) -> str:
         # An event's time (timestampevents) looks like a Uniqueid but is when it happened: it is
         # compared by the timing checks, and must not take a Uniqueid's place in the numbering.
-        return "<stamp>" if name == "Timestamp" else self.value(value)
+        if name == "Timestamp":
+            return "<stamp>"
+        if name == "Value" and variable in self._DAY_VARIABLES:  # a VarSet of the sweep's days
+            return self.value(f"{variable}={value}").removeprefix(f"{variable}=")
+        return self.value(value)
+
+    _DAY_VARIABLES = frozenset({"LEADROUTER_DAY", "LEADROUTER_DAYS", "LEADROUTER_KEEP"})
 
     def messages(self, messages: Iterable[Message]) -> list[Message]:
-        return [Message(m.sent, m.t, [(k, self.header(k, v)) for k, v in m.headers], m.session) for m in messages]
+        return [
+            Message(m.sent, m.t, [(k, self.header(k, v, m.fields.get("Variable"))) for k, v in m.headers], m.session)
+            for m in messages
+        ]
 
 
 async def replay(flow: str) -> list[Message]:
