@@ -171,7 +171,7 @@ class InlineConnection(aiosqlite.Connection):
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # SQLITE_BUSY_RECOVERY too
                 raise
             self.restore_wait()
             await self.execute("BEGIN IMMEDIATE")
@@ -266,6 +266,11 @@ def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         driver = conn.connection.driver_connection
         if driver is not None and driver.in_transaction:
             return  # Database.write began it (begin_immediate); SQLAlchemy's begins at its first statement
+        if isinstance(driver, InlineConnection):
+            # A block of Database.write that goes on after its commit: this BEGIN, and what follows
+            # it, wait on the connection's thread for a lock held elsewhere, as any connection's.
+            driver.inline = False
+            driver.restore_wait()
         # A deferred BEGIN that later writes fails with "database is locked" under
         # concurrency (761 of 1000 in our measurement); IMMEDIATE takes the write lock
         # up front and waits for it within busy_timeout instead.
@@ -431,13 +436,20 @@ class Database:
                 await driver.rollback()
         except BaseException:
             self._writer = None
-            with contextlib.suppress(Exception):
-                if driver.in_transaction:
+            if isinstance(driver, InlineConnection):
+                # Behind whatever still runs on the connection's thread (a commit whose waiter was
+                # cancelled), not beside it on the loop.
+                driver.inline = False
+            try:
+                with contextlib.suppress(Exception):
                     # A COMMIT that failed (a deferred constraint, a full disk) leaves its transaction
                     # open, and SQLAlchemy, whose transaction ended with it, has the pool skip its
-                    # rollback: the lock would stay taken, and the next reader see the rows.
+                    # rollback: the lock would stay taken, and the next reader see the rows. (sqlite3
+                    # rolls back only a transaction still open then.)
                     await driver.rollback()
-                await conn.close()
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close()
             raise
 
     async def commit(self, conn: AsyncConnection, meanwhile: Callable[[], None] | None = None) -> None:

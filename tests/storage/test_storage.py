@@ -580,6 +580,55 @@ async def test_a_commit_that_fails_leaves_nothing_open(tmp_path: Path) -> None:
             assert [row.phone for row in await conn.execute(select(leads.c.phone))] == ["+79160000002"]
 
 
+async def test_a_write_cancelled_during_its_commit_gives_its_connection_back(tmp_path: Path) -> None:
+    """Cancelled while its commit is on the connection's thread (a shutdown): the writer's rollback
+    waits behind that commit, and the connection goes back to the pool whatever the rollback finds."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        slow, loop_thread = threading.Event(), threading.get_ident()
+
+        def progress() -> int:  # holds the commit's step on the connection's thread
+            if slow.is_set() and threading.get_ident() != loop_thread:
+                slow.clear()
+                time.sleep(0.3)
+            return 0
+
+        async def write() -> None:
+            async with db.write() as conn:
+                (await conn.get_raw_connection()).driver_connection.raw.set_progress_handler(progress, 1)
+                await SqlLeads(conn).add([_lead(1)])
+                slow.set()
+                await db.commit(conn)
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert db.engine.pool.checkedout() == 0
+        await _write_lead(db, 2)  # the next writer writes
+
+
+async def test_a_write_that_goes_on_after_its_commit_waits_for_a_lock_held_elsewhere(tmp_path: Path) -> None:
+    # The writer itself does not wait (InlineConnection.begin_immediate); SQLAlchemy's BEGIN for the
+    # statement after the commit does, as any connection's.
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        await db.probe_write()
+        other = sqlite3.connect(tmp_path / "lr.db", isolation_level=None, check_same_thread=False)
+        async with db.write() as conn:
+            await SqlLeads(conn).add([_lead(1)])
+            await db.commit(conn)
+            other.execute("BEGIN IMMEDIATE")  # another process (the CLI) takes the lock meanwhile
+            asyncio.get_running_loop().call_later(0.1, other.execute, "COMMIT")
+            await conn.execute(insert(lead_history).values(lead_id=1, kind=HistoryKind.DUPLICATE, at=NOW, details={}))
+            await conn.commit()
+        other.close()
+        assert db.writable
+        async with db.read() as conn:
+            assert len((await conn.execute(select(lead_history))).all()) == 1
+
+
 async def test_what_runs_meanwhile_runs_while_the_commit_is_on_the_connection_s_thread(tmp_path: Path) -> None:
     """The intake builds its Originates while SQLite writes its commit: the commit is queued to the
     connection's thread before ``meanwhile`` runs on the loop, so the thread commits during it. On
