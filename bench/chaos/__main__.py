@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settle", type=float, default=ChaosPlan.settle, help="seconds for every lead to finish after the faults"
     )
+    parser.add_argument(
+        "--ami-look-every",
+        type=float,
+        default=ChaosPlan.ami_look_every,
+        metavar="SECONDS",
+        help="an AMI fault strikes at the first such look that finds the daemon logged in (0.02: in its resync)",
+    )
     parser.add_argument("--workdir", type=Path, default=ChaosPlan.workdir, help="config, database and daemon log")
     args = parser.parse_args(argv)
     plan = ChaosPlan(
@@ -68,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         ami_drops=args.ami_drops,
         pbx_restarts=args.pbx_restarts,
         broker_outage=args.broker_outage,
+        ami_look_every=args.ami_look_every,
         seed=args.seed,
         managers=args.managers,
         rate=args.rate,

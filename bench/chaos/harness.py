@@ -48,7 +48,6 @@ TOKEN = "chaos-token-0123456789"
 # the API answers 2xx; what is unanswered by then counts as not accepted. One deadline for all,
 # so an API that never answers cannot stretch the run lead by lead.
 POST_PATIENCE = 60.0
-LINK_BACK = 1.5  # seconds between looks for a logged-in daemon when an AMI fault is due
 OUTBOX_WAIT = 30.0  # seconds for the outbox to drain to the subscriber once everything settled
 # Looks at the managers, a fifth of a second apart: a manager stuck busy is busy in every one,
 # one the daemon and the PBX merely see change at slightly different moments is not.
@@ -63,6 +62,10 @@ class ChaosPlan:
     ami_drops: int = 0  # half of them plain drops, half a PBX that hangs for STALL seconds
     pbx_restarts: int = 0
     broker_outage: float = 0.0  # seconds mosquitto is down; 0: no outage
+    # Seconds between looks for a logged-in daemon when an AMI fault is due: the fault strikes at
+    # the first look that finds one, so a while after a login by default, once the link carries
+    # calls again; 0.02 strikes right after it, in the resync that follows every login.
+    ami_look_every: float = 1.5
     seed: int = 1
     managers: int = 80
     # Leads posted per second: about 80% of what the managers take (a lead needs ~2.6 s of a
@@ -266,8 +269,7 @@ class _Run:
                 if time.monotonic() > deadline:
                     self.say(f"AMI {kind} skipped: the daemon did not log in within {READY_WITHIN:g}s")
                     break
-                # Strike a while after the link is back, once it carries calls again, not at the login.
-                await asyncio.sleep(LINK_BACK)
+                await asyncio.sleep(self.plan.ami_look_every)
             else:
                 self.ami_drops_done += 1
 
