@@ -12,7 +12,7 @@ from datetime import UTC, timedelta
 
 from pbxsim import Behaviour, ScaledClock, Simulator, World
 from pbxsim.tests.amitools import RawAmi, originate
-from pbxsim.tests.test_conformance import Message, parse_transcript, pbx_for, replay
+from pbxsim.tests.test_conformance import REPLAY_START, Message, parse_transcript, pbx_for, replay
 
 FLOW = "shipped/call_end_record"
 
@@ -64,7 +64,7 @@ async def test_the_notes_survive_a_pbx_restart_as_astdb_does() -> None:
     """AstDB is a file on the PBX: a note written before ``core restart now`` is read after it."""
     dialplan, conf = pbx_for(FLOW)
     assert conf is not None
-    clock = ScaledClock(50)
+    clock = ScaledClock(50, start=REPLAY_START)
     world = World(clients={"79160000009": Behaviour(answer_after=1, talk=2)})
     async with Simulator(clock=clock, dialplan=dialplan, world=world, users=conf.users) as sim:
         ami = await RawAmi.connect(sim.port)
@@ -90,7 +90,7 @@ async def test_the_first_hangup_of_a_day_drops_every_day_before_the_two_last_not
     that dropped only the day three back would leave them for good."""
     dialplan, conf = pbx_for(FLOW)
     assert conf is not None
-    clock = ScaledClock(50)
+    clock = ScaledClock(50, start=REPLAY_START)
     world = World(clients={"79160000009": Behaviour(answer_after=1, talk=2)})
     async with Simulator(clock=clock, dialplan=dialplan, world=world, users=conf.users) as sim:
         today = clock.now().astimezone(UTC)

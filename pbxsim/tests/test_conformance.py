@@ -20,7 +20,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,10 @@ from pbxsim import ManagerConf, ScaledClock, Simulator, read_manager_conf
 from tests.transcripts import FIXTURES, Block, load
 
 SCALE = 10.0  # simulated seconds per real second; the transcripts last 0.5-23 s
+# Where a replay's clock starts: mid-day, so no replay crosses midnight UTC, which the call-end
+# handler's day (its AstDB family, its sweep) would see; a clock that started at the real time did
+# in a run a few seconds before midnight, and so did its second replay.
+REPLAY_START = datetime(2026, 11, 26, 12, tzinfo=UTC)
 SETTLE = 1.0  # simulated seconds to keep listening after the transcript's last message
 # Simulated seconds. Measured: at most 0.07 on an idle machine; with two busy loops hogging both
 # cores, mostly up to 0.3 and now and then 0.9 (a read delayed by tens of milliseconds), which the
@@ -184,7 +188,7 @@ async def replay(flow: str) -> list[Message]:
     logins = [m for m in recorded if m.sent and m.fields.get("Action") == "Login"]
     transcript_end = recorded[-1].t
     dialplan, manager_conf = pbx_for(flow)
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, start=REPLAY_START)
     received: list[Message] = []
     channels: dict[str, str] = {}
     async with Simulator(

@@ -172,6 +172,7 @@ async def test_leads_through_the_daemon_and_a_real_asterisk(tmp_path: Path, aste
         now = datetime.now(UTC)
 
         owners = set()
+        first_day = now.date()  # of the talks, in UTC: a run may cross midnight
         for phone in ANSWERS:
             found = await daemon.queries.lead_with_calls(ids[phone])
             assert found is not None
@@ -179,6 +180,8 @@ async def test_leads_through_the_daemon_and_a_real_asterisk(tmp_path: Path, aste
             assert lead.status is LeadStatus.ASSIGNED and call.disposition is Disposition.COMPLETED
             assert lead.owner_id == call.manager_id and call.manager_id in {"m101", "m102", "m103"}
             owners.add(call.manager_id)
+            assert call.bridged_at is not None
+            first_day = min(first_day, call.bridged_at.astimezone(UTC).date())
             assert call.hangup_cause == 16  # the manager hung up: normal clearing
             assert call.legs[-1].result is LegResult.ANSWERED
             assert [leg.manager_id for leg in call.legs[:-1]] in ([], ["m201"])
@@ -236,8 +239,9 @@ async def test_leads_through_the_daemon_and_a_real_asterisk(tmp_path: Path, aste
         # (A manager whose phone never rang has no device state yet: unknown counts as idle.)
         assert {row["device"] for row in daemon.board.snapshot()} <= {"free", "unknown"}
 
-        # A supervisor's view of the day: two calls, each about TALK seconds.
-        stats = (await http.get("/stats/managers", params={"tz": "UTC"})).json()["managers"]
+        # A supervisor's view of the days of the run: two calls, each about TALK seconds.
+        days = {"tz": "UTC", "from": first_day.isoformat(), "to": datetime.now(UTC).date().isoformat()}
+        stats = (await http.get("/stats/managers", params=days)).json()["managers"]
         talked = {row["manager_id"]: row for row in stats if row["calls"]}
         assert set(talked) == owners and sum(row["calls"] for row in talked.values()) == 2
         assert sum(row["talk_seconds"] for row in talked.values()) == pytest.approx(2 * TALK, abs=1)
