@@ -139,6 +139,13 @@ class InlineConnection(aiosqlite.Connection):
     async def commit(self) -> None:
         await self.commit_queued()
 
+    async def close(self) -> None:
+        # On the thread, behind what still runs there: SQLAlchemy closes a connection whose commit's
+        # waiter was cancelled while that commit is on the thread, and on the loop the close would
+        # wait beside it for SQLite's lock, the loop stalled as long.
+        self.inline = False
+        await super().close()
+
     def commit_queued(self) -> asyncio.Future[None]:
         """The commit on its way to the connection's thread when this returns, as aiosqlite queues
         a call; the future gives its outcome, and the loop may do other work before awaiting it.

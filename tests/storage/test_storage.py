@@ -580,9 +580,14 @@ async def test_a_commit_that_fails_leaves_nothing_open(tmp_path: Path) -> None:
             assert [row.phone for row in await conn.execute(select(leads.c.phone))] == ["+79160000002"]
 
 
-async def test_a_write_cancelled_during_its_commit_gives_its_connection_back(tmp_path: Path) -> None:
-    """Cancelled while its commit is on the connection's thread (a shutdown): the writer's rollback
-    waits behind that commit, and the connection goes back to the pool whatever the rollback finds."""
+@pytest.mark.parametrize("through_sqlalchemy", [False, True], ids=["direct", "sqlalchemy"])
+async def test_a_write_cancelled_during_its_commit_gives_its_connection_back(
+    tmp_path: Path, through_sqlalchemy: bool
+) -> None:
+    """Cancelled while its commit is on the connection's thread (a shutdown): what the writer does
+    then (our rollback; SQLAlchemy's close of the connection, once one of its statements began its
+    transaction) waits behind that commit on the thread, not beside it on the loop, and the
+    connection goes back to the pool whatever the rollback finds."""
     async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
         await db.migrate()
         slow, loop_thread = threading.Event(), threading.get_ident()
@@ -590,21 +595,38 @@ async def test_a_write_cancelled_during_its_commit_gives_its_connection_back(tmp
         def progress() -> int:  # holds the commit's step on the connection's thread
             if slow.is_set() and threading.get_ident() != loop_thread:
                 slow.clear()
-                time.sleep(0.3)
+                time.sleep(0.6)
             return 0
 
         async def write() -> None:
             async with db.write() as conn:
                 (await conn.get_raw_connection()).driver_connection.raw.set_progress_handler(progress, 1)
                 await SqlLeads(conn).add([_lead(1)])
+                if through_sqlalchemy:
+                    await conn.execute(
+                        insert(lead_history).values(lead_id=1, kind=HistoryKind.DUPLICATE, at=NOW, details={})
+                    )
                 slow.set()
                 await db.commit(conn)
 
+        longest_gap = 0.0
+
+        async def ticks() -> None:  # the loop's turns meanwhile
+            nonlocal longest_gap
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.005)
+                longest_gap, last = max(longest_gap, time.monotonic() - last), time.monotonic()
+
+        ticker = asyncio.create_task(ticks())
         task = asyncio.create_task(write())
         await asyncio.sleep(0.1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        await asyncio.sleep(0.7)  # the held commit ends meanwhile
+        ticker.cancel()
+        assert longest_gap < 0.3  # the loop was not held for the commit's 0.6 s
         assert db.engine.pool.checkedout() == 0
         await _write_lead(db, 2)  # the next writer writes
 
