@@ -171,9 +171,16 @@ class Normaliser:
     _DAY_VARIABLES = frozenset({"LEADROUTER_DAY", "LEADROUTER_DAYS", "LEADROUTER_KEEP"})
 
     def messages(self, messages: Iterable[Message]) -> list[Message]:
+        listed = list(messages)
+        # The days are counted from the UTC day of the session's first event time where events carry
+        # one (timestampevents), so days shifted all alike (a wrong zone, a clock's start ignored)
+        # still differ; else from the first day seen.
+        stamp = next((m.fields["Timestamp"] for m in listed if "Timestamp" in m.fields), None)
+        if stamp is not None:
+            self._day = datetime.fromtimestamp(float(stamp), UTC).date()
         return [
             Message(m.sent, m.t, [(k, self.header(k, v, m.fields.get("Variable"))) for k, v in m.headers], m.session)
-            for m in messages
+            for m in listed
         ]
 
 
