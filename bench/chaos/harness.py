@@ -63,8 +63,9 @@ class ChaosPlan:
     pbx_restarts: int = 0
     broker_outage: float = 0.0  # seconds mosquitto is down; 0: no outage
     # Seconds between looks for a logged-in daemon when an AMI fault is due: the fault strikes at
-    # the first look that finds one, so a while after a login by default, once the link carries
-    # calls again; 0.02 strikes right after it, in the resync that follows every login.
+    # the first look that finds one. One due while the daemon is away (a kill -9, a PBX restart)
+    # strikes up to this long after its next login: by default once the link carries calls again;
+    # 0.02 right after the login, in the resync that follows it.
     ami_look_every: float = 1.5
     seed: int = 1
     managers: int = 80

@@ -21,8 +21,9 @@ from bench.chaos import INVARIANTS, ChaosPlan, Report, run_chaos
 pytestmark = pytest.mark.timeout(400)  # the run itself is bounded: posting, faults, then at most `settle`
 
 PLAN = ChaosPlan(leads=300, kills=3, ami_drops=2, pbx_restarts=1, broker_outage=3.0, seed=10, settle=90.0)
-# The same with each AMI fault striking right after a login, in the resync that follows it: this
-# variant found a takeover lost to a link cut between the takeover's commit and its listing.
+# The same with an AMI fault that comes due while the daemon is away striking right after its next
+# login, in the resync that follows it (seed 10's drop falls in its PBX restart): this variant
+# found a takeover lost to a link cut between the takeover's commit and its listing.
 AT_LOGIN = dataclasses.replace(PLAN, ami_look_every=0.02)
 
 
