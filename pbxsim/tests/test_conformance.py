@@ -121,12 +121,14 @@ class Normaliser:
 
     _UNIQUEID = re.compile(r"\b\d{9,11}\.\d+\b")
     # The call-end hangup handler's AstDB keys and notes name the day and the moment it ran, and its
-    # sweep the days it keeps: each day is written as its distance from the first one seen (the day
-    # the handler ran), so a replay on another day than the recording compares equal, and the
-    # sweep's arithmetic (keep the two days before) is still compared.
-    _CALL_END_DAY = re.compile(r"(?:(?<=leadrouter-call-end/)|(?<=LEADROUTER_DAY=)|(?<=LEADROUTER_KEEP=))\d{8}\b")
-    _CALL_END_DAYS = re.compile(r"(?<=LEADROUTER_DAYS=)\d{8}(?:,\d{8})*\b")  # the family's days, a list
+    # sweep the days it keeps (LEADROUTER_DAYS a list of them): each day is written as its distance
+    # from the session's day (``messages``), so a replay on another day than the recording compares
+    # equal, and the sweep's arithmetic (keep the two days before) is still compared.
+    _CALL_END_DAYS = re.compile(
+        r"(?:(?<=leadrouter-call-end/)|(?<=LEADROUTER_DAYS=)|(?<=LEADROUTER_DAY=)|(?<=LEADROUTER_KEEP=))\d{8}(?:,\d{8})*\b"
+    )
     _DAY = re.compile(r"\d{8}")
+    _DAY_VARIABLES = frozenset({"LEADROUTER_DAY", "LEADROUTER_DAYS", "LEADROUTER_KEEP"})  # VarSet's names of them
     _CALL_END_NOTE = re.compile(r"(?<=\)=)\d{9,11}\.\d{3}(?=,)")
     _COUNTER = re.compile(r"-([0-9a-f]{8})(?=;[12]\b)")
     _BRIDGE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
@@ -151,7 +153,6 @@ class Normaliser:
         return self.names[original]
 
     def value(self, text: str) -> str:
-        text = self._CALL_END_DAY.sub(self._day_offset, text)
         text = self._CALL_END_DAYS.sub(lambda days: self._DAY.sub(self._day_offset, days.group(0)), text)
         text = self._CALL_END_NOTE.sub("<end>", text)
         text = self._UNIQUEID.sub(lambda m: self._rename("uid", m), text)
@@ -167,8 +168,6 @@ class Normaliser:
         if name == "Value" and variable in self._DAY_VARIABLES:  # a VarSet of the sweep's days
             return self.value(f"{variable}={value}").removeprefix(f"{variable}=")
         return self.value(value)
-
-    _DAY_VARIABLES = frozenset({"LEADROUTER_DAY", "LEADROUTER_DAYS", "LEADROUTER_KEEP"})
 
     def messages(self, messages: Iterable[Message]) -> list[Message]:
         listed = list(messages)
