@@ -22,7 +22,7 @@ from panoramisk import Manager
 from panoramisk.actions import Action
 from panoramisk.message import Message
 
-from ami_adapter.protocol import AmiDisconnected, AmiProtocol, AmiUnsafeAction, check_action
+from ami_adapter.protocol import AmiDisconnected, AmiProtocol, AmiUnsafeAction, PreparedAction, check_action
 
 log = structlog.get_logger("ami")
 
@@ -33,15 +33,6 @@ class AmiError(Exception):
 
 class AmiNotConnected(ConnectionError):
     """No logged-in AMI session right now; nothing was sent."""
-
-
-@dataclass
-class PreparedAction:
-    """An action checked and rendered ahead of its sending (AmiClient.prepare)."""
-
-    action: Action  # panoramisk's: its ActionID and the future its answer fills
-    text: str  # its frame, as panoramisk renders it
-    sent: bool = False
 
 
 class _EveryAction:
@@ -86,6 +77,7 @@ class _Manager(Manager):
         response = future.result()
         self.authenticated = bool(response.success)
         if self.authenticated:
+            self.protocol.logged_in = True
             log.info("ami.logged_in", host=self.config["host"], port=self.config["port"])
             self.loop.call_soon(self.client.logged_in)
         else:
@@ -198,16 +190,28 @@ class AmiClient:
         return PreparedAction(built, str(built))
 
     def send_prepared(self, prepared: PreparedAction) -> Awaitable[dict[str, str]]:
-        """``send_now`` of a prepared action: written before this returns; raises AmiNotConnected
-        at once. A prepared action is written at most once."""
-        if prepared.sent:
+        """``send_now`` of a prepared action: written before this returns, unless ``write_off_loop``
+        wrote it already; raises AmiNotConnected at once. Called once for an action, which is
+        written at most once."""
+        if prepared.handed:
             raise AmiError(f"{prepared.action['Action']}: already sent; an action is never sent twice")
+        prepared.handed = True
         manager = self._manager
-        if not self.connected or manager is None:
+        if self.connected and manager is not None:
+            manager.protocol.send_prepared(prepared)
+        elif not prepared.written:
+            # (Written off the loop before the link went: its answer fails as any other's did.)
             raise AmiNotConnected(f"{prepared.action['Action']} not sent: AMI is not connected")
-        prepared.sent = True
-        future = manager.protocol.send_rendered(prepared.action, prepared.text)
-        return self._headers(prepared.action, self._answer(prepared.action, future))
+        return self._headers(prepared.action, self._answer(prepared.action, prepared.action.future))
+
+    def write_off_loop(self, prepared: PreparedAction) -> None:
+        """Thread-safe, from a thread other than the loop's: write the prepared action now if the
+        connection takes it from there (AmiProtocol.write_off_loop); ``send_prepared``, which must
+        follow on the loop all the same, then only gives its answer. Raises nothing."""
+        manager = self._manager
+        protocol = manager.protocol if manager is not None else None
+        if protocol is not None and not protocol.closed:
+            protocol.write_off_loop(prepared)
 
     async def _headers(self, action: Mapping[str, str | list[str]], answer: Awaitable[Any]) -> dict[str, str]:
         response = await answer

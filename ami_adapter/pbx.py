@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ import structlog
 from ami_adapter.client import AmiClient, AmiError, AmiNotConnected, PreparedAction
 from ami_adapter.protocol import AmiDisconnected
 from ami_adapter.translate import EventTranslator
-from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
+from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent, PreparedDial
 from router.pbx_events import CallEndRecord, PbxSnapshot
 from router.phone import dial_digits
 
@@ -62,22 +61,14 @@ class AsteriskPbx:
         """The action on the wire before this returns; its answer (or PbxError) when awaited."""
         return self._sender(action)()
 
-    def _sender(self, action: dict[str, str | list[str]]) -> Callable[[], Awaitable[None]]:
+    def _sender(self, action: dict[str, str | list[str]]) -> _Prepared:
         """The action checked and rendered now; calling the result is ``_send_now`` of it."""
         try:
             with _as_pbx_errors():
                 prepared = self._client.prepare(action)
         except PbxError as exc:
-            return functools.partial(_raise, exc)
-        return functools.partial(self._send_prepared, prepared)
-
-    def _send_prepared(self, prepared: PreparedAction) -> Awaitable[None]:
-        try:
-            with _as_pbx_errors():
-                answer = self._client.send_prepared(prepared)
-        except PbxError as exc:
-            return _raise(exc)
-        return _answered(answer)
+            return _Prepared(self._client, None, exc)
+        return _Prepared(self._client, prepared, None)
 
     def _channel(self, channel_id: str) -> str:
         # Asterisk looks channels up by name; until we saw the name, the Uniqueid is our best try.
@@ -94,12 +85,12 @@ class AsteriskPbx:
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> PreparedDial:
         settings = self._settings
         try:
             channel = settings.client_channel(dial_digits(phone))
         except ValueError as exc:  # the number is checked at intake: the port's promise is "raises nothing now"
-            return functools.partial(_raise, PbxNotSent(f"Originate not sent: {exc}"))
+            return _Prepared(self._client, None, PbxNotSent(f"Originate not sent: {exc}"))
         action: dict[str, str | list[str]] = {
             "Action": "Originate",
             "Channel": channel,
@@ -265,6 +256,30 @@ class AsteriskPbx:
 async def _answered(answer: Awaitable[object]) -> None:
     with _as_pbx_errors():
         await answer
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An action built ahead (the dialer's PreparedDial): ``error`` when it cannot be sent."""
+
+    client: AmiClient
+    action: PreparedAction | None
+    error: PbxError | None
+
+    def __call__(self) -> Awaitable[None]:
+        if self.action is None:
+            assert self.error is not None
+            return _raise(self.error)
+        try:
+            with _as_pbx_errors():
+                answer = self.client.send_prepared(self.action)
+        except PbxError as exc:
+            return _raise(exc)
+        return _answered(answer)
+
+    def write_off_loop(self) -> None:
+        if self.action is not None:
+            self.client.write_off_loop(self.action)
 
 
 async def _raise(error: PbxError) -> None:

@@ -5,14 +5,21 @@ split across two reads vanishes ("Иван" -> "ван"). Here one incremental d
 whole connection. Events are filtered by name before their headers are parsed, because
 most of what Asterisk sends (VarSet, Newexten) is of no interest and this runs inside the
 reader: Asterisk drops a client that stops reading for ~100 ms.
+
+Every write takes the connection's ``wire`` lock, so an action may also be written from another
+thread (``write_off_loop``): the dialer's Originate leaves from the database's thread the moment
+its lead's commit is done, not once the loop has heard of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -87,25 +94,100 @@ def parse_headers(frame: str) -> dict[str, str]:
     return headers
 
 
+@dataclass
+class PreparedAction:
+    """An action checked and rendered ahead of its sending (AmiClient.prepare)."""
+
+    action: Action  # panoramisk's: its ActionID and the future its answer fills
+    text: str  # its frame, as panoramisk renders it
+    handed: bool = False  # given to AmiClient.send_prepared, on the loop: that happens once
+    written: bool = False  # on a connection's wire (set under its lock, by the loop or another thread)
+
+
 class AmiProtocol(AMIProtocol):
-    """Set by the client after construction: ``on_event``, ``wanted_events``."""
+    """Set by the client after construction: ``on_event``, ``wanted_events``; by the login: ``logged_in``."""
 
     on_event: Callable[[str, dict[str, str]], None]
     wanted_events: frozenset[str]
+    logged_in: bool
+    wire: threading.Lock  # taken by every write, and to mark the protocol closing (``_shut``)
+    _shut: bool  # closing: nothing is written from another thread from then on
+    _rest: bytes  # what a write from another thread left for the loop to write, first
+    _fd: int | None  # the socket's descriptor, for writes from another thread (plain TCP only)
+    _loop: asyncio.AbstractEventLoop
 
     def send(self, data: Any, as_list: bool = False) -> Any:
         check_action(data)
-        return super().send(data, as_list=as_list)
+        with self.wire:
+            self._write_rest()
+            return super().send(data, as_list=as_list)
 
-    def send_rendered(self, action: Action, text: str) -> asyncio.Future[Any]:
+    def send_prepared(self, prepared: PreparedAction) -> None:
         """Write an action checked and rendered beforehand (AmiClient.prepare) as ``send`` writes
-        one: its answer is matched to it by its ActionID."""
-        self.responses[action.id] = action
-        self.transport.write(text.encode(getattr(self, "encoding", "ascii")))
-        return action.future
+        one, unless it is written already (``write_off_loop``): its answer is matched to it by its
+        ActionID."""
+        with self.wire:
+            if prepared.written:
+                return
+            self._write_rest()
+            self.responses[prepared.action.id] = prepared.action
+            self.transport.write(prepared.text.encode(getattr(self, "encoding", "ascii")))
+            prepared.written = True
+
+    def write_off_loop(self, prepared: PreparedAction) -> None:
+        """``send_prepared`` from a thread other than the loop's, when it can be done from there
+        now: the connection logged in and open, plain TCP, nothing of the loop's waiting to be
+        written before it. Otherwise nothing is written, and ``send_prepared`` writes it later."""
+        data = prepared.text.encode(getattr(self, "encoding", "ascii"))
+        with self.wire:
+            transport = self.transport
+            if (
+                prepared.written
+                or self._fd is None
+                or self._shut
+                or not self.logged_in
+                or self._rest
+                or transport.is_closing()
+                or transport.get_write_buffer_size()
+            ):
+                return
+            # Its answer may be read on the loop before this thread goes on: it must find the action.
+            self.responses[prepared.action.id] = prepared.action
+            try:
+                written = os.write(self._fd, data)
+            except OSError:  # a full socket buffer (BlockingIOError) or a broken link: nothing went
+                del self.responses[prepared.action.id]
+                return
+            prepared.written = True
+            if written < len(data):
+                # The rest goes before anything else is written, by the loop (no thread waits here).
+                self._rest = data[written:]
+                self._loop.call_soon_threadsafe(self._flush_rest)
+
+    def _flush_rest(self) -> None:
+        with self.wire:
+            if not self._shut:
+                self._write_rest()
+
+    def _write_rest(self) -> None:
+        """What ``write_off_loop`` could not write at once, written now, ahead of what follows. Under ``wire``."""
+        if self._rest:
+            rest, self._rest = self._rest, b""
+            self.transport.write(rest)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        self.wire = threading.Lock()
+        self.logged_in = False
+        self._shut = False
+        self._rest = b""
+        # Writes from another thread go to the socket itself: only for plain TCP (TLS encrypts on
+        # the loop), and only while the protocol is open, which keeps the descriptor this socket's:
+        # the transport closes it after connection_lost, and close() marks ``_shut`` under ``wire``.
+        sock = transport.get_extra_info("socket")
+        self._fd = None
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._fd, self._loop = sock.fileno(), asyncio.get_running_loop()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self._skipping = False  # inside a frame too long to keep: everything up to its end goes
@@ -184,6 +266,8 @@ class AmiProtocol(AMIProtocol):
         self.handle_message(message)
 
     def close(self) -> None:
+        with self.wire:
+            self._shut = True
         # panoramisk would queue unanswered actions and re-send them after the reconnect,
         # which for an Originate means a second call to the same client. Fail them instead.
         for action in list(self.responses.values()):

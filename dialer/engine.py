@@ -38,7 +38,17 @@ from typing import Any
 import structlog
 
 from dialer.intake import Claimed
-from dialer.ports import Clock, Pbx, PbxError, PbxNoAnswer, PbxNotSent, Peers, UnitOfWork, UnitOfWorkFactory
+from dialer.ports import (
+    Clock,
+    Pbx,
+    PbxError,
+    PbxNoAnswer,
+    PbxNotSent,
+    Peers,
+    PreparedDial,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from dialer.resync import CatchUp, Missed, decide_resync
 from dialer.settings import DialerSettings
 from dialer.write_behind import FLUSH_RETRY, WriteBehind
@@ -242,7 +252,7 @@ class _Live:
     owner_id: str | None = None  # the phone's owner, when the scenario offers him the client first
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     fate_unknown: bool = False  # the Originate went out and its answer never came
-    send: Callable[[], Awaitable[None]] | None = None  # its client's Originate, built and not sent yet
+    send: PreparedDial | None = None  # its client's Originate, built and not sent yet
     screening: bool = False  # answered, and the PBX's AMD() has not said whether a person did
 
     @property
@@ -782,7 +792,12 @@ class Dialer:
         def abandoned() -> None:
             self._give_back(len(started))
 
-        return Claimed(functools.partial(self._build_originates, started), committed, abandoned)
+        return Claimed(
+            functools.partial(self._build_originates, started),
+            functools.partial(self._write_off_loop, started),
+            committed,
+            abandoned,
+        )
 
     async def _claim(
         self, uow: UnitOfWork, now: datetime, capacity: int, fresh: Sequence[Lead] = ()
@@ -1010,7 +1025,16 @@ class Dialer:
                 with contextlib.suppress(Exception):
                     live.send = self._originate_built(live)
 
-    def _originate_built(self, live: _Live) -> Callable[[], Awaitable[None]]:
+    @staticmethod
+    def _write_off_loop(started: list[_Live]) -> None:
+        """On the database's thread, right after the intake's commit: the Originates built by then
+        leave from there (PreparedDial.write_off_loop), before the loop hears of the commit;
+        ``_dial`` follows on the loop, and sends what was not built or written here."""
+        for live in started:
+            if live.send is not None:  # built on the loop meanwhile (_build_originates), or not yet
+                live.send.write_off_loop()
+
+    def _originate_built(self, live: _Live) -> PreparedDial:
         call = live.call
         assert call.id is not None
         return self._pbx.prepare_client(

@@ -190,10 +190,13 @@ class _Pending:
 @dataclass(frozen=True)
 class Claimed:
     """What the dialer claimed in the intake's transaction asks of it: ``prepare`` runs while the
-    transaction commits, ``committed`` once it did (the Originates leave then), ``abandoned``
+    transaction commits, ``send`` on the committing thread right after it did, where there is
+    one (UnitOfWork.commit's ``then``: the Originates built by then leave from there),
+    ``committed`` on the loop once it did (the other Originates leave then), ``abandoned``
     instead when it did not (the room the claim held is free again)."""
 
     prepare: Callable[[], None]
+    send: Callable[[], None]
     committed: Callable[[], None]
     abandoned: Callable[[], None]
 
@@ -406,7 +409,10 @@ class LeadIntake:
                 if new:
                     claimed = await self._claim(uow, now, new) if self._claim is not None else None
                 try:
-                    await uow.commit(claimed.prepare if claimed is not None else None)
+                    if claimed is None:
+                        await uow.commit()
+                    else:
+                        await uow.commit(claimed.prepare, claimed.send)
                 except BaseException:
                     if claimed is not None:
                         claimed.abandoned()

@@ -39,6 +39,21 @@ class PbxNoAnswer(PbxError):
     the PBX may or may not have acted on it, so it must not be sent again blindly."""
 
 
+class PreparedDial(Protocol):
+    """A client's Originate built ahead of its sending (Pbx.prepare_client)."""
+
+    def __call__(self) -> Awaitable[None]:
+        """Dial him, on the loop, once: when this returns, the Originate is on its way, before
+        anything else runs (speed to dial); awaiting what it returns gives the PBX's answer to
+        it, or PbxError. Raises nothing."""
+
+    def write_off_loop(self) -> None:
+        """Write the Originate now, from the thread that committed its call (not the loop's), if
+        the PBX link takes it from there. Thread-safe; raises nothing; called at most once, and
+        only after that commit succeeded. The call on the loop must follow all the same: it
+        writes what this did not, and gives the answer either way."""
+
+
 class Pbx(Protocol):
     @property
     def connected(self) -> bool: ...
@@ -54,13 +69,12 @@ class Pbx(Protocol):
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> PreparedDial:
         """The client's Originate built now; calling the result dials him, once. Neither raises.
 
-        When the call returns, the Originate is on its way, before anything else runs (speed to
-        dial); awaiting what it returns gives the PBX's answer to it, or PbxError. The call's own
-        answer arrives later as an OriginateResult. Built ahead, the action costs the dial nothing
-        but its write (the intake builds it while its commit is on the database's thread).
+        The call's own answer arrives later as an OriginateResult. Built ahead, the action costs
+        the dial nothing but its write (the intake builds it while its commit is on the database's
+        thread, and writes it from there once committed).
         ``caller_name`` is what the manager's phone will show (router.caller_name), ``whisper`` a
         sound file played to him alone before the bridge; with ``amd`` the PBX runs AMD() on the
         answer and reports its verdict (MachineDetected) before the client may be sent to a manager."""
@@ -236,11 +250,15 @@ class UnitOfWork(Protocol):
     async def __aexit__(self, *exc: object) -> None:
         """Roll back whatever was not committed."""
 
-    async def commit(self, meanwhile: Callable[[], None] | None = None) -> None:
+    async def commit(self, meanwhile: Callable[[], None] | None = None, then: Callable[[], None] | None = None) -> None:
         """Commit; ``meanwhile`` runs while the database writes the commit (or before it, where
         its driver cannot overlap them): work for after the commit that cannot fail it, such as
-        building what will be sent once it is done. Should it raise, that is logged, and the
-        commit's outcome alone is what this returns or raises."""
+        building what will be sent once it is done. ``then`` runs on the thread that committed,
+        right after a commit that succeeded, where the commit runs on a thread of its own (and
+        nowhere else): it must be thread-safe, and whatever it does not do, the caller does once
+        this returns. The caller hears of the commit before ``then`` runs: what it does once this
+        returns comes before any task that a reply to what ``then`` sent wakes. Should either
+        raise, that is logged, and the commit's outcome alone is what this returns or raises."""
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -27,7 +27,7 @@ from ami_adapter.client import AmiClient
 from ami_adapter.pbx import AsteriskPbx, AsteriskPbxSettings
 from ami_adapter.translate import EventTranslator
 from dialer.intake import DryRun, LeadInput, LeadIntake, Submitted
-from dialer.ports import Clock
+from dialer.ports import Clock, PreparedDial
 from router.breaker import BreakerState
 from router.model import Lead, LeadStatus
 from router.pbx_events import DeviceState
@@ -322,7 +322,7 @@ class TimedAsteriskPbx(AsteriskPbx):
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> PreparedDial:
         send = super().prepare_client(
             channel_id=channel_id,
             phone=phone,
@@ -333,19 +333,7 @@ class TimedAsteriskPbx(AsteriskPbx):
             amd=amd,
             whisper=whisper,
         )
-
-        def timed() -> Awaitable[None]:
-            started = time.perf_counter()
-            answer = send()
-            self._timings.originating(lead_id)  # once it is on the wire: its timing costs the lead nothing
-            return self._answered(answer, started)
-
-        return timed
-
-    async def _answered(self, answer: Awaitable[None], started: float) -> None:
-        await answer
-        # Refusals are the dialer's PBX failures to count; this is how long a queued one took.
-        self._timings.originate_queued(time.perf_counter() - started)
+        return _TimedDial(send, self._timings, lead_id)
 
     async def originate_manager(
         self,
@@ -375,3 +363,26 @@ class TimedAsteriskPbx(AsteriskPbx):
             whisper=whisper,
         )
         self._timings.originate_queued(time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _TimedDial:
+    """A client's Originate (PreparedDial) whose sending is timed."""
+
+    send: PreparedDial
+    timings: DialTimings
+    lead_id: int
+
+    def __call__(self) -> Awaitable[None]:
+        started = time.perf_counter()
+        answer = self.send()
+        self.timings.originating(self.lead_id)  # once it is on the wire: its timing costs the lead nothing
+        return self._answered(answer, started)
+
+    def write_off_loop(self) -> None:
+        self.send.write_off_loop()
+
+    async def _answered(self, answer: Awaitable[None], started: float) -> None:
+        await answer
+        # Refusals are the dialer's PBX failures to count; this is how long a queued one took.
+        self.timings.originate_queued(time.perf_counter() - started)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import sqlite3
 import time
@@ -146,17 +147,24 @@ class InlineConnection(aiosqlite.Connection):
         self.inline = False
         await super().close()
 
-    def commit_queued(self) -> asyncio.Future[None]:
+    def commit_queued(self, then: Callable[[], None] | None = None) -> asyncio.Future[None]:
         """The commit on its way to the connection's thread when this returns, as aiosqlite queues
         a call; the future gives its outcome, and the loop may do other work before awaiting it.
 
         The commit is where SQLite writes the transaction to the WAL: on the connection's thread,
         so a disk busy with other writers (dirty-page throttling) never stalls the loop.
+
+        ``then`` runs on that thread once the commit succeeded, after the future's outcome is on
+        its way to the loop (see Database.commit); its failure is logged.
         """
         if not self._running or not self._connection:  # as aiosqlite's own check
             raise ValueError("Connection closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tx.put_nowait((future, self._conn.commit))
+        if then is None:
+            self._tx.put_nowait((future, self._conn.commit))
+        else:
+            # No future for aiosqlite to settle: this one is settled here, before ``then`` runs.
+            self._tx.put_nowait((None, functools.partial(_commit_then, self._conn, future, then)))
         return future
 
     async def begin_immediate(self) -> None:
@@ -191,6 +199,32 @@ class InlineConnection(aiosqlite.Connection):
         if not self.waits:
             self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self.waits = True
+
+
+def _commit_then(connection: sqlite3.Connection, future: asyncio.Future[None], then: Callable[[], None]) -> None:
+    """On the connection's thread: the commit, its outcome sent to the loop, then ``then`` if it succeeded."""
+    loop = future.get_loop()
+    try:
+        connection.commit()
+    except BaseException as exc:
+        loop.call_soon_threadsafe(_settle, future, exc)
+        return
+    loop.call_soon_threadsafe(_settle, future, None)
+    if future.cancelled():
+        return  # its waiter gave up (a shutdown): the loop takes the commit for failed, so nothing may follow it
+    try:
+        then()
+    except Exception:
+        log.exception("storage.after_commit_failed")
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # its waiter was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _run_beside_commit(meanwhile: Callable[[], None] | None) -> None:
@@ -459,7 +493,12 @@ class Database:
                     await conn.close()
             raise
 
-    async def commit(self, conn: AsyncConnection, meanwhile: Callable[[], None] | None = None) -> None:
+    async def commit(
+        self,
+        conn: AsyncConnection,
+        meanwhile: Callable[[], None] | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> None:
         """Commit the transaction of ``conn``, a connection Database.write gave; ``meanwhile`` runs
         while the commit is on the connection's thread, or before it (a failure of it is logged).
 
@@ -467,13 +506,20 @@ class Database:
         statements ran: storage.uow), the driver's commit, queued here: still on its thread, but
         without SQLAlchemy's commit path and greenlet around the wait (~40 µs of the loop's CPU),
         and the loop runs ``meanwhile`` while SQLite writes the WAL.
+
+        ``then`` runs on the connection's thread right after a commit that succeeded there (that
+        direct path only; nothing calls it elsewhere), so what it sends leaves without waiting for
+        the loop to hear of the commit. The loop is told first: what the caller does once this
+        returns, until it awaits, runs before any task that a reply to what ``then`` sent wakes (the reply's
+        read callback itself may run first: what it wakes runs after). It must be thread-safe;
+        its failure is logged, and the commit's outcome alone is what this returns.
         """
         driver = direct_sqlite(conn)
         if driver is None or conn.in_transaction():
             _run_beside_commit(meanwhile)
             await conn.commit()
             return
-        committing = driver.commit_queued()
+        committing = driver.commit_queued(then)
         _run_beside_commit(meanwhile)
         await committing
 

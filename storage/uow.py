@@ -753,10 +753,10 @@ class SqlUnitOfWork:
         error = exc[1] if len(exc) == 3 and isinstance(exc[1], BaseException) else None
         await self._stack.__aexit__(type(error) if error else None, error, error.__traceback__ if error else None)
 
-    async def commit(self, meanwhile: Callable[[], None] | None = None) -> None:
+    async def commit(self, meanwhile: Callable[[], None] | None = None, then: Callable[[], None] | None = None) -> None:
         assert self._conn is not None
         had_events = self.outbox.pending > 0
         await self.outbox.flush()
-        await self._db.commit(self._conn, meanwhile)
+        await self._db.commit(self._conn, meanwhile, then)
         if had_events and self._on_events_committed is not None:
             self._on_events_committed()

@@ -71,6 +71,7 @@ class FakePbx:
         self.connected = True
         self.actions: list[tuple[str, ...]] = []
         self.built: list[str] = []  # the channel ids of the clients' Originates built (prepare_client)
+        self.off_loop: list[str] = []  # ...and of those written off the loop (write_off_loop)
         self.legs: dict[str, LiveLeg] = {}
         self.devices: dict[str, DeviceState] = {}
         self.ended: dict[str, CallEndRecord] = {}
@@ -99,18 +100,9 @@ class FakePbx:
         caller_name: str = "",
         amd: bool = False,
         whisper: str = "",
-    ) -> Callable[[], Awaitable[None]]:
-        sent = False
+    ) -> _FakeDial:
         self.built.append(channel_id)
-
-        def send() -> Awaitable[None]:
-            nonlocal sent
-            assert not sent, "an Originate is sent once"
-            sent = True
-            self.actions.append(("originate", channel_id, phone))  # on the wire before it returns
-            return self._originate_answer()
-
-        return send
+        return _FakeDial(self, channel_id, phone)
 
     async def _originate_answer(self) -> None:
         await asyncio.sleep(0)
@@ -169,6 +161,33 @@ class FakePbx:
         return [a for a in self.actions if a[0] == kind]
 
 
+@dataclass(eq=False)
+class _FakeDial:
+    """A client's Originate from FakePbx.prepare_client: written once, off the loop or by its call."""
+
+    pbx: FakePbx
+    channel_id: str
+    phone: str
+    called: bool = False
+    written: bool = False
+
+    def __call__(self) -> Awaitable[None]:
+        assert not self.called, "an Originate is sent once"
+        self.called = True
+        self._write()  # on the wire before it returns, unless write_off_loop wrote it
+        return self.pbx._originate_answer()
+
+    def write_off_loop(self) -> None:
+        if not self.written:
+            self._write()
+            self.pbx.off_loop.append(self.channel_id)
+
+    def _write(self) -> None:
+        if not self.written:
+            self.written = True
+            self.pbx.actions.append(("originate", self.channel_id, self.phone))
+
+
 @dataclass
 class FakeDb:
     leads: dict[int, Lead] = field(default_factory=dict)
@@ -182,6 +201,8 @@ class FakeDb:
     # The next ``refusals`` commits whose outbox holds an event of this type fail, as a locked database's.
     refused: type[DomainEvent] | None = None
     refusals: int = 0
+    # Whether commits run ``then`` right after they succeed, as SQLite's, which commits on a thread of its own.
+    commits_then: bool = False
 
 
 class _Leads:
@@ -405,7 +426,7 @@ class FakeUnitOfWork:
     async def __aexit__(self, *exc: object) -> None:
         pass
 
-    async def commit(self, meanwhile: Callable[[], None] | None = None) -> None:
+    async def commit(self, meanwhile: Callable[[], None] | None = None, then: Callable[[], None] | None = None) -> None:
         refused = self._db.refused
         if self._db.refusals and refused is not None and any(isinstance(e, refused) for e in self.outbox.events):
             self._db.refusals -= 1
@@ -419,6 +440,9 @@ class FakeUnitOfWork:
         self._db.outbox.extend(self.outbox.events)
         self._db.manager_states.extend(self.managers.changes)
         self._db.commits += 1
+        if then is not None and self._db.commits_then:
+            with contextlib.suppress(Exception):  # as the real one: logged, the commit stands
+                then()
         self._work = copy.deepcopy(self._db)
         self.leads, self.calls = _Leads(self._work), _Calls(self._work, self._daemon_id)
         self.managers = _Managers()

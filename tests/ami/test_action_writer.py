@@ -3,6 +3,8 @@ and a manager's extension or a client's number in a channel string is ASCII digi
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from ami_adapter.pbx import AsteriskPbx, AsteriskPbxSettings
@@ -11,8 +13,9 @@ from config.settings import PbxSection
 from dialer.ports import PbxError
 
 
-class _Transport:
+class _Transport(asyncio.Transport):
     def __init__(self) -> None:
+        super().__init__()
         self.written = b""
 
     def write(self, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -12,7 +13,7 @@ from ami_adapter.protocol import AmiProtocol
 from tests.transcripts import CALL_TRANSCRIPTS, load
 
 
-class _Transport:
+class _Transport(asyncio.Transport):
     def write(self, data: bytes) -> None:
         pass
 

@@ -8,6 +8,7 @@ The example counts are fixed so the figures in issue 10's note are the suite's o
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -39,7 +40,7 @@ def _expected(name: str) -> list[dict[str, str]]:
     ]
 
 
-class _Transport:
+class _Transport(asyncio.Transport):
     closed = False
 
     def write(self, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -31,10 +32,18 @@ from router.pbx_events import (
 from tests.transcripts import load
 
 
+class _Nowhere(asyncio.Transport):
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _reading_into(translator: EventTranslator) -> AmiProtocol:
     """Our AMI framing on a socket that goes nowhere, handing events to ``translator``."""
     proto = AmiProtocol()
-    proto.connection_made(type("Transport", (), {"write": lambda self, data: None, "close": lambda self: None})())
+    proto.connection_made(_Nowhere())
     proto.on_event = translator
     proto.wanted_events = WANTED_EVENTS
     return proto

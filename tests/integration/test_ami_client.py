@@ -131,6 +131,45 @@ async def test_a_prepared_action_leaves_only_when_sent_and_only_once(sim: Simula
     assert [ping["ActionID"] for ping in actions_received(sim, "Ping")] == ["after-1", "prepared-1", "after-2"]
 
 
+async def test_a_prepared_action_written_off_the_loop_leaves_from_there_once_and_only_when_logged_in(
+    sim: Simulator,
+) -> None:
+    """The intake's Originate leaves from the database's thread once its lead committed
+    (write_off_loop): on the wire before the loop sends it, once, and answered as any other. Not
+    while the session is not logged in: then nothing leaves from the thread, and the loop's send
+    writes it once the session is back."""
+    async with _client(sim, []) as ami:
+        await asyncio.wait_for(ami.wait_connected(), 5)
+        prepared = ami.prepare({"Action": "Ping", "ActionID": "off-loop"})
+        await asyncio.to_thread(ami.write_off_loop, prepared)
+        await wait_until(lambda: bool(actions_received(sim, "Ping")), 5, "the Ping written off the loop")
+        await asyncio.to_thread(ami.write_off_loop, prepared)  # written already: nothing more
+        answer = ami.send_prepared(prepared)  # the loop's send: only the answer is left
+        assert (await asyncio.wait_for(answer, 5))["Response"] == "Success"
+        with pytest.raises(AmiError, match="never sent twice"):
+            ami.send_prepared(prepared)
+        await asyncio.wait_for(ami.send({"Action": "Ping", "ActionID": "after"}), 5)
+
+        sim.stall(True)  # a hung PBX: the next session's login is never answered
+        ami.drop_connection("test")
+        await wait_until(lambda: len(actions_received(sim, "Login")) == 2, 5, "the next session's login")
+        late = ami.prepare({"Action": "Ping", "ActionID": "late"})
+        await asyncio.to_thread(ami.write_off_loop, late)
+        sim.stall(False)  # the watchdog drops the silent session, and the next one logs in
+        await wait_until(lambda: len(actions_received(sim, "Login")) == 3, 10, "a session that logs in")
+        await asyncio.wait_for(ami.wait_connected(), 5)
+        assert _pings(sim) == ["off-loop", "after"]
+        assert (await asyncio.wait_for(ami.send_prepared(late), 5))["Response"] == "Success"
+    assert _pings(sim) == ["off-loop", "after", "late"]
+
+
+def _pings(sim: Simulator) -> list[str]:
+    """The ActionIDs of the Pings the test sent (not the watchdog's), in arrival order."""
+    return [
+        ping["ActionID"] for ping in actions_received(sim, "Ping") if ping["ActionID"] in {"off-loop", "after", "late"}
+    ]
+
+
 async def test_a_prepared_action_is_refused_at_once_while_disconnected_and_an_unsafe_one_when_built(
     sim: Simulator,
 ) -> None:

@@ -693,6 +693,67 @@ async def test_what_runs_meanwhile_runs_while_the_commit_is_on_the_connection_s_
             assert len((await conn.execute(select(leads.c.id))).all()) == 4
 
 
+async def test_what_runs_then_runs_on_the_connection_s_thread_after_the_caller_is_told(tmp_path: Path) -> None:
+    """The intake writes its Originates from the thread that committed its leads (Database.commit's
+    ``then``): there, once the commit succeeded, and after the waiter's wake-up is on its way to the
+    loop, so the caller's next steps come before anything a reply to what ``then`` sent wakes.
+    Never after a commit that failed, nor on SQLAlchemy's path; a failure of it leaves the commit."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        loop_thread = threading.get_ident()
+        told = threading.Event()  # set by the caller once its commit returned
+        ran: list[tuple[bool, bool]] = []  # (off the loop's thread, the caller told within 10 s)
+
+        finished = threading.Event()
+
+        def then() -> None:
+            # Holds the thread until the caller is told: had ``then`` run before the waiter's wake-up
+            # was queued, the caller would never be told, and this would give up after 10 s.
+            ran.append((threading.get_ident() != loop_thread, told.wait(10)))
+            finished.set()
+
+        async with SqlUnitOfWork(db) as uow:  # direct statements only: the driver's commit, on its thread
+            await uow.leads.add([_lead(1)])
+            await uow.commit(None, then)
+            told.set()
+        async with db.read() as conn:  # committed before ``then`` is heard of
+            assert [row.phone for row in await conn.execute(select(leads.c.phone))] == ["+79160000001"]
+        assert await asyncio.to_thread(finished.wait, 10)
+        assert ran == [(True, True)]
+
+        async with SqlUnitOfWork(db) as uow:  # one of SQLAlchemy's statements: its commit, no ``then``
+            await uow.leads.add([_lead(2)])
+            assert await uow.history.add(HistoryEntry(1, HistoryKind.DUPLICATE, NOW, {"phone": "+79160000002"}))
+            await uow.commit(None, lambda: ran.append((False, False)))
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            async with db.write() as conn:  # a commit refused on the thread: no ``then``
+                await SqlLeads(conn).add([_lead(3)])
+                raw = (await conn.get_raw_connection()).driver_connection.raw
+                raw.execute("PRAGMA defer_foreign_keys=ON")
+                raw.execute("INSERT INTO lead_history (lead_id, kind, at, details) VALUES (10000, 'x', '', '{}')")
+                await db.commit(conn, None, lambda: ran.append((False, False)))
+
+        failed = threading.Event()
+
+        def failing() -> None:
+            failed.set()
+            raise RuntimeError("a bug after the commit")
+
+        async with SqlUnitOfWork(db) as uow:
+            await uow.leads.add([_lead(4)])
+            await uow.commit(None, failing)
+        assert await asyncio.to_thread(failed.wait, 10)
+        assert ran == [(True, True)]
+        await _write_lead(db, 5)  # the connection goes on
+        async with db.read() as conn:
+            assert [row.phone for row in await conn.execute(select(leads.c.phone).order_by(leads.c.id))] == [
+                "+79160000001",
+                "+79160000002",
+                "+79160000004",
+                "+79160000005",
+            ]
+
+
 async def test_the_direct_path_stores_exactly_what_sqlalchemy_stores(tmp_path: Path) -> None:
     """The hot path's statements skip SQLAlchemy's execution on SQLite (storage.uow._Direct) but
     borrow its conversions: a lead with a value of every kind is stored byte for byte as

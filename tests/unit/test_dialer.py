@@ -36,7 +36,7 @@ from router.routing import Manager, OwnerFirst, RoutingPlan
 from storage.engine import Database
 from storage.queries import SqlQueries
 from storage.uow import SqlUnitOfWork
-from tests.fakes import FakeUnitOfWork, ManualClock
+from tests.fakes import FakeDb, FakeUnitOfWork, ManualClock
 from tests.router.plans import offered, scenario
 from tests.unit.dialer_rig import Rig, make_rig, team
 
@@ -658,6 +658,20 @@ async def test_the_intake_s_claimed_originates_are_built_while_it_commits_and_se
     assert [action for action in rig.pbx.actions if action[0] == "originate"] == [("originate", channel, lead.phone)]
     assert rig.pbx.built == [channel]  # sent as built, not built again
     await rig.settle()
+
+
+async def test_the_intake_s_originate_leaves_from_the_committing_thread_once_and_the_call_goes_on() -> None:
+    """Where the commit runs on a thread of its own (SQLite), the intake's Originates leave from there
+    (UnitOfWork.commit's ``then``); the loop's send after it writes nothing more, and the call is the
+    dialer's as any other: answered, the client is bridged."""
+    async with make_rig(plan(), db=FakeDb(commits_then=True)) as rig:
+        await rig.lead()
+        (channel,) = await rig.dialled()
+        assert rig.pbx.off_loop == [channel]
+        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+        await rig.settle()
+        assert rig.pbx.of_kind("connect") == [("connect", channel, "101")]
+        assert rig.originated() == [channel]
 
 
 async def test_pbx_failures_open_the_breaker_and_one_probe_closes_it() -> None:
