@@ -33,7 +33,7 @@ TARGET_BYTES = 8 << 20
 ROUNDS = 7
 
 
-class _Transport:
+class _Transport(asyncio.Transport):
     def write(self, data: bytes) -> None:
         pass
 
