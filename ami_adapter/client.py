@@ -204,14 +204,14 @@ class AmiClient:
             raise AmiNotConnected(f"{prepared.action['Action']} not sent: AMI is not connected")
         return self._headers(prepared.action, self._answer(prepared.action, prepared.action.future))
 
-    def write_off_loop(self, prepared: PreparedAction) -> None:
+    def write_off_loop(self, prepared: PreparedAction) -> bool:
         """Thread-safe, from a thread other than the loop's: write the prepared action now if the
-        connection takes it from there (AmiProtocol.write_off_loop); ``send_prepared``, which must
-        follow on the loop all the same, then only gives its answer. Raises nothing."""
+        connection takes it from there (AmiProtocol.write_off_loop), and say whether it did;
+        ``send_prepared``, which must follow on the loop all the same, then only gives its answer.
+        Raises nothing."""
         manager = self._manager
         protocol = manager.protocol if manager is not None else None
-        if protocol is not None and not protocol.closed:
-            protocol.write_off_loop(prepared)
+        return protocol is not None and not protocol.closed and protocol.write_off_loop(prepared)
 
     async def _headers(self, action: Mapping[str, str | list[str]], answer: Awaitable[Any]) -> dict[str, str]:
         response = await answer

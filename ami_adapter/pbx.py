@@ -277,9 +277,8 @@ class _Prepared:
             return _raise(exc)
         return _answered(answer)
 
-    def write_off_loop(self) -> None:
-        if self.action is not None:
-            self.client.write_off_loop(self.action)
+    def write_off_loop(self) -> bool:
+        return self.action is not None and self.client.write_off_loop(self.action)
 
 
 async def _raise(error: PbxError) -> None:

@@ -134,10 +134,11 @@ class AmiProtocol(AMIProtocol):
             self.transport.write(prepared.text.encode(getattr(self, "encoding", "ascii")))
             prepared.written = True
 
-    def write_off_loop(self, prepared: PreparedAction) -> None:
+    def write_off_loop(self, prepared: PreparedAction) -> bool:
         """``send_prepared`` from a thread other than the loop's, when it can be done from there
         now: the connection logged in and open, plain TCP, nothing of the loop's waiting to be
-        written before it. Otherwise nothing is written, and ``send_prepared`` writes it later."""
+        written before it; True when this wrote it. Otherwise nothing is written, and
+        ``send_prepared`` writes it later."""
         data = prepared.text.encode(getattr(self, "encoding", "ascii"))
         with self.wire:
             transport = self.transport
@@ -150,19 +151,20 @@ class AmiProtocol(AMIProtocol):
                 or transport.is_closing()
                 or transport.get_write_buffer_size()
             ):
-                return
+                return False
             # Its answer may be read on the loop before this thread goes on: it must find the action.
             self.responses[prepared.action.id] = prepared.action
             try:
                 written = os.write(self._fd, data)
             except OSError:  # a full socket buffer (BlockingIOError) or a broken link: nothing went
                 del self.responses[prepared.action.id]
-                return
+                return False
             prepared.written = True
             if written < len(data):
                 # The rest goes before anything else is written, by the loop (no thread waits here).
                 self._rest = data[written:]
                 self._loop.call_soon_threadsafe(self._flush_rest)
+            return True
 
     def _flush_rest(self) -> None:
         with self.wire:

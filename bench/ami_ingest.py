@@ -34,7 +34,7 @@ ROUNDS = 7
 
 
 class _Transport(asyncio.Transport):
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         pass
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
@@ -189,6 +190,14 @@ class _InboundTaken:
 
 
 @dataclass(frozen=True, slots=True)
+class _HeldSaid:
+    """These calls are registered, and the PBX said things of them before (claim_new): apply them
+    now, in order, behind whatever was queued meanwhile, which was held too."""
+
+    channel_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _BoardChanged:
     """Managers' states changed outside the event loop (the clock ended a wrap-up, a supervisor
     paused or resumed someone): store the changes, and connect a waiting client to whoever is free."""
@@ -235,6 +244,7 @@ _Event = (
     | _OriginateUnanswered
     | _ConnectRefused
     | _InboundTaken
+    | _HeldSaid
     | _BoardChanged
     | _ManagerTaken
     | _LinkUp
@@ -242,6 +252,29 @@ _Event = (
     | _Listing
     | _Resynced
 )
+
+
+class _Gate:
+    """Whether the intake's Originates may leave from the committing thread, decided once against
+    the intake giving up on its commit: the thread lets them out only while it has not, and the
+    intake, giving up, learns whether they were let out already."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._out = False
+        self._shut = False
+
+    def let_out(self) -> bool:
+        """On the committing thread: True when the Originates may leave (and from then on did)."""
+        with self._lock:
+            self._out = not self._shut
+            return self._out
+
+    def shut(self) -> bool:
+        """On the loop, its commit failed or its wait cancelled: whether they were let out before."""
+        with self._lock:
+            self._shut = True
+            return self._out
 
 
 @dataclass(eq=False)
@@ -339,6 +372,10 @@ class Dialer:
         self._fresh_calls: set[str] = set()
         # Inbound callers being taken (their lead and call stored): what the PBX says of them meanwhile.
         self._inbound: dict[str, list[PbxEvent]] = {}
+        # Calls the intake's transaction is committing, whose Originates may leave from the committing
+        # thread before the loop registers them (claim_new): what the PBX says of them meanwhile,
+        # with its time, applied once they are registered.
+        self._held: dict[str, list[tuple[_Event, datetime]]] = {}
         self._breaker = PbxBreaker(settings.breaker)
         self._pbx_failures = 0
         self._stamps_trusted = True
@@ -525,14 +562,16 @@ class Dialer:
     def _apply_batch(self, batch: list[_Event]) -> None:
         now = self._clock.now()
         for event in batch:
-            when = self._event_time(event, now)
-            try:
-                self._apply(event, when)
-            except Exception:
-                # Not `event=`: structlog's first argument is named so, and the clash raised a
-                # TypeError out of this handler, which stopped the dialer's event loop.
-                log.exception("dialer.event_failed", failed=repr(event))
+            self._apply_one(event, self._event_time(event, now))
         self._store_states(self._board.take_changes(), now)
+
+    def _apply_one(self, event: _Event, when: datetime) -> None:
+        try:
+            self._apply(event, when)
+        except Exception:
+            # Not `event=`: structlog's first argument is named so, and the clash raised a
+            # TypeError out of this handler, which stopped the dialer's event loop.
+            log.exception("dialer.event_failed", failed=repr(event))
 
     def _store_states(self, changes: list[StateChange], now: datetime) -> None:
         if not changes:
@@ -781,23 +820,33 @@ class Dialer:
         started, claimed = await self._claim(uow, now, capacity, new)
         if not started:
             return None
+        for live in started:
+            self._held[live.call.channel_id] = []
+        gate = _Gate()
+
+        def send() -> None:  # on the committing thread, once the commit succeeded
+            if gate.let_out():
+                self._write_off_loop(started)
 
         def committed() -> None:
             self._register(started)
             self._backlog = claimed == capacity
             self._dial(started)
+            self._release_held(started)
             if claimed == capacity:
                 self._wake.set()  # more may be due than there was room for
 
         def abandoned() -> None:
+            # The commit raised on the loop; yet it may have succeeded on its thread, and the
+            # Originates left from there (a shutdown cancelled the wait for it): then the calls are ours.
+            if gate.shut():
+                committed()
+                return
+            for live in started:
+                del self._held[live.call.channel_id]
             self._give_back(len(started))
 
-        return Claimed(
-            functools.partial(self._build_originates, started),
-            functools.partial(self._write_off_loop, started),
-            committed,
-            abandoned,
-        )
+        return Claimed(functools.partial(self._build_originates, started), send, committed, abandoned)
 
     async def _claim(
         self, uow: UnitOfWork, now: datetime, capacity: int, fresh: Sequence[Lead] = ()
@@ -1031,8 +1080,24 @@ class Dialer:
         leave from there (PreparedDial.write_off_loop), before the loop hears of the commit;
         ``_dial`` follows on the loop, and sends what was not built or written here."""
         for live in started:
-            if live.send is not None:  # built on the loop meanwhile (_build_originates), or not yet
-                live.send.write_off_loop()
+            send = live.send  # built on the loop meanwhile (_build_originates), or not yet; once sent, None
+            if send is not None:
+                send.write_off_loop()
+
+    def _release_held(self, started: list[_Live]) -> None:
+        """These calls are registered: what the PBX says of them from now on is applied as it comes.
+        Those it said something of already (their Originates left from the committing thread) stay
+        held until the event loop applies what it said (_HeldSaid): queued events not applied yet
+        came after it, and are held meanwhile."""
+        said = []
+        for live in started:
+            channel_id = live.call.channel_id
+            if self._held[channel_id]:
+                said.append(channel_id)
+            else:
+                del self._held[channel_id]
+        if said:
+            self._queue.put_nowait(_HeldSaid(tuple(said)))
 
     def _originate_built(self, live: _Live) -> PreparedDial:
         call = live.call
@@ -1154,6 +1219,11 @@ class Dialer:
             case _InboundTaken():
                 self._inbound_taken(event.live, event.ready, now)
                 return
+            case _HeldSaid():
+                for channel_id in event.channel_ids:
+                    for said, when in self._held.pop(channel_id):
+                        self._apply_one(said, when)
+                return
             case _LinkUp():
                 self._breaker_changed(self._breaker.link_up(self._clock.monotonic()))
                 return
@@ -1176,6 +1246,10 @@ class Dialer:
             case _Resynced():
                 self._resync(event, now)
                 return
+        held = self._held.get(event.channel_id)
+        if held is not None:
+            held.append((event, now))  # applied once the call is registered (_release_held)
+            return
         live = self._live.get(event.channel_id)
         if live is None:
             if event.channel_id in self._inbound and isinstance(event, CallProgress | Billed):

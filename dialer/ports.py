@@ -47,11 +47,11 @@ class PreparedDial(Protocol):
         anything else runs (speed to dial); awaiting what it returns gives the PBX's answer to
         it, or PbxError. Raises nothing."""
 
-    def write_off_loop(self) -> None:
+    def write_off_loop(self) -> bool:
         """Write the Originate now, from the thread that committed its call (not the loop's), if
-        the PBX link takes it from there. Thread-safe; raises nothing; called at most once, and
-        only after that commit succeeded. The call on the loop must follow all the same: it
-        writes what this did not, and gives the answer either way."""
+        the PBX link takes it from there; True when it did. Thread-safe; raises nothing; called at
+        most once, and only after that commit succeeded. The call on the loop must follow all the
+        same: it writes what this did not, and gives the answer either way."""
 
 
 class Pbx(Protocol):
@@ -255,10 +255,11 @@ class UnitOfWork(Protocol):
         its driver cannot overlap them): work for after the commit that cannot fail it, such as
         building what will be sent once it is done. ``then`` runs on the thread that committed,
         right after a commit that succeeded, where the commit runs on a thread of its own (and
-        nowhere else): it must be thread-safe, and whatever it does not do, the caller does once
-        this returns. The caller hears of the commit before ``then`` runs: what it does once this
-        returns comes before any task that a reply to what ``then`` sent wakes. Should either
-        raise, that is logged, and the commit's outcome alone is what this returns or raises."""
+        nowhere else), even if the wait for it was cancelled meanwhile: it must be thread-safe,
+        and whatever it does not do, the caller does once this returns. The caller's wake-up is
+        queued before ``then`` runs, yet other tasks may run before the caller does and see the
+        replies to what ``then`` sent. Should either raise, that is logged, and the commit's
+        outcome alone is what this returns or raises."""
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -260,8 +260,9 @@ class DialTimings:
         else:
             self._observe(lead.created_at, dialled)
 
-    def originating(self, lead_id: int) -> None:
-        now = self._clock.now()
+    def originating(self, lead_id: int, ago: float = 0.0) -> None:
+        """The lead's first Originate went on the wire ``ago`` seconds ago."""
+        now = self._clock.now() - timedelta(seconds=ago)
         arrived = self._arrivals.pop(lead_id, None)
         if arrived is not None:
             self._observe(arrived, now)
@@ -365,22 +366,30 @@ class TimedAsteriskPbx(AsteriskPbx):
         self._timings.originate_queued(time.perf_counter() - started)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _TimedDial:
-    """A client's Originate (PreparedDial) whose sending is timed."""
+    """A client's Originate (PreparedDial) whose sending is timed, from when it went on the wire."""
 
     send: PreparedDial
     timings: DialTimings
     lead_id: int
+    written_at: float | None = None  # perf_counter() when it left from the committing thread
 
     def __call__(self) -> Awaitable[None]:
         started = time.perf_counter()
         answer = self.send()
-        self.timings.originating(self.lead_id)  # once it is on the wire: its timing costs the lead nothing
+        now = time.perf_counter()
+        if self.written_at is not None and self.written_at < started:
+            started = self.written_at
+        # Once it is on the wire: its timing costs the lead nothing.
+        self.timings.originating(self.lead_id, ago=now - started)
         return self._answered(answer, started)
 
-    def write_off_loop(self) -> None:
-        self.send.write_off_loop()
+    def write_off_loop(self) -> bool:
+        written = self.send.write_off_loop()
+        if written:
+            self.written_at = time.perf_counter()
+        return written
 
     async def _answered(self, answer: Awaitable[None], started: float) -> None:
         await answer

@@ -155,7 +155,7 @@ class InlineConnection(aiosqlite.Connection):
         so a disk busy with other writers (dirty-page throttling) never stalls the loop.
 
         ``then`` runs on that thread once the commit succeeded, after the future's outcome is on
-        its way to the loop (see Database.commit); its failure is logged.
+        its way to the loop, cancelled or not (see Database.commit); its failure is logged.
         """
         if not self._running or not self._connection:  # as aiosqlite's own check
             raise ValueError("Connection closed")
@@ -210,8 +210,6 @@ def _commit_then(connection: sqlite3.Connection, future: asyncio.Future[None], t
         loop.call_soon_threadsafe(_settle, future, exc)
         return
     loop.call_soon_threadsafe(_settle, future, None)
-    if future.cancelled():
-        return  # its waiter gave up (a shutdown): the loop takes the commit for failed, so nothing may follow it
     try:
         then()
     except Exception:
@@ -509,9 +507,11 @@ class Database:
 
         ``then`` runs on the connection's thread right after a commit that succeeded there (that
         direct path only; nothing calls it elsewhere), so what it sends leaves without waiting for
-        the loop to hear of the commit. The loop is told first: what the caller does once this
-        returns, until it awaits, runs before any task that a reply to what ``then`` sent wakes (the reply's
-        read callback itself may run first: what it wakes runs after). It must be thread-safe;
+        the loop to hear of the commit. The waiter's wake-up is queued first, so a task that only a
+        reply to what ``then`` sent wakes runs after the caller resumed; a task woken by anything
+        else may run before, and see that reply (the dialer holds what the PBX says of calls not
+        registered yet). ``then`` runs even if the wait was cancelled meanwhile (a shutdown): a
+        caller that gives up must settle with ``then`` itself what happens. It must be thread-safe;
         its failure is logged, and the commit's outcome alone is what this returns.
         """
         driver = direct_sqlite(conn)

@@ -72,6 +72,7 @@ class FakePbx:
         self.actions: list[tuple[str, ...]] = []
         self.built: list[str] = []  # the channel ids of the clients' Originates built (prepare_client)
         self.off_loop: list[str] = []  # ...and of those written off the loop (write_off_loop)
+        self.on_off_loop: Callable[[str], None] | None = None  # what the PBX does once one arrives so
         self.legs: dict[str, LiveLeg] = {}
         self.devices: dict[str, DeviceState] = {}
         self.ended: dict[str, CallEndRecord] = {}
@@ -177,10 +178,14 @@ class _FakeDial:
         self._write()  # on the wire before it returns, unless write_off_loop wrote it
         return self.pbx._originate_answer()
 
-    def write_off_loop(self) -> None:
-        if not self.written:
-            self._write()
-            self.pbx.off_loop.append(self.channel_id)
+    def write_off_loop(self) -> bool:
+        if self.written:
+            return False
+        self._write()
+        self.pbx.off_loop.append(self.channel_id)
+        if self.pbx.on_off_loop is not None:
+            self.pbx.on_off_loop(self.channel_id)
+        return True
 
     def _write(self) -> None:
         if not self.written:
@@ -201,7 +206,8 @@ class FakeDb:
     # The next ``refusals`` commits whose outbox holds an event of this type fail, as a locked database's.
     refused: type[DomainEvent] | None = None
     refusals: int = 0
-    # Whether commits run ``then`` right after they succeed, as SQLite's, which commits on a thread of its own.
+    # Whether commits run ``then`` once they succeed, as SQLite's on a thread of its own: the loop
+    # then turns before the committer resumes, as other tasks may run first on the real one.
     commits_then: bool = False
 
 
@@ -440,10 +446,12 @@ class FakeUnitOfWork:
         self._db.outbox.extend(self.outbox.events)
         self._db.manager_states.extend(self.managers.changes)
         self._db.commits += 1
-        if then is not None and self._db.commits_then:
-            with contextlib.suppress(Exception):  # as the real one: logged, the commit stands
-                then()
         self._work = copy.deepcopy(self._db)
         self.leads, self.calls = _Leads(self._work), _Calls(self._work, self._daemon_id)
         self.managers = _Managers()
         self.outbox = _Outbox()
+        if then is not None and self._db.commits_then:
+            with contextlib.suppress(Exception):  # as the real one: logged, the commit stands
+                then()
+            for _ in range(3):
+                await asyncio.sleep(0)

@@ -68,8 +68,7 @@ async def test_what_the_socket_did_not_take_goes_before_what_is_written_next(
     assert big.action.id in protocol.responses  # its answer finds it
     _in_a_thread(protocol.write_off_loop, after)  # the rest is waiting: not from there
     assert not after.written
-    protocol.send({"Action": "Ping", "ActionID": "sent"})  # on the loop, the rest not flushed yet
-    await asyncio.sleep(0)  # ...and now it is
+    protocol.send({"Action": "Ping", "ActionID": "sent"})  # on the loop, the rest not flushed yet: first
     protocol.send_prepared(after)
     assert protocol.transport.get_write_buffer_size() > 0  # the socket took only part of it
     release.set()
@@ -78,6 +77,18 @@ async def test_what_the_socket_did_not_take_goes_before_what_is_written_next(
     assert received.startswith(big.text.encode())  # whole, and first
     frames = received.decode().split("\r\n\r\n")
     assert [frame.split("ActionID: ")[1].split("\r\n")[0] for frame in frames if frame] == ["big", "sent", "after"]
+
+
+async def test_what_the_socket_did_not_take_goes_out_though_nothing_follows_it(
+    wire: tuple[AmiProtocol, asyncio.StreamReader, asyncio.Event],
+) -> None:
+    protocol, reader, release = wire
+    big = _prepared({"Action": "Originate", "ActionID": "big", "Variable": ["X=" + "x" * 300_000]})
+    _in_a_thread(protocol.write_off_loop, big)
+    assert big.written
+    release.set()
+    received = await asyncio.wait_for(reader.readexactly(len(big.text)), 10)  # the loop wrote the rest
+    assert received == big.text.encode()
 
 
 async def test_nothing_is_written_off_the_loop_while_the_loop_has_bytes_waiting_or_the_link_is_closing(

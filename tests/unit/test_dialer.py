@@ -674,6 +674,47 @@ async def test_the_intake_s_originate_leaves_from_the_committing_thread_once_and
         assert rig.originated() == [channel]
 
 
+async def test_what_the_pbx_says_of_a_call_before_the_loop_registered_it_is_applied_once_it_did() -> None:
+    """An Originate written from the committing thread may be answered, and the answer read and
+    drained by the dialer's event task, before the intake's task resumes to register the call:
+    what was said meanwhile is held, then applied (here a channel the PBX could not create)."""
+    async with make_rig(plan(), db=FakeDb(commits_then=True)) as rig:
+        rig.pbx.on_off_loop = lambda channel: rig.dialer.pbx_event(
+            OriginateResult(channel, OriginateOutcome.PBX_FAILED)
+        )
+        lead_id = await rig.lead()
+        (channel,) = await rig.dialled()
+        assert rig.pbx.off_loop == [channel]
+        assert rig.call(channel).disposition is Disposition.PBX_FAILED
+        assert rig.db.leads[lead_id].status is LeadStatus.NEW and rig.dialer.pbx_failures == 1
+
+
+async def test_an_originate_that_left_from_the_committing_thread_is_the_dialer_s_though_the_wait_was_cancelled() -> (
+    None
+):
+    """A shutdown may cancel the intake's wait for its commit after the commit succeeded and the
+    Originate left from the committing thread: the call is the dialer's all the same (registered,
+    its events applied), not given up as uncommitted."""
+    async with make_rig(plan(), db=FakeDb(commits_then=True)) as rig:
+        writer: list[asyncio.Task[object]] = []
+
+        def cancel_the_intake(_channel: str) -> None:
+            task = asyncio.current_task()  # the intake's writer, in its commit's ``then``
+            assert task is not None
+            writer.append(task)
+            task.cancel()
+
+        rig.pbx.on_off_loop = cancel_the_intake
+        with pytest.raises(asyncio.CancelledError):
+            await rig.lead()
+        (channel,) = rig.originated()
+        assert writer and writer[0].cancelled()
+        rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+        await rig.settle()
+        assert rig.pbx.of_kind("connect") == [("connect", channel, "101")]
+        assert rig.originated() == [channel]
+
+
 async def test_pbx_failures_open_the_breaker_and_one_probe_closes_it() -> None:
     async with make_rig(plan(3), breaker=BREAKER) as rig:
         rig.pbx.originate_error = PbxError("Originate: Asterisk is shutting down")
