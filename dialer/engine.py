@@ -285,7 +285,7 @@ class _Live:
     owner_id: str | None = None  # the phone's owner, when the scenario offers him the client first
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     fate_unknown: bool = False  # the Originate went out and its answer never came
-    send: PreparedDial | None = None  # its client's Originate, built and not sent yet
+    send: PreparedDial | None = None  # its client's Originate, built and not handed to the loop's send yet
     screening: bool = False  # answered, and the PBX's AMD() has not said whether a person did
 
     @property
@@ -829,18 +829,25 @@ class Dialer:
                 self._write_off_loop(started)
 
         def committed() -> None:
-            self._register(started)
-            self._backlog = claimed == capacity
-            self._dial(started)
-            self._release_held(started)
+            try:
+                self._register(started)
+                self._backlog = claimed == capacity
+                self._dial(started)
+            finally:  # a bug in the bookkeeping above must not leave what the PBX says of them held
+                self._release_held(started)
             if claimed == capacity:
                 self._wake.set()  # more may be due than there was room for
 
         def abandoned() -> None:
-            # The commit raised on the loop; yet it may have succeeded on its thread, and the
-            # Originates left from there (a shutdown cancelled the wait for it): then the calls are ours.
+            # The commit raised on the loop, yet the Originates may have left from its thread (it
+            # succeeded there, and what followed it on the loop failed): then the calls are ours.
             if gate.shut():
-                committed()
+                try:
+                    committed()
+                except Exception:  # the caller's own error is the one to raise
+                    log.exception(
+                        "dialer.claim_registration_failed", channels=[live.call.channel_id for live in started]
+                    )
                 return
             for live in started:
                 del self._held[live.call.channel_id]
@@ -941,8 +948,9 @@ class Dialer:
         return found.pbx or plan.pbxes[0]
 
     def _register(self, started: list[_Live]) -> None:
-        """Right after the claim's commit, before anything else can run (closing the unit of work
-        awaits), so no one sees a dialing lead without its live call."""
+        """Right after the claim's commit, before the unit of work is closed (that awaits), so no one
+        sees a dialing lead without its live call. The intake's Originates may be answered before
+        this (they leave from the committing thread): what the PBX says meanwhile is held (claim_new)."""
         self._live.update((live.call.channel_id, live) for live in started)
         self._claiming -= len(started)
         for live in started:
@@ -1077,7 +1085,7 @@ class Dialer:
     @staticmethod
     def _write_off_loop(started: list[_Live]) -> None:
         """On the database's thread, right after the intake's commit: the Originates built by then
-        leave from there (PreparedDial.write_off_loop), before the loop hears of the commit;
+        leave from there (PreparedDial.write_off_loop), not once the loop has run the intake again;
         ``_dial`` follows on the loop, and sends what was not built or written here."""
         for live in started:
             send = live.send  # built on the loop meanwhile (_build_originates), or not yet; once sent, None

@@ -193,7 +193,8 @@ class Claimed:
     transaction commits, ``send`` on the committing thread right after it did, where there is
     one (UnitOfWork.commit's ``then``: the Originates built by then leave from there),
     ``committed`` on the loop once it did (the other Originates leave then), ``abandoned``
-    instead when it did not (the room the claim held is free again)."""
+    instead when the commit raised (the room the claim held is free again, unless ``send`` let
+    Originates out: then the dialer takes the calls as committed)."""
 
     prepare: Callable[[], None]
     send: Callable[[], None]

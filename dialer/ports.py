@@ -255,11 +255,12 @@ class UnitOfWork(Protocol):
         its driver cannot overlap them): work for after the commit that cannot fail it, such as
         building what will be sent once it is done. ``then`` runs on the thread that committed,
         right after a commit that succeeded, where the commit runs on a thread of its own (and
-        nowhere else), even if the wait for it was cancelled meanwhile: it must be thread-safe,
-        and whatever it does not do, the caller does once this returns. The caller's wake-up is
-        queued before ``then`` runs, yet other tasks may run before the caller does and see the
-        replies to what ``then`` sent. Should either raise, that is logged, and the commit's
-        outcome alone is what this returns or raises."""
+        nowhere else): it must be thread-safe, and whatever it does not do, the caller does once
+        this returns. The caller's wake-up is queued before ``then`` runs, yet other tasks may
+        run before the caller does and see the replies to what ``then`` sent. Cancelled while
+        ``then`` may run, this still returns if the commit succeeded (the cancellation comes at
+        the caller's next wait). Should either raise, that is logged, and the commit's outcome
+        alone is what this returns or raises."""
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

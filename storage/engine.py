@@ -155,7 +155,7 @@ class InlineConnection(aiosqlite.Connection):
         so a disk busy with other writers (dirty-page throttling) never stalls the loop.
 
         ``then`` runs on that thread once the commit succeeded, after the future's outcome is on
-        its way to the loop, cancelled or not (see Database.commit); its failure is logged.
+        its way to the loop (see Database.commit); its failure is logged.
         """
         if not self._running or not self._connection:  # as aiosqlite's own check
             raise ValueError("Connection closed")
@@ -214,6 +214,14 @@ def _commit_then(connection: sqlite3.Connection, future: asyncio.Future[None], t
         then()
     except Exception:
         log.exception("storage.after_commit_failed")
+
+
+async def _succeeded(commit: asyncio.Future[None]) -> bool:
+    try:
+        await commit
+    except Exception:
+        return False
+    return True
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
@@ -510,9 +518,10 @@ class Database:
         the loop to hear of the commit. The waiter's wake-up is queued first, so a task that only a
         reply to what ``then`` sent wakes runs after the caller resumed; a task woken by anything
         else may run before, and see that reply (the dialer holds what the PBX says of calls not
-        registered yet). ``then`` runs even if the wait was cancelled meanwhile (a shutdown): a
-        caller that gives up must settle with ``then`` itself what happens. It must be thread-safe;
-        its failure is logged, and the commit's outcome alone is what this returns.
+        registered yet). A wait cancelled while ``then`` may still run (a shutdown) waits for the
+        commit's outcome: a commit that succeeded returns, and the cancellation is delivered at
+        the caller's next wait; one that failed raises CancelledError. ``then`` must be
+        thread-safe; its failure is logged, and the commit's outcome alone is what this returns.
         """
         driver = direct_sqlite(conn)
         if driver is None or conn.in_transaction():
@@ -521,7 +530,20 @@ class Database:
             return
         committing = driver.commit_queued(then)
         _run_beside_commit(meanwhile)
-        await committing
+        if then is None:
+            await committing
+            return
+        try:
+            await asyncio.shield(committing)
+        except asyncio.CancelledError:
+            # ``then`` follows the commit on its thread whatever the waiter does: the caller must
+            # not take for failed a commit that may have acted already. Its outcome is waited for.
+            if not await _succeeded(committing):
+                raise
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+            task.cancel()  # delivered at the caller's next wait, once it heard of the commit
 
     def _committed_inline(self) -> None:
         """Checkpoint the write-ahead log every CHECKPOINT_EVERY commits, off the loop: SQLite's

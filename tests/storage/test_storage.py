@@ -754,6 +754,50 @@ async def test_what_runs_then_runs_on_the_connection_s_thread_after_the_caller_i
             ]
 
 
+@pytest.mark.parametrize("fails", [False, True], ids=["committed", "refused"])
+async def test_a_wait_cancelled_while_then_may_run_hears_the_commit_s_outcome_first(
+    tmp_path: Path, fails: bool
+) -> None:
+    """A shutdown cancelling the wait while the commit is on its thread, ``then`` to follow it: a
+    commit that succeeded is returned (``then`` may have sent something), and the cancellation comes
+    at the caller's next wait; one that failed raises CancelledError, and ``then`` never runs."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'lr.db'}") as db:
+        await db.migrate()
+        slow, loop_thread, ran = threading.Event(), threading.get_ident(), threading.Event()
+        steps: list[str] = []
+
+        def progress() -> int:  # holds the commit's step on the connection's thread
+            if slow.is_set() and threading.get_ident() != loop_thread:
+                slow.clear()
+                time.sleep(0.3)
+            return 0
+
+        async def write() -> None:
+            async with db.write() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection.raw
+                raw.set_progress_handler(progress, 1)
+                await SqlLeads(conn).add([_lead(1)])
+                if fails:
+                    raw.execute("PRAGMA defer_foreign_keys=ON")
+                    raw.execute("INSERT INTO lead_history (lead_id, kind, at, details) VALUES (10000, 'x', '', '{}')")
+                slow.set()
+                await db.commit(conn, None, ran.set)
+                steps.append("returned")
+                await asyncio.sleep(0)
+                steps.append("went on")
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert steps == ([] if fails else ["returned"])
+        assert await asyncio.to_thread(ran.wait, 0 if fails else 10) is not fails
+        async with db.read() as conn:
+            assert len((await conn.execute(select(leads.c.id))).all()) == (0 if fails else 1)
+        await _write_lead(db, 2)  # the next writer writes
+
+
 async def test_the_direct_path_stores_exactly_what_sqlalchemy_stores(tmp_path: Path) -> None:
     """The hot path's statements skip SQLAlchemy's execution on SQLite (storage.uow._Direct) but
     borrow its conversions: a lead with a value of every kind is stored byte for byte as

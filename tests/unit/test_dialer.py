@@ -689,12 +689,41 @@ async def test_what_the_pbx_says_of_a_call_before_the_loop_registered_it_is_appl
         assert rig.db.leads[lead_id].status is LeadStatus.NEW and rig.dialer.pbx_failures == 1
 
 
+async def test_what_the_pbx_said_of_a_call_before_it_was_registered_is_applied_in_the_order_it_came() -> None:
+    async with make_rig(plan(), db=FakeDb(commits_then=True)) as rig:
+
+        def answered_then_gone(channel: str) -> None:
+            rig.dialer.pbx_event(OriginateResult(channel, OriginateOutcome.ANSWERED))
+            rig.dialer.pbx_event(HungUp(channel, 16))
+
+        rig.pbx.on_off_loop = answered_then_gone
+        await rig.lead()
+        (channel,) = await rig.dialled()
+        assert len(rig.pbx.of_kind("connect")) == 1  # answered first: sent to a manager, then hung up
+        assert rig.call(channel).state is CallState.ENDED
+
+
+async def test_an_intake_claim_given_up_before_its_originates_were_let_out_never_lets_them_out(rig: Rig) -> None:
+    """The committing thread lets the Originates out only while the intake has not given its claim
+    up (a commit that raised on the loop): in the other order the thread sends nothing."""
+    lead = Lead(phone="+79161234567", name="", source="web", external_id=None, payload={}, created_at=rig.clock.now())
+    async with FakeUnitOfWork(rig.db) as uow:
+        await uow.leads.add([lead])
+        claimed = await rig.dialer.claim_new(uow, rig.clock.now(), [lead])
+        assert claimed is not None
+        claimed.prepare()
+        claimed.abandoned()  # the loop first
+        claimed.send()  # the thread, late
+    assert rig.pbx.off_loop == [] and rig.originated() == []
+    assert rig.dialer.live_calls == 0
+
+
 async def test_an_originate_that_left_from_the_committing_thread_is_the_dialer_s_though_the_wait_was_cancelled() -> (
     None
 ):
-    """A shutdown may cancel the intake's wait for its commit after the commit succeeded and the
-    Originate left from the committing thread: the call is the dialer's all the same (registered,
-    its events applied), not given up as uncommitted."""
+    """The intake's commit may raise on the loop after it succeeded and the Originate left from the
+    committing thread (here its wait is cancelled after ``then``, as the fake lets it): the call is
+    the dialer's all the same (registered, its events applied), not given up as uncommitted."""
     async with make_rig(plan(), db=FakeDb(commits_then=True)) as rig:
         writer: list[asyncio.Task[object]] = []
 
