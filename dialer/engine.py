@@ -839,8 +839,9 @@ class Dialer:
                 self._wake.set()  # more may be due than there was room for
 
         def abandoned() -> None:
-            # The commit raised on the loop, yet the Originates may have left from its thread (it
-            # succeeded there, and what followed it on the loop failed): then the calls are ours.
+            # The commit raised on the loop, yet the Originates may have left from its thread: its wait
+            # was cancelled (a shutdown) after it succeeded there, and that raises only once the thread
+            # is done (Database.commit). Then the calls are ours.
             if gate.shut():
                 try:
                     committed()

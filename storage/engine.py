@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -147,25 +148,31 @@ class InlineConnection(aiosqlite.Connection):
         self.inline = False
         await super().close()
 
-    def commit_queued(self, then: Callable[[], None] | None = None) -> asyncio.Future[None]:
+    def commit_queued(self) -> asyncio.Future[None]:
         """The commit on its way to the connection's thread when this returns, as aiosqlite queues
         a call; the future gives its outcome, and the loop may do other work before awaiting it.
 
         The commit is where SQLite writes the transaction to the WAL: on the connection's thread,
         so a disk busy with other writers (dirty-page throttling) never stalls the loop.
-
-        ``then`` runs on that thread once the commit succeeded, after the future's outcome is on
-        its way to the loop (see Database.commit); its failure is logged.
         """
         if not self._running or not self._connection:  # as aiosqlite's own check
             raise ValueError("Connection closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if then is None:
-            self._tx.put_nowait((future, self._conn.commit))
-        else:
-            # No future for aiosqlite to settle: this one is settled here, before ``then`` runs.
-            self._tx.put_nowait((None, functools.partial(_commit_then, self._conn, future, then)))
+        self._tx.put_nowait((future, self._conn.commit))
         return future
+
+    def commit_then_queued(self, then: Callable[[], None]) -> tuple[asyncio.Future[None], _Finished]:
+        """``commit_queued``, with ``then`` run on the thread once the commit succeeded, after the
+        future's outcome is on its way to the loop (see Database.commit); its failure is logged.
+        The second result tells when the thread is done with both."""
+        if not self._running or not self._connection:  # as aiosqlite's own check
+            raise ValueError("Connection closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        finished = _Finished(loop)
+        # No future for aiosqlite to settle: this one is settled by _commit_then, before ``then`` runs.
+        self._tx.put_nowait((None, functools.partial(_commit_then, self._conn, future, then, finished)))
+        return future, finished
 
     async def begin_immediate(self) -> None:
         """BEGIN IMMEDIATE, then inline. Tried on the loop without waiting first: Database queues
@@ -201,27 +208,53 @@ class InlineConnection(aiosqlite.Connection):
             self.waits = True
 
 
-def _commit_then(connection: sqlite3.Connection, future: asyncio.Future[None], then: Callable[[], None]) -> None:
+def _commit_then(
+    connection: sqlite3.Connection, future: asyncio.Future[None], then: Callable[[], None], finished: _Finished
+) -> None:
     """On the connection's thread: the commit, its outcome sent to the loop, then ``then`` if it succeeded."""
     loop = future.get_loop()
     try:
-        connection.commit()
-    except BaseException as exc:
-        loop.call_soon_threadsafe(_settle, future, exc)
-        return
-    loop.call_soon_threadsafe(_settle, future, None)
-    try:
-        then()
-    except Exception:
-        log.exception("storage.after_commit_failed")
+        try:
+            connection.commit()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, future, exc)
+            return
+        loop.call_soon_threadsafe(_settle, future, None)
+        try:
+            then()
+        except Exception:
+            log.exception("storage.after_commit_failed")
+    finally:
+        finished.set()
 
 
-async def _succeeded(commit: asyncio.Future[None]) -> bool:
-    try:
-        await commit
-    except Exception:
-        return False
-    return True
+class _Finished:
+    """When the connection's thread is done with a commit and what follows it (``then``): asked
+    for on the loop only when its wait for the commit was cancelled, so the thread costs a lock."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._done = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        """On the thread."""
+        with self._lock:
+            self._done = True
+            waiter = self._waiter
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_settle, waiter, None)
+
+    async def wait(self) -> None:
+        """On the loop, through any cancellation: the commit's waiter was cancelled already."""
+        with self._lock:
+            if self._done:
+                return
+            waiter = self._waiter = self._loop.create_future()
+        while not waiter.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(waiter)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
@@ -518,32 +551,30 @@ class Database:
         the loop to hear of the commit. The waiter's wake-up is queued first, so a task that only a
         reply to what ``then`` sent wakes runs after the caller resumed; a task woken by anything
         else may run before, and see that reply (the dialer holds what the PBX says of calls not
-        registered yet). A wait cancelled while ``then`` may still run (a shutdown) waits for the
-        commit's outcome: a commit that succeeded returns, and the cancellation is delivered at
-        the caller's next wait; one that failed raises CancelledError. ``then`` must be
-        thread-safe; its failure is logged, and the commit's outcome alone is what this returns.
+        registered yet). Cancelled (a shutdown), this raises CancelledError only once the thread is
+        done with the commit and ``then``, whatever further cancellations come meanwhile: what
+        ``then`` did, the caller then finds done. ``then`` must be thread-safe; its failure is
+        logged, and the commit's outcome alone is what this returns.
         """
         driver = direct_sqlite(conn)
         if driver is None or conn.in_transaction():
             _run_beside_commit(meanwhile)
             await conn.commit()
             return
-        committing = driver.commit_queued(then)
-        _run_beside_commit(meanwhile)
         if then is None:
+            committing = driver.commit_queued()
+            _run_beside_commit(meanwhile)
             await committing
             return
+        committing, finished = driver.commit_then_queued(then)
+        _run_beside_commit(meanwhile)
         try:
-            await asyncio.shield(committing)
+            await committing
         except asyncio.CancelledError:
-            # ``then`` follows the commit on its thread whatever the waiter does: the caller must
-            # not take for failed a commit that may have acted already. Its outcome is waited for.
-            if not await _succeeded(committing):
-                raise
-            task = asyncio.current_task()
-            assert task is not None
-            task.uncancel()
-            task.cancel()  # delivered at the caller's next wait, once it heard of the commit
+            # ``then`` follows the commit on its thread whatever the waiter does: the caller, giving
+            # up, must find done what the thread does, so it learns from ``then`` what happened.
+            await finished.wait()
+            raise
 
     def _committed_inline(self) -> None:
         """Checkpoint the write-ahead log every CHECKPOINT_EVERY commits, off the loop: SQLite's
