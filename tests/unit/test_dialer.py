@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from dialer.engine import DialerStopped
+from dialer.intake import Claimed
 from dialer.ports import PbxError, PbxNoAnswer, PbxNotSent
 from pbxsim.tests.amitools import wait_until
 from router.breaker import BreakerSettings
@@ -642,15 +643,21 @@ async def test_an_originate_that_cannot_be_built_fails_that_call_alone_and_its_l
         await rig.dialled(1)
 
 
+async def _claimed_in(uow: FakeUnitOfWork, rig: Rig) -> tuple[Lead, Claimed]:
+    """A new lead added in ``uow`` and claimed there as the intake claims one, its Originate built."""
+    lead = Lead(phone="+79161234567", name="", source="web", external_id=None, payload={}, created_at=rig.clock.now())
+    await uow.leads.add([lead])
+    claimed = await rig.dialer.claim_new(uow, rig.clock.now(), [lead])
+    assert claimed is not None
+    claimed.prepare()
+    return lead, claimed
+
+
 async def test_the_intake_s_claimed_originates_are_built_while_it_commits_and_sent_once_after(rig: Rig) -> None:
     """claim_new hands the intake what to run beside its commit (the Originates built) and after it
     (each sent, once): nothing reaches the PBX before the transaction committed."""
-    lead = Lead(phone="+79161234567", name="", source="web", external_id=None, payload={}, created_at=rig.clock.now())
     async with FakeUnitOfWork(rig.db) as uow:
-        await uow.leads.add([lead])
-        claimed = await rig.dialer.claim_new(uow, rig.clock.now(), [lead])
-        assert claimed is not None
-        claimed.prepare()
+        lead, claimed = await _claimed_in(uow, rig)
         (channel,) = rig.pbx.built
         assert not [action for action in rig.pbx.actions if action[0] == "originate"]
         await uow.commit()
@@ -706,12 +713,8 @@ async def test_what_the_pbx_said_of_a_call_before_it_was_registered_is_applied_i
 async def test_an_intake_claim_given_up_before_its_originates_were_let_out_never_lets_them_out(rig: Rig) -> None:
     """The committing thread lets the Originates out only while the intake has not given its claim
     up (a commit that raised on the loop): in the other order the thread sends nothing."""
-    lead = Lead(phone="+79161234567", name="", source="web", external_id=None, payload={}, created_at=rig.clock.now())
     async with FakeUnitOfWork(rig.db) as uow:
-        await uow.leads.add([lead])
-        claimed = await rig.dialer.claim_new(uow, rig.clock.now(), [lead])
-        assert claimed is not None
-        claimed.prepare()
+        _, claimed = await _claimed_in(uow, rig)
         claimed.abandoned()  # the loop first
         claimed.send()  # the thread, late
     assert rig.pbx.off_loop == [] and rig.originated() == []
