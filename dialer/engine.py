@@ -840,8 +840,8 @@ class Dialer:
 
         def abandoned() -> None:
             # The commit raised on the loop, yet the Originates may have left from its thread: its wait
-            # was cancelled (a shutdown) after it succeeded there, and that raises only once the thread
-            # is done (Database.commit). Then the calls are ours.
+            # was cancelled (a shutdown) after it succeeded there, which raises only once the thread is
+            # done (Database.commit), or what followed it on the loop raised. Then the calls are ours.
             if gate.shut():
                 try:
                     committed()

@@ -257,10 +257,11 @@ class UnitOfWork(Protocol):
         right after a commit that succeeded, where the commit runs on a thread of its own (and
         nowhere else): it must be thread-safe, and whatever it does not do, the caller does once
         this returns. The caller's wake-up is queued before ``then`` runs, yet other tasks may
-        run before the caller does and see the replies to what ``then`` sent. Cancelled, this
-        raises only once ``then`` ran or the commit failed: what ``then`` did, the caller then
-        finds done. Should either raise, that is logged, and the commit's outcome alone is what
-        this returns or raises."""
+        run before the caller does and see the replies to what ``then`` sent. Cancelled where
+        ``then`` runs, this raises only once ``then`` ran or the commit failed: what ``then`` did,
+        the caller then finds done (elsewhere a cancelled commit's outcome is unknown). Should
+        either raise, that is logged, and the commit's outcome alone is what this returns or
+        raises."""
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

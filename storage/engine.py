@@ -244,7 +244,10 @@ class _Finished:
             self._done = True
             waiter = self._waiter
         if waiter is not None:
-            self._loop.call_soon_threadsafe(_settle, waiter, None)
+            try:
+                self._loop.call_soon_threadsafe(_settle, waiter, None)
+            except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+                log.warning("storage.commit_waiter_gone")
 
     async def wait(self) -> None:
         """On the loop, through any cancellation: the commit's waiter was cancelled already."""
